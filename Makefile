@@ -1,0 +1,59 @@
+# The project's commands; `make help` lists them. A fresh clone needs only Python 3.11+ and make:
+# uv is installed into .tools/ when it is not on the PATH.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+RUN := $(UV) run --no-sync
+STRICT_PACKAGES := -p jobs_proto -p jobs_runtime
+PACKAGES := -p jobs_testkit -p gateway -p ai_runner -p webhook_ingest -p job_store
+HANDLERS := $(wildcard services/*/src/*/handlers.py)
+TEST_DIRS := proto/tests runtime/tests testkit/tests tests $(wildcard services/*/tests)
+
+.PHONY: help uv sync lint typecheck schema test run bench chaos clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+uv: $(UV) ## install uv into .tools/ when it is missing
+
+sync: uv ## install every workspace member from the lock file
+	$(UV) sync --all-packages --locked --quiet
+
+lint: sync ## ruff: lint and formatting
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: sync ## mypy: strict on proto/, the runtime library and handlers
+	$(RUN) mypy --strict $(STRICT_PACKAGES)
+	$(RUN) mypy $(PACKAGES)
+	$(if $(HANDLERS),$(RUN) mypy --strict $(HANDLERS))
+	$(RUN) mypy $(TEST_DIRS)
+
+schema: sync ## regenerate proto/schema from the msgspec Structs
+	$(RUN) python -m jobs_proto.schema proto/schema/jobs.schema.json
+
+test: lint typecheck ## the whole suite against real, throwaway NATS and Postgres
+	$(RUN) pytest
+
+run: sync ## start everything locally (not built yet: see README)
+	@echo "make run: not available yet. The services are skeletons with health endpoints;" >&2
+	@echo "the end-to-end path (issue 4) and the Replicate simulator (issue 3) come next." >&2
+	@exit 2
+
+bench: sync ## the benchmark suite (not built yet)
+	@echo "make bench: not available yet (issue 11)." >&2
+	@exit 2
+
+chaos: sync ## the fault-injection suite (not built yet)
+	@echo "make chaos: not available yet (issue 12)." >&2
+	@exit 2
+
+clean: ## remove the virtualenv, caches and local data
+	rm -rf .venv .tools .data .mypy_cache .ruff_cache .pytest_cache .hypothesis

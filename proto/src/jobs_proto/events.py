@@ -1,0 +1,114 @@
+"""Every event of the `JOBS` stream: what happened to a job, in the past tense, one Struct each.
+
+The kind is both the subject's second token and the body's `kind` tag, so a body decodes alone
+and a consumer can recognise a kind it does not know from the subject before decoding.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Final, TypeAlias, cast
+
+import msgspec
+
+from jobs_proto.base import Message
+from jobs_proto.status import FinalPredictionStatus
+
+
+class JobError(Message, frozen=True):
+    """Why a job failed: a stable `code` for programs, a `message` for people."""
+
+    code: str
+    message: str
+
+
+class JobEvent(Message, frozen=True, tag_field="kind"):
+    """Base of every event: which job, and when the fact became true."""
+
+    job_id: uuid.UUID
+    occurred_at: datetime
+
+    @property
+    def kind(self) -> str:
+        return cast(str, type(self).__struct_config__.tag)
+
+
+class JobRequested(JobEvent, frozen=True, tag="requested"):
+    """The gateway admitted a job; nothing has been sent to Replicate yet."""
+
+    user_id: str
+    job_type: str
+    input: dict[str, Any]
+
+
+class JobSubmitted(JobEvent, frozen=True, tag="submitted"):
+    """The ai-runner created a prediction for the job."""
+
+    prediction_id: str
+    attempt: int = 1
+
+
+class JobStarted(JobEvent, frozen=True, tag="started"):
+    """Replicate started the prediction (from a `start` webhook, or learnt by polling)."""
+
+    prediction_id: str
+    webhook_id: str | None = None
+
+
+class JobCompleted(JobEvent, frozen=True, tag="completed"):
+    """The prediction reached a final status (from the `completed` webhook, or by polling).
+
+    `output` is the model's text already joined; a result too large for the bus is stored aside
+    and named by `output_ref` instead.
+    """
+
+    prediction_id: str
+    prediction_status: FinalPredictionStatus
+    output: str | None = None
+    output_ref: str | None = None
+    error: str | None = None
+    data_removed: bool = False
+    webhook_id: str | None = None
+    predict_time_s: float | None = None
+
+
+class JobFailed(JobEvent, frozen=True, tag="failed"):
+    """The job ended without a usable prediction (rejected input, attempts exhausted, ...)."""
+
+    error: JobError
+    prediction_id: str | None = None
+
+
+class JobCancelRequested(JobEvent, frozen=True, tag="cancel_requested"):
+    """The job's owner asked to cancel it."""
+
+    user_id: str
+
+
+AnyJobEvent: TypeAlias = (
+    JobRequested | JobSubmitted | JobStarted | JobCompleted | JobFailed | JobCancelRequested
+)
+EVENT_TYPES: Final[tuple[type[JobEvent], ...]] = (
+    JobRequested,
+    JobSubmitted,
+    JobStarted,
+    JobCompleted,
+    JobFailed,
+    JobCancelRequested,
+)
+EVENT_KINDS: Final[dict[str, type[JobEvent]]] = {
+    cast(str, t.__struct_config__.tag): t for t in EVENT_TYPES
+}
+
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final[msgspec.json.Decoder[AnyJobEvent]] = msgspec.json.Decoder(AnyJobEvent)
+
+
+def encode_event(event: JobEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes) -> AnyJobEvent:
+    """Decode any event body; raises `msgspec.DecodeError` (a `ValidationError` for bad shapes)."""
+    return _decoder.decode(data)

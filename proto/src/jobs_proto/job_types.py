@@ -1,0 +1,131 @@
+"""The job-type registry: which model each job type runs, its input, its prompt and its deadline.
+
+Adding a job type is adding an entry here; the gateway validates against `input_type`, the
+ai-runner sends `model_input(...)` to `model` with the webhook events listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from jobs_proto.base import Message
+
+WebhookEvent = Literal["start", "output", "logs", "completed"]
+
+# A topic must hold at least one visible character: "" and "   " are both a missing topic.
+Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"\S")]
+ShortText = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class ScriptGenerationInput(Message, frozen=True):
+    """Input of `script_generation`: a video script about a topic."""
+
+    topic: Topic
+    tone: ShortText | None = None
+    audience: ShortText | None = None
+    duration_minutes: Annotated[int, msgspec.Meta(ge=1, le=120)] | None = None
+
+
+class VideoOutlineInput(Message, frozen=True):
+    """Input of `video_outline`: a sectioned outline of a video about a topic."""
+
+    topic: Topic
+    sections: Annotated[int, msgspec.Meta(ge=1, le=30)] | None = None
+
+
+class TitleGenerationInput(Message, frozen=True):
+    """Input of `title_generation`: candidate titles for a video about a topic."""
+
+    topic: Topic
+    count: Annotated[int, msgspec.Meta(ge=1, le=50)] = 10
+
+
+def _script_prompt(job: ScriptGenerationInput) -> str:
+    extras = [
+        f"Tone: {job.tone}." if job.tone else "",
+        f"Audience: {job.audience}." if job.audience else "",
+        f"Length: about {job.duration_minutes} minutes spoken." if job.duration_minutes else "",
+    ]
+    details = " ".join(e for e in extras if e)
+    return f"Write a complete video script about: {job.topic}. {details}".strip()
+
+
+def _outline_prompt(job: VideoOutlineInput) -> str:
+    sections = f" in {job.sections} sections" if job.sections else ""
+    return f"Write a video outline{sections} about: {job.topic}."
+
+
+def _titles_prompt(job: TitleGenerationInput) -> str:
+    return f"Suggest {job.count} video titles, one per line, about: {job.topic}."
+
+
+@dataclass(frozen=True, slots=True)
+class JobType:
+    """One kind of job: a model, the input it accepts and how that input becomes a prompt."""
+
+    name: str
+    model: str
+    input_type: type[Message]
+    prompt: Callable[[Any], str]
+    system_instruction: str
+    webhook_events: tuple[WebhookEvent, ...]
+    deadline_s: int
+    max_output_tokens: int = 8192
+
+    def parse_input(self, raw: Mapping[str, Any]) -> Message:
+        """Validate a request's input; raises `msgspec.ValidationError` naming the bad field."""
+        return msgspec.convert(raw, self.input_type)
+
+    def model_input(self, job_input: Message) -> dict[str, Any]:
+        """The prediction input Replicate's model expects for this job."""
+        return {
+            "prompt": self.prompt(job_input),
+            "system_instruction": self.system_instruction,
+            "max_output_tokens": self.max_output_tokens,
+            "temperature": 0.7,
+        }
+
+
+_STREAMING: Final[tuple[WebhookEvent, ...]] = ("start", "output", "completed")
+_GEMINI: Final = "google/gemini-3-pro"
+
+JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
+    {
+        t.name: t
+        for t in (
+            JobType(
+                name="script_generation",
+                model=_GEMINI,
+                input_type=ScriptGenerationInput,
+                prompt=_script_prompt,
+                system_instruction="You write engaging, well-structured video scripts.",
+                webhook_events=_STREAMING,
+                deadline_s=600,
+            ),
+            JobType(
+                name="video_outline",
+                model=_GEMINI,
+                input_type=VideoOutlineInput,
+                prompt=_outline_prompt,
+                system_instruction="You plan clear, well-paced video outlines.",
+                webhook_events=_STREAMING,
+                deadline_s=300,
+            ),
+            JobType(
+                name="title_generation",
+                model=_GEMINI,
+                input_type=TitleGenerationInput,
+                prompt=_titles_prompt,
+                system_instruction="You write short, specific, honest video titles.",
+                webhook_events=_STREAMING,
+                deadline_s=180,
+                max_output_tokens=1024,
+            ),
+        )
+    }
+)

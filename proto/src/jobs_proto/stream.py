@@ -1,0 +1,69 @@
+"""The `JOBS` stream and the durable consumers over it, as plain data the runtime applies.
+
+Kept free of nats-py so every reader of `proto/` sees the topology without a client library.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from jobs_proto.base import Message
+from jobs_proto.subjects import Subjects
+
+MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
+DAY_S: Final = 86_400.0
+
+
+class StreamSpec(Message, frozen=True):
+    """A JetStream stream with limits retention."""
+
+    name: str
+    subjects: tuple[str, ...]
+    max_age_s: float
+    duplicate_window_s: float
+    replicas: int = 1
+    storage: Literal["file", "memory"] = "file"
+    max_msg_size: int = MAX_MESSAGE_BYTES
+
+
+class ConsumerSpec(Message, frozen=True):
+    """A durable pull consumer with explicit acks."""
+
+    durable: str
+    filter_subjects: tuple[str, ...]
+    ack_wait_s: float = 30.0
+    max_ack_pending: int = 1000
+    max_deliver: int = -1
+
+
+def jobs_stream(
+    subjects: Subjects,
+    *,
+    name: str = "JOBS",
+    replicas: int = 1,
+    max_age_s: float = 30 * DAY_S,
+) -> StreamSpec:
+    """The stream of every job event; `max_age_s` must cover how long finished jobs are kept."""
+    return StreamSpec(
+        name=name,
+        subjects=(subjects.all_events,),
+        max_age_s=max_age_s,
+        # Longer than the contract's 5 minutes so a webhook retried by Replicate for about a
+        # minute, or a publish retried across a NATS restart, is still recognised.
+        duplicate_window_s=10 * 60.0,
+        replicas=replicas,
+    )
+
+
+def ai_runner_consumer(subjects: Subjects) -> ConsumerSpec:
+    return ConsumerSpec(
+        durable="ai-runner",
+        filter_subjects=(subjects.kind("requested"), subjects.kind("cancel_requested")),
+        # Creating a prediction may take Replicate a while; the runner also marks progress.
+        ack_wait_s=60.0,
+        max_ack_pending=500,
+    )
+
+
+def job_store_consumer(subjects: Subjects) -> ConsumerSpec:
+    return ConsumerSpec(durable="job-store", filter_subjects=(subjects.all_events,))

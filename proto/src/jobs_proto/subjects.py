@@ -1,0 +1,110 @@
+"""The subject scheme `job.<kind>.<jobId>` and the deterministic `Nats-Msg-Id` of every event.
+
+A prefix (empty in production) lets tests and side-by-side deployments share one NATS server
+without seeing each other's jobs.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Final
+
+from jobs_proto.events import (
+    EVENT_KINDS,
+    JobCancelRequested,
+    JobCompleted,
+    JobEvent,
+    JobFailed,
+    JobRequested,
+    JobStarted,
+    JobSubmitted,
+)
+
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+_PREFIX = re.compile(r"^([A-Za-z0-9_-]+\.)*$")
+
+
+class SubjectError(ValueError):
+    """A subject that is not `<prefix>job.<kind>.<jobId>`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Subject names under one prefix ("" or dot-terminated tokens such as `t3f9.`)."""
+
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.match(self.prefix):
+            raise ValueError(f"subject prefix must be empty or end with '.': {self.prefix!r}")
+
+    @property
+    def all_events(self) -> str:
+        return f"{self.prefix}job.>"
+
+    def kind(self, kind: str) -> str:
+        """Every job's events of one kind, as a consumer filter."""
+        return f"{self.prefix}job.{kind}.>"
+
+    def event(self, event: JobEvent) -> str:
+        return f"{self.prefix}job.{event.kind}.{event.job_id}"
+
+    def parse(self, subject: str) -> tuple[str, uuid.UUID]:
+        """The kind and job id of an event subject; the kind may be one this release lacks."""
+        if not subject.startswith(self.prefix):
+            raise SubjectError(f"not under prefix {self.prefix!r}: {subject}")
+        parts = subject[len(self.prefix) :].split(".")
+        if len(parts) != 3 or parts[0] != "job":
+            raise SubjectError(f"not job.<kind>.<jobId>: {subject}")
+        try:
+            return parts[1], uuid.UUID(parts[2])
+        except ValueError:
+            raise SubjectError(f"job id is not a UUID: {subject}") from None
+
+    def job_change(self, job_id: uuid.UUID) -> str:
+        """Where the job-store announces a committed change (core NATS, outside `job.>`)."""
+        return f"{self.prefix}job_change.{job_id}"
+
+    @property
+    def all_job_changes(self) -> str:
+        return f"{self.prefix}job_change.>"
+
+    def progress(self, job_id: uuid.UUID) -> str:
+        """Partial output of a running prediction (core NATS, never stored in `JOBS`)."""
+        return f"{self.prefix}job_progress.{job_id}"
+
+    @property
+    def all_progress(self) -> str:
+        return f"{self.prefix}job_progress.>"
+
+    def request(self, service: str, endpoint: str) -> str:
+        """Request/reply subject of a service endpoint, e.g. the job-store's get-by-id."""
+        return f"{self.prefix}svc.{service}.{endpoint}"
+
+
+def message_id(event: JobEvent) -> str:
+    """The `Nats-Msg-Id` that makes JetStream drop a retried publish of the same fact.
+
+    Webhook events reuse Replicate's `webhook-id`, so a redelivered webhook is the same message;
+    what the ai-runner learns by polling is keyed by the prediction, so two runners polling the
+    same prediction publish one event.
+    """
+    match event:
+        case JobRequested():
+            return f"requested:{event.job_id}"
+        case JobSubmitted():
+            return f"submitted:{event.job_id}:{event.prediction_id}"
+        case JobStarted():
+            return event.webhook_id or f"started:{event.prediction_id}"
+        case JobCompleted():
+            return event.webhook_id or f"completed:{event.prediction_id}"
+        case JobFailed():
+            return f"failed:{event.job_id}"
+        case JobCancelRequested():
+            return f"cancel:{event.job_id}"
+    raise TypeError(f"no message id rule for {type(event).__name__}")  # pragma: no cover
+
+
+__all__ = ["EVENT_KINDS", "MSG_ID_HEADER", "SubjectError", "Subjects", "message_id"]

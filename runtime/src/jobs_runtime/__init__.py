@@ -1,0 +1,1 @@
+"""What every service shares: settings, NATS, the consumer loop, the admin port, logs, shutdown."""

@@ -1,0 +1,67 @@
+"""The admin port of every service: `/healthz`, `/readyz`, `/metrics`; never routed from outside."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from jobs_proto.api import HealthStatus
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+_CHECK_TIMEOUT_S = 2.0
+
+
+class Readiness:
+    """Named checks that must all pass, and a switch that fails them all while shutting down."""
+
+    def __init__(self) -> None:
+        self.checks: dict[str, ReadinessCheck] = {}
+        self.stopping = False
+
+    def add(self, name: str, check: ReadinessCheck) -> None:
+        self.checks[name] = check
+
+    async def probe(self) -> HealthStatus:
+        results: dict[str, str] = {}
+        if self.stopping:
+            results["shutdown"] = "stopping"
+        for name, check in self.checks.items():
+            try:
+                await asyncio.wait_for(check(), _CHECK_TIMEOUT_S)
+                results[name] = "ok"
+            except Exception as exc:
+                results[name] = f"failed: {exc!r}"
+        ok = all(v == "ok" for v in results.values())
+        return HealthStatus(status="ok" if ok else "unavailable", checks=results)
+
+
+def _json(body: HealthStatus, status: int) -> Response:
+    return Response(msgspec.json.encode(body), status, media_type="application/json")
+
+
+def admin_app(readiness: Readiness) -> Starlette:
+    async def healthz(_: Request) -> Response:
+        return _json(HealthStatus(status="ok"), 200)
+
+    async def readyz(_: Request) -> Response:
+        status = await readiness.probe()
+        return _json(status, 200 if status.status == "ok" else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ]
+    )

@@ -1,0 +1,116 @@
+"""The NATS edge of every service: connecting, idempotent stream and consumer setup, publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError
+
+from jobs_proto.events import JobEvent, encode_event
+from jobs_proto.stream import ConsumerSpec, StreamSpec
+from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
+
+log = logging.getLogger(__name__)
+
+_STREAM_NAME_IN_USE = 10058
+
+
+async def connect(url: str, name: str, stop: asyncio.Event | None = None) -> NATS:
+    """Connect, retrying until NATS answers or `stop` is set; reconnects forever afterwards."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    delay = 0.2
+    while True:
+        try:
+            return await nats.connect(
+                servers=url.split(","),
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
+        except Exception as exc:
+            if stop is not None and stop.is_set():
+                raise
+            log.warning("nats not reachable, retrying in %.1fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def stream_config(spec: StreamSpec) -> js_api.StreamConfig:
+    return js_api.StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE if spec.storage == "file" else js_api.StorageType.MEMORY,
+        max_age=spec.max_age_s,
+        duplicate_window=spec.duplicate_window_s,
+        num_replicas=spec.replicas,
+        max_msg_size=spec.max_msg_size,
+    )
+
+
+def consumer_config(spec: ConsumerSpec) -> js_api.ConsumerConfig:
+    return js_api.ConsumerConfig(
+        name=spec.durable,
+        durable_name=spec.durable,
+        filter_subjects=list(spec.filter_subjects),
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        ack_wait=spec.ack_wait_s,
+        max_ack_pending=spec.max_ack_pending,
+        max_deliver=spec.max_deliver,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> js_api.StreamInfo:
+    """Create the stream, or bring an existing one to `spec`; safe to run from every replica."""
+    config = stream_config(spec)
+    try:
+        return await js.add_stream(config)
+    except BadRequestError as exc:
+        if exc.err_code != _STREAM_NAME_IN_USE:
+            raise
+    log.info("updating stream %s to its configuration", spec.name)
+    return await js.update_stream(config)
+
+
+async def ensure_consumer(
+    js: JetStreamContext, stream: str, spec: ConsumerSpec
+) -> js_api.ConsumerInfo:
+    """Create the durable consumer; with the same configuration this is a no-op."""
+    return await js.add_consumer(stream, consumer_config(spec))
+
+
+class EventPublisher:
+    """Publishes job events to JetStream with their deterministic `Nats-Msg-Id`."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects, timeout: float = 5.0) -> None:
+        self._js = js
+        self._subjects = subjects
+        self._timeout = timeout
+
+    async def publish(self, event: JobEvent) -> js_api.PubAck:
+        """Returns once JetStream has stored the event (or recognised it as a duplicate)."""
+        return await self._js.publish(
+            self._subjects.event(event),
+            encode_event(event),
+            timeout=self._timeout,
+            headers={MSG_ID_HEADER: message_id(event)},
+        )

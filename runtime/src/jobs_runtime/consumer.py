@@ -1,0 +1,149 @@
+"""The consumer loop: fetch a batch from a durable consumer, hand each event to its handler, ack.
+
+A handler that raises gets its message back after a growing delay; a kind this release does not
+know stays unacknowledged, so a newer replica can take it; a body that cannot be an event is
+terminated (it stays in the stream for inspection) instead of blocking the consumer forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, DrainTimeoutError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Histogram
+
+from jobs_proto.events import decode_event
+from jobs_proto.stream import ConsumerSpec
+from jobs_proto.subjects import SubjectError, Subjects
+from jobs_runtime.bus import ensure_consumer
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Awaitable[None]]
+
+MESSAGES = Counter(
+    "jobs_consumer_messages",
+    "Messages a consumer handled, by kind and outcome",
+    ["consumer", "kind", "outcome"],
+)
+HANDLER_SECONDS = Histogram(
+    "jobs_consumer_handler_seconds", "Time a handler took per message", ["consumer", "kind"]
+)
+
+
+def retry_delay(delivered: int, base_s: float = 1.0, cap_s: float = 60.0) -> float:
+    """Exponential backoff with full jitter, by how often the message was delivered so far."""
+    ceiling = min(cap_s, base_s * 2 ** max(0, delivered - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class ConsumerLoop:
+    """Runs handlers over one durable consumer until told to stop."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        stream: str,
+        spec: ConsumerSpec,
+        subjects: Subjects,
+        handlers: Mapping[str, Handler],
+        batch: int = 64,
+        fetch_timeout_s: float = 1.0,
+        delay: Callable[[int], float] = retry_delay,
+    ) -> None:
+        self._js = js
+        self._stream = stream
+        self._spec = spec
+        self._subjects = subjects
+        self._handlers = handlers
+        self._batch = batch
+        self._fetch_timeout_s = fetch_timeout_s
+        self._delay = delay
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch and handle until `stop` is set, then finish the batch in hand and return."""
+        await ensure_consumer(self._js, self._stream, self._spec)
+        subscription = await self._js.pull_subscribe_bind(
+            durable=self._spec.durable, stream=self._stream
+        )
+        self.ready.set()
+        pause = 0.1
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await subscription.fetch(self._batch, timeout=self._fetch_timeout_s)
+                except NatsTimeoutError:
+                    continue
+                except (ConnectionClosedError, DrainTimeoutError):
+                    return
+                except Exception as exc:
+                    # NATS restarting or JetStream not ready yet: wait and ask again.
+                    log.warning("fetch failed, retrying: %r", exc)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 5.0)
+                    continue
+                pause = 0.1
+                await asyncio.gather(*(self._handle(m) for m in messages))
+        finally:
+            await subscription.unsubscribe()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            kind, job_id = self._subjects.parse(msg.subject)
+        except SubjectError as exc:
+            log.error("not an event subject, terminated: %s", exc)
+            await msg.term()
+            self._count("?", "rejected")
+            return
+        handler = self._handlers.get(kind)
+        if handler is None:
+            # A newer release's event: never ack it away; it comes back after ack_wait.
+            log.warning("unknown event kind left unacknowledged", extra={"kind": kind})
+            self._count(kind, "unknown_kind")
+            return
+        try:
+            event = decode_event(msg.data)
+        except msgspec.DecodeError as exc:
+            log.error(
+                "malformed event terminated: %s", exc, extra={"kind": kind, "job_id": str(job_id)}
+            )
+            await msg.term()
+            self._count(kind, "rejected")
+            return
+        if event.kind != kind or event.job_id != job_id:
+            log.error("event body does not match its subject, terminated: %s", msg.subject)
+            await msg.term()
+            self._count(kind, "rejected")
+            return
+        started = time.perf_counter()
+        try:
+            await handler(event)
+        except Exception:
+            delivered = msg.metadata.num_delivered
+            delay = self._delay(delivered)
+            log.exception(
+                "handler failed, redelivery in %.1fs",
+                delay,
+                extra={"kind": kind, "job_id": str(job_id), "delivered": delivered},
+            )
+            await msg.nak(delay=delay)
+            self._count(kind, "retried")
+            return
+        finally:
+            HANDLER_SECONDS.labels(self._spec.durable, kind).observe(time.perf_counter() - started)
+        await msg.ack()
+        self._count(kind, "acked")
+
+    def _count(self, kind: str, outcome: str) -> None:
+        MESSAGES.labels(self._spec.durable, kind, outcome).inc()

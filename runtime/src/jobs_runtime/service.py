@@ -1,0 +1,129 @@
+"""A service's life: settings, logs, NATS, the stream, the admin port, then its work until SIGTERM.
+
+On SIGTERM (or Ctrl-C) readiness fails at once, the service's `main` sees `stop` set, stops
+fetching and finishes what it holds; then the NATS connection is drained (pending acks and
+publishes flushed) and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Generic, NoReturn, TypeVar
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from jobs_proto.stream import jobs_stream
+from jobs_runtime.admin import Readiness, admin_app
+from jobs_runtime.bus import EventPublisher, connect, ensure_stream
+from jobs_runtime.http import HttpServer
+from jobs_runtime.logs import configure_logging
+from jobs_runtime.settings import ServiceSettings, SettingsError, load_settings
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class Service(Generic[S]):
+    """What a service's `main` is handed: its settings and the connections the runtime owns."""
+
+    name: str
+    settings: S
+    nc: NATS
+    js: JetStreamContext
+    publisher: EventPublisher
+    readiness: Readiness
+    stop: asyncio.Event
+    stack: AsyncExitStack
+
+
+ServiceMain = Callable[[Service[S]], Awaitable[None]]
+
+
+def run(name: str, settings_type: type[S], main: ServiceMain[S]) -> NoReturn:
+    """The body of every service's console command."""
+    try:
+        settings = load_settings(settings_type)
+    except SettingsError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(name, settings.log_level)
+    asyncio.run(serve(name, settings, main))
+    sys.exit(0)
+
+
+async def _drain(nc: NATS) -> None:
+    if nc.is_closed:
+        return
+    try:
+        await nc.drain()
+    except Exception as exc:
+        log.warning("drain failed: %r", exc)
+        await nc.close()
+
+
+async def serve(name: str, settings: S, main: ServiceMain[S]) -> None:
+    stop = asyncio.Event()
+    readiness = Readiness()
+
+    def on_signal() -> None:
+        readiness.stopping = True
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        async with AsyncExitStack() as stack:
+            admin = HttpServer(admin_app(readiness), "0.0.0.0", settings.admin_port)
+            await admin.start()
+            stack.push_async_callback(admin.stop)
+
+            nc = await connect(settings.nats_url, name, stop)
+            stack.push_async_callback(_drain, nc)
+            js = nc.jetstream()
+            await ensure_stream(
+                js,
+                jobs_stream(
+                    settings.subjects,
+                    name=settings.jobs_stream,
+                    replicas=settings.stream_replicas,
+                ),
+            )
+
+            async def nats_ready() -> None:
+                if not nc.is_connected:
+                    raise ConnectionError("not connected to NATS")
+
+            readiness.add("nats", nats_ready)
+            service = Service(
+                name=name,
+                settings=settings,
+                nc=nc,
+                js=js,
+                publisher=EventPublisher(js, settings.subjects),
+                readiness=readiness,
+                stop=stop,
+                stack=stack,
+            )
+            log.info("started", extra={"admin_port": admin.port})
+            await main(service)
+            readiness.stopping = True
+            log.info("stopping")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+
+
+async def idle(service: Service[S]) -> None:
+    """The `main` of a service with nothing to do yet but answer its admin port."""
+    await service.stop.wait()

@@ -1,0 +1,43 @@
+import httpx
+from prometheus_client import Counter
+
+from jobs_runtime.admin import Readiness, admin_app
+from jobs_runtime.http import HttpServer
+
+PROBED = Counter("jobs_test_admin_probes", "Counted by the admin test")
+
+
+async def test_health_readiness_and_metrics() -> None:
+    readiness = Readiness()
+    healthy = {"db": True}
+
+    async def database() -> None:
+        if not healthy["db"]:
+            raise ConnectionError("postgres down")
+
+    readiness.add("postgres", database)
+    server = HttpServer(admin_app(readiness), "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["checks"] == {"postgres": "ok"}
+
+            healthy["db"] = False
+            down = await client.get("/readyz")
+            assert down.status_code == 503
+            assert "postgres down" in down.json()["checks"]["postgres"]
+            assert (await client.get("/healthz")).status_code == 200
+
+            healthy["db"] = True
+            readiness.stopping = True
+            assert (await client.get("/readyz")).status_code == 503
+
+            PROBED.inc()
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 200
+            assert "jobs_test_admin_probes_total 1.0" in metrics.text
+    finally:
+        await server.stop()

