@@ -22,7 +22,13 @@ JOBS = 40
 
 
 def app(
-    tmp_path: Path, name: str, nats_url: str, stream: StreamSpec, subjects: Subjects, out: Path
+    tmp_path: Path,
+    name: str,
+    nats_url: str,
+    stream: StreamSpec,
+    subjects: Subjects,
+    out: Path,
+    **settings: str,
 ) -> ServiceProcess:
     env = {
         "NATS_URL": nats_url,
@@ -32,12 +38,29 @@ def app(
         "OUT_FILE": str(out),
         "HANDLE_S": "1.0",
         "BATCH": "10",
+        **settings,
     }
     return ServiceProcess([sys.executable, str(APP)], env, tmp_path / f"{name}.log")
 
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+async def publish_jobs(nats_client: NATS, subjects: Subjects) -> list[uuid.UUID]:
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    jobs = [uuid.uuid4() for _ in range(JOBS)]
+    for job_id in jobs:
+        await publisher.publish(
+            JobRequested(
+                job_id=job_id,
+                occurred_at=datetime.now(UTC),
+                user_id="u",
+                job_type="script_generation",
+                input={"topic": "t"},
+            )
+        )
+    return jobs
 
 
 async def test_sigterm_mid_batch_loses_nothing(
@@ -88,3 +111,39 @@ async def test_sigterm_mid_batch_loses_nothing(
     )
     assert set(handled) == {str(j) for j in jobs}
     assert max(handled.values()) == 1, "a message acked by the first process came back"
+
+
+async def test_work_past_the_grace_period_is_handed_back_at_once(
+    tmp_path: Path,
+    nats_url: str,
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+) -> None:
+    await publish_jobs(nats_client, subjects)
+    out = tmp_path / "stuck.txt"
+    stuck = app(
+        tmp_path,
+        "stuck",
+        nats_url,
+        jobs_stream_ready,
+        subjects,
+        out,
+        HANDLE_S="600",
+        SHUTDOWN_GRACE_S="0.5",
+    )
+    with stuck:
+        await eventually(lambda: any(line.startswith("start") for line in lines(out)))
+        code = await asyncio.to_thread(stuck.terminate, 10.0)
+    assert code == 0, stuck.log
+    assert not any(line.startswith("done") for line in lines(out))
+    assert "cancelling it" in stuck.log
+
+    # Nak'ed on the way out: a successor gets every job now, not after the 30 s ack_wait.
+    after = tmp_path / "after.txt"
+    successor = app(tmp_path, "after", nats_url, jobs_stream_ready, subjects, after, HANDLE_S="0")
+    with successor:
+        await eventually(
+            lambda: sum(line.startswith("done") for line in lines(after)) == JOBS, within=15.0
+        )
+        assert await asyncio.to_thread(successor.terminate) == 0, successor.log

@@ -8,6 +8,7 @@ terminated (it stays in the stream for inspection) instead of blocking the consu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -94,17 +95,31 @@ class ConsumerLoop:
                     pause = min(pause * 2, 5.0)
                     continue
                 pause = 0.1
-                await asyncio.gather(*(self._handle(m) for m in messages))
+                await asyncio.gather(*(self._handle_safely(m) for m in messages))
         finally:
-            await subscription.unsubscribe()
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _handle_safely(self, msg: Msg) -> None:
+        try:
+            await self._handle(msg)
+        except asyncio.CancelledError:
+            # Shut down past the grace period: hand the message back at once, so another
+            # replica takes it now rather than after ack_wait.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception:
+            # An ack or nak that could not be sent (NATS gone): JetStream redelivers the
+            # message after ack_wait, and the loop goes on.
+            log.exception("could not settle a message", extra={"subject": msg.subject})
 
     async def _handle(self, msg: Msg) -> None:
         try:
             kind, job_id = self._subjects.parse(msg.subject)
         except SubjectError as exc:
             log.error("not an event subject, terminated: %s", exc)
-            await msg.term()
-            self._count("?", "rejected")
+            await self._reject(msg, "?")
             return
         handler = self._handlers.get(kind)
         if handler is None:
@@ -112,19 +127,16 @@ class ConsumerLoop:
             log.warning("unknown event kind left unacknowledged", extra={"kind": kind})
             self._count(kind, "unknown_kind")
             return
+        context = {"kind": kind, "job_id": str(job_id)}
         try:
             event = decode_event(msg.data)
         except msgspec.DecodeError as exc:
-            log.error(
-                "malformed event terminated: %s", exc, extra={"kind": kind, "job_id": str(job_id)}
-            )
-            await msg.term()
-            self._count(kind, "rejected")
+            log.error("malformed event terminated: %s", exc, extra=context)
+            await self._reject(msg, kind)
             return
         if event.kind != kind or event.job_id != job_id:
-            log.error("event body does not match its subject, terminated: %s", msg.subject)
-            await msg.term()
-            self._count(kind, "rejected")
+            log.error("event body does not match its subject, terminated", extra=context)
+            await self._reject(msg, kind)
             return
         started = time.perf_counter()
         try:
@@ -135,7 +147,7 @@ class ConsumerLoop:
             log.exception(
                 "handler failed, redelivery in %.1fs",
                 delay,
-                extra={"kind": kind, "job_id": str(job_id), "delivered": delivered},
+                extra={**context, "delivered": delivered},
             )
             await msg.nak(delay=delay)
             self._count(kind, "retried")
@@ -144,6 +156,11 @@ class ConsumerLoop:
             HANDLER_SECONDS.labels(self._spec.durable, kind).observe(time.perf_counter() - started)
         await msg.ack()
         self._count(kind, "acked")
+
+    async def _reject(self, msg: Msg, kind: str) -> None:
+        # Terminated, not deleted: the message stays in the stream for an operator to inspect.
+        await msg.term()
+        self._count(kind, "rejected")
 
     def _count(self, kind: str, outcome: str) -> None:
         MESSAGES.labels(self._spec.durable, kind, outcome).inc()

@@ -8,13 +8,14 @@ publishes flushed) and the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Generic, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -45,7 +46,7 @@ class Service(Generic[S]):
     stack: AsyncExitStack
 
 
-ServiceMain = Callable[[Service[S]], Awaitable[None]]
+ServiceMain = Callable[[Service[S]], Coroutine[Any, Any, None]]
 
 
 def run(name: str, settings_type: type[S], main: ServiceMain[S]) -> NoReturn:
@@ -56,7 +57,11 @@ def run(name: str, settings_type: type[S], main: ServiceMain[S]) -> NoReturn:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(name, settings.log_level)
-    asyncio.run(serve(name, settings, main))
+    try:
+        asyncio.run(serve(name, settings, main))
+    except Exception:
+        log.exception("crashed")
+        sys.exit(1)
     sys.exit(0)
 
 
@@ -115,13 +120,32 @@ async def serve(name: str, settings: S, main: ServiceMain[S]) -> None:
                 stack=stack,
             )
             log.info("started", extra={"admin_port": admin.port})
-            await main(service)
+            await _run_main(main(service), stop, settings.shutdown_grace_s)
             readiness.stopping = True
-            log.info("stopping")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+async def _run_main(work: Coroutine[Any, Any, None], stop: asyncio.Event, grace_s: float) -> None:
+    """Run the service's work; once `stop` is set, give it `grace_s` to finish, then cancel it."""
+    task = asyncio.create_task(work)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            log.info("stopping", extra={"grace_s": grace_s})
+            done, _ = await asyncio.wait({task}, timeout=grace_s)
+            if not done:
+                log.warning("work still in hand after the grace period, cancelling it")
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return
+        task.result()  # a service whose work crashed must not exit 0
+    finally:
+        stopping.cancel()
 
 
 async def idle(service: Service[S]) -> None:
