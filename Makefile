@@ -7,10 +7,10 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --no-sync
-STRICT_PACKAGES := -p jobs_proto -p jobs_runtime
+STRICT_PACKAGES := -p jobs_proto -p jobs_runtime -p replicate_sim
 PACKAGES := -p jobs_testkit -p gateway -p ai_runner -p webhook_ingest -p job_store
 HANDLERS := $(wildcard services/*/src/*/handlers.py)
-TEST_DIRS := proto/tests runtime/tests testkit/tests tests $(wildcard services/*/tests)
+TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests $(wildcard services/*/tests)
 
 .PHONY: help uv sync lint typecheck schema test run bench chaos clean
 

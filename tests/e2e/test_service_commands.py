@@ -67,3 +67,27 @@ def test_a_malformed_setting_is_named() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("job-store: configuration error: ADMIN_PORT: Expected `int`")
+
+
+def test_the_simulator_command_serves_replicates_api(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"HTTP_PORT": str(port), "SIM_API_TOKEN": "r8_sim"}
+    with ServiceProcess([command_path("replicate-sim")], env, tmp_path / "sim.log") as process:
+        base = f"http://127.0.0.1:{port}"
+        assert process.wait_http(f"{base}/healthz").json()["status"] == "ok"
+        secret = process.wait_http(f"{base}/v1/webhooks/default/secret", status=401)
+        assert secret.json()["status"] == 401
+        assert process.terminate() == 0, process.log
+    assert '"msg":"stopped"' in process.log
+
+
+def test_the_simulator_refuses_a_bad_secret() -> None:
+    result = subprocess.run(
+        [command_path("replicate-sim")],
+        env={"SIM_WEBHOOK_SECRET": "not-a-secret"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("replicate-sim: configuration error: SIM_WEBHOOK_SECRET")

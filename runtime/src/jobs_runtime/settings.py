@@ -23,20 +23,30 @@ class SettingsError(Exception):
     """A missing or malformed setting; its message is the one line an operator sees."""
 
 
-class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
-    """What every service reads; each service extends it with its own fields and rules."""
+class EnvSettings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
+    """What every process reads from the environment, bus or not."""
 
     # Each alternative group is "A|B": in prod at least one of them must be set and non-empty.
-    required_in_prod: ClassVar[tuple[str, ...]] = ("NATS_URL",)
+    required_in_prod: ClassVar[tuple[str, ...]] = ()
 
     app_env: Literal["dev", "prod"] = "dev"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_grace_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
+
+    def check(self) -> None:
+        """Cross-field rules; raise `SettingsError` naming the variable."""
+
+
+class ServiceSettings(EnvSettings, frozen=True):
+    """What every service on the bus reads; each extends it with its own fields and rules."""
+
+    required_in_prod: ClassVar[tuple[str, ...]] = ("NATS_URL",)
+
     nats_url: str = "nats://127.0.0.1:4222"
     jobs_stream: str = "JOBS"
     subject_prefix: str = ""
     stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     admin_port: Port = 0
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    shutdown_grace_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
 
     @property
     def subjects(self) -> Subjects:
@@ -50,7 +60,7 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, rename="upper")
             raise SettingsError(f"SUBJECT_PREFIX: {exc}") from None
 
 
-S = TypeVar("S", bound=ServiceSettings)
+S = TypeVar("S", bound=EnvSettings)
 
 _AT = re.compile(r" - at `\$\.(?P<name>[A-Z0-9_]+)`")
 

@@ -1,0 +1,1 @@
+"""A stand-in for Replicate's HTTP API: predictions, signed webhooks and fault knobs."""

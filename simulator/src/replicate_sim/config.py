@@ -1,0 +1,70 @@
+"""The simulator's process settings (environment) and its run-time knobs (`/_sim/config`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from jobs_runtime.settings import EnvSettings, Port
+
+Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class Settings(EnvSettings, frozen=True):
+    """Fixed for the life of the process; the knobs below change while it runs."""
+
+    http_port: Port = 8010
+    # Where clients reach the simulator, for `urls.*` and list cursors; default: 127.0.0.1.
+    sim_public_url: str = ""
+    sim_api_token: str = ""
+    sim_webhook_secret: str = "whsec_c2ltdWxhdG9yLWRldi13ZWJob29rLXNlY3JldA=="
+    # Replicate removes a prediction's data after an hour; the record itself is forgotten
+    # after twice that, which bounds the simulator's memory.
+    sim_data_retention_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    sim_webhook_concurrency: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
+    sim_webhook_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    # Seconds between the attempts of a final webhook that is not answered 2xx (about a
+    # minute in all, as Replicate does).
+    sim_webhook_retry_s: str = "1,2,4,8,15,30"
+
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(x) for x in self.sim_webhook_retry_s.split(",") if x.strip())
+
+    def check(self) -> None:
+        from jobs_runtime.settings import SettingsError
+
+        try:
+            delays = self.retry_delays
+        except ValueError:
+            raise SettingsError(
+                "SIM_WEBHOOK_RETRY_S: not a comma-separated list of seconds"
+            ) from None
+        if any(d < 0 for d in delays):
+            raise SettingsError("SIM_WEBHOOK_RETRY_S: delays must not be negative")
+        if not self.sim_webhook_secret.startswith("whsec_"):
+            raise SettingsError("SIM_WEBHOOK_SECRET: must start with whsec_")
+
+
+class Knobs(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """The contract's `/_sim/config` fields; each applies to what happens after it is set."""
+
+    latency_s: Annotated[float, msgspec.Meta(ge=0.0, le=86_400.0)] = 2.0
+    prediction_fail_rate: Rate = 0.0
+    abort_rate: Rate = 0.0
+    api_error_rate: Rate = 0.0
+    api_error_after_create: bool = False
+    create_rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    drop_webhook_rate: Rate = 0.0
+    duplicate_webhook_rate: Rate = 0.0
+    reorder_webhooks: bool = False
+    hold_webhooks: bool = False
+
+
+def merge_knobs(current: Knobs, patch: object) -> Knobs:
+    """The knobs with `patch` applied; raises `msgspec.ValidationError` for an unknown field or
+    a bad value, leaving `current` as it was."""
+    if not isinstance(patch, dict):
+        raise msgspec.ValidationError("Expected `object`")
+    return msgspec.convert({**msgspec.to_builtins(current), **patch}, Knobs)

@@ -1,0 +1,166 @@
+"""A simulated prediction and its state at any instant, as pure functions of time.
+
+A prediction is planned once at creation (when it starts, when it ends and how); what the API
+shows at a given moment is computed from that plan, so no timer has to fire for `get` to be
+right, and a cancel or a deadline only moves the end earlier.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Status = Literal["starting", "processing", "succeeded", "failed", "canceled", "aborted"]
+FinalStatus = Literal["succeeded", "failed", "canceled", "aborted"]
+WebhookEvent = Literal["start", "output", "logs", "completed"]
+
+MODEL_ERROR = "Simulated model failure: the model raised an exception"
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One webhook attempt, for the audit: what was sent and how the receiver answered."""
+
+    event: WebhookEvent
+    webhook_id: str
+    attempt: int
+    at: float
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Faults:
+    """Webhook faults drawn for this prediction when it was created."""
+
+    drop_webhooks: bool = False
+    duplicate_final: bool = False
+    reorder: bool = False
+
+
+@dataclass(slots=True)
+class Prediction:
+    id: str
+    seq: int
+    model: str
+    version: str
+    input: dict[str, Any]
+    webhook: str | None
+    events: frozenset[WebhookEvent]
+    job: str | None
+    created_at: float
+    start_at: float
+    end_at: float
+    outcome: Literal["succeeded", "failed"]
+    aborts: bool
+    chunks: list[str]
+    # Where the client reached the simulator: `urls.*` must point back there.
+    base_url: str
+    deadline_at: float | None = None
+    canceled_at: float | None = None
+    data_removed: bool = False
+    # Set when the end was processed; from then on the prediction is shown as ended even if
+    # the wall clock reads a hair earlier than the loop's timer did.
+    finished: bool = False
+    faults: Faults = field(default_factory=Faults)
+    deliveries: list[Delivery] = field(default_factory=list)
+
+
+def ending(p: Prediction) -> tuple[float, FinalStatus]:
+    """When the prediction ends and with which status, given everything that can end it."""
+    natural: FinalStatus = "aborted" if p.aborts else p.outcome
+    end, status = p.end_at, natural
+    if p.deadline_at is not None and p.deadline_at < end:
+        # A deadline before the prediction ever started aborts it (and it is not billed).
+        never_started = p.aborts or p.deadline_at < p.start_at
+        end, status = p.deadline_at, "aborted" if never_started else "canceled"
+    if p.canceled_at is not None and p.canceled_at < end:
+        end, status = p.canceled_at, "canceled"
+    return end, status
+
+
+def started(p: Prediction, now: float) -> bool:
+    end, _ = ending(p)
+    return not p.aborts and p.start_at <= now and p.start_at <= end
+
+
+def status_at(p: Prediction, now: float) -> Status:
+    end, final = ending(p)
+    if now >= end:
+        return final
+    return "processing" if started(p, now) else "starting"
+
+
+def chunks_at(p: Prediction, now: float) -> list[str]:
+    """The output chunks produced by `now`: evenly spread between start and the planned end."""
+    if not started(p, now) or p.data_removed:
+        return []
+    end, final = ending(p)
+    if final == "succeeded" and now >= end:
+        return list(p.chunks)
+    if final == "failed" and now >= end:
+        return []
+    span = p.end_at - p.start_at
+    progress = 1.0 if span <= 0 else (min(now, end) - p.start_at) / span
+    return p.chunks[: math.floor(len(p.chunks) * min(1.0, max(0.0, progress)))]
+
+
+def logs_at(p: Prediction, now: float) -> str:
+    if p.data_removed or not started(p, now):
+        return ""
+    done = len(chunks_at(p, now))
+    lines = ["Starting prediction", f"Generated {done} of {len(p.chunks)} chunks"]
+    status = status_at(p, now)
+    if status in ("succeeded", "failed", "canceled"):
+        lines.append(f"Prediction {status}")
+    return "\n".join(lines) + "\n"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def urls(p: Prediction) -> dict[str, str]:
+    return {
+        "get": f"{p.base_url}/v1/predictions/{p.id}",
+        "cancel": f"{p.base_url}/v1/predictions/{p.id}/cancel",
+        "web": f"{p.base_url}/p/{p.id}",
+    }
+
+
+def render(p: Prediction, now: float) -> dict[str, Any]:
+    """The prediction as Replicate's API shows it at `now`."""
+    status = status_at(p, now)
+    end, _ = ending(p)
+    terminal = now >= end
+    is_started = started(p, now)
+    chunks = chunks_at(p, now)
+    body: dict[str, Any] = {
+        "id": p.id,
+        "model": p.model,
+        "version": p.version,
+        "input": {} if p.data_removed else p.input,
+        "logs": logs_at(p, now),
+        "output": chunks or None,
+        "data_removed": p.data_removed,
+        "error": MODEL_ERROR if status == "failed" else None,
+        "status": status,
+        "source": "api",
+        "created_at": iso(p.created_at),
+        "urls": urls(p),
+        "metrics": {},
+    }
+    # `started_at` and `completed_at` are non-nullable strings in the OpenAPI description, and
+    # Replicate leaves them out until they happen (a `starting` prediction has neither).
+    if is_started:
+        body["started_at"] = iso(p.start_at)
+    if p.deadline_at is not None:
+        body["deadline"] = iso(p.deadline_at)
+    if terminal:
+        body["completed_at"] = iso(end)
+        body["metrics"]["total_time"] = round(end - p.created_at, 6)
+        if is_started:
+            body["metrics"]["predict_time"] = round(end - p.start_at, 6)
+    return body
