@@ -42,10 +42,8 @@ schema: sync ## regenerate proto/schema from the msgspec Structs
 test: lint typecheck ## the whole suite against real, throwaway NATS and Postgres
 	$(RUN) pytest
 
-run: sync ## start everything locally (not built yet: see README)
-	@echo "make run: not available yet. The services are skeletons with health endpoints;" >&2
-	@echo "the end-to-end path (issue 4) and the Replicate simulator (issue 3) come next." >&2
-	@exit 2
+run: sync ## the whole system locally: NATS, Postgres, the simulator and the four services
+	$(RUN) python -m jobs_testkit.devrun
 
 bench: sync ## the benchmark suite (not built yet)
 	@echo "make bench: not available yet (issue 11)." >&2

@@ -1,4 +1,5 @@
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -44,19 +45,29 @@ def sim_settings() -> Settings:
     return settings()
 
 
-@pytest.fixture
-async def simulator(sim_settings: Settings) -> AsyncIterator[RunningSimulator]:
-    sim = Simulator(sim_settings)
+@asynccontextmanager
+async def running_simulator(
+    sim_settings: Settings, clock: Callable[[], float] = time.time
+) -> AsyncIterator[RunningSimulator]:
+    """A simulator on a local port, with a client for it; the fixture's, or one of a test's own
+    with other settings or a clock."""
+    sim = Simulator(sim_settings, clock=clock)
     await sim.start()
     server = HttpServer(build_app(sim), "127.0.0.1", 0)
     await server.start()
     url = f"http://127.0.0.1:{server.port}"
-    async with httpx.AsyncClient(base_url=url) as http:
-        try:
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
             yield RunningSimulator(sim, url, http)
-        finally:
-            await server.stop()
-            await sim.stop()
+    finally:
+        await server.stop()
+        await sim.stop()
+
+
+@pytest.fixture
+async def simulator(sim_settings: Settings) -> AsyncIterator[RunningSimulator]:
+    async with running_simulator(sim_settings) as running:
+        yield running
 
 
 @pytest.fixture

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
-import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
 import httpx
 
 from jobs_testkit.receiver import Received, Receiver
+from jobs_testkit.waiting import eventually
 
+from .calls import (
+    FINAL,
+    audit,
+    config,
+    create,
+    create_many,
+    finals,
+    get,
+    hook,
+    new_job,
+    parsed,
+    post_create,
+    quiet,
+)
 from .conftest import RunningSimulator
 
-CREATE = "/v1/models/google/gemini-3-pro/predictions"
-FINAL = {"succeeded", "failed", "canceled", "aborted"}
 DEFAULTS: dict[str, object] = {
     "latencyS": 2,
     "predictionFailRate": 0,
@@ -37,119 +46,9 @@ THROTTLED = re.compile(r"^Request was throttled\. Your rate limit resets in ~(\d
 # Helpers -------------------------------------------------------------------------------------
 
 
-def new_job() -> str:
-    return str(uuid.uuid4())
-
-
-def hook(receiver: Receiver, job: str) -> str:
-    return f"{receiver.url}?job={job}"
-
-
-def parsed(received: Received) -> dict[str, Any]:
-    body = json.loads(received.body)
-    assert isinstance(body, dict)
-    return body
-
-
 def job_of(received: Received) -> str:
     assert received.query.startswith("job=")
     return received.query.removeprefix("job=")
-
-
-async def until(
-    probe: Callable[[], Awaitable[bool]], what: str, within: float = 10.0, every: float = 0.02
-) -> None:
-    deadline = time.monotonic() + within
-    while not await probe():
-        assert time.monotonic() < deadline, f"not within {within}s: {what}"
-        await asyncio.sleep(every)
-
-
-async def post_create(
-    simulator: RunningSimulator, webhook: str | None = None, events: list[str] | None = None
-) -> httpx.Response:
-    body: dict[str, Any] = {"input": {"prompt": "knobs"}, "webhook": webhook}
-    if events is not None:
-        body["webhook_events_filter"] = events
-    return await simulator.http.post(CREATE, json=body)
-
-
-async def create(
-    simulator: RunningSimulator, webhook: str | None = None, events: list[str] | None = None
-) -> dict[str, Any]:
-    response = await post_create(simulator, webhook, events)
-    assert response.status_code == 201, response.text
-    created = response.json()
-    assert isinstance(created, dict)
-    return created
-
-
-async def create_many(
-    simulator: RunningSimulator, webhooks: Iterable[str | None], events: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """Several at once, at most 16 on the wire; answers them in the order given."""
-    gate = asyncio.Semaphore(16)
-
-    async def one(webhook: str | None) -> dict[str, Any]:
-        async with gate:
-            return await create(simulator, webhook, events)
-
-    return list(await asyncio.gather(*(one(w) for w in webhooks)))
-
-
-async def get(simulator: RunningSimulator, prediction_id: str) -> dict[str, Any]:
-    response = await simulator.http.get(f"/v1/predictions/{prediction_id}")
-    assert response.status_code == 200, response.text
-    shown = response.json()
-    assert isinstance(shown, dict)
-    return shown
-
-
-async def finals(simulator: RunningSimulator, ids: list[str]) -> list[dict[str, Any]]:
-    """Each prediction once it has ended, read with a raw GET."""
-    gate = asyncio.Semaphore(16)
-
-    async def one(prediction_id: str) -> dict[str, Any]:
-        shown: dict[str, Any] = {}
-
-        async def ended() -> bool:
-            nonlocal shown
-            async with gate:
-                shown = await get(simulator, prediction_id)
-            return shown["status"] in FINAL
-
-        await until(ended, f"prediction {prediction_id} ends")
-        return shown
-
-    return list(await asyncio.gather(*(one(i) for i in ids)))
-
-
-async def audit(simulator: RunningSimulator, job: str) -> list[dict[str, Any]]:
-    response = await simulator.http.get("/_sim/predictions", params={"job": job})
-    assert response.status_code == 200, response.text
-    results = response.json()["results"]
-    assert isinstance(results, list)
-    return results
-
-
-async def config(simulator: RunningSimulator) -> dict[str, Any]:
-    response = await simulator.http.get("/_sim/config")
-    assert response.status_code == 200, response.text
-    knobs = response.json()
-    assert isinstance(knobs, dict)
-    return knobs
-
-
-async def quiet(simulator: RunningSimulator, for_s: float) -> None:
-    """Until no webhook is queued or on the wire, then `for_s` more, then idle again."""
-    sender = simulator.sim.sender
-
-    async def idle() -> bool:
-        return sender.queued == 0 and sender.in_flight == 0
-
-    await until(idle, "the webhook sender is idle")
-    await asyncio.sleep(for_s)
-    await until(idle, "the webhook sender is idle")
 
 
 # The config object ---------------------------------------------------------------------------
@@ -254,7 +153,7 @@ async def test_latency_is_the_time_from_creation_to_the_final_state(
         seen.append((time.time() - began, status))
         return status in FINAL
 
-    await until(ended, "the prediction ends", every=0.02)
+    await eventually(ended, what="the prediction ends")
     statuses = [status for _, status in seen]
     assert set(statuses[:-1]) <= {"processing"}
     assert statuses[-1] == "succeeded"
@@ -324,7 +223,7 @@ async def test_an_api_error_after_create_still_creates_the_prediction(
 ) -> None:
     await simulator.configure(latencyS=0, apiErrorRate=1, apiErrorAfterCreate=True)
     job = new_job()
-    response = await post_create(simulator, hook(receiver, job), ["completed"])
+    response = await post_create(simulator, hook(receiver, job), ["completed"], prompt="knobs")
     assert response.status_code == 500
     assert response.json()["status"] == 500
     (record,) = await audit(simulator, job)

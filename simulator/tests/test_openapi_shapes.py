@@ -15,29 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-from jobs_runtime.http import HttpServer
 from jobs_testkit import vectors
 from jobs_testkit.receiver import Receiver
-from replicate_sim.app import build_app
-from replicate_sim.config import Settings
-from replicate_sim.engine import FINAL, Simulator
 
-from .conftest import RunningSimulator, settings
+from .calls import CREATE, MODEL, VERSION_ID, final, get, parsed, read_until, until_succeeded
+from .calls import create as plain_create
+from .conftest import RunningSimulator, running_simulator, settings
 
-MODEL = "google/gemini-3-pro"
-VERSION_ID = "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa"
-CREATE_FOR_MODEL = f"/v1/models/{MODEL}/predictions"
 TOKEN = "r8_sim_test_token"
 
 # The published description, untouched: the defect test below needs it as it is.
@@ -112,56 +103,15 @@ def assert_prediction(body: dict[str, Any], path: str, method: str, status: int)
     return body
 
 
-async def poll(
-    http: httpx.AsyncClient,
-    prediction_id: str,
-    until: Callable[[dict[str, Any]], bool],
-    within: float = 15.0,
-) -> dict[str, Any]:
-    """GET the prediction until `until(body)`; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        response = await http.get(f"/v1/predictions/{prediction_id}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        if until(body):
-            return body
-        assert time.monotonic() < deadline, f"gave up waiting; last seen: {body}"
-        await asyncio.sleep(0.05)
-
-
-def final(body: dict[str, Any]) -> bool:
-    return body["status"] in FINAL
-
-
 async def create(
-    http: httpx.AsyncClient, body: dict[str, Any] | None = None, **headers: str
+    simulator: RunningSimulator,
+    webhook: str | None = None,
+    events: list[str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    response = await http.post(
-        CREATE_FOR_MODEL, json=body or {"input": {"prompt": "tides"}}, headers=headers
-    )
-    assert response.status_code == 201, response.text
-    return assert_prediction(
-        response.json(), "/models/{model_owner}/{model_name}/predictions", "post", 201
-    )
-
-
-@asynccontextmanager
-async def running(
-    sim_settings: Settings, clock: Callable[[], float] = time.time
-) -> AsyncIterator[RunningSimulator]:
-    """A simulator of our own: other settings or a clock the `simulator` fixture does not take."""
-    sim = Simulator(sim_settings, clock=clock)
-    await sim.start()
-    server = HttpServer(build_app(sim), "127.0.0.1", 0)
-    await server.start()
-    url = f"http://127.0.0.1:{server.port}"
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            yield RunningSimulator(sim, url, http)
-    finally:
-        await server.stop()
-        await sim.stop()
+    """A prediction created as `calls.create` does, its answer checked against the description."""
+    body = await plain_create(simulator, webhook, events, headers=headers)
+    return assert_prediction(body, "/models/{model_owner}/{model_name}/predictions", "post", 201)
 
 
 # The description itself ---------------------------------------------------------------------
@@ -220,7 +170,7 @@ async def test_create_for_a_model_answers_201_with_a_prediction(
     simulator: RunningSimulator,
 ) -> None:
     await simulator.configure(latencyS=60)
-    body = await create(simulator.http)
+    body = await create(simulator)
     assert body["status"] == "starting"
     assert body["model"] == MODEL
     assert body["version"] == "hidden"
@@ -254,28 +204,29 @@ async def test_create_with_a_version_answers_201_with_a_prediction(
 
 
 async def test_get_in_starting_processing_and_succeeded(simulator: RunningSimulator) -> None:
-    http = simulator.http
     await simulator.configure(latencyS=600)  # starts after 60 s: stays `starting`
-    waiting = await create(http)
+    waiting = await create(simulator)
     await simulator.configure(latencyS=6)  # starts after 0.6 s, processing until 6 s
-    running_ = await create(http)
+    running = await create(simulator)
     await simulator.configure(latencyS=0.3)
-    quick = await create(http)
+    quick = await create(simulator)
 
     path = "/predictions/{prediction_id}"
-    starting = await poll(http, waiting["id"], lambda b: True)
+    starting = await get(simulator, waiting["id"])
     assert starting["status"] == "starting"
     assert "started_at" not in starting
     assert "completed_at" not in starting
     assert_prediction(starting, path, "get", 200)
 
-    processing = await poll(http, running_["id"], lambda b: b["status"] != "starting")
+    processing = await read_until(
+        lambda: get(simulator, running["id"]), lambda b: b["status"] != "starting", within=15
+    )
     assert processing["status"] == "processing"
     assert "started_at" in processing
     assert "completed_at" not in processing
     assert_prediction(processing, path, "get", 200)
 
-    succeeded = await poll(http, quick["id"], final)
+    succeeded = await final(simulator, quick["id"], within=15)
     assert succeeded["status"] == "succeeded"
     assert isinstance(succeeded["output"], list)
     assert all(isinstance(chunk, str) for chunk in succeeded["output"])
@@ -285,8 +236,8 @@ async def test_get_in_starting_processing_and_succeeded(simulator: RunningSimula
 
 async def test_a_failed_prediction(simulator: RunningSimulator) -> None:
     await simulator.configure(latencyS=0.2, predictionFailRate=1)
-    created = await create(simulator.http)
-    body = await poll(simulator.http, created["id"], final)
+    created = await create(simulator)
+    body = await final(simulator, created["id"], within=15)
     assert body["status"] == "failed"
     assert isinstance(body["error"], str)
     assert body["error"]
@@ -295,8 +246,8 @@ async def test_a_failed_prediction(simulator: RunningSimulator) -> None:
 
 async def test_an_aborted_prediction(simulator: RunningSimulator) -> None:
     await simulator.configure(latencyS=0.2, abortRate=1)
-    created = await create(simulator.http)
-    body = await poll(simulator.http, created["id"], final)
+    created = await create(simulator)
+    body = await final(simulator, created["id"], within=15)
     assert body["status"] == "aborted"
     assert body["output"] is None
     assert "started_at" not in body  # it never started
@@ -305,13 +256,13 @@ async def test_an_aborted_prediction(simulator: RunningSimulator) -> None:
 
 async def test_a_prediction_whose_data_was_removed() -> None:
     now = [time.time()]
-    async with running(settings(), clock=lambda: now[0]) as simulator:
+    async with running_simulator(settings(), clock=lambda: now[0]) as simulator:
         await simulator.configure(latencyS=0)
-        created = await create(simulator.http)
-        await poll(simulator.http, created["id"], final)
+        created = await create(simulator)
+        await final(simulator, created["id"], within=15)
         now[0] += 3600 + 1  # an hour after it ended
         simulator.sim.sweep()
-        body = await poll(simulator.http, created["id"], lambda b: True)
+        body = await get(simulator, created["id"])
     assert body["data_removed"] is True
     assert body["status"] == "succeeded"
     assert body["output"] is None
@@ -326,7 +277,7 @@ async def test_cancel_answers_200_with_the_canceled_prediction(
     simulator: RunningSimulator,
 ) -> None:
     await simulator.configure(latencyS=60)
-    created = await create(simulator.http)
+    created = await create(simulator)
     response = await simulator.http.post(f"/v1/predictions/{created['id']}/cancel")
     assert response.status_code == 200, response.text
     body = assert_prediction(response.json(), "/predictions/{prediction_id}/cancel", "post", 200)
@@ -341,7 +292,7 @@ async def test_cancel_answers_200_with_the_canceled_prediction(
 async def test_the_list_and_its_next_page(simulator: RunningSimulator) -> None:
     await simulator.configure(latencyS=0)
     for _ in range(3):
-        await asyncio.gather(*(create(simulator.http) for _ in range(35)))
+        await asyncio.gather(*(create(simulator) for _ in range(35)))
     inline = validator(response_schema("/predictions", "get", 200))
     paginated = component("schemas_paginated_prediction_response")
 
@@ -380,13 +331,8 @@ async def test_webhook_bodies_are_predictions(
 ) -> None:
     """A webhook body "is the same as the response body of the get prediction operation"."""
     await simulator.configure(latencyS=1.5)
-    created = await create(
-        simulator.http, {"input": {"prompt": "tides"}, "webhook": receiver.url + "?job=j1"}
-    )
-    deadline = time.monotonic() + 15
-    while "succeeded" not in [b["status"] for b in received(receiver)]:
-        assert time.monotonic() < deadline, f"no final webhook; got {received(receiver)}"
-        await asyncio.sleep(0.05)
+    created = await create(simulator, receiver.url + "?job=j1")
+    await until_succeeded(receiver, within=15)
     bodies = received(receiver)
     for body in bodies:
         assert_prediction(body, "/predictions/{prediction_id}", "get", 200)
@@ -410,14 +356,7 @@ async def test_final_webhook_bodies_of_every_ending_are_predictions(
     simulator: RunningSimulator, receiver: Receiver, knobs: dict[str, float], status: str
 ) -> None:
     await simulator.configure(**{"latencyS": 0.3, **knobs})
-    created = await create(
-        simulator.http,
-        {
-            "input": {"prompt": "tides"},
-            "webhook": receiver.url,
-            "webhook_events_filter": ["completed"],
-        },
-    )
+    created = await create(simulator, receiver.url, ["completed"])
     if status == "canceled":
         response = await simulator.http.post(f"/v1/predictions/{created['id']}/cancel")
         assert response.status_code == 200, response.text
@@ -429,7 +368,7 @@ async def test_final_webhook_bodies_of_every_ending_are_predictions(
 
 
 def received(receiver: Receiver) -> list[dict[str, Any]]:
-    return [json.loads(r.body) for r in receiver.received]
+    return [parsed(r) for r in receiver.received]
 
 
 # Request validation ----------------------------------------------------------------------------
@@ -440,7 +379,7 @@ GOOD_INPUT = {"prompt": "tides"}
 VERSION_ROUTE = "/v1/predictions"
 # Bodies each create route must refuse with 422, as its request schema in the description does.
 BAD_BODIES: list[tuple[str, str, dict[str, Any]]] = [
-    (CREATE_FOR_MODEL, "/models/{model_owner}/{model_name}/predictions", body)
+    (CREATE, "/models/{model_owner}/{model_name}/predictions", body)
     for body in (
         {"input": GOOD_INPUT, "unknown": 1},
         {"webhook": "https://example.com/hook"},
@@ -480,7 +419,7 @@ async def test_a_body_the_description_forbids_gets_422(simulator: RunningSimulat
 async def test_a_bad_header_is_refused(simulator: RunningSimulator) -> None:
     prefer = validator(SPEC["components"]["parameters"]["parameters_prefer_header"]["schema"])
     bodies = {
-        CREATE_FOR_MODEL: {"input": GOOD_INPUT},
+        CREATE: {"input": GOOD_INPUT},
         VERSION_ROUTE: {"version": VERSION_ID, "input": GOOD_INPUT},
     }
     for header, value, status in BAD_HEADERS:
@@ -497,14 +436,14 @@ async def test_create_with_prefer_wait_answers_with_the_finished_prediction(
     simulator: RunningSimulator,
 ) -> None:
     await simulator.configure(latencyS=0.2)
-    body = await create(simulator.http, None, Prefer="wait=10")
+    body = await create(simulator, headers={"Prefer": "wait=10"})
     assert body["status"] == "succeeded"
     assert body["output"]
 
 
 async def test_a_cancel_after_of_five_seconds_is_accepted(simulator: RunningSimulator) -> None:
     await simulator.configure(latencyS=60)
-    body = await create(simulator.http, None, **{"Cancel-After": "5s"})
+    body = await create(simulator, headers={"Cancel-After": "5s"})
     assert "deadline" in body
 
 
@@ -519,10 +458,10 @@ async def test_an_unknown_prediction_is_404(simulator: RunningSimulator) -> None
 
 
 async def test_with_an_api_token_only_that_token_is_accepted() -> None:
-    async with running(settings(SIM_API_TOKEN=TOKEN)) as simulator:
+    async with running_simulator(settings(SIM_API_TOKEN=TOKEN)) as simulator:
         http = simulator.http
         calls = [
-            ("POST", CREATE_FOR_MODEL, {"input": GOOD_INPUT}),
+            ("POST", CREATE, {"input": GOOD_INPUT}),
             ("POST", "/v1/predictions", {"version": VERSION_ID, "input": GOOD_INPUT}),
             ("GET", "/v1/predictions", None),
             ("GET", "/v1/webhooks/default/secret", None),
@@ -534,7 +473,7 @@ async def test_with_an_api_token_only_that_token_is_accepted() -> None:
         assert simulator.sim.size == 0
 
         good = {"Authorization": f"Bearer {TOKEN}"}
-        created = await http.post(CREATE_FOR_MODEL, json={"input": GOOD_INPUT}, headers=good)
+        created = await http.post(CREATE, json={"input": GOOD_INPUT}, headers=good)
         assert created.status_code == 201, created.text
         prediction_id = created.json()["id"]
         for path in (f"/v1/predictions/{prediction_id}", f"/v1/predictions/{prediction_id}/cancel"):

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pydantic.v1
 import pytest
@@ -19,40 +18,19 @@ import replicate
 from replicate.exceptions import ReplicateError
 from replicate.prediction import Prediction
 
+from .calls import FINAL, MODEL, VERSION_ID, create, final, post_create, read_until
 from .conftest import SECRET, RunningSimulator, replicate_client
 
-MODEL = "google/gemini-3-pro"
-VERSION_ID = "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa"
-FINAL = {"succeeded", "failed", "canceled", "aborted"}
 THROTTLED = re.compile(r"^Request was throttled\. Your rate limit resets in ~([1-9][0-9]*)s\.$")
-
-T = TypeVar("T")
-
-
-async def eventually(
-    read: Callable[[], Awaitable[T]], done: Callable[[T], bool], within: float = 15.0
-) -> T:
-    """Call `read` until `done` holds for what it returns; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await read()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"gave up waiting; last seen: {value!r}"
-        await asyncio.sleep(0.05)
 
 
 async def finished(client: replicate.Client, prediction_id: str) -> Prediction:
-    return await eventually(
-        lambda: client.predictions.async_get(prediction_id), lambda p: p.status in FINAL
+    return await read_until(
+        lambda: client.predictions.async_get(prediction_id),
+        lambda p: p.status in FINAL,
+        within=15,
+        what=f"prediction {prediction_id} ends",
     )
-
-
-async def raw(simulator: RunningSimulator, prediction_id: str) -> dict[str, Any]:
-    response = await simulator.http.get(f"/v1/predictions/{prediction_id}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def text(prediction: Prediction) -> str:
@@ -280,7 +258,7 @@ async def test_the_client_cannot_read_an_aborted_prediction(simulator: RunningSi
     await simulator.configure(latencyS=0.2, abortRate=1)
     async with replicate_client(simulator.url) as client:
         created = await client.predictions.async_create(model=MODEL, input={"prompt": "tides"})
-        body = await eventually(lambda: raw(simulator, created.id), lambda b: b["status"] in FINAL)
+        body = await final(simulator, created.id, within=15)
         assert body["status"] == "aborted"
         with pytest.raises(pydantic.v1.ValidationError, match="status"):
             await client.predictions.async_get(created.id)
@@ -297,25 +275,16 @@ async def test_cancel_after_ends_a_prediction_at_its_deadline(
     60 s): `aborted`. Both at 5 s after creation.
     """
 
-    async def create(latency_s: float) -> tuple[dict[str, Any], float]:
+    async def created_at(latency_s: float) -> tuple[dict[str, Any], float]:
         await simulator.configure(latencyS=latency_s)  # applies to the next creation
         started = time.monotonic()
-        response = await simulator.http.post(
-            f"/v1/models/{MODEL}/predictions",
-            json={"input": {"prompt": "tides"}},
-            headers={"Cancel-After": "5s"},
-        )
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body, started
+        return await create(simulator, headers={"Cancel-After": "5s"}), started
 
     async def ended(created: dict[str, Any], started: float) -> tuple[dict[str, Any], float]:
-        body = await eventually(
-            lambda: raw(simulator, created["id"]), lambda b: b["status"] in FINAL, within=20
-        )
+        body = await final(simulator, created["id"], within=20)
         return body, time.monotonic() - started
 
-    (running, running_at), (queued, queued_at) = await create(8), await create(60)
+    (running, running_at), (queued, queued_at) = await created_at(8), await created_at(60)
     for created in (running, queued):
         assert created["status"] == "starting"
         assert (when(created["deadline"]) - when(created["created_at"])).total_seconds() == 5
@@ -354,9 +323,7 @@ async def test_creating_past_the_rate_limit_is_429(simulator: RunningSimulator) 
     assert THROTTLED.match(error.detail), error.detail
     assert simulator.sim.size == 10
 
-    response = await simulator.http.post(
-        f"/v1/models/{MODEL}/predictions", json={"input": {"prompt": "p11"}}
-    )
+    response = await post_create(simulator, prompt="p11")
     assert response.status_code == 429
     retry_after = response.headers["Retry-After"]
     assert retry_after.isdigit()

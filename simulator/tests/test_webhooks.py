@@ -5,10 +5,6 @@ redirects not followed and a bounded number of connections."""
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-import uuid
-from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from typing import Any
 
@@ -20,96 +16,14 @@ from starlette.responses import Response
 from jobs_testkit.receiver import Received, Receiver, running_receiver
 from replicate_sim.config import Settings
 
+from .calls import audit, create, final, get, hook, new_job, parsed, quiet, until_succeeded
 from .conftest import SECRET, RunningSimulator, replicate_client, settings
-
-CREATE = "/v1/models/google/gemini-3-pro/predictions"
-FINAL = {"succeeded", "failed", "canceled", "aborted"}
-
 
 # Helpers -------------------------------------------------------------------------------------
 
 
-def new_job() -> str:
-    return str(uuid.uuid4())
-
-
-def hook(receiver: Receiver, job: str) -> str:
-    return f"{receiver.url}?job={job}"
-
-
-def parsed(received: Received) -> dict[str, Any]:
-    body = json.loads(received.body)
-    assert isinstance(body, dict)
-    return body
-
-
 def of_job(receiver: Receiver, job: str) -> list[Received]:
     return [r for r in receiver.received if r.query == f"job={job}"]
-
-
-async def until(
-    probe: Callable[[], Awaitable[bool]], what: str, within: float = 10.0, every: float = 0.02
-) -> None:
-    deadline = time.monotonic() + within
-    while not await probe():
-        assert time.monotonic() < deadline, f"not within {within}s: {what}"
-        await asyncio.sleep(every)
-
-
-async def create(
-    simulator: RunningSimulator,
-    webhook: str | None,
-    events: list[str] | None = None,
-    prompt: str = "the tides of the harbour",
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"input": {"prompt": prompt}, "webhook": webhook}
-    if events is not None:
-        body["webhook_events_filter"] = events
-    response = await simulator.http.post(CREATE, json=body)
-    assert response.status_code == 201, response.text
-    created = response.json()
-    assert isinstance(created, dict)
-    return created
-
-
-async def get(simulator: RunningSimulator, prediction_id: str) -> dict[str, Any]:
-    response = await simulator.http.get(f"/v1/predictions/{prediction_id}")
-    assert response.status_code == 200, response.text
-    shown = response.json()
-    assert isinstance(shown, dict)
-    return shown
-
-
-async def audit(simulator: RunningSimulator, job: str) -> list[dict[str, Any]]:
-    response = await simulator.http.get("/_sim/predictions", params={"job": job})
-    assert response.status_code == 200, response.text
-    results = response.json()["results"]
-    assert isinstance(results, list)
-    return results
-
-
-async def final(simulator: RunningSimulator, prediction_id: str) -> dict[str, Any]:
-    shown: dict[str, Any] = {}
-
-    async def ended() -> bool:
-        nonlocal shown
-        shown = await get(simulator, prediction_id)
-        return shown["status"] in FINAL
-
-    await until(ended, f"prediction {prediction_id} ends")
-    return shown
-
-
-async def quiet(simulator: RunningSimulator, for_s: float) -> None:
-    """Until no webhook is queued or on the wire, then `for_s` more (for retries to come due)."""
-    sender = simulator.sim.sender
-
-    async def idle() -> bool:
-        return sender.queued == 0 and sender.in_flight == 0
-
-    await until(idle, "the webhook sender is idle")
-    await asyncio.sleep(for_s)
-    await until(idle, "the webhook sender is idle")
 
 
 def verify_both_ways(received: Received, secret: str) -> dict[str, Any]:
@@ -141,10 +55,7 @@ async def test_every_webhook_is_signed_with_the_accounts_secret(
             model="google/gemini-3-pro", input={"prompt": "signed"}, webhook=hook(receiver, job)
         )
 
-    async def completed() -> bool:
-        return any(parsed(r)["status"] == "succeeded" for r in receiver.received)
-
-    await until(completed, "the completed webhook arrives")
+    await until_succeeded(receiver)
     got = list(receiver.received)
     assert len(got) >= 3  # start, at least one output, completed
     for received in got:
@@ -185,7 +96,9 @@ async def test_the_body_is_the_whole_prediction(
 ) -> None:
     await simulator.configure(latencyS=1.0)
     job = new_job()
-    created = await create(simulator, hook(receiver, job), ["start", "completed"])
+    created = await create(
+        simulator, hook(receiver, job), ["start", "completed"], prompt="the tides of the harbour"
+    )
     start_hook, completed_hook = await receiver.wait_for(2)
     verify_both_ways(start_hook, SECRET)
     verify_both_ways(completed_hook, SECRET)
@@ -261,10 +174,7 @@ async def test_output_webhooks_come_at_most_every_500ms_with_the_output_so_far(
     job = new_job()
     created = await create(simulator, hook(receiver, job), ["output", "completed"])
 
-    async def completed() -> bool:
-        return any(parsed(r)["status"] == "succeeded" for r in receiver.received)
-
-    await until(completed, "the completed webhook arrives")
+    await until_succeeded(receiver)
     got = list(receiver.received)
     outputs = [r for r in got if parsed(r)["status"] == "processing"]
     (last,) = [r for r in got if parsed(r)["status"] == "succeeded"]

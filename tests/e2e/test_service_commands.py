@@ -14,10 +14,11 @@ SERVICES = ["gateway", "ai-runner", "webhook-ingest", "job-store"]
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_command_serves_health_and_stops_cleanly(
-    service: str, nats_url: str, tmp_path: Path
+    service: str, nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
     admin = free_port()
     env = {
+        "DATABASE_URL": database_url,
         "NATS_URL": nats_url,
         "ADMIN_PORT": str(admin),
         "HTTP_PORT": str(free_port()),

@@ -102,3 +102,17 @@ class HealthStatus(Message, frozen=True):
 
     status: str
     checks: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class GetJob(Message, frozen=True):
+    """Request to the job-store's `get` endpoint: one job, only if `user_id` owns it."""
+
+    job_id: uuid.UUID
+    user_id: str
+
+
+class JobReply(Message, frozen=True):
+    """The job-store's answer to `GetJob`: `job` is null for an unknown job or another
+    user's job, which the gateway answers alike (`404`)."""
+
+    job: JobView | None

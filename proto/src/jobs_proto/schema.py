@@ -25,6 +25,8 @@ _API_TYPES: tuple[type[Any], ...] = (
     api.JobChanged,
     api.Problem,
     api.HealthStatus,
+    api.GetJob,
+    api.JobReply,
 )
 
 

@@ -83,6 +83,11 @@ class Subjects:
         """Request/reply subject of a service endpoint, e.g. the job-store's get-by-id."""
         return f"{self.prefix}svc.{service}.{endpoint}"
 
+    @property
+    def get_job(self) -> str:
+        """The job-store's get-by-id endpoint (`GetJob` in, `JobReply` out)."""
+        return self.request("job-store", "get")
+
 
 def message_id(event: JobEvent) -> str:
     """The `Nats-Msg-Id` that makes JetStream drop a retried publish of the same fact.

@@ -42,7 +42,8 @@ class ServiceSettings(EnvSettings, frozen=True):
 
     required_in_prod: ClassVar[tuple[str, ...]] = ("NATS_URL",)
 
-    nats_url: str = "nats://127.0.0.1:4222"
+    # Dev defaults point at the servers `make run` starts, never at a machine-wide install.
+    nats_url: str = "nats://127.0.0.1:14222"
     jobs_stream: str = "JOBS"
     subject_prefix: str = ""
     stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1

@@ -132,13 +132,30 @@ async def _execute(dsn: str, *statements: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_template(postgres_url: str, database_migrations: Migrate) -> Iterator[str]:
+def _database_templates(postgres_url: str) -> Iterator[dict[str, str]]:
+    """One migrated template per migration function in use, made on first need.
+
+    Keyed by the function, not session-wide: directories may override `database_migrations`
+    differently, and a template made for one must never serve another."""
+    templates: dict[str, str] = {}
+    yield templates
+    for name in templates.values():
+        asyncio.run(_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def database_template(
+    postgres_url: str, database_migrations: Migrate, _database_templates: dict[str, str]
+) -> str:
     """A migrated database each test's database is copied from (a copy is much faster)."""
-    name = _unique("template_")
-    asyncio.run(_execute(postgres_url, f'CREATE DATABASE "{name}"'))
-    database_migrations(_with_database(postgres_url, name))
-    yield name
-    asyncio.run(_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    # The session keeps each migration function alive, so its id names it for the session.
+    key = str(id(database_migrations))
+    if key not in _database_templates:
+        name = _unique("template_")
+        asyncio.run(_execute(postgres_url, f'CREATE DATABASE "{name}"'))
+        database_migrations(_with_database(postgres_url, name))
+        _database_templates[key] = name
+    return _database_templates[key]
 
 
 @pytest.fixture

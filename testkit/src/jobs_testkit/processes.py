@@ -20,18 +20,26 @@ def command_path(name: str) -> str:
 
 
 class ServiceProcess:
-    """One service process; its stderr (JSON logs) goes to a file for assertions."""
+    """One service process; its output (JSON logs) goes to a file for assertions, or to this
+    process's own stdout and stderr when `log_path` is None (`make run`)."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path | None) -> None:
         self.argv = list(argv)
         self.env = {**os.environ, "APP_ENV": "dev", **env}
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
+        if self.log_path is None:
+            self._process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL)
+            return self
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self
 
@@ -42,6 +50,8 @@ class ServiceProcess:
 
     @property
     def log(self) -> str:
+        if self.log_path is None:
+            return ""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def wait_http(self, url: str, timeout: float = 15.0, status: int = 200) -> httpx.Response:

@@ -1,13 +1,66 @@
-"""Entry point of the `ai-runner` command: starts the service under the shared runtime."""
+"""Entry point of the `ai-runner` command: wires the Replicate adapter and JetStream to the
+handlers and consumes requested and cancel-requested jobs until SIGTERM."""
 
 from __future__ import annotations
 
+import functools
+import logging
+
+from ai_runner.adapters.replicate import ReplicatePredictions
 from ai_runner.config import Settings
-from jobs_runtime.service import idle, run
+from ai_runner.handlers import Runner, handle_cancel_requested, handle_requested
+from jobs_proto.stream import ai_runner_consumer
+from jobs_runtime.consumer import ConsumerLoop, retry_delay
+from jobs_runtime.service import Service, run
+
+log = logging.getLogger(__name__)
+
+NAME = "ai-runner"
+
+
+async def serve(service: Service[Settings]) -> None:
+    """Consume until `service.stop` is set; the batch in hand is finished before returning.
+
+    Readiness is the runtime's NATS check alone: Replicate being down makes jobs wait (they
+    are retried), it is no reason to take the runner out of service.
+    """
+    settings = service.settings
+    predictions = ReplicatePredictions(
+        api_token=settings.replicate_api_token,
+        base_url=settings.replicate_base_url,
+        timeout_s=settings.replicate_timeout_s,
+    )
+    # Registered after the runtime's NATS drain, so it runs before it: no create is in flight
+    # by then, since the consumer loop below has returned.
+    service.stack.push_async_callback(predictions.aclose)
+    if not settings.replicate_webhook_url:
+        log.warning(
+            "REPLICATE_WEBHOOK_URL is empty (polling mode), but polling is not implemented "
+            "yet: jobs get predictions but never learn their outcome"
+        )
+    runner = Runner(
+        predictions=predictions,
+        events=service.publisher,
+        webhook_base=settings.replicate_webhook_url,
+    )
+    consumer = ConsumerLoop(
+        service.js,
+        stream=settings.jobs_stream,
+        spec=ai_runner_consumer(settings.subjects),
+        subjects=settings.subjects,
+        handlers={
+            "requested": functools.partial(handle_requested, runner=runner),
+            "cancel_requested": functools.partial(handle_cancel_requested, runner=runner),
+        },
+        delay=functools.partial(
+            retry_delay, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s
+        ),
+    )
+    await consumer.run(service.stop)
 
 
 def main() -> None:
-    run("ai-runner", Settings, idle)
+    run(NAME, Settings, serve)
 
 
 if __name__ == "__main__":

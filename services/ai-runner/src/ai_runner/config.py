@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
+from urllib.parse import urlsplit
 
-from jobs_runtime.settings import Port, ServiceSettings
+import msgspec
+
+from jobs_runtime.settings import Port, ServiceSettings, SettingsError
+
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+def _is_url(value: str, schemes: tuple[str, ...] | None = None) -> bool:
+    parts = urlsplit(value)
+    scheme_ok = bool(parts.scheme) if schemes is None else parts.scheme in schemes
+    return scheme_ok and bool(parts.netloc)
 
 
 class Settings(ServiceSettings, frozen=True):
@@ -17,6 +28,25 @@ class Settings(ServiceSettings, frozen=True):
 
     admin_port: Port = 9002
     replicate_api_token: str = "dev-only-replicate-token"
+    # The host root: the `replicate` client adds `/v1/...` itself. Dev: the simulator.
     replicate_base_url: str = "http://127.0.0.1:8010"
-    replicate_webhook_url: str = ""
-    reconcile_after_s: float = 300.0
+    # Where Replicate calls back (webhook-ingest); `?job=<jobId>` is added per prediction.
+    # Empty: the contract's polling mode, no webhooks.
+    replicate_webhook_url: str = "http://127.0.0.1:8001/api/webhooks/replicate"
+    # Seconds for one call to Replicate; below the consumer's ack_wait (60 s), so a hung call
+    # fails and is retried before JetStream hands the message to another replica.
+    replicate_timeout_s: Seconds = 30.0
+    reconcile_after_s: Seconds = 300.0
+    # Backoff of a job whose prediction could not be created for a passing reason (Replicate
+    # down, throttled, our token refused): the n-th retry waits up to base * 2^(n-1), capped.
+    retry_base_s: Seconds = 1.0
+    retry_cap_s: Seconds = 60.0
+
+    def check(self) -> None:
+        super().check()
+        if not _is_url(self.replicate_base_url, ("http", "https")):
+            raise SettingsError("REPLICATE_BASE_URL: must be an http(s) URL")
+        # Only the shape is checked: whether Replicate accepts the URL is Replicate's answer,
+        # and a job it refuses fails with that answer (prediction_rejected).
+        if self.replicate_webhook_url and not _is_url(self.replicate_webhook_url):
+            raise SettingsError("REPLICATE_WEBHOOK_URL: must be empty or an absolute URL")

@@ -1,13 +1,116 @@
-"""Entry point of the `gateway` command: starts the service under the shared runtime."""
+"""Entry point of the `gateway` command: the HTTP API under the shared runtime, or
+`gateway dev-token` to print a token for local use."""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from gateway.adapters.http import GatewayPorts, build_app
+from gateway.adapters.nats import JetStreamEventBus, NatsJobStore, StreamRequestedLog
+from gateway.auth import TokenVerifier, issue_token, short_secrets
 from gateway.config import Settings
-from jobs_runtime.service import idle, run
+from jobs_runtime.http import HttpServer
+from jobs_runtime.service import Service, run
+from jobs_runtime.settings import SettingsError, load_settings
+
+log = logging.getLogger("gateway")
+
+DAY_S = 86_400
+
+
+def _warn_about_auth(settings: Settings) -> None:
+    if settings.app_env == "prod" and (weak := short_secrets(settings.jwt_secrets)):
+        log.warning("AUTH_JWT_SECRET has secrets shorter than 32 bytes", extra={"positions": weak})
+    if settings.auth_jwks_url:
+        # RS256/ES256 from a JWKS comes with a later issue; say so rather than fail silently.
+        log.warning("AUTH_JWKS_URL is not supported yet: only HS256 secrets verify tokens")
+    if not settings.jwt_secrets:
+        log.warning("no HS256 secret configured: every token will be refused")
+
+
+async def serve_gateway(service: Service[Settings]) -> None:
+    """Serve the HTTP API until `service.stop`, then finish the requests in hand."""
+    settings = service.settings
+    started = False
+
+    async def http_ready() -> None:
+        if not started:
+            raise ConnectionError("HTTP API not listening yet")
+
+    # /readyz must not pass before the API listens: the runtime's NATS check passes earlier.
+    service.readiness.add("http", http_ready)
+    _warn_about_auth(settings)
+    ports = GatewayPorts(
+        verifier=TokenVerifier(
+            settings.jwt_secrets,
+            issuer=settings.auth_jwt_issuer,
+            audience=settings.auth_jwt_audience,
+        ),
+        bus=JetStreamEventBus(service.nc, service.publisher),
+        store=NatsJobStore(service.nc, settings.subjects),
+        requested=StreamRequestedLog(service.nc, settings.jobs_stream, settings.subjects),
+        max_body_bytes=settings.http_max_body_bytes,
+    )
+    server = HttpServer(build_app(ports), "0.0.0.0", settings.http_port)
+    await server.start()
+    started = True
+    log.info("http api listening", extra={"http_port": server.port})
+    try:
+        await service.stop.wait()
+    finally:
+        await server.stop()
+
+
+def dev_token(argv: Sequence[str]) -> int:
+    """`gateway dev-token`: print a token for local runs; refused outside `APP_ENV=dev`."""
+    parser = argparse.ArgumentParser(
+        prog="gateway dev-token", description="Print an HS256 token the dev gateway accepts."
+    )
+    parser.add_argument("--sub", default="dev-user", help="the user id (default: dev-user)")
+    parser.add_argument(
+        "--ttl-days", type=float, default=30.0, help="validity in days (default: 30)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(Settings)
+    except SettingsError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if settings.app_env != "dev":
+        print("gateway dev-token: refused, only available with APP_ENV=dev", file=sys.stderr)
+        return 2
+    if not settings.jwt_secrets:
+        print("gateway dev-token: AUTH_JWT_SECRET is empty", file=sys.stderr)
+        return 2
+    if not args.sub or args.ttl_days <= 0:
+        print("gateway dev-token: --sub must be non-empty and --ttl-days > 0", file=sys.stderr)
+        return 2
+    token = issue_token(
+        settings.jwt_secrets[0],
+        subject=args.sub,
+        ttl_s=args.ttl_days * DAY_S,
+        now=time.time(),
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
+    )
+    print(token)  # the command's output: `make run` prints it as DEV_TOKEN=...
+    return 0
 
 
 def main() -> None:
-    run("gateway", Settings, idle)
+    argv = sys.argv[1:]
+    if argv[:1] == ["dev-token"]:
+        sys.exit(dev_token(argv[1:]))
+    if argv:
+        print(
+            f"gateway: unknown arguments {argv!r}; usage: gateway [dev-token ...]", file=sys.stderr
+        )
+        sys.exit(2)
+    run("gateway", Settings, serve_gateway)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar, Final
 
-from jobs_runtime.settings import Port, ServiceSettings
+import msgspec
+
+from jobs_runtime.settings import Port, ServiceSettings, SettingsError
+
+# Signs `gateway dev-token` output and the tokens of local runs; never accepted in prod.
+DEV_JWT_SECRET: Final = "dev-only-jwt-secret"
 
 
 class Settings(ServiceSettings, frozen=True):
@@ -17,9 +22,28 @@ class Settings(ServiceSettings, frozen=True):
 
     admin_port: Port = 9000
     http_port: Port = 8000
-    auth_jwt_secret: str = "dev-only-jwt-secret"
+    # Comma-separated: the first signs dev tokens, all verify (rotation: add the new one first).
+    auth_jwt_secret: str = DEV_JWT_SECRET
     auth_jwks_url: str = ""
     auth_jwt_issuer: str = ""
     auth_jwt_audience: str = ""
     user_requests_per_s: float = 0.0
     user_max_open_jobs: int = 0
+    http_max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
+
+    @property
+    def jwt_secrets(self) -> tuple[str, ...]:
+        """The HS256 secrets that verify tokens, in order; the dev default only under dev."""
+        secrets = tuple(s.strip() for s in self.auth_jwt_secret.split(",") if s.strip())
+        if self.app_env == "prod":
+            # A prod deployment configured with AUTH_JWKS_URL alone still carries the dev
+            # default here; anyone could mint tokens with it, so it never counts in prod.
+            secrets = tuple(s for s in secrets if s != DEV_JWT_SECRET)
+        return secrets
+
+    def check(self) -> None:
+        super().check()
+        if self.app_env == "prod" and not self.jwt_secrets and not self.auth_jwks_url:
+            raise SettingsError(
+                "AUTH_JWT_SECRET: the development default is not accepted when APP_ENV=prod"
+            )

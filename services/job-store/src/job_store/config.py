@@ -1,10 +1,14 @@
-"""Settings of the job-store service, from the environment."""
+"""Settings of the job-store service and of its `migrate` command, from the environment."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar, Final
 
-from jobs_runtime.settings import Port, ServiceSettings
+import msgspec
+
+from jobs_runtime.settings import EnvSettings, Port, ServiceSettings
+
+DEV_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:15432/jobs"
 
 
 class Settings(ServiceSettings, frozen=True):
@@ -16,4 +20,14 @@ class Settings(ServiceSettings, frozen=True):
     )
 
     admin_port: Port = 9003
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    database_url: str = DEV_DATABASE_URL
+    # Connections to Postgres; a consumer batch and the get endpoint wait their turn for one.
+    database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
+
+
+class MigrateSettings(EnvSettings, frozen=True):
+    """What `job-store migrate` reads: only the database (a migration job needs no NATS)."""
+
+    required_in_prod: ClassVar[tuple[str, ...]] = ("DATABASE_URL",)
+
+    database_url: str = DEV_DATABASE_URL

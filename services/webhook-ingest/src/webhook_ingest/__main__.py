@@ -1,13 +1,58 @@
-"""Entry point of the `webhook-ingest` command: starts the service under the shared runtime."""
+"""Entry point of the `webhook-ingest` command: the webhook endpoint under the shared runtime."""
 
 from __future__ import annotations
 
-from jobs_runtime.service import idle, run
+import logging
+
+from jobs_runtime.http import HttpServer
+from jobs_runtime.service import Service, run
+from webhook_ingest.adapters.bus import CoreNatsProgress, JetStreamEvents
+from webhook_ingest.adapters.http import webhook_app
 from webhook_ingest.config import Settings
+from webhook_ingest.verify import WebhookVerifier, parse_secrets
+
+log = logging.getLogger(__name__)
+
+
+async def serve_webhooks(service: Service[Settings]) -> None:
+    """Answer webhooks on `HTTP_PORT` until told to stop, then finish the ones in hand."""
+    settings = service.settings
+    app = webhook_app(
+        verifier=WebhookVerifier(parse_secrets(settings.replicate_webhook_secret)),
+        events=JetStreamEvents(service.nc, service.publisher),
+        progress=CoreNatsProgress(service.nc, settings.subjects),
+        max_bytes=settings.webhook_max_bytes,
+    )
+    server = HttpServer(app, "0.0.0.0", settings.http_port)
+    listening = False
+
+    async def http_ready() -> None:
+        if not listening:
+            raise ConnectionError("webhook endpoint not listening yet")
+
+    async def jetstream_ready() -> None:
+        # Connected is not enough: a `200` needs JetStream to store into this stream. While
+        # disconnected, fail at once instead of waiting out the probe's timeout.
+        if not service.nc.is_connected:
+            raise ConnectionError("not connected to NATS")
+        await service.js.stream_info(settings.jobs_stream)
+
+    service.readiness.add("http", http_ready)
+    service.readiness.add("jetstream", jetstream_ready)
+    await server.start()
+    listening = True
+    log.info("webhook endpoint listening", extra={"http_port": server.port})
+    try:
+        await service.stop.wait()
+    finally:
+        # uvicorn stops accepting, lets requests in hand finish (their publishes included),
+        # and only then does the runtime drain the NATS connection.
+        listening = False
+        await server.stop()
 
 
 def main() -> None:
-    run("webhook-ingest", Settings, idle)
+    run("webhook-ingest", Settings, serve_webhooks)
 
 
 if __name__ == "__main__":

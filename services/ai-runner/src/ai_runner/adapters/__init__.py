@@ -1,0 +1,1 @@
+"""The ai-runner's edges to the outside world; the only code that touches Replicate over HTTP."""

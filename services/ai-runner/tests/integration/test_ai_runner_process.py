@@ -1,0 +1,460 @@
+"""The `ai-runner` command as a real process over real NATS, against the simulator running in
+this test's event loop: requested jobs become predictions, once, whatever Replicate answers."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
+
+from jobs_proto.events import (
+    AnyJobEvent,
+    JobCancelRequested,
+    JobFailed,
+    JobRequested,
+    JobSubmitted,
+    decode_event,
+)
+from jobs_proto.stream import StreamSpec
+from jobs_proto.subjects import Subjects
+from jobs_runtime.bus import EventPublisher
+from jobs_runtime.http import HttpServer
+from jobs_runtime.settings import load_settings
+from jobs_testkit.processes import ServiceProcess, command_path
+from jobs_testkit.receiver import Receiver, running_receiver
+from jobs_testkit.servers import free_port
+from jobs_testkit.waiting import eventually
+from replicate_sim.app import build_app
+from replicate_sim.config import Settings as SimSettings
+from replicate_sim.engine import Simulator
+
+MODEL = "google/gemini-3-pro"
+TOKEN = "r8_ai_runner_test"
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass
+class Creates:
+    """Creation requests reaching the simulator: how many began, and how long each is held
+    before the simulator sees it (so a test can act while creates are in flight)."""
+
+    delay_s: float = 0.0
+    started: int = 0
+
+    def around(self, app: Asgi) -> Asgi:
+        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+            creating = scope["type"] == "http" and scope["method"] == "POST"
+            if creating and scope["path"].endswith("/predictions"):
+                self.started += 1
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+            await app(scope, receive, send)
+
+        return counted
+
+
+@dataclass
+class RunningSim:
+    """The simulator in this test's event loop: its engine, its URL, its creation requests."""
+
+    engine: Simulator
+    url: str
+    http: httpx.AsyncClient
+    creates: Creates
+
+    async def configure(self, **knobs: object) -> None:
+        response = await self.http.put("/_sim/config", json=knobs)
+        assert response.status_code == 200, response.text
+
+    async def audit(self, job_id: uuid.UUID) -> list[dict[str, Any]]:
+        response = await self.http.get("/_sim/predictions", params={"job": str(job_id)})
+        assert response.status_code == 200, response.text
+        results: list[dict[str, Any]] = response.json()["results"]
+        return results
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[Receiver]:
+    """Where the simulator's webhooks go, answered 200, so none are retried during a test."""
+    async with running_receiver("/api/webhooks/replicate") as receiver:
+        yield receiver
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[RunningSim]:
+    settings = load_settings(
+        SimSettings, {"SIM_API_TOKEN": TOKEN, "SIM_WEBHOOK_RETRY_S": "0.1,0.2"}
+    )
+    engine = Simulator(settings)
+    await engine.start()
+    creates = Creates()
+    server = HttpServer(creates.around(build_app(engine)), "127.0.0.1", 0)
+    await server.start()
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            running = RunningSim(engine, url, http, creates)
+            # Long enough that no prediction finishes while a test looks at it.
+            await running.configure(latencyS=60)
+            yield running
+    finally:
+        await server.stop()
+        await engine.stop()
+
+
+@dataclass
+class RunnerProcess:
+    """One `ai-runner` process and what the test needs to read its work."""
+
+    process: ServiceProcess
+    admin_port: int
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.process.log.splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+        return lines
+
+    def logged(self, text: str) -> int:
+        return sum(text in str(entry.get("msg", "")) for entry in self.log_lines())
+
+    async def ready(self) -> None:
+        # In a thread: the simulator lives in this loop and must keep answering meanwhile.
+        url = f"http://127.0.0.1:{self.admin_port}/readyz"
+        await asyncio.to_thread(self.process.wait_http, url, 30.0)
+
+    async def stop(self) -> int:
+        return await asyncio.to_thread(self.process.terminate, 30.0)
+
+
+StartRunner = Callable[..., Awaitable[RunnerProcess]]
+
+
+@pytest.fixture
+async def start_runner(
+    nats_url: str,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    hooks: Receiver,
+    tmp_path: Path,
+) -> AsyncIterator[StartRunner]:
+    """Start `ai-runner` processes (environment overrides as keywords); each is stopped with
+    SIGTERM afterwards and must exit 0."""
+    started: list[RunnerProcess] = []
+
+    async def start(**overrides: str) -> RunnerProcess:
+        admin_port = free_port()
+        env = {
+            "NATS_URL": nats_url,
+            "JOBS_STREAM": jobs_stream_ready.name,
+            "SUBJECT_PREFIX": subjects.prefix,
+            "ADMIN_PORT": str(admin_port),
+            "REPLICATE_BASE_URL": sim.url,
+            "REPLICATE_API_TOKEN": TOKEN,
+            "REPLICATE_WEBHOOK_URL": hooks.url,
+            # Short retries keep the retry scenarios quick.
+            "RETRY_BASE_S": "0.1",
+            "RETRY_CAP_S": "0.3",
+            **overrides,
+        }
+        log = tmp_path / f"ai-runner-{len(started)}.log"
+        runner = RunnerProcess(ServiceProcess([command_path("ai-runner")], env, log), admin_port)
+        runner.process.start()
+        started.append(runner)
+        await runner.ready()
+        return runner
+
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(_stop_all, started)
+        yield start
+
+
+async def _stop_all(started: list[RunnerProcess]) -> None:
+    codes = [await runner.stop() for runner in started]
+    assert codes == [0] * len(codes), [r.process.log for r in started]
+
+
+def job(job_type: str = "script_generation", **job_input: Any) -> JobRequested:
+    return JobRequested(
+        job_id=uuid.uuid4(),
+        occurred_at=datetime.now(UTC),
+        user_id="user-1",
+        job_type=job_type,
+        input=job_input or {"topic": "tides"},
+    )
+
+
+async def last_event(
+    nc: NATS, stream: StreamSpec, subjects: Subjects, kind: str, job_id: uuid.UUID
+) -> AnyJobEvent | None:
+    try:
+        msg = await nc.jetstream().get_last_msg(
+            stream.name, f"{subjects.prefix}job.{kind}.{job_id}"
+        )
+    except NotFoundError:
+        return None
+    assert msg.data is not None
+    return decode_event(msg.data)
+
+
+async def wait_event(
+    nc: NATS,
+    stream: StreamSpec,
+    subjects: Subjects,
+    kind: str,
+    job_id: uuid.UUID,
+    within: float = 10.0,
+) -> AnyJobEvent:
+    found: list[AnyJobEvent] = []
+
+    async def appeared() -> bool:
+        event = await last_event(nc, stream, subjects, kind, job_id)
+        if event is not None:
+            found.append(event)
+        return event is not None
+
+    await eventually(appeared, within=within)
+    return found[-1]
+
+
+async def events_of_kind(nc: NATS, stream: StreamSpec, subjects: Subjects, kind: str) -> int:
+    info = await nc.jetstream().stream_info(
+        stream.name, subjects_filter=f"{subjects.prefix}job.{kind}.>"
+    )
+    return sum((info.state.subjects or {}).values())
+
+
+async def settled(nc: NATS, stream: StreamSpec) -> bool:
+    """Every message the runner was given is acknowledged."""
+    info = await nc.jetstream().consumer_info(stream.name, "ai-runner")
+    return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0
+
+
+# The happy path ----------------------------------------------------------------------------------
+
+
+async def test_a_requested_job_gets_one_prediction_with_its_webhook(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    hooks: Receiver,
+    start_runner: StartRunner,
+) -> None:
+    await start_runner()
+    event = job("video_outline", topic="tides", sections=4)
+    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+
+    submitted = await wait_event(
+        nats_client, jobs_stream_ready, subjects, "submitted", event.job_id
+    )
+    assert isinstance(submitted, JobSubmitted)
+    assert submitted.attempt == 1
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+
+    (audited,) = await sim.audit(event.job_id)
+    assert audited["id"] == submitted.prediction_id
+    assert audited["model"] == MODEL
+    assert "tides" in audited["input"]["prompt"]
+    assert "4 sections" in audited["input"]["prompt"]
+    prediction = sim.engine.get(submitted.prediction_id)
+    assert prediction is not None
+    assert prediction.webhook == f"{hooks.url}?job={event.job_id}"
+    assert prediction.events == {"start", "output", "completed"}
+    assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted") == 1
+    assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "failed") == 0
+
+
+async def test_jobs_that_cannot_run_fail_at_once_and_a_cancel_is_acknowledged(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    await start_runner()
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    unknown, invalid = job("teleportation"), job("title_generation", topic="   ")
+    cancel = JobCancelRequested(job_id=uuid.uuid4(), occurred_at=datetime.now(UTC), user_id="u")
+    for event in (unknown, invalid, cancel):
+        await publisher.publish(event)
+
+    for event, code in ((unknown, "unknown_job_type"), (invalid, "invalid_input")):
+        failed = await wait_event(nats_client, jobs_stream_ready, subjects, "failed", event.job_id)
+        assert isinstance(failed, JobFailed)
+        assert failed.error.code == code
+        assert failed.prediction_id is None
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+    assert sim.creates.started == 0
+    assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted") == 0
+
+
+async def test_polling_mode_creates_the_prediction_without_a_webhook(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    runner = await start_runner(REPLICATE_WEBHOOK_URL="")
+    event = job()
+    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+
+    submitted = await wait_event(
+        nats_client, jobs_stream_ready, subjects, "submitted", event.job_id
+    )
+    assert isinstance(submitted, JobSubmitted)
+    prediction = sim.engine.get(submitted.prediction_id)
+    assert prediction is not None
+    assert prediction.webhook is None
+    assert runner.logged("polling is not implemented yet") >= 1
+
+
+# What Replicate answers --------------------------------------------------------------------------
+
+
+async def test_server_errors_are_retried_until_replicate_answers(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    runner = await start_runner()
+    await sim.configure(apiErrorRate=1)
+    event = job()
+    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+
+    # Several attempts, each answered 500, none creating anything or announcing anything.
+    await eventually(lambda: sim.creates.started >= 3)
+    assert runner.logged("could not create the prediction, will retry") >= 2
+    assert (
+        await last_event(nats_client, jobs_stream_ready, subjects, "submitted", event.job_id)
+        is None
+    )
+    assert (
+        await last_event(nats_client, jobs_stream_ready, subjects, "failed", event.job_id) is None
+    )
+    assert await sim.audit(event.job_id) == []
+
+    await sim.configure(apiErrorRate=0)
+    submitted = await wait_event(
+        nats_client, jobs_stream_ready, subjects, "submitted", event.job_id
+    )
+    assert isinstance(submitted, JobSubmitted)
+    (audited,) = await sim.audit(event.job_id)
+    assert audited["id"] == submitted.prediction_id
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+
+
+async def test_a_refused_token_keeps_the_job_waiting_for_an_operator(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    wrong = await start_runner(REPLICATE_API_TOKEN="r8_revoked")
+    event = job()
+    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+
+    await eventually(lambda: sim.creates.started >= 2)
+    assert (
+        await last_event(nats_client, jobs_stream_ready, subjects, "failed", event.job_id) is None
+    )
+    errors = [e for e in wrong.log_lines() if e.get("logger") == "ai_runner.handlers"]
+    assert errors
+    assert {e["level"] for e in errors} == {"error"}  # not a passing warning: someone must act
+    assert "Unauthenticated" in errors[0]["msg"]
+
+    # The operator fixes the token and restarts: the job was kept, and now runs.
+    assert await wrong.stop() == 0
+    await start_runner()
+    submitted = await wait_event(
+        nats_client, jobs_stream_ready, subjects, "submitted", event.job_id
+    )
+    assert isinstance(submitted, JobSubmitted)
+    assert len(await sim.audit(event.job_id)) == 1
+
+
+async def test_a_request_replicate_refuses_fails_the_job_with_its_detail(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    # The simulator answers 422 to a webhook that is not HTTP(S), as Replicate does.
+    await start_runner(REPLICATE_WEBHOOK_URL="ftp://nowhere")
+    event = job()
+    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+
+    failed = await wait_event(nats_client, jobs_stream_ready, subjects, "failed", event.job_id)
+    assert isinstance(failed, JobFailed)
+    assert failed.error.code == "prediction_rejected"
+    assert "webhook must be an HTTP(S) URL" in failed.error.message
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+    assert sim.creates.started == 1  # not retried
+    assert sim.engine.size == 0
+    assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted") == 0
+
+
+# Shutdown ----------------------------------------------------------------------------------------
+
+
+async def test_sigterm_finishes_the_creates_in_flight_and_a_restart_does_the_rest(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    sim.creates.delay_s = 1.5
+    first = await start_runner()
+    in_flight = [job(topic=f"in flight {n}") for n in range(5)]
+    for event in in_flight:
+        await publisher.publish(event)
+    await eventually(lambda: sim.creates.started == len(in_flight))
+
+    # Published while the runner waits on Replicate: not fetched before SIGTERM arrives.
+    waiting = [job(topic=f"waiting {n}") for n in range(5)]
+    for event in waiting:
+        await publisher.publish(event)
+    assert await first.stop() == 0
+
+    async def submitted(event: JobRequested) -> bool:
+        found = await last_event(
+            nats_client, jobs_stream_ready, subjects, "submitted", event.job_id
+        )
+        return found is not None
+
+    assert [await submitted(e) for e in in_flight] == [True] * len(in_flight)
+    assert [await submitted(e) for e in waiting] == [False] * len(waiting)
+
+    sim.creates.delay_s = 0.0
+    await start_runner()
+    for event in waiting:
+        await wait_event(nats_client, jobs_stream_ready, subjects, "submitted", event.job_id)
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+
+    # Each job exactly once: nothing in hand at SIGTERM was abandoned and created again.
+    everyone = in_flight + waiting
+    assert [len(await sim.audit(e.job_id)) for e in everyone] == [1] * len(everyone)
+    assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted") == 10

@@ -1,0 +1,37 @@
+"""The ai-runner's settings: dev defaults that work locally, and one line naming a bad one."""
+
+import pytest
+
+from ai_runner.config import Settings
+from jobs_runtime.settings import SettingsError, load_settings
+
+
+def test_dev_defaults_point_at_the_local_simulator_and_webhook_ingest() -> None:
+    settings = load_settings(Settings, {})
+    assert settings.admin_port == 9002
+    assert settings.replicate_base_url == "http://127.0.0.1:8010"
+    assert settings.replicate_webhook_url == "http://127.0.0.1:8001/api/webhooks/replicate"
+
+
+def test_an_empty_webhook_url_is_polling_mode_not_an_error() -> None:
+    assert load_settings(Settings, {"REPLICATE_WEBHOOK_URL": ""}).replicate_webhook_url == ""
+
+
+def test_prod_needs_a_replicate_token() -> None:
+    with pytest.raises(SettingsError, match=r"^REPLICATE_API_TOKEN: missing"):
+        load_settings(Settings, {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REPLICATE_BASE_URL", "api.replicate.com"),
+        ("REPLICATE_BASE_URL", "ftp://api.replicate.com"),
+        ("REPLICATE_WEBHOOK_URL", "/api/webhooks/replicate"),
+        ("RETRY_BASE_S", "0"),
+        ("REPLICATE_TIMEOUT_S", "soon"),
+    ],
+)
+def test_a_malformed_setting_is_named(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=rf"^{name}: "):
+        load_settings(Settings, {name: value})

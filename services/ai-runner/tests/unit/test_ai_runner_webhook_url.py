@@ -1,0 +1,56 @@
+"""The webhook URL a prediction is created with: the configured URL plus `job=<jobId>`."""
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from ai_runner.handlers import webhook_url
+
+JOB = "0b7c6d0e-5a3f-4f57-9a53-2f1d3c7e9b21"
+
+
+def test_the_job_is_added_as_the_query() -> None:
+    url = webhook_url("https://hooks.example.com/api/webhooks/replicate", JOB)
+    assert url == f"https://hooks.example.com/api/webhooks/replicate?job={JOB}"
+    assert parse_qs(urlsplit(url).query) == {"job": [JOB]}
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("http://127.0.0.1:8001/hook?env=dev", f"http://127.0.0.1:8001/hook?env=dev&job={JOB}"),
+        # Order and encoding of what is there are kept byte for byte.
+        (
+            "https://h.example/hook?b=2&a=x%20y&c=a+b&flag",
+            f"https://h.example/hook?b=2&a=x%20y&c=a+b&flag&job={JOB}",
+        ),
+        # A trailing `?` or `&` leaves no empty parameter behind.
+        ("https://h.example/hook?", f"https://h.example/hook?job={JOB}"),
+        ("https://h.example/hook?a=1&", f"https://h.example/hook?a=1&job={JOB}"),
+    ],
+)
+def test_an_existing_query_is_kept(base: str, expected: str) -> None:
+    assert webhook_url(base, JOB) == expected
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        (
+            "HTTPS://User:pw@Hooks.Example.com:8443",
+            f"HTTPS://User:pw@Hooks.Example.com:8443?job={JOB}",
+        ),
+        ("https://h.example/a/b/;p/", f"https://h.example/a/b/;p/?job={JOB}"),
+        ("https://h.example/hook#frag", f"https://h.example/hook?job={JOB}#frag"),
+        ("https://h.example/hook?x=1#f?g", f"https://h.example/hook?x=1&job={JOB}#f?g"),
+    ],
+)
+def test_the_rest_of_the_url_is_untouched(base: str, expected: str) -> None:
+    assert webhook_url(base, JOB) == expected
+
+
+@pytest.mark.parametrize("stale", ["job=old", "job", "jo%62=old", "job=a&job=b"])
+def test_a_job_parameter_already_there_is_replaced(stale: str) -> None:
+    url = webhook_url(f"https://h.example/hook?a=1&{stale}&z=2", JOB)
+    assert url == f"https://h.example/hook?a=1&z=2&job={JOB}"
+    assert parse_qs(urlsplit(url).query)["job"] == [JOB]

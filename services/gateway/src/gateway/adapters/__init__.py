@@ -1,0 +1,1 @@
+"""The gateway's edges: HTTP in front, NATS behind; the only code touching either."""

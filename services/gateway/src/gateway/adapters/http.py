@@ -1,0 +1,322 @@
+"""The gateway's HTTP API as a Starlette app: checks each request in the contract's order
+(token, content type, size, JSON, validation), calls the handlers and answers JSON or
+`application/problem+json`, logging one line per request (never its token).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import handlers
+from gateway.auth import AuthError, TokenVerifier
+from gateway.ports import Clock, EventBus, JobStore, RequestedLog, Unavailable
+from gateway.problems import (
+    INTERNAL,
+    MALFORMED_JSON,
+    NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    PROBLEM_MEDIA_TYPE,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    VALIDATION,
+    ProblemKind,
+    kind_for_status,
+    problem,
+)
+from jobs_proto.api import JobView, Problem, ProblemDetail
+
+log = logging.getLogger("gateway.http")
+
+# How long a client should wait before retrying after a `503`: NATS reconnects within about
+# a second, a restarted job-store within a few.
+RETRY_AFTER_S: Final = 2
+JSON_MEDIA_TYPE: Final = "application/json"
+# The routes the existing frontend calls: the whole body is the input of one job type.
+IDEATION_ROUTES: Final[Mapping[str, str]] = {
+    "/api/ideation/generate-script": "script_generation",
+    "/api/ideation/video-outline": "video_outline",
+    "/api/ideation/generate-titles": "title_generation",
+}
+_UUID: Final = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayPorts:
+    """What the HTTP API is built over: token verification, the ports, the body limit."""
+
+    verifier: TokenVerifier
+    bus: EventBus
+    store: JobStore
+    requested: RequestedLog
+    max_body_bytes: int
+    clock: Clock = _utc_now
+
+
+class Refusal(Exception):
+    """An answer that is a problem: raised by a check, turned into `problem+json` once."""
+
+    def __init__(
+        self,
+        kind: ProblemKind,
+        detail: str,
+        *,
+        errors: list[ProblemDetail] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.problem = problem(kind, detail, errors)
+        self.headers = dict(headers or {})
+
+
+def problem_response(body: Problem, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        msgspec.json.encode(body), body.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def json_response(
+    body: object, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(msgspec.json.encode(body), status, headers=headers, media_type=JSON_MEDIA_TYPE)
+
+
+# --- the checks, in the contract's order -------------------------------------------------
+
+
+def authenticate(verifier: TokenVerifier, request: Request) -> str:
+    """The caller's user id, or `401` with `WWW-Authenticate: Bearer`."""
+    authorization = request.headers.get("authorization")
+    try:
+        user_id = verifier.authenticate(authorization)
+    except AuthError as exc:
+        # RFC 6750: name the error only when a token was presented.
+        challenge = 'Bearer error="invalid_token"' if authorization else "Bearer"
+        raise Refusal(UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": challenge}) from None
+    request.state.user_id = user_id
+    return user_id
+
+
+def check_content_type(content_type: str | None) -> None:
+    """`application/json`, with parameters allowed; a charset other than UTF-8 is refused,
+    since JSON on the wire is UTF-8 (RFC 8259) and would be misread otherwise."""
+    media_type, *parameters = (content_type or "").split(";")
+    if media_type.strip().lower() != JSON_MEDIA_TYPE:
+        raise Refusal(UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise Refusal(UNSUPPORTED_MEDIA_TYPE, "a JSON body must be UTF-8")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with `413` as soon as it is known to exceed `limit` bytes: from
+    `Content-Length` before reading, or while reading a body sent without one."""
+    too_large = Refusal(PAYLOAD_TOO_LARGE, f"the body must not exceed {limit} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def decode_json(body: bytes) -> object:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise Refusal(MALFORMED_JSON, f"the body is not valid JSON: {exc}") from None
+
+
+async def json_body(ports: GatewayPorts, request: Request) -> object:
+    """Content type, size and JSON checks of a request with a body, in that order."""
+    check_content_type(request.headers.get("content-type"))
+    return decode_json(await read_body(request, ports.max_body_bytes))
+
+
+# --- conditional GET ---------------------------------------------------------------------
+
+
+def etag(view: JobView) -> str:
+    """Weak: the same version may be encoded differently (field order, time precision)."""
+    return f'W/"{view.job_id}.{view.version}"'
+
+
+def etag_matches(if_none_match: str | None, tag: str) -> bool:
+    """`If-None-Match` by weak comparison (RFC 9110 §13.1.2), `*` matching any job."""
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    opaque = tag.removeprefix("W/")
+    return any(c.strip().removeprefix("W/") == opaque for c in if_none_match.split(","))
+
+
+def parse_job_id(raw: str) -> uuid.UUID | None:
+    """The job id of a path, only in the canonical 8-4-4-4-12 form `Location` hands out."""
+    return uuid.UUID(raw) if _UUID.match(raw) else None
+
+
+# --- endpoints ----------------------------------------------------------------------------
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+async def _admit(ports: GatewayPorts, user_id: str, job: handlers.NewJob) -> Response:
+    accepted = await handlers.admit_job(user_id, job, ports.bus, clock=ports.clock)
+    log.info(
+        "job admitted",
+        extra={"job_id": str(accepted.job_id), "job_type": job.job_type, "user_id": user_id},
+    )
+    return json_response(accepted, 202, headers={"Location": f"/api/jobs/{accepted.job_id}"})
+
+
+def _create_job(ports: GatewayPorts) -> Endpoint:
+    async def create_job(request: Request) -> Response:
+        user_id = authenticate(ports.verifier, request)
+        body = await json_body(ports, request)
+        return await _admit(ports, user_id, handlers.parse_create_job(body))
+
+    return create_job
+
+
+def _create_typed_job(ports: GatewayPorts, job_type: str) -> Endpoint:
+    async def create_typed_job(request: Request) -> Response:
+        user_id = authenticate(ports.verifier, request)
+        body = await json_body(ports, request)
+        return await _admit(ports, user_id, handlers.parse_job_input(job_type, body))
+
+    return create_typed_job
+
+
+def _get_job(ports: GatewayPorts) -> Endpoint:
+    async def get_job(request: Request) -> Response:
+        user_id = authenticate(ports.verifier, request)
+        job_id = parse_job_id(request.path_params["job_id"])
+        view = None
+        if job_id is not None:
+            view = await handlers.read_job(user_id, job_id, ports.store, ports.requested)
+        if view is None:
+            raise Refusal(NOT_FOUND, "no such job")
+        tag = etag(view)
+        # Per user, and must be revalidated: a job changes until it is terminal.
+        headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+        if etag_matches(request.headers.get("if-none-match"), tag):
+            return Response(status_code=304, headers=headers)
+        return json_response(view, headers=headers)
+
+    return get_job
+
+
+# --- one answer and one log line per request ------------------------------------------------
+
+
+def _refusal_of(exc: Exception) -> Refusal | None:
+    match exc:
+        case Refusal():
+            return exc
+        case handlers.InvalidRequest():
+            return Refusal(VALIDATION, "the request is not a valid job", errors=exc.errors)
+        case Unavailable():
+            return Refusal(
+                UNAVAILABLE,
+                "the job system is unavailable; retry later",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+    return None
+
+
+def _log_request(request: Request, status: int, started: float, **fields: Any) -> None:
+    extra = {
+        "method": request.method,
+        # The path only: a query string may carry an `access_token`.
+        "path": request.url.path,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "user_id": getattr(request.state, "user_id", None),
+        **fields,
+    }
+    # A 503 is the bus being away (expected during restarts); other 5xx are bugs.
+    level = logging.INFO
+    if status == 503:
+        level = logging.WARNING
+    elif status >= 500:
+        level = logging.ERROR
+    log.log(level, "request", extra=extra)
+
+
+def _answered(endpoint: Endpoint) -> Endpoint:
+    async def answer(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await endpoint(request)
+        except ClientDisconnect:
+            # Gone while sending its body: nothing was admitted and nobody reads an answer.
+            _log_request(request, 499, started, detail="client disconnected")
+            return Response(status_code=400)
+        except Exception as exc:
+            refusal = _refusal_of(exc)
+            if refusal is None:
+                log.exception("unexpected error", extra={"path": request.url.path})
+                refusal = Refusal(INTERNAL, "unexpected error")
+            fields: dict[str, Any] = {
+                "problem": refusal.problem.type,
+                "detail": refusal.problem.detail,
+            }
+            if refusal.problem.errors:
+                fields["errors"] = [f"{e.pointer}: {e.detail}" for e in refusal.problem.errors]
+            if isinstance(exc, Unavailable):
+                fields["reason"] = str(exc)
+            _log_request(request, refusal.problem.status, started, **fields)
+            return problem_response(refusal.problem, refusal.headers)
+        _log_request(request, response.status_code, started)
+        return response
+
+    return answer
+
+
+async def _framework_refusal(request: Request, exc: Exception) -> Response:
+    """Unknown routes and wrong methods, answered as problems like everything else."""
+    assert isinstance(exc, HTTPException)
+    kind = kind_for_status(exc.status_code)
+    body = problem(kind, exc.detail or kind.title)
+    _log_request(request, exc.status_code, time.perf_counter(), problem=kind.type)
+    return problem_response(body, exc.headers)
+
+
+def build_app(ports: GatewayPorts) -> Starlette:
+    routes = [
+        Route("/api/jobs", _answered(_create_job(ports)), methods=["POST"]),
+        Route("/api/jobs/{job_id}", _answered(_get_job(ports)), methods=["GET"]),
+        *(
+            Route(path, _answered(_create_typed_job(ports, job_type)), methods=["POST"])
+            for path, job_type in IDEATION_ROUTES.items()
+        ),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _framework_refusal})

@@ -1,0 +1,114 @@
+"""The gateway as a real process (its installed `gateway` command) over the test's own NATS
+stream and subject prefix, plus tokens and a stand-in for the job-store's get endpoint."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from jobs_proto.api import GetJob
+from jobs_proto.events import JobRequested, decode_event
+from jobs_proto.stream import StreamSpec
+from jobs_proto.subjects import Subjects
+from jobs_testkit.processes import ServiceProcess, command_path
+from jobs_testkit.servers import free_port
+
+SECRET = "gateway-integration-secret-0123456789abcdef"
+# Small, so the size tests send little; the default (64 KiB) is the setting's own.
+MAX_BODY_BYTES = 2048
+
+
+def token(sub: str = "alice", secret: str = SECRET, ttl_s: float = 300, **claims: Any) -> str:
+    payload = {"sub": sub, "exp": int(time.time() + ttl_s), **claims}
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def bearer(sub: str = "alice", **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(sub, **claims)}"}
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    process: ServiceProcess
+
+
+@pytest.fixture
+def gateway_env(nats_url: str, jobs_stream_ready: StreamSpec, subjects: Subjects) -> dict[str, str]:
+    return {
+        "NATS_URL": nats_url,
+        "JOBS_STREAM": jobs_stream_ready.name,
+        "SUBJECT_PREFIX": subjects.prefix,
+        "ADMIN_PORT": str(free_port()),
+        "HTTP_PORT": str(free_port()),
+        "AUTH_JWT_SECRET": SECRET,
+        "HTTP_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+    }
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, gateway_env: dict[str, str]) -> Iterator[RunningGateway]:
+    """A started gateway; afterwards it must stop on SIGTERM with exit code 0."""
+    process = ServiceProcess([command_path("gateway")], gateway_env, tmp_path / "gateway.log")
+    with process:
+        # Ready only once the HTTP API listens (the gateway adds that check to /readyz).
+        process.wait_http(f"http://127.0.0.1:{gateway_env['ADMIN_PORT']}/readyz")
+        yield RunningGateway(f"http://127.0.0.1:{gateway_env['HTTP_PORT']}", process)
+        assert process.terminate() == 0, process.log
+
+
+async def requested_in_stream(
+    nats_client: NATS, stream: StreamSpec, subjects: Subjects, job_id: str
+) -> JobRequested:
+    message = await nats_client.jetstream().get_last_msg(
+        stream.name, f"{subjects.prefix}job.requested.{job_id}"
+    )
+    event = decode_event(message.data or b"")
+    assert isinstance(event, JobRequested)
+    return event
+
+
+@asynccontextmanager
+async def job_store_double(
+    nats_client: NATS,
+    subjects: Subjects,
+    answer: Callable[[GetJob], bytes],
+    delay_s: float = 0.0,
+    service_error: str | None = None,
+) -> AsyncIterator[list[GetJob]]:
+    """A stand-in for the job-store's get endpoint: answers whatever `answer` says (after
+    `delay_s`; as an error reply with `service_error`) and records what it was asked.
+
+    The real job-store is built in parallel; the end-to-end tests (tests/e2e) run the gateway
+    against it.
+    """
+    asked: list[GetJob] = []
+
+    async def respond(msg: Msg) -> None:
+        request = msgspec.json.decode(msg.data, type=GetJob)
+        asked.append(request)
+        await asyncio.sleep(delay_s)
+        # A NATS micro service marks a failed request with this header.
+        headers = {"Nats-Service-Error": service_error} if service_error else None
+        await nats_client.publish(msg.reply, answer(request), headers=headers)
+
+    subscription = await nats_client.subscribe(subjects.get_job, cb=respond)
+    await nats_client.flush()
+    try:
+        yield asked
+    finally:
+        await subscription.unsubscribe()
+
+
+def random_job_id() -> str:
+    return str(uuid.uuid4())

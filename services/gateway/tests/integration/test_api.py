@@ -1,0 +1,486 @@
+"""The gateway as a process over real NATS: admission publishes `JobRequested` only once
+stored, every refusal has its status and problem body in the contract's order, and reads
+come from the job-store, else from the stream, else `503`, never a wrong `404`."""
+
+import asyncio
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+
+from jobs_proto.api import GetJob, JobReply, JobView
+from jobs_proto.stream import StreamSpec
+from jobs_proto.subjects import Subjects
+from jobs_runtime.bus import ensure_stream
+from jobs_testkit.waiting import eventually
+
+from .conftest import (
+    MAX_BODY_BYTES,
+    RunningGateway,
+    bearer,
+    job_store_double,
+    random_job_id,
+    requested_in_stream,
+    token,
+)
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+async def api(gateway: RunningGateway) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the gateway authenticated as `alice`."""
+    async with httpx.AsyncClient(base_url=gateway.url, headers=bearer("alice")) as client:
+        yield client
+
+
+def assert_problem(response: httpx.Response, status: int, kind: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"urn:ai-jobs:problem:{kind}"
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+async def test_a_job_is_admitted_once_its_request_is_in_the_stream(
+    api: httpx.AsyncClient,
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+) -> None:
+    before = datetime.now(UTC)
+    response = await api.post(
+        "/api/jobs", json={"type": "video_outline", "input": {"topic": "tides", "sections": 3}}
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body == {"jobId": body["jobId"], "status": "pending"}
+    assert uuid.UUID(body["jobId"]).version == 4
+    assert response.headers["location"] == f"/api/jobs/{body['jobId']}"
+
+    event = await requested_in_stream(nats_client, jobs_stream_ready, subjects, body["jobId"])
+    assert (event.user_id, event.job_type) == ("alice", "video_outline")
+    assert event.input == {"topic": "tides", "sections": 3}
+    assert before <= event.occurred_at <= datetime.now(UTC)
+
+
+async def test_each_ideation_route_is_its_job_type_with_the_body_as_input(
+    api: httpx.AsyncClient,
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+) -> None:
+    routes = {
+        "/api/ideation/generate-script": (
+            {"topic": "tides", "tone": "calm", "durationMinutes": 4},
+            "script_generation",
+            {"topic": "tides", "tone": "calm", "durationMinutes": 4},
+        ),
+        "/api/ideation/video-outline": (
+            {"topic": "moons", "notAField": True},
+            "video_outline",
+            {"topic": "moons"},
+        ),
+        "/api/ideation/generate-titles": (
+            {"topic": "comets", "count": 3},
+            "title_generation",
+            {"topic": "comets", "count": 3},
+        ),
+    }
+    for route, (body, job_type, published) in routes.items():
+        # Parameters on the media type are fine.
+        response = await api.post(
+            route,
+            content=msgspec.json.encode(body),
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
+        assert response.status_code == 202, (route, response.text)
+        job_id = response.json()["jobId"]
+        assert response.headers["location"] == f"/api/jobs/{job_id}"
+        event = await requested_in_stream(nats_client, jobs_stream_ready, subjects, job_id)
+        assert (event.job_type, event.input, event.user_id) == (job_type, published, "alice")
+
+
+async def test_every_refusal_has_its_status_and_problem_and_publishes_nothing(
+    gateway: RunningGateway,
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+) -> None:
+    expired = token(ttl_s=-120)
+    wrong_secret = token(secret="another-secret-0123456789abcdef-xyz")
+    good = bearer("alice")
+    json_type = {"content-type": "application/json"}
+    too_big = b'{"type": "video_outline", "input": {"topic": "' + b"x" * MAX_BODY_BYTES + b'"}}'
+
+    async def chunks() -> AsyncIterator[bytes]:
+        # No Content-Length: the limit must hold while reading, too.
+        for _ in range(4):
+            yield b" " * (MAX_BODY_BYTES // 2)
+
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        # (what, response, status, problem kind, pointer of the 422)
+        cases: list[tuple[str, httpx.Response, int, str, str | None]] = [
+            ("no token", await http.post("/api/jobs", json={}), 401, "unauthorized", None),
+            (
+                "garbage token",
+                await http.post("/api/jobs", json={}, headers={"Authorization": "Bearer x.y.z"}),
+                401,
+                "unauthorized",
+                None,
+            ),
+            (
+                "expired token",
+                await http.post(
+                    "/api/jobs", json={}, headers={"Authorization": f"Bearer {expired}"}
+                ),
+                401,
+                "unauthorized",
+                None,
+            ),
+            (
+                "token of another secret",
+                await http.post(
+                    "/api/jobs", json={}, headers={"Authorization": f"Bearer {wrong_secret}"}
+                ),
+                401,
+                "unauthorized",
+                None,
+            ),
+            (
+                "not a bearer header",
+                await http.post("/api/jobs", json={}, headers={"Authorization": "Basic YTpi"}),
+                401,
+                "unauthorized",
+                None,
+            ),
+            (
+                "token before content type",
+                await http.post("/api/ideation/generate-script", content=b"x"),
+                401,
+                "unauthorized",
+                None,
+            ),
+            (
+                "no token on a read",
+                await http.get("/api/jobs/not-a-uuid"),
+                401,
+                "unauthorized",
+                None,
+            ),
+            (
+                "wrong content type",
+                await http.post(
+                    "/api/jobs", content=b"{}", headers={**good, "content-type": "text/plain"}
+                ),
+                415,
+                "unsupported-media-type",
+                None,
+            ),
+            (
+                "no content type",
+                await http.post("/api/jobs", content=b"{}", headers=good),
+                415,
+                "unsupported-media-type",
+                None,
+            ),
+            (
+                "content type before size",
+                await http.post(
+                    "/api/jobs", content=too_big, headers={**good, "content-type": "text/plain"}
+                ),
+                415,
+                "unsupported-media-type",
+                None,
+            ),
+            (
+                "oversized by Content-Length",
+                await http.post("/api/jobs", content=too_big, headers={**good, **json_type}),
+                413,
+                "payload-too-large",
+                None,
+            ),
+            (
+                "oversized while reading",
+                await http.post("/api/jobs", content=chunks(), headers={**good, **json_type}),
+                413,
+                "payload-too-large",
+                None,
+            ),
+            (
+                "size before JSON",
+                await http.post(
+                    "/api/jobs", content=b"{" * (MAX_BODY_BYTES + 1), headers={**good, **json_type}
+                ),
+                413,
+                "payload-too-large",
+                None,
+            ),
+            (
+                "malformed JSON",
+                await http.post("/api/jobs", content=b'{"type": ', headers={**good, **json_type}),
+                400,
+                "malformed-json",
+                None,
+            ),
+            (
+                "empty body",
+                await http.post("/api/jobs", content=b"", headers={**good, **json_type}),
+                400,
+                "malformed-json",
+                None,
+            ),
+            (
+                "unknown type",
+                await http.post(
+                    "/api/jobs", json={"type": "poem", "input": {"topic": "x"}}, headers=good
+                ),
+                422,
+                "validation",
+                "/type",
+            ),
+            (
+                "missing type",
+                await http.post("/api/jobs", json={"input": {"topic": "x"}}, headers=good),
+                422,
+                "validation",
+                "/type",
+            ),
+            (
+                "input not an object",
+                await http.post(
+                    "/api/jobs", json={"type": "video_outline", "input": "x"}, headers=good
+                ),
+                422,
+                "validation",
+                "/input",
+            ),
+            (
+                "missing topic",
+                await http.post(
+                    "/api/jobs", json={"type": "video_outline", "input": {}}, headers=good
+                ),
+                422,
+                "validation",
+                "/input/topic",
+            ),
+            (
+                "empty topic on an ideation route",
+                await http.post("/api/ideation/generate-titles", json={"topic": ""}, headers=good),
+                422,
+                "validation",
+                "/topic",
+            ),
+            (
+                "blank topic on an ideation route",
+                await http.post("/api/ideation/video-outline", json={"topic": "  "}, headers=good),
+                422,
+                "validation",
+                "/topic",
+            ),
+            (
+                "bad optional field on an ideation route",
+                await http.post(
+                    "/api/ideation/generate-script",
+                    json={"topic": "x", "durationMinutes": 0},
+                    headers=good,
+                ),
+                422,
+                "validation",
+                "/durationMinutes",
+            ),
+            (
+                "a read of a job id that is not a UUID",
+                await http.get("/api/jobs/not-a-uuid", headers=good),
+                404,
+                "not-found",
+                None,
+            ),
+            ("an unknown route", await http.get("/api/nope", headers=good), 404, "not-found", None),
+            (
+                "a wrong method",
+                await http.get("/api/ideation/generate-script", headers=good),
+                405,
+                "method-not-allowed",
+                None,
+            ),
+        ]
+
+    for what, response, status, kind, pointer in cases:
+        assert response.status_code == status, (what, response.status_code, response.text)
+        body = assert_problem(response, status, kind)
+        if status == 401:
+            assert response.headers["www-authenticate"].startswith("Bearer"), what
+        if pointer is not None:
+            assert [e["pointer"] for e in body["errors"]] == [pointer], (what, body)
+            assert body["errors"][0]["detail"], what
+
+    info = await nats_client.jetstream().stream_info(jobs_stream_ready.name)
+    assert info.state.messages == 0, "a refused request published something"
+    log = gateway.process.log
+    for secret_bearing in (expired, wrong_secret, good["Authorization"].split()[1]):
+        assert secret_bearing not in log
+    assert '"problem":"urn:ai-jobs:problem:validation"' in log
+
+
+async def test_a_read_right_after_admission_is_pending_from_the_stream_without_a_job_store(
+    api: httpx.AsyncClient,
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+) -> None:
+    created = await api.post("/api/ideation/generate-titles", json={"topic": "comets"})
+    job_id = created.json()["jobId"]
+    event = await requested_in_stream(nats_client, jobs_stream_ready, subjects, job_id)
+
+    response = await api.get(f"/api/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    occurred = event.occurred_at.isoformat().replace("+00:00", "Z")
+    assert response.json() == {
+        "jobId": job_id,
+        "type": "title_generation",
+        "status": "pending",
+        "version": 1,
+        "input": {"topic": "comets"},
+        "output": None,
+        "error": None,
+        "predictionId": None,
+        "createdAt": occurred,
+        "updatedAt": occurred,
+        "completedAt": None,
+    }
+    assert response.headers["etag"] == f'W/"{job_id}.1"'
+
+
+async def test_an_unknown_job_without_a_job_store_is_unavailable_not_missing(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.get(f"/api/jobs/{random_job_id()}")
+    assert_problem(response, 503, "unavailable")
+    assert int(response.headers["retry-after"]) > 0
+
+
+def stored_view(job_id: str, **changes: Any) -> JobView:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "job_id": uuid.UUID(job_id),
+        "type": "script_generation",
+        "status": "processing",
+        "version": 3,
+        "input": {"topic": "tides"},
+        "output": None,
+        "error": None,
+        "prediction_id": "p-123",
+        "created_at": at,
+        "updated_at": at + timedelta(seconds=2),
+        "completed_at": None,
+    }
+    return JobView(**{**fields, **changes})
+
+
+async def test_a_read_answers_the_job_stores_view_with_an_etag(
+    api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+) -> None:
+    job_id = random_job_id()
+    view = stored_view(job_id)
+
+    def answer(request: GetJob) -> bytes:
+        return msgspec.json.encode(JobReply(job=view if request.user_id == "alice" else None))
+
+    async with job_store_double(nats_client, subjects, answer) as asked:
+        response = await api.get(f"/api/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        assert response.json() == msgspec.to_builtins(view)
+        assert response.json()["createdAt"] == "2030-01-02T03:04:05Z"
+        tag = response.headers["etag"]
+        assert tag == f'W/"{job_id}.3"'
+
+        unchanged = await api.get(f"/api/jobs/{job_id}", headers={"If-None-Match": tag})
+        assert unchanged.status_code == 304
+        assert unchanged.content == b""
+        assert unchanged.headers["etag"] == tag
+
+        stale = await api.get(f"/api/jobs/{job_id}", headers={"If-None-Match": f'W/"{job_id}.2"'})
+        assert stale.status_code == 200
+    assert asked[0] == GetJob(job_id=uuid.UUID(job_id), user_id="alice")
+
+
+async def test_another_users_job_is_not_found(
+    gateway: RunningGateway,
+    api: httpx.AsyncClient,
+    nats_client: NATS,
+    subjects: Subjects,
+) -> None:
+    created = await api.post("/api/jobs", json={"type": "video_outline", "input": {"topic": "t"}})
+    job_id = created.json()["jobId"]
+
+    # The job-store knows no job of bob's; the stream's request is alice's.
+    async with (
+        job_store_double(nats_client, subjects, lambda _: msgspec.json.encode(JobReply(job=None))),
+        httpx.AsyncClient(base_url=gateway.url, headers=bearer("bob")) as bob,
+    ):
+        assert_problem(await bob.get(f"/api/jobs/{job_id}"), 404, "not-found")
+        assert_problem(await bob.get(f"/api/jobs/{random_job_id()}"), 404, "not-found")
+        # The owner still sees it, while the job-store has not consumed it yet.
+        mine = await api.get(f"/api/jobs/{job_id}")
+        assert (mine.status_code, mine.json()["status"]) == (200, "pending")
+
+
+async def test_a_job_store_answering_nonsense_or_an_error_is_unavailable(
+    api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+) -> None:
+    async with job_store_double(nats_client, subjects, lambda _: b'{"oops": true'):
+        response = await api.get(f"/api/jobs/{random_job_id()}")
+    assert_problem(response, 503, "unavailable")
+    assert "retry-after" in response.headers
+
+    null = msgspec.json.encode(JobReply(job=None))
+    async with job_store_double(nats_client, subjects, lambda _: null, service_error="db down"):
+        response = await api.get(f"/api/jobs/{random_job_id()}")
+    assert_problem(response, 503, "unavailable")
+
+
+async def test_without_jetstream_a_job_is_refused_with_503_and_retry_after(
+    api: httpx.AsyncClient, nats_client: NATS, jobs_stream_ready: StreamSpec
+) -> None:
+    js = nats_client.jetstream()
+    await js.delete_stream(jobs_stream_ready.name)
+    try:
+        response = await api.post(
+            "/api/jobs", json={"type": "video_outline", "input": {"topic": "t"}}
+        )
+        assert_problem(response, 503, "unavailable")
+        assert int(response.headers["retry-after"]) > 0
+    finally:
+        # Put it back for the fixture that deletes it.
+        await ensure_stream(js, jobs_stream_ready)
+
+
+async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(
+    gateway: RunningGateway, nats_client: NATS, subjects: Subjects
+) -> None:
+    job_id = random_job_id()
+
+    def answer(_: GetJob) -> bytes:
+        return msgspec.json.encode(JobReply(job=stored_view(job_id)))
+
+    async with (
+        job_store_double(nats_client, subjects, answer, delay_s=0.5) as asked,
+        httpx.AsyncClient(base_url=gateway.url, headers=bearer("alice")) as http,
+    ):
+        in_flight = asyncio.create_task(http.get(f"/api/jobs/{job_id}"))
+        await eventually(lambda: len(asked) == 1)
+        gateway.process.signal(signal.SIGTERM)
+        response = await in_flight
+    assert (response.status_code, response.json()["version"]) == (200, 3)
+    exit_code = await asyncio.to_thread(gateway.process.process.wait, 15)
+    assert exit_code == 0, gateway.process.log
+    assert '"msg":"stopped"' in gateway.process.log

@@ -1,0 +1,73 @@
+"""The HTTP adapter's pure checks: content type, job ids in paths, ETags."""
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.adapters.http import (
+    Refusal,
+    check_content_type,
+    etag,
+    etag_matches,
+    parse_job_id,
+)
+from gateway.handlers import pending_view
+from jobs_proto.events import JobRequested
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        'application/json;charset="UTF-8"',
+    ],
+)
+def test_json_with_parameters_is_accepted(value: str) -> None:
+    check_content_type(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "text/plain",
+        "application/jsonx",
+        "application/x-www-form-urlencoded",
+        "application/json; charset=latin-1",
+    ],
+)
+def test_anything_else_is_unsupported(value: str | None) -> None:
+    with pytest.raises(Refusal) as refused:
+        check_content_type(value)
+    assert refused.value.problem.status == 415
+
+
+def test_only_canonical_uuids_are_job_ids() -> None:
+    job_id = uuid.uuid4()
+    assert parse_job_id(str(job_id)) == job_id
+    assert parse_job_id(str(job_id).upper()) == job_id
+    for raw in ("not-a-uuid", job_id.hex, f"{{{job_id}}}", f"urn:uuid:{job_id}", ""):
+        assert parse_job_id(raw) is None
+
+
+def test_etags_are_weak_and_change_with_the_version() -> None:
+    event = JobRequested(
+        job_id=uuid.uuid4(),
+        occurred_at=datetime.now(UTC),
+        user_id="u",
+        job_type="title_generation",
+        input={"topic": "t"},
+    )
+    view = pending_view(event)
+    tag = etag(view)
+    assert tag == f'W/"{view.job_id}.1"'
+    assert etag_matches(tag, tag)
+    assert etag_matches(tag.removeprefix("W/"), tag)
+    assert etag_matches(f'"other", {tag}', tag)
+    assert etag_matches("*", tag)
+    assert not etag_matches(None, tag)
+    assert not etag_matches(f'W/"{view.job_id}.2"', tag)

@@ -1,0 +1,116 @@
+"""Versioned schema migrations: the package's `migrations/NNNN_name.sql`, applied in order once.
+
+Every replica (and `job-store migrate`) may run this at the same moment; a fixed advisory lock
+makes them take turns, so each migration runs once, in its own transaction, and is recorded in
+`schema_migrations`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Any fixed number works as long as nothing else sharing the database uses it: "job_stor".
+MIGRATION_LOCK_KEY: Final = 0x6A6F_625F_7374_6F72
+
+_FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+
+_CREATE_LEDGER: Final = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One SQL file of the package: `0001_jobs.sql` is version 1, named `jobs`."""
+
+    version: int
+    name: str
+    sql: str
+
+
+class MigrationFilesError(Exception):
+    """The package's migration files are inconsistent (a packaging bug, not a runtime one)."""
+
+
+def load_migrations() -> list[Migration]:
+    """Every migration shipped in the package, by version; gaps and duplicates are refused."""
+    found: list[Migration] = []
+    for entry in (resources.files("job_store") / "migrations").iterdir():
+        match = _FILE_NAME.match(entry.name)
+        if match is None:
+            continue
+        found.append(
+            Migration(
+                version=int(match["version"]),
+                name=match["name"],
+                sql=entry.read_text(encoding="utf-8"),
+            )
+        )
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise MigrationFilesError(f"migration versions must be 1, 2, 3, ... in order: {versions}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection[Any]) -> list[Migration]:
+    """Apply the pending migrations on `conn`; returns those this call applied (often none)."""
+    migrations = load_migrations()
+    # Session-level lock: held across the per-migration transactions, released by the unlock
+    # below or, if this process dies, by Postgres when the connection goes.
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(_CREATE_LEDGER)
+        applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        done: list[Migration] = []
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+            log.info(
+                "applied migration",
+                extra={"migration": migration.version, "migration_name": migration.name},
+            )
+            done.append(migration)
+        newer = sorted(applied - {m.version for m in migrations})
+        if newer:
+            # A newer release migrated already; expand-only migrations keep this one working.
+            log.info("database has newer migrations than this release", extra={"newer": newer})
+        log.info(
+            "schema up to date",
+            extra={"version": max([*applied, *(m.version for m in done)], default=0)},
+        )
+        return done
+    finally:
+        try:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # The connection is gone, and the lock with it; the original error matters more.
+            log.warning("could not release the migration lock: %r", exc)
+
+
+async def migrate_database(dsn: str, *, timeout_s: float = 5.0) -> list[Migration]:
+    """Connect to `dsn`, apply pending migrations, disconnect."""
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn, timeout=timeout_s)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

@@ -1,0 +1,258 @@
+"""Postgres behind the `JobStore` port: an asyncpg pool, the `jobs` table, readiness, startup.
+
+Startup never crash-loops: a bad `DATABASE_URL` or a database that is down is retried with
+backoff, one log line per attempt, until it works or the service is told to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final, TypeAlias, TypeVar, cast
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+import msgspec
+
+from job_store.adapters.migrations import migrate_database
+from job_store.model import JobRow
+from jobs_proto.status import JobStatus
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# asyncpg's classes are generic only in their stubs, so the aliases are strings at runtime.
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+
+_COLUMNS: Final = (
+    "id, user_id, type, status, version, input, output, error_code, error_message,"
+    " prediction_id, cancel_requested, created_at, updated_at, submitted_at, started_at,"
+    " completed_at"
+)
+_SELECT: Final = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1"
+_INSERT: Final = (
+    f"INSERT INTO jobs ({_COLUMNS})"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+# Owner, type, input and creation time never change after `requested`.
+_UPDATE: Final = """
+UPDATE jobs SET status = $2, version = $3, output = $4, error_code = $5, error_message = $6,
+    prediction_id = $7, cancel_requested = $8, updated_at = $9, submitted_at = $10,
+    started_at = $11, completed_at = $12
+WHERE id = $1
+"""
+
+
+def _pg_text(value: str) -> str:
+    # Postgres text and jsonb cannot hold NUL; stored as-is it would fail the event forever.
+    return value.replace("\x00", "\ufffd")
+
+
+def _pg_optional_text(value: str | None) -> str | None:
+    return None if value is None else _pg_text(value)
+
+
+def _pg_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _pg_text(value)
+    if isinstance(value, dict):
+        return {_pg_text(str(k)): _pg_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pg_json(v) for v in value]
+    return value
+
+
+def _encode_jsonb(value: Any) -> str:
+    return msgspec.json.encode(_pg_json(value)).decode()
+
+
+async def _init_connection(conn: Connection) -> None:
+    # jsonb in and out as Python objects, through msgspec rather than the json module.
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=msgspec.json.decode
+    )
+
+
+async def create_pool(dsn: str, *, max_size: int, timeout_s: float = 5.0) -> Pool:
+    """A pool whose connections speak jsonb; raises when the database cannot be reached."""
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        init=_init_connection,
+        timeout=timeout_s,
+        # A statement stuck behind a lock or a dying server fails instead of hanging a handler.
+        command_timeout=15.0,
+    )
+
+
+def _job_row(record: asyncpg.Record) -> JobRow:
+    return JobRow(
+        job_id=record["id"],
+        user_id=record["user_id"],
+        job_type=record["type"],
+        status=cast(JobStatus, record["status"]),
+        version=record["version"],
+        input=record["input"],
+        output=record["output"],
+        error_code=record["error_code"],
+        error_message=record["error_message"],
+        prediction_id=record["prediction_id"],
+        cancel_requested=record["cancel_requested"],
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+        submitted_at=record["submitted_at"],
+        started_at=record["started_at"],
+        completed_at=record["completed_at"],
+    )
+
+
+class PostgresTransaction:
+    """The `JobTransaction` port over one connection inside an open transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def lock(self, job_id: uuid.UUID) -> JobRow | None:
+        record = await self._conn.fetchrow(_SELECT + " FOR UPDATE", job_id)
+        return None if record is None else _job_row(record)
+
+    async def insert(self, row: JobRow) -> bool:
+        inserted = await self._conn.fetchval(
+            _INSERT,
+            row.job_id,
+            _pg_text(row.user_id),
+            _pg_text(row.job_type),
+            row.status,
+            row.version,
+            row.input,
+            _pg_optional_text(row.output),
+            _pg_optional_text(row.error_code),
+            _pg_optional_text(row.error_message),
+            _pg_optional_text(row.prediction_id),
+            row.cancel_requested,
+            row.created_at,
+            row.updated_at,
+            row.submitted_at,
+            row.started_at,
+            row.completed_at,
+        )
+        return inserted is not None
+
+    async def update(self, row: JobRow) -> None:
+        await self._conn.execute(
+            _UPDATE,
+            row.job_id,
+            row.status,
+            row.version,
+            _pg_optional_text(row.output),
+            _pg_optional_text(row.error_code),
+            _pg_optional_text(row.error_message),
+            _pg_optional_text(row.prediction_id),
+            row.cancel_requested,
+            row.updated_at,
+            row.submitted_at,
+            row.started_at,
+            row.completed_at,
+        )
+
+
+class PostgresJobStore:
+    """The `JobStore` port over an asyncpg pool."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield PostgresTransaction(cast(Connection, conn))
+
+    async def get(self, job_id: uuid.UUID) -> JobRow | None:
+        record = await self._pool.fetchrow(_SELECT, job_id)
+        return None if record is None else _job_row(record)
+
+    async def ping(self) -> None:
+        """Readiness: the pool hands out a connection and Postgres answers."""
+        await self._pool.fetchval("SELECT 1")
+
+
+def redact(text: str, dsn: str) -> str:
+    """`text` without the DSN's password, for error messages that may quote the DSN."""
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        return text
+    if not password:
+        return text
+    for secret in {password, unquote(password)}:
+        text = text.replace(secret, "***")
+    return text
+
+
+async def _unless_stopped(work: asyncio.Future[T], stop: asyncio.Event) -> T | None:
+    """`work`'s result, or None (with `work` cancelled) if `stop` is set first."""
+    stopping = asyncio.ensure_future(stop.wait())
+    either: set[asyncio.Future[Any]] = {work, stopping}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    with contextlib.suppress(BaseException):
+        await work
+    return None
+
+
+async def with_retries(
+    action: Callable[[], Awaitable[T]],
+    *,
+    dsn: str,
+    stop: asyncio.Event,
+    give_up_after: int | None = None,
+    max_delay_s: float = 10.0,
+) -> T | None:
+    """`action()`'s result, retried with backoff until it succeeds or `stop` is set (then None).
+
+    Anything from a malformed URL to a refused connection or a failing migration is retried,
+    one warning line per attempt, so a pod waits for its database instead of crash-looping.
+    `give_up_after` bounds the attempts (for one-shot commands), re-raising the last error.
+    """
+    delay = 0.5
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        try:
+            return await _unless_stopped(asyncio.ensure_future(action()), stop)
+        except Exception as exc:
+            if give_up_after is not None and attempt >= give_up_after:
+                raise
+            log.warning(
+                "postgres not ready, retrying in %.1fs: %s",
+                delay,
+                redact(f"{type(exc).__name__}: {exc}", dsn),
+                extra={"attempt": attempt},
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, max_delay_s)
+    return None
+
+
+async def open_database(dsn: str, *, pool_size: int, stop: asyncio.Event) -> Pool | None:
+    """Migrate (under the lock), then open the pool; None if stopped before it worked."""
+
+    async def migrate_and_connect() -> Pool:
+        await migrate_database(dsn)
+        return await create_pool(dsn, max_size=pool_size)
+
+    return await with_retries(migrate_and_connect, dsn=dsn, stop=stop)

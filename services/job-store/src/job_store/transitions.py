@@ -1,0 +1,174 @@
+"""The job state machine as one pure function: (current row, event) -> new row, or None.
+
+Every consumer of `JOBS` must make redelivery, duplication and reordering harmless; here that
+means an event that would change nothing (a duplicate, a late event for a finished job, news of
+another prediction) returns None, and every applied change bumps `version` exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Final
+
+from job_store.model import JobRow
+from jobs_proto.events import (
+    AnyJobEvent,
+    JobCancelRequested,
+    JobCompleted,
+    JobFailed,
+    JobRequested,
+    JobStarted,
+    JobSubmitted,
+)
+from jobs_proto.status import (
+    DEADLINE_EXCEEDED,
+    PREDICTION_FAILED,
+    RESULT_EXPIRED,
+    is_terminal,
+    job_outcome,
+)
+
+# What a person reads when Replicate gave no error string of its own.
+DEADLINE_MESSAGES: Final[dict[str, str]] = {
+    "aborted": "The prediction was aborted: the job's deadline passed before it started.",
+    "canceled": "The prediction was canceled because the job's deadline passed.",
+}
+RESULT_EXPIRED_MESSAGE: Final = (
+    "The prediction succeeded, but Replicate removed its output before it was recorded."
+)
+PREDICTION_FAILED_MESSAGE: Final = "The prediction failed without an error message."
+
+
+def transition(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
+    """The job after `event`, or None when the event changes nothing.
+
+    `row` is None only for a job the store has never seen; only `requested` creates one (the
+    caller decides what to do with any other event for an unknown job).
+    """
+    at = _utc(event.occurred_at)
+    if row is None:
+        if isinstance(event, JobRequested):
+            return JobRow(
+                job_id=event.job_id,
+                user_id=event.user_id,
+                job_type=event.job_type,
+                status="pending",
+                version=1,
+                input=event.input,
+                created_at=at,
+                updated_at=at,
+            )
+        return None
+    if is_terminal(row.status):
+        return None
+    match event:
+        case JobRequested():
+            return None  # the job exists: a redelivered or republished request
+        case JobSubmitted():
+            return _submitted(row, event, at)
+        case JobStarted():
+            return _started(row, event, at)
+        case JobCompleted():
+            return _completed(row, event, at)
+        case JobFailed():
+            return replace(
+                _bumped(row, at),
+                status="failed",
+                error_code=event.error.code,
+                error_message=event.error.message,
+                prediction_id=row.prediction_id or event.prediction_id,
+                completed_at=at,
+            )
+        case JobCancelRequested():
+            return _cancel_requested(row, event, at)
+    return None  # pragma: no cover - the match is exhaustive over AnyJobEvent
+
+
+def _submitted(row: JobRow, event: JobSubmitted, at: datetime) -> JobRow | None:
+    if row.status == "pending":
+        return replace(
+            _bumped(row, at),
+            status="processing",
+            prediction_id=event.prediction_id,
+            submitted_at=at,
+        )
+    if row.prediction_id is None:
+        return replace(_bumped(row, at), prediction_id=event.prediction_id, submitted_at=at)
+    # Already processing with a prediction: a duplicate, or the news arrived after `started`.
+    return None
+
+
+def _started(row: JobRow, event: JobStarted, at: datetime) -> JobRow | None:
+    if _other_prediction(row, event.prediction_id):
+        return None
+    if row.status == "processing" and row.started_at is not None:
+        return None  # a duplicate `start` webhook
+    return replace(
+        _bumped(row, at),
+        status="processing",
+        started_at=row.started_at or at,
+        prediction_id=row.prediction_id or event.prediction_id,
+    )
+
+
+def _completed(row: JobRow, event: JobCompleted, at: datetime) -> JobRow | None:
+    if _other_prediction(row, event.prediction_id):
+        # The job is bound to the prediction recorded first; another one's end is not its end.
+        return None
+    has_output = event.output is not None or event.output_ref is not None
+    status, code = job_outcome(
+        event.prediction_status,
+        cancel_requested=row.cancel_requested,
+        data_removed=event.data_removed,
+        has_output=has_output,
+    )
+    return replace(
+        _bumped(row, at),
+        status=status,
+        output=event.output,
+        error_code=code,
+        error_message=_completion_message(event, code),
+        prediction_id=row.prediction_id or event.prediction_id,
+        completed_at=at,
+    )
+
+
+def _completion_message(event: JobCompleted, code: str | None) -> str | None:
+    if code is None:
+        return None
+    if code == PREDICTION_FAILED:
+        return event.error or PREDICTION_FAILED_MESSAGE
+    if code == RESULT_EXPIRED:
+        return RESULT_EXPIRED_MESSAGE
+    if code == DEADLINE_EXCEEDED:
+        return DEADLINE_MESSAGES.get(event.prediction_status, DEADLINE_MESSAGES["canceled"])
+    return event.error or code  # a code this release does not phrase itself
+
+
+def _cancel_requested(row: JobRow, event: JobCancelRequested, at: datetime) -> JobRow | None:
+    if event.user_id != row.user_id:
+        # The gateway checks ownership before publishing; a mismatch is never honoured.
+        return None
+    if row.status == "pending":
+        # No prediction exists yet, so nothing will report an end: the job ends here.
+        return replace(_bumped(row, at), status="canceled", cancel_requested=True, completed_at=at)
+    if row.cancel_requested:
+        return None
+    # Processing: the ai-runner cancels the prediction and its completion ends the job.
+    return replace(_bumped(row, at), cancel_requested=True)
+
+
+def _other_prediction(row: JobRow, prediction_id: str) -> bool:
+    return row.prediction_id is not None and row.prediction_id != prediction_id
+
+
+def _bumped(row: JobRow, at: datetime) -> JobRow:
+    """The row counted as changed once more at `at`; callers replace what the event changes."""
+    # Events from different services carry their own clocks; `updated_at` never goes back.
+    return replace(row, version=row.version + 1, updated_at=max(row.updated_at, at))
+
+
+def _utc(moment: datetime) -> datetime:
+    # A timestamp without an offset is read as UTC rather than failing on every redelivery.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

@@ -1,0 +1,325 @@
+"""The state machine, table-driven: every (status, event kind) pair, duplicates, and outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from job_store.model import JobRow
+from job_store.transitions import transition
+from jobs_proto.events import AnyJobEvent
+from jobs_proto.status import JOB_STATUSES, JobStatus, is_terminal
+from jobs_testkit.events import (
+    OWNER,
+    PREDICTION,
+    T0,
+    at,
+    cancel,
+    completed,
+    failed,
+    requested,
+    started,
+    submitted,
+)
+
+JOB = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+
+def row_in(status: JobStatus, **changes: object) -> JobRow:
+    """A job as it looks in `status` after the usual events, last changed at 10 s."""
+    row = JobRow(
+        job_id=JOB,
+        user_id=OWNER,
+        job_type="script_generation",
+        status=status,
+        version=1,
+        input={"topic": "tides"},
+        created_at=T0,
+        updated_at=T0,
+    )
+    if status != "pending":
+        row = replace(row, version=2, prediction_id=PREDICTION, submitted_at=at(1))
+    if is_terminal(status):
+        row = replace(row, version=3, completed_at=at(10))
+    row = replace(row, updated_at=at(10) if status != "pending" else T0)
+    return replace(row, **changes)  # type: ignore[arg-type]
+
+
+# One fresh (not duplicate) event of each kind, all about the job's own prediction, at 20 s.
+EVENTS: dict[str, Callable[[], AnyJobEvent]] = {
+    "requested": lambda: requested(JOB, s=20),
+    "submitted": lambda: submitted(JOB, s=20),
+    "started": lambda: started(JOB, s=20),
+    "completed": lambda: completed(JOB, s=20),
+    "failed": lambda: failed(JOB, s=20),
+    "cancel_requested": lambda: cancel(JOB, s=20),
+}
+
+# (status before, event kind) -> status after, or None when the event changes nothing.
+TABLE: dict[tuple[JobStatus, str], JobStatus | None] = {
+    ("pending", "requested"): None,
+    ("pending", "submitted"): "processing",
+    ("pending", "started"): "processing",
+    ("pending", "completed"): "succeeded",
+    ("pending", "failed"): "failed",
+    ("pending", "cancel_requested"): "canceled",
+    ("processing", "requested"): None,
+    ("processing", "submitted"): None,
+    ("processing", "started"): "processing",
+    ("processing", "completed"): "succeeded",
+    ("processing", "failed"): "failed",
+    ("processing", "cancel_requested"): "processing",
+    **{(s, kind): None for s in ("succeeded", "failed", "canceled") for kind in EVENTS},
+}
+
+
+def test_the_table_covers_every_status_and_kind() -> None:
+    assert set(TABLE) == {(s, k) for s in JOB_STATUSES for k in EVENTS}
+
+
+@pytest.mark.parametrize(("status", "kind"), sorted(TABLE))
+def test_every_status_and_event_kind(status: JobStatus, kind: str) -> None:
+    before = row_in(status)
+    after = transition(before, EVENTS[kind]())
+    expected = TABLE[status, kind]
+    if expected is None:
+        assert after is None
+        return
+    assert after is not None
+    assert after.status == expected
+    assert after.version == before.version + 1
+    assert after.updated_at == at(20)
+    # Identity and input never change after `requested`.
+    assert (after.job_id, after.user_id, after.job_type, after.input, after.created_at) == (
+        before.job_id,
+        before.user_id,
+        before.job_type,
+        before.input,
+        before.created_at,
+    )
+
+
+@pytest.mark.parametrize(("status", "kind"), sorted(k for k, v in TABLE.items() if v))
+def test_the_same_event_again_changes_nothing(status: JobStatus, kind: str) -> None:
+    once = transition(row_in(status), EVENTS[kind]())
+    assert once is not None
+    assert transition(once, EVENTS[kind]()) is None
+
+
+def test_requested_creates_a_pending_job_at_version_1() -> None:
+    row = transition(None, requested(JOB, input={"topic": "tides", "tone": "calm"}))
+    assert row == JobRow(
+        job_id=JOB,
+        user_id=OWNER,
+        job_type="script_generation",
+        status="pending",
+        version=1,
+        input={"topic": "tides", "tone": "calm"},
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+@pytest.mark.parametrize("kind", [k for k in EVENTS if k != "requested"])
+def test_only_requested_creates_a_job(kind: str) -> None:
+    assert transition(None, EVENTS[kind]()) is None
+
+
+def test_a_full_run_counts_one_version_per_change_and_records_its_times() -> None:
+    row = transition(None, requested(JOB))
+    for event in (submitted(JOB), started(JOB), completed(JOB, output="Waves.")):
+        assert row is not None
+        row = transition(row, event)
+    assert row is not None
+    assert (row.status, row.version, row.output, row.error) == ("succeeded", 4, "Waves.", None)
+    assert (row.created_at, row.submitted_at, row.started_at, row.completed_at) == (
+        T0,
+        at(1),
+        at(2),
+        at(3),
+    )
+    assert row.updated_at == at(3)
+    assert row.prediction_id == PREDICTION
+
+
+def test_submitted_on_pending_records_the_prediction() -> None:
+    row = transition(row_in("pending"), submitted(JOB, s=20, prediction="p9"))
+    assert row is not None
+    assert (row.status, row.prediction_id, row.submitted_at) == ("processing", "p9", at(20))
+
+
+def test_submitted_on_processing_without_a_prediction_sets_it() -> None:
+    row = transition(row_in("processing", prediction_id=None), submitted(JOB, s=20))
+    assert row is not None
+    assert (row.status, row.prediction_id, row.submitted_at) == ("processing", PREDICTION, at(20))
+
+
+def test_submitted_after_started_changes_nothing() -> None:
+    row = transition(row_in("pending"), started(JOB, s=2))
+    assert row is not None
+    assert (row.status, row.prediction_id, row.started_at) == ("processing", PREDICTION, at(2))
+    assert transition(row, submitted(JOB, s=1)) is None
+
+
+def test_started_for_another_prediction_changes_nothing() -> None:
+    assert transition(row_in("processing"), started(JOB, prediction="other")) is None
+
+
+def test_a_completion_of_another_prediction_is_ignored() -> None:
+    assert transition(row_in("processing"), completed(JOB, prediction="other")) is None
+
+
+def test_a_completion_overtaking_the_submission_records_its_prediction() -> None:
+    row = transition(row_in("pending"), completed(JOB, s=20, prediction="p7"))
+    assert row is not None
+    assert (row.status, row.prediction_id, row.completed_at) == ("succeeded", "p7", at(20))
+
+
+DEADLINE = "The prediction was canceled because the job's deadline passed."
+ABORTED = "The prediction was aborted: the job's deadline passed before it started."
+EXPIRED = "The prediction succeeded, but Replicate removed its output before it was recorded."
+
+
+@pytest.mark.parametrize(
+    ("cancel_requested", "event", "status", "code", "message", "output"),
+    [
+        (False, completed(JOB, output="Waves."), "succeeded", None, None, "Waves."),
+        (True, completed(JOB, output="Waves."), "succeeded", None, None, "Waves."),
+        (
+            False,
+            completed(JOB, "failed", error="CUDA out of memory"),
+            "failed",
+            "prediction_failed",
+            "CUDA out of memory",
+            None,
+        ),
+        (
+            False,
+            completed(JOB, "failed"),
+            "failed",
+            "prediction_failed",
+            "The prediction failed without an error message.",
+            None,
+        ),
+        (True, completed(JOB, "canceled"), "canceled", None, None, None),
+        (False, completed(JOB, "canceled"), "failed", "deadline_exceeded", DEADLINE, None),
+        (False, completed(JOB, "aborted"), "failed", "deadline_exceeded", ABORTED, None),
+        (True, completed(JOB, "aborted"), "failed", "deadline_exceeded", ABORTED, None),
+        (
+            False,
+            completed(JOB, data_removed=True),
+            "failed",
+            "result_expired",
+            EXPIRED,
+            None,
+        ),
+        (
+            False,
+            completed(JOB, output="Waves.", data_removed=True),
+            "succeeded",
+            None,
+            None,
+            "Waves.",
+        ),
+    ],
+)
+def test_a_completion_maps_the_prediction_per_the_contract(
+    cancel_requested: bool,
+    event: AnyJobEvent,
+    status: JobStatus,
+    code: str | None,
+    message: str | None,
+    output: str | None,
+) -> None:
+    row = transition(row_in("processing", cancel_requested=cancel_requested), event)
+    assert row is not None
+    assert (row.status, row.error_code, row.error_message, row.output) == (
+        status,
+        code,
+        message,
+        output,
+    )
+    assert row.completed_at == event.occurred_at
+
+
+def test_failed_records_the_events_error() -> None:
+    row = transition(row_in("processing"), failed(JOB, s=20, code="prediction_rejected"))
+    assert row is not None
+    assert row.error is not None
+    assert (row.status, row.error.code, row.completed_at) == (
+        "failed",
+        "prediction_rejected",
+        at(20),
+    )
+    assert row.error.message == "Replicate kept refusing the prediction."
+
+
+def test_cancel_of_a_pending_job_ends_it_without_a_prediction() -> None:
+    row = transition(row_in("pending"), cancel(JOB, s=20))
+    assert row is not None
+    assert (row.status, row.cancel_requested, row.completed_at) == ("canceled", True, at(20))
+    assert row.prediction_id is None
+
+
+def test_cancel_of_a_processing_job_waits_for_the_prediction() -> None:
+    row = transition(row_in("processing"), cancel(JOB, s=20))
+    assert row is not None
+    assert (row.status, row.cancel_requested, row.completed_at) == ("processing", True, None)
+
+
+def test_cancel_by_another_user_is_never_honoured() -> None:
+    assert transition(row_in("pending"), cancel(JOB, user="intruder")) is None
+
+
+def test_updated_at_never_goes_backwards() -> None:
+    row = transition(row_in("processing"), started(JOB, s=5))  # before the row's 10 s
+    assert row is not None
+    assert (row.updated_at, row.started_at) == (at(10), at(5))
+
+
+def test_a_timestamp_without_an_offset_is_read_as_utc() -> None:
+    naive = datetime(2025, 3, 1, 12, 0, 30)
+    row = transition(row_in("pending"), msgspec.structs.replace(submitted(JOB), occurred_at=naive))
+    assert row is not None
+    assert row.submitted_at == at(30)
+
+
+# Any order of the events of one job, any of them repeated: duplicates and reordering are
+# harmless, versions count changes, a terminal status sticks.
+_ALL_EVENTS: list[AnyJobEvent] = [
+    submitted(JOB),
+    started(JOB),
+    completed(JOB),
+    completed(JOB, "canceled"),
+    failed(JOB),
+    cancel(JOB),
+    submitted(JOB, prediction="other"),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_ALL_EVENTS), max_size=12))
+def test_any_sequence_keeps_the_invariants(events: list[AnyJobEvent]) -> None:
+    row = transition(None, requested(JOB))
+    assert row is not None
+    changes = 1
+    for event in events:
+        after = transition(row, event)
+        assert transition(row, requested(JOB)) is None
+        if after is None:
+            continue
+        changes += 1
+        assert not is_terminal(row.status), "a terminal status changed"
+        assert after.version == row.version + 1
+        assert after.updated_at >= row.updated_at
+        # Applying the same event right away again is always a no-op.
+        assert transition(after, event) is None
+        row = after
+    assert row.version == changes

@@ -1,0 +1,1 @@
+"""The only code of webhook-ingest that touches NATS or HTTP."""

@@ -1,0 +1,34 @@
+"""What the webhook handler needs from the outside: somewhere to store events and to send progress.
+
+Adapters over NATS implement these; tests pass fakes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from jobs_proto.api import JobProgress
+from jobs_proto.events import JobEvent
+
+
+class BusUnavailable(Exception):
+    """The bus could not take the message now; the webhook's sender should try again later."""
+
+
+class EventStore(Protocol):
+    """The `JOBS` stream, as the handler sees it."""
+
+    async def store(self, event: JobEvent) -> bool:
+        """Return once the event is stored, `True` when it was already there (same message id).
+
+        Raises `BusUnavailable` when it cannot be stored now.
+        """
+        ...
+
+
+class ProgressSink(Protocol):
+    """Where partial output goes for the gateway's push; never stored."""
+
+    async def send(self, progress: JobProgress) -> None:
+        """Send it at most once; raises `BusUnavailable` when it cannot be sent."""
+        ...

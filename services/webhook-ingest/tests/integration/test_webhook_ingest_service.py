@@ -1,0 +1,307 @@
+"""The `webhook-ingest` command end to end: signed HTTP in, events in JetStream and progress on
+core NATS out, every refusal with its status, and NATS going away in the middle."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from standardwebhooks.webhooks import Webhook
+
+from jobs_proto.api import JobProgress
+from jobs_proto.events import AnyJobEvent, JobCompleted, JobStarted, decode_event
+from jobs_proto.stream import StreamSpec, jobs_stream
+from jobs_proto.subjects import MSG_ID_HEADER, Subjects
+from jobs_testkit.processes import ServiceProcess, command_path
+from jobs_testkit.servers import NatsServer, free_port
+
+MIB: Final = 1024 * 1024
+MAX_BYTES: Final = 10 * MIB  # the smallest limit the contract allows, to keep bodies small
+CURRENT_SECRET: Final = "whsec_" + base64.b64encode(b"current webhook-ingest test key").decode()
+# Still configured while a rotation is under way; listed first so the current one is tried second.
+PREVIOUS_SECRET: Final = "whsec_" + base64.b64encode(b"previous webhook-ingest test key").decode()
+UNKNOWN_SECRET: Final = "whsec_" + base64.b64encode(b"somebody else's key").decode()
+PATH: Final = "/api/webhooks/replicate"
+
+
+def sign(
+    body: bytes, webhook_id: str, secret: str = CURRENT_SECRET, at: datetime | None = None
+) -> dict[str, str]:
+    """The three Standard Webhooks headers, signed as Replicate signs them."""
+    at = at or datetime.now(UTC)
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(webhook_id, at, body.decode()),
+    }
+
+
+@dataclass
+class RunningIngest:
+    process: ServiceProcess
+    url: str
+    ready_url: str
+    http: httpx.AsyncClient
+
+    async def post(
+        self,
+        body: bytes | AsyncIterator[bytes],
+        *,
+        job: uuid.UUID | str | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        params = {} if job is None else {"job": str(job)}
+        return await self.http.post(self.url, params=params, content=body, headers=headers)
+
+    async def send(self, body: bytes, *, job: uuid.UUID, webhook_id: str) -> httpx.Response:
+        """A webhook signed with the current secret, sent now."""
+        return await self.post(body, job=job, headers=sign(body, webhook_id))
+
+
+@contextmanager
+def ingest_process(
+    nats_url: str, stream: str, subjects: Subjects, log_path: Path
+) -> Iterator[ServiceProcess]:
+    """The `webhook-ingest` command as an operator runs it; it must exit 0 on SIGTERM."""
+    env = {
+        "NATS_URL": nats_url,
+        "JOBS_STREAM": stream,
+        "SUBJECT_PREFIX": subjects.prefix,
+        "ADMIN_PORT": str(free_port()),
+        "HTTP_PORT": str(free_port()),
+        "REPLICATE_WEBHOOK_SECRET": f"{PREVIOUS_SECRET},{CURRENT_SECRET}",
+        "WEBHOOK_MAX_BYTES": str(MAX_BYTES),
+    }
+    with ServiceProcess([command_path("webhook-ingest")], env, log_path) as process:
+        yield process
+        assert process.terminate() == 0, process.log
+        log = process.log
+        for secret in (CURRENT_SECRET, PREVIOUS_SECRET):
+            assert secret.removeprefix("whsec_") not in log
+        assert '"level":"error"' not in log, log
+
+
+def urls(process: ServiceProcess) -> tuple[str, str]:
+    """The webhook URL and the readiness URL of a started process."""
+    http_port, admin_port = process.env["HTTP_PORT"], process.env["ADMIN_PORT"]
+    return f"http://127.0.0.1:{http_port}{PATH}", f"http://127.0.0.1:{admin_port}/readyz"
+
+
+@pytest.fixture
+async def ingest(
+    nats_url: str, jobs_stream_ready: StreamSpec, subjects: Subjects, tmp_path: Path
+) -> AsyncIterator[RunningIngest]:
+    """A ready `webhook-ingest` on this test's stream and subject prefix."""
+    with ingest_process(
+        nats_url, jobs_stream_ready.name, subjects, tmp_path / "webhook-ingest.log"
+    ) as process:
+        url, ready_url = urls(process)
+        process.wait_http(ready_url)
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            yield RunningIngest(process, url, ready_url, http)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    subject: str
+    msg_id: str | None
+    event: AnyJobEvent
+
+
+async def stored_events(js: JetStreamContext, stream: str) -> list[StoredEvent]:
+    """Every message of the stream, oldest first."""
+    state = (await js.stream_info(stream)).state
+    if state.messages == 0:
+        return []
+    found = []
+    for seq in range(state.first_seq, state.last_seq + 1):
+        msg = await js.get_msg(stream, seq)
+        assert msg.data is not None
+        msg_id = (msg.headers or {}).get(MSG_ID_HEADER)
+        found.append(StoredEvent(msg.subject or "", msg_id, decode_event(msg.data)))
+    return found
+
+
+def prediction(status: str, output: Any = None, **fields: Any) -> bytes:
+    body = {
+        "id": f"pred-{uuid.uuid4().hex[:10]}",
+        "model": "google/gemini-3-pro",
+        "status": status,
+        "output": output,
+        "error": None,
+        "logs": "",
+        "data_removed": False,
+        "metrics": {"predict_time": 1.25} if status == "succeeded" else {},
+        **fields,
+    }
+    return json.dumps(body).encode()
+
+
+async def test_a_completed_webhook_is_stored_once(
+    ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    job_id = uuid.uuid4()
+    body = prediction("succeeded", ["Fade in. ", "A lighthouse", "."])
+
+    first = await ingest.send(body, job=job_id, webhook_id="msg_final_1")
+    # Replicate's retry of the same final webhook: same id, signed anew.
+    again = await ingest.send(body, job=job_id, webhook_id="msg_final_1")
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    (stored,) = await stored_events(nats_client.jetstream(), jobs_stream_ready.name)
+    assert stored.msg_id == "msg_final_1"
+    assert isinstance(stored.event, JobCompleted)
+    assert stored.subject == subjects.event(stored.event)
+    assert stored.event.job_id == job_id
+    assert stored.event.prediction_status == "succeeded"
+    assert stored.event.output == "Fade in. A lighthouse."
+    assert stored.event.webhook_id == "msg_final_1"
+    assert stored.event.predict_time_s == 1.25
+
+
+async def test_output_webhooks_send_progress_and_store_one_started(
+    ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    job_id = uuid.uuid4()
+    progress = await nats_client.subscribe(subjects.progress(job_id))
+    prediction_id = "pred-streaming"
+    for n, chunks in enumerate((["Once"], ["Once", " upon"]), start=1):
+        body = prediction("processing", chunks, id=prediction_id)
+        response = await ingest.send(body, job=job_id, webhook_id=f"msg_output_{n}")
+        assert response.status_code == 200
+
+    received = [
+        msgspec.json.decode((await progress.next_msg(timeout=5)).data, type=JobProgress)
+        for _ in range(2)
+    ]
+    assert received == [
+        JobProgress(job_id=job_id, output="Once", seq=1),
+        JobProgress(job_id=job_id, output="Once upon", seq=2),
+    ]
+    (stored,) = await stored_events(nats_client.jetstream(), jobs_stream_ready.name)
+    assert isinstance(stored.event, JobStarted)
+    assert (stored.event.job_id, stored.event.prediction_id) == (job_id, prediction_id)
+    assert stored.msg_id == f"started:{prediction_id}"
+
+
+async def test_an_aborted_prediction_completes_as_aborted(
+    ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec
+) -> None:
+    job_id = uuid.uuid4()
+    response = await ingest.send(prediction("aborted"), job=job_id, webhook_id="msg_aborted")
+    assert response.status_code == 200
+    (stored,) = await stored_events(nats_client.jetstream(), jobs_stream_ready.name)
+    assert isinstance(stored.event, JobCompleted)
+    assert (stored.event.prediction_status, stored.event.output) == ("aborted", None)
+
+
+async def _oversized_chunks() -> AsyncIterator[bytes]:
+    # No Content-Length: only counting the bytes as they arrive can catch this body.
+    for _ in range(MAX_BYTES // MIB + 1):
+        yield b"{" * MIB
+
+
+async def test_each_refusal_gets_its_status_and_the_service_goes_on(
+    ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec
+) -> None:
+    job_id = uuid.uuid4()
+    body = prediction("succeeded", "text")
+    good = sign(body, "msg_refusals")
+    stale = sign(body, "msg_refusals", at=datetime.now(UTC) - timedelta(minutes=6))
+    not_a_prediction = b'{"hello": "world"}'
+
+    job = str(job_id)
+    cases: list[tuple[str, bytes | AsyncIterator[bytes], dict[str, str], str | None, int]] = [
+        ("oversized, unsigned", b"x" * (MAX_BYTES + 1), {}, job, 413),
+        ("oversized chunked, unsigned", _oversized_chunks(), {}, job, 413),
+        ("no signature headers", body, {}, job, 401),
+        ("only some headers", body, {"webhook-id": "msg_refusals"}, job, 401),
+        ("stale timestamp", body, stale, job, 401),
+        ("unknown secret", body, sign(body, "msg_refusals", UNKNOWN_SECRET), job, 401),
+        ("bad signature", body, {**good, "webhook-signature": "v1,AAAA"}, job, 401),
+        ("garbage", b"\x00\xffgarbage", {**good, "webhook-signature": "garbage"}, job, 401),
+        ("signed non-prediction", not_a_prediction, sign(not_a_prediction, "msg_np"), job, 400),
+        ("missing job", body, good, None, 400),
+        ("invalid job", body, good, "job-42", 400),
+    ]
+    for name, content, headers, job_param, status in cases:
+        response = await ingest.post(content, job=job_param, headers=headers)
+        assert response.status_code == status, (name, response.text)
+        assert response.headers["content-type"] == "application/problem+json", name
+        problem = response.json()
+        assert problem["status"] == status, name
+        assert all(problem[field] for field in ("type", "title", "detail")), name
+
+    assert await stored_events(nats_client.jetstream(), jobs_stream_ready.name) == []
+    # Still alive and still working after all of that.
+    assert (await ingest.http.get(ingest.ready_url)).status_code == 200
+    assert (await ingest.send(body, job=job_id, webhook_id="msg_after")).status_code == 200
+
+
+async def test_a_five_mib_body_is_accepted_whole(
+    ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec
+) -> None:
+    job_id = uuid.uuid4()
+    chunks = [f"line {n:07d} of a very long script\n" for n in range(5 * MIB // 32)]
+    body = prediction("succeeded", chunks)
+    assert len(body) >= 5 * MIB
+
+    response = await ingest.send(body, job=job_id, webhook_id="msg_big")
+
+    assert response.status_code == 200, response.text
+    (stored,) = await stored_events(nats_client.jetstream(), jobs_stream_ready.name)
+    assert isinstance(stored.event, JobCompleted)
+    assert stored.event.output == "".join(chunks)
+
+
+async def test_nats_down_answers_503_and_the_retry_stores_once(
+    restartable_nats: NatsServer, tmp_path: Path
+) -> None:
+    subjects = Subjects("down.")
+    stream = jobs_stream(subjects, name="JOBS_DOWN")
+    job_id = uuid.uuid4()
+    body = prediction("succeeded", ["kept"])
+
+    with ingest_process(restartable_nats.url, stream.name, subjects, tmp_path / "i.log") as proc:
+        url, ready_url = urls(proc)
+        proc.wait_http(ready_url)
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            restartable_nats.stop()
+            proc.wait_http(ready_url, status=503)
+
+            refused = await http.post(
+                url, params={"job": str(job_id)}, content=body, headers=sign(body, "msg_down")
+            )
+            assert refused.status_code == 503, refused.text
+            assert int(refused.headers["retry-after"]) > 0
+            assert refused.headers["content-type"] == "application/problem+json"
+
+            restartable_nats.start()
+            proc.wait_http(ready_url)
+            retried = await http.post(
+                url, params={"job": str(job_id)}, content=body, headers=sign(body, "msg_down")
+            )
+            assert retried.status_code == 200, retried.text
+
+        nc = await nats.connect(restartable_nats.url)
+        try:
+            # The 503 stored nothing, and the `200` came only once the retry was stored.
+            (stored,) = await stored_events(nc.jetstream(), stream.name)
+            assert stored.msg_id == "msg_down"
+            assert isinstance(stored.event, JobCompleted)
+            assert stored.event.output == "kept"
+        finally:
+            await nc.close()

@@ -1,0 +1,208 @@
+"""The handler over fake ports: which event a webhook becomes, and which outcome it gets."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from jobs_proto.api import JobProgress
+from jobs_proto.events import JobCompleted, JobEvent, JobStarted
+from jobs_proto.subjects import message_id
+from webhook_ingest.handlers import (
+    MAX_EVENT_BYTES,
+    Rejected,
+    Stored,
+    Unavailable,
+    WebhookEvent,
+    ingest_webhook,
+)
+from webhook_ingest.ports import BusUnavailable
+from webhook_ingest.verify import VerifiedWebhook
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+JOB_ID = uuid.uuid4()
+
+
+class FakeEvents:
+    def __init__(self, *, fail: bool = False) -> None:
+        self.stored: list[WebhookEvent] = []
+        self.fail = fail
+
+    async def store(self, event: JobEvent) -> bool:
+        if self.fail:
+            raise BusUnavailable("no responders")
+        assert isinstance(event, JobStarted | JobCompleted)
+        duplicate = any(message_id(e) == message_id(event) for e in self.stored)
+        if not duplicate:
+            self.stored.append(event)
+        return duplicate
+
+
+class FakeProgress:
+    def __init__(self, *, fail: bool = False) -> None:
+        self.sent: list[JobProgress] = []
+        self.fail = fail
+
+    async def send(self, progress: JobProgress) -> None:
+        if self.fail:
+            raise BusUnavailable("disconnected")
+        self.sent.append(progress)
+
+
+def prediction(status: str, **fields: Any) -> bytes:
+    return json.dumps({"id": "pred-1", "status": status, **fields}).encode()
+
+
+def webhook(body: bytes, webhook_id: str = "msg_1") -> VerifiedWebhook:
+    return VerifiedWebhook(webhook_id=webhook_id, timestamp=NOW, body=body)
+
+
+async def ingest(
+    body: bytes,
+    *,
+    job: str | None = str(JOB_ID),
+    events: FakeEvents | None = None,
+    progress: FakeProgress | None = None,
+    webhook_id: str = "msg_1",
+) -> tuple[Any, FakeEvents, FakeProgress]:
+    events = events or FakeEvents()
+    progress = progress or FakeProgress()
+    outcome = await ingest_webhook(
+        webhook(body, webhook_id), job, events=events, progress=progress, now=NOW
+    )
+    return outcome, events, progress
+
+
+async def test_a_completed_prediction_becomes_job_completed() -> None:
+    body = prediction(
+        "succeeded",
+        output=["Once ", "upon ", "a time"],
+        metrics={"predict_time": 12.5},
+        logs="secret-free logs",
+    )
+    outcome, events, progress = await ingest(body)
+    assert outcome == Stored(events.stored[0], duplicate=False)
+    assert events.stored == [
+        JobCompleted(
+            job_id=JOB_ID,
+            occurred_at=NOW,
+            prediction_id="pred-1",
+            prediction_status="succeeded",
+            output="Once upon a time",
+            webhook_id="msg_1",
+            predict_time_s=12.5,
+        )
+    ]
+    assert message_id(events.stored[0]) == "msg_1"
+    assert progress.sent == []
+
+
+@pytest.mark.parametrize("status", ["failed", "canceled", "aborted"])
+async def test_every_final_status_is_a_completion(status: str) -> None:
+    outcome, events, _ = await ingest(prediction(status, error="boom", data_removed=True))
+    assert isinstance(outcome, Stored)
+    (event,) = events.stored
+    assert isinstance(event, JobCompleted)
+    assert (event.prediction_status, event.error, event.data_removed, event.output) == (
+        status,
+        "boom",
+        True,
+        None,
+    )
+
+
+async def test_a_redelivered_final_webhook_is_a_duplicate() -> None:
+    events = FakeEvents()
+    first, *_ = await ingest(prediction("succeeded", output="x"), events=events)
+    again, *_ = await ingest(prediction("succeeded", output="x"), events=events)
+    assert isinstance(first, Stored)
+    assert not first.duplicate
+    assert isinstance(again, Stored)
+    assert again.duplicate
+    assert len(events.stored) == 1
+
+
+async def test_output_webhooks_store_one_started_and_send_progress() -> None:
+    events, progress = FakeEvents(), FakeProgress()
+    for n, chunks in enumerate((["Hel"], ["Hel", "lo"], ["Hel", "lo", "!"]), start=1):
+        outcome, *_ = await ingest(
+            prediction("processing", output=chunks),
+            events=events,
+            progress=progress,
+            webhook_id=f"msg_out_{n}",
+        )
+        assert isinstance(outcome, Stored)
+        assert outcome.progress_sent is True
+        assert outcome.duplicate == (n > 1)
+    assert events.stored == [JobStarted(job_id=JOB_ID, occurred_at=NOW, prediction_id="pred-1")]
+    assert message_id(events.stored[0]) == "started:pred-1"
+    assert progress.sent == [
+        JobProgress(job_id=JOB_ID, output="Hel", seq=1),
+        JobProgress(job_id=JOB_ID, output="Hello", seq=2),
+        JobProgress(job_id=JOB_ID, output="Hello!", seq=3),
+    ]
+
+
+@pytest.mark.parametrize("output", [None, [], ""])
+async def test_a_start_without_output_sends_no_progress(output: Any) -> None:
+    outcome, events, progress = await ingest(prediction("starting", output=output))
+    assert outcome == Stored(events.stored[0], duplicate=False, progress_sent=None)
+    assert isinstance(events.stored[0], JobStarted)
+    assert progress.sent == []
+
+
+async def test_progress_of_a_single_string_counts_its_characters() -> None:
+    _, _, progress = await ingest(prediction("processing", output="abcd"))
+    assert progress.sent == [JobProgress(job_id=JOB_ID, output="abcd", seq=4)]
+
+
+async def test_progress_that_cannot_be_sent_still_answers_stored() -> None:
+    outcome, events, _ = await ingest(
+        prediction("processing", output=["a"]), progress=FakeProgress(fail=True)
+    )
+    assert outcome == Stored(events.stored[0], duplicate=False, progress_sent=False)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"status": "succeeded"}',
+        b'{"id": "p", "status": "exploded"}',
+        b'{"id": 7, "status": "succeeded"}',
+        b'{"id": "p", "status": "failed", "error": {"nested": true}}',
+    ],
+)
+async def test_a_body_that_is_no_prediction_is_rejected(body: bytes) -> None:
+    outcome, events, _ = await ingest(body)
+    assert isinstance(outcome, Rejected)
+    assert outcome.reason == "not_a_prediction"
+    assert events.stored == []
+
+
+@pytest.mark.parametrize("job", [None, "", "42", "not-a-uuid", f"{JOB_ID}x"])
+async def test_the_job_parameter_must_be_a_uuid(job: str | None) -> None:
+    outcome, events, _ = await ingest(prediction("succeeded"), job=job)
+    assert outcome == Rejected("bad_job_id", "the query parameter 'job' must be a job id (a UUID)")
+    assert events.stored == []
+
+
+async def test_a_bus_that_cannot_store_is_unavailable() -> None:
+    outcome, _, progress = await ingest(
+        prediction("processing", output=["a"]), events=FakeEvents(fail=True)
+    )
+    assert isinstance(outcome, Unavailable)
+    assert outcome.reason == "bus_unavailable"
+    assert progress.sent == []
+
+
+async def test_a_result_too_large_for_the_bus_is_not_stored() -> None:
+    outcome, events, _ = await ingest(prediction("succeeded", output="x" * MAX_EVENT_BYTES))
+    assert isinstance(outcome, Unavailable)
+    assert outcome.reason == "too_large_for_bus"
+    assert events.stored == []
