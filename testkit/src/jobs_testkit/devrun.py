@@ -22,7 +22,7 @@ import asyncpg
 from jobs_testkit.servers import NatsServer, PostgresServer
 from jobs_testkit.stack import DevSecrets, Stack
 
-DATA = Path(".data")
+DATA = Path(".data").resolve()
 NATS_PORT = 14222
 POSTGRES_PORT = 15432
 DATABASE = "jobs"
