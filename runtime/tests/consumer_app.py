@@ -44,6 +44,7 @@ async def main(service: Service[Settings]) -> None:
         handlers={"requested": handle},
         batch=settings.batch,
         fetch_timeout_s=0.5,
+        on_ready=service.ready,
     )
     await loop.run(service.stop)
 

@@ -21,6 +21,10 @@ async def test_health_readiness_and_metrics() -> None:
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
             assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
+            starting = await client.get("/readyz")
+            assert starting.status_code == 503
+            assert starting.json()["checks"] == {"startup": "starting", "postgres": "ok"}
+            readiness.mark_started()
             ready = await client.get("/readyz")
             assert ready.status_code == 200
             assert ready.json()["checks"] == {"postgres": "ok"}

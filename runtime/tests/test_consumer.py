@@ -1,6 +1,8 @@
 """The consumer loop against a real NATS server with JetStream."""
 
 import asyncio
+import itertools
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -8,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from nats.aio.client import Client as NATS
 
 from jobs_proto.events import JobRequested, JobSubmitted, encode_event
@@ -15,6 +18,7 @@ from jobs_proto.stream import ConsumerSpec, StreamSpec
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
 from jobs_runtime.consumer import ConsumerLoop
+from jobs_runtime.retry import RetryLater
 from jobs_testkit.waiting import eventually
 
 Handler = Callable[[Any], Awaitable[None]]
@@ -170,3 +174,31 @@ async def test_a_malformed_body_is_set_aside_without_blocking_the_consumer(
     assert seen == [event]
     stream = await js.stream_info(jobs_stream_ready.name)
     assert stream.state.messages == 3  # terminated, not deleted: still there to inspect
+
+
+async def test_a_handler_can_ask_to_be_retried_shortly_without_failing(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="jobs_runtime.consumer")
+    attempts: list[float] = []
+
+    async def early(event: JobSubmitted) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise RetryLater("its job is not known yet", delay_s=0.3, quick_attempts=5)
+
+    event = JobSubmitted(job_id=uuid.uuid4(), occurred_at=datetime.now(UTC), prediction_id="p1")
+    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+    # The loop's own backoff would wait a minute: only the handler's 0.3 s can pass this test.
+    async with running(
+        nats_client, jobs_stream_ready, subjects, {"submitted": early}, delay=lambda _: 60.0
+    ):
+        await eventually(lambda: len(attempts) >= 3)
+        await eventually(lambda: _settled(nats_client, jobs_stream_ready))
+    assert all(b - a >= 0.25 for a, b in itertools.pairwise(attempts))
+    waits = [r for r in caplog.records if r.getMessage().startswith("not yet")]
+    assert len(waits) == 2
+    assert all(r.exc_info is None and r.levelname == "INFO" for r in waits)

@@ -20,17 +20,25 @@ _CHECK_TIMEOUT_S = 2.0
 
 
 class Readiness:
-    """Named checks that must all pass, and a switch that fails them all while shutting down."""
+    """Named checks that must all pass, a gate that holds until the service says it has started
+    (its own checks are added while it starts, so "no failing check" is not yet "ready"), and
+    a switch that fails them all while shutting down."""
 
     def __init__(self) -> None:
         self.checks: dict[str, ReadinessCheck] = {}
+        self.started = False
         self.stopping = False
+
+    def mark_started(self) -> None:
+        self.started = True
 
     def add(self, name: str, check: ReadinessCheck) -> None:
         self.checks[name] = check
 
     async def probe(self) -> HealthStatus:
         results: dict[str, str] = {}
+        if not self.started:
+            results["startup"] = "starting"
         if self.stopping:
             results["shutdown"] = "stopping"
         for name, check in self.checks.items():

@@ -1,6 +1,7 @@
 """The consumer loop: fetch a batch from a durable consumer, hand each event to its handler, ack.
 
-A handler that raises gets its message back after a growing delay; a kind this release does not
+A handler that raises gets its message back after a growing delay (or after the delay it asked
+for with `RetryLater`); a kind this release does not
 know stays unacknowledged, so a newer replica can take it; a body that cannot be an event is
 terminated (it stays in the stream for inspection) instead of blocking the consumer forever.
 """
@@ -26,6 +27,7 @@ from jobs_proto.events import decode_event
 from jobs_proto.stream import ConsumerSpec
 from jobs_proto.subjects import SubjectError, Subjects
 from jobs_runtime.bus import ensure_consumer
+from jobs_runtime.retry import RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class ConsumerLoop:
         batch: int = 64,
         fetch_timeout_s: float = 1.0,
         delay: Callable[[int], float] = retry_delay,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self._js = js
         self._stream = stream
@@ -71,6 +74,7 @@ class ConsumerLoop:
         self._fetch_timeout_s = fetch_timeout_s
         self._delay = delay
         self.ready = asyncio.Event()
+        self._on_ready = on_ready
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and handle until `stop` is set, then finish the batch in hand and return."""
@@ -79,6 +83,8 @@ class ConsumerLoop:
             durable=self._spec.durable, stream=self._stream
         )
         self.ready.set()
+        if self._on_ready is not None:
+            self._on_ready()
         pause = 0.1
         try:
             while not stop.is_set():
@@ -141,6 +147,20 @@ class ConsumerLoop:
         started = time.perf_counter()
         try:
             await handler(event)
+        except RetryLater as wait:
+            delivered = msg.metadata.num_delivered
+            quick = delivered <= wait.quick_attempts
+            delay = wait.delay_s if quick else self._delay(delivered)
+            log.log(
+                logging.INFO if quick else logging.WARNING,
+                "not yet (%s), redelivery in %.1fs",
+                wait,
+                delay,
+                extra={**context, "delivered": delivered},
+            )
+            await msg.nak(delay=delay)
+            self._count(kind, "deferred")
+            return
         except Exception:
             delivered = msg.metadata.num_delivered
             delay = self._delay(delivered)

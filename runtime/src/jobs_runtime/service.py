@@ -45,6 +45,10 @@ class Service(Generic[S]):
     stop: asyncio.Event
     stack: AsyncExitStack
 
+    def ready(self) -> None:
+        """Called by the service once it takes work: from then on `/readyz` runs its checks."""
+        self.readiness.mark_started()
+
 
 ServiceMain = Callable[[Service[S]], Coroutine[Any, Any, None]]
 
@@ -149,5 +153,6 @@ async def _run_main(work: Coroutine[Any, Any, None], stop: asyncio.Event, grace_
 
 
 async def idle(service: Service[S]) -> None:
-    """The `main` of a service with nothing to do yet but answer its admin port."""
+    """The `main` of a service with nothing to do but answer its admin port."""
+    service.ready()
     await service.stop.wait()

@@ -55,6 +55,7 @@ async def serve(service: Service[Settings]) -> None:
         delay=functools.partial(
             retry_delay, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s
         ),
+        on_ready=service.ready,
     )
     await consumer.run(service.stop)
 

@@ -58,6 +58,7 @@ async def serve_gateway(service: Service[Settings]) -> None:
     server = HttpServer(build_app(ports), "0.0.0.0", settings.http_port)
     await server.start()
     started = True
+    service.ready()
     log.info("http api listening", extra={"http_port": server.port})
     try:
         await service.stop.wait()

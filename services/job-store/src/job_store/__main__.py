@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import signal
 import sys
 from typing import Final, NoReturn
@@ -18,10 +17,10 @@ from job_store.adapters.migrations import migrate_database
 from job_store.adapters.nats import GetJobEndpoint, NatsChangeAnnouncer
 from job_store.adapters.postgres import PostgresJobStore, open_database, redact, with_retries
 from job_store.config import MigrateSettings, Settings
-from job_store.handlers import EventApplier, failed_on_unknown_job
+from job_store.handlers import EventApplier
 from jobs_proto.events import EVENT_KINDS
 from jobs_proto.stream import job_store_consumer
-from jobs_runtime.consumer import ConsumerLoop, retry_delay
+from jobs_runtime.consumer import ConsumerLoop
 from jobs_runtime.logs import configure_logging
 from jobs_runtime.service import Service, run
 from jobs_runtime.settings import SettingsError, load_settings
@@ -29,19 +28,9 @@ from jobs_runtime.settings import SettingsError, load_settings
 NAME: Final = "job-store"
 log = logging.getLogger("job_store")
 
-# An event that overtook its job's `requested` is retried within seconds this many times;
-# after that (the request is truly missing or failing) it backs off like any other failure.
-_QUICK_RETRIES: Final = 5
 # The one-shot `migrate` waits about half a minute for Postgres, then fails.
 _MIGRATE_ATTEMPTS: Final = 6
 _POOL_CLOSE_S: Final = 5.0
-
-
-def redelivery_delay(delivered: int) -> float:
-    """Seconds before a failed event comes back: short for an early event, backoff otherwise."""
-    if failed_on_unknown_job() and delivered <= _QUICK_RETRIES:
-        return random.uniform(0.5, 2.0)
-    return retry_delay(delivered)
 
 
 async def serve(service: Service[Settings]) -> None:
@@ -73,7 +62,7 @@ async def serve(service: Service[Settings]) -> None:
             spec=job_store_consumer(settings.subjects),
             subjects=settings.subjects,
             handlers=dict.fromkeys(EVENT_KINDS, applier),
-            delay=redelivery_delay,
+            on_ready=service.ready,
         )
         log.info("serving", extra={"get_subject": settings.subjects.get_job})
         await consumer.run(service.stop)

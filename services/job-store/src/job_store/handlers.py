@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from job_store.model import JobRow, job_view
@@ -19,19 +19,25 @@ from job_store.ports import ChangeAnnouncer, JobStore
 from job_store.transitions import transition
 from jobs_proto.api import GetJob, JobChanged, JobReply
 from jobs_proto.events import AnyJobEvent, JobRequested
+from jobs_runtime.retry import RetryLater
 
 log = logging.getLogger(__name__)
 
 
-class JobNotYetKnown(Exception):
+class JobNotYetKnown(RetryLater):
     """An event for a job whose `requested` has not been applied yet: retry it shortly.
 
     The gateway publishes `requested` before anything else can happen to a job, so this only
-    means the request is still on its way (in the same batch, or being retried).
+    means the request is still on its way (in the same batch, or being retried); after a few
+    quick tries it backs off like any other failure.
     """
 
     def __init__(self, event: AnyJobEvent) -> None:
-        super().__init__(f"job {event.job_id} not known yet for a {event.kind} event")
+        super().__init__(
+            f"job {event.job_id} not known yet for a {event.kind} event",
+            delay_s=random.uniform(0.5, 2.0),
+            quick_attempts=5,
+        )
         self.job_id = event.job_id
 
 
@@ -86,19 +92,6 @@ async def get_job(query: GetJob, store: JobStore) -> JobReply:
     return JobReply(job=job_view(row))
 
 
-# Set by `EventApplier` in the consumer's task, read by its redelivery delay in the same task.
-_unknown_job: ContextVar[bool] = ContextVar("job_store_unknown_job", default=False)
-
-
-def failed_on_unknown_job() -> bool:
-    """Whether the event just handled in this task failed with `JobNotYetKnown`.
-
-    The consumer loop's `delay` sees only the delivery count; this tells it which failure it is
-    delaying, so an early event is retried within seconds while an outage backs off.
-    """
-    return _unknown_job.get()
-
-
 @dataclass(slots=True)
 class _JobLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -120,13 +113,8 @@ class EventApplier:
         self._locks: dict[uuid.UUID, _JobLock] = {}
 
     async def __call__(self, event: AnyJobEvent) -> None:
-        _unknown_job.set(False)
         async with self._one_at_a_time(event.job_id):
-            try:
-                await apply_event(event, self._store, self._announcer)
-            except JobNotYetKnown:
-                _unknown_job.set(True)
-                raise
+            await apply_event(event, self._store, self._announcer)
 
     @asynccontextmanager
     async def _one_at_a_time(self, job_id: uuid.UUID) -> AsyncIterator[None]:

@@ -11,16 +11,15 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from job_store.__main__ import redelivery_delay
 from job_store.handlers import (
     EventApplier,
     JobNotYetKnown,
     apply_event,
-    failed_on_unknown_job,
     get_job,
 )
 from job_store.model import JobRow
 from jobs_proto.api import GetJob, JobChanged
+from jobs_runtime.retry import RetryLater
 from jobs_testkit.events import OWNER, completed, requested, started, submitted
 
 
@@ -128,31 +127,20 @@ async def test_without_the_per_job_order_a_batch_races_for_the_row(
     assert isinstance(results[1], JobNotYetKnown)
 
 
-async def test_an_event_before_its_request_is_marked_for_a_quick_retry(
+async def test_an_event_before_its_request_asks_for_a_quick_retry(
     store: MemoryStore, announcer: RecordingAnnouncer
 ) -> None:
     job = uuid.uuid4()
     applier = EventApplier(store, announcer)
-
-    async def attempt() -> tuple[bool, float, bool]:
-        # One consumer task: the handler fails, then the loop asks for the delay.
-        with pytest.raises(JobNotYetKnown):
-            await applier(submitted(job))
-        marked, delay = failed_on_unknown_job(), redelivery_delay(1)
-        await applier(requested(job))
-        return marked, delay, failed_on_unknown_job()
-
-    marked, delay, marked_after_success = await asyncio.create_task(attempt())
-    assert marked
-    assert 0.5 <= delay <= 2.0
-    assert not marked_after_success
-    assert not announcer.changes[1:], "nothing but the request was applied"
-
-
-def test_other_failures_and_persistent_unknown_jobs_back_off() -> None:
-    # In a fresh context nothing is marked: the runtime's exponential backoff applies.
-    assert not failed_on_unknown_job()
-    assert redelivery_delay(10) >= 30.0
+    with pytest.raises(JobNotYetKnown) as early:
+        await applier(submitted(job))
+    # A RetryLater: the consumer loop redelivers it within seconds, logged as a wait.
+    assert isinstance(early.value, RetryLater)
+    assert 0.5 <= early.value.delay_s <= 2.0
+    assert early.value.quick_attempts == 5
+    await applier(requested(job))
+    await applier(submitted(job))
+    assert [c.job.status for c in announcer.changes] == ["pending", "processing"]
 
 
 async def test_an_announcement_that_fails_is_logged_and_the_change_stands(

@@ -41,6 +41,7 @@ async def serve_webhooks(service: Service[Settings]) -> None:
     service.readiness.add("jetstream", jetstream_ready)
     await server.start()
     listening = True
+    service.ready()
     log.info("webhook endpoint listening", extra={"http_port": server.port})
     try:
         await service.stop.wait()
