@@ -49,6 +49,19 @@ class Service(Generic[S]):
         """Called by the service once it takes work: from then on `/readyz` runs its checks."""
         self.readiness.mark_started()
 
+    async def serve_http(self, app: Any, port: int) -> None:
+        """Serve `app` on `port` until `stop`, ready once listening. On the way out uvicorn
+        stops accepting and lets requests in hand finish (their publishes included) before the
+        runtime drains the NATS connection."""
+        server = HttpServer(app, "0.0.0.0", port)
+        await server.start()
+        self.ready()
+        log.info("http listening", extra={"http_port": server.port})
+        try:
+            await self.stop.wait()
+        finally:
+            await server.stop()
+
 
 ServiceMain = Callable[[Service[S]], Coroutine[Any, Any, None]]
 

@@ -13,7 +13,6 @@ from gateway.adapters.http import GatewayPorts, build_app
 from gateway.adapters.nats import JetStreamEventBus, NatsJobStore, StreamRequestedLog
 from gateway.auth import TokenVerifier, issue_token, short_secrets
 from gateway.config import Settings
-from jobs_runtime.http import HttpServer
 from jobs_runtime.service import Service, run
 from jobs_runtime.settings import SettingsError, load_settings
 
@@ -35,14 +34,6 @@ def _warn_about_auth(settings: Settings) -> None:
 async def serve_gateway(service: Service[Settings]) -> None:
     """Serve the HTTP API until `service.stop`, then finish the requests in hand."""
     settings = service.settings
-    started = False
-
-    async def http_ready() -> None:
-        if not started:
-            raise ConnectionError("HTTP API not listening yet")
-
-    # /readyz must not pass before the API listens: the runtime's NATS check passes earlier.
-    service.readiness.add("http", http_ready)
     _warn_about_auth(settings)
     ports = GatewayPorts(
         verifier=TokenVerifier(
@@ -55,15 +46,7 @@ async def serve_gateway(service: Service[Settings]) -> None:
         requested=StreamRequestedLog(service.nc, settings.jobs_stream, settings.subjects),
         max_body_bytes=settings.http_max_body_bytes,
     )
-    server = HttpServer(build_app(ports), "0.0.0.0", settings.http_port)
-    await server.start()
-    started = True
-    service.ready()
-    log.info("http api listening", extra={"http_port": server.port})
-    try:
-        await service.stop.wait()
-    finally:
-        await server.stop()
+    await service.serve_http(build_app(ports), settings.http_port)
 
 
 def dev_token(argv: Sequence[str]) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from jobs_runtime.http import HttpServer
 from jobs_runtime.service import Service, run
 from webhook_ingest.adapters.bus import CoreNatsProgress, JetStreamEvents
 from webhook_ingest.adapters.http import webhook_app
@@ -23,12 +22,6 @@ async def serve_webhooks(service: Service[Settings]) -> None:
         progress=CoreNatsProgress(service.nc, settings.subjects),
         max_bytes=settings.webhook_max_bytes,
     )
-    server = HttpServer(app, "0.0.0.0", settings.http_port)
-    listening = False
-
-    async def http_ready() -> None:
-        if not listening:
-            raise ConnectionError("webhook endpoint not listening yet")
 
     async def jetstream_ready() -> None:
         # Connected is not enough: a `200` needs JetStream to store into this stream. While
@@ -37,19 +30,8 @@ async def serve_webhooks(service: Service[Settings]) -> None:
             raise ConnectionError("not connected to NATS")
         await service.js.stream_info(settings.jobs_stream)
 
-    service.readiness.add("http", http_ready)
     service.readiness.add("jetstream", jetstream_ready)
-    await server.start()
-    listening = True
-    service.ready()
-    log.info("webhook endpoint listening", extra={"http_port": server.port})
-    try:
-        await service.stop.wait()
-    finally:
-        # uvicorn stops accepting, lets requests in hand finish (their publishes included),
-        # and only then does the runtime drain the NATS connection.
-        listening = False
-        await server.stop()
+    await service.serve_http(app, settings.http_port)
 
 
 def main() -> None:
