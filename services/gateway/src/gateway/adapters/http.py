@@ -24,12 +24,12 @@ from starlette.routing import Route
 from gateway import handlers
 from gateway.auth import AuthError, TokenVerifier
 from gateway.ports import Clock, EventBus, JobStore, RequestedLog, Unavailable
-from gateway.problems import (
+from jobs_proto.api import JobView, ProblemDetail
+from jobs_runtime.web import (
     INTERNAL,
     MALFORMED_JSON,
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
-    PROBLEM_MEDIA_TYPE,
     UNAUTHORIZED,
     UNAVAILABLE,
     UNSUPPORTED_MEDIA_TYPE,
@@ -37,8 +37,9 @@ from gateway.problems import (
     ProblemKind,
     kind_for_status,
     problem,
+    problem_response,
+    read_limited,
 )
-from jobs_proto.api import JobView, Problem, ProblemDetail
 
 log = logging.getLogger("gateway.http")
 
@@ -89,12 +90,6 @@ class Refusal(Exception):
         self.headers = dict(headers or {})
 
 
-def problem_response(body: Problem, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        msgspec.json.encode(body), body.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
-    )
-
-
 def json_response(
     body: object, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -135,16 +130,10 @@ def check_content_type(content_type: str | None) -> None:
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with `413` as soon as it is known to exceed `limit` bytes: from
     `Content-Length` before reading, or while reading a body sent without one."""
-    too_large = Refusal(PAYLOAD_TOO_LARGE, f"the body must not exceed {limit} bytes")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
+    body = await read_limited(request, limit)
+    if body is None:
+        raise Refusal(PAYLOAD_TOO_LARGE, f"the body must not exceed {limit} bytes")
+    return body
 
 
 def decode_json(body: bytes) -> object:

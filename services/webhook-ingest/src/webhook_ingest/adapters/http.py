@@ -12,7 +12,6 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
-import msgspec
 from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,7 +19,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from jobs_proto.api import Problem
+from jobs_runtime.web import (
+    INTERNAL,
+    PAYLOAD_TOO_LARGE,
+    UNAVAILABLE,
+    ProblemKind,
+    kind_for_status,
+    problem,
+    problem_response,
+    read_limited,
+)
 from webhook_ingest.handlers import Outcome, Rejected, Stored, Unavailable, ingest_webhook
 from webhook_ingest.ports import EventStore, ProgressSink
 from webhook_ingest.verify import (
@@ -34,7 +42,6 @@ from webhook_ingest.verify import (
 log = logging.getLogger(__name__)
 
 PATH: Final = "/api/webhooks/replicate"
-PROBLEM_TYPE: Final = "urn:ai-jobs:problem:"
 RETRY_AFTER_S: Final = 5
 # HMAC over a big body takes milliseconds; beyond this size it runs off the event loop.
 _VERIFY_INLINE_BYTES: Final = 256 * 1024
@@ -46,40 +53,13 @@ WEBHOOKS = Counter(
 )
 
 
-def problem(
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    body = Problem(type=PROBLEM_TYPE + slug, title=title, status=status, detail=detail)
-    return Response(
-        msgspec.json.encode(body),
-        status,
-        headers=dict(headers or {}),
-        media_type="application/problem+json",
-    )
+def _kind(reason: str, title: str, status: int) -> ProblemKind:
+    # This endpoint's own kinds name the reason: `bad_signature` is `...:bad-signature`.
+    return ProblemKind(reason.replace("_", "-"), title, status)
 
 
-async def read_limited(request: Request, limit: int) -> bytes | None:
-    """The raw body, or `None` as soon as it is known to exceed `limit` bytes.
-
-    The declared length is trusted only to refuse early; the bytes are counted as they arrive,
-    so a chunked body or a lying client cannot get past the limit. Whatever is left unread,
-    uvicorn reads and discards after the answer, so the sender still sees the `413`.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _problem(kind: ProblemKind, detail: str, headers: Mapping[str, str] | None = None) -> Response:
+    return problem_response(problem(kind, detail), headers)
 
 
 def webhook_app(
@@ -98,12 +78,7 @@ def webhook_app(
         body = await read_limited(request, max_bytes)
         if body is None:
             return _refused(
-                problem(
-                    413,
-                    "payload-too-large",
-                    "Payload too large",
-                    f"the body is over the limit of {max_bytes} bytes",
-                ),
+                _problem(PAYLOAD_TOO_LARGE, f"the body is over the limit of {max_bytes} bytes"),
                 "payload_too_large",
                 context,
             )
@@ -114,10 +89,8 @@ def webhook_app(
             else:
                 webhook = verifier.verify(request.headers, body)
         except VerificationError as exc:
-            slug = exc.failure.replace("_", "-")
-            return _refused(
-                problem(401, slug, "Webhook not authenticated", exc.detail), exc.failure, context
-            )
+            kind = _kind(exc.failure, "Webhook not authenticated", 401)
+            return _refused(_problem(kind, exc.detail), exc.failure, context)
 
         outcome = await ingest_webhook(
             webhook,
@@ -138,13 +111,12 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     # Starlette's own refusals (unknown path, wrong method) as problem bodies too.
     if not isinstance(exc, HTTPException):  # registered for HTTPException only
         raise exc
-    slug = "not-found" if exc.status_code == 404 else f"http-{exc.status_code}"
-    return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), exc.headers)
+    return _problem(kind_for_status(exc.status_code), str(exc.detail), exc.headers)
 
 
 async def _internal_error(_: Request, exc: Exception) -> Response:
     # Starlette logs the exception itself; the sender gets no internals, and retries.
-    return problem(500, "internal", "Internal error", "the webhook could not be handled")
+    return _problem(INTERNAL, "the webhook could not be handled")
 
 
 def _refused(response: Response, reason: str, context: dict[str, str]) -> Response:
@@ -173,7 +145,7 @@ def _answer(outcome: Outcome, context: dict[str, str]) -> Response:
             return Response(status_code=200)
         case Rejected(reason=reason, detail=detail):
             title = "Not a prediction" if reason == "not_a_prediction" else "Invalid job id"
-            return _refused(problem(400, reason.replace("_", "-"), title, detail), reason, context)
+            return _refused(_problem(_kind(reason, title, 400), detail), reason, context)
         case Unavailable(reason=reason, detail=detail):
             WEBHOOKS.labels(reason).inc()
             extra = {**context, "status": 503, "reason": reason, "detail": detail}
@@ -187,10 +159,8 @@ def _answer(outcome: Outcome, context: dict[str, str]) -> Response:
                 if reason == "too_large_for_bus"
                 else "the event could not be stored now; retry later"
             )
-            return problem(
-                503,
-                reason.replace("_", "-"),
-                "Service unavailable",
+            return _problem(
+                _kind(reason, UNAVAILABLE.title, 503),
                 public_detail,
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )

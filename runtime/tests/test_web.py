@@ -1,0 +1,89 @@
+"""The shared HTTP edge: bodies read under a limit, problems answered as `problem+json`."""
+
+from collections.abc import Sequence
+
+import msgspec
+from starlette.requests import Request
+from starlette.types import Message
+
+from jobs_proto.api import Problem
+from jobs_runtime.web import (
+    PAYLOAD_TOO_LARGE,
+    PROBLEM_MEDIA_TYPE,
+    kind_for_status,
+    problem,
+    problem_response,
+    read_limited,
+)
+
+LIMIT = 10
+
+
+class Body:
+    """An ASGI `receive` sending `chunks` as `http.request` messages, counting what is read."""
+
+    def __init__(self, chunks: Sequence[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.received = 0
+
+    async def __call__(self) -> Message:
+        chunk = self.chunks[self.received]
+        self.received += 1
+        return {
+            "type": "http.request",
+            "body": chunk,
+            "more_body": self.received < len(self.chunks),
+        }
+
+
+def request(body: Body, headers: dict[str, str] | None = None) -> Request:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
+    return Request(scope, body)
+
+
+async def test_a_declared_length_over_the_limit_is_refused_unread() -> None:
+    body = Body([b"x" * (LIMIT + 1)])
+    assert await read_limited(request(body, {"Content-Length": str(LIMIT + 1)}), LIMIT) is None
+    assert body.received == 0
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_while_reading() -> None:
+    body = Body([b"x" * 4, b"x" * 4, b"x" * 4, b"never read"])
+    assert await read_limited(request(body), LIMIT) is None
+    assert body.received == 3
+
+
+async def test_a_body_at_the_limit_is_read() -> None:
+    body = Body([b"abcd", b"efgh", b"ij"])
+    assert await read_limited(request(body), LIMIT) == b"abcdefghij"
+    declared = Body([b"abcdefghij"])
+    assert await read_limited(request(declared, {"Content-Length": str(LIMIT)}), LIMIT) == (
+        b"abcdefghij"
+    )
+
+
+def test_a_problem_response_is_problem_json_with_its_status() -> None:
+    body = problem(PAYLOAD_TOO_LARGE, "too big")
+    response = problem_response(body, {"Retry-After": "2"})
+    assert response.status_code == 413
+    assert response.media_type == PROBLEM_MEDIA_TYPE
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "2"
+    assert msgspec.json.decode(bytes(response.body), type=Problem) == Problem(
+        type="urn:ai-jobs:problem:payload-too-large",
+        title="Request body too large",
+        status=413,
+        detail="too big",
+    )
+
+
+def test_a_status_without_a_kind_still_has_one() -> None:
+    assert kind_for_status(404).type == "urn:ai-jobs:problem:not-found"
+    assert kind_for_status(418).type == "urn:ai-jobs:problem:http-418"
+    assert kind_for_status(418).status == 418
