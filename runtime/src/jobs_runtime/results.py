@@ -1,0 +1,53 @@
+"""Results too large for one bus message, kept in a JetStream Object Store and named by reference.
+
+webhook-ingest stores a final output over the event size limit here and publishes
+`JobCompleted.output_ref`; the job-store loads it back when it applies the event. The bucket's
+age limit should be at least the `JOBS` stream's, so a replayed event still finds its result.
+"""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError
+from nats.js.object_store import ObjectStore
+
+from jobs_proto.stream import DAY_S
+
+# Room left in an event for everything but the output, headers included: an output larger than
+# `MAX_MESSAGE_BYTES - EVENT_OVERHEAD_BYTES` is stored aside.
+EVENT_OVERHEAD_BYTES = 64 * 1024
+
+
+def bucket_name(jobs_stream: str) -> str:
+    """One bucket per jobs stream, so tests with their own stream get their own bucket."""
+    return f"{jobs_stream}_RESULTS"
+
+
+async def result_store(
+    js: JetStreamContext, jobs_stream: str, *, max_age_s: float = 30 * DAY_S, replicas: int = 1
+) -> ObjectStore:
+    """The results bucket, created on first use by whichever service needs it first."""
+    name = bucket_name(jobs_stream)
+    try:
+        return await js.object_store(name)
+    except BucketNotFoundError:
+        return await js.create_object_store(name, ttl=max_age_s, replicas=replicas)
+
+
+def result_ref(prediction_id: str) -> str:
+    """The object name of a prediction's output: one per prediction, so a retried webhook
+    overwrites the same object instead of adding another."""
+    return f"output/{prediction_id}"
+
+
+async def store_result(store: ObjectStore, prediction_id: str, output: str) -> str:
+    ref = result_ref(prediction_id)
+    await store.put(ref, output.encode())
+    return ref
+
+
+async def load_result(store: ObjectStore, ref: str) -> str:
+    """The output a reference names; raises `nats.js.errors.ObjectNotFoundError` if gone."""
+    result = await store.get(ref)
+    assert result.data is not None
+    return result.data.decode()
