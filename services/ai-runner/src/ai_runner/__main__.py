@@ -1,11 +1,16 @@
-"""Entry point of the `ai-runner` command: wires the Replicate adapter and JetStream to the
-handlers and consumes requested and cancel-requested jobs until SIGTERM."""
+"""Entry point of the `ai-runner` command: wires the Replicate adapter, the claims bucket and
+JetStream to the handlers and consumes requested and cancel-requested jobs until SIGTERM."""
 
 from __future__ import annotations
 
 import functools
 import logging
 
+import msgspec
+
+from ai_runner.adapters.claims import KvClaims, claims_bucket
+from ai_runner.adapters.history import StreamHistory
+from ai_runner.adapters.metrics import PrometheusObserver
 from ai_runner.adapters.replicate import ReplicatePredictions
 from ai_runner.config import Settings
 from ai_runner.handlers import Runner, handle_cancel_requested, handle_requested
@@ -38,15 +43,26 @@ async def serve(service: Service[Settings]) -> None:
             "REPLICATE_WEBHOOK_URL is empty (polling mode), but polling is not implemented "
             "yet: jobs get predictions but never learn their outcome"
         )
+    bucket = await claims_bucket(
+        service.js, settings.jobs_stream, replicas=settings.stream_replicas
+    )
     runner = Runner(
         predictions=predictions,
         events=service.publisher,
+        claims=KvClaims(bucket),
+        history=StreamHistory(service.js, settings.jobs_stream, settings.subjects),
         webhook_base=settings.replicate_webhook_url,
+        binding_wait_s=settings.binding_wait_s,
+        max_attempts=settings.max_attempts,
+        observer=PrometheusObserver(),
     )
+    spec = ai_runner_consumer(settings.subjects)
+    if settings.consumer_ack_wait_s:
+        spec = msgspec.structs.replace(spec, ack_wait_s=settings.consumer_ack_wait_s)
     consumer = ConsumerLoop(
         service.js,
         stream=settings.jobs_stream,
-        spec=ai_runner_consumer(settings.subjects),
+        spec=spec,
         subjects=settings.subjects,
         handlers={
             "requested": functools.partial(handle_requested, runner=runner),

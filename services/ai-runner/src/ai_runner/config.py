@@ -41,6 +41,17 @@ class Settings(ServiceSettings, frozen=True):
     # down, throttled, our token refused): the n-th retry waits up to base * 2^(n-1), capped.
     retry_base_s: Seconds = 1.0
     retry_cap_s: Seconds = 60.0
+    # A create whose outcome is unknown (runner died, 5xx, timeout) may have made a prediction;
+    # its `start` webhook names the job. Until this long after that create, no runner creates
+    # again, so a prediction that starts within it is found and kept as the job's only one.
+    binding_wait_s: Seconds = 30.0
+    # Creates that may fail transiently before the job fails with `attempts_exhausted`
+    # (throttling and a refused token are waits, not counted).
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 5
+    # How long JetStream waits for an ack before handing a message to another runner; 0 keeps
+    # the consumer's configuration in `jobs_proto.stream`. Shorter only in tests of a killed
+    # runner; every replica must use the same value, since each applies it to the consumer.
+    consumer_ack_wait_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
 
     def check(self) -> None:
         super().check()

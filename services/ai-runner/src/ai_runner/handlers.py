@@ -1,21 +1,35 @@
-"""What the ai-runner does with each event it consumes: a requested job becomes a Replicate
-prediction (`JobSubmitted`) or a failed job (`JobFailed`); ports come in as arguments."""
+"""What the ai-runner does with each event it consumes: a requested job becomes at most one
+Replicate prediction (`JobSubmitted`) or a failed job (`JobFailed`), a cancel request cancels
+it; a per-job claim keeps runners from doing either twice. Ports come in as arguments."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote, unquote_plus
 
 import msgspec
 
-from ai_runner.ports import EventSink, PermanentRejection, Predictions, TransientFailure
+from ai_runner.ports import (
+    Claim,
+    Claims,
+    EventSink,
+    JobHistory,
+    NoObserver,
+    PermanentRejection,
+    Predictions,
+    RunnerObserver,
+    StoredClaim,
+    TransientFailure,
+)
 from jobs_proto.events import JobCancelRequested, JobError, JobFailed, JobRequested, JobSubmitted
-from jobs_proto.job_types import JOB_TYPES
+from jobs_proto.job_types import JOB_TYPES, JobType
 from jobs_proto.status import PREDICTION_REJECTED
+from jobs_runtime.retry import RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +37,13 @@ log = logging.getLogger(__name__)
 # admitting a job, so reaching here means a gateway of another release, or a hand-made event.
 UNKNOWN_JOB_TYPE: Final = "unknown_job_type"
 INVALID_INPUT: Final = "invalid_input"
+ATTEMPTS_EXHAUSTED: Final = "attempts_exhausted"
+
+# A binding wait is bounded by `binding_wait_s` itself, so the runtime's "a long wait is a
+# failure in disguise" fallback to backoff must not cut in first.
+_WAIT_DELIVERIES: Final = 10_000
+# How often a job waiting for its binding looks again, at most.
+_BINDING_POLL_S: Final = 2.0
 
 JOB_PARAMETER: Final = "job"
 
@@ -60,53 +81,156 @@ class Runner:
 
     predictions: Predictions
     events: EventSink
+    claims: Claims
+    history: JobHistory
     webhook_base: str
+    binding_wait_s: float = 30.0
+    max_attempts: int = 5
     now: Callable[[], datetime] = field(default=utc_now)
+    observer: RunnerObserver = field(default_factory=NoObserver)
 
 
-async def _fail(runner: Runner, event: JobRequested, code: str, message: str) -> None:
+async def _fail(runner: Runner, job_id: uuid.UUID, code: str, message: str) -> None:
     log.warning(
         "job failed before a prediction existed",
-        extra={"job_id": str(event.job_id), "code": code, "reason": message},
+        extra={"job_id": str(job_id), "code": code, "reason": message},
     )
     await runner.events.publish(
         JobFailed(
-            job_id=event.job_id,
+            job_id=job_id,
             occurred_at=runner.now(),
             error=JobError(code=code, message=message),
         )
     )
 
 
-async def handle_requested(event: JobRequested, runner: Runner) -> None:
-    """Create the job's prediction and announce it, or fail the job if it can never run.
+async def _submitted(runner: Runner, job_id: uuid.UUID, prediction_id: str) -> None:
+    # The same fact on every call, so its Nats-Msg-Id (`submitted:<job>:<prediction>`) makes
+    # JetStream drop a repeat within the duplicate window, and the job-store ignores it after.
+    await runner.events.publish(
+        JobSubmitted(job_id=job_id, occurred_at=runner.now(), prediction_id=prediction_id)
+    )
 
-    Raises `TransientFailure` (and lets any unexpected error through) so the consumer loop
-    hands the message back with backoff. Not yet handled here, for later issues:
-    - a timeout or 5xx after the request reached Replicate is ambiguous (the prediction may
-      exist): the retry creates another one; recovery must look for it before re-creating;
-    - attempts are not counted, so a job whose creation keeps failing is retried forever
-      (capped backoff) instead of failing with `attempts_exhausted`.
+
+async def _change(
+    runner: Runner, job_id: uuid.UUID, change: Callable[[Claim], Claim]
+) -> StoredClaim:
+    """Apply `change` to the job's claim (an empty one if none exists) by compare-and-set,
+    reading again after every conflict; returns what was stored."""
+    while True:
+        stored = await runner.claims.read(job_id)
+        if stored is None:
+            claim = change(Claim())
+            revision = await runner.claims.create(job_id, claim)
+        else:
+            claim = change(stored.claim)
+            if claim == stored.claim:
+                return stored
+            revision = await runner.claims.update(job_id, claim, stored.revision)
+        if revision is not None:
+            return StoredClaim(claim, revision)
+
+
+async def _fail_for_good(runner: Runner, job_id: uuid.UUID, error: JobError) -> None:
+    """Record the failure in the claim first, so a redelivered `requested` repeats it instead
+    of creating; then announce it."""
+    stored = await _change(runner, job_id, lambda c: msgspec.structs.replace(c, failed=error))
+    if stored.claim.prediction_id is not None or stored.claim.canceled:
+        # Overtaken meanwhile (another runner's prediction, or a cancel): nothing to fail.
+        return
+    await _fail(runner, job_id, error.code, error.message)
+
+
+async def handle_requested(event: JobRequested, runner: Runner) -> None:
+    """Create the job's one prediction and announce it, or fail the job if it can never run.
+
+    The job's claim decides what this delivery does: nothing (canceled), repeat what is known
+    (prediction recorded, job failed), adopt the prediction the job's events name (a create
+    whose answer was lost), wait (a create may be in flight, within `binding_wait_s`), or
+    create. Raises `RetryLater` for those waits and throttling, `TransientFailure` for other
+    passing failures (and lets any unexpected error through), so the consumer loop hands the
+    message back.
     """
-    context = {"job_id": str(event.job_id), "job_type": event.job_type}
+    job_id = event.job_id
+    context = {"job_id": str(job_id), "job_type": event.job_type}
     job_type = JOB_TYPES.get(event.job_type)
     if job_type is None:
         known = ", ".join(sorted(JOB_TYPES))
         await _fail(
-            runner,
-            event,
-            UNKNOWN_JOB_TYPE,
-            f"unknown job type {event.job_type!r}; known: {known}",
+            runner, job_id, UNKNOWN_JOB_TYPE, f"unknown job type {event.job_type!r}; known: {known}"
         )
         return
     try:
         job_input = job_type.parse_input(event.input)
     except msgspec.ValidationError as exc:
-        await _fail(runner, event, INVALID_INPUT, f"invalid input: {exc}")
+        await _fail(runner, job_id, INVALID_INPUT, f"invalid input: {exc}")
         return
 
+    while True:
+        stored = await runner.claims.read(job_id)
+        if stored is None:
+            # The first to claim the job takes its create; a runner that loses this race
+            # decides on the winner's claim.
+            if await runner.claims.create(job_id, Claim(creating_since=runner.now())) is not None:
+                break
+            continue
+        claim = stored.claim
+        if claim.canceled:
+            log.info("job canceled before its prediction was created; nothing to do", extra=context)
+            return
+        if claim.failed is not None:
+            await _fail(runner, job_id, claim.failed.code, claim.failed.message)
+            return
+        if claim.prediction_id is not None:
+            log.info(
+                "prediction already created; announcing it again",
+                extra={**context, "prediction_id": claim.prediction_id},
+            )
+            await _submitted(runner, job_id, claim.prediction_id)
+            return
+        if claim.creating_since is not None:
+            found = await runner.history.prediction_of(job_id)
+            if found is not None:
+                log.info(
+                    "found the prediction of an earlier create in the job's events; keeping it",
+                    extra={**context, "prediction_id": found},
+                )
+                runner.observer.adopted()
+                await _record(runner, job_id, found, context)
+                return
+            waited = (runner.now() - claim.creating_since).total_seconds()
+            if waited < runner.binding_wait_s:
+                remaining = runner.binding_wait_s - waited
+                runner.observer.retried("binding_wait")
+                raise RetryLater(
+                    f"a create may be in flight or may have made a prediction; waiting "
+                    f"{remaining:.1f}s more for it to show",
+                    delay_s=min(remaining, _BINDING_POLL_S),
+                    quick_attempts=_WAIT_DELIVERIES,
+                )
+            log.warning(
+                "no prediction showed for an earlier create within the binding window; "
+                "creating again",
+                extra={**context, "waited_s": round(waited, 1)},
+            )
+        # This runner takes the create: anyone else now sees it in flight and waits.
+        taken = msgspec.structs.replace(claim, creating_since=runner.now())
+        if await runner.claims.update(job_id, taken, stored.revision) is not None:
+            break
+
+    await _create(runner, event, job_type, job_type.model_input(job_input), context)
+
+
+async def _create(
+    runner: Runner,
+    event: JobRequested,
+    job_type: JobType,
+    model_input: dict[str, Any],
+    context: dict[str, str],
+) -> None:
+    job_id = event.job_id
     if runner.webhook_base:
-        webhook: str | None = webhook_url(runner.webhook_base, str(event.job_id))
+        webhook: str | None = webhook_url(runner.webhook_base, str(job_id))
     else:
         webhook = None
         log.warning(
@@ -117,38 +241,150 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
     try:
         prediction_id = await runner.predictions.create(
             job_type.model,
-            job_type.model_input(job_input),
+            dict(model_input),
             webhook,
             list(job_type.webhook_events),
+            job_type.deadline_s,
         )
     except PermanentRejection as exc:
-        await _fail(runner, event, PREDICTION_REJECTED, exc.message)
+        await _fail_for_good(
+            runner, job_id, JobError(code=PREDICTION_REJECTED, message=exc.message)
+        )
         return
     except TransientFailure as exc:
-        # Retried by the consumer loop; a refused token will not fix itself, so it is an error
-        # an operator must see rather than a passing warning.
-        level = logging.ERROR if exc.needs_operator else logging.WARNING
-        log.log(
-            level, "could not create the prediction, will retry: %s", exc.message, extra=context
-        )
+        if await _after_transient(runner, job_id, exc, context):
+            return
         raise
-
     log.info("prediction created", extra={**context, "prediction_id": prediction_id})
-    await runner.events.publish(
-        JobSubmitted(
-            job_id=event.job_id,
-            occurred_at=runner.now(),
-            prediction_id=prediction_id,
-            attempt=1,
+    runner.observer.created()
+    await _record(runner, job_id, prediction_id, context)
+
+
+async def _after_transient(
+    runner: Runner, job_id: uuid.UUID, exc: TransientFailure, context: dict[str, str]
+) -> bool:
+    """Note a failed create in the claim; fail the job once its attempts are used up (True:
+    the message is settled); turn a throttle into a wait of the length Replicate named; else
+    False, for the caller to re-raise `exc` into the consumer's backoff."""
+    counted = not exc.throttled and not exc.needs_operator
+
+    def note(claim: Claim) -> Claim:
+        return msgspec.structs.replace(
+            claim,
+            attempts=claim.attempts + (1 if counted else 0),
+            last_error=exc.message,
+            # Kept when the prediction may exist, so the next delivery looks for it first.
+            creating_since=claim.creating_since if exc.ambiguous else None,
         )
+
+    stored = await _change(runner, job_id, note)
+    attempts = stored.claim.attempts
+    if counted and attempts >= runner.max_attempts:
+        runner.observer.attempts_exhausted()
+        await _fail_for_good(
+            runner,
+            job_id,
+            JobError(
+                code=ATTEMPTS_EXHAUSTED,
+                message=f"{attempts} attempts to create the prediction failed; last: {exc.message}",
+            ),
+        )
+        return True
+    runner.observer.retried(_retry_reason(exc))
+    if exc.retry_after_s is not None:
+        log.warning(
+            "Replicate throttled the create, waiting %.0fs: %s",
+            exc.retry_after_s,
+            exc.message,
+            extra=context,
+        )
+        raise RetryLater(
+            f"throttled by Replicate: {exc.message}",
+            delay_s=exc.retry_after_s,
+            quick_attempts=_WAIT_DELIVERIES,
+        ) from exc
+    # Retried by the consumer loop; a refused token will not fix itself, so it is an error an
+    # operator must see rather than a passing warning.
+    level = logging.ERROR if exc.needs_operator else logging.WARNING
+    log.log(
+        level,
+        "could not create the prediction, will retry: %s",
+        exc.message,
+        extra={**context, "attempts": attempts, "ambiguous": exc.ambiguous},
     )
+    return False
+
+
+def _retry_reason(exc: TransientFailure) -> str:
+    if exc.throttled:
+        return "throttled"
+    if exc.needs_operator:
+        return "needs_operator"
+    return "ambiguous" if exc.ambiguous else "transient"
+
+
+async def _record(
+    runner: Runner, job_id: uuid.UUID, prediction_id: str, context: dict[str, str]
+) -> None:
+    """Make `prediction_id` the job's prediction and announce it; if the claim already names
+    another one (a create past the binding window raced a late answer), this one is an orphan
+    and is canceled; if the job was canceled meanwhile, the prediction is canceled too."""
+
+    def bind(claim: Claim) -> Claim:
+        if claim.prediction_id is not None:
+            return claim
+        return msgspec.structs.replace(claim, prediction_id=prediction_id, creating_since=None)
+
+    stored = await _change(runner, job_id, bind)
+    claim = stored.claim
+    context = {**context, "prediction_id": prediction_id}
+    if claim.prediction_id != prediction_id:
+        log.warning(
+            "a second prediction was made for the job; canceling it",
+            extra={**context, "kept": claim.prediction_id},
+        )
+        await _cancel_quietly(runner, prediction_id, context)
+        runner.observer.orphan_canceled()
+        return
+    if claim.canceled:
+        log.info("job canceled while its prediction was created; canceling it", extra=context)
+        await _cancel_quietly(runner, prediction_id, context)
+        return
+    if claim.failed is not None:
+        # The job was already announced failed (its attempts ran out meanwhile): the
+        # prediction can no longer serve it.
+        log.warning("job already failed; canceling its late prediction", extra=context)
+        await _cancel_quietly(runner, prediction_id, context)
+        runner.observer.orphan_canceled()
+        return
+    await _submitted(runner, job_id, prediction_id)
+
+
+async def _cancel_quietly(runner: Runner, prediction_id: str, context: dict[str, str]) -> None:
+    try:
+        await runner.predictions.cancel(prediction_id)
+    except PermanentRejection as exc:
+        # Replicate no longer knows it (or refuses): nothing left to stop.
+        log.info("nothing to cancel: %s", exc.message, extra=context)
 
 
 async def handle_cancel_requested(event: JobCancelRequested, runner: Runner) -> None:
-    """Logged and acknowledged, nothing more: canceling is a later issue."""
-    # Returning normally acks the message: left unacknowledged it would come back every
-    # ack_wait forever. So a cancel asked for while this release runs is not acted upon; the
-    # prediction runs to its end.
-    log.info(
-        "cancel requested; canceling is not implemented yet", extra={"job_id": str(event.job_id)}
-    )
+    """Mark the job canceled in its claim, so no prediction is created for it from now on, and
+    cancel its prediction if one exists.
+
+    The job-store already ends a pending job canceled on the request itself; a prediction
+    created meanwhile is canceled by its creator when it records it. A failing cancel call
+    raises `TransientFailure` and the request comes again (the mark is kept).
+    """
+    job_id = event.job_id
+    stored = await _change(runner, job_id, lambda c: msgspec.structs.replace(c, canceled=True))
+    prediction_id = stored.claim.prediction_id
+    context = {"job_id": str(job_id)}
+    if prediction_id is None:
+        log.info("job canceled before any prediction was created", extra=context)
+        runner.observer.canceled(before_creation=True)
+        return
+    context["prediction_id"] = prediction_id
+    await _cancel_quietly(runner, prediction_id, context)
+    runner.observer.canceled(before_creation=False)
+    log.info("prediction canceled", extra=context)

@@ -1,12 +1,17 @@
-"""What the ai-runner's handlers need from the outside world, as Protocols and the errors they
-may raise; adapters implement them, tests fake them."""
+"""What the ai-runner's handlers need from the outside world, as Protocols, the errors they may
+raise and the claim record they keep per job; adapters implement them, tests fake them."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from jobs_proto.events import JobEvent
+import msgspec
+
+from jobs_proto.events import JobError, JobEvent
 
 
 class PredictionFailure(Exception):
@@ -24,15 +29,33 @@ class PermanentRejection(PredictionFailure):
 
 class TransientFailure(PredictionFailure):
     """The request may succeed later: Replicate unreachable, overloaded or throttling us, or our
-    token refused (`needs_operator`: nothing changes until someone fixes the configuration)."""
+    token refused (`needs_operator`: nothing changes until someone fixes the configuration).
 
-    def __init__(self, message: str, *, needs_operator: bool = False) -> None:
+    `ambiguous`: the request may have reached Replicate and created the prediction (a 5xx, a
+    timeout after sending), so creating again could make a second one. `retry_after_s`: when
+    Replicate said how long to wait (a 429); such a wait is not counted as a failed attempt.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        needs_operator: bool = False,
+        ambiguous: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.needs_operator = needs_operator
+        self.ambiguous = ambiguous
+        self.retry_after_s = retry_after_s
+
+    @property
+    def throttled(self) -> bool:
+        return self.retry_after_s is not None
 
 
 class Predictions(Protocol):
-    """Replicate's predictions, as far as the ai-runner creates them."""
+    """Replicate's predictions, as far as the ai-runner creates and cancels them."""
 
     async def create(
         self,
@@ -40,11 +63,20 @@ class Predictions(Protocol):
         model_input: dict[str, Any],
         webhook: str | None,
         events: Sequence[str],
+        deadline_s: int | None = None,
     ) -> str:
         """Create a prediction of `model` and return its id.
 
         `webhook` None creates it without webhooks (polling mode; `events` is then ignored).
+        `deadline_s`: Replicate cancels (or aborts) the prediction that long after creation.
         Raises `PermanentRejection` or `TransientFailure`; anything else is a bug.
+        """
+        ...
+
+    async def cancel(self, prediction_id: str) -> None:
+        """Ask Replicate to cancel a prediction; one already finished stays as it is.
+
+        Raises `PermanentRejection` (e.g. no such prediction) or `TransientFailure`.
         """
         ...
 
@@ -53,3 +85,109 @@ class EventSink(Protocol):
     """Where job events go: JetStream, returning once the event is stored."""
 
     async def publish(self, event: JobEvent, /) -> object: ...
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the runners agreed about one job, kept in a compare-and-set store.
+
+    - `prediction_id`: the job's prediction; once set, no runner creates another.
+    - `creating_since`: a create was sent at that time and its outcome is not known (in flight,
+      or it failed in a way that may still have created the prediction); until the binding
+      window has passed since then, no other runner creates.
+    - `attempts`: creates that failed transiently (throttling and refused tokens not counted).
+    - `canceled`: the owner canceled the job; a later `requested` creates nothing.
+    - `failed`: the job failed for good (rejected, attempts exhausted); told again on redelivery.
+    """
+
+    prediction_id: str | None = None
+    creating_since: datetime | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    canceled: bool = False
+    failed: JobError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredClaim:
+    """A claim as read or written, with the revision a later compare-and-set must name."""
+
+    claim: Claim
+    revision: int
+
+
+class Claims(Protocol):
+    """Per-job claims with compare-and-set: of runners racing on one job, exactly one wins."""
+
+    async def read(self, job_id: uuid.UUID) -> StoredClaim | None:
+        """The job's claim, or None if no runner has claimed it yet."""
+        ...
+
+    async def create(self, job_id: uuid.UUID, claim: Claim) -> int | None:
+        """Store the first claim of a job: its revision, or None if a claim already exists."""
+        ...
+
+    async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
+        """Replace the claim if it is still at `revision`: the new revision, or None if it
+        changed meanwhile (the caller reads again and decides again)."""
+        ...
+
+
+class JobHistory(Protocol):
+    """What the job's own events already say, for recovering a prediction a runner lost."""
+
+    async def prediction_of(self, job_id: uuid.UUID) -> str | None:
+        """The prediction some event already ties to the job (submitted, started or completed,
+        e.g. the `start` webhook of a prediction whose create answered with an error), or None.
+        """
+        ...
+
+
+class RunnerObserver(Protocol):
+    """Where the handlers report what they did (the `/metrics` counters), kept out of them."""
+
+    def created(self) -> None:
+        """A prediction was created (Replicate answered with its id)."""
+        ...
+
+    def retried(self, reason: str) -> None:
+        """A create is to be tried again later: `throttled`, `ambiguous`, `transient`,
+        `needs_operator`, or `binding_wait` (a create may be in flight)."""
+        ...
+
+    def adopted(self) -> None:
+        """A prediction whose create answer was lost was found in the job's events and kept."""
+        ...
+
+    def orphan_canceled(self) -> None:
+        """A second prediction for a job was canceled."""
+        ...
+
+    def canceled(self, before_creation: bool) -> None:
+        """A cancel request was carried out, before any prediction existed or by canceling it."""
+        ...
+
+    def attempts_exhausted(self) -> None:
+        """A job failed because its creates kept failing."""
+        ...
+
+
+class NoObserver:
+    """A `RunnerObserver` that keeps nothing, for tests and tools."""
+
+    def created(self) -> None:
+        pass
+
+    def retried(self, reason: str) -> None:
+        pass
+
+    def adopted(self) -> None:
+        pass
+
+    def orphan_canceled(self) -> None:
+        pass
+
+    def canceled(self, before_creation: bool) -> None:
+        pass
+
+    def attempts_exhausted(self) -> None:
+        pass

@@ -1,8 +1,11 @@
 """The `ai-runner` command as a real process over real NATS, against the simulator running in
-this test's event loop: requested jobs become predictions, once, whatever Replicate answers."""
+this test's event loop: requested jobs become predictions, once, whatever Replicate answers and
+even when a runner is killed mid-create; cancels cancel; Replicate's deadline and limits hold."""
 
 import asyncio
 import json
+import re
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import AsyncExitStack
@@ -21,9 +24,11 @@ from jobs_proto.events import (
     JobCancelRequested,
     JobFailed,
     JobRequested,
+    JobStarted,
     JobSubmitted,
     decode_event,
 )
+from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
@@ -47,11 +52,14 @@ Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 @dataclass
 class Creates:
-    """Creation requests reaching the simulator: how many began, and how long each is held
-    before the simulator sees it (so a test can act while creates are in flight)."""
+    """Creation requests reaching the simulator: how many began, how long each is held before
+    the simulator sees it (so a test can act while creates are in flight), and whether its
+    answer is held back after the simulator made the prediction (`hold_answers` set: until it
+    is cleared), so a test can kill the runner between a create and its answer."""
 
     delay_s: float = 0.0
     started: int = 0
+    hold_answers: asyncio.Event | None = None
 
     def around(self, app: Asgi) -> Asgi:
         async def counted(scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,6 +68,15 @@ class Creates:
                 self.started += 1
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
+                held = self.hold_answers
+                if held is not None:
+
+                    async def held_send(message: MutableMapping[str, Any]) -> None:
+                        await held.wait()
+                        await send(message)
+
+                    await app(scope, receive, held_send)
+                    return
             await app(scope, receive, send)
 
         return counted
@@ -120,6 +137,7 @@ class RunnerProcess:
 
     process: ServiceProcess
     admin_port: int
+    killed: bool = False
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []
@@ -139,7 +157,25 @@ class RunnerProcess:
         await asyncio.to_thread(self.process.wait_http, url, 30.0)
 
     async def stop(self) -> int:
+        if self.killed:
+            return 0
         return await asyncio.to_thread(self.process.terminate, 30.0)
+
+    async def metric(self, name: str) -> float:
+        """A sample of the runner's `/metrics` (0 when absent), e.g. `x_total{stage="a"}`."""
+        url = f"http://127.0.0.1:{self.admin_port}/metrics"
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(url)).text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no ack, the message in hand stays pending until ack_wait."""
+        self.process.signal(signal.SIGKILL)
+        self.process.process.wait(10)
+        self.killed = True
 
 
 StartRunner = Callable[..., Awaitable[RunnerProcess]]
@@ -277,6 +313,11 @@ async def test_a_requested_job_gets_one_prediction_with_its_webhook(
     assert prediction is not None
     assert prediction.webhook == f"{hooks.url}?job={event.job_id}"
     assert prediction.events == {"start", "output", "completed"}
+    # The job type's deadline went along as `Cancel-After`.
+    created_at = datetime.fromisoformat(audited["created_at"])
+    deadline = datetime.fromisoformat(audited["deadline"])
+    expected = JOB_TYPES["video_outline"].deadline_s
+    assert abs((deadline - created_at).total_seconds() - expected) < 1
     assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted") == 1
     assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "failed") == 0
 
@@ -336,7 +377,9 @@ async def test_server_errors_are_retried_until_replicate_answers(
     sim: RunningSim,
     start_runner: StartRunner,
 ) -> None:
-    runner = await start_runner()
+    # A 500 may come after Replicate made the prediction, so each retry first waits out a
+    # (here short) binding window; attempts are not limited in this test.
+    runner = await start_runner(BINDING_WAIT_S="0.3", MAX_ATTEMPTS="100")
     await sim.configure(apiErrorRate=1)
     event = job()
     await EventPublisher(nats_client.jetstream(), subjects).publish(event)
@@ -458,3 +501,222 @@ async def test_sigterm_finishes_the_creates_in_flight_and_a_restart_does_the_res
     everyone = in_flight + waiting
     assert [len(await sim.audit(e.job_id)) for e in everyone] == [1] * len(everyone)
     assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted") == 10
+
+
+# At most one prediction per job ---------------------------------------------------------------
+
+
+async def started_from_webhook(
+    hooks: Receiver, job_id: uuid.UUID, within: float = 10.0
+) -> JobStarted:
+    """What webhook-ingest would publish for the job's `start` webhook (it is not running in
+    these tests: the receiver stands in for it, and the test publishes its event)."""
+    found: list[JobStarted] = []
+
+    def arrived() -> bool:
+        for request in hooks.received:
+            body = json.loads(request.body)
+            if f"job={job_id}" in request.query and body["status"] != "starting":
+                found.append(
+                    JobStarted(
+                        job_id=job_id,
+                        occurred_at=datetime.now(UTC),
+                        prediction_id=body["id"],
+                        webhook_id=request.headers["webhook-id"],
+                    )
+                )
+                return True
+        return False
+
+    await eventually(arrived, within=within, what="the start webhook")
+    return found[0]
+
+
+async def test_a_runner_killed_after_the_create_leaves_one_prediction_which_is_adopted(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    hooks: Receiver,
+    start_runner: StartRunner,
+) -> None:
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    await sim.configure(latencyS=10)  # started after 1 s
+    sim.creates.hold_answers = asyncio.Event()
+    # A short ack_wait so the killed runner's message comes back within the test.
+    fast = {"CONSUMER_ACK_WAIT_S": "2"}
+    first = await start_runner(**fast)
+    event = job()
+    await publisher.publish(event)
+
+    # The prediction exists at "Replicate", its answer has not reached the runner: kill it.
+    await eventually(lambda: sim.engine.size == 1)
+    first.kill()
+    sim.creates.hold_answers.set()
+    sim.creates.hold_answers = None
+
+    second = await start_runner(**fast)
+    # The restarted runner finds the job claimed with a create in flight and waits (the
+    # default binding window, 30 s), creating nothing, until the start webhook binds it.
+    await eventually(lambda: second.logged("waiting") >= 1, within=15)
+    assert sim.creates.started == 1
+    started = await started_from_webhook(hooks, event.job_id)
+    await publisher.publish(started)
+
+    submitted = await wait_event(
+        nats_client, jobs_stream_ready, subjects, "submitted", event.job_id
+    )
+    assert isinstance(submitted, JobSubmitted)
+    assert submitted.prediction_id == started.prediction_id
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+    assert [p["id"] for p in await sim.audit(event.job_id)] == [started.prediction_id]
+    assert sim.creates.started == 1
+    assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted") == 1
+    assert await second.metric("ai_runner_predictions_adopted_total") == 1
+    assert await second.metric('ai_runner_create_retries_total{reason="binding_wait"}') >= 1
+    assert await second.metric("ai_runner_predictions_created_total") == 0
+
+
+async def test_a_create_answered_500_after_it_created_is_bound_by_its_start_webhook(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    hooks: Receiver,
+    start_runner: StartRunner,
+) -> None:
+    await sim.configure(latencyS=10, apiErrorRate=1, apiErrorAfterCreate=True)
+    runner = await start_runner()
+    event = job()
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    await publisher.publish(event)
+
+    started = await started_from_webhook(hooks, event.job_id)
+    assert runner.logged("could not create the prediction, will retry") == 1
+    await publisher.publish(started)
+
+    submitted = await wait_event(
+        nats_client, jobs_stream_ready, subjects, "submitted", event.job_id
+    )
+    assert isinstance(submitted, JobSubmitted)
+    assert submitted.prediction_id == started.prediction_id
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+    assert len(await sim.audit(event.job_id)) == 1
+    assert sim.creates.started == 1
+    assert (
+        await last_event(nats_client, jobs_stream_ready, subjects, "failed", event.job_id) is None
+    )
+
+
+# Cancellation ------------------------------------------------------------------------------------
+
+
+def cancel_of(event: JobRequested) -> JobCancelRequested:
+    return JobCancelRequested(job_id=event.job_id, occurred_at=datetime.now(UTC), user_id="u")
+
+
+async def test_a_cancel_request_cancels_the_running_prediction(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    runner = await start_runner()
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    event = job()
+    await publisher.publish(event)
+    submitted = await wait_event(
+        nats_client, jobs_stream_ready, subjects, "submitted", event.job_id
+    )
+    assert isinstance(submitted, JobSubmitted)
+
+    await publisher.publish(cancel_of(event))
+
+    async def canceled() -> bool:
+        (audited,) = await sim.audit(event.job_id)
+        return bool(audited["status"] == "canceled")
+
+    await eventually(canceled)
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+    assert len(await sim.audit(event.job_id)) == 1
+    stage = 'ai_runner_cancellations_total{stage="prediction_canceled"}'
+    assert await runner.metric(stage) == 1
+
+
+async def test_a_job_canceled_before_the_runner_took_it_never_gets_a_prediction(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    await start_runner()
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    event = job()
+    # The cancel is handled first (a `requested` that reaches the runner late, e.g.
+    # redelivered); both in one batch would race, and the loser's prediction is canceled.
+    await publisher.publish(cancel_of(event))
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+    await publisher.publish(event)
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+
+    assert sim.creates.started == 0
+    assert await sim.audit(event.job_id) == []
+    assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted") == 0
+
+
+# Attempts and Replicate's limits -----------------------------------------------------------------
+
+
+async def test_attempts_run_out_and_the_job_fails_with_the_last_error(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    await sim.configure(apiErrorRate=1)
+    await start_runner(BINDING_WAIT_S="0.2", MAX_ATTEMPTS="3")
+    event = job()
+    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+
+    failed = await wait_event(
+        nats_client, jobs_stream_ready, subjects, "failed", event.job_id, within=15
+    )
+    assert isinstance(failed, JobFailed)
+    assert failed.error.code == "attempts_exhausted"
+    assert "Simulated API error" in failed.error.message
+    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+    assert sim.creates.started == 3
+
+
+async def test_a_throttled_create_waits_as_long_as_replicate_says(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    await sim.configure(createRateLimitPerMinute=1)
+    runner = await start_runner()
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    first, second = job(topic="first"), job(topic="second")
+    await publisher.publish(first)
+    await wait_event(nats_client, jobs_stream_ready, subjects, "submitted", first.job_id)
+    await publisher.publish(second)
+
+    await eventually(lambda: runner.logged("Replicate throttled the create") >= 1)
+    (line,) = [e for e in runner.log_lines() if "throttled the create" in str(e.get("msg"))]
+    # The simulator's window is 60 s from the first creation, a moment ago.
+    waiting = re.search(r"waiting (\d+)s", line["msg"])
+    assert waiting is not None
+    assert 50 <= int(waiting[1]) <= 60
+    # It waits: no second try within the next seconds, no failure, no attempt counted.
+    await asyncio.sleep(2)
+    assert sim.creates.started == 2
+    assert await sim.audit(second.job_id) == []
+    assert await runner.metric('ai_runner_create_retries_total{reason="throttled"}') == 1
+    assert (
+        await last_event(nats_client, jobs_stream_ready, subjects, "failed", second.job_id) is None
+    )

@@ -11,6 +11,9 @@ def test_dev_defaults_point_at_the_local_simulator_and_webhook_ingest() -> None:
     assert settings.admin_port == 9002
     assert settings.replicate_base_url == "http://127.0.0.1:8010"
     assert settings.replicate_webhook_url == "http://127.0.0.1:8001/api/webhooks/replicate"
+    assert settings.binding_wait_s == 30.0
+    assert settings.max_attempts == 5
+    assert settings.consumer_ack_wait_s == 0.0  # the consumer's own configuration
 
 
 def test_an_empty_webhook_url_is_polling_mode_not_an_error() -> None:
@@ -30,6 +33,9 @@ def test_prod_needs_a_replicate_token() -> None:
         ("REPLICATE_WEBHOOK_URL", "/api/webhooks/replicate"),
         ("RETRY_BASE_S", "0"),
         ("REPLICATE_TIMEOUT_S", "soon"),
+        ("BINDING_WAIT_S", "0"),
+        ("MAX_ATTEMPTS", "0"),
+        ("CONSUMER_ACK_WAIT_S", "-1"),
     ],
 )
 def test_a_malformed_setting_is_named(name: str, value: str) -> None:

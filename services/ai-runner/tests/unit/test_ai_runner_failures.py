@@ -1,10 +1,19 @@
 """Which of the client's errors fail a job and which are retried (no I/O)."""
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 from replicate.exceptions import ReplicateError
 
-from ai_runner.adapters.replicate import classify, describe
+from ai_runner.adapters.replicate import (
+    Throttled,
+    cancel_after,
+    classify,
+    describe,
+    seconds_from_detail,
+    seconds_from_headers,
+)
 from ai_runner.ports import PermanentRejection, TransientFailure
 
 REQUEST = httpx.Request("POST", "http://replicate.test/v1/models/google/gemini-3-pro/predictions")
@@ -73,3 +82,83 @@ def test_a_throttled_answer_is_described_once() -> None:
 def test_a_refusal_without_words_is_described_by_its_status() -> None:
     assert describe(ReplicateError(status=413)) == "Replicate answered HTTP 413"
     assert describe(ReplicateError(status=404, detail="Not found.")) == "Not found."
+
+
+# Ambiguity: may the prediction exist after this error? -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "ambiguous"),
+    [
+        (refused(500), True),
+        (refused(503), True),
+        (refused(None), True),
+        (refused(401), False),
+        (refused(408), False),
+        (httpx.ConnectError("refused", request=REQUEST), False),
+        (httpx.ConnectTimeout("timed out", request=REQUEST), False),
+        (httpx.PoolTimeout("no connection free", request=REQUEST), False),
+        (httpx.ReadTimeout("timed out", request=REQUEST), True),
+        (httpx.RemoteProtocolError("server disconnected", request=REQUEST), True),
+    ],
+    ids=repr,
+)
+def test_an_error_after_the_request_was_sent_is_ambiguous(
+    error: Exception, ambiguous: bool
+) -> None:
+    failure = classify(error)
+    assert isinstance(failure, TransientFailure)
+    assert failure.ambiguous is ambiguous
+
+
+# Throttling: how long Replicate asks us to wait --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "12"}, 12.0),
+        ({"retry-after": " 3.5 "}, 3.5),
+        ({"ratelimit-reset": "9"}, 9.0),
+        ({"retry-after": "soon", "ratelimit-reset": "4"}, 4.0),
+        ({"retry-after": "Sun, 29 Nov 2026 01:00:30 GMT"}, 30.0),
+        ({"retry-after": "-1"}, None),
+        ({}, None),
+    ],
+)
+def test_the_wait_is_read_from_the_headers(headers: dict[str, str], seconds: float | None) -> None:
+    now = datetime(2026, 11, 29, 1, 0, 0, tzinfo=UTC)
+    assert seconds_from_headers(httpx.Headers(headers), now) == seconds
+
+
+@pytest.mark.parametrize(
+    ("detail", "seconds"),
+    [
+        ("Request was throttled. Your rate limit resets in ~30s.", 30.0),
+        ("Request was throttled. Your rate limit resets in ~ 2s.", 2.0),
+        ("Request was throttled.", None),
+        (None, None),
+    ],
+)
+def test_the_wait_is_read_from_replicates_words(detail: str | None, seconds: float | None) -> None:
+    assert seconds_from_detail(detail) == seconds
+
+
+def test_a_throttle_waits_as_the_headers_say_else_as_the_detail_says_else_a_second() -> None:
+    detail = "Request was throttled. Your rate limit resets in ~30s."
+    with_headers = Throttled(refused(429, "Request was throttled.", detail), 12.0)
+    cases = [
+        (with_headers, 12.0),
+        (refused(429, "Request was throttled.", detail), 30.0),
+        (refused(429, "Request was throttled.", "Slow down."), 1.0),
+    ]
+    for error, seconds in cases:
+        failure = classify(error)
+        assert isinstance(failure, TransientFailure)
+        assert failure.retry_after_s == seconds
+        assert not failure.ambiguous
+
+
+def test_cancel_after_names_the_deadline_in_seconds_never_below_replicates_minimum() -> None:
+    assert cancel_after(600) == "600s"
+    assert cancel_after(1) == "5s"

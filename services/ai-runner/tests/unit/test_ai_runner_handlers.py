@@ -1,15 +1,23 @@
 """The handlers over fake ports: what a requested job becomes, for each answer Replicate gives."""
 
+import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from ai_runner.handlers import Runner, handle_cancel_requested, handle_requested
-from ai_runner.ports import PermanentRejection, PredictionFailure, TransientFailure
+from ai_runner.ports import (
+    Claim,
+    PermanentRejection,
+    PredictionFailure,
+    StoredClaim,
+    TransientFailure,
+)
 from jobs_proto.events import (
     JobCancelRequested,
     JobError,
@@ -19,6 +27,7 @@ from jobs_proto.events import (
     JobSubmitted,
 )
 from jobs_proto.job_types import JOB_TYPES
+from jobs_runtime.retry import RetryLater
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 HOOK = "https://hooks.example/api/webhooks/replicate?env=test"
@@ -36,14 +45,63 @@ class Created:
 class FakePredictions:
     failure: PredictionFailure | None = None
     created: list[Created] = field(default_factory=list)
+    deadlines: list[int | None] = field(default_factory=list)
+    canceled: list[str] = field(default_factory=list)
+    # Runs after a create reached "Replicate" and before its answer: a racing event.
+    meanwhile: Callable[[], Awaitable[None]] | None = None
 
     async def create(
-        self, model: str, model_input: dict[str, Any], webhook: str | None, events: Sequence[str]
+        self,
+        model: str,
+        model_input: dict[str, Any],
+        webhook: str | None,
+        events: Sequence[str],
+        deadline_s: int | None = None,
     ) -> str:
         if self.failure is not None:
             raise self.failure
         self.created.append(Created(model, model_input, webhook, list(events)))
+        self.deadlines.append(deadline_s)
+        if self.meanwhile is not None:
+            await self.meanwhile()
         return f"pred-{len(self.created)}"
+
+    async def cancel(self, prediction_id: str) -> None:
+        self.canceled.append(prediction_id)
+
+
+@dataclass
+class FakeClaims:
+    """Compare-and-set over a dict, as the KV bucket does it."""
+
+    stored: dict[uuid.UUID, StoredClaim] = field(default_factory=dict)
+
+    async def read(self, job_id: uuid.UUID) -> StoredClaim | None:
+        return self.stored.get(job_id)
+
+    async def create(self, job_id: uuid.UUID, claim: Claim) -> int | None:
+        if job_id in self.stored:
+            return None
+        self.stored[job_id] = StoredClaim(claim, 1)
+        return 1
+
+    async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
+        current = self.stored.get(job_id)
+        if current is None or current.revision != revision:
+            return None
+        self.stored[job_id] = StoredClaim(claim, revision + 1)
+        return revision + 1
+
+    def claim(self, job_id: uuid.UUID) -> Claim:
+        return self.stored[job_id].claim
+
+
+@dataclass
+class FakeHistory:
+    bound: dict[uuid.UUID, str] = field(default_factory=dict)
+
+    async def prediction_of(self, job_id: uuid.UUID) -> str | None:
+        return self.bound.get(job_id)
 
 
 @dataclass
@@ -65,9 +123,23 @@ def requested(job_type: str = "script_generation", **job_input: Any) -> JobReque
     )
 
 
-def runner(predictions: FakePredictions, events: FakeEvents, webhook_base: str = HOOK) -> Runner:
+def runner(
+    predictions: FakePredictions,
+    events: FakeEvents,
+    webhook_base: str = HOOK,
+    claims: FakeClaims | None = None,
+    history: FakeHistory | None = None,
+    now: datetime = NOW,
+) -> Runner:
     return Runner(
-        predictions=predictions, events=events, webhook_base=webhook_base, now=lambda: NOW
+        predictions=predictions,
+        events=events,
+        claims=claims if claims is not None else FakeClaims(),
+        history=history if history is not None else FakeHistory(),
+        webhook_base=webhook_base,
+        binding_wait_s=30.0,
+        max_attempts=3,
+        now=lambda: now,
     )
 
 
@@ -86,7 +158,7 @@ async def test_a_valid_job_gets_one_prediction_and_is_submitted() -> None:
         )
     ]
     assert events.published == [
-        JobSubmitted(job_id=event.job_id, occurred_at=NOW, prediction_id="pred-1", attempt=1)
+        JobSubmitted(job_id=event.job_id, occurred_at=NOW, prediction_id="pred-1")
     ]
 
 
@@ -151,9 +223,246 @@ async def test_a_transient_failure_is_raised_for_a_retry_and_publishes_nothing(
     assert events.published == []
 
 
-async def test_a_cancel_request_is_accepted_and_does_nothing_yet() -> None:
-    predictions, events = FakePredictions(), FakeEvents()
-    event = JobCancelRequested(job_id=uuid.uuid4(), occurred_at=NOW, user_id="user-1")
-    await handle_cancel_requested(event, runner(predictions, events))
+def cancel_of(event: JobRequested) -> JobCancelRequested:
+    return JobCancelRequested(job_id=event.job_id, occurred_at=NOW, user_id="user-1")
+
+
+# At most one prediction per job -----------------------------------------------------------------
+
+
+async def test_the_prediction_is_recorded_in_the_claim_with_the_job_types_deadline() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested("video_outline")
+    await handle_requested(event, runner(predictions, events, claims=claims))
+    assert claims.claim(event.job_id) == Claim(prediction_id="pred-1")
+    assert predictions.deadlines == [JOB_TYPES["video_outline"].deadline_s]
+
+
+async def test_a_redelivered_request_announces_the_recorded_prediction_and_creates_none() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested()
+    for _ in range(3):
+        await handle_requested(event, runner(predictions, events, claims=claims))
+    assert len(predictions.created) == 1
+    assert (
+        events.published
+        == [JobSubmitted(job_id=event.job_id, occurred_at=NOW, prediction_id="pred-1")] * 3
+    )
+
+
+async def test_a_create_in_flight_makes_another_delivery_wait_for_the_binding() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested()
+    claims.stored[event.job_id] = StoredClaim(Claim(creating_since=NOW), 4)
+    later = NOW + timedelta(seconds=10)
+    with pytest.raises(RetryLater) as waited:
+        await handle_requested(event, runner(predictions, events, claims=claims, now=later))
+    assert 0 < waited.value.delay_s <= 20
     assert predictions.created == []
+    assert events.published == []
+
+
+async def test_a_lost_create_is_adopted_from_the_jobs_events_instead_of_created_again() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested()
+    claims.stored[event.job_id] = StoredClaim(Claim(creating_since=NOW, attempts=1), 4)
+    history = FakeHistory({event.job_id: "pred-from-start-webhook"})
+    await handle_requested(event, runner(predictions, events, claims=claims, history=history))
+    assert predictions.created == []
+    assert claims.claim(event.job_id).prediction_id == "pred-from-start-webhook"
+    assert events.published == [
+        JobSubmitted(job_id=event.job_id, occurred_at=NOW, prediction_id="pred-from-start-webhook")
+    ]
+
+
+async def test_after_the_binding_window_the_job_is_created_again() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested()
+    claims.stored[event.job_id] = StoredClaim(Claim(creating_since=NOW), 4)
+    later = NOW + timedelta(seconds=31)
+    await handle_requested(event, runner(predictions, events, claims=claims, now=later))
+    assert len(predictions.created) == 1
+    assert claims.claim(event.job_id).prediction_id == "pred-1"
+
+
+async def test_an_ambiguous_failure_keeps_the_create_in_flight_and_counts_an_attempt() -> None:
+    failure = TransientFailure("Internal Server Error", ambiguous=True)
+    predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
+    event = requested()
+    with pytest.raises(TransientFailure):
+        await handle_requested(event, runner(predictions, events, claims=claims))
+    claim = claims.claim(event.job_id)
+    assert claim.creating_since == NOW
+    assert claim.attempts == 1
+    assert claim.last_error == "Internal Server Error"
+    # The redelivery waits for a binding rather than creating again.
+    with pytest.raises(RetryLater):
+        await handle_requested(event, runner(predictions, events, claims=claims))
+
+
+async def test_attempts_are_counted_in_the_claim_until_the_job_fails() -> None:
+    failure = TransientFailure("no answer from Replicate: ConnectError")
+    predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
+    event = requested()
+    for _ in range(2):
+        with pytest.raises(TransientFailure):
+            await handle_requested(event, runner(predictions, events, claims=claims))
+    assert events.published == []
+    await handle_requested(event, runner(predictions, events, claims=claims))  # acked
+    (failed,) = events.published
+    assert isinstance(failed, JobFailed)
+    assert failed.error.code == "attempts_exhausted"
+    assert "ConnectError" in failed.error.message
+    # A redelivery repeats the failure and never creates.
+    predictions.failure = None
+    await handle_requested(event, runner(predictions, events, claims=claims))
+    assert predictions.created == []
+    assert events.published == [failed, failed]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        TransientFailure("Request was throttled.", retry_after_s=7.0),
+        TransientFailure("Unauthenticated", needs_operator=True),
+    ],
+)
+async def test_throttling_and_refused_tokens_are_waits_not_attempts(
+    failure: TransientFailure,
+) -> None:
+    predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
+    event = requested()
+    for _ in range(5):
+        with pytest.raises((RetryLater, TransientFailure)) as raised:
+            await handle_requested(event, runner(predictions, events, claims=claims))
+        if failure.throttled:
+            assert isinstance(raised.value, RetryLater)
+            assert raised.value.delay_s == 7.0
+    assert claims.claim(event.job_id).attempts == 0
+    assert claims.claim(event.job_id).creating_since is None
+    assert events.published == []
+
+
+# Cancellation -----------------------------------------------------------------------------------
+
+
+async def test_a_cancel_before_the_runner_took_the_job_means_no_prediction_ever() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested()
+    await handle_cancel_requested(cancel_of(event), runner(predictions, events, claims=claims))
+    await handle_requested(event, runner(predictions, events, claims=claims))
+    assert predictions.created == []
+    assert predictions.canceled == []
+    assert events.published == []
+    assert claims.claim(event.job_id).canceled
+
+
+async def test_a_cancel_of_a_created_prediction_cancels_it_at_replicate() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested()
+    await handle_requested(event, runner(predictions, events, claims=claims))
+    await handle_cancel_requested(cancel_of(event), runner(predictions, events, claims=claims))
+    assert predictions.canceled == ["pred-1"]
+    # A redelivered request afterwards creates nothing and announces nothing new.
+    await handle_requested(event, runner(predictions, events, claims=claims))
+    assert len(predictions.created) == 1
+    assert len(events.published) == 1
+
+
+async def test_a_cancel_racing_the_create_cancels_the_new_prediction() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested()
+    the_runner = runner(predictions, events, claims=claims)
+
+    async def cancel_meanwhile() -> None:
+        await handle_cancel_requested(cancel_of(event), the_runner)
+
+    predictions.meanwhile = cancel_meanwhile
+    await handle_requested(event, the_runner)
+    assert predictions.canceled == ["pred-1"]
+    assert events.published == []
+    assert claims.claim(event.job_id).prediction_id == "pred-1"
+
+
+async def test_an_orphan_from_a_late_answer_is_canceled_and_the_recorded_one_kept() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested()
+    the_runner = runner(predictions, events, claims=claims)
+
+    async def another_runner_recorded() -> None:
+        stored = claims.stored[event.job_id]
+        claims.stored[event.job_id] = StoredClaim(
+            Claim(prediction_id="pred-other"), stored.revision + 1
+        )
+
+    predictions.meanwhile = another_runner_recorded
+    await handle_requested(event, the_runner)
+    assert predictions.canceled == ["pred-1"]
+    assert claims.claim(event.job_id).prediction_id == "pred-other"
+
+
+@dataclass
+class CountingObserver:
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def _add(self, name: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def created(self) -> None:
+        self._add("created")
+
+    def retried(self, reason: str) -> None:
+        self._add(f"retried:{reason}")
+
+    def adopted(self) -> None:
+        self._add("adopted")
+
+    def orphan_canceled(self) -> None:
+        self._add("orphan_canceled")
+
+    def canceled(self, before_creation: bool) -> None:
+        self._add(f"canceled:{'before' if before_creation else 'prediction'}")
+
+    def attempts_exhausted(self) -> None:
+        self._add("attempts_exhausted")
+
+
+async def test_what_the_handlers_did_is_counted_for_metrics() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    observer = CountingObserver()
+    the_runner = dataclasses.replace(runner(predictions, events, claims=claims), observer=observer)
+    created, adopted, canceled = requested(), requested(), requested()
+    await handle_requested(created, the_runner)
+    await handle_cancel_requested(cancel_of(created), the_runner)
+    claims.stored[adopted.job_id] = StoredClaim(Claim(creating_since=NOW), 1)
+    bound = dataclasses.replace(the_runner, history=FakeHistory({adopted.job_id: "p"}))
+    await handle_requested(adopted, bound)
+    await handle_cancel_requested(cancel_of(canceled), the_runner)
+    predictions.failure = TransientFailure("throttled", retry_after_s=3.0)
+    with pytest.raises(RetryLater):
+        await handle_requested(requested(), the_runner)
+    assert observer.counts == {
+        "created": 1,
+        "canceled:prediction": 1,
+        "adopted": 1,
+        "canceled:before": 1,
+        "retried:throttled": 1,
+    }
+
+
+async def test_a_prediction_made_after_the_job_failed_is_canceled() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested()
+    the_runner = runner(predictions, events, claims=claims)
+
+    async def attempts_ran_out_meanwhile() -> None:
+        stored = claims.stored[event.job_id]
+        failed = msgspec.structs.replace(
+            stored.claim, failed=JobError(code="attempts_exhausted", message="x")
+        )
+        claims.stored[event.job_id] = StoredClaim(failed, stored.revision + 1)
+
+    predictions.meanwhile = attempts_ran_out_meanwhile
+    await handle_requested(event, the_runner)
+    assert predictions.canceled == ["pred-1"]
     assert events.published == []
