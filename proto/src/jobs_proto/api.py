@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -116,3 +116,103 @@ class JobReply(Message, frozen=True):
     user's job, which the gateway answers alike (`404`)."""
 
     job: JobView | None
+
+
+# Request/reply of the job-store's read endpoints beyond `get` (NATS micro, queue group
+# `q`). An error reply is an empty body with the headers `Nats-Service-Error-Code` (the code
+# named in each request's docstring) and `Nats-Service-Error` (a one-line description).
+
+
+class ListJobs(Message, frozen=True):
+    """Request to the job-store's `list` endpoint (`Subjects.list_jobs`): `user_id`'s jobs,
+    newest first (`created_at`, then `job_id`), answered with a `JobPage`.
+
+    `statuses` and `types` filter (empty: all; several values: any of them); `cursor` is a
+    previous page's `next_cursor`, valid only with the same user and filters. A page holds at
+    most `limit` items and is cut short earlier to stay under the message size limit; its
+    `next_cursor` is null only on the last page.
+
+    Error codes: `400` the cursor is malformed, or was made for another user or other filters
+    (the gateway answers `400`); `422` the request is not a valid `ListJobs` (say `limit`
+    outside 1-200, an unknown status; the gateway validates first, so this is a caller bug);
+    `503` the store cannot read now (the gateway answers `503`).
+    """
+
+    user_id: str
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+    cursor: str | None = None
+    statuses: list[JobStatus] = msgspec.field(default_factory=list)
+    types: list[str] = msgspec.field(default_factory=list)
+
+
+class FindStuckJobs(Message, frozen=True):
+    """Request to the job-store's `stuck` endpoint (`Subjects.stuck_jobs`), for the ai-runner's
+    reconciler: jobs `processing` for longer than `older_than_s` seconds (since submission, or
+    since the first news of their prediction; the database's clock), oldest first, at most
+    `limit`, answered with `StuckJobs`.
+
+    Error codes: `422` the request is not a valid `FindStuckJobs`; `503` the store cannot read
+    now (ask again later).
+    """
+
+    older_than_s: Annotated[float, msgspec.Meta(gt=0)]
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class StuckJob(Message, frozen=True):
+    """A job that has been `processing` for a while, with what a reconciler needs to ask
+    Replicate about it."""
+
+    job_id: uuid.UUID
+    user_id: str
+    type: str
+    version: int
+    prediction_id: str | None
+    attempts: int
+    cancel_requested: bool
+    processing_since: datetime
+    deadline_at: datetime | None
+
+
+class StuckJobs(Message, frozen=True):
+    """Answer to `FindStuckJobs`, oldest first; `truncated` when more jobs matched than were
+    returned (the limit, or the message size), so the reconciler asks again after this round."""
+
+    items: list[StuckJob]
+    truncated: bool
+
+
+class GetJobHistory(Message, frozen=True):
+    """Request to the job-store's `history` endpoint (`Subjects.job_history`): every applied
+    change of one job, only if `user_id` owns it, answered with `JobHistory`.
+
+    Error codes: `422` the request is not a valid `GetJobHistory`; `503` the store cannot
+    read now (the gateway answers `503`, never a wrong `404`).
+    """
+
+    job_id: uuid.UUID
+    user_id: str
+
+
+class JobHistoryEntry(Message, frozen=True):
+    """One applied change: `seq` is the job's version it produced (1 for `requested`);
+    `source` the service that published the event; `summary` what changed (`from`, `to`,
+    and per kind `predictionId`, `predictionStatus`, `errorCode`, ...; never input or output;
+    readers must accept fields they do not know)."""
+
+    seq: int
+    kind: str
+    occurred_at: datetime
+    recorded_at: datetime
+    source: str
+    message_id: str
+    summary: dict[str, Any]
+
+
+class JobHistory(Message, frozen=True):
+    """Answer to `GetJobHistory`, by `seq`: `entries` is null for an unknown job or another
+    user's job (the gateway answers both `404`); `truncated` when the oldest entries were
+    kept and the rest left out to stay under the message size limit."""
+
+    entries: list[JobHistoryEntry] | None
+    truncated: bool = False

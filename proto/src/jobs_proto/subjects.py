@@ -88,6 +88,21 @@ class Subjects:
         """The job-store's get-by-id endpoint (`GetJob` in, `JobReply` out)."""
         return self.request("job-store", "get")
 
+    @property
+    def list_jobs(self) -> str:
+        """The job-store's list endpoint (`ListJobs` in, `JobPage` out)."""
+        return self.request("job-store", "list")
+
+    @property
+    def stuck_jobs(self) -> str:
+        """The job-store's stuck-jobs endpoint (`FindStuckJobs` in, `StuckJobs` out)."""
+        return self.request("job-store", "stuck")
+
+    @property
+    def job_history(self) -> str:
+        """The job-store's history endpoint (`GetJobHistory` in, `JobHistory` out)."""
+        return self.request("job-store", "history")
+
 
 def message_id(event: JobEvent) -> str:
     """The `Nats-Msg-Id` that makes JetStream drop a retried publish of the same fact.

@@ -1,8 +1,8 @@
 """Entry point of the `job-store` command: the service under the shared runtime, or `migrate`.
 
-`job-store` migrates the schema, then consumes every job event into Postgres, answers `GetJob`
-over NATS and announces each committed change, until SIGTERM. `job-store migrate` applies
-pending migrations and exits 0 (also when there were none).
+`job-store` migrates the schema, then consumes every job event into Postgres, answers the reads
+over NATS request/reply and announces each committed change, until SIGTERM. `job-store migrate`
+applies pending migrations and exits 0 (also when there were none).
 """
 
 from __future__ import annotations
@@ -11,16 +11,18 @@ import asyncio
 import logging
 import signal
 import sys
+from datetime import timedelta
 from typing import Final, NoReturn
 
+from job_store.adapters.metrics import PrometheusObserver
 from job_store.adapters.migrations import migrate_database
-from job_store.adapters.nats import GetJobEndpoint, NatsChangeAnnouncer
+from job_store.adapters.nats import JobStoreEndpoints, NatsChangeAnnouncer, NatsResultLoader
+from job_store.adapters.parking import NatsParking, ParkingConsumerLoop
 from job_store.adapters.postgres import PostgresJobStore, open_database, redact, with_retries
 from job_store.config import MigrateSettings, Settings
 from job_store.handlers import EventApplier
 from jobs_proto.events import EVENT_KINDS
 from jobs_proto.stream import job_store_consumer
-from jobs_runtime.consumer import ConsumerLoop
 from jobs_runtime.logs import configure_logging
 from jobs_runtime.service import Service, run
 from jobs_runtime.settings import SettingsError, load_settings
@@ -34,12 +36,12 @@ _POOL_CLOSE_S: Final = 5.0
 
 
 async def serve(service: Service[Settings]) -> None:
-    """The service's work: database, get endpoint, then the consumer until `stop`."""
+    """The service's work: database, read endpoints, then the consumer until `stop`."""
     settings = service.settings
     serving: PostgresJobStore | None = None
 
     async def postgres_ready() -> None:
-        # Not ready until the database is migrated and the get endpoint takes requests.
+        # Not ready until the database is migrated and the read endpoints take requests.
         if serving is None:
             raise ConnectionError("not connected to postgres yet")
         await serving.ping()
@@ -51,20 +53,43 @@ async def serve(service: Service[Settings]) -> None:
     if pool is None:
         return  # stopped while waiting for Postgres: nothing was started
     store = PostgresJobStore(pool)
-    endpoint = GetJobEndpoint(service.nc, settings.subjects, store)
+    endpoint = JobStoreEndpoints(service.nc, settings.subjects, store)
     try:
         await endpoint.start()
         serving = store
-        applier = EventApplier(store, NatsChangeAnnouncer(service.nc, settings.subjects))
-        consumer = ConsumerLoop(
+        parking = NatsParking(
             service.js,
+            settings.subjects,
+            settings.jobs_stream,
+            replicas=settings.stream_replicas,
+        )
+        await parking.ensure()
+        applier = EventApplier(
+            store,
+            NatsChangeAnnouncer(service.nc, settings.subjects),
+            NatsResultLoader(service.js, settings.jobs_stream),
+            observer=PrometheusObserver(),
+            parking=parking,
+            orphan_after=timedelta(seconds=settings.orphan_after_s),
+        )
+        consumer = ParkingConsumerLoop(
+            service.js,
+            parking=parking,
             stream=settings.jobs_stream,
             spec=job_store_consumer(settings.subjects),
             subjects=settings.subjects,
             handlers=dict.fromkeys(EVENT_KINDS, applier),
             on_ready=service.ready,
         )
-        log.info("serving", extra={"get_subject": settings.subjects.get_job})
+        log.info(
+            "serving",
+            extra={
+                "get_subject": settings.subjects.get_job,
+                "list_subject": settings.subjects.list_jobs,
+                "stuck_subject": settings.subjects.stuck_jobs,
+                "history_subject": settings.subjects.job_history,
+            },
+        )
         await consumer.run(service.stop)
     finally:
         await endpoint.stop()

@@ -23,6 +23,8 @@ class Settings(ServiceSettings, frozen=True):
     database_url: str = DEV_DATABASE_URL
     # Connections to Postgres; a consumer batch and the get endpoint wait their turn for one.
     database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
+    # An event of a job still unknown this long after it happened is parked (dead-lettered).
+    orphan_after_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
 
 
 class MigrateSettings(EnvSettings, frozen=True):

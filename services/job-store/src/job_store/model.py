@@ -1,4 +1,5 @@
-"""A job as the store keeps it (one row of `jobs`), and how its owner sees it on the wire."""
+"""A job as the store keeps it (one row of `jobs`, one entry of `job_history`), and how its
+owner sees it on the wire."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jobs_proto.api import JobView
+from jobs_proto.api import JobSummary, JobView
 from jobs_proto.events import JobError
 from jobs_proto.status import JobStatus
 
@@ -32,12 +33,50 @@ class JobRow:
     submitted_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # When the job type's deadline passes (None for jobs requested before migration 0002).
+    deadline_at: datetime | None = None
+    # Predictions created for the job so far: the highest `JobSubmitted.attempt` applied.
+    attempts: int = 0
+    # Inputs are stored whole today; the column lets a later release store a cut-down input.
+    input_truncated: bool = False
 
     @property
     def error(self) -> JobError | None:
         if self.error_code is None:
             return None
         return JobError(code=self.error_code, message=self.error_message or "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEntry:
+    """One applied change of a job (a row of `job_history`); `seq` is the version it produced.
+
+    `recorded_at` is None until the store has written the entry (Postgres sets it on insert).
+    """
+
+    job_id: uuid.UUID
+    seq: int
+    kind: str
+    occurred_at: datetime
+    source: str
+    message_id: str
+    summary: dict[str, Any]
+    recorded_at: datetime | None = None
+
+
+def job_summary(row: JobRow) -> JobSummary:
+    """The job in a list: no input, no output."""
+    return JobSummary(
+        job_id=row.job_id,
+        type=row.job_type,
+        status=row.status,
+        version=row.version,
+        error=row.error,
+        prediction_id=row.prediction_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        completed_at=row.completed_at,
+    )
 
 
 def job_view(row: JobRow) -> JobView:

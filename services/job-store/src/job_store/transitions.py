@@ -1,17 +1,19 @@
-"""The job state machine as one pure function: (current row, event) -> new row, or None.
+"""The job state machine as one pure function: (current row, event) -> (new row, history
+entry), or None.
 
 Every consumer of `JOBS` must make redelivery, duplication and reordering harmless; here that
 means an event that would change nothing (a duplicate, a late event for a finished job, news of
-another prediction) returns None, and every applied change bumps `version` exactly once.
+another prediction) returns None, and every applied change bumps `version` exactly once and
+produces exactly one history entry whose `seq` is that version.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Final
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, NamedTuple
 
-from job_store.model import JobRow
+from job_store.model import HistoryEntry, JobRow
 from jobs_proto.events import (
     AnyJobEvent,
     JobCancelRequested,
@@ -21,6 +23,7 @@ from jobs_proto.events import (
     JobStarted,
     JobSubmitted,
 )
+from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.status import (
     DEADLINE_EXCEEDED,
     PREDICTION_FAILED,
@@ -28,6 +31,7 @@ from jobs_proto.status import (
     is_terminal,
     job_outcome,
 )
+from jobs_proto.subjects import message_id
 
 # What a person reads when Replicate gave no error string of its own.
 DEADLINE_MESSAGES: Final[dict[str, str]] = {
@@ -40,15 +44,82 @@ RESULT_EXPIRED_MESSAGE: Final = (
 PREDICTION_FAILED_MESSAGE: Final = "The prediction failed without an error message."
 
 
-def transition(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
-    """The job after `event`, or None when the event changes nothing.
+class Change(NamedTuple):
+    """What applying an event does: the job's new row and the entry that records why."""
+
+    row: JobRow
+    entry: HistoryEntry
+
+
+def transition(row: JobRow | None, event: AnyJobEvent) -> Change | None:
+    """The job after `event` with its history entry, or None when the event changes nothing.
 
     `row` is None only for a job the store has never seen; only `requested` creates one (the
     caller decides what to do with any other event for an unknown job).
     """
+    after = next_row(row, event)
+    if after is None:
+        return None
+    return Change(after, history_entry(row, after, event))
+
+
+def history_entry(before: JobRow | None, after: JobRow, event: AnyJobEvent) -> HistoryEntry:
+    """The record of one applied change; the summary never holds input or output (size)."""
+    summary: dict[str, Any] = {
+        "from": None if before is None else before.status,
+        "to": after.status,
+    }
+    match event:
+        case JobSubmitted():
+            summary.update(predictionId=event.prediction_id, attempt=event.attempt)
+        case JobStarted():
+            summary.update(predictionId=event.prediction_id)
+        case JobCompleted():
+            summary.update(
+                predictionId=event.prediction_id,
+                predictionStatus=event.prediction_status,
+                outputRef=event.output_ref,
+                dataRemoved=event.data_removed,
+            )
+        case JobFailed():
+            summary.update(predictionId=event.prediction_id)
+        case _:
+            pass
+    if after.error_code is not None:
+        summary["errorCode"] = after.error_code
+    if after.cancel_requested and (before is None or not before.cancel_requested):
+        summary["cancelRequested"] = True
+    return HistoryEntry(
+        job_id=after.job_id,
+        seq=after.version,
+        kind=event.kind,
+        occurred_at=_utc(event.occurred_at),
+        source=event_source(event),
+        message_id=message_id(event),
+        summary=summary,
+    )
+
+
+def event_source(event: AnyJobEvent) -> str:
+    """The service that publishes this kind of event (per the contract's service table)."""
+    match event:
+        case JobRequested() | JobCancelRequested():
+            return "gateway"
+        case JobStarted():
+            return "webhook-ingest"
+        case JobCompleted():
+            # A completion comes from the webhook (it carries its id) or from the runner's poll.
+            return "webhook-ingest" if event.webhook_id is not None else "ai-runner"
+        case _:
+            return "ai-runner"
+
+
+def next_row(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
+    """The job's row after `event`, or None when the event changes nothing."""
     at = _utc(event.occurred_at)
     if row is None:
         if isinstance(event, JobRequested):
+            job_type = JOB_TYPES.get(event.job_type)
             return JobRow(
                 job_id=event.job_id,
                 user_id=event.user_id,
@@ -58,6 +129,9 @@ def transition(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
                 input=event.input,
                 created_at=at,
                 updated_at=at,
+                deadline_at=None
+                if job_type is None
+                else at + timedelta(seconds=job_type.deadline_s),
             )
         return None
     if is_terminal(row.status):
@@ -86,16 +160,24 @@ def transition(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
 
 
 def _submitted(row: JobRow, event: JobSubmitted, at: datetime) -> JobRow | None:
+    attempts = max(row.attempts, event.attempt)
     if row.status == "pending":
         return replace(
             _bumped(row, at),
             status="processing",
             prediction_id=event.prediction_id,
             submitted_at=at,
+            attempts=attempts,
         )
     if row.prediction_id is None:
-        return replace(_bumped(row, at), prediction_id=event.prediction_id, submitted_at=at)
-    # Already processing with a prediction: a duplicate, or the news arrived after `started`.
+        return replace(
+            _bumped(row, at), prediction_id=event.prediction_id, submitted_at=at, attempts=attempts
+        )
+    if row.prediction_id == event.prediction_id and row.submitted_at is None:
+        # The news arrived after `started`: record it anyway, so the row ends the same whatever
+        # order the two came in (the reconciler reads `submitted_at`).
+        return replace(_bumped(row, at), submitted_at=at, attempts=attempts)
+    # A duplicate, or the submission of a prediction the job is not bound to.
     return None
 
 

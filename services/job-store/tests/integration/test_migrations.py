@@ -31,7 +31,27 @@ JOBS_COLUMNS = {
     "submitted_at": "timestamp with time zone",
     "started_at": "timestamp with time zone",
     "completed_at": "timestamp with time zone",
+    "deadline_at": "timestamp with time zone",
+    "attempts": "integer",
+    "input_truncated": "boolean",
 }
+HISTORY_COLUMNS = {
+    "job_id": "uuid",
+    "seq": "integer",
+    "kind": "text",
+    "occurred_at": "timestamp with time zone",
+    "recorded_at": "timestamp with time zone",
+    "source": "text",
+    "message_id": "text",
+    "summary": "jsonb",
+}
+# How release 1 (migration 0001 only) wrote a job: migration 0002 must leave this working.
+_RELEASE_1_INSERT = """
+INSERT INTO jobs (id, user_id, type, status, version, input, cancel_requested, created_at,
+    updated_at)
+VALUES ($1, 'user-1', 'script_generation', 'pending', 1, '{"topic": "tides"}', false, now(),
+    now())
+"""
 
 
 async def _execute(dsn: str, statement: str) -> None:
@@ -91,6 +111,10 @@ async def test_each_migration_is_applied_once_and_recorded(fresh_database: str) 
             "SELECT column_name, data_type FROM information_schema.columns"
             " WHERE table_name = 'jobs'"
         )
+        history_columns = await conn.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = 'job_history'"
+        )
         index = await conn.fetchval(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'jobs_user_created_idx'"
         )
@@ -98,6 +122,44 @@ async def test_each_migration_is_applied_once_and_recorded(fresh_database: str) 
         await conn.close()
     assert {c["column_name"]: c["data_type"] for c in columns} == JOBS_COLUMNS
     assert "(user_id, created_at DESC, id)" in index
+    assert {c["column_name"]: c["data_type"] for c in history_columns} == HISTORY_COLUMNS
+
+
+async def test_the_history_migration_is_expand_only(fresh_database: str) -> None:
+    """Release 1's writes still work after 0002, and this release reads release 1's rows."""
+    from job_store.adapters.postgres import PostgresJobStore, create_pool
+
+    first = load_migrations()[0]
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await conn.execute(first.sql)
+        old_job = uuid.uuid4()
+        await conn.execute(_RELEASE_1_INSERT, old_job)
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute("INSERT INTO schema_migrations VALUES (1, $1)", first.name)
+        assert [m.version for m in await migrate_database(fresh_database)] == [2]
+        # Release 1, still running during the rollout, writes as it always did.
+        await conn.execute(_RELEASE_1_INSERT, uuid.uuid4())
+        await conn.execute(
+            "UPDATE jobs SET status = 'processing', version = 2 WHERE id = $1", old_job
+        )
+    finally:
+        await conn.close()
+    pool = await create_pool(fresh_database, max_size=1)
+    try:
+        row = await PostgresJobStore(pool).get(old_job)
+    finally:
+        await pool.close()
+    assert row is not None
+    assert (row.status, row.attempts, row.deadline_at, row.input_truncated) == (
+        "processing",
+        0,
+        None,
+        False,
+    )
 
 
 async def test_the_migrate_command_is_idempotent(fresh_database: str) -> None:

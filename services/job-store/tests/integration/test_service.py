@@ -1,23 +1,38 @@
-"""The `job-store` command as a real process: consumes events, answers `GetJob`, announces."""
+"""The `job-store` command as a real process: consumes events, answers the reads (`get`,
+`list`, `stuck`, `history`) over request/reply, announces, and counts in `/metrics`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 
-from jobs_proto.api import GetJob, JobChanged, JobReply
+from jobs_proto.api import (
+    FindStuckJobs,
+    GetJob,
+    GetJobHistory,
+    JobChanged,
+    JobHistory,
+    JobPage,
+    JobReply,
+    ListJobs,
+    StuckJobs,
+)
 from jobs_proto.events import JobCompleted, JobRequested, JobStarted, JobSubmitted
 from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
+from jobs_runtime.results import result_store, store_result
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import free_port
 from jobs_testkit.waiting import eventually
@@ -214,3 +229,258 @@ async def test_without_postgres_it_waits_unready_and_stops_cleanly(
         assert process.process.poll() is None
         assert await asyncio.to_thread(process.terminate, 10.0) == 0, process.log
     assert "s3cret-pw" not in process.log
+
+
+async def _ask(nc: NATS, subject: str, request: msgspec.Struct) -> bytes:
+    reply = await nc.request(subject, msgspec.json.encode(request), timeout=2)
+    assert reply.headers is None or "Nats-Service-Error-Code" not in reply.headers, reply.headers
+    return reply.data
+
+
+def _requested(job: uuid.UUID, at: datetime, job_type: str, user: str = OWNER) -> JobRequested:
+    return JobRequested(
+        job_id=job, occurred_at=at, user_id=user, job_type=job_type, input={"topic": "tides"}
+    )
+
+
+async def test_it_lists_a_users_jobs_page_by_page_with_filters(
+    job_store: ServiceProcess, nats_client: NATS, subjects: Subjects
+) -> None:
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    start = _now() - timedelta(hours=1)
+    jobs = [uuid.uuid4() for _ in range(5)]
+    types = ["title_generation", "video_outline"]
+    for i, job in enumerate(jobs):
+        await publisher.publish(_requested(job, start + timedelta(seconds=i), types[i % 2]))
+    # Two share a creation time: the id breaks the tie, so neither is skipped or repeated.
+    twin = uuid.uuid4()
+    await publisher.publish(_requested(twin, start + timedelta(seconds=4), "title_generation"))
+    await publisher.publish(_requested(uuid.uuid4(), start, "title_generation", user="other"))
+    await publisher.publish(JobSubmitted(job_id=jobs[0], occurred_at=_now(), prediction_id="p"))
+
+    async def listed() -> JobPage:
+        data = await _ask(nats_client, subjects.list_jobs, ListJobs(user_id=OWNER, limit=200))
+        return msgspec.json.decode(data, type=JobPage)
+
+    async def all_in() -> bool:
+        page = await listed()
+        return len(page.items) == 6 and page.items[-1].status == "processing"
+
+    await eventually(all_in)
+    everything = (await listed()).items
+    assert everything[-1].job_id == jobs[0]
+    assert [i.created_at for i in everything] == sorted(
+        (i.created_at for i in everything), reverse=True
+    )
+
+    pages: list[JobPage] = []
+    query = ListJobs(user_id=OWNER, limit=2)
+    while True:
+        page = msgspec.json.decode(await _ask(nats_client, subjects.list_jobs, query), type=JobPage)
+        pages.append(page)
+        if page.next_cursor is None:
+            break
+        query = msgspec.structs.replace(query, cursor=page.next_cursor)
+    assert [len(p.items) for p in pages] == [2, 2, 2]
+    assert [i.job_id for p in pages for i in p.items] == [i.job_id for i in everything]
+
+    filtered = ListJobs(user_id=OWNER, types=["video_outline"], statuses=["pending"])
+    page = msgspec.json.decode(await _ask(nats_client, subjects.list_jobs, filtered), type=JobPage)
+    assert {i.job_id for i in page.items} == {jobs[1], jobs[3]}
+    assert page.next_cursor is None
+    # The summaries carry no input or output.
+    raw = await _ask(nats_client, subjects.list_jobs, ListJobs(user_id=OWNER))
+    assert b'"input"' not in raw
+    assert b'"output"' not in raw
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "code"),
+    [
+        ("list_jobs", b'{"userId": "u", "cursor": "garbage"}', "400"),
+        ("list_jobs", b'{"userId": "u", "limit": 0}', "422"),
+        ("list_jobs", b'{"userId": "u", "limit": 201}', "422"),
+        ("list_jobs", b'{"userId": "u", "statuses": ["sleeping"]}', "422"),
+        ("stuck_jobs", b'{"olderThanS": 0}', "422"),
+        ("job_history", b'{"jobId": "nope", "userId": "u"}', "422"),
+    ],
+)
+async def test_a_bad_read_gets_the_documented_error_code(
+    job_store: ServiceProcess,
+    nats_client: NATS,
+    subjects: Subjects,
+    subject: str,
+    body: bytes,
+    code: str,
+) -> None:
+    reply = await nats_client.request(getattr(subjects, subject), body, timeout=2)
+    assert reply.headers is not None
+    assert reply.headers["Nats-Service-Error-Code"] == code
+    assert job_store.process.poll() is None
+
+
+async def test_a_cursor_from_other_filters_is_refused(
+    job_store: ServiceProcess, nats_client: NATS, subjects: Subjects
+) -> None:
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    for _ in range(2):
+        await publisher.publish(_requested(uuid.uuid4(), _now(), "title_generation"))
+
+    async def two() -> bool:
+        data = await _ask(nats_client, subjects.list_jobs, ListJobs(user_id=OWNER))
+        return len(msgspec.json.decode(data, type=JobPage).items) == 2
+
+    await eventually(two)
+    data = await _ask(nats_client, subjects.list_jobs, ListJobs(user_id=OWNER, limit=1))
+    cursor = msgspec.json.decode(data, type=JobPage).next_cursor
+    assert cursor is not None
+    other = ListJobs(user_id=OWNER, limit=1, cursor=cursor, types=["title_generation"])
+    reply = await nats_client.request(subjects.list_jobs, msgspec.json.encode(other), timeout=2)
+    assert reply.headers is not None
+    assert reply.headers["Nats-Service-Error-Code"] == "400"
+    assert reply.headers["Nats-Service-Error"].startswith("bad_cursor")
+
+
+async def test_it_finds_stuck_jobs_and_serves_history_and_metrics(
+    job_store: ServiceProcess, nats_client: NATS, subjects: Subjects
+) -> None:
+    js = nats_client.jetstream()
+    publisher = EventPublisher(js, subjects)
+    long_ago = _now() - timedelta(hours=2)
+    stuck, older, fresh, done = (uuid.uuid4() for _ in range(4))
+    for job, at in ((stuck, long_ago), (older, long_ago - timedelta(hours=1)), (fresh, _now())):
+        await publisher.publish(_requested(job, at, "script_generation"))
+        await publisher.publish(
+            JobSubmitted(job_id=job, occurred_at=at, prediction_id=f"p-{job}", attempt=2)
+        )
+    # A finished job's output too large for an event: stored aside, loaded by the store.
+    await publisher.publish(_requested(done, long_ago, "script_generation"))
+    big = "x" * (9 * 1024 * 1024)
+    jobs_bucket = await result_store(js, job_store.env["JOBS_STREAM"])
+    ref = await store_result(jobs_bucket, f"p-{done}", big)
+    await publisher.publish(
+        JobCompleted(
+            job_id=done,
+            occurred_at=_now(),
+            prediction_id=f"p-{done}",
+            prediction_status="succeeded",
+            output_ref=ref,
+            webhook_id="w-big",
+        )
+    )
+
+    async def stuck_now() -> StuckJobs:
+        data = await _ask(nats_client, subjects.stuck_jobs, FindStuckJobs(older_than_s=600))
+        return msgspec.json.decode(data, type=StuckJobs)
+
+    await eventually(lambda: _has_two(stuck_now))
+    found = await stuck_now()
+    assert [i.job_id for i in found.items] == [older, stuck]  # oldest first
+    assert not found.truncated
+    assert (found.items[1].prediction_id, found.items[1].attempts) == (f"p-{stuck}", 2)
+    assert found.items[1].processing_since == long_ago
+    assert found.items[1].deadline_at == long_ago + timedelta(seconds=600)
+    one = await _ask(nats_client, subjects.stuck_jobs, FindStuckJobs(older_than_s=600, limit=1))
+    bounded = msgspec.json.decode(one, type=StuckJobs)
+    assert ([i.job_id for i in bounded.items], bounded.truncated) == ([older], True)
+
+    history = msgspec.json.decode(
+        await _ask(nats_client, subjects.job_history, GetJobHistory(job_id=stuck, user_id=OWNER)),
+        type=JobHistory,
+    )
+    assert history.entries is not None
+    assert [(e.seq, e.kind, e.source, e.summary["to"]) for e in history.entries] == [
+        (1, "requested", "gateway", "pending"),
+        (2, "submitted", "ai-runner", "processing"),
+    ]
+    assert history.entries[1].message_id == f"submitted:{stuck}:p-{stuck}"
+    foreign = GetJobHistory(job_id=stuck, user_id="someone-else")
+    assert (
+        msgspec.json.decode(
+            await _ask(nats_client, subjects.job_history, foreign), type=JobHistory
+        ).entries
+        is None
+    )
+
+    async def big_done() -> bool:
+        data = await _ask(
+            nats_client, subjects.job_history, GetJobHistory(job_id=done, user_id=OWNER)
+        )
+        entries = msgspec.json.decode(data, type=JobHistory).entries
+        return entries is not None and len(entries) == 2
+
+    await eventually(big_done)
+    # The job holds the whole output, too large for one reply: `get` says so (413).
+    reply = await nats_client.request(
+        subjects.get_job, msgspec.json.encode(GetJob(job_id=done, user_id=OWNER)), timeout=5
+    )
+    assert reply.headers is not None
+    assert reply.headers["Nats-Service-Error-Code"] == "413"
+    page = msgspec.json.decode(
+        await _ask(
+            nats_client, subjects.list_jobs, ListJobs(user_id=OWNER, statuses=["succeeded"])
+        ),
+        type=JobPage,
+    )
+    assert [i.job_id for i in page.items] == [done]
+
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(_admin(job_store, "/metrics"))).text
+    assert 'job_store_events_total{kind="submitted",outcome="changed"} 3.0' in metrics
+    assert 'job_store_events_total{kind="completed",outcome="changed"} 1.0' in metrics
+    assert "job_store_apply_seconds_bucket" in metrics
+    assert "job_store_waits_total" in metrics
+
+
+async def _has_two(stuck_now: Callable[[], Awaitable[StuckJobs]]) -> bool:
+    return len((await stuck_now()).items) == 2
+
+
+async def test_what_can_never_be_applied_is_parked_and_the_consumer_goes_on(
+    job_store: ServiceProcess, nats_client: NATS, subjects: Subjects
+) -> None:
+    js = nats_client.jetstream()
+    publisher = EventPublisher(js, subjects)
+    stream = job_store.env["JOBS_STREAM"]
+    garbage, mismatched, orphan, fine = (uuid.uuid4() for _ in range(4))
+    await js.publish(f"{subjects.prefix}job.submitted.{garbage}", b"{not json", stream=stream)
+    await js.publish(f"{subjects.prefix}job.submitted.not-a-uuid", b"{}", stream=stream)
+    other = JobSubmitted(job_id=uuid.uuid4(), occurred_at=_now(), prediction_id="p")
+    await js.publish(
+        f"{subjects.prefix}job.submitted.{mismatched}", msgspec.json.encode(other), stream=stream
+    )
+    # Its request never came, and it happened two hours ago: it belongs to no job.
+    await publisher.publish(
+        JobStarted(job_id=orphan, occurred_at=_now() - timedelta(hours=2), prediction_id="p-o")
+    )
+    await publisher.publish(_requested(fine, _now(), "title_generation"))
+
+    parked = await js.pull_subscribe(f"{subjects.prefix}job_parked.>", stream=f"{stream}_PARKED")
+    messages: list[Msg] = []
+
+    async def all_parked() -> bool:
+        with contextlib.suppress(NatsTimeoutError):
+            messages.extend(await parked.fetch(4 - len(messages), timeout=0.5))
+        return len(messages) == 4
+
+    await eventually(all_parked, within=10.0)
+    by_reason = {m.headers["Jobs-Park-Reason"]: m for m in messages if m.headers}
+    assert set(by_reason) == {"bad_subject", "undecodable", "subject_mismatch", "no_such_job"}
+    assert by_reason["undecodable"].data == b"{not json"
+    assert by_reason["undecodable"].headers is not None
+    assert by_reason["undecodable"].headers["Jobs-Original-Subject"].endswith(str(garbage))
+    assert by_reason["no_such_job"].subject == f"{subjects.prefix}job_parked.no_such_job"
+    assert (await _get(nats_client, subjects, fine)).job is not None
+
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(_admin(job_store, "/metrics"))).text
+    for reason in ("bad_subject", "undecodable", "subject_mismatch", "no_such_job"):
+        assert f'job_store_parked_total{{reason="{reason}"}} 1.0' in metrics
+    assert 'job_store_events_total{kind="started",outcome="parked"} 1.0' in metrics
+
+    # Settled, not left pending: nothing comes back for the job-store's consumer.
+    async def settled() -> bool:
+        info = await js.consumer_info(stream, "job-store")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await eventually(settled, within=5.0)

@@ -1,4 +1,5 @@
-"""The state machine, table-driven: every (status, event kind) pair, duplicates, and outcomes."""
+"""The state machine, table-driven: every (status, event kind) pair, duplicates, outcomes, and
+the history entry each change produces."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from job_store.model import JobRow
-from job_store.transitions import transition
+from job_store.model import HistoryEntry, JobRow
+from job_store.transitions import next_row, transition
 from jobs_proto.events import AnyJobEvent
 from jobs_proto.status import JOB_STATUSES, JobStatus, is_terminal
 from jobs_testkit.events import (
@@ -71,7 +72,7 @@ TABLE: dict[tuple[JobStatus, str], JobStatus | None] = {
     ("pending", "failed"): "failed",
     ("pending", "cancel_requested"): "canceled",
     ("processing", "requested"): None,
-    ("processing", "submitted"): None,
+    ("processing", "submitted"): None,  # `row_in` has recorded the submission already
     ("processing", "started"): "processing",
     ("processing", "completed"): "succeeded",
     ("processing", "failed"): "failed",
@@ -87,7 +88,7 @@ def test_the_table_covers_every_status_and_kind() -> None:
 @pytest.mark.parametrize(("status", "kind"), sorted(TABLE))
 def test_every_status_and_event_kind(status: JobStatus, kind: str) -> None:
     before = row_in(status)
-    after = transition(before, EVENTS[kind]())
+    after = next_row(before, EVENTS[kind]())
     expected = TABLE[status, kind]
     if expected is None:
         assert after is None
@@ -108,13 +109,13 @@ def test_every_status_and_event_kind(status: JobStatus, kind: str) -> None:
 
 @pytest.mark.parametrize(("status", "kind"), sorted(k for k, v in TABLE.items() if v))
 def test_the_same_event_again_changes_nothing(status: JobStatus, kind: str) -> None:
-    once = transition(row_in(status), EVENTS[kind]())
+    once = next_row(row_in(status), EVENTS[kind]())
     assert once is not None
-    assert transition(once, EVENTS[kind]()) is None
+    assert next_row(once, EVENTS[kind]()) is None
 
 
 def test_requested_creates_a_pending_job_at_version_1() -> None:
-    row = transition(None, requested(JOB, input={"topic": "tides", "tone": "calm"}))
+    row = next_row(None, requested(JOB, input={"topic": "tides", "tone": "calm"}))
     assert row == JobRow(
         job_id=JOB,
         user_id=OWNER,
@@ -124,19 +125,21 @@ def test_requested_creates_a_pending_job_at_version_1() -> None:
         input={"topic": "tides", "tone": "calm"},
         created_at=T0,
         updated_at=T0,
+        # script_generation's deadline is 600 s after the request.
+        deadline_at=at(600),
     )
 
 
 @pytest.mark.parametrize("kind", [k for k in EVENTS if k != "requested"])
 def test_only_requested_creates_a_job(kind: str) -> None:
-    assert transition(None, EVENTS[kind]()) is None
+    assert next_row(None, EVENTS[kind]()) is None
 
 
 def test_a_full_run_counts_one_version_per_change_and_records_its_times() -> None:
-    row = transition(None, requested(JOB))
+    row = next_row(None, requested(JOB))
     for event in (submitted(JOB), started(JOB), completed(JOB, output="Waves.")):
         assert row is not None
-        row = transition(row, event)
+        row = next_row(row, event)
     assert row is not None
     assert (row.status, row.version, row.output, row.error) == ("succeeded", 4, "Waves.", None)
     assert (row.created_at, row.submitted_at, row.started_at, row.completed_at) == (
@@ -150,34 +153,44 @@ def test_a_full_run_counts_one_version_per_change_and_records_its_times() -> Non
 
 
 def test_submitted_on_pending_records_the_prediction() -> None:
-    row = transition(row_in("pending"), submitted(JOB, s=20, prediction="p9"))
+    row = next_row(row_in("pending"), submitted(JOB, s=20, prediction="p9"))
     assert row is not None
     assert (row.status, row.prediction_id, row.submitted_at) == ("processing", "p9", at(20))
 
 
 def test_submitted_on_processing_without_a_prediction_sets_it() -> None:
-    row = transition(row_in("processing", prediction_id=None), submitted(JOB, s=20))
+    row = next_row(row_in("processing", prediction_id=None), submitted(JOB, s=20))
     assert row is not None
     assert (row.status, row.prediction_id, row.submitted_at) == ("processing", PREDICTION, at(20))
 
 
-def test_submitted_after_started_changes_nothing() -> None:
-    row = transition(row_in("pending"), started(JOB, s=2))
+def test_submitted_after_started_records_the_submission_once() -> None:
+    row = next_row(row_in("pending"), started(JOB, s=2))
     assert row is not None
     assert (row.status, row.prediction_id, row.started_at) == ("processing", PREDICTION, at(2))
-    assert transition(row, submitted(JOB, s=1)) is None
+    late = next_row(row, submitted(JOB, s=1))
+    assert late is not None
+    # The same row as if the submission had come first: the order of the news does not matter.
+    assert (late.status, late.version, late.submitted_at, late.attempts) == (
+        "processing",
+        3,
+        at(1),
+        1,
+    )
+    assert next_row(late, submitted(JOB, s=1)) is None
+    assert next_row(late, submitted(JOB, s=1, prediction="other")) is None
 
 
 def test_started_for_another_prediction_changes_nothing() -> None:
-    assert transition(row_in("processing"), started(JOB, prediction="other")) is None
+    assert next_row(row_in("processing"), started(JOB, prediction="other")) is None
 
 
 def test_a_completion_of_another_prediction_is_ignored() -> None:
-    assert transition(row_in("processing"), completed(JOB, prediction="other")) is None
+    assert next_row(row_in("processing"), completed(JOB, prediction="other")) is None
 
 
 def test_a_completion_overtaking_the_submission_records_its_prediction() -> None:
-    row = transition(row_in("pending"), completed(JOB, s=20, prediction="p7"))
+    row = next_row(row_in("pending"), completed(JOB, s=20, prediction="p7"))
     assert row is not None
     assert (row.status, row.prediction_id, row.completed_at) == ("succeeded", "p7", at(20))
 
@@ -238,7 +251,7 @@ def test_a_completion_maps_the_prediction_per_the_contract(
     message: str | None,
     output: str | None,
 ) -> None:
-    row = transition(row_in("processing", cancel_requested=cancel_requested), event)
+    row = next_row(row_in("processing", cancel_requested=cancel_requested), event)
     assert row is not None
     assert (row.status, row.error_code, row.error_message, row.output) == (
         status,
@@ -250,7 +263,7 @@ def test_a_completion_maps_the_prediction_per_the_contract(
 
 
 def test_failed_records_the_events_error() -> None:
-    row = transition(row_in("processing"), failed(JOB, s=20, code="prediction_rejected"))
+    row = next_row(row_in("processing"), failed(JOB, s=20, code="prediction_rejected"))
     assert row is not None
     assert row.error is not None
     assert (row.status, row.error.code, row.completed_at) == (
@@ -262,31 +275,31 @@ def test_failed_records_the_events_error() -> None:
 
 
 def test_cancel_of_a_pending_job_ends_it_without_a_prediction() -> None:
-    row = transition(row_in("pending"), cancel(JOB, s=20))
+    row = next_row(row_in("pending"), cancel(JOB, s=20))
     assert row is not None
     assert (row.status, row.cancel_requested, row.completed_at) == ("canceled", True, at(20))
     assert row.prediction_id is None
 
 
 def test_cancel_of_a_processing_job_waits_for_the_prediction() -> None:
-    row = transition(row_in("processing"), cancel(JOB, s=20))
+    row = next_row(row_in("processing"), cancel(JOB, s=20))
     assert row is not None
     assert (row.status, row.cancel_requested, row.completed_at) == ("processing", True, None)
 
 
 def test_cancel_by_another_user_is_never_honoured() -> None:
-    assert transition(row_in("pending"), cancel(JOB, user="intruder")) is None
+    assert next_row(row_in("pending"), cancel(JOB, user="intruder")) is None
 
 
 def test_updated_at_never_goes_backwards() -> None:
-    row = transition(row_in("processing"), started(JOB, s=5))  # before the row's 10 s
+    row = next_row(row_in("processing"), started(JOB, s=5))  # before the row's 10 s
     assert row is not None
     assert (row.updated_at, row.started_at) == (at(10), at(5))
 
 
 def test_a_timestamp_without_an_offset_is_read_as_utc() -> None:
     naive = datetime(2025, 3, 1, 12, 0, 30)
-    row = transition(row_in("pending"), msgspec.structs.replace(submitted(JOB), occurred_at=naive))
+    row = next_row(row_in("pending"), msgspec.structs.replace(submitted(JOB), occurred_at=naive))
     assert row is not None
     assert row.submitted_at == at(30)
 
@@ -307,19 +320,78 @@ _ALL_EVENTS: list[AnyJobEvent] = [
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(_ALL_EVENTS), max_size=12))
 def test_any_sequence_keeps_the_invariants(events: list[AnyJobEvent]) -> None:
-    row = transition(None, requested(JOB))
+    row = next_row(None, requested(JOB))
     assert row is not None
     changes = 1
     for event in events:
-        after = transition(row, event)
-        assert transition(row, requested(JOB)) is None
-        if after is None:
+        change = transition(row, event)
+        assert next_row(row, requested(JOB)) is None
+        if change is None:
             continue
+        after, entry = change
+        # One history entry per change, numbered by the version it produced.
+        assert (entry.seq, entry.kind, entry.summary["to"]) == (
+            after.version,
+            event.kind,
+            after.status,
+        )
         changes += 1
         assert not is_terminal(row.status), "a terminal status changed"
         assert after.version == row.version + 1
         assert after.updated_at >= row.updated_at
         # Applying the same event right away again is always a no-op.
-        assert transition(after, event) is None
+        assert next_row(after, event) is None
         row = after
     assert row.version == changes
+
+
+def test_each_change_comes_with_its_history_entry() -> None:
+    created = transition(None, requested(JOB))
+    assert created is not None
+    assert created.entry == HistoryEntry(
+        job_id=JOB,
+        seq=1,
+        kind="requested",
+        occurred_at=T0,
+        source="gateway",
+        message_id=f"requested:{JOB}",
+        summary={"from": None, "to": "pending"},
+    )
+    change = transition(created.row, submitted(JOB))
+    assert change is not None
+    assert (change.entry.seq, change.entry.source, change.entry.message_id) == (
+        2,
+        "ai-runner",
+        f"submitted:{JOB}:{PREDICTION}",
+    )
+    assert change.entry.summary == {
+        "from": "pending",
+        "to": "processing",
+        "predictionId": PREDICTION,
+        "attempt": 1,
+    }
+    ended = transition(change.row, completed(JOB, "failed", error="boom"))
+    assert ended is not None
+    assert ended.entry.source == "ai-runner"  # no webhook id: learnt by polling
+    assert ended.entry.summary["errorCode"] == "prediction_failed"
+    assert "output" not in ended.entry.summary
+    canceling = transition(change.row, cancel(JOB))
+    assert canceling is not None
+    assert canceling.entry.summary == {
+        "from": "processing",
+        "to": "processing",
+        "cancelRequested": True,
+    }
+    assert transition(ended.row, completed(JOB)) is None
+
+
+def test_a_started_webhook_is_recorded_as_webhook_ingests() -> None:
+    change = transition(row_in("processing"), started(JOB, s=20))
+    assert change is not None
+    assert (change.entry.source, change.entry.message_id) == ("webhook-ingest", "w1")
+
+
+def test_a_job_of_an_unknown_type_has_no_deadline() -> None:
+    row = next_row(None, msgspec.structs.replace(requested(JOB), job_type="from_the_future"))
+    assert row is not None
+    assert row.deadline_at is None

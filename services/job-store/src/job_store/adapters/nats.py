@@ -1,6 +1,7 @@
-"""NATS behind the job-store's ports: change announcements, and the `GetJob` endpoint.
+"""NATS behind the job-store's ports: change announcements, stored outputs (the Object Store),
+and the read endpoints (`get`, `list`, `stuck`, `history`).
 
-The endpoint is a NATS micro service (discoverable with `$SRV.PING`/`INFO`/`STATS`), in the
+The endpoints are one NATS micro service (discoverable with `$SRV.PING`/`INFO`/`STATS`), in the
 queue group every replica shares, so each request is answered by exactly one replica.
 """
 
@@ -8,25 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from importlib import metadata
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 from nats import micro
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import ObjectNotFoundError
+from nats.js.object_store import ObjectStore
 from nats.micro.request import Request
 from nats.micro.service import Service as MicroService
 
-from job_store.handlers import get_job
+from job_store.handlers import RequestRejected, get_job, job_history, list_jobs, stuck_jobs
 from job_store.ports import JobStore
-from jobs_proto.api import GetJob, JobChanged
+from jobs_proto.api import FindStuckJobs, GetJob, GetJobHistory, JobChanged, ListJobs
 from jobs_proto.subjects import Subjects
+from jobs_runtime.results import load_result, result_store
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: Final = "job-store"
 _encoder: Final = msgspec.json.Encoder()
-_get_job_decoder: Final = msgspec.json.Decoder(GetJob)
 
 
 class NatsChangeAnnouncer:
@@ -42,16 +47,43 @@ class NatsChangeAnnouncer:
         )
 
 
+class NatsResultLoader:
+    """The `ResultLoader` port: outputs stored aside in the jobs stream's results bucket."""
+
+    def __init__(self, js: JetStreamContext, jobs_stream: str) -> None:
+        self._js = js
+        self._jobs_stream = jobs_stream
+        self._store: ObjectStore | None = None
+
+    async def load(self, ref: str) -> str | None:
+        if self._store is None:
+            # Opened (or created) on first use: most completions carry their output inline.
+            self._store = await result_store(self._js, self._jobs_stream)
+        try:
+            return await load_result(self._store, ref)
+        except ObjectNotFoundError:
+            return None
+
+
 def _header_safe(text: str, limit: int = 200) -> str:
     # The description travels in a header: one line, bounded.
     return " ".join(text.split())[:limit]
 
 
-class GetJobEndpoint:
-    """Serves `GetJob` -> `JobReply`; a request that is not a `GetJob` gets a `400` error reply.
+# One read endpoint: the request type it decodes and the handler answering it, given the
+# largest body a reply may have.
+_Answer = Callable[[Any, int], Awaitable[msgspec.Struct]]
 
-    nats-py runs a subscription's callbacks one after another, so each request is answered in
-    a task of its own (at most `concurrency` at once) and one slow read never queues the rest.
+
+class JobStoreEndpoints:
+    """Serves the reads: `get` (`GetJob` -> `JobReply`), `list` (`ListJobs` -> `JobPage`),
+    `stuck` (`FindStuckJobs` -> `StuckJobs`), `history` (`GetJobHistory` -> `JobHistory`).
+
+    A request that does not decode gets a `400` error reply on `get` (as before) and `422` on
+    the others (their docstrings in `jobs_proto.api` list the codes); a handler's
+    `RequestRejected` its own code; a store failure `503`. nats-py runs a subscription's
+    callbacks one after another, so each request is answered in a task of its own (at most
+    `concurrency` at once) and one slow read never queues the rest.
     """
 
     def __init__(
@@ -69,11 +101,41 @@ class GetJobEndpoint:
             self._nc,
             name=SERVICE_NAME,
             version=metadata.version("job-store"),
-            description="Jobs by id, for their owners",
+            description="Jobs for their owners, and stuck jobs for the reconciler",
         )
-        await self._service.add_endpoint(
-            name="get", subject=self._subjects.get_job, handler=self._accept
-        )
+        store = self._store
+        endpoints: list[tuple[str, str, type[msgspec.Struct], str, _Answer]] = [
+            ("get", self._subjects.get_job, GetJob, "400", lambda q, _: get_job(q, store)),
+            (
+                "list",
+                self._subjects.list_jobs,
+                ListJobs,
+                "422",
+                lambda q, n: list_jobs(q, store, max_bytes=n),
+            ),
+            (
+                "stuck",
+                self._subjects.stuck_jobs,
+                FindStuckJobs,
+                "422",
+                lambda q, n: stuck_jobs(q, store, max_bytes=n),
+            ),
+            (
+                "history",
+                self._subjects.job_history,
+                GetJobHistory,
+                "422",
+                lambda q, n: job_history(q, store, max_bytes=n),
+            ),
+        ]
+        for name, subject, request_type, bad_request, answer in endpoints:
+            await self._service.add_endpoint(
+                name=name,
+                subject=subject,
+                handler=self._acceptor(
+                    name, msgspec.json.Decoder(request_type), bad_request, answer
+                ),
+            )
         # Round trip to the server: once this returns, requests reach us (readiness relies on it).
         await self._nc.flush()
 
@@ -84,44 +146,73 @@ class GetJobEndpoint:
                 await self._service.stop()
             except Exception as exc:
                 # The connection is already closed or draining: no request can arrive anyway.
-                log.warning("could not unsubscribe the get endpoint: %r", exc)
+                log.warning("could not unsubscribe the read endpoints: %r", exc)
             self._service = None
         if self._in_hand:
             await asyncio.gather(*self._in_hand, return_exceptions=True)
 
-    async def _accept(self, request: Request) -> None:
-        # Waiting for a slot here holds back the subscription: backpressure, not a pile of tasks.
-        await self._slots.acquire()
-        task = asyncio.create_task(self._answer(request))
-        self._in_hand.add(task)
-        task.add_done_callback(self._in_hand.discard)
+    def _acceptor(
+        self,
+        name: str,
+        decoder: msgspec.json.Decoder[Any],
+        bad_request: str,
+        answer: _Answer,
+    ) -> Callable[[Request], Awaitable[None]]:
+        async def accept(request: Request) -> None:
+            # Waiting for a slot here holds back the subscription: backpressure, not a pile of
+            # tasks.
+            await self._slots.acquire()
+            task = asyncio.create_task(self._answer(name, request, decoder, bad_request, answer))
+            self._in_hand.add(task)
+            task.add_done_callback(self._in_hand.discard)
 
-    async def _answer(self, request: Request) -> None:
+        return accept
+
+    async def _answer(
+        self,
+        name: str,
+        request: Request,
+        decoder: msgspec.json.Decoder[Any],
+        bad_request: str,
+        answer: _Answer,
+    ) -> None:
         try:
-            await self._respond(request)
+            await self._respond(name, request, decoder, bad_request, answer)
         except Exception as exc:
             # No reply subject (a plain publish), or NATS went away: nobody is left to answer.
-            log.warning("could not answer a get request: %r", exc)
+            log.warning("could not answer a %s request: %r", name, exc)
         finally:
             self._slots.release()
 
-    async def _respond(self, request: Request) -> None:
+    async def _respond(
+        self,
+        name: str,
+        request: Request,
+        decoder: msgspec.json.Decoder[Any],
+        bad_request: str,
+        answer: _Answer,
+    ) -> None:
         try:
-            query = _get_job_decoder.decode(request.data)
+            query = decoder.decode(request.data)
         except msgspec.DecodeError as exc:
-            await request.respond_error("400", _header_safe(f"not a GetJob request: {exc}"))
+            detail = f"not a {decoder.type.__name__} request: {exc}"
+            await request.respond_error(bad_request, _header_safe(detail))
             return
+        max_bytes = self._nc.max_payload
         try:
-            reply = await get_job(query, self._store)
+            reply = await answer(query, max_bytes)
+        except RequestRejected as rejected:
+            await request.respond_error(rejected.code, _header_safe(rejected.detail))
+            return
         except Exception:
-            log.exception("get failed", extra={"job_id": str(query.job_id)})
+            log.exception("%s failed", name, extra={"endpoint": name})
             # The gateway answers 503 for this, never a wrong 404.
             await request.respond_error("503", "job store unavailable")
             return
         body = _encoder.encode(reply)
-        if len(body) > self._nc.max_payload:
-            # Output near the 8 MiB limit plus the input may not fit one message.
-            log.error("reply over max_payload", extra={"job_id": str(query.job_id)})
+        if len(body) > max_bytes:
+            # Only `get` can get here: output near the 8 MiB limit plus the input.
+            log.error("reply over max_payload", extra={"endpoint": name})
             await request.respond_error("413", "job too large for a reply")
             return
         await request.respond(body)

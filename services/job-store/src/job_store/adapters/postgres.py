@@ -1,4 +1,5 @@
-"""Postgres behind the `JobStore` port: an asyncpg pool, the `jobs` table, readiness, startup.
+"""Postgres behind the `JobStore` port: an asyncpg pool, `jobs` and `job_history`, readiness,
+startup.
 
 Startup never crash-loops: a bad `DATABASE_URL` or a database that is down is retried with
 backoff, one log line per attempt, until it works or the service is told to stop.
@@ -10,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, Final, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -19,7 +21,9 @@ import asyncpg
 import msgspec
 
 from job_store.adapters.migrations import migrate_database
-from job_store.model import JobRow
+from job_store.model import HistoryEntry, JobRow
+from jobs_proto.api import JobSummary
+from jobs_proto.events import JobError
 from jobs_proto.status import JobStatus
 
 log = logging.getLogger(__name__)
@@ -33,20 +37,52 @@ Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 _COLUMNS: Final = (
     "id, user_id, type, status, version, input, output, error_code, error_message,"
     " prediction_id, cancel_requested, created_at, updated_at, submitted_at, started_at,"
-    " completed_at"
+    " completed_at, deadline_at, attempts, input_truncated"
 )
 _SELECT: Final = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1"
 _INSERT: Final = (
     f"INSERT INTO jobs ({_COLUMNS})"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
+    " $19)"
     " ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 # Owner, type, input and creation time never change after `requested`.
 _UPDATE: Final = """
 UPDATE jobs SET status = $2, version = $3, output = $4, error_code = $5, error_message = $6,
     prediction_id = $7, cancel_requested = $8, updated_at = $9, submitted_at = $10,
-    started_at = $11, completed_at = $12
+    started_at = $11, completed_at = $12, attempts = $13
 WHERE id = $1
+"""
+_INSERT_HISTORY: Final = """
+INSERT INTO job_history (job_id, seq, kind, occurred_at, source, message_id, summary)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+_SELECT_HISTORY: Final = """
+SELECT job_id, seq, kind, occurred_at, recorded_at, source, message_id, summary
+FROM job_history WHERE job_id = $1 ORDER BY seq
+"""
+_SUMMARY_COLUMNS: Final = (
+    "id, type, status, version, error_code, error_message, prediction_id, created_at,"
+    " updated_at, completed_at"
+)
+# Newest first with `id` ascending as the tie-breaker, which `jobs_user_created_idx`
+# (user_id, created_at DESC, id) serves in index order; hence the mixed-direction keyset test.
+_LIST: Final = f"""
+SELECT {_SUMMARY_COLUMNS} FROM jobs
+WHERE user_id = $1
+  AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
+  AND (cardinality($3::text[]) = 0 OR type = ANY($3::text[]))
+  AND ($4::timestamptz IS NULL OR created_at < $4 OR (created_at = $4 AND id > $5))
+ORDER BY created_at DESC, id
+LIMIT $6
+"""
+# `jobs_processing_since_idx` is on exactly this expression, filtered on the same status.
+_STUCK: Final = f"""
+SELECT {_COLUMNS} FROM jobs
+WHERE status = 'processing'
+  AND COALESCE(submitted_at, started_at, updated_at) < now() - make_interval(secs => $1)
+ORDER BY COALESCE(submitted_at, started_at, updated_at), id
+LIMIT $2
 """
 
 
@@ -111,6 +147,38 @@ def _job_row(record: asyncpg.Record) -> JobRow:
         submitted_at=record["submitted_at"],
         started_at=record["started_at"],
         completed_at=record["completed_at"],
+        deadline_at=record["deadline_at"],
+        # Rows from before migration 0002 have nulls here.
+        attempts=record["attempts"] or 0,
+        input_truncated=bool(record["input_truncated"]),
+    )
+
+
+def _job_summary(record: asyncpg.Record) -> JobSummary:
+    code = record["error_code"]
+    return JobSummary(
+        job_id=record["id"],
+        type=record["type"],
+        status=cast(JobStatus, record["status"]),
+        version=record["version"],
+        error=None if code is None else JobError(code=code, message=record["error_message"] or ""),
+        prediction_id=record["prediction_id"],
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+        completed_at=record["completed_at"],
+    )
+
+
+def _history_entry(record: asyncpg.Record) -> HistoryEntry:
+    return HistoryEntry(
+        job_id=record["job_id"],
+        seq=record["seq"],
+        kind=record["kind"],
+        occurred_at=record["occurred_at"],
+        recorded_at=record["recorded_at"],
+        source=record["source"],
+        message_id=record["message_id"],
+        summary=record["summary"],
     )
 
 
@@ -143,6 +211,9 @@ class PostgresTransaction:
             row.submitted_at,
             row.started_at,
             row.completed_at,
+            row.deadline_at,
+            row.attempts,
+            row.input_truncated,
         )
         return inserted is not None
 
@@ -161,6 +232,19 @@ class PostgresTransaction:
             row.submitted_at,
             row.started_at,
             row.completed_at,
+            row.attempts,
+        )
+
+    async def append_history(self, entry: HistoryEntry) -> None:
+        await self._conn.execute(
+            _INSERT_HISTORY,
+            entry.job_id,
+            entry.seq,
+            entry.kind,
+            entry.occurred_at,
+            _pg_text(entry.source),
+            _pg_text(entry.message_id),
+            entry.summary,
         )
 
 
@@ -178,6 +262,27 @@ class PostgresJobStore:
     async def get(self, job_id: uuid.UUID) -> JobRow | None:
         record = await self._pool.fetchrow(_SELECT, job_id)
         return None if record is None else _job_row(record)
+
+    async def list_jobs(
+        self,
+        user_id: str,
+        *,
+        statuses: Sequence[str],
+        types: Sequence[str],
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[JobSummary]:
+        created_at, job_id = after if after is not None else (None, None)
+        records = await self._pool.fetch(
+            _LIST, _pg_text(user_id), list(statuses), list(types), created_at, job_id, limit
+        )
+        return [_job_summary(r) for r in records]
+
+    async def stuck_jobs(self, older_than_s: float, limit: int) -> list[JobRow]:
+        return [_job_row(r) for r in await self._pool.fetch(_STUCK, older_than_s, limit)]
+
+    async def history(self, job_id: uuid.UUID) -> list[HistoryEntry]:
+        return [_history_entry(r) for r in await self._pool.fetch(_SELECT_HISTORY, job_id)]
 
     async def ping(self) -> None:
         """Readiness: the pool hands out a connection and Postgres answers."""

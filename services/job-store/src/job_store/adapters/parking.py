@@ -1,0 +1,141 @@
+"""Dead-letter parking: a message the job-store can never apply is copied to the
+`<JOBS_STREAM>_PARKED` stream with its reason in headers, counted, and settled, so it never
+blocks the consumer and an operator can still read (and republish) it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from job_store.adapters.metrics import PARKED
+from jobs_proto.events import AnyJobEvent, decode_event, encode_event
+from jobs_proto.stream import DAY_S, StreamSpec
+from jobs_proto.subjects import SubjectError, Subjects, message_id
+from jobs_runtime.bus import ensure_stream
+from jobs_runtime.consumer import ConsumerLoop
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER: Final = "Jobs-Park-Reason"
+DETAIL_HEADER: Final = "Jobs-Park-Detail"
+SUBJECT_HEADER: Final = "Jobs-Original-Subject"
+
+# Why a message is parked; the `reason` label of `job_store_parked_total`.
+BAD_SUBJECT: Final = "bad_subject"
+UNDECODABLE: Final = "undecodable"
+SUBJECT_MISMATCH: Final = "subject_mismatch"
+NO_SUCH_JOB: Final = "no_such_job"
+
+
+def parked_stream(subjects: Subjects, jobs_stream: str, *, replicas: int = 1) -> StreamSpec:
+    """The dead-letter stream: its own subjects (`job_parked.<reason>`, outside `job.>`)."""
+    return StreamSpec(
+        name=f"{jobs_stream}_PARKED",
+        subjects=(f"{subjects.prefix}job_parked.>",),
+        max_age_s=30 * DAY_S,
+        # A park retried after a crash between publish and settle is stored once.
+        duplicate_window_s=10 * 60.0,
+        replicas=replicas,
+    )
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
+
+
+class NatsParking:
+    """Publishes parked messages; `ensure` creates the stream (idempotent, every replica)."""
+
+    def __init__(
+        self, js: JetStreamContext, subjects: Subjects, jobs_stream: str, *, replicas: int = 1
+    ) -> None:
+        self._js = js
+        self._subjects = subjects
+        self._spec = parked_stream(subjects, jobs_stream, replicas=replicas)
+
+    @property
+    def stream(self) -> str:
+        return self._spec.name
+
+    async def ensure(self) -> None:
+        await ensure_stream(self._js, self._spec)
+
+    async def park_message(self, msg: Msg, reason: str, detail: str) -> None:
+        """Park a message as it came off the stream (body untouched)."""
+        sequence = msg.metadata.sequence.stream
+        await self._publish(
+            msg.data, reason, detail, msg.subject, f"parked:{msg.metadata.stream}:{sequence}"
+        )
+
+    async def park(self, event: AnyJobEvent, reason: str, detail: str) -> None:
+        """The `Parking` port: park an event the applier decoded but cannot apply."""
+        await self._publish(
+            encode_event(event),
+            reason,
+            detail,
+            self._subjects.event(event),
+            f"parked:{message_id(event)}",
+        )
+
+    async def _publish(
+        self, payload: bytes, reason: str, detail: str, subject: str, msg_id: str
+    ) -> None:
+        headers = {
+            REASON_HEADER: reason,
+            DETAIL_HEADER: _one_line(detail),
+            SUBJECT_HEADER: subject,
+            "Nats-Msg-Id": msg_id,
+        }
+        await self._js.publish(
+            f"{self._subjects.prefix}job_parked.{reason}",
+            payload,
+            headers=headers,
+            stream=self._spec.name,
+        )
+        PARKED.labels(reason).inc()
+        log.warning(
+            "message parked",
+            extra={"reason": reason, "detail": _one_line(detail), "original_subject": subject},
+        )
+
+
+class ParkingConsumerLoop(ConsumerLoop):
+    """The runtime's consumer loop, parking what it would otherwise only terminate.
+
+    The runtime decides a body is malformed before any handler sees it and settles it in
+    `_reject`; overriding that one step is the only hook it offers, so this depends on it
+    (a runtime change that renames it fails `test_parking` rather than silently not parking).
+    """
+
+    def __init__(self, js: JetStreamContext, *, parking: NatsParking, **options: Any) -> None:
+        super().__init__(js, **options)
+        self._parking = parking
+
+    async def _reject(self, msg: Msg, kind: str) -> None:
+        reason, detail = self._diagnose(msg)
+        try:
+            await self._parking.park_message(msg, reason, detail)
+        except Exception:
+            # Never lose it: leave it to come back later; other messages go on meanwhile.
+            log.exception("could not park a message; it comes back later")
+            await msg.nak(delay=30.0)
+            return
+        await super()._reject(msg, kind)
+
+    def _diagnose(self, msg: Msg) -> tuple[str, str]:
+        try:
+            kind, job_id = self._subjects.parse(msg.subject)
+        except SubjectError as exc:
+            return BAD_SUBJECT, str(exc)
+        try:
+            event = decode_event(msg.data)
+        except msgspec.DecodeError as exc:
+            return UNDECODABLE, str(exc)
+        return SUBJECT_MISMATCH, (
+            f"body is a {event.kind} of job {event.job_id}, subject says {kind} of {job_id}"
+        )
