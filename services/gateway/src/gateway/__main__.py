@@ -10,8 +10,9 @@ import time
 from collections.abc import Sequence
 
 from gateway.adapters.http import GatewayPorts, build_app
+from gateway.adapters.jwks import HttpJwksSource
 from gateway.adapters.nats import JetStreamEventBus, NatsJobStore, StreamRequestedLog
-from gateway.auth import TokenVerifier, issue_token, short_secrets
+from gateway.auth import JwksKeys, TokenVerifier, issue_token, short_secrets
 from gateway.config import Settings
 from jobs_runtime.service import Service, run
 from jobs_runtime.settings import SettingsError, load_settings
@@ -24,11 +25,26 @@ DAY_S = 86_400
 def _warn_about_auth(settings: Settings) -> None:
     if settings.app_env == "prod" and (weak := short_secrets(settings.jwt_secrets)):
         log.warning("AUTH_JWT_SECRET has secrets shorter than 32 bytes", extra={"positions": weak})
+    if not settings.jwt_secrets and not settings.auth_jwks_url:
+        log.warning("neither AUTH_JWT_SECRET nor AUTH_JWKS_URL: every token will be refused")
+
+
+def _verifier(settings: Settings) -> TokenVerifier:
+    """HS256 with the secrets, and RS256/ES256 with the JWKS keys when `AUTH_JWKS_URL` is set
+    (fetched on the first such token, not at startup: the issuer being down must not stop
+    the gateway, nor HS256 tokens from working)."""
+    jwks = None
     if settings.auth_jwks_url:
-        # RS256/ES256 from a JWKS comes with a later issue; say so rather than fail silently.
-        log.warning("AUTH_JWKS_URL is not supported yet: only HS256 secrets verify tokens")
-    if not settings.jwt_secrets:
-        log.warning("no HS256 secret configured: every token will be refused")
+        jwks = JwksKeys(
+            HttpJwksSource(settings.auth_jwks_url),
+            cooldown_s=settings.auth_jwks_refresh_cooldown_s,
+        )
+    return TokenVerifier(
+        settings.jwt_secrets,
+        jwks=jwks,
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
+    )
 
 
 async def serve_gateway(service: Service[Settings]) -> None:
@@ -36,15 +52,12 @@ async def serve_gateway(service: Service[Settings]) -> None:
     settings = service.settings
     _warn_about_auth(settings)
     ports = GatewayPorts(
-        verifier=TokenVerifier(
-            settings.jwt_secrets,
-            issuer=settings.auth_jwt_issuer,
-            audience=settings.auth_jwt_audience,
-        ),
+        verifier=_verifier(settings),
         bus=JetStreamEventBus(service.nc, service.publisher),
         store=NatsJobStore(service.nc, settings.subjects),
         requested=StreamRequestedLog(service.nc, settings.jobs_stream, settings.subjects),
         max_body_bytes=settings.http_max_body_bytes,
+        cors_origins=settings.cors_origin_list,
     )
     await service.serve_http(build_app(ports), settings.http_port)
 

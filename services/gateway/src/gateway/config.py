@@ -24,12 +24,23 @@ class Settings(ServiceSettings, frozen=True):
     http_port: Port = 8000
     # Comma-separated: the first signs dev tokens, all verify (rotation: add the new one first).
     auth_jwt_secret: str = DEV_JWT_SECRET
+    # RS256/ES256 tokens verify with the keys served here (`{"keys": [...]}`), besides HS256.
     auth_jwks_url: str = ""
+    # At most one JWKS fetch per this many seconds (a token with an unknown `kid` triggers one).
+    auth_jwks_refresh_cooldown_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     auth_jwt_issuer: str = ""
     auth_jwt_audience: str = ""
     user_requests_per_s: float = 0.0
     user_max_open_jobs: int = 0
     http_max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
+    # Comma-separated origins (`https://app.example`) browsers may call the API from; empty:
+    # none, the API is then for same-origin pages and non-browser clients only.
+    cors_origins: str = ""
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """The allowed origins, trimmed and without a trailing `/` (browsers send none)."""
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
 
     @property
     def jwt_secrets(self) -> tuple[str, ...]:
@@ -47,3 +58,5 @@ class Settings(ServiceSettings, frozen=True):
             raise SettingsError(
                 "AUTH_JWT_SECRET: the development default is not accepted when APP_ENV=prod"
             )
+        if self.auth_jwks_url and not self.auth_jwks_url.startswith(("https://", "http://")):
+            raise SettingsError("AUTH_JWKS_URL: must be an http:// or https:// URL")

@@ -22,7 +22,7 @@ def dev_token(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_in_dev_it_prints_a_token_signed_with_the_first_secret() -> None:
+async def test_in_dev_it_prints_a_token_signed_with_the_first_secret() -> None:
     done = dev_token(
         "--sub",
         "carol",
@@ -35,17 +35,17 @@ def test_in_dev_it_prints_a_token_signed_with_the_first_secret() -> None:
     assert done.returncode == 0, done.stderr
     token = done.stdout.strip()
     assert done.stdout == token + "\n"
-    assert TokenVerifier([SECRET], issuer="https://id.example").verify(token) == "carol"
+    assert await TokenVerifier([SECRET], issuer="https://id.example").verify(token) == "carol"
     # Valid for the days asked, not longer.
     later = TokenVerifier([SECRET], leeway_s=0, clock=lambda: time.time() + 2 * 86_400 + 60)
     with pytest.raises(AuthError, match="expired"):
-        later.verify(token)
+        await later.verify(token)
 
 
-def test_the_default_user_is_dev_user() -> None:
+async def test_the_default_user_is_dev_user() -> None:
     done = dev_token(APP_ENV="dev", AUTH_JWT_SECRET=SECRET)
     assert done.returncode == 0, done.stderr
-    assert TokenVerifier([SECRET]).verify(done.stdout.strip()) == "dev-user"
+    assert await TokenVerifier([SECRET]).verify(done.stdout.strip()) == "dev-user"
 
 
 def test_in_prod_it_refuses_with_one_line_and_exit_code_2() -> None:

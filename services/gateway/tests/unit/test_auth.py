@@ -22,74 +22,74 @@ def verifier(*secrets: str, **options: Any) -> TokenVerifier:
     return TokenVerifier(secrets or (OLD_SECRET,), clock=lambda: NOW, **options)
 
 
-def refusal(verify: TokenVerifier, value: str) -> str:
+async def refusal(verify: TokenVerifier, value: str) -> str:
     with pytest.raises(AuthError) as refused:
-        verify.verify(value)
+        await verify.verify(value)
     assert value not in str(refused.value)
     return str(refused.value)
 
 
-def test_a_good_token_names_its_user() -> None:
-    assert verifier().verify(token()) == "alice"
-    assert verifier().authenticate(f"Bearer {token()}") == "alice"
+async def test_a_good_token_names_its_user() -> None:
+    assert await verifier().verify(token()) == "alice"
+    assert await verifier().authenticate(f"Bearer {token()}") == "alice"
 
 
-def test_an_expired_token_is_refused_past_the_leeway_only() -> None:
-    assert "expired" in refusal(verifier(), token(exp=NOW - 31))
+async def test_an_expired_token_is_refused_past_the_leeway_only() -> None:
+    assert "expired" in await refusal(verifier(), token(exp=NOW - 31))
     # A little clock skew between issuer and gateway is tolerated.
-    assert verifier().verify(token(exp=NOW - 5)) == "alice"
-    assert "expired" in refusal(verifier(leeway_s=0), token(exp=NOW - 5))
+    assert await verifier().verify(token(exp=NOW - 5)) == "alice"
+    assert "expired" in await refusal(verifier(leeway_s=0), token(exp=NOW - 5))
 
 
-def test_a_token_without_exp_is_refused() -> None:
-    assert "exp" in refusal(verifier(), token(exp=None))
-    assert "exp" in refusal(verifier(), token(exp="tomorrow"))
+async def test_a_token_without_exp_is_refused() -> None:
+    assert "exp" in await refusal(verifier(), token(exp=None))
+    assert "exp" in await refusal(verifier(), token(exp="tomorrow"))
 
 
-def test_a_token_signed_with_another_secret_is_refused() -> None:
-    assert "signature" in refusal(verifier(), token(secret=NEW_SECRET))
+async def test_a_token_signed_with_another_secret_is_refused() -> None:
+    assert "signature" in await refusal(verifier(), token(secret=NEW_SECRET))
 
 
-def test_any_of_several_secrets_verifies_during_rotation() -> None:
+async def test_any_of_several_secrets_verifies_during_rotation() -> None:
     both = verifier(NEW_SECRET, OLD_SECRET)
-    assert both.verify(token(secret=OLD_SECRET)) == "alice"
-    assert both.verify(token(secret=NEW_SECRET)) == "alice"
-    assert "signature" in refusal(both, token(secret="third-secret-of-thirty-two-bytes-x"))
+    assert await both.verify(token(secret=OLD_SECRET)) == "alice"
+    assert await both.verify(token(secret=NEW_SECRET)) == "alice"
+    assert "signature" in await refusal(both, token(secret="third-secret-of-thirty-two-bytes-x"))
 
 
-def test_only_hs256_is_accepted() -> None:
+async def test_only_hs256_is_accepted() -> None:
     # The algorithm is refused before any signature is checked (64 bytes: HS512's minimum).
-    assert "HS256" in refusal(verifier(), token(secret=OLD_SECRET * 2, algorithm="HS512"))
-    unsigned = jwt.encode({"sub": "alice", "exp": NOW + 600}, None, algorithm="none")
-    assert "HS256" in refusal(verifier(), unsigned)
+    assert "HS256" in await refusal(verifier(), token(secret=OLD_SECRET * 2, algorithm="HS512"))
+    unsigned = jwt.encode({"sub": "alice", "exp": NOW + 600}, "", algorithm="none")
+    assert "HS256" in await refusal(verifier(), unsigned)
 
 
-def test_issuer_is_checked_only_when_configured() -> None:
-    assert verifier().verify(token(iss="someone")) == "alice"
+async def test_issuer_is_checked_only_when_configured() -> None:
+    assert await verifier().verify(token(iss="someone")) == "alice"
     strict = verifier(issuer="https://id.example")
-    assert strict.verify(token(iss="https://id.example")) == "alice"
-    assert "issuer" in refusal(strict, token(iss="https://evil.example"))
-    assert "issuer" in refusal(strict, token())
+    assert await strict.verify(token(iss="https://id.example")) == "alice"
+    assert "issuer" in await refusal(strict, token(iss="https://evil.example"))
+    assert "issuer" in await refusal(strict, token())
 
 
-def test_audience_is_checked_only_when_configured() -> None:
+async def test_audience_is_checked_only_when_configured() -> None:
     # PyJWT would refuse any `aud` without a configured audience; the contract does not.
-    assert verifier().verify(token(aud="somebody-else")) == "alice"
+    assert await verifier().verify(token(aud="somebody-else")) == "alice"
     strict = verifier(audience="ai-jobs")
-    assert strict.verify(token(aud="ai-jobs")) == "alice"
-    assert strict.verify(token(aud=["web", "ai-jobs"])) == "alice"
-    assert "audience" in refusal(strict, token(aud="web"))
-    assert "audience" in refusal(strict, token())
+    assert await strict.verify(token(aud="ai-jobs")) == "alice"
+    assert await strict.verify(token(aud=["web", "ai-jobs"])) == "alice"
+    assert "audience" in await refusal(strict, token(aud="web"))
+    assert "audience" in await refusal(strict, token())
 
 
-def test_the_user_is_a_non_empty_sub() -> None:
-    assert "sub" in refusal(verifier(), token(sub=None))
-    assert "sub" in refusal(verifier(), token(sub=""))
+async def test_the_user_is_a_non_empty_sub() -> None:
+    assert "sub" in await refusal(verifier(), token(sub=None))
+    assert "sub" in await refusal(verifier(), token(sub=""))
 
 
-def test_a_token_not_yet_valid_is_refused() -> None:
-    assert "not valid yet" in refusal(verifier(), token(nbf=NOW + 120))
-    assert verifier().verify(token(nbf=NOW - 1)) == "alice"
+async def test_a_token_not_yet_valid_is_refused() -> None:
+    assert "not valid yet" in await refusal(verifier(), token(nbf=NOW + 120))
+    assert await verifier().verify(token(nbf=NOW - 1)) == "alice"
 
 
 @pytest.mark.parametrize(
@@ -105,21 +105,21 @@ def test_the_bearer_scheme_is_case_insensitive() -> None:
     assert bearer_token("bearer abc.def.ghi") == "abc.def.ghi"
 
 
-def test_garbage_is_a_malformed_token() -> None:
-    assert "malformed" in refusal(verifier(), "not-a-jwt")
+async def test_garbage_is_a_malformed_token() -> None:
+    assert "malformed" in await refusal(verifier(), "not-a-jwt")
 
 
-def test_without_any_secret_every_token_is_refused() -> None:
-    assert "key" in refusal(TokenVerifier((), clock=lambda: NOW), token())
+async def test_without_any_secret_every_token_is_refused() -> None:
+    assert "key" in await refusal(TokenVerifier((), clock=lambda: NOW), token())
 
 
-def test_issued_dev_tokens_pass_the_same_checks() -> None:
+async def test_issued_dev_tokens_pass_the_same_checks() -> None:
     strict = verifier(issuer="iss", audience="aud")
     issued = issue_token(
         OLD_SECRET, subject="dev-user", ttl_s=60, now=NOW, issuer="iss", audience="aud"
     )
-    assert strict.verify(issued) == "dev-user"
-    assert "expired" in refusal(
+    assert await strict.verify(issued) == "dev-user"
+    assert "expired" in await refusal(
         strict, issue_token(OLD_SECRET, subject="u", ttl_s=60, now=NOW - 120)
     )
 

@@ -1,7 +1,10 @@
 """The gateway's settings: secrets for rotation, the body limit, and no dev secret in prod."""
 
+import logging
+
 import pytest
 
+from gateway.__main__ import _warn_about_auth
 from gateway.config import DEV_JWT_SECRET, Settings
 from jobs_runtime.settings import SettingsError, load_settings
 
@@ -37,3 +40,30 @@ def test_the_dev_secret_never_verifies_in_prod() -> None:
     assert jwks_only.jwt_secrets == ()
     with pytest.raises(SettingsError, match="AUTH_JWT_SECRET"):
         load_settings(Settings, {**PROD, "AUTH_JWT_SECRET": DEV_JWT_SECRET})
+
+
+def test_cors_origins_are_comma_separated_and_none_by_default() -> None:
+    assert load_settings(Settings, {}).cors_origin_list == ()
+    settings = load_settings(Settings, {"CORS_ORIGINS": " https://a.example/ ,,http://b:3000"})
+    assert settings.cors_origin_list == ("https://a.example", "http://b:3000")
+
+
+def test_the_jwks_url_must_be_http_and_its_refetches_are_rate_limited() -> None:
+    settings = load_settings(Settings, {"AUTH_JWKS_URL": "https://id.example/jwks"})
+    assert settings.auth_jwks_refresh_cooldown_s == 10.0
+    with pytest.raises(SettingsError, match="AUTH_JWKS_URL"):
+        load_settings(Settings, {"AUTH_JWKS_URL": "file:///etc/jwks.json"})
+    with pytest.raises(SettingsError, match="AUTH_JWKS_REFRESH_COOLDOWN_S"):
+        load_settings(Settings, {"AUTH_JWKS_REFRESH_COOLDOWN_S": "-1"})
+
+
+def test_a_jwks_url_alone_is_a_supported_prod_configuration(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = load_settings(Settings, {**PROD, "AUTH_JWKS_URL": "https://id.example/jwks"})
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        _warn_about_auth(settings)
+    assert caplog.records == []
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        _warn_about_auth(load_settings(Settings, {"AUTH_JWT_SECRET": ""}))
+    assert "every token will be refused" in caplog.text

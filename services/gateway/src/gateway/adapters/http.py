@@ -1,6 +1,7 @@
 """The gateway's HTTP API as a Starlette app: checks each request in the contract's order
 (token, content type, size, JSON, validation), calls the handlers and answers JSON or
-`application/problem+json`, logging one line per request (never its token).
+`application/problem+json`, logging one line per request (never its token). Also serves the
+public OpenAPI document (`/openapi.json`) and its page (`/docs`), and CORS for configured origins.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from typing import Any, Final
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from gateway import handlers
-from gateway.auth import AuthError, TokenVerifier
+from gateway.adapters.openapi import docs_page, openapi_document
+from gateway.auth import AuthError, KeysUnavailable, TokenVerifier
 from gateway.ports import Clock, EventBus, JobStore, RequestedLog, Unavailable
 from jobs_proto.api import JobView, ProblemDetail
 from jobs_runtime.web import (
@@ -53,6 +57,12 @@ IDEATION_ROUTES: Final[Mapping[str, str]] = {
     "/api/ideation/video-outline": "video_outline",
     "/api/ideation/generate-titles": "title_generation",
 }
+OPENAPI_PATH: Final = "/openapi.json"
+# CORS: what a browser page on an allowed origin may send and read. `Authorization` is a
+# header, not a cookie, so credentials mode stays off.
+CORS_ALLOW_HEADERS: Final = ("Authorization", "Content-Type", "Idempotency-Key", "If-None-Match")
+CORS_EXPOSE_HEADERS: Final = ("Location", "ETag", "Retry-After")
+CORS_MAX_AGE_S: Final = 600
 _UUID: Final = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
@@ -72,6 +82,8 @@ class GatewayPorts:
     requested: RequestedLog
     max_body_bytes: int
     clock: Clock = _utc_now
+    # Origins a browser may call the API from (`CORS_ORIGINS`); empty: no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
 
 
 class Refusal(Exception):
@@ -99,11 +111,20 @@ def json_response(
 # --- the checks, in the contract's order -------------------------------------------------
 
 
-def authenticate(verifier: TokenVerifier, request: Request) -> str:
-    """The caller's user id, or `401` with `WWW-Authenticate: Bearer`."""
+async def authenticate(verifier: TokenVerifier, request: Request) -> str:
+    """The caller's user id, or `401` with `WWW-Authenticate: Bearer`; `503` with
+    `Retry-After` when the token's JWKS key is unknown and the JWKS cannot be fetched (see
+    `KeysUnavailable`: the token may well be good, so the client keeps it and retries)."""
     authorization = request.headers.get("authorization")
     try:
-        user_id = verifier.authenticate(authorization)
+        user_id = await verifier.authenticate(authorization)
+    except KeysUnavailable as exc:
+        log.warning("token keys unavailable", extra={"reason": str(exc)})
+        raise Refusal(
+            UNAVAILABLE,
+            "the token's signing keys cannot be fetched; retry later",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        ) from None
     except AuthError as exc:
         # RFC 6750: name the error only when a token was presented.
         challenge = 'Bearer error="invalid_token"' if authorization else "Bearer"
@@ -188,7 +209,7 @@ async def _admit(ports: GatewayPorts, user_id: str, job: handlers.NewJob) -> Res
 
 def _create_job(ports: GatewayPorts) -> Endpoint:
     async def create_job(request: Request) -> Response:
-        user_id = authenticate(ports.verifier, request)
+        user_id = await authenticate(ports.verifier, request)
         body = await json_body(ports, request)
         return await _admit(ports, user_id, handlers.parse_create_job(body))
 
@@ -197,7 +218,7 @@ def _create_job(ports: GatewayPorts) -> Endpoint:
 
 def _create_typed_job(ports: GatewayPorts, job_type: str) -> Endpoint:
     async def create_typed_job(request: Request) -> Response:
-        user_id = authenticate(ports.verifier, request)
+        user_id = await authenticate(ports.verifier, request)
         body = await json_body(ports, request)
         return await _admit(ports, user_id, handlers.parse_job_input(job_type, body))
 
@@ -206,7 +227,7 @@ def _create_typed_job(ports: GatewayPorts, job_type: str) -> Endpoint:
 
 def _get_job(ports: GatewayPorts) -> Endpoint:
     async def get_job(request: Request) -> Response:
-        user_id = authenticate(ports.verifier, request)
+        user_id = await authenticate(ports.verifier, request)
         job_id = parse_job_id(request.path_params["job_id"])
         view = None
         if job_id is not None:
@@ -299,6 +320,40 @@ async def _framework_refusal(request: Request, exc: Exception) -> Response:
     return problem_response(body, exc.headers)
 
 
+def _documentation() -> list[Route]:
+    """`/openapi.json` and `/docs`: public, so that a client can be written before it has a
+    token. The document is built and encoded once; it only changes with the code."""
+    document = msgspec.json.encode(openapi_document(IDEATION_ROUTES))
+    page = docs_page(OPENAPI_PATH)
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(document, media_type=JSON_MEDIA_TYPE)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(page)
+
+    return [
+        Route(OPENAPI_PATH, _answered(openapi_json), methods=["GET"]),
+        Route("/docs", _answered(docs), methods=["GET"]),
+    ]
+
+
+def _middleware(ports: GatewayPorts) -> list[Middleware]:
+    if not ports.cors_origins:
+        return []
+    # Outside the routes: a preflight carries no token and must be answered before auth.
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(ports.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_ALLOW_HEADERS),
+            expose_headers=list(CORS_EXPOSE_HEADERS),
+            max_age=CORS_MAX_AGE_S,
+        )
+    ]
+
+
 def build_app(ports: GatewayPorts) -> Starlette:
     routes = [
         Route("/api/jobs", _answered(_create_job(ports)), methods=["POST"]),
@@ -307,5 +362,10 @@ def build_app(ports: GatewayPorts) -> Starlette:
             Route(path, _answered(_create_typed_job(ports, job_type)), methods=["POST"])
             for path, job_type in IDEATION_ROUTES.items()
         ),
+        *_documentation(),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _framework_refusal})
+    return Starlette(
+        routes=routes,
+        middleware=_middleware(ports),
+        exception_handlers={HTTPException: _framework_refusal},
+    )

@@ -1,0 +1,214 @@
+"""The OpenAPI 3.1 description of the gateway's HTTP API, built from the msgspec types the
+handlers decode and encode, so the document cannot drift from the bodies on the wire.
+
+`http.py` serves it at `GET /openapi.json` and a page rendering it at `GET /docs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+
+from jobs_proto.api import CreateJob, JobAccepted, JobView, Problem, ProblemDetail
+from jobs_proto.job_types import JOB_TYPES
+from jobs_runtime.web import PROBLEM_MEDIA_TYPE
+
+OPENAPI_VERSION: Final = "3.1.0"
+SCHEMA_REF: Final = "#/components/schemas/{name}"
+SECURITY_SCHEME: Final = "bearerAuth"
+JSON: Final = "application/json"
+
+# What every route that checks a token may answer besides its success, and what a route
+# with a body adds (the contract's order: 401, 415, 413, 400, 422). 500 is a bug, but a
+# client still receives a problem body for it, so it is declared too.
+_AUTHENTICATED: Final = {
+    "401": "Missing or invalid token (`WWW-Authenticate: Bearer`).",
+    "500": "Unexpected error.",
+    "503": "NATS or the job-store is unavailable; retry after `Retry-After` seconds.",
+}
+_WITH_BODY: Final = {
+    "400": "The body is not valid JSON.",
+    "413": "The body exceeds the configured limit (`HTTP_MAX_BODY_BYTES`).",
+    "415": "`Content-Type` is not `application/json` (UTF-8).",
+    "422": "The body is not a valid job; `errors` has one JSON pointer per bad value.",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": SCHEMA_REF.format(name=name)}
+
+
+def _header(description: str, schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": dict(schema or {"type": "string"})}
+
+
+def _problem(description: str, status: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": _ref(Problem.__name__)}},
+    }
+    if status == "401":
+        answer["headers"] = {
+            "WWW-Authenticate": _header("`Bearer`, with an error if a token was sent.")
+        }
+    elif status == "503":
+        answer["headers"] = {"Retry-After": _header("Seconds to wait.", {"type": "integer"})}
+    return answer
+
+
+def _problems(statuses: Mapping[str, str]) -> dict[str, Any]:
+    return {status: _problem(text, status) for status, text in statuses.items()}
+
+
+def _accepted() -> dict[str, Any]:
+    return {
+        "description": "Admitted: the job's `JobRequested` is stored; it will be worked on.",
+        "headers": {"Location": _header("`/api/jobs/{jobId}` of the new job.")},
+        "content": {JSON: {"schema": _ref(JobAccepted.__name__)}},
+    }
+
+
+def _create_body() -> dict[str, Any]:
+    # `CreateJob.input` is any object on the wire; which object depends on `type`, so the
+    # body is also one of the typed pairs, each naming its job type's own input schema.
+    typed = [
+        {
+            "type": "object",
+            "properties": {
+                "type": {"const": name},
+                "input": _ref(job_type.input_type.__name__),
+            },
+            "required": ["type", "input"],
+        }
+        for name, job_type in sorted(JOB_TYPES.items())
+    ]
+    return {
+        "required": True,
+        "content": {JSON: {"schema": {"allOf": [_ref(CreateJob.__name__), {"oneOf": typed}]}}},
+    }
+
+
+def _create_operation(summary: str, operation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "security": [{SECURITY_SCHEME: []}],
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Reserved by the contract; not yet acted upon.",
+                "schema": {"type": "string", "maxLength": 255},
+            }
+        ],
+        "requestBody": body,
+        "responses": {"202": _accepted(), **_problems({**_WITH_BODY, **_AUTHENTICATED})},
+    }
+
+
+def _get_operation() -> dict[str, Any]:
+    etag = {"ETag": _header("Weak; changes with the job's `version`.")}
+    return {
+        "summary": "A job, for its owner",
+        "operationId": "getJob",
+        "security": [{SECURITY_SCHEME: []}],
+        "parameters": [
+            {
+                "name": "jobId",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "format": "uuid"},
+            },
+            {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "An `ETag` of this job; the same version answers `304`.",
+                "schema": {"type": "string"},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "The job.",
+                "headers": etag,
+                "content": {JSON: {"schema": _ref(JobView.__name__)}},
+            },
+            "304": {"description": "Unchanged since the `If-None-Match` version.", "headers": etag},
+            **_problems(
+                {"404": "Unknown job, another user's job, or not a UUID.", **_AUTHENTICATED}
+            ),
+        },
+    }
+
+
+def component_schemas() -> dict[str, Any]:
+    """`components.schemas`: msgspec's JSON Schema (2020-12, which OpenAPI 3.1 uses) of every
+    body the API reads or writes, with refs already under `#/components/schemas/`."""
+    types: list[Any] = [CreateJob, JobAccepted, JobView, Problem, ProblemDetail]
+    types += [job_type.input_type for _, job_type in sorted(JOB_TYPES.items())]
+    _, components = msgspec.json.schema_components(types, ref_template=SCHEMA_REF)
+    return components
+
+
+def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
+    """The whole document; `ideation_routes` maps each ideation path to its job type, the
+    same table the routes are built from."""
+    paths: dict[str, Any] = {
+        "/api/jobs": {
+            "post": _create_operation("Create a job of any type", "createJob", _create_body())
+        },
+        "/api/jobs/{jobId}": {"get": _get_operation()},
+    }
+    for path, job_type in ideation_routes.items():
+        body = {
+            "required": True,
+            "content": {JSON: {"schema": _ref(JOB_TYPES[job_type].input_type.__name__)}},
+        }
+        summary = f"Create a `{job_type}` job; the body is its input"
+        operation_id = "create_" + job_type
+        paths[path] = {"post": _create_operation(summary, operation_id, body)}
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "AI jobs gateway",
+            "version": "1",
+            "description": (
+                "Admits AI jobs and answers their status. Errors are RFC 9457 "
+                f"`{PROBLEM_MEDIA_TYPE}`; checks run in the order 401, 415, 413, 400, 422."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": component_schemas(),
+            "securitySchemes": {
+                SECURITY_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
+
+
+def docs_page(document_url: str) -> str:
+    """A page rendering the document with Swagger UI from a CDN: the gateway ships no assets,
+    and a browser without that CDN still finds the document's address on the page."""
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>AI jobs gateway API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head>
+<body>
+<noscript>The API description is at <a href="{document_url}">{document_url}</a>.</noscript>
+<div id="swagger-ui"><a href="{document_url}">{document_url}</a></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>
+window.onload = () => {{
+  window.ui = SwaggerUIBundle({{url: "{document_url}", dom_id: "#swagger-ui"}});
+}};
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,453 @@
+"""The HTTP app in process over fake ports: the OpenAPI document is valid 3.1, describes
+exactly the app's `/api` routes and every status (and body) they answer; `/docs` points at
+it; CORS answers preflights for configured origins only; no token reaches a log line."""
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the workspace
+import jwt
+import pytest
+from starlette.routing import Route
+
+from gateway.adapters.http import IDEATION_ROUTES, GatewayPorts, build_app
+from gateway.auth import TokenVerifier
+from gateway.handlers import pending_view
+from gateway.ports import Unavailable
+from jobs_proto.api import GetJob, JobReply
+from jobs_proto.events import JobEvent, JobRequested
+from jobs_runtime.logs import JsonFormatter
+
+SECRET = "unit-test-secret-0123456789abcdef0123"
+MAX_BODY_BYTES = 512
+ALLOWED_ORIGIN = "https://app.example"
+PROBLEM = "application/problem+json"
+
+
+def token(sub: str = "alice", **claims: Any) -> str:
+    return jwt.encode({"sub": sub, "exp": int(time.time() + 300), **claims}, SECRET, "HS256")
+
+
+@dataclass
+class Fakes:
+    """The ports, switchable to fail: `down` is `503`, `broken` an unexpected error (`500`)."""
+
+    published: list[JobEvent] = field(default_factory=list)
+    down: bool = False
+    broken: bool = False
+
+    def _fail(self) -> None:
+        if self.broken:
+            raise RuntimeError("a bug")
+        if self.down:
+            raise Unavailable("no NATS")
+
+    async def publish(self, event: JobEvent) -> None:
+        self._fail()
+        self.published.append(event)
+
+    async def get_job(self, request: GetJob) -> JobReply:
+        self._fail()
+        for event in self.published:
+            if isinstance(event, JobRequested) and event.job_id == request.job_id:
+                owned = event.user_id == request.user_id
+                return JobReply(job=pending_view(event) if owned else None)
+        return JobReply(job=None)
+
+    async def find_requested(self, job_id: uuid.UUID) -> JobRequested | None:
+        self._fail()
+        return None
+
+
+def make_client(fakes: Fakes, cors_origins: tuple[str, ...] = ()) -> httpx.AsyncClient:
+    ports = GatewayPorts(
+        verifier=TokenVerifier([SECRET]),
+        bus=fakes,
+        store=fakes,
+        requested=fakes,
+        max_body_bytes=MAX_BODY_BYTES,
+        clock=lambda: datetime(2030, 1, 2, tzinfo=UTC),
+        cors_origins=cors_origins,
+    )
+    # `raise_app_exceptions=False`: a 500 is an answer under test, not a test failure.
+    transport = httpx.ASGITransport(build_app(ports), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
+
+
+@pytest.fixture
+def fakes() -> Fakes:
+    return Fakes()
+
+
+@pytest.fixture
+async def client(fakes: Fakes) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(fakes) as client:
+        yield client
+
+
+@pytest.fixture
+async def document(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")  # no token: the document is public
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def app_routes(client: httpx.AsyncClient) -> list[Any]:
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    routes: list[Any] = transport.app.routes  # type: ignore[attr-defined]
+    return routes
+
+
+def template(path: str) -> str:
+    """A path with its parameters unnamed: the app says `{job_id}`, the document `{jobId}`."""
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+# --- the document is OpenAPI 3.1 --------------------------------------------------------------
+
+# `openapi_spec_validator` is not in the workspace; this is the part of the OpenAPI 3.1
+# schema the gateway's document uses, checked with `jsonschema`, plus every schema object
+# checked as JSON Schema 2020-12 and every `$ref` resolved below.
+_REF = {"type": "object", "required": ["$ref"], "properties": {"$ref": {"type": "string"}}}
+_MEDIA = {
+    "type": "object",
+    "required": ["schema"],
+    "properties": {"schema": {"type": "object"}},
+}
+_HEADER = {
+    "type": "object",
+    "required": ["schema"],
+    "properties": {"description": {"type": "string"}, "schema": {"type": "object"}},
+    "additionalProperties": False,
+}
+_RESPONSE = {
+    "type": "object",
+    "required": ["description"],
+    "properties": {
+        "description": {"type": "string"},
+        "headers": {"type": "object", "additionalProperties": _HEADER},
+        "content": {"type": "object", "additionalProperties": _MEDIA},
+    },
+    "additionalProperties": False,
+}
+_PARAMETER = {
+    "type": "object",
+    "required": ["name", "in", "schema"],
+    "properties": {
+        "name": {"type": "string"},
+        "in": {"enum": ["query", "header", "path", "cookie"]},
+        "required": {"type": "boolean"},
+        "description": {"type": "string"},
+        "schema": {"type": "object"},
+    },
+    "if": {"properties": {"in": {"const": "path"}}},
+    "then": {"required": ["required"], "properties": {"required": {"const": True}}},
+    "additionalProperties": False,
+}
+_OPERATION = {
+    "type": "object",
+    "required": ["responses", "operationId"],
+    "properties": {
+        "summary": {"type": "string"},
+        "operationId": {"type": "string"},
+        "security": {"type": "array", "items": {"type": "object"}},
+        "parameters": {"type": "array", "items": _PARAMETER},
+        "requestBody": {
+            "type": "object",
+            "required": ["content"],
+            "properties": {
+                "required": {"type": "boolean"},
+                "content": {"type": "object", "additionalProperties": _MEDIA},
+            },
+            "additionalProperties": False,
+        },
+        "responses": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": "^[1-5][0-9]{2}$"},
+            "additionalProperties": {"oneOf": [_RESPONSE, _REF]},
+        },
+    },
+    "additionalProperties": False,
+}
+OPENAPI_31_ESSENTIALS = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["openapi", "info", "paths", "components"],
+    "properties": {
+        "openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"},
+        "info": {
+            "type": "object",
+            "required": ["title", "version"],
+            "properties": {"title": {"type": "string"}, "version": {"type": "string"}},
+        },
+        "paths": {
+            "type": "object",
+            "propertyNames": {"pattern": "^/"},
+            "additionalProperties": {
+                "type": "object",
+                "propertyNames": {"enum": ["get", "put", "post", "delete", "patch"]},
+                "additionalProperties": _OPERATION,
+            },
+        },
+        "components": {
+            "type": "object",
+            "properties": {
+                "schemas": {"type": "object", "additionalProperties": {"type": "object"}},
+                "securitySchemes": {"type": "object"},
+            },
+        },
+    },
+}
+
+
+def _refs(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+async def test_the_document_is_openapi_31(document: dict[str, Any]) -> None:
+    jsonschema.Draft202012Validator(OPENAPI_31_ESSENTIALS).validate(document)
+    schemas = document["components"]["schemas"]
+    for schema in schemas.values():
+        jsonschema.Draft202012Validator.check_schema(schema)  # raises naming what is wrong
+    for ref in set(_refs(document)):
+        prefix = "#/components/schemas/"
+        assert ref.startswith(prefix), ref
+        assert ref.removeprefix(prefix) in schemas, ref
+    assert document["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
+    for path, item in document["paths"].items():
+        for operation in item.values():
+            # Every API route checks a token, and its path parameters are all declared.
+            assert operation["security"] == [{"bearerAuth": []}], path
+            declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+            assert declared == set(re.findall(r"\{([^}]+)\}", path)), path
+
+
+async def test_the_422_errors_shape_is_described(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    errors = schemas["Problem"]["properties"]["errors"]["anyOf"][0]
+    assert errors == {"type": "array", "items": {"$ref": "#/components/schemas/ProblemDetail"}}
+    assert set(schemas["ProblemDetail"]["properties"]) == {"pointer", "parameter", "detail"}
+    assert set(schemas["Problem"]["required"]) == {"type", "title", "status", "detail"}
+    # Each job type's input is a component, straight from its msgspec Struct.
+    for name in ("ScriptGenerationInput", "VideoOutlineInput", "TitleGenerationInput"):
+        assert schemas[name]["required"] == ["topic"]
+
+
+async def test_the_document_names_exactly_the_apps_api_routes(
+    client: httpx.AsyncClient, document: dict[str, Any]
+) -> None:
+    in_app = {
+        (template(route.path), method.lower())
+        for route in app_routes(client)
+        if isinstance(route, Route) and "/api" in route.path
+        for method in route.methods or ()
+        if method != "HEAD"  # Starlette's implicit HEAD of every GET
+    }
+    in_document = {
+        (template(path), method) for path, item in document["paths"].items() for method in item
+    }
+    assert in_app == in_document
+    ideation = {template(p) for p in IDEATION_ROUTES}
+    assert ideation <= {path for path, _ in in_document}
+
+
+# --- every status the app answers is declared, with the body it has -------------------------
+
+
+async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, str, Any]]:
+    """Drive every route into every answer it has; (method, path template, response)."""
+    auth = {"Authorization": f"Bearer {token()}"}
+    seen: list[tuple[str, str, Any]] = []
+    creates = [("/api/jobs", {"type": "title_generation", "input": {"topic": "tides"}})]
+    creates += [(path, {"topic": "tides"}) for path in IDEATION_ROUTES]
+    for path, good in creates:
+        fakes.down = fakes.broken = False
+        answers = [
+            await client.post(path, json=good, headers=auth),
+            await client.post(path, json=good),
+            await client.post(path, content=b"{}", headers={**auth, "Content-Type": "text/plain"}),
+            await client.post(path, json={"x": "y" * MAX_BODY_BYTES}, headers=auth),
+            await client.post(
+                path, content=b"{", headers={**auth, "Content-Type": "application/json"}
+            ),
+            await client.post(path, json={"type": "nope", "topic": ""}, headers=auth),
+        ]
+        fakes.down = True
+        answers.append(await client.post(path, json=good, headers=auth))
+        fakes.down, fakes.broken = False, True
+        answers.append(await client.post(path, json=good, headers=auth))
+        seen += [("post", path, a) for a in answers]
+    fakes.down = fakes.broken = False
+    job = await client.post("/api/jobs", json=creates[0][1], headers=auth)
+    assert job.status_code == 202
+    location = job.headers["location"]
+    tag = (await client.get(location, headers=auth)).headers["etag"]
+    answers = [
+        await client.get(location, headers=auth),
+        await client.get(location, headers={**auth, "If-None-Match": tag}),
+        await client.get(location),
+        await client.get(location, headers={"Authorization": f"Bearer {token('bob')}"}),
+        await client.get("/api/jobs/not-a-uuid", headers=auth),
+    ]
+    fakes.down = True
+    answers.append(await client.get(location, headers=auth))
+    fakes.down, fakes.broken = False, True
+    answers.append(await client.get(location, headers=auth))
+    seen += [("get", "/api/jobs/{jobId}", a) for a in answers]
+    return seen
+
+
+async def test_every_answer_is_declared_with_its_body(
+    client: httpx.AsyncClient,
+    fakes: Fakes,
+    document: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.CRITICAL)  # the 500s log their tracebacks on purpose
+    seen = await observe(client, fakes)
+    statuses: dict[tuple[str, str], set[int]] = {}
+    for method, path, response in seen:
+        statuses.setdefault((method, path), set()).add(response.status_code)
+        declared = document["paths"][path][method]["responses"]
+        status = str(response.status_code)
+        assert status in declared, (method, path, status)
+        answer = declared[status]
+        for header in answer.get("headers", {}):
+            assert header.lower() in response.headers, (method, path, status, header)
+        if "content" not in answer:
+            assert not response.content
+            continue
+        media_type = response.headers["content-type"]
+        assert media_type in answer["content"], (method, path, status, media_type)
+        schema = {**answer["content"][media_type]["schema"], "components": document["components"]}
+        jsonschema.Draft202012Validator(schema).validate(response.json())
+    # The run did reach every answer of the contract that exists today.
+    creates = {202, 400, 401, 413, 415, 422, 500, 503}
+    assert statuses[("post", "/api/jobs")] == creates
+    assert all(statuses[("post", p)] == creates for p in IDEATION_ROUTES)
+    assert statuses[("get", "/api/jobs/{jobId}")] == {200, 304, 401, 404, 500, 503}
+
+
+async def test_docs_render_the_document_without_a_token(client: httpx.AsyncClient) -> None:
+    response = await client.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert '"/openapi.json"' in response.text
+
+
+# --- CORS --------------------------------------------------------------------------------------
+
+
+async def preflight(client: httpx.AsyncClient, origin: str) -> Any:
+    return await client.options(
+        "/api/jobs",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+        },
+    )
+
+
+async def test_a_preflight_from_an_allowed_origin_is_answered(fakes: Fakes) -> None:
+    async with make_client(fakes, cors_origins=(ALLOWED_ORIGIN,)) as client:
+        response = await preflight(client, ALLOWED_ORIGIN)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+        allowed = response.headers["access-control-allow-headers"].lower()
+        for header in ("authorization", "content-type", "idempotency-key", "if-none-match"):
+            assert header in allowed
+        assert "POST" in response.headers["access-control-allow-methods"]
+        assert "access-control-allow-credentials" not in response.headers
+
+        # The real request then exposes the headers a page needs to read.
+        answer = await client.post(
+            "/api/jobs",
+            json={"type": "title_generation", "input": {"topic": "tides"}},
+            headers={"Origin": ALLOWED_ORIGIN, "Authorization": f"Bearer {token()}"},
+        )
+        assert answer.status_code == 202
+        assert answer.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+        exposed = {
+            h.strip().lower() for h in answer.headers["access-control-expose-headers"].split(",")
+        }
+        assert {"location", "etag", "retry-after"} <= exposed
+
+
+async def test_a_preflight_from_another_origin_is_refused(fakes: Fakes) -> None:
+    async with make_client(fakes, cors_origins=(ALLOWED_ORIGIN,)) as client:
+        response = await preflight(client, "https://evil.example")
+        assert response.status_code == 400
+        assert "access-control-allow-origin" not in response.headers
+        answer = await client.get("/openapi.json", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in answer.headers
+
+
+async def test_without_configured_origins_there_is_no_cors(client: httpx.AsyncClient) -> None:
+    response = await preflight(client, ALLOWED_ORIGIN)
+    assert response.status_code == 405
+    assert response.headers["content-type"] == PROBLEM
+    assert "access-control-allow-origin" not in response.headers
+
+
+# --- access logs ---------------------------------------------------------------------------------
+
+
+async def test_no_token_is_ever_logged(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    good = token()
+    bad = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.SECRETSIGNATUREVALUE"
+    query = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJxdWVyeSJ9.QUERYSECRETVALUE"
+    body = {"type": "title_generation", "input": {"topic": "tides"}}
+    await client.post("/api/jobs", json=body, headers={"Authorization": f"Bearer {good}"})
+    await client.post(
+        f"/api/jobs?access_token={query}", json=body, headers={"Authorization": f"Bearer {good}"}
+    )
+    await client.post("/api/jobs", json=body, headers={"Authorization": f"Bearer {bad}"})
+    await client.post("/api/jobs", json=body, headers={"Authorization": bad})
+    await client.get(
+        f"/api/jobs/{uuid.uuid4()}?access_token={query}", headers={"Authorization": f"Bearer {bad}"}
+    )
+    await client.get(f"/api/nowhere?access_token={query}")
+    await client.delete(f"/api/jobs?access_token={query}")
+    requests = [r for r in caplog.records if r.getMessage() == "request"]
+    assert len(requests) == 7
+    formatter = JsonFormatter("gateway")
+    # httpx's records are this test's client logging its own URLs, not the gateway.
+    for record in (r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))):
+        # The line as it is written, and every attribute a handler could pick up.
+        written = formatter.format(record) + repr(vars(record))
+        for secret in (
+            good,
+            bad,
+            query,
+            "SECRETSIGNATUREVALUE",
+            "QUERYSECRETVALUE",
+            "access_token",
+        ):
+            assert secret not in written, written
