@@ -27,6 +27,11 @@ _API_TYPES: tuple[type[Any], ...] = (
     api.HealthStatus,
     api.GetJob,
     api.JobReply,
+    api.ListJobs,
+    api.FindStuckJobs,
+    api.StuckJobs,
+    api.GetJobHistory,
+    api.JobHistory,
 )
 
 

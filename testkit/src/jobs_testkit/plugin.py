@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -37,35 +40,45 @@ def _use_docker() -> bool:
     return os.environ.get("TEST_SERVERS", "local") == "docker"
 
 
+@contextmanager
+def _own_dir(name: str) -> Iterator[Path]:
+    """A work dir for a session's server outside pytest's temp dirs: pytest deletes all but its
+    three newest, which would pull the data out from under another session's server."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"jobs-testkit-{name}-"))
+    try:
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def nats_url() -> Iterator[str]:
     """A NATS server with JetStream shared by the session's tests (each gets its own stream)."""
     if url := os.environ.get("TEST_NATS_URL"):
         yield url
         return
     server: RestartableServer
-    server = DockerNatsServer() if _use_docker() else NatsServer(tmp_path_factory.mktemp("nats"))
-    with server:
-        yield server.url
+    with _own_dir("nats") as workdir:
+        server = DockerNatsServer() if _use_docker() else NatsServer(workdir)
+        with server:
+            yield server.url
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """The DSN of a PostgreSQL server's `postgres` database, for creating test databases."""
     if url := os.environ.get("TEST_DATABASE_URL"):
         yield url
         return
     server: DockerPostgresServer | PostgresServer
-    if _use_docker():
-        server = DockerPostgresServer()
-    else:
-        server = PostgresServer(tmp_path_factory.mktemp("postgres"))
-    with server:
-        yield server.dsn()
+    with _own_dir("postgres") as workdir:
+        server = DockerPostgresServer() if _use_docker() else PostgresServer(workdir)
+        with server:
+            yield server.dsn()
 
 
 @pytest.fixture
