@@ -18,6 +18,11 @@ def test_a_webhook_body_parses_with_aborted_and_unknown_fields() -> None:
     assert prediction.urls.get == "http://x/v1/predictions/p1"
 
 
+def test_an_absurd_predict_time_is_dropped_not_raised() -> None:
+    body = b'{"id":"p1","status":"succeeded","metrics":{"predict_time":' + b"9" * 400 + b"}}"
+    assert decode_prediction(body).predict_time_s is None
+
+
 @pytest.mark.parametrize(
     "body", [b"{}", b'{"id":"p1"}', b'{"id":"p1","status":"exploded"}', b"[1]", b"not json"]
 )

@@ -44,7 +44,12 @@ class ReplicatePrediction(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def predict_time_s(self) -> float | None:
         value = (self.metrics or {}).get("predict_time")
-        return float(value) if isinstance(value, int | float) else None
+        if not isinstance(value, int | float):
+            return None
+        try:
+            return float(value)
+        except OverflowError:  # a sender's absurd integer must not fail the whole webhook
+            return None
 
 
 _decoder: Final[msgspec.json.Decoder[ReplicatePrediction]] = msgspec.json.Decoder(

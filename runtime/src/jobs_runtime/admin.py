@@ -41,7 +41,8 @@ class Readiness:
             results["startup"] = "starting"
         if self.stopping:
             results["shutdown"] = "stopping"
-        for name, check in self.checks.items():
+        # A copy: the service may add its checks while a probe is awaiting one.
+        for name, check in list(self.checks.items()):
             try:
                 await asyncio.wait_for(check(), _CHECK_TIMEOUT_S)
                 results[name] = "ok"

@@ -29,6 +29,9 @@ class HttpServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=10,
+            # The client address is the peer's; a service that sits behind proxies decides
+            # itself how many X-Forwarded-For hops to trust.
+            proxy_headers=False,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

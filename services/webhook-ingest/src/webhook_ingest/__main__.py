@@ -1,16 +1,31 @@
-"""Entry point of the `webhook-ingest` command: the webhook endpoint under the shared runtime."""
+"""Entry point of the `webhook-ingest` command: the webhook endpoint under the shared runtime, or
+`fetch-secret`.
+
+`webhook-ingest` serves `POST /api/webhooks/replicate` on `HTTP_PORT` until SIGTERM; it holds
+no Replicate token. `webhook-ingest fetch-secret` asks Replicate (`REPLICATE_BASE_URL`, with
+`REPLICATE_API_TOKEN` read for this command only) for the webhook signing key and prints the
+`whsec_...` key alone on stdout, ready for `REPLICATE_WEBHOOK_SECRET`; on failure one line on
+stderr and exit 1 (2 for a configuration or usage error).
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
+from typing import Final, NoReturn
 
+from jobs_runtime.logs import configure_logging
 from jobs_runtime.service import Service, run
-from webhook_ingest.adapters.bus import CoreNatsProgress, JetStreamEvents
+from jobs_runtime.settings import SettingsError, load_settings
+from webhook_ingest.adapters.bus import CoreNatsProgress, JetStreamEvents, ObjectStoreResults
 from webhook_ingest.adapters.http import webhook_app
-from webhook_ingest.config import Settings
+from webhook_ingest.adapters.replicate import SecretFetchError, fetch_webhook_secret
+from webhook_ingest.config import FetchSecretSettings, Settings
+from webhook_ingest.limits import IngressLimits
 from webhook_ingest.verify import WebhookVerifier, parse_secrets
 
-log = logging.getLogger(__name__)
+NAME: Final = "webhook-ingest"
+log = logging.getLogger("webhook_ingest")
 
 
 async def serve_webhooks(service: Service[Settings]) -> None:
@@ -20,7 +35,18 @@ async def serve_webhooks(service: Service[Settings]) -> None:
         verifier=WebhookVerifier(parse_secrets(settings.replicate_webhook_secret)),
         events=JetStreamEvents(service.nc, service.publisher),
         progress=CoreNatsProgress(service.nc, settings.subjects),
+        # As many replicas as the stream, so a result is as durable as the event naming it.
+        results=ObjectStoreResults(
+            service.nc, service.js, settings.jobs_stream, replicas=settings.stream_replicas
+        ),
         max_bytes=settings.webhook_max_bytes,
+        limits=IngressLimits(
+            rate_per_s=settings.webhook_rate_per_s,
+            burst=settings.webhook_rate_burst,
+            trusted_proxy_hops=settings.trusted_proxy_hops,
+            max_large_bodies=settings.webhook_max_large_bodies,
+            read_timeout_s=settings.webhook_read_timeout_s,
+        ),
     )
 
     async def jetstream_ready() -> None:
@@ -34,8 +60,38 @@ async def serve_webhooks(service: Service[Settings]) -> None:
     await service.serve_http(app, settings.http_port)
 
 
+def fetch_secret_main() -> NoReturn:
+    """`webhook-ingest fetch-secret`: the key on stdout, or one line on stderr."""
+    try:
+        settings = load_settings(FetchSecretSettings)
+    except SettingsError as exc:
+        # The same one line the runtime writes for the service's own configuration errors.
+        sys.stderr.write(f"{NAME}: configuration error: {exc}\n")
+        sys.exit(2)
+    configure_logging(NAME, settings.log_level)
+    try:
+        key = fetch_webhook_secret(
+            settings.replicate_base_url,
+            settings.replicate_api_token,
+            timeout_s=settings.replicate_timeout_s,
+        )
+    except SecretFetchError as exc:
+        log.error("webhook secret not fetched: %s", exc)
+        sys.exit(1)
+    # The command's one output, meant for `REPLICATE_WEBHOOK_SECRET=$(webhook-ingest fetch-secret)`.
+    sys.stdout.write(key + "\n")
+    sys.exit(0)
+
+
 def main() -> None:
-    run("webhook-ingest", Settings, serve_webhooks)
+    match sys.argv[1:]:
+        case []:
+            run(NAME, Settings, serve_webhooks)
+        case ["fetch-secret"]:
+            fetch_secret_main()
+        case _:
+            sys.stderr.write(f"usage: {NAME} [fetch-secret]\n")
+            sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """From a verified Replicate webhook to a stored job event (and partial output) and an outcome.
 
 A final prediction becomes `JobCompleted`; any other becomes `JobStarted`, plus `JobProgress`
-when it carries output. The HTTP adapter turns the outcome into Replicate's answer.
+when it carries output. A final output too large for one bus message is stored aside first and
+the event names it by `output_ref` (output `None`); the answer is `Stored` only once both are
+stored. The HTTP adapter turns the outcome into Replicate's answer.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ from jobs_proto.events import JobCompleted, JobStarted, encode_event
 from jobs_proto.replicate import ReplicatePrediction, decode_prediction, joined_output
 from jobs_proto.status import FinalPredictionStatus, PredictionStatus
 from jobs_proto.stream import MAX_MESSAGE_BYTES
-from webhook_ingest.ports import BusUnavailable, EventStore, ProgressSink
+from jobs_runtime.results import EVENT_OVERHEAD_BYTES
+from webhook_ingest.ports import BusUnavailable, EventStore, ProgressSink, ResultStore
 from webhook_ingest.verify import VerifiedWebhook
 
 # NATS counts the headers (`Nats-Msg-Id` and the protocol's framing) against `max_payload`
 # and the stream's `max_msg_size`; this leaves them ample room.
 HEADER_ALLOWANCE_BYTES: Final = 16 * 1024
 MAX_EVENT_BYTES: Final = MAX_MESSAGE_BYTES - HEADER_ALLOWANCE_BYTES
+# A final output whose JSON text is longer than this goes to the result store; the shared
+# overhead leaves room for the event's other fields and headers, as the job-store expects.
+MAX_INLINE_OUTPUT_BYTES: Final = MAX_MESSAGE_BYTES - EVENT_OVERHEAD_BYTES
 
 WebhookEvent: TypeAlias = JobStarted | JobCompleted
 
@@ -51,7 +57,9 @@ class Rejected:
 class Unavailable:
     """Nothing stored: answer `503` so Replicate retries the webhook later."""
 
-    reason: Literal["bus_unavailable", "too_large_for_bus"]
+    # `too_large_for_bus`: even without its output the event is over the limit (a huge error
+    # text), which no retry changes; kept as a guard so nothing oversized reaches NATS.
+    reason: Literal["bus_unavailable", "results_unavailable", "too_large_for_bus"]
     detail: str
 
 
@@ -64,24 +72,36 @@ async def ingest_webhook(
     *,
     events: EventStore,
     progress: ProgressSink,
+    results: ResultStore,
     now: datetime,
 ) -> Outcome:
     """Store what the webhook tells about the job named by `job_param` (the URL's `?job=`)."""
     try:
         prediction = decode_prediction(webhook.body)
+        # Joined once, here: a deeply nested output can exhaust the recursion limit when turned
+        # into text, as it can when decoded, and either way it is no output we can keep.
+        text = joined_output(prediction.output)
     except msgspec.DecodeError as exc:
         # msgspec names the path and the expectation, never the offending value.
         return Rejected("not_a_prediction", f"the body is not a Replicate prediction: {exc}")
+    except RecursionError:
+        return Rejected("not_a_prediction", "the body nests too deeply to be a prediction")
     job_id = _job_id(job_param)
     if job_id is None:
         return Rejected("bad_job_id", "the query parameter 'job' must be a job id (a UUID)")
 
-    event = _event(prediction, job_id, webhook.webhook_id, now)
+    event = _event(prediction, text, job_id, webhook.webhook_id, now)
+    if isinstance(event, JobCompleted) and _needs_result_store(event.output):
+        assert event.output is not None  # narrowed by `_needs_result_store`
+        try:
+            # The object before the event: an event must never name a result that is not there.
+            # If the event then fails, the retry overwrites the same object.
+            ref = await results.store(event.prediction_id, event.output)
+        except BusUnavailable as exc:
+            return Unavailable("results_unavailable", str(exc))
+        event = msgspec.structs.replace(event, output=None, output_ref=ref)
     size = len(encode_event(event))
     if size > MAX_EVENT_BYTES:
-        # TODO(large results): store the output aside (Object Store) and publish `output_ref`
-        # instead. Until then Replicate retries for about a minute and the result is lost unless
-        # the ai-runner fetches the prediction itself.
         return Unavailable(
             "too_large_for_bus",
             f"the event would be {size} bytes, over the bus limit of {MAX_EVENT_BYTES}",
@@ -93,7 +113,7 @@ async def ingest_webhook(
 
     if isinstance(event, JobCompleted):
         return Stored(event, duplicate)
-    update = _progress(prediction, job_id)
+    update = _progress(prediction, text, job_id)
     if update is None:
         return Stored(event, duplicate)
     try:
@@ -103,6 +123,11 @@ async def ingest_webhook(
         # final one carries the whole result.
         return Stored(event, duplicate, progress_sent=False)
     return Stored(event, duplicate, progress_sent=True)
+
+
+def _needs_result_store(output: str | None) -> bool:
+    # Measured as JSON text: quotes and control characters grow when escaped.
+    return output is not None and len(msgspec.json.encode(output)) > MAX_INLINE_OUTPUT_BYTES
 
 
 def _job_id(param: str | None) -> uuid.UUID | None:
@@ -123,7 +148,11 @@ def _final_status(status: PredictionStatus) -> FinalPredictionStatus | None:
 
 
 def _event(
-    prediction: ReplicatePrediction, job_id: uuid.UUID, webhook_id: str, now: datetime
+    prediction: ReplicatePrediction,
+    text: str | None,
+    job_id: uuid.UUID,
+    webhook_id: str,
+    now: datetime,
 ) -> WebhookEvent:
     final = _final_status(prediction.status)
     if final is None:
@@ -135,17 +164,26 @@ def _event(
         occurred_at=now,
         prediction_id=prediction.id,
         prediction_status=final,
-        output=joined_output(prediction.output),
+        output=text,
         error=prediction.error,
         data_removed=prediction.data_removed,
         # The message id: Replicate's retry of the same final webhook is dropped by JetStream.
         webhook_id=webhook_id,
-        predict_time_s=prediction.predict_time_s,
+        predict_time_s=_predict_time_s(prediction),
     )
 
 
-def _progress(prediction: ReplicatePrediction, job_id: uuid.UUID) -> JobProgress | None:
-    text = joined_output(prediction.output)
+def _predict_time_s(prediction: ReplicatePrediction) -> float | None:
+    try:
+        return prediction.predict_time_s
+    except OverflowError:
+        # An integer beyond any float (`1e400` written out): a metric is not worth a lost result.
+        return None
+
+
+def _progress(
+    prediction: ReplicatePrediction, text: str | None, job_id: uuid.UUID
+) -> JobProgress | None:
     if not text:
         return None
     return JobProgress(job_id=job_id, output=text, seq=_sequence(prediction.output, text))

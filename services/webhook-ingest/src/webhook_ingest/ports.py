@@ -1,4 +1,5 @@
-"""What the webhook handler needs from the outside: somewhere to store events and to send progress.
+"""What the webhook handler needs from the outside: somewhere to store events, results too large
+for an event, and to send progress.
 
 Adapters over NATS implement these; tests pass fakes.
 """
@@ -31,4 +32,16 @@ class ProgressSink(Protocol):
 
     async def send(self, progress: JobProgress) -> None:
         """Send it at most once; raises `BusUnavailable` when it cannot be sent."""
+        ...
+
+
+class ResultStore(Protocol):
+    """Where a final output too large for one event is kept, for the job-store to load."""
+
+    async def store(self, prediction_id: str, output: str) -> str:
+        """Return the reference to publish as `output_ref` once the output is stored whole.
+
+        Storing the same prediction again replaces its object, so Replicate's retries add
+        nothing. Raises `BusUnavailable` when it cannot be stored now.
+        """
         ...

@@ -1,8 +1,10 @@
-"""The `webhook-ingest` command end to end: signed HTTP in, events in JetStream and progress on
-core NATS out, every refusal with its status, and NATS going away in the middle."""
+"""The `webhook-ingest` command end to end: signed HTTP in, events in JetStream (large results in
+the results Object Store) and progress on core NATS out, every refusal with its status, the
+abuse checks counted in `/metrics`, and NATS going away in the middle."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -25,6 +27,7 @@ from jobs_proto.api import JobProgress
 from jobs_proto.events import AnyJobEvent, JobCompleted, JobStarted, decode_event
 from jobs_proto.stream import StreamSpec, jobs_stream
 from jobs_proto.subjects import MSG_ID_HEADER, Subjects
+from jobs_runtime.results import load_result, result_store
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import NatsServer, free_port
 
@@ -73,10 +76,15 @@ class RunningIngest:
 
 @contextmanager
 def ingest_process(
-    nats_url: str, stream: str, subjects: Subjects, log_path: Path
+    nats_url: str,
+    stream: str,
+    subjects: Subjects,
+    log_path: Path,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[ServiceProcess]:
     """The `webhook-ingest` command as an operator runs it; it must exit 0 on SIGTERM."""
     env = {
+        **(extra_env or {}),
         "NATS_URL": nats_url,
         "JOBS_STREAM": stream,
         "SUBJECT_PREFIX": subjects.prefix,
@@ -267,6 +275,76 @@ async def test_a_five_mib_body_is_accepted_whole(
     assert stored.event.output == "".join(chunks)
 
 
+async def test_a_nine_mib_result_is_stored_aside_and_named_by_the_event(
+    ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec
+) -> None:
+    job_id = uuid.uuid4()
+    # 1 KiB chunks keep the JSON list's own overhead small: the body stays under 10 MiB.
+    chunks = [f"{n:07d} ".ljust(1023, "~") + "\n" for n in range(9 * 1024)]
+    body = prediction("succeeded", chunks, id="pred-nine-mib")
+    assert 9 * MIB < len(body) <= MAX_BYTES
+
+    first = await ingest.send(body, job=job_id, webhook_id="msg_nine")
+    # Replicate's retry: the same object is overwritten, the event is a duplicate.
+    again = await ingest.send(body, job=job_id, webhook_id="msg_nine")
+
+    assert (first.status_code, again.status_code) == (200, 200), first.text
+    js = nats_client.jetstream()
+    (stored,) = await stored_events(js, jobs_stream_ready.name)
+    assert isinstance(stored.event, JobCompleted)
+    assert stored.event.output is None
+    assert stored.event.output_ref == "output/pred-nine-mib"
+    # What the job-store does with the reference.
+    results = await result_store(js, jobs_stream_ready.name)
+    assert await load_result(results, stored.event.output_ref) == "".join(chunks)
+
+
+async def _trickle() -> AsyncIterator[bytes]:
+    for _ in range(20):
+        yield b"{"
+        await asyncio.sleep(0.25)
+
+
+def metric(text: str, reason: str) -> float:
+    prefix = f'webhook_ingest_webhooks_total{{reason="{reason}"}} '
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+
+async def test_abuse_is_refused_counted_and_survived(
+    nats_url: str, jobs_stream_ready: StreamSpec, subjects: Subjects, tmp_path: Path
+) -> None:
+    env = {"WEBHOOK_RATE_PER_S": "0.2", "WEBHOOK_RATE_BURST": "4", "WEBHOOK_READ_TIMEOUT_S": "1"}
+    with ingest_process(
+        nats_url, jobs_stream_ready.name, subjects, tmp_path / "abuse.log", env
+    ) as process:
+        url, ready_url = urls(process)
+        metrics_url = ready_url.removesuffix("/readyz") + "/metrics"
+        process.wait_http(ready_url)
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            # A body that trickles in: `408`, or the connection closed under the sender.
+            try:
+                slow = await http.post(url, content=_trickle())
+                assert slow.status_code == 408, slow.text
+            except (httpx.RemoteProtocolError, httpx.WriteError, httpx.ReadError):
+                pass
+            answers = [(await http.post(url, content=b"{}")).status_code for _ in range(4)]
+            assert answers == [401, 401, 401, 429]
+            limited = await http.post(url, content=b"{}")
+            assert limited.status_code == 429
+            assert int(limited.headers["retry-after"]) >= 1
+            assert limited.headers["content-type"] == "application/problem+json"
+
+            metrics = (await http.get(metrics_url)).text
+            assert metric(metrics, "read_timeout") == 1
+            assert metric(metrics, "rate_limited") == 2
+            assert metric(metrics, "missing_headers") == 3
+            assert (await http.get(ready_url)).status_code == 200
+        refusals = [line for line in process.log.splitlines() if "webhook refused" in line]
+        assert len(refusals) == 6
+        assert all(json.loads(line)["reason"] for line in refusals)
+
+
 async def test_nats_down_answers_503_and_the_retry_stores_once(
     restartable_nats: NatsServer, tmp_path: Path
 ) -> None:
@@ -274,6 +352,8 @@ async def test_nats_down_answers_503_and_the_retry_stores_once(
     stream = jobs_stream(subjects, name="JOBS_DOWN")
     job_id = uuid.uuid4()
     body = prediction("succeeded", ["kept"])
+    # Over the inline limit: its output needs the result store, which is down as well.
+    large = prediction("succeeded", ["x" * 1023 + "\n"] * (9 * 1024), id="pred-large-down")
 
     with ingest_process(restartable_nats.url, stream.name, subjects, tmp_path / "i.log") as proc:
         url, ready_url = urls(proc)
@@ -288,6 +368,10 @@ async def test_nats_down_answers_503_and_the_retry_stores_once(
             assert refused.status_code == 503, refused.text
             assert int(refused.headers["retry-after"]) > 0
             assert refused.headers["content-type"] == "application/problem+json"
+            large_refused = await http.post(
+                url, params={"job": str(job_id)}, content=large, headers=sign(large, "msg_large")
+            )
+            assert large_refused.status_code == 503, large_refused.text
 
             restartable_nats.start()
             proc.wait_http(ready_url)
@@ -295,13 +379,22 @@ async def test_nats_down_answers_503_and_the_retry_stores_once(
                 url, params={"job": str(job_id)}, content=body, headers=sign(body, "msg_down")
             )
             assert retried.status_code == 200, retried.text
+            large_retried = await http.post(
+                url, params={"job": str(job_id)}, content=large, headers=sign(large, "msg_large")
+            )
+            assert large_retried.status_code == 200, large_retried.text
 
         nc = await nats.connect(restartable_nats.url)
         try:
             # The 503 stored nothing, and the `200` came only once the retry was stored.
-            (stored,) = await stored_events(nc.jetstream(), stream.name)
+            stored, stored_large = await stored_events(nc.jetstream(), stream.name)
             assert stored.msg_id == "msg_down"
             assert isinstance(stored.event, JobCompleted)
             assert stored.event.output == "kept"
+            assert stored_large.msg_id == "msg_large"
+            assert isinstance(stored_large.event, JobCompleted)
+            assert stored_large.event.output_ref is not None
+            results = await result_store(nc.jetstream(), stream.name)
+            assert len(await load_result(results, stored_large.event.output_ref)) == 9 * MIB
         finally:
             await nc.close()

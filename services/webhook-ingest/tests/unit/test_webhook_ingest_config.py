@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from jobs_runtime.settings import SettingsError, load_settings
-from webhook_ingest.config import MIB, Settings
+from webhook_ingest.config import MIB, FetchSecretSettings, Settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -15,6 +15,36 @@ def test_dev_defaults_work() -> None:
     settings = load_settings(Settings, {})
     assert (settings.http_port, settings.admin_port) == (8001, 9001)
     assert settings.webhook_max_bytes == 16 * MIB
+    assert (settings.webhook_rate_per_s, settings.webhook_rate_burst) == (50, 100)
+    assert (settings.trusted_proxy_hops, settings.webhook_max_large_bodies) == (0, 4)
+    assert settings.webhook_read_timeout_s == 30
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WEBHOOK_RATE_PER_S", "-1"),
+        ("WEBHOOK_RATE_BURST", "0"),
+        ("TRUSTED_PROXY_HOPS", "-1"),
+        ("WEBHOOK_MAX_LARGE_BODIES", "0"),
+        ("WEBHOOK_READ_TIMEOUT_S", "0"),
+    ],
+)
+def test_abuse_limits_out_of_range_are_named(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=rf"^{name}"):
+        load_settings(Settings, {name: value})
+
+
+def test_rate_zero_turns_the_rate_limit_off() -> None:
+    assert load_settings(Settings, {"WEBHOOK_RATE_PER_S": "0"}).webhook_rate_per_s == 0
+
+
+def test_the_service_reads_no_token_fetch_secret_needs_one_in_prod() -> None:
+    assert "replicate_api_token" not in Settings.__struct_fields__
+    with pytest.raises(SettingsError, match="REPLICATE_API_TOKEN"):
+        load_settings(FetchSecretSettings, {"APP_ENV": "prod"})
+    with pytest.raises(SettingsError, match=r"^REPLICATE_BASE_URL"):
+        load_settings(FetchSecretSettings, {"REPLICATE_BASE_URL": "api.replicate.com"})
 
 
 def test_the_body_limit_may_not_go_below_ten_mib() -> None:

@@ -14,6 +14,7 @@ from jobs_proto.events import JobCompleted, JobEvent, JobStarted
 from jobs_proto.subjects import message_id
 from webhook_ingest.handlers import (
     MAX_EVENT_BYTES,
+    MAX_INLINE_OUTPUT_BYTES,
     Rejected,
     Stored,
     Unavailable,
@@ -53,6 +54,19 @@ class FakeProgress:
         self.sent.append(progress)
 
 
+class FakeResults:
+    def __init__(self, *, fail: bool = False) -> None:
+        self.objects: dict[str, str] = {}
+        self.fail = fail
+
+    async def store(self, prediction_id: str, output: str) -> str:
+        if self.fail:
+            raise BusUnavailable("object store: no responders")
+        ref = f"output/{prediction_id}"
+        self.objects[ref] = output
+        return ref
+
+
 def prediction(status: str, **fields: Any) -> bytes:
     return json.dumps({"id": "pred-1", "status": status, **fields}).encode()
 
@@ -67,12 +81,18 @@ async def ingest(
     job: str | None = str(JOB_ID),
     events: FakeEvents | None = None,
     progress: FakeProgress | None = None,
+    results: FakeResults | None = None,
     webhook_id: str = "msg_1",
 ) -> tuple[Any, FakeEvents, FakeProgress]:
     events = events or FakeEvents()
     progress = progress or FakeProgress()
     outcome = await ingest_webhook(
-        webhook(body, webhook_id), job, events=events, progress=progress, now=NOW
+        webhook(body, webhook_id),
+        job,
+        events=events,
+        progress=progress,
+        results=results or FakeResults(),
+        now=NOW,
     )
     return outcome, events, progress
 
@@ -201,8 +221,80 @@ async def test_a_bus_that_cannot_store_is_unavailable() -> None:
     assert progress.sent == []
 
 
-async def test_a_result_too_large_for_the_bus_is_not_stored() -> None:
-    outcome, events, _ = await ingest(prediction("succeeded", output="x" * MAX_EVENT_BYTES))
+async def test_a_result_too_large_for_the_bus_is_stored_aside() -> None:
+    results = FakeResults()
+    output = ["x" * 1024] * (MAX_INLINE_OUTPUT_BYTES // 1024 + 1)
+    outcome, events, _ = await ingest(prediction("succeeded", output=output), results=results)
+    assert isinstance(outcome, Stored)
+    (event,) = events.stored
+    assert isinstance(event, JobCompleted)
+    assert (event.output, event.output_ref) == (None, "output/pred-1")
+    assert results.objects == {"output/pred-1": "".join(output)}
+
+
+async def test_an_output_just_under_the_inline_limit_stays_in_the_event() -> None:
+    # The limit counts JSON text: the two quotes are part of it.
+    output = "y" * (MAX_INLINE_OUTPUT_BYTES - 2)
+    results = FakeResults()
+    outcome, events, _ = await ingest(prediction("succeeded", output=output), results=results)
+    assert isinstance(outcome, Stored)
+    (event,) = events.stored
+    assert isinstance(event, JobCompleted)
+    assert (event.output, event.output_ref) == (output, None)
+    assert results.objects == {}
+
+
+async def test_escaping_counts_towards_the_inline_limit() -> None:
+    # Each control character is six bytes of JSON: this output is small, its event is not.
+    output = "\x01" * (MAX_INLINE_OUTPUT_BYTES // 6 + 1)
+    outcome, events, _ = await ingest(prediction("succeeded", output=output))
+    assert isinstance(outcome, Stored)
+    (event,) = events.stored
+    assert isinstance(event, JobCompleted)
+    assert event.output is None
+    assert event.output_ref is not None
+
+
+async def test_a_result_store_that_cannot_store_stores_no_event() -> None:
+    output = "z" * MAX_INLINE_OUTPUT_BYTES
+    outcome, events, _ = await ingest(
+        prediction("succeeded", output=output), results=FakeResults(fail=True)
+    )
+    assert isinstance(outcome, Unavailable)
+    assert outcome.reason == "results_unavailable"
+    assert events.stored == []
+
+
+async def test_an_event_stored_aside_that_the_bus_refuses_is_unavailable() -> None:
+    results = FakeResults()
+    outcome, _, _ = await ingest(
+        prediction("succeeded", output="z" * MAX_INLINE_OUTPUT_BYTES),
+        events=FakeEvents(fail=True),
+        results=results,
+    )
+    assert isinstance(outcome, Unavailable)
+    assert outcome.reason == "bus_unavailable"
+
+
+async def test_an_event_too_large_even_without_output_is_not_stored() -> None:
+    outcome, events, _ = await ingest(prediction("failed", error="e" * MAX_EVENT_BYTES))
     assert isinstance(outcome, Unavailable)
     assert outcome.reason == "too_large_for_bus"
     assert events.stored == []
+
+
+async def test_a_body_nested_too_deeply_is_rejected_not_a_crash() -> None:
+    deep = b'{"id": "p", "status": "succeeded", "output": %s1%s}' % (b"[" * 5000, b"]" * 5000)
+    outcome, events, _ = await ingest(deep)
+    assert isinstance(outcome, Rejected)
+    assert outcome.reason == "not_a_prediction"
+    assert events.stored == []
+
+
+async def test_a_predict_time_beyond_any_float_is_dropped_not_a_crash() -> None:
+    body = b'{"id": "p", "status": "succeeded", "metrics": {"predict_time": 1%s}}' % (b"0" * 400)
+    outcome, events, _ = await ingest(body)
+    assert isinstance(outcome, Stored)
+    (event,) = events.stored
+    assert isinstance(event, JobCompleted)
+    assert event.predict_time_s is None

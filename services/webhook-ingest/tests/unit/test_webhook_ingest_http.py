@@ -38,6 +38,18 @@ class Events:
         return False
 
 
+class Results:
+    def __init__(self) -> None:
+        self.objects: dict[str, str] = {}
+        self.down = False
+
+    async def store(self, prediction_id: str, output: str) -> str:
+        if self.down:
+            raise BusUnavailable("object store: no responders")
+        self.objects[f"output/{prediction_id}"] = output
+        return f"output/{prediction_id}"
+
+
 class Progress:
     def __init__(self) -> None:
         self.sent: list[JobProgress] = []
@@ -57,6 +69,7 @@ async def client(events: Events) -> AsyncIterator[httpx.AsyncClient]:
         verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
         events=events,
         progress=Progress(),
+        results=Results(),
         max_bytes=LIMIT,
         clock=lambda: NOW,
     )
@@ -163,23 +176,37 @@ async def test_bus_down_is_503_with_retry_after(client: httpx.AsyncClient, event
     assert int(response.headers["retry-after"]) > 0
 
 
-async def test_too_large_for_the_bus_is_503(client: httpx.AsyncClient, events: Events) -> None:
+async def test_a_large_result_is_stored_aside_or_answered_503(events: Events) -> None:
+    results = Results()
     app = webhook_app(
         verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
         events=events,
         progress=Progress(),
+        results=results,
         max_bytes=MAX_EVENT_BYTES + 1024 * 1024,
     )
     body = prediction(output="w" * MAX_EVENT_BYTES)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://i"
     ) as http:
-        response = await http.post(
-            PATH, params={"job": str(JOB_ID)}, content=body, headers=signed(body)
-        )
-    assert_problem(response, 503)
-    assert "retry-after" in response.headers
-    assert events.stored == []
+
+        async def send() -> httpx.Response:
+            return await http.post(
+                PATH, params={"job": str(JOB_ID)}, content=body, headers=signed(body)
+            )
+
+        results.down = True
+        refused = await send()
+        assert_problem(refused, 503)
+        assert int(refused.headers["retry-after"]) > 0
+        assert events.stored == []
+
+        results.down = False
+        assert (await send()).status_code == 200
+    (event,) = events.stored
+    assert isinstance(event, JobCompleted)
+    assert (event.output, event.output_ref) == (None, "output/p1")
+    assert results.objects == {"output/p1": "w" * MAX_EVENT_BYTES}
 
 
 async def test_logs_name_the_refusal_but_no_secret_or_body(
@@ -216,6 +243,7 @@ async def test_a_bug_answers_a_500_problem_without_internals() -> None:
         verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
         events=Broken(),
         progress=Progress(),
+        results=Results(),
         max_bytes=LIMIT,
     )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -185,6 +185,14 @@ def test_malformed_timestamp(timestamp: str) -> None:
     assert failure(verifier(), hdrs, PREDICTION_CASE["body"].encode()) == "malformed_timestamp"
 
 
+@pytest.mark.parametrize("timestamp", ["253402300800", "999999999999", "0", "000000000000"])
+def test_timestamps_beyond_datetimes_range_are_refused_not_a_crash(timestamp: str) -> None:
+    # `datetime` ends at the year 9999; twelve digits go far past it.
+    hdrs = headers(PREDICTION_CASE, **{"webhook-timestamp": timestamp})
+    expected = "timestamp_too_old" if int(timestamp) == 0 else "timestamp_too_new"
+    assert failure(verifier(), hdrs, PREDICTION_CASE["body"].encode()) == expected
+
+
 def test_checks_run_in_the_contracts_order() -> None:
     stale = verifier(now=SIGNED_AT + timedelta(hours=1))
     unsigned_stale = headers(PREDICTION_CASE, **{"webhook-signature": "v1,AAAA"})

@@ -1,15 +1,19 @@
-"""The handler's ports over NATS: events into JetStream's `JOBS`, progress on core NATS."""
+"""The handler's ports over NATS: events into JetStream's `JOBS`, large results into the shared
+results Object Store (`jobs_runtime.results`), progress on core NATS."""
 
 from __future__ import annotations
 
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.object_store import ObjectStore
 
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobEvent
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
+from jobs_runtime.results import result_store, store_result
 from webhook_ingest.ports import BusUnavailable
 
 # Timeouts, no responders, a closed connection, a payload over the server's limit, JetStream
@@ -34,6 +38,32 @@ class JetStreamEvents:
         except _BUS_ERRORS as exc:
             raise BusUnavailable(f"JetStream did not store the event: {exc!r}") from exc
         return bool(ack.duplicate)
+
+
+class ObjectStoreResults:
+    """Puts a final output into the results bucket of the jobs stream, under one name per
+    prediction, and returns once every chunk is stored."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, jobs_stream: str, *, replicas: int) -> None:
+        self._nc = nc
+        self._js = js
+        self._jobs_stream = jobs_stream
+        self._replicas = replicas
+        # Opened on first use: most webhooks never need it, and a failed open is retried with
+        # the next large result instead of stopping the service.
+        self._bucket: ObjectStore | None = None
+
+    async def store(self, prediction_id: str, output: str) -> str:
+        if not self._nc.is_connected:
+            raise BusUnavailable("not connected to NATS")
+        try:
+            if self._bucket is None:
+                self._bucket = await result_store(
+                    self._js, self._jobs_stream, replicas=self._replicas
+                )
+            return await store_result(self._bucket, prediction_id, output)
+        except _BUS_ERRORS as exc:
+            raise BusUnavailable(f"the result store did not take the output: {exc!r}") from exc
 
 
 class CoreNatsProgress:

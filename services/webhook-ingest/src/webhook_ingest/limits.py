@@ -1,0 +1,129 @@
+"""The endpoint's defences that run before any signature is checked: a token bucket per source
+address and a cap on how many large bodies are held in memory at once.
+
+Pure and clock-injected, so tests drive time; the HTTP adapter applies them to requests.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+MIB: Final = 1024 * 1024
+# A body over this size needs a large-body slot: Replicate's own webhooks are far smaller
+# except for a final prediction with a long output.
+LARGE_BODY_BYTES: Final = 1 * MIB
+# Enough for every real sender; an attacker with more addresses than this only resets the
+# buckets of the least recently seen ones, while memory stays bounded.
+MAX_TRACKED_SOURCES: Final = 10_000
+
+Monotonic = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class IngressLimits:
+    """The settings the abuse checks need (`WEBHOOK_RATE_PER_S` and friends)."""
+
+    rate_per_s: float = 50.0  # 0: no rate limit
+    burst: int = 100
+    trusted_proxy_hops: int = 0
+    max_large_bodies: int = 4
+    read_timeout_s: float = 30.0
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class SourceRateLimiter:
+    """A token bucket per source: `burst` requests at once, refilled at `rate_per_s`.
+
+    Buckets live in an LRU of at most `max_sources`; a source evicted and seen again starts
+    with a full bucket, which costs an attacker as many addresses as the LRU holds.
+    """
+
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: int,
+        *,
+        max_sources: int = MAX_TRACKED_SOURCES,
+        clock: Monotonic = time.monotonic,
+    ) -> None:
+        if rate_per_s < 0 or burst < 1 or max_sources < 1:
+            raise ValueError("rate must be >= 0, burst and max_sources >= 1")
+        self._rate = rate_per_s
+        self._burst = float(burst)
+        self._max_sources = max_sources
+        self._clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, source: str) -> float | None:
+        """Spend one token of `source`: `None` when allowed, else the seconds until one is back."""
+        if self._rate == 0:
+            return None
+        now = self._clock()
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            bucket = _Bucket(self._burst, now)
+            self._buckets[source] = bucket
+            if len(self._buckets) > self._max_sources:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(source)
+            elapsed = max(0.0, now - bucket.updated)
+            bucket.tokens = min(self._burst, bucket.tokens + elapsed * self._rate)
+            bucket.updated = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return None
+        return (1 - bucket.tokens) / self._rate
+
+
+def retry_after_s(wait_s: float) -> int:
+    """`Retry-After` in whole seconds, never 0 (a 0 invites an immediate retry)."""
+    return max(1, math.ceil(wait_s))
+
+
+class LargeBodySlots:
+    """At most `capacity` large bodies in progress; taking a slot never waits."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.in_use = 0
+
+    def try_take(self) -> bool:
+        if self.in_use >= self.capacity:
+            return False
+        self.in_use += 1
+        return True
+
+    def give_back(self) -> None:
+        self.in_use = max(0, self.in_use - 1)
+
+
+def client_source(peer: str | None, forwarded_for: str | None, trusted_proxy_hops: int) -> str:
+    """The address a request is rate-limited by.
+
+    With `trusted_proxy_hops` = N > 0, each of our N proxies appended the address it saw to
+    `X-Forwarded-For`, so the client is the N-th entry from the right; entries further left
+    were written by the client itself and could be anything, so they are never used. With
+    N = 0 the header is ignored: the TCP peer is the source.
+    """
+    if trusted_proxy_hops > 0 and forwarded_for:
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        if hops:
+            # Fewer entries than proxies: the leftmost is the closest to the client we know.
+            return hops[max(0, len(hops) - trusted_proxy_hops)][:64]
+    return peer or "unknown"

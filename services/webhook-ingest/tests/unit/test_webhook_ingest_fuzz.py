@@ -1,0 +1,313 @@
+"""Fuzzing the whole HTTP app with hypothesis: whatever arrives, no `5xx` but the bus-down `503`,
+no `200` without a configured secret's signature, and every signed prediction for a job id
+stored.
+
+In-process over `httpx.ASGITransport` rather than against the real process: the properties are
+about the app's decisions, hypothesis needs hundreds of examples in seconds and shrinks best
+without sockets and timing in the way, and the fakes let an example choose whether the bus is up.
+The real process, with uvicorn and NATS, is covered by the integration tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import string
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from standardwebhooks.webhooks import Webhook
+
+from jobs_proto.api import JobProgress
+from jobs_proto.events import JobEvent
+from webhook_ingest.adapters.http import PATH, webhook_app
+from webhook_ingest.limits import IngressLimits
+from webhook_ingest.ports import BusUnavailable
+from webhook_ingest.verify import WebhookVerifier, parse_secrets
+
+CURRENT: Final = "whsec_" + base64.b64encode(b"fuzzed current key").decode()
+PREVIOUS: Final = "whsec_" + base64.b64encode(b"fuzzed previous key").decode()
+CONFIGURED: Final = (PREVIOUS, CURRENT)
+STRANGER: Final = "whsec_" + base64.b64encode(b"not one of ours").decode()
+NOW: Final = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
+LIMIT: Final = 64 * 1024
+FUZZ: Final = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+class Bus:
+    """Events, results and progress at once; `down` makes every one of them refuse."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.stored: list[JobEvent] = []
+
+    async def store(self, event: JobEvent) -> bool:
+        if self.down:
+            raise BusUnavailable("nats: connection closed")
+        self.stored.append(event)
+        return False
+
+    async def send(self, progress: JobProgress) -> None:
+        if self.down:
+            raise BusUnavailable("nats: connection closed")
+
+
+class Results:
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    async def store(self, prediction_id: str, output: str) -> str:
+        if self._bus.down:
+            raise BusUnavailable("nats: connection closed")
+        return f"output/{prediction_id}"
+
+
+BUS: Final = Bus()
+APP: Final = webhook_app(
+    verifier=WebhookVerifier(parse_secrets(",".join(CONFIGURED)), clock=lambda: NOW),
+    events=BUS,
+    progress=BUS,
+    results=Results(BUS),
+    max_bytes=LIMIT,
+    # The rate limit has its own tests; here every example must reach the checks behind it.
+    limits=IngressLimits(rate_per_s=0),
+    clock=lambda: NOW,
+)
+
+
+async def post(
+    body: bytes, headers: dict[str, str], params: Sequence[tuple[str, str]], *, bus_down: bool
+) -> httpx.Response:
+    BUS.down = bus_down
+    BUS.stored.clear()
+    transport = httpx.ASGITransport(app=APP, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
+        # Latin-1 bytes: httpx would refuse a non-ASCII `str`, a server must take any octet.
+        raw = {name.encode(): value.encode("latin-1") for name, value in headers.items()}
+        return await http.post(PATH, content=body, headers=raw, params=list(params))
+
+
+# Header values as HTTP can carry them: visible ASCII and spaces.
+header_text = st.text(alphabet=string.printable[:95], max_size=80)
+webhook_ids = st.one_of(
+    st.just("msg_2k1zkFZQ1wGx"), header_text.filter(lambda s: s.strip() != ""), st.just("")
+)
+timestamps = st.one_of(
+    st.integers(-300, 300).map(lambda d: str(int((NOW + timedelta(seconds=d)).timestamp()))),
+    st.integers(-(10**15), 10**15).map(str),  # far past and far future
+    st.integers(253_402_300_800, 999_999_999_999).map(str),  # beyond `datetime`'s year 9999
+    # "¹²³": digits to `str.isdigit`, not to `int` (sent as Latin-1, as HTTP allows).
+    st.sampled_from(["", " ", "-1", "1e9", "0x10", "¹²³", "nan", "9" * 40, "1.5"]),
+    header_text,
+)
+random_signatures = st.one_of(
+    st.binary(min_size=0, max_size=40).map(lambda b: "v1," + base64.b64encode(b).decode()),
+    st.sampled_from(["", "v1,", "v1,!!!!", "v1,AAAA", "v2,AAAA", "v1", ",", "v1,A"]),
+    header_text,
+)
+content_types = st.one_of(
+    st.sampled_from(
+        [
+            "application/json",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "",
+            "multipart/form-data; boundary=x",
+            "application/json; charset=latin-1",
+        ]
+    ),
+    header_text,
+)
+query_params = st.lists(
+    st.tuples(
+        st.one_of(st.just("job"), st.text(max_size=10)),
+        st.one_of(st.uuids().map(str), st.text(max_size=40)),
+    ),
+    max_size=4,
+)
+statuses = st.sampled_from(["starting", "processing", "succeeded", "failed", "canceled", "aborted"])
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+outputs = st.one_of(
+    st.none(), st.text(max_size=200), st.lists(st.text(max_size=30), max_size=10), json_values
+)
+
+
+@st.composite
+def predictions(draw: st.DrawFn) -> dict[str, Any]:
+    """Bodies Replicate could send: the fields the project reads, in their types, plus extras."""
+    body: dict[str, Any] = {
+        "id": draw(st.text(min_size=1, max_size=30)),
+        "status": draw(statuses),
+        "output": draw(outputs),
+    }
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "error": st.none() | st.text(max_size=50),
+        "logs": st.none() | st.text(max_size=50),
+        "data_removed": st.booleans(),
+        "model": st.none() | st.text(max_size=30),
+        "metrics": st.none()
+        | st.dictionaries(
+            st.sampled_from(["predict_time", "total_time"]),
+            json_values | st.just(10**400),  # beyond any float
+        ),
+        "created_at": st.none() | st.text(max_size=30),
+        "unknown_field": json_values,
+    }
+    for name, strategy in optional.items():
+        if draw(st.booleans()):
+            body[name] = draw(strategy)
+    return body
+
+
+def near_predictions() -> st.SearchStrategy[bytes]:
+    """Almost predictions: a field missing, of the wrong type, or the wrong status."""
+    broken = predictions().flatmap(
+        lambda p: st.sampled_from(["id", "status", "output", "data_removed", "metrics"]).map(
+            lambda field: {**p, field: {"not": "right"}} if field != "output" else p
+        )
+    )
+    missing = predictions().map(lambda p: {k: v for k, v in p.items() if k != "status"})
+    return st.one_of(broken, missing).map(lambda p: json.dumps(p).encode())
+
+
+bodies = st.one_of(
+    st.binary(max_size=512),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    predictions().map(lambda p: json.dumps(p).encode()),
+    near_predictions(),
+    # Nesting around the decoder's recursion limit.
+    st.integers(1, 3000).map(
+        lambda depth: (
+            b'{"id": "p", "status": "succeeded", "output": %s1%s}' % (b"[" * depth, b"]" * depth)
+        )
+    ),
+    # Around the size limit; filled rather than drawn, since drawing 64 KiB is slow.
+    st.tuples(st.integers(LIMIT - 2, LIMIT + 2), st.binary(min_size=1, max_size=1)).map(
+        lambda sized: sized[1] * sized[0]
+    ),
+)
+
+
+@st.composite
+def unsigned_headers(draw: st.DrawFn, body: bytes) -> dict[str, str]:
+    """Each signed header missing, empty or random; signatures from strangers or over other
+    content, but never a configured secret's signature over this request."""
+    webhook_id = draw(webhook_ids)
+    timestamp = draw(timestamps)
+    entries = draw(st.lists(random_signatures, max_size=6))
+    fresh = timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 10
+    if draw(st.booleans()) and fresh:
+        at = datetime.fromtimestamp(int(timestamp), UTC)
+        text = body.decode("utf-8", errors="replace")
+        entries.append(Webhook(STRANGER).sign(webhook_id, at, text))
+        # A configured key, but over a different id: a replayed signature.
+        entries.append(Webhook(CURRENT).sign(webhook_id + "x", at, text))
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": " ".join(entries),
+        "content-type": draw(content_types),
+    }
+    present = draw(st.sets(st.sampled_from(sorted(headers))))
+    return {name: value for name, value in headers.items() if name in present}
+
+
+def sign(body: bytes, secret: str, webhook_id: str, at: datetime) -> str:
+    return Webhook(secret).sign(webhook_id, at, body.decode())
+
+
+@FUZZ
+@given(data=st.data(), body=bodies, params=query_params, bus_down=st.booleans())
+async def test_nothing_unsigned_gets_anything_but_401_or_413(
+    data: st.DataObject, body: bytes, params: list[tuple[str, str]], bus_down: bool
+) -> None:
+    headers = data.draw(unsigned_headers(body))
+    response = await post(body, headers, params, bus_down=bus_down)
+    assert response.status_code in (401, 413), response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert BUS.stored == []
+
+
+@FUZZ
+@given(
+    body=bodies.filter(lambda b: len(b) <= LIMIT),
+    params=query_params,
+    secret=st.sampled_from(CONFIGURED),
+    webhook_id=webhook_ids.filter(lambda s: s.strip() != ""),
+    skew_s=st.integers(-299, 299),
+    extra=st.lists(random_signatures, max_size=3),
+    content_type=content_types,
+    bus_down=st.booleans(),
+)
+async def test_signed_requests_get_200_400_or_the_bus_down_503(
+    body: bytes,
+    params: list[tuple[str, str]],
+    secret: str,
+    webhook_id: str,
+    skew_s: int,
+    extra: list[str],
+    content_type: str,
+    bus_down: bool,
+) -> None:
+    at = NOW + timedelta(seconds=skew_s)
+    try:
+        signature = sign(body, secret, webhook_id, at)
+    except UnicodeDecodeError:
+        return  # not UTF-8: nobody can sign it (the unsigned property covers such bodies)
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": " ".join([*extra, signature]),
+        "content-type": content_type,
+    }
+    response = await post(body, headers, params, bus_down=bus_down)
+    allowed = {200, 400} if not bus_down else {400, 503}
+    assert response.status_code in allowed, response.text
+    if response.status_code == 503:
+        assert int(response.headers["retry-after"]) > 0
+
+
+@FUZZ
+@given(
+    prediction=predictions(),
+    job_id=st.uuids(),
+    other_params=query_params.map(lambda ps: [(k, v) for k, v in ps if k != "job"]),
+    secret=st.sampled_from(CONFIGURED),
+    webhook_id=webhook_ids.filter(lambda s: s.strip() != ""),
+    skew_s=st.integers(-299, 299),
+)
+async def test_a_signed_prediction_for_a_job_id_is_stored(
+    prediction: dict[str, Any],
+    job_id: uuid.UUID,
+    other_params: list[tuple[str, str]],
+    secret: str,
+    webhook_id: str,
+    skew_s: int,
+) -> None:
+    body = json.dumps(prediction).encode()
+    at = NOW + timedelta(seconds=skew_s)
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": sign(body, secret, webhook_id, at),
+    }
+    params = [("job", str(job_id)), *other_params]
+    response = await post(body, headers, params, bus_down=False)
+    assert response.status_code == 200, response.text
+    (event,) = BUS.stored
+    assert event.job_id == job_id
