@@ -151,3 +151,37 @@ async def test_every_service_stops_cleanly_mid_flight_and_the_jobs_still_finish(
         job = await job_until(gateway, job_id, {"succeeded", "failed", "canceled"}, within=60)
         assert job["status"] == "succeeded", job
         assert len(await audit(simulator, job_id)) == 1, "a job got a second prediction"
+
+
+async def test_the_callers_jobs_are_listed_newest_first_and_one_is_canceled_mid_flight(
+    gateway: httpx.AsyncClient, simulator: httpx.AsyncClient
+) -> None:
+    await simulator.put("/_sim/config", json={"latencyS": 5})
+    older = await submit(gateway, "older")
+    newer = await submit(gateway, "newer")
+
+    async def listed() -> list[str]:
+        response = await gateway.get("/api/jobs", params={"limit": 200})
+        assert response.status_code == 200, response.text
+        return [item["jobId"] for item in response.json()["items"]]
+
+    # The job-store lists a job once it has consumed its request.
+    deadline = time.monotonic() + 30
+    while not {older, newer} <= set(ids := await listed()):
+        assert time.monotonic() < deadline, ids
+        await asyncio.sleep(0.1)
+    assert ids.index(newer) < ids.index(older)
+
+    await job_until(gateway, newer, {"processing"})
+    cancel = await gateway.post(f"/api/jobs/{newer}/cancel")
+    assert cancel.status_code == 202, cancel.text
+    assert cancel.json()["jobId"] == newer
+    canceled = await job_until(gateway, newer, {"canceled"})
+    assert canceled["completedAt"]
+    assert (await gateway.post(f"/api/jobs/{newer}/cancel")).status_code == 202
+    (prediction,) = await audit(simulator, newer)
+    assert prediction["status"] == "canceled"
+
+    assert (await job_until(gateway, older, {"succeeded"}))["status"] == "succeeded"
+    finished = await gateway.post(f"/api/jobs/{older}/cancel")
+    assert finished.status_code == 409, finished.text

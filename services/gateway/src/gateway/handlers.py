@@ -6,15 +6,26 @@ No HTTP or NATS here: the adapters turn requests into these calls and the outcom
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
-from jobs_proto.api import CreateJob, GetJob, JobAccepted, JobView, ProblemDetail
-from jobs_proto.events import JobRequested
+from jobs_proto.api import (
+    CreateJob,
+    GetJob,
+    JobAccepted,
+    JobPage,
+    JobView,
+    ListJobs,
+    ProblemDetail,
+)
+from jobs_proto.events import JobCancelRequested, JobRequested
 from jobs_proto.job_types import JOB_TYPES
+from jobs_proto.status import JOB_STATUSES, JobStatus
 
 # Relative on purpose: `mypy --strict <path>/handlers.py` names this module after its path
 # (`services.gateway.src.gateway...`), and an absolute `gateway.` import would make mypy see
@@ -22,13 +33,40 @@ from jobs_proto.job_types import JOB_TYPES
 from .ports import Clock, EventBus, JobStore, NewJobId, RequestedLog, Unavailable
 from .problems import validation_detail
 
+# `GET /api/jobs?limit=`: the bounds of `ListJobs.limit`, and its default.
+MIN_LIMIT: Final = 1
+MAX_LIMIT: Final = 200
+DEFAULT_LIMIT: Final = 50
+_INTEGER: Final = re.compile(r"^[+-]?[0-9]+$")
+# Statuses a cancel cannot change any more (`409`); `canceled` is answered `202` again.
+UNCANCELABLE: Final[frozenset[JobStatus]] = frozenset({"succeeded", "failed"})
+
+
+def where(error: ProblemDetail) -> str:
+    """What an error names: its JSON pointer into the body, or its query parameter."""
+    if error.pointer is not None:
+        return error.pointer
+    return f"?{error.parameter}"
+
 
 class InvalidRequest(Exception):
-    """A body that is well-formed JSON but not an acceptable job (`422`)."""
+    """A body that is well-formed JSON but not an acceptable job, or bad query parameters
+    (`422`)."""
 
-    def __init__(self, errors: list[ProblemDetail]) -> None:
-        super().__init__("; ".join(f"{e.pointer}: {e.detail}" for e in errors))
+    def __init__(
+        self, errors: list[ProblemDetail], detail: str = "the request is not a valid job"
+    ) -> None:
+        super().__init__("; ".join(f"{where(e)}: {e.detail}" for e in errors))
         self.errors = errors
+        self.detail = detail
+
+
+class JobFinished(Exception):
+    """A cancel of a job that already `succeeded` or `failed` (`409`)."""
+
+    def __init__(self, status: JobStatus) -> None:
+        super().__init__(f"the job already {status}; it can no longer be canceled")
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +169,98 @@ async def read_job(
     if store_down is not None:
         raise store_down
     return None
+
+
+def _parameter_error(parameter: str, detail: str) -> ProblemDetail:
+    return ProblemDetail(parameter=parameter, detail=detail)
+
+
+def _parse_limit(values: list[str], errors: list[ProblemDetail]) -> int:
+    if not values:
+        return DEFAULT_LIMIT
+    if len(values) > 1:
+        errors.append(_parameter_error("limit", "give `limit` at most once"))
+        return DEFAULT_LIMIT
+    raw = values[0].strip()
+    if not _INTEGER.match(raw):
+        errors.append(_parameter_error("limit", f"must be an integer, got {values[0]!r}"))
+        return DEFAULT_LIMIT
+    limit = int(raw)
+    if not MIN_LIMIT <= limit <= MAX_LIMIT:
+        detail = f"must be between {MIN_LIMIT} and {MAX_LIMIT}, got {limit}"
+        errors.append(_parameter_error("limit", detail))
+        return DEFAULT_LIMIT
+    return limit
+
+
+def parse_list_query(user_id: str, parameters: Iterable[tuple[str, str]]) -> ListJobs:
+    """The query of `GET /api/jobs` as a `ListJobs` of `user_id`'s jobs; every bad parameter
+    is one `422` entry naming it. Parameters the route does not know are ignored.
+
+    `cursor` is opaque here: whether it is good only the job-store can tell (`BadCursor`).
+    An empty `cursor=` is the first page, as if absent.
+    """
+    given: dict[str, list[str]] = {}
+    for name, value in parameters:
+        given.setdefault(name, []).append(value)
+    errors: list[ProblemDetail] = []
+    limit = _parse_limit(given.get("limit", []), errors)
+    cursors = given.get("cursor", [])
+    if len(cursors) > 1:
+        errors.append(_parameter_error("cursor", "give `cursor` at most once"))
+    cursor = cursors[0] if len(cursors) == 1 and cursors[0] else None
+    statuses: list[JobStatus] = []
+    for value in given.get("status", []):
+        status = next((s for s in JOB_STATUSES if s == value), None)
+        if status is None:
+            known = ", ".join(JOB_STATUSES)
+            errors.append(_parameter_error("status", f"unknown status {value!r}; one of: {known}"))
+        elif status not in statuses:
+            statuses.append(status)
+    types: list[str] = []
+    for value in given.get("type", []):
+        if not value:
+            errors.append(_parameter_error("type", "must not be empty"))
+        elif value not in types:
+            # Not checked against this release's job types: a job of a type since retired
+            # is still its owner's, and filtering for it finds it.
+            types.append(value)
+    if errors:
+        raise InvalidRequest(errors, "the query parameters are not valid")
+    return ListJobs(user_id=user_id, limit=limit, cursor=cursor, statuses=statuses, types=types)
+
+
+async def list_jobs(query: ListJobs, store: JobStore) -> JobPage:
+    """One page of the caller's jobs, newest first, as the job-store answers it."""
+    return await store.list_jobs(query)
+
+
+async def cancel_job(
+    user_id: str,
+    job_id: uuid.UUID,
+    store: JobStore,
+    requested: RequestedLog,
+    bus: EventBus,
+    *,
+    clock: Clock,
+) -> JobView | None:
+    """Ask to cancel a job; the answer is the job as it is now (`None`: unknown or another
+    user's, `404`).
+
+    | the job is | answer |
+    | --- | --- |
+    | `pending` or `processing` | `JobCancelRequested` published, then the view (`202`) |
+    | `canceled` | the view, nothing published (`202`: asking again is harmless) |
+    | `succeeded` or `failed` | `JobFinished` (`409`) |
+
+    A repeated request within the duplicate window is one message (`cancel:<jobId>`); past
+    it, the ai-runner and the job-store take a second cancel request as the first.
+    """
+    view = await read_job(user_id, job_id, store, requested)
+    if view is None:
+        return None
+    if view.status in UNCANCELABLE:
+        raise JobFinished(view.status)
+    if view.status != "canceled":
+        await bus.publish(JobCancelRequested(job_id=job_id, occurred_at=clock(), user_id=user_id))
+    return view

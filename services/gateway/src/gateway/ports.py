@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from jobs_proto.api import GetJob, JobReply
+from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
 
 Clock = Callable[[], datetime]
@@ -16,6 +16,11 @@ NewJobId = Callable[[], uuid.UUID]
 
 class Unavailable(Exception):
     """NATS, JetStream or the job-store did not answer; the client should retry later."""
+
+
+class BadCursor(Exception):
+    """The job-store refused a list cursor: malformed, or made for another user or other
+    filters (`400`)."""
 
 
 class EventBus(Protocol):
@@ -27,6 +32,10 @@ class JobStore(Protocol):
     async def get_job(self, request: GetJob) -> JobReply:
         """The job-store's answer (`job` null: unknown or not this user's); `Unavailable`
         when it does not answer."""
+
+    async def list_jobs(self, request: ListJobs) -> JobPage:
+        """One page of the user's jobs, newest first; `BadCursor` when the job-store refuses
+        the cursor, `Unavailable` when it does not answer or cannot read."""
 
 
 class RequestedLog(Protocol):

@@ -10,6 +10,11 @@ import re
 from typing import Final
 
 from jobs_proto.api import ProblemDetail
+from jobs_runtime.web import ProblemKind
+
+# The gateway's own kinds of problem, beside the shared ones of `jobs_runtime.web`.
+INVALID_CURSOR: Final = ProblemKind("invalid-cursor", "Invalid cursor", 400)
+JOB_FINISHED: Final = ProblemKind("job-finished", "Job already finished", 409)
 
 # msgspec ends a validation message with the path of the bad value: ` - at `$.input.topic``.
 _AT: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from jobs_proto.api import GetJob
+from jobs_proto.api import GetJob, JobPage, ListJobs
 from jobs_proto.events import JobRequested, decode_event
 from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
@@ -103,6 +103,33 @@ async def job_store_double(
         await nats_client.publish(msg.reply, answer(request), headers=headers)
 
     subscription = await nats_client.subscribe(subjects.get_job, cb=respond)
+    await nats_client.flush()
+    try:
+        yield asked
+    finally:
+        await subscription.unsubscribe()
+
+
+@asynccontextmanager
+async def job_store_list_double(
+    nats_client: NATS, subjects: Subjects, answer: Callable[[ListJobs], JobPage | int]
+) -> AsyncIterator[list[ListJobs]]:
+    """A stand-in for the job-store's `list` endpoint, like `job_store_double`: `answer`
+    gives a page, or an error code sent as the job-store's error reply (an empty body with
+    `Nats-Service-Error-Code` and `Nats-Service-Error`)."""
+    asked: list[ListJobs] = []
+
+    async def respond(msg: Msg) -> None:
+        request = msgspec.json.decode(msg.data, type=ListJobs)
+        asked.append(request)
+        reply = answer(request)
+        if isinstance(reply, int):
+            headers = {"Nats-Service-Error-Code": str(reply), "Nats-Service-Error": "refused"}
+            await nats_client.publish(msg.reply, b"", headers=headers)
+        else:
+            await nats_client.publish(msg.reply, msgspec.json.encode(reply))
+
+    subscription = await nats_client.subscribe(subjects.list_jobs, cb=respond)
     await nats_client.flush()
     try:
         yield asked

@@ -1,16 +1,29 @@
-"""Admission and reads over fake ports: what is published, and when a read answers from the
-job-store, from the stream, `None` (404) or `Unavailable` (503)."""
+"""Admission, reads, lists and cancels over fake ports: what is published, when a read answers
+from the job-store, from the stream, `None` (404) or `Unavailable` (503), which list queries
+are `422` naming their parameter, and the cancel decision table."""
 
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
-from gateway.handlers import NewJob, admit_job, pending_view, read_job
-from gateway.ports import Unavailable
-from jobs_proto.api import GetJob, JobReply, JobView
-from jobs_proto.events import JobEvent, JobRequested
+from gateway.handlers import (
+    InvalidRequest,
+    JobFinished,
+    NewJob,
+    admit_job,
+    cancel_job,
+    list_jobs,
+    parse_list_query,
+    pending_view,
+    read_job,
+)
+from gateway.ports import BadCursor, Unavailable
+from jobs_proto.api import GetJob, JobPage, JobReply, JobView, ListJobs, ProblemDetail
+from jobs_proto.events import JobCancelRequested, JobEvent, JobRequested
+from jobs_proto.status import JobStatus
 
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 JOB_ID = uuid.UUID("6f1c1c1e-8d3c-4a57-9a53-0c3f1f2a9b10")
@@ -33,11 +46,21 @@ class FakeStore:
     down: bool = False
     asked: list[GetJob] = field(default_factory=list)
 
+    listed: list[ListJobs] = field(default_factory=list)
+
     async def get_job(self, request: GetJob) -> JobReply:
         self.asked.append(request)
         if self.down:
             raise Unavailable("no responders")
         return JobReply(job=self.jobs.get((request.job_id, request.user_id)))
+
+    async def list_jobs(self, request: ListJobs) -> JobPage:
+        self.listed.append(request)
+        if self.down:
+            raise Unavailable("no responders")
+        if request.cursor == "stale":
+            raise BadCursor("made for other filters")
+        return JobPage(items=[], next_cursor=None)
 
 
 @dataclass
@@ -112,3 +135,150 @@ async def test_an_unknown_job_is_not_found_only_when_the_store_says_so() -> None
 async def test_a_stream_that_cannot_be_asked_is_unavailable_not_not_found() -> None:
     with pytest.raises(Unavailable):
         await read_job("alice", JOB_ID, FakeStore(), FakeLog(down=True))
+
+
+# --- GET /api/jobs: the query --------------------------------------------------------------
+
+
+def test_an_empty_query_is_the_first_page_of_50_unfiltered() -> None:
+    assert parse_list_query("alice", []) == ListJobs(user_id="alice", limit=50)
+
+
+def test_every_parameter_is_taken_and_repeats_are_any_of() -> None:
+    query = parse_list_query(
+        "alice",
+        [
+            ("limit", "200"),
+            ("cursor", "opaque=="),
+            ("status", "pending"),
+            ("status", "processing"),
+            ("status", "pending"),
+            ("type", "video_outline"),
+            ("type", "retired_type"),
+            ("unknown", "ignored"),
+        ],
+    )
+    assert query == ListJobs(
+        user_id="alice",
+        limit=200,
+        cursor="opaque==",
+        statuses=["pending", "processing"],
+        types=["video_outline", "retired_type"],
+    )
+    assert parse_list_query("alice", [("limit", "1"), ("cursor", "")]).limit == 1
+    assert parse_list_query("alice", [("cursor", "")]).cursor is None
+
+
+def errors_of(parameters: list[tuple[str, str]]) -> list[ProblemDetail]:
+    with pytest.raises(InvalidRequest) as refused:
+        parse_list_query("alice", parameters)
+    for error in refused.value.errors:
+        assert error.pointer is None
+        assert error.detail
+    return refused.value.errors
+
+
+@pytest.mark.parametrize("limit", ["0", "201", "-1", "1.5", "ten", "", "1e2", "0x10"])
+def test_a_limit_outside_1_to_200_or_not_an_integer_names_limit(limit: str) -> None:
+    assert [e.parameter for e in errors_of([("limit", limit)])] == ["limit"]
+
+
+def test_a_repeated_limit_or_cursor_is_refused() -> None:
+    errors = errors_of([("limit", "5"), ("limit", "6"), ("cursor", "a"), ("cursor", "b")])
+    assert [e.parameter for e in errors] == ["limit", "cursor"]
+
+
+def test_an_unknown_status_names_status_and_every_bad_parameter_is_reported() -> None:
+    errors = errors_of([("status", "done"), ("status", "pending"), ("limit", "0"), ("type", "")])
+    assert [e.parameter for e in errors] == ["limit", "status", "type"]
+    assert "'done'" in errors[1].detail
+
+
+async def test_a_list_asks_the_store_and_passes_its_refusals_on() -> None:
+    store = FakeStore()
+    query = ListJobs(user_id="alice", limit=3, statuses=["failed"])
+    assert await list_jobs(query, store) == JobPage(items=[], next_cursor=None)
+    assert store.listed == [query]
+    with pytest.raises(BadCursor):
+        await list_jobs(ListJobs(user_id="alice", cursor="stale"), store)
+    with pytest.raises(Unavailable):
+        await list_jobs(query, FakeStore(down=True))
+
+
+# --- POST /api/jobs/{jobId}/cancel: the decision table ----------------------------------------
+
+CANCEL_AT = datetime(2030, 1, 2, 3, 9, tzinfo=UTC)
+
+
+def stored(status: JobStatus, user_id: str = "alice") -> FakeStore:
+    view = msgspec.structs.replace(pending_view(requested()), status=status, version=3)
+    return FakeStore(jobs={(JOB_ID, user_id): view})
+
+
+async def cancel(
+    store: FakeStore, log: FakeLog | None = None, bus: FakeBus | None = None
+) -> JobView | None:
+    return await cancel_job(
+        "alice", JOB_ID, store, log or FakeLog(), bus or FakeBus(), clock=lambda: CANCEL_AT
+    )
+
+
+@pytest.mark.parametrize("status", ["pending", "processing"])
+async def test_a_running_job_is_asked_to_cancel_and_answered_as_it_is(status: JobStatus) -> None:
+    bus = FakeBus()
+    view = await cancel(stored(status), bus=bus)
+    assert view is not None
+    assert (view.job_id, view.status, view.version) == (JOB_ID, status, 3)
+    assert bus.published == [
+        JobCancelRequested(job_id=JOB_ID, occurred_at=CANCEL_AT, user_id="alice")
+    ]
+
+
+async def test_asking_again_publishes_the_same_deduplicated_request() -> None:
+    bus = FakeBus()
+    await cancel(stored("processing"), bus=bus)
+    await cancel(stored("processing"), bus=bus)
+    assert bus.published[0] == bus.published[1]
+
+
+async def test_an_already_canceled_job_is_answered_without_publishing() -> None:
+    bus = FakeBus()
+    view = await cancel(stored("canceled"), bus=bus)
+    assert view is not None
+    assert view.status == "canceled"
+    assert bus.published == []
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed"])
+async def test_a_finished_job_cannot_be_canceled(status: JobStatus) -> None:
+    bus = FakeBus()
+    with pytest.raises(JobFinished) as refused:
+        await cancel(stored(status), bus=bus)
+    assert refused.value.status == status
+    assert bus.published == []
+
+
+async def test_an_unknown_or_another_users_job_is_not_found_and_nothing_is_published() -> None:
+    bus = FakeBus()
+    assert await cancel(FakeStore(), bus=bus) is None
+    assert await cancel(stored("processing", user_id="bob"), bus=bus) is None
+    log = FakeLog(events={JOB_ID: requested(user_id="bob")})
+    assert await cancel(FakeStore(down=True), log=log, bus=bus) is None
+    assert bus.published == []
+
+
+async def test_a_fresh_job_only_in_the_stream_is_canceled_while_pending() -> None:
+    bus = FakeBus()
+    log = FakeLog(events={JOB_ID: requested()})
+    for store in (FakeStore(), FakeStore(down=True)):
+        view = await cancel(store, log=log, bus=bus)
+        assert view == pending_view(requested())
+    assert len(bus.published) == 2
+    assert all(isinstance(e, JobCancelRequested) for e in bus.published)
+
+
+async def test_without_nats_a_cancel_is_unavailable() -> None:
+    with pytest.raises(Unavailable):
+        await cancel(stored("processing"), bus=FakeBus(down=True))
+    with pytest.raises(Unavailable):
+        await cancel(FakeStore(down=True), log=FakeLog(down=True))

@@ -14,15 +14,17 @@ from typing import Any
 import httpx
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the workspace
 import jwt
+import msgspec
 import pytest
 from starlette.routing import Route
 
 from gateway.adapters.http import IDEATION_ROUTES, GatewayPorts, build_app
 from gateway.auth import TokenVerifier
 from gateway.handlers import pending_view
-from gateway.ports import Unavailable
-from jobs_proto.api import GetJob, JobReply
+from gateway.ports import BadCursor, Unavailable
+from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
+from jobs_proto.status import JobStatus
 from jobs_runtime.logs import JsonFormatter
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
@@ -42,6 +44,8 @@ class Fakes:
     published: list[JobEvent] = field(default_factory=list)
     down: bool = False
     broken: bool = False
+    # A job's status as the job-store has it, where it is not `pending`.
+    statuses: dict[uuid.UUID, JobStatus] = field(default_factory=dict)
 
     def _fail(self) -> None:
         if self.broken:
@@ -57,9 +61,25 @@ class Fakes:
         self._fail()
         for event in self.published:
             if isinstance(event, JobRequested) and event.job_id == request.job_id:
-                owned = event.user_id == request.user_id
-                return JobReply(job=pending_view(event) if owned else None)
+                if event.user_id != request.user_id:
+                    return JobReply(job=None)
+                status = self.statuses.get(event.job_id, "pending")
+                return JobReply(job=msgspec.structs.replace(pending_view(event), status=status))
         return JobReply(job=None)
+
+    async def list_jobs(self, request: ListJobs) -> JobPage:
+        self._fail()
+        if request.cursor == "bad":
+            raise BadCursor("malformed")
+        views = [
+            pending_view(e)
+            for e in reversed(self.published)
+            if isinstance(e, JobRequested) and e.user_id == request.user_id
+        ]
+        items = [
+            msgspec.convert(msgspec.to_builtins(v), JobSummary) for v in views[: request.limit]
+        ]
+        return JobPage(items=items, next_cursor="next" if len(views) > request.limit else None)
 
     async def find_requested(self, job_id: uuid.UUID) -> JobRequested | None:
         self._fail()
@@ -317,6 +337,36 @@ async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, st
     fakes.down, fakes.broken = False, True
     answers.append(await client.get(location, headers=auth))
     seen += [("get", "/api/jobs/{jobId}", a) for a in answers]
+
+    fakes.down = fakes.broken = False
+    answers = [
+        await client.get("/api/jobs", headers=auth),
+        await client.get("/api/jobs"),
+        await client.get("/api/jobs?cursor=bad", headers=auth),
+        await client.get("/api/jobs?limit=0&status=done", headers=auth),
+    ]
+    fakes.down = True
+    answers.append(await client.get("/api/jobs", headers=auth))
+    fakes.down, fakes.broken = False, True
+    answers.append(await client.get("/api/jobs", headers=auth))
+    seen += [("get", "/api/jobs", a) for a in answers]
+
+    fakes.down = fakes.broken = False
+    done = await client.post("/api/jobs", json=creates[0][1], headers=auth)
+    fakes.statuses[uuid.UUID(done.json()["jobId"])] = "succeeded"
+    cancel = f"{location}/cancel"
+    answers = [
+        await client.post(cancel, headers=auth),
+        await client.post(cancel),
+        await client.post(cancel, headers={"Authorization": f"Bearer {token('bob')}"}),
+        await client.post("/api/jobs/not-a-uuid/cancel", headers=auth),
+        await client.post(f"{done.headers['location']}/cancel", headers=auth),
+    ]
+    fakes.down = True
+    answers.append(await client.post(cancel, headers=auth))
+    fakes.down, fakes.broken = False, True
+    answers.append(await client.post(cancel, headers=auth))
+    seen += [("post", "/api/jobs/{jobId}/cancel", a) for a in answers]
     return seen
 
 
@@ -349,6 +399,8 @@ async def test_every_answer_is_declared_with_its_body(
     assert statuses[("post", "/api/jobs")] == creates
     assert all(statuses[("post", p)] == creates for p in IDEATION_ROUTES)
     assert statuses[("get", "/api/jobs/{jobId}")] == {200, 304, 401, 404, 500, 503}
+    assert statuses[("get", "/api/jobs")] == {200, 400, 401, 422, 500, 503}
+    assert statuses[("post", "/api/jobs/{jobId}/cancel")] == {202, 401, 404, 409, 500, 503}
 
 
 async def test_docs_render_the_document_without_a_token(client: httpx.AsyncClient) -> None:

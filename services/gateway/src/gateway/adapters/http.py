@@ -27,7 +27,8 @@ from starlette.routing import Route
 from gateway import handlers
 from gateway.adapters.openapi import docs_page, openapi_document
 from gateway.auth import AuthError, KeysUnavailable, TokenVerifier
-from gateway.ports import Clock, EventBus, JobStore, RequestedLog, Unavailable
+from gateway.ports import BadCursor, Clock, EventBus, JobStore, RequestedLog, Unavailable
+from gateway.problems import INVALID_CURSOR, JOB_FINISHED
 from jobs_proto.api import JobView, ProblemDetail
 from jobs_runtime.web import (
     INTERNAL,
@@ -244,6 +245,38 @@ def _get_job(ports: GatewayPorts) -> Endpoint:
     return get_job
 
 
+def _list_jobs(ports: GatewayPorts) -> Endpoint:
+    async def list_jobs(request: Request) -> Response:
+        user_id = await authenticate(ports.verifier, request)
+        query = handlers.parse_list_query(user_id, request.query_params.multi_items())
+        page = await handlers.list_jobs(query, ports.store)
+        # Per user, and changes with every job of theirs.
+        return json_response(page, headers={"Cache-Control": "private, no-store"})
+
+    return list_jobs
+
+
+def _cancel_job(ports: GatewayPorts) -> Endpoint:
+    async def cancel_job(request: Request) -> Response:
+        # No body is read: whatever a client sends with the request is ignored.
+        user_id = await authenticate(ports.verifier, request)
+        job_id = parse_job_id(request.path_params["job_id"])
+        view = None
+        if job_id is not None:
+            view = await handlers.cancel_job(
+                user_id, job_id, ports.store, ports.requested, ports.bus, clock=ports.clock
+            )
+        if view is None:
+            raise Refusal(NOT_FOUND, "no such job")
+        log.info(
+            "job cancel requested",
+            extra={"job_id": str(job_id), "status": view.status, "user_id": user_id},
+        )
+        return json_response(view, 202, headers={"Location": f"/api/jobs/{view.job_id}"})
+
+    return cancel_job
+
+
 # --- one answer and one log line per request ------------------------------------------------
 
 
@@ -252,7 +285,14 @@ def _refusal_of(exc: Exception) -> Refusal | None:
         case Refusal():
             return exc
         case handlers.InvalidRequest():
-            return Refusal(VALIDATION, "the request is not a valid job", errors=exc.errors)
+            return Refusal(VALIDATION, exc.detail, errors=exc.errors)
+        case handlers.JobFinished():
+            return Refusal(JOB_FINISHED, str(exc))
+        case BadCursor():
+            return Refusal(
+                INVALID_CURSOR,
+                f"the cursor is not valid for these filters: {exc}; start again without it",
+            )
         case Unavailable():
             return Refusal(
                 UNAVAILABLE,
@@ -300,7 +340,9 @@ def _answered(endpoint: Endpoint) -> Endpoint:
                 "detail": refusal.problem.detail,
             }
             if refusal.problem.errors:
-                fields["errors"] = [f"{e.pointer}: {e.detail}" for e in refusal.problem.errors]
+                fields["errors"] = [
+                    f"{handlers.where(e)}: {e.detail}" for e in refusal.problem.errors
+                ]
             if isinstance(exc, Unavailable):
                 fields["reason"] = str(exc)
             _log_request(request, refusal.problem.status, started, **fields)
@@ -357,7 +399,9 @@ def _middleware(ports: GatewayPorts) -> list[Middleware]:
 def build_app(ports: GatewayPorts) -> Starlette:
     routes = [
         Route("/api/jobs", _answered(_create_job(ports)), methods=["POST"]),
+        Route("/api/jobs", _answered(_list_jobs(ports)), methods=["GET"]),
         Route("/api/jobs/{job_id}", _answered(_get_job(ports)), methods=["GET"]),
+        Route("/api/jobs/{job_id}/cancel", _answered(_cancel_job(ports)), methods=["POST"]),
         *(
             Route(path, _answered(_create_typed_job(ports, job_type)), methods=["POST"])
             for path, job_type in IDEATION_ROUTES.items()

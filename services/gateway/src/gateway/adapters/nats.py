@@ -12,11 +12,12 @@ from typing import Final
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
-from gateway.ports import Unavailable
-from jobs_proto.api import GetJob, JobReply
+from gateway.ports import BadCursor, Unavailable
+from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested, decode_event
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 _NO_MESSAGE_FOUND: Final = 10037
 # NATS micro services mark an error reply with this header.
 _SERVICE_ERROR_HEADER: Final = "Nats-Service-Error"
+_SERVICE_ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
+# The job-store's error code for a cursor it refuses (`ListJobs`).
+_BAD_CURSOR: Final = "400"
 
 
 def _require_connected(nc: NATS) -> None:
@@ -52,30 +56,61 @@ class JetStreamEventBus:
 
 
 class NatsJobStore:
-    """The job-store's get-by-id endpoint over NATS request/reply."""
+    """The job-store's read endpoints (get-by-id, list) over NATS request/reply."""
 
     def __init__(self, nc: NATS, subjects: Subjects, timeout_s: float = 2.0) -> None:
         self._nc = nc
-        self._subject = subjects.get_job
+        self._get_subject = subjects.get_job
+        self._list_subject = subjects.list_jobs
         self._timeout_s = timeout_s
-        self._decoder = msgspec.json.Decoder(JobReply)
+        self._reply_decoder = msgspec.json.Decoder(JobReply)
+        self._page_decoder = msgspec.json.Decoder(JobPage)
 
-    async def get_job(self, request: GetJob) -> JobReply:
+    async def _ask(self, subject: str, request: msgspec.Struct) -> Msg:
+        """The reply to `request`, error replies included; `Unavailable` without one."""
         _require_connected(self._nc)
         try:
-            reply = await self._nc.request(
-                self._subject, msgspec.json.encode(request), timeout=self._timeout_s
+            return await self._nc.request(
+                subject, msgspec.json.encode(request), timeout=self._timeout_s
             )
         except (TimeoutError, NatsError) as exc:
             raise Unavailable(f"job-store did not answer: {exc!r}") from exc
-        if reply.headers and _SERVICE_ERROR_HEADER in reply.headers:
-            raise Unavailable(
-                f"job-store answered an error: {reply.headers[_SERVICE_ERROR_HEADER]}"
-            )
+
+    async def get_job(self, request: GetJob) -> JobReply:
+        reply = await self._ask(self._get_subject, request)
+        _raise_service_error(reply)
         try:
-            return self._decoder.decode(reply.data)
+            return self._reply_decoder.decode(reply.data)
         except msgspec.DecodeError as exc:
             raise Unavailable(f"job-store answered something else than a JobReply: {exc}") from exc
+
+    async def list_jobs(self, request: ListJobs) -> JobPage:
+        reply = await self._ask(self._list_subject, request)
+        headers = reply.headers or {}
+        if headers.get(_SERVICE_ERROR_CODE_HEADER) == _BAD_CURSOR:
+            raise BadCursor(headers.get(_SERVICE_ERROR_HEADER) or "the cursor is not valid")
+        _raise_service_error(reply)
+        try:
+            return self._page_decoder.decode(reply.data)
+        except msgspec.DecodeError as exc:
+            raise Unavailable(f"job-store answered something else than a JobPage: {exc}") from exc
+
+
+def _raise_service_error(reply: Msg) -> None:
+    """An error reply of the job-store (any code left) as `Unavailable`: a `503` is the store
+    unable to read, and a `422` a request this gateway should not have sent, which a retry
+    after a fixed release may well get past."""
+    headers = reply.headers or {}
+    if _SERVICE_ERROR_HEADER in headers or _SERVICE_ERROR_CODE_HEADER in headers:
+        code = headers.get(_SERVICE_ERROR_CODE_HEADER, "?")
+        if code not in ("503", "?"):
+            log.error(
+                "job-store refused a request",
+                extra={"code": code, "error": headers.get(_SERVICE_ERROR_HEADER)},
+            )
+        raise Unavailable(
+            f"job-store answered an error {code}: {headers.get(_SERVICE_ERROR_HEADER)}"
+        )
 
 
 class StreamRequestedLog:

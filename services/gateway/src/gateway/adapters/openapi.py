@@ -11,8 +11,9 @@ from typing import Any, Final
 
 import msgspec
 
-from jobs_proto.api import CreateJob, JobAccepted, JobView, Problem, ProblemDetail
+from jobs_proto.api import CreateJob, JobAccepted, JobPage, JobView, Problem, ProblemDetail
 from jobs_proto.job_types import JOB_TYPES
+from jobs_proto.status import JOB_STATUSES
 from jobs_runtime.web import PROBLEM_MEDIA_TYPE
 
 OPENAPI_VERSION: Final = "3.1.0"
@@ -116,12 +117,7 @@ def _get_operation() -> dict[str, Any]:
         "operationId": "getJob",
         "security": [{SECURITY_SCHEME: []}],
         "parameters": [
-            {
-                "name": "jobId",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string", "format": "uuid"},
-            },
+            _job_id_parameter(),
             {
                 "name": "If-None-Match",
                 "in": "header",
@@ -144,10 +140,98 @@ def _get_operation() -> dict[str, Any]:
     }
 
 
+def _job_id_parameter() -> dict[str, Any]:
+    return {
+        "name": "jobId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+
+
+def _list_operation() -> dict[str, Any]:
+    # Query parameters are `form` with `explode` by default: an array is the parameter
+    # repeated (`?status=pending&status=processing`).
+    return {
+        "summary": "The caller's jobs, newest first",
+        "operationId": "listJobs",
+        "security": [{SECURITY_SCHEME: []}],
+        "parameters": [
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": "Most items on a page; a page may hold fewer and still go on.",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+            },
+            {
+                "name": "cursor",
+                "in": "query",
+                "required": False,
+                "description": "A previous page's `nextCursor`, with the same filters.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "status",
+                "in": "query",
+                "required": False,
+                "description": "Only jobs in any of these statuses; repeat for several.",
+                "schema": {"type": "array", "items": {"enum": list(JOB_STATUSES)}},
+            },
+            {
+                "name": "type",
+                "in": "query",
+                "required": False,
+                "description": "Only jobs of any of these types; repeat for several.",
+                "schema": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "A page; `nextCursor` is null on the last one.",
+                "content": {JSON: {"schema": _ref(JobPage.__name__)}},
+            },
+            **_problems(
+                {
+                    "400": "The cursor is malformed, or was made for another user or filters.",
+                    "422": "A bad query parameter; `errors` names each by `parameter`.",
+                    **_AUTHENTICATED,
+                }
+            ),
+        },
+    }
+
+
+def _cancel_operation() -> dict[str, Any]:
+    return {
+        "summary": "Ask to cancel a job",
+        "operationId": "cancelJob",
+        "security": [{SECURITY_SCHEME: []}],
+        "parameters": [_job_id_parameter()],
+        "responses": {
+            "202": {
+                "description": (
+                    "The cancel is stored (or the job is already `canceled`); the job will end "
+                    "`canceled`. The body is the job as it was when asked."
+                ),
+                "headers": {"Location": _header("`/api/jobs/{jobId}` of the job.")},
+                "content": {JSON: {"schema": _ref(JobView.__name__)}},
+            },
+            **_problems(
+                {
+                    "404": "Unknown job, another user's job, or not a UUID.",
+                    "409": "The job already `succeeded` or `failed`.",
+                    **_AUTHENTICATED,
+                }
+            ),
+        },
+    }
+
+
 def component_schemas() -> dict[str, Any]:
     """`components.schemas`: msgspec's JSON Schema (2020-12, which OpenAPI 3.1 uses) of every
     body the API reads or writes, with refs already under `#/components/schemas/`."""
-    types: list[Any] = [CreateJob, JobAccepted, JobView, Problem, ProblemDetail]
+    types: list[Any] = [CreateJob, JobAccepted, JobView, JobPage, Problem, ProblemDetail]
     types += [job_type.input_type for _, job_type in sorted(JOB_TYPES.items())]
     _, components = msgspec.json.schema_components(types, ref_template=SCHEMA_REF)
     return components
@@ -158,9 +242,11 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
     same table the routes are built from."""
     paths: dict[str, Any] = {
         "/api/jobs": {
-            "post": _create_operation("Create a job of any type", "createJob", _create_body())
+            "post": _create_operation("Create a job of any type", "createJob", _create_body()),
+            "get": _list_operation(),
         },
         "/api/jobs/{jobId}": {"get": _get_operation()},
+        "/api/jobs/{jobId}/cancel": {"post": _cancel_operation()},
     }
     for path, job_type in ideation_routes.items():
         body = {
