@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from jobs_proto.events import JobRequested, JobSubmitted, encode_event
 from jobs_proto.stream import ConsumerSpec, StreamSpec
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
-from jobs_runtime.consumer import ConsumerLoop
+from jobs_runtime.consumer import SUBJECT_MISMATCH, UNDECODABLE, ConsumerLoop
 from jobs_runtime.retry import RetryLater
 from jobs_testkit.waiting import eventually
 
@@ -202,3 +203,27 @@ async def test_a_handler_can_ask_to_be_retried_shortly_without_failing(
     waits = [r for r in caplog.records if r.getMessage().startswith("not yet")]
     assert len(waits) == 2
     assert all(r.exc_info is None and r.levelname == "INFO" for r in waits)
+
+
+async def test_a_rejected_message_is_handed_to_the_hook_with_its_reason(
+    nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    rejected: list[tuple[str, str]] = []
+
+    async def set_aside(msg: Msg, reason: str, detail: str) -> None:
+        rejected.append((msg.subject, reason))
+
+    js = nats_client.jetstream()
+    garbled = f"{subjects.prefix}job.requested.{uuid.uuid4()}"
+    await js.publish(garbled, b"{not json")
+    elsewhere = f"{subjects.prefix}job.requested.{uuid.uuid4()}"
+    await js.publish(elsewhere, encode_event(requested()))
+
+    async def ignore(event: JobRequested) -> None:
+        raise AssertionError("a rejected message reached the handler")
+
+    async with running(
+        nats_client, jobs_stream_ready, subjects, {"requested": ignore}, on_reject=set_aside
+    ):
+        await eventually(lambda: _settled(nats_client, jobs_stream_ready))
+    assert sorted(rejected) == sorted([(garbled, UNDECODABLE), (elsewhere, SUBJECT_MISMATCH)])

@@ -32,6 +32,14 @@ from jobs_runtime.retry import RetryLater
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[None]]
+# Given a message that can never be an event, its reason and a one-line detail; may set it
+# aside (a dead-letter stream) before the loop terminates it. Raising keeps it for later.
+RejectHook = Callable[[Msg, str, str], Awaitable[None]]
+
+# Why a message was rejected, for logs, metrics and whoever sets rejected messages aside.
+BAD_SUBJECT = "bad_subject"
+UNDECODABLE = "undecodable"
+SUBJECT_MISMATCH = "subject_mismatch"
 
 MESSAGES = Counter(
     "jobs_consumer_messages",
@@ -64,6 +72,7 @@ class ConsumerLoop:
         fetch_timeout_s: float = 1.0,
         delay: Callable[[int], float] = retry_delay,
         on_ready: Callable[[], None] | None = None,
+        on_reject: RejectHook | None = None,
     ) -> None:
         self._js = js
         self._stream = stream
@@ -75,6 +84,7 @@ class ConsumerLoop:
         self._delay = delay
         self.ready = asyncio.Event()
         self._on_ready = on_ready
+        self._on_reject = on_reject
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and handle until `stop` is set, then finish the batch in hand and return."""
@@ -125,7 +135,7 @@ class ConsumerLoop:
             kind, job_id = self._subjects.parse(msg.subject)
         except SubjectError as exc:
             log.error("not an event subject, terminated: %s", exc)
-            await self._reject(msg, "?")
+            await self._reject(msg, "?", BAD_SUBJECT, str(exc))
             return
         handler = self._handlers.get(kind)
         if handler is None:
@@ -138,11 +148,14 @@ class ConsumerLoop:
             event = decode_event(msg.data)
         except msgspec.DecodeError as exc:
             log.error("malformed event terminated: %s", exc, extra=context)
-            await self._reject(msg, kind)
+            await self._reject(msg, kind, UNDECODABLE, str(exc))
             return
         if event.kind != kind or event.job_id != job_id:
             log.error("event body does not match its subject, terminated", extra=context)
-            await self._reject(msg, kind)
+            detail = (
+                f"body is a {event.kind} of job {event.job_id}, subject says {kind} of {job_id}"
+            )
+            await self._reject(msg, kind, SUBJECT_MISMATCH, detail)
             return
         started = time.perf_counter()
         try:
@@ -177,7 +190,15 @@ class ConsumerLoop:
         await msg.ack()
         self._count(kind, "acked")
 
-    async def _reject(self, msg: Msg, kind: str) -> None:
+    async def _reject(self, msg: Msg, kind: str, reason: str, detail: str) -> None:
+        if self._on_reject is not None:
+            try:
+                await self._on_reject(msg, reason, detail)
+            except Exception:
+                # Never lose it: it comes back later; other messages go on meanwhile.
+                log.exception("could not set a rejected message aside; it comes back later")
+                await msg.nak(delay=30.0)
+                return
         # Terminated, not deleted: the message stays in the stream for an operator to inspect.
         await msg.term()
         self._count(kind, "rejected")

@@ -17,12 +17,13 @@ from typing import Final, NoReturn
 from job_store.adapters.metrics import PrometheusObserver
 from job_store.adapters.migrations import migrate_database
 from job_store.adapters.nats import JobStoreEndpoints, NatsChangeAnnouncer, NatsResultLoader
-from job_store.adapters.parking import NatsParking, ParkingConsumerLoop
+from job_store.adapters.parking import NatsParking
 from job_store.adapters.postgres import PostgresJobStore, open_database, redact, with_retries
 from job_store.config import MigrateSettings, Settings
 from job_store.handlers import EventApplier
 from jobs_proto.events import EVENT_KINDS
 from jobs_proto.stream import job_store_consumer
+from jobs_runtime.consumer import ConsumerLoop
 from jobs_runtime.logs import configure_logging
 from jobs_runtime.service import Service, run
 from jobs_runtime.settings import SettingsError, load_settings
@@ -72,14 +73,14 @@ async def serve(service: Service[Settings]) -> None:
             parking=parking,
             orphan_after=timedelta(seconds=settings.orphan_after_s),
         )
-        consumer = ParkingConsumerLoop(
+        consumer = ConsumerLoop(
             service.js,
-            parking=parking,
             stream=settings.jobs_stream,
             spec=job_store_consumer(settings.subjects),
             subjects=settings.subjects,
             handlers=dict.fromkeys(EVENT_KINDS, applier),
             on_ready=service.ready,
+            on_reject=parking.park_message,
         )
         log.info(
             "serving",

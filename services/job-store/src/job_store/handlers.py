@@ -23,7 +23,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from job_store.model import HistoryEntry, JobRow, job_view
+from job_store.model import HistoryEntry, JobRow, job_view, stuck_job
 from job_store.ports import ApplyObserver, ChangeAnnouncer, JobStore, Parking, ResultLoader
 from job_store.transitions import Change, transition
 from jobs_proto.api import (
@@ -37,7 +37,6 @@ from jobs_proto.api import (
     JobReply,
     JobSummary,
     ListJobs,
-    StuckJob,
     StuckJobs,
 )
 from jobs_proto.events import AnyJobEvent, JobCompleted, JobRequested
@@ -242,20 +241,6 @@ async def list_jobs(query: ListJobs, store: JobStore, *, max_bytes: int) -> JobP
         items.append(summary)
     more = len(rows) > len(items)
     return JobPage(items=items, next_cursor=encode_cursor(query, items[-1]) if more else None)
-
-
-def stuck_job(row: JobRow) -> StuckJob:
-    return StuckJob(
-        job_id=row.job_id,
-        user_id=row.user_id,
-        type=row.job_type,
-        version=row.version,
-        prediction_id=row.prediction_id,
-        attempts=row.attempts,
-        cancel_requested=row.cancel_requested,
-        processing_since=row.submitted_at or row.started_at or row.updated_at,
-        deadline_at=row.deadline_at,
-    )
 
 
 async def stuck_jobs(query: FindStuckJobs, store: JobStore, *, max_bytes: int) -> StuckJobs:

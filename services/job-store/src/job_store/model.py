@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jobs_proto.api import JobSummary, JobView
+from jobs_proto.api import JobSummary, JobView, StuckJob
 from jobs_proto.events import JobError
 from jobs_proto.status import JobStatus
 
@@ -93,4 +93,19 @@ def job_view(row: JobRow) -> JobView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         completed_at=row.completed_at,
+    )
+
+
+def stuck_job(row: JobRow) -> StuckJob:
+    """The job as the reconciler needs it: what was asked of Replicate, and since when."""
+    return StuckJob(
+        job_id=row.job_id,
+        user_id=row.user_id,
+        type=row.job_type,
+        version=row.version,
+        prediction_id=row.prediction_id,
+        attempts=row.attempts,
+        cancel_requested=row.cancel_requested,
+        processing_since=row.submitted_at or row.started_at or row.updated_at,
+        deadline_at=row.deadline_at,
     )

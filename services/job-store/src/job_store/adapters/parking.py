@@ -6,18 +6,16 @@ blocks the consumer and an operator can still read (and republish) it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Final
 
-import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from job_store.adapters.metrics import PARKED
-from jobs_proto.events import AnyJobEvent, decode_event, encode_event
+from jobs_proto.events import AnyJobEvent, encode_event
 from jobs_proto.stream import DAY_S, StreamSpec
-from jobs_proto.subjects import SubjectError, Subjects, message_id
+from jobs_proto.subjects import Subjects, message_id
 from jobs_runtime.bus import ensure_stream
-from jobs_runtime.consumer import ConsumerLoop
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +24,6 @@ DETAIL_HEADER: Final = "Jobs-Park-Detail"
 SUBJECT_HEADER: Final = "Jobs-Original-Subject"
 
 # Why a message is parked; the `reason` label of `job_store_parked_total`.
-BAD_SUBJECT: Final = "bad_subject"
-UNDECODABLE: Final = "undecodable"
-SUBJECT_MISMATCH: Final = "subject_mismatch"
 NO_SUCH_JOB: Final = "no_such_job"
 
 
@@ -101,41 +96,4 @@ class NatsParking:
         log.warning(
             "message parked",
             extra={"reason": reason, "detail": _one_line(detail), "original_subject": subject},
-        )
-
-
-class ParkingConsumerLoop(ConsumerLoop):
-    """The runtime's consumer loop, parking what it would otherwise only terminate.
-
-    The runtime decides a body is malformed before any handler sees it and settles it in
-    `_reject`; overriding that one step is the only hook it offers, so this depends on it
-    (a runtime change that renames it fails `test_parking` rather than silently not parking).
-    """
-
-    def __init__(self, js: JetStreamContext, *, parking: NatsParking, **options: Any) -> None:
-        super().__init__(js, **options)
-        self._parking = parking
-
-    async def _reject(self, msg: Msg, kind: str) -> None:
-        reason, detail = self._diagnose(msg)
-        try:
-            await self._parking.park_message(msg, reason, detail)
-        except Exception:
-            # Never lose it: leave it to come back later; other messages go on meanwhile.
-            log.exception("could not park a message; it comes back later")
-            await msg.nak(delay=30.0)
-            return
-        await super()._reject(msg, kind)
-
-    def _diagnose(self, msg: Msg) -> tuple[str, str]:
-        try:
-            kind, job_id = self._subjects.parse(msg.subject)
-        except SubjectError as exc:
-            return BAD_SUBJECT, str(exc)
-        try:
-            event = decode_event(msg.data)
-        except msgspec.DecodeError as exc:
-            return UNDECODABLE, str(exc)
-        return SUBJECT_MISMATCH, (
-            f"body is a {event.kind} of job {event.job_id}, subject says {kind} of {job_id}"
         )
