@@ -11,6 +11,7 @@ from jobs_proto.events import (
     JobError,
     JobEvent,
     JobFailed,
+    JobPurged,
     JobRequested,
     JobStarted,
     JobSubmitted,
@@ -74,6 +75,11 @@ PINNED: list[tuple[JobEvent, bytes]] = [
         JobCancelRequested(job_id=JOB, occurred_at=AT, user_id="user-1"),
         b'{"kind":"cancel_requested","jobId":"2f1c7a52-8a4e-4f51-9a57-5e3a1d2b9c01",'
         b'"occurredAt":"2026-11-28T12:00:00.123000Z","userId":"user-1"}',
+    ),
+    (
+        JobPurged(job_id=JOB, occurred_at=AT),
+        b'{"kind":"purged","jobId":"2f1c7a52-8a4e-4f51-9a57-5e3a1d2b9c01",'
+        b'"occurredAt":"2026-11-28T12:00:00.123000Z","reason":"retention"}',
     ),
 ]
 

@@ -8,6 +8,7 @@ from jobs_proto.events import (
     JobCompleted,
     JobError,
     JobFailed,
+    JobPurged,
     JobRequested,
     JobStarted,
     JobSubmitted,
@@ -78,6 +79,7 @@ def test_message_ids_follow_the_contract() -> None:
         ),
         (JobFailed(job_id=JOB, occurred_at=AT, error=ok), f"failed:{JOB}"),
         (JobCancelRequested(job_id=JOB, occurred_at=AT, user_id="u"), f"cancel:{JOB}"),
+        (JobPurged(job_id=JOB, occurred_at=AT), f"purged:{JOB}"),
     ]
     for event, expected in cases:
         assert message_id(event) == expected

@@ -73,10 +73,15 @@ class JobProgress(Message, frozen=True):
 
 
 class JobChanged(Message, frozen=True):
-    """The job-store's announcement of a committed change, for the gateway's push."""
+    """The job-store's announcement of a committed change, for the gateway's push.
+
+    `output_omitted`: the output was too large for one message, so `job.output` is null here;
+    whoever needs it reads the job (whose reply says the same when it cannot carry it either).
+    """
 
     user_id: str
     job: JobView
+    output_omitted: bool = False
 
 
 class ProblemDetail(Message, frozen=True, omit_defaults=True):
@@ -113,9 +118,18 @@ class GetJob(Message, frozen=True):
 
 class JobReply(Message, frozen=True):
     """The job-store's answer to `GetJob`: `job` is null for an unknown job or another
-    user's job, which the gateway answers alike (`404`)."""
+    user's job, which the gateway answers alike (`404`).
+
+    `output_omitted`: the job's output (`output_bytes` bytes of UTF-8) does not fit in one reply
+    under the message size limit, so `job.output` is null although the job has one; the
+    gateway explains that instead of showing a job without a result. `input_truncated`: the
+    stored input is a cut-down copy of what was sent (inputs over the store's size limit).
+    """
 
     job: JobView | None
+    output_omitted: bool = False
+    output_bytes: int | None = None
+    input_truncated: bool = False
 
 
 # Request/reply of the job-store's read endpoints beyond `get` (NATS micro, queue group
@@ -151,12 +165,17 @@ class FindStuckJobs(Message, frozen=True):
     since the first news of their prediction; the database's clock), oldest first, at most
     `limit`, answered with `StuckJobs`.
 
+    With `pending_older_than_s`, jobs still `pending` (admitted, no prediction recorded) since
+    their creation longer than that are included too, each with `status` `pending` and
+    `processing_since` its creation time; all in one list, oldest first.
+
     Error codes: `422` the request is not a valid `FindStuckJobs`; `503` the store cannot read
     now (ask again later).
     """
 
     older_than_s: Annotated[float, msgspec.Meta(gt=0)]
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    pending_older_than_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class StuckJob(Message, frozen=True):
@@ -172,6 +191,8 @@ class StuckJob(Message, frozen=True):
     cancel_requested: bool
     processing_since: datetime
     deadline_at: datetime | None
+    # `pending` only when the request asked for pending jobs too (`pending_older_than_s`).
+    status: JobStatus = "processing"
 
 
 class StuckJobs(Message, frozen=True):
@@ -186,12 +207,18 @@ class GetJobHistory(Message, frozen=True):
     """Request to the job-store's `history` endpoint (`Subjects.job_history`): every applied
     change of one job, only if `user_id` owns it, answered with `JobHistory`.
 
-    Error codes: `422` the request is not a valid `GetJobHistory`; `503` the store cannot
-    read now (the gateway answers `503`, never a wrong `404`).
+    At most `limit` entries per answer (fewer to stay under the message size limit); `cursor`
+    is a previous answer's `next_cursor`, for the entries after it.
+
+    Error codes: `400` the cursor is malformed; `422` the request is not a valid
+    `GetJobHistory`; `503` the store cannot read now (the gateway answers `503`, never a wrong
+    `404`).
     """
 
     job_id: uuid.UUID
     user_id: str
+    cursor: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000
 
 
 class JobHistoryEntry(Message, frozen=True):
@@ -211,8 +238,9 @@ class JobHistoryEntry(Message, frozen=True):
 
 class JobHistory(Message, frozen=True):
     """Answer to `GetJobHistory`, by `seq`: `entries` is null for an unknown job or another
-    user's job (the gateway answers both `404`); `truncated` when the oldest entries were
-    kept and the rest left out to stay under the message size limit."""
+    user's job (the gateway answers both `404`); `truncated` when more entries follow (the
+    limit, or the message size), and `next_cursor` then asks for them."""
 
     entries: list[JobHistoryEntry] | None
     truncated: bool = False
+    next_cursor: str | None = None

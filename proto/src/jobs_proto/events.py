@@ -86,8 +86,22 @@ class JobCancelRequested(JobEvent, frozen=True, tag="cancel_requested"):
     user_id: str
 
 
+class JobPurged(JobEvent, frozen=True, tag="purged"):
+    """The job-store deleted a finished job and its history (retention): a replay of the stream
+    applies this too, so a purged job never comes back. Purging an unknown job changes nothing.
+    """
+
+    reason: str = "retention"
+
+
 AnyJobEvent: TypeAlias = (
-    JobRequested | JobSubmitted | JobStarted | JobCompleted | JobFailed | JobCancelRequested
+    JobRequested
+    | JobSubmitted
+    | JobStarted
+    | JobCompleted
+    | JobFailed
+    | JobCancelRequested
+    | JobPurged
 )
 EVENT_TYPES: Final[tuple[type[JobEvent], ...]] = (
     JobRequested,
@@ -96,6 +110,7 @@ EVENT_TYPES: Final[tuple[type[JobEvent], ...]] = (
     JobCompleted,
     JobFailed,
     JobCancelRequested,
+    JobPurged,
 )
 EVENT_KINDS: Final[dict[str, type[JobEvent]]] = {
     cast(str, t.__struct_config__.tag): t for t in EVENT_TYPES

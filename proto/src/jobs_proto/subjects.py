@@ -17,6 +17,7 @@ from jobs_proto.events import (
     JobCompleted,
     JobEvent,
     JobFailed,
+    JobPurged,
     JobRequested,
     JobStarted,
     JobSubmitted,
@@ -124,6 +125,8 @@ def message_id(event: JobEvent) -> str:
             return f"failed:{event.job_id}"
         case JobCancelRequested():
             return f"cancel:{event.job_id}"
+        case JobPurged():
+            return f"purged:{event.job_id}"
     raise TypeError(f"no message id rule for {type(event).__name__}")  # pragma: no cover
 
 

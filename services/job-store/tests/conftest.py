@@ -4,8 +4,10 @@ the change announcements over the real servers."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import msgspec
 import pytest
 from nats.aio.client import Client as NATS
@@ -57,3 +59,21 @@ async def announced(nats_client: NATS, subjects: Subjects) -> AsyncIterator[list
     await nats_client.flush()
     yield received
     await subscription.unsubscribe()
+
+
+@pytest.fixture
+async def other_database_url(postgres_url: str, database_template: str) -> AsyncIterator[str]:
+    """A second fresh, migrated database of this test (a replay's target)."""
+    name = f"other_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
+    finally:
+        await conn.close()
+    base, _, _ = postgres_url.rpartition("/")
+    yield f"{base}/{name}"
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

@@ -1,28 +1,50 @@
-"""Entry point of the `job-store` command: the service under the shared runtime, or `migrate`.
+"""Entry point of the `job-store` command: the service under the shared runtime, `migrate`, or
+`replay`.
 
 `job-store` migrates the schema, then consumes every job event into Postgres, answers the reads
-over NATS request/reply and announces each committed change, until SIGTERM. `job-store migrate`
-applies pending migrations and exits 0 (also when there were none).
+over NATS request/reply, announces each committed change and purges finished jobs past their
+retention, until SIGTERM. `job-store migrate` applies pending migrations and exits 0 (also when
+there were none). `job-store replay [--truncate]` rebuilds the tables of `DATABASE_URL` from
+the `JOBS` stream and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Final, NoReturn
 
-from job_store.adapters.metrics import PrometheusObserver
+from nats.js import JetStreamContext
+
+from job_store.adapters.metrics import (
+    CONSUMER_ACK_PENDING,
+    CONSUMER_LAG,
+    PURGES_PUBLISHED,
+    PrometheusObserver,
+)
 from job_store.adapters.migrations import migrate_database
 from job_store.adapters.nats import JobStoreEndpoints, NatsChangeAnnouncer, NatsResultLoader
 from job_store.adapters.parking import NatsParking
-from job_store.adapters.postgres import PostgresJobStore, open_database, redact, with_retries
+from job_store.adapters.postgres import (
+    Pool,
+    PostgresJobStore,
+    create_pool,
+    open_database,
+    redact,
+    with_retries,
+)
+from job_store.adapters.stream_reader import StreamReader
 from job_store.config import MigrateSettings, Settings
-from job_store.handlers import EventApplier
+from job_store.handlers import EventApplier, purge_finished
+from job_store.replay import replay
 from jobs_proto.events import EVENT_KINDS
 from jobs_proto.stream import job_store_consumer
+from jobs_runtime.bus import connect
 from jobs_runtime.consumer import ConsumerLoop
 from jobs_runtime.logs import configure_logging
 from jobs_runtime.service import Service, run
@@ -34,12 +56,52 @@ log = logging.getLogger("job_store")
 # The one-shot `migrate` waits about half a minute for Postgres, then fails.
 _MIGRATE_ATTEMPTS: Final = 6
 _POOL_CLOSE_S: Final = 5.0
+# Exit code of a job-store that refused to start (a setting contradicts the stream).
+REFUSED: Final = 3
+_refused = False
+
+
+async def retention_fits(js: JetStreamContext, settings: Settings) -> bool:
+    """Whether the JOBS stream keeps events at least as long as finished jobs are kept; if
+    not, says so in one log line. Replay can only rebuild what the stream still holds."""
+    config = (await js.stream_info(settings.jobs_stream)).config
+    max_age = config.max_age or 0.0  # 0: no age limit
+    if max_age == 0 or max_age >= settings.job_retention_s:
+        return True
+    log.error(
+        "refusing to start: the %s stream keeps events %.0f s (max_age) but JOB_RETENTION_S is"
+        " %.0f s; lower JOB_RETENTION_S or raise the stream's max_age",
+        settings.jobs_stream,
+        max_age,
+        settings.job_retention_s,
+        extra={"max_age_s": max_age, "job_retention_s": settings.job_retention_s},
+    )
+    return False
+
+
+async def _every(
+    period_s: float, stop: asyncio.Event, name: str, work: Callable[[], Awaitable[None]]
+) -> None:
+    """Run `work` every `period_s` until `stop`; a failure is logged and the next round runs."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), period_s)
+        if stop.is_set():
+            return
+        try:
+            await work()
+        except Exception as exc:
+            log.warning("%s failed, trying again in %.0f s: %r", name, period_s, exc)
 
 
 async def serve(service: Service[Settings]) -> None:
     """The service's work: database, read endpoints, then the consumer until `stop`."""
+    global _refused
     settings = service.settings
     serving: PostgresJobStore | None = None
+    if not await retention_fits(service.js, settings):
+        _refused = True
+        return
 
     async def postgres_ready() -> None:
         # Not ready until the database is migrated and the read endpoints take requests.
@@ -89,9 +151,42 @@ async def serve(service: Service[Settings]) -> None:
                 "list_subject": settings.subjects.list_jobs,
                 "stuck_subject": settings.subjects.stuck_jobs,
                 "history_subject": settings.subjects.job_history,
+                "job_retention_s": settings.job_retention_s,
             },
         )
-        await consumer.run(service.stop)
+
+        async def purge() -> None:
+            published = await purge_finished(
+                store,
+                service.publisher,
+                retention_s=settings.job_retention_s,
+                limit=settings.retention_batch,
+            )
+            if published:
+                PURGES_PUBLISHED.inc(published)
+                log.info("finished jobs past retention purged", extra={"jobs": published})
+
+        async def sample_lag() -> None:
+            info = await service.js.consumer_info(settings.jobs_stream, consumer_name)
+            CONSUMER_LAG.set(info.num_pending or 0)
+            CONSUMER_ACK_PENDING.set(info.num_ack_pending or 0)
+
+        consumer_name = job_store_consumer(settings.subjects).durable
+        chores = [
+            asyncio.create_task(
+                _every(settings.retention_interval_s, service.stop, "retention pass", purge)
+            ),
+            asyncio.create_task(
+                _every(settings.lag_sample_s, service.stop, "lag sample", sample_lag)
+            ),
+        ]
+        try:
+            await consumer.run(service.stop)
+        finally:
+            for chore in chores:
+                chore.cancel()
+            await asyncio.gather(*chores, return_exceptions=True)
+            await applier.drain()
     finally:
         await endpoint.stop()
         try:
@@ -132,15 +227,87 @@ def migrate_main() -> NoReturn:
     sys.exit(asyncio.run(migrate_command(settings)))
 
 
+async def replay_command(settings: Settings, *, truncate: bool) -> int:
+    """`job-store replay`: the exit code of rebuilding `DATABASE_URL`'s tables from the stream."""
+    dsn = settings.database_url
+    stop = asyncio.Event()
+    try:
+        pool = await with_retries(
+            lambda: _migrated_pool(dsn), dsn=dsn, stop=stop, give_up_after=_MIGRATE_ATTEMPTS
+        )
+    except Exception as exc:
+        log.error("replay failed: %s", redact(f"{type(exc).__name__}: {exc}", dsn))
+        return 1
+    assert pool is not None  # `stop` is never set here
+    nc = await connect(settings.nats_url, f"{NAME}-replay")
+    try:
+        store = PostgresJobStore(pool)
+        if truncate:
+            await store.truncate()
+        elif await store.count_jobs():
+            log.error("replay needs an empty database (or --truncate to empty this one first)")
+            return 1
+        js = nc.jetstream()
+        reader = StreamReader(js, settings.jobs_stream, settings.subjects)
+        report = await replay(reader.batches(), store, NatsResultLoader(js, settings.jobs_stream))
+        report.skipped = reader.skipped
+    finally:
+        await nc.close()
+        await pool.close()
+    log.info(
+        "replayed",
+        extra={
+            "events": report.events,
+            "changed": report.changed,
+            "unchanged": report.unchanged,
+            "purged": report.purged,
+            "orphans": report.orphans,
+            "failed": report.failed,
+            "skipped": report.skipped,
+        },
+    )
+    return 1 if report.failed else 0
+
+
+async def _migrated_pool(dsn: str) -> Pool:
+    await migrate_database(dsn)
+    return await create_pool(dsn, max_size=2)
+
+
+def replay_main(truncate: bool) -> NoReturn:
+    try:
+        settings = load_settings(Settings)
+    except SettingsError as exc:
+        sys.stderr.write(f"{NAME}: configuration error: {exc}\n")
+        sys.exit(2)
+    configure_logging(NAME, settings.log_level)
+    sys.exit(asyncio.run(replay_command(settings, truncate=truncate)))
+
+
+def serve_main() -> NoReturn:
+    try:
+        run(NAME, Settings, serve)
+    except SystemExit as done:
+        if done.code == 0 and _refused:
+            sys.exit(REFUSED)
+        raise
+
+
 def main() -> None:
     match sys.argv[1:]:
         case []:
-            run(NAME, Settings, serve)
+            serve_main()
         case ["migrate"]:
             migrate_main()
+        case ["replay"]:
+            replay_main(truncate=False)
+        case ["replay", "--truncate"]:
+            replay_main(truncate=True)
         case _:
             configure_logging(NAME)
-            log.error("usage: job-store [migrate]", extra={"argv": sys.argv[1:]})
+            log.error(
+                "usage: job-store [migrate | replay [--truncate]]", extra={"argv": sys.argv[1:]}
+            )
             sys.exit(2)
 
 

@@ -25,6 +25,14 @@ class Settings(ServiceSettings, frozen=True):
     database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
     # An event of a job still unknown this long after it happened is parked (dead-lettered).
     orphan_after_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    # Finished jobs and their history are purged this long after they completed; the JOBS
+    # stream's max_age must be at least this (checked at startup).
+    job_retention_s: Annotated[float, msgspec.Meta(gt=0)] = 30 * 86_400.0
+    # How often a retention pass runs, and how many jobs one pass purges at most.
+    retention_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    retention_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    # How often the consumer's lag (`job_store_consumer_lag`) is sampled.
+    lag_sample_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
 
 
 class MigrateSettings(EnvSettings, frozen=True):

@@ -1,5 +1,5 @@
-"""The job-store's work over its ports: apply an event to a job, record and announce it, answer
-the reads (one job, a user's list, stuck jobs, a job's history).
+"""The job-store's work over its ports: apply events to jobs in batches, record and announce
+them, purge finished jobs, answer the reads (one job, a user's list, stuck jobs, a history).
 
 No I/O here: the store, the result loader and the announcer come in as arguments, so every
 rule can be tested against fakes as well as against Postgres and NATS.
@@ -15,16 +15,23 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 import msgspec
 
 from job_store.model import HistoryEntry, JobRow, job_view, stuck_job
-from job_store.ports import ApplyObserver, ChangeAnnouncer, JobStore, Parking, ResultLoader
+from job_store.ports import (
+    ApplyObserver,
+    ChangeAnnouncer,
+    JobStore,
+    Parking,
+    PurgePublisher,
+    ResultLoader,
+    StoreUnavailable,
+)
 from job_store.transitions import Change, transition
 from jobs_proto.api import (
     FindStuckJobs,
@@ -39,7 +46,7 @@ from jobs_proto.api import (
     ListJobs,
     StuckJobs,
 )
-from jobs_proto.events import AnyJobEvent, JobCompleted, JobRequested
+from jobs_proto.events import AnyJobEvent, JobCompleted, JobPurged, JobRequested
 from jobs_runtime.retry import RetryLater
 
 log = logging.getLogger(__name__)
@@ -95,6 +102,112 @@ class RequestRejected(Exception):
         self.detail = detail
 
 
+@dataclass(slots=True)
+class _JobInBatch:
+    """One job's state while a batch is applied: as locked at the start, then as changed."""
+
+    stored: bool  # a row exists in the database, to be updated (else inserted)
+    row: JobRow | None
+    changed: bool = False
+    entries: list[HistoryEntry] = field(default_factory=list)
+    delete: bool = False  # a purge deletes the stored row (and its history) at commit
+
+
+class _InsertRaced(Exception):
+    """Another writer inserted a job this batch was about to insert: start the batch again."""
+
+
+class Purged(NamedTuple):
+    """Outcome of a purge that deleted a job."""
+
+    job_id: uuid.UUID
+
+
+# What applying one event came to: its change, a purge, nothing (None), or why it must wait.
+Outcome = Change | Purged | JobNotYetKnown | ResultMissing | None
+
+_INSERT_RACE_ATTEMPTS: Final = 3
+
+
+async def apply_events(
+    events: Sequence[AnyJobEvent],
+    store: JobStore,
+    results: ResultLoader | None = None,
+    *,
+    expire_missing_result: Sequence[bool] | None = None,
+) -> list[Outcome]:
+    """Apply `events` in order in ONE transaction (rows and history together); one outcome each.
+
+    Events of one job apply one after another against the row as the earlier ones left it, so
+    the result is the same as applying them one by one. An event that must wait
+    (`JobNotYetKnown`, `ResultMissing`) is left out and returned as its outcome; the others
+    commit. Any other failure rolls the whole batch back and raises. `expire_missing_result`
+    (per event) ends a job `result_expired` instead of waiting for its stored output.
+    """
+    expire = list(expire_missing_result or [False] * len(events))
+    for attempt in range(1, _INSERT_RACE_ATTEMPTS + 1):
+        try:
+            return await _apply_once(events, store, results, expire)
+        except _InsertRaced:
+            # Another replica created a job of this batch meanwhile; rolled back, so the next
+            # attempt locks that row like any other and judges the events against it.
+            if attempt == _INSERT_RACE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _apply_once(
+    events: Sequence[AnyJobEvent],
+    store: JobStore,
+    results: ResultLoader | None,
+    expire: Sequence[bool],
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    async with store.transaction() as tx:
+        locked = await tx.lock_many({e.job_id for e in events})
+        jobs = {
+            job_id: _JobInBatch(stored=job_id in locked, row=locked.get(job_id))
+            for job_id in {e.job_id for e in events}
+        }
+        for event, expire_result in zip(events, expire, strict=True):
+            job = jobs[event.job_id]
+            if isinstance(event, JobPurged):
+                if job.row is None:
+                    outcomes.append(None)  # purging what is not there changes nothing
+                    continue
+                job.delete = job.delete or job.stored
+                job.stored, job.row, job.changed, job.entries = False, None, False, []
+                outcomes.append(Purged(event.job_id))
+                continue
+            if job.row is None and not isinstance(event, JobRequested):
+                outcomes.append(JobNotYetKnown(event))
+                continue
+            try:
+                change = await _judge(job.row, event, results, expire_result)
+            except ResultMissing as missing:
+                outcomes.append(missing)
+                continue
+            if change is not None:
+                job.row = change.row
+                job.changed = True
+                job.entries.append(change.entry)
+            outcomes.append(change)
+        for job_id, job in jobs.items():
+            if job.delete:
+                await tx.delete(job_id)
+        for job in jobs.values():
+            if not job.changed or job.row is None:
+                continue
+            if job.stored:
+                await tx.update(job.row)
+            elif not await tx.insert(job.row):
+                raise _InsertRaced()
+        entries = [entry for job in jobs.values() for entry in job.entries]
+        if entries:
+            await tx.append_history_many(entries)
+    return outcomes
+
+
 async def apply_event(
     event: AnyJobEvent,
     store: JobStore,
@@ -103,38 +216,22 @@ async def apply_event(
     *,
     expire_missing_result: bool = False,
 ) -> JobRow | None:
-    """Apply one event in one transaction (row and history together), then announce it.
+    """Apply one event in its own transaction (row and history together), then announce it.
 
     Returns the job's new row, or None when the event changed nothing (a duplicate, a late or
-    foreign event); raises `JobNotYetKnown` for an event other than `requested` of an unknown
-    job, and `ResultMissing` for a completion whose stored output cannot be loaded, unless
-    `expire_missing_result` says to end the job `result_expired` instead.
+    foreign event, a purge); raises `JobNotYetKnown` for an event other than `requested` of an
+    unknown job, and `ResultMissing` for a completion whose stored output cannot be loaded,
+    unless `expire_missing_result` says to end the job `result_expired` instead.
     """
-    async with store.transaction() as tx:
-        current = await tx.lock(event.job_id)
-        if current is None and not isinstance(event, JobRequested):
-            raise JobNotYetKnown(event)
-        change = await _judge(current, event, results, expire_missing_result)
-        if change is not None:
-            if current is not None:
-                await tx.update(change.row)
-            elif not await tx.insert(change.row):
-                # Another consumer inserted the job meanwhile (the insert waited for it to
-                # commit): judge the event against that row like any other.
-                current = await tx.lock(event.job_id)
-                change = (
-                    None
-                    if current is None
-                    else await _judge(current, event, results, expire_missing_result)
-                )
-                if change is not None:
-                    await tx.update(change.row)
-            if change is not None:
-                await tx.append_history(change.entry)
-    if change is None:
+    (outcome,) = await apply_events(
+        [event], store, results, expire_missing_result=[expire_missing_result]
+    )
+    if isinstance(outcome, Exception):
+        raise outcome
+    if not isinstance(outcome, Change):
         return None
-    await announce(change.row, announcer)
-    return change.row
+    await announce(outcome.row, announcer)
+    return outcome.row
 
 
 async def _judge(
@@ -182,12 +279,24 @@ async def announce(row: JobRow, announcer: ChangeAnnouncer) -> None:
         )
 
 
-async def get_job(query: GetJob, store: JobStore) -> JobReply:
-    """One job for its owner; null alike for an unknown job and another user's job."""
+async def get_job(query: GetJob, store: JobStore, *, max_bytes: int | None = None) -> JobReply:
+    """One job for its owner; null alike for an unknown job and another user's job.
+
+    A job whose reply would be over `max_bytes` (an output near the message size limit) comes
+    without its output, marked `output_omitted`, rather than as an error.
+    """
     row = await store.get(query.job_id)
     if row is None or row.user_id != query.user_id:
         return JobReply(job=None)
-    return JobReply(job=job_view(row))
+    reply = JobReply(job=job_view(row), input_truncated=row.input_truncated)
+    if max_bytes is None or row.output is None or len(_encoder.encode(reply)) <= max_bytes:
+        return reply
+    return JobReply(
+        job=job_view(replace(row, output=None)),
+        output_omitted=True,
+        output_bytes=len(row.output.encode()),
+        input_truncated=row.input_truncated,
+    )
 
 
 def _filters_key(query: ListJobs) -> str:
@@ -245,7 +354,9 @@ async def list_jobs(query: ListJobs, store: JobStore, *, max_bytes: int) -> JobP
 
 async def stuck_jobs(query: FindStuckJobs, store: JobStore, *, max_bytes: int) -> StuckJobs:
     """Jobs processing for longer than asked, oldest first, bounded by count and bytes."""
-    rows = await store.stuck_jobs(query.older_than_s, query.limit + 1)
+    rows = await store.stuck_jobs(
+        query.older_than_s, query.limit + 1, pending_older_than_s=query.pending_older_than_s
+    )
     items = _within_bytes([stuck_job(r) for r in rows[: query.limit]], max_bytes)
     return StuckJobs(items=items, truncated=len(rows) > len(items))
 
@@ -262,14 +373,48 @@ def history_view(entry: HistoryEntry) -> JobHistoryEntry:
     )
 
 
+def _history_after(cursor: str | None) -> int:
+    # The cursor is the last `seq` a page held, so pages stay stable while entries are added.
+    if cursor is None:
+        return 0
+    if not cursor.isdecimal() or len(cursor) > 9:
+        raise RequestRejected("400", "bad_cursor: not a cursor of this history")
+    return int(cursor)
+
+
 async def job_history(query: GetJobHistory, store: JobStore, *, max_bytes: int) -> JobHistory:
-    """A job's history for its owner; null alike for an unknown job and another user's job."""
+    """A page of a job's history for its owner; null alike for an unknown job and another
+    user's job. At most `limit` entries and `max_bytes` encoded; `next_cursor` for the rest."""
+    after = _history_after(query.cursor)
     row = await store.get(query.job_id)
     if row is None or row.user_id != query.user_id:
         return JobHistory(entries=None)
-    entries = [history_view(e) for e in await store.history(query.job_id)]
-    kept = _within_bytes(entries, max_bytes)
-    return JobHistory(entries=kept, truncated=len(kept) < len(entries))
+    found = await store.history(query.job_id, after_seq=after, limit=query.limit + 1)
+    entries = [history_view(e) for e in found]
+    kept = _within_bytes(entries[: query.limit], max_bytes)
+    more = len(kept) < len(entries)
+    return JobHistory(
+        entries=kept,
+        truncated=more,
+        next_cursor=str(kept[-1].seq if kept else after) if more else None,
+    )
+
+
+async def purge_finished(
+    store: JobStore, publisher: PurgePublisher, *, retention_s: float, limit: int
+) -> int:
+    """One retention pass: a `purged` event for each of at most `limit` jobs finished more than
+    `retention_s` ago; the consumer deletes them when it applies those events, so a replay of
+    the stream deletes them too. Returns how many were published.
+
+    Safe to run on every replica at once: a purge's `Nats-Msg-Id` is the job's, so the stream
+    keeps one, and applying a second changes nothing.
+    """
+    job_ids = await store.finished_before(retention_s, limit)
+    now = datetime.now(UTC)
+    for job_id in job_ids:
+        await publisher.publish(JobPurged(job_id=job_id, occurred_at=now))
+    return len(job_ids)
 
 
 def _within_bytes(items: list[T], max_bytes: int) -> list[T]:
@@ -284,12 +429,6 @@ def _within_bytes(items: list[T], max_bytes: int) -> list[T]:
     return kept
 
 
-@dataclass(slots=True)
-class _JobLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    holders: int = 0
-
-
 class _NoObserver:
     def applied(self, kind: str, outcome: str, seconds: float) -> None:
         pass
@@ -297,14 +436,39 @@ class _NoObserver:
     def waited(self, reason: str) -> None:
         pass
 
+    def committed(self, events: int, mode: str) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """An event handed to the applier, and how its caller learns the outcome."""
+
+    event: AnyJobEvent
+    done: asyncio.Future[None]
+    started: float
+
 
 class EventApplier:
-    """The consumer's handler: `apply_event`, one event at a time per job, in arrival order.
+    """The consumer's handler: events in hand are applied in batches, one transaction each.
 
-    The consumer loop runs a batch concurrently; events of one job in the same batch (a request
-    and its submission, say) would otherwise race for the row lock, and the later one could
-    commit or announce first. `asyncio.Lock` wakes waiters in order, so they apply in stream
-    order; events of different jobs still run side by side.
+    The consumer loop calls this once per message of a fetched batch, all at once. The first
+    call starts a flush as a task of its own, which runs once the loop has handed over every
+    other message of the fetch (they are queued before it gets to run): so whatever is waiting
+    goes into one transaction, and a lone event waits for nothing but that one turn of the
+    event loop, never for a timer. Events arriving while a flush runs form the next batch.
+    Each call returns (the consumer acks) only after its batch committed, or raises (the
+    consumer naks it) when its event must wait or its batch could not be applied.
+
+    A batch that fails as a whole because of one of its events (a poison event the store
+    refuses) is rolled back and its events are applied again one transaction each, so only the
+    events that fail on their own are handed back; the rest commit. A batch that fails because
+    the database cannot be reached is retried as it is, in place, for up to about
+    `unavailable_retry_s` (so a Postgres restart keeps the stream's order, which redelivery
+    would scramble), then handed back whole.
+
+    Within a batch the events apply in arrival order, which is stream order for events of one
+    job; batches never overlap, so per-job order holds across batches too.
 
     A completion whose stored output is missing is handed back `result_misses` times; the next
     delivery ends the job `result_expired`. The count is per process: a restart starts it again,
@@ -328,8 +492,11 @@ class EventApplier:
         orphan_after: timedelta = timedelta(hours=1),
         clock: Callable[[], float] = time.perf_counter,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        unavailable_retry_s: float = 12.0,
     ) -> None:
         self._store = store
+        # Short enough that messages in hand are settled well within the consumer's ack_wait.
+        self._unavailable_retry_s = unavailable_retry_s
         self._announcer = announcer
         self._results = results
         self._observer: ApplyObserver = observer or _NoObserver()
@@ -338,42 +505,135 @@ class EventApplier:
         self._parking = parking
         self._orphan_after = orphan_after
         self._now = now
-        self._locks: dict[uuid.UUID, _JobLock] = {}
         self._misses: dict[tuple[uuid.UUID, str], int] = {}
+        self._queue: list[_Waiting] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, event: AnyJobEvent) -> None:
-        async with self._one_at_a_time(event.job_id):
-            started = self._clock()
-            ref = event.output_ref if isinstance(event, JobCompleted) else None
-            key = (event.job_id, ref or "")
+        waiting = _Waiting(event, asyncio.get_running_loop().create_future(), self._clock())
+        self._queue.append(waiting)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_all())
+        await waiting.done
+
+    async def drain(self) -> None:
+        """Wait for the flush in progress, if any (tests, shutdown)."""
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
+    async def _flush_all(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
             try:
-                row = await apply_event(
-                    event,
-                    self._store,
-                    self._announcer,
-                    self._results,
-                    expire_missing_result=self._misses.get(key, 0) >= self._result_misses,
+                await self._flush(batch)
+            except BaseException as exc:
+                # Never leave a caller waiting forever, whatever happened.
+                for waiting in batch:
+                    if not waiting.done.done():
+                        waiting.done.set_exception(
+                            exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+                        )
+                if not isinstance(exc, Exception):
+                    raise
+
+    def _expire(self, event: AnyJobEvent) -> bool:
+        return self._misses.get(_miss_key(event), 0) >= self._result_misses
+
+    async def _flush(self, batch: list[_Waiting]) -> None:
+        events = [w.event for w in batch]
+        outcomes: list[Outcome | Exception]
+        try:
+            outcomes = list(await self._apply_when_available(events))
+            self._observer.committed(len(batch), "batch")
+        except StoreUnavailable as exc:
+            log.warning("postgres unavailable, %d events handed back: %s", len(batch), exc)
+            outcomes = [exc] * len(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                outcomes = [exc]
+            else:
+                log.warning(
+                    "batch of %d events failed, applying them one by one: %r", len(batch), exc
                 )
-            except JobNotYetKnown:
-                if self._parking is not None and self._is_orphan(event):
-                    await self._parking.park(
-                        event,
-                        "no_such_job",
-                        f"job {event.job_id} unknown after {self._orphan_after}",
-                    )
-                    self._observer.applied(event.kind, "parked", self._clock() - started)
-                    return  # settled: the consumer acks it, the parked copy remains
-                self._observer.waited("job_not_yet_known")
-                self._observer.applied(event.kind, "deferred", self._clock() - started)
-                raise
-            except ResultMissing:
-                self._misses[key] = self._misses.get(key, 0) + 1
-                self._observer.waited("result_missing")
-                self._observer.applied(event.kind, "deferred", self._clock() - started)
-                raise
+                outcomes = [await self._apply_alone(e) for e in events]
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            await self._settle(waiting, outcome)
+
+    async def _apply_when_available(self, events: list[AnyJobEvent]) -> list[Outcome]:
+        """`apply_events`, retried in place while the store is unavailable, for a while."""
+        deadline = self._clock() + self._unavailable_retry_s
+        delay = 0.1
+        while True:
+            try:
+                return await apply_events(
+                    events,
+                    self._store,
+                    self._results,
+                    expire_missing_result=[self._expire(e) for e in events],
+                )
+            except StoreUnavailable as exc:
+                if self._clock() + delay > deadline:
+                    raise
+                log.info("postgres unavailable, retrying the batch in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _apply_alone(self, event: AnyJobEvent) -> Outcome | Exception:
+        try:
+            (outcome,) = await apply_events(
+                [event], self._store, self._results, expire_missing_result=[self._expire(event)]
+            )
+        except Exception as exc:
+            log.error(
+                "event failed on its own, handed back",
+                exc_info=exc,
+                extra={"kind": event.kind, "job_id": str(event.job_id)},
+            )
+            return exc
+        self._observer.committed(1, "single")
+        return outcome
+
+    async def _settle(self, waiting: _Waiting, outcome: Outcome | Exception) -> None:
+        event = waiting.event
+        key = _miss_key(event)
+        error: Exception | None = None
+        if isinstance(outcome, Change):
             self._misses.pop(key, None)
-            outcome = "unchanged" if row is None else "changed"
-            self._observer.applied(event.kind, outcome, self._clock() - started)
+            await announce(outcome.row, self._announcer)
+            label = "changed"
+        elif isinstance(outcome, Purged):
+            label = "changed"
+        elif outcome is None:
+            self._misses.pop(key, None)
+            label = "unchanged"
+        elif (
+            isinstance(outcome, JobNotYetKnown)
+            and self._parking is not None
+            and self._is_orphan(event)
+        ):
+            label = "parked"  # settled: the consumer acks it, the parked copy remains
+            try:
+                await self._parking.park(
+                    event, "no_such_job", f"job {event.job_id} unknown after {self._orphan_after}"
+                )
+            except Exception as exc:
+                label, error = "failed", exc
+        elif isinstance(outcome, JobNotYetKnown):
+            self._observer.waited("job_not_yet_known")
+            label, error = "deferred", outcome
+        elif isinstance(outcome, ResultMissing):
+            self._misses[key] = self._misses.get(key, 0) + 1
+            self._observer.waited("result_missing")
+            label, error = "deferred", outcome
+        else:
+            label, error = "failed", outcome
+        self._observer.applied(event.kind, label, self._clock() - waiting.started)
+        if waiting.done.done():
+            return  # its caller gave up (shutdown): the consumer handed the message back
+        if error is None:
+            waiting.done.set_result(None)
+        else:
+            waiting.done.set_exception(error)
 
     def _is_orphan(self, event: AnyJobEvent) -> bool:
         occurred = event.occurred_at
@@ -381,14 +641,7 @@ class EventApplier:
             occurred = occurred.replace(tzinfo=UTC)
         return self._now() - occurred > self._orphan_after
 
-    @asynccontextmanager
-    async def _one_at_a_time(self, job_id: uuid.UUID) -> AsyncIterator[None]:
-        entry = self._locks.setdefault(job_id, _JobLock())
-        entry.holders += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.holders -= 1
-            if entry.holders == 0:
-                del self._locks[job_id]  # the map holds only jobs with events in hand
+
+def _miss_key(event: AnyJobEvent) -> tuple[uuid.UUID, str]:
+    ref = event.output_ref if isinstance(event, JobCompleted) else None
+    return (event.job_id, ref or "")

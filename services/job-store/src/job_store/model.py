@@ -37,7 +37,7 @@ class JobRow:
     deadline_at: datetime | None = None
     # Predictions created for the job so far: the highest `JobSubmitted.attempt` applied.
     attempts: int = 0
-    # Inputs are stored whole today; the column lets a later release store a cut-down input.
+    # The stored input is a cut-down copy: the one sent was over `MAX_INPUT_BYTES`.
     input_truncated: bool = False
 
     @property
@@ -97,7 +97,9 @@ def job_view(row: JobRow) -> JobView:
 
 
 def stuck_job(row: JobRow) -> StuckJob:
-    """The job as the reconciler needs it: what was asked of Replicate, and since when."""
+    """The job as the reconciler needs it: what was asked of Replicate, and since when (for a
+    job still `pending`: since it was admitted)."""
+    pending = row.status == "pending"
     return StuckJob(
         job_id=row.job_id,
         user_id=row.user_id,
@@ -106,6 +108,9 @@ def stuck_job(row: JobRow) -> StuckJob:
         prediction_id=row.prediction_id,
         attempts=row.attempts,
         cancel_requested=row.cancel_requested,
-        processing_since=row.submitted_at or row.started_at or row.updated_at,
+        processing_since=row.created_at
+        if pending
+        else row.submitted_at or row.started_at or row.updated_at,
         deadline_at=row.deadline_at,
+        status="pending" if pending else "processing",
     )

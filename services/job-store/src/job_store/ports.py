@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
 from job_store.model import HistoryEntry, JobRow
 from jobs_proto.api import JobChanged, JobSummary
-from jobs_proto.events import AnyJobEvent
+from jobs_proto.events import AnyJobEvent, JobPurged
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached now (down, restarting, connection lost): nothing about
+    the events in hand is wrong, so they are retried as they are rather than one by one."""
 
 
 class JobTransaction(Protocol):
@@ -18,6 +23,15 @@ class JobTransaction(Protocol):
 
     async def lock(self, job_id: uuid.UUID) -> JobRow | None:
         """The job's row, locked until the transaction ends (`SELECT ... FOR UPDATE`)."""
+        ...
+
+    async def lock_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
+        """The rows of those jobs that exist, locked until the transaction ends, taken in id
+        order (so two writers locking overlapping sets wait rather than deadlock)."""
+        ...
+
+    async def delete(self, job_id: uuid.UUID) -> None:
+        """Delete a job and its history (a purge)."""
         ...
 
     async def insert(self, row: JobRow) -> bool:
@@ -32,11 +46,17 @@ class JobTransaction(Protocol):
         """Record one applied change (`job_history`), committed with the row's change."""
         ...
 
+    async def append_history_many(self, entries: Sequence[HistoryEntry]) -> None:
+        """Record several applied changes at once (one round trip)."""
+        ...
+
 
 class JobStore(Protocol):
     """The jobs table: transactions for writers, plain reads for the endpoints."""
 
-    def transaction(self) -> AbstractAsyncContextManager[JobTransaction]: ...
+    def transaction(self) -> AbstractAsyncContextManager[JobTransaction]:
+        """A transaction; raises `StoreUnavailable` when the database cannot be reached."""
+        ...
 
     async def get(self, job_id: uuid.UUID) -> JobRow | None: ...
 
@@ -53,13 +73,30 @@ class JobStore(Protocol):
         empty `statuses`/`types` mean no filter."""
         ...
 
-    async def stuck_jobs(self, older_than_s: float, limit: int) -> list[JobRow]:
-        """Jobs `processing` since longer than `older_than_s` (database clock), oldest first."""
+    async def stuck_jobs(
+        self, older_than_s: float, limit: int, *, pending_older_than_s: float | None = None
+    ) -> list[JobRow]:
+        """Jobs `processing` since longer than `older_than_s` (database clock), and with
+        `pending_older_than_s` jobs `pending` since their creation longer than that; oldest
+        first."""
         ...
 
-    async def history(self, job_id: uuid.UUID) -> list[HistoryEntry]:
-        """The job's history by `seq`, `recorded_at` filled in."""
+    async def history(
+        self, job_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[HistoryEntry]:
+        """The job's history by `seq` from `after_seq + 1`, `recorded_at` filled in."""
         ...
+
+    async def finished_before(self, age_s: float, limit: int) -> list[uuid.UUID]:
+        """Jobs in a terminal status completed more than `age_s` ago (database clock), oldest
+        first, at most `limit`: what retention purges next."""
+        ...
+
+
+class PurgePublisher(Protocol):
+    """Puts a purge into the `JOBS` stream (the store applies it like any event)."""
+
+    async def publish(self, event: JobPurged) -> object: ...
 
 
 class ResultLoader(Protocol):
@@ -93,4 +130,9 @@ class ApplyObserver(Protocol):
 
     def waited(self, reason: str) -> None:
         """An event handed back to come again (`job_not_yet_known`, `result_missing`)."""
+        ...
+
+    def committed(self, events: int, mode: str) -> None:
+        """One transaction committed `events` events: `mode` `batch` for a whole batch, or
+        `single` for one event of a batch that failed and was retried one by one."""
         ...

@@ -13,12 +13,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
+import msgspec
+
 from job_store.model import HistoryEntry, JobRow
 from jobs_proto.events import (
     AnyJobEvent,
     JobCancelRequested,
     JobCompleted,
     JobFailed,
+    JobPurged,
     JobRequested,
     JobStarted,
     JobSubmitted,
@@ -42,6 +45,12 @@ RESULT_EXPIRED_MESSAGE: Final = (
     "The prediction succeeded, but Replicate removed its output before it was recorded."
 )
 PREDICTION_FAILED_MESSAGE: Final = "The prediction failed without an error message."
+
+# Inputs larger than this (encoded as JSON) are stored cut down and marked `input_truncated`.
+# The gateway admits bodies up to 64 KiB, so only events from elsewhere (an older release, a
+# hand-made publish) reach it. A constant, not a setting: a replay must cut exactly alike.
+MAX_INPUT_BYTES: Final = 64 * 1024
+_encoder: Final = msgspec.json.Encoder()
 
 
 class Change(NamedTuple):
@@ -105,6 +114,8 @@ def event_source(event: AnyJobEvent) -> str:
     match event:
         case JobRequested() | JobCancelRequested():
             return "gateway"
+        case JobPurged():
+            return "job-store"
         case JobStarted():
             return "webhook-ingest"
         case JobCompleted():
@@ -120,13 +131,15 @@ def next_row(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
     if row is None:
         if isinstance(event, JobRequested):
             job_type = JOB_TYPES.get(event.job_type)
+            stored_input, truncated = bounded_input(event.input)
             return JobRow(
                 job_id=event.job_id,
                 user_id=event.user_id,
                 job_type=event.job_type,
                 status="pending",
                 version=1,
-                input=event.input,
+                input=stored_input,
+                input_truncated=truncated,
                 created_at=at,
                 updated_at=at,
                 deadline_at=None
@@ -156,7 +169,39 @@ def next_row(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
             )
         case JobCancelRequested():
             return _cancel_requested(row, event, at)
+        case JobPurged():
+            return None  # a deletion, not a change of the row: the applier carries it out
     return None  # pragma: no cover - the match is exhaustive over AnyJobEvent
+
+
+def bounded_input(
+    value: dict[str, Any], limit: int = MAX_INPUT_BYTES
+) -> tuple[dict[str, Any], bool]:
+    """The input as stored: whole when its JSON fits in `limit` bytes, else cut down (and True).
+
+    Fields are kept in order while they fit; the first that does not is cut if it is text (on a
+    character boundary), and the rest are left out. Deterministic, so a replay stores the same.
+    """
+    if len(_encoder.encode(value)) <= limit:
+        return value, False
+    budget = limit - 2  # the braces
+    kept: dict[str, Any] = {}
+    for key, item in value.items():
+        size = len(_encoder.encode({key: item})) - 1  # its `"key":value,` share
+        if size <= budget:
+            kept[key] = item
+            budget -= size
+            continue
+        if isinstance(item, str):
+            room = budget - (len(_encoder.encode({key: ""})) - 1)
+            # JSON escapes make the encoded text longer than the raw: cut until it fits.
+            text = item.encode()[: max(room, 0)].decode(errors="ignore")
+            while text and len(_encoder.encode({key: text})) - 1 > budget:
+                text = text[: len(text) * 3 // 4]
+            if text:
+                kept[key] = text
+        break
+    return kept, True
 
 
 def _submitted(row: JobRow, event: JobSubmitted, at: datetime) -> JobRow | None:

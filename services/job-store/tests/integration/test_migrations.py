@@ -140,7 +140,7 @@ async def test_the_history_migration_is_expand_only(fresh_database: str) -> None
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         await conn.execute("INSERT INTO schema_migrations VALUES (1, $1)", first.name)
-        assert [m.version for m in await migrate_database(fresh_database)] == [2]
+        assert [m.version for m in await migrate_database(fresh_database)] == [2, 3]
         # Release 1, still running during the rollout, writes as it always did.
         await conn.execute(_RELEASE_1_INSERT, uuid.uuid4())
         await conn.execute(

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -21,12 +21,16 @@ from job_store.handlers import (
     ResultMissing,
     apply_event,
     get_job,
+    history_view,
     job_history,
     list_jobs,
+    purge_finished,
 )
 from job_store.model import HistoryEntry, JobRow, job_summary
+from job_store.ports import StoreUnavailable
+from job_store.replay import replay
 from jobs_proto.api import GetJob, GetJobHistory, JobChanged, JobSummary, ListJobs
-from jobs_proto.events import AnyJobEvent, JobCompleted
+from jobs_proto.events import AnyJobEvent, JobCompleted, JobPurged
 from jobs_runtime.retry import RetryLater
 from jobs_testkit.events import OWNER, T0, completed, requested, started, submitted
 
@@ -39,6 +43,7 @@ class MemoryTransaction:
         self._store = store
         self.writes: dict[uuid.UUID, JobRow] = {}
         self.entries: list[HistoryEntry] = []
+        self.deletes: list[uuid.UUID] = []
         self.held: list[asyncio.Lock] = []
 
     async def lock(self, job_id: uuid.UUID) -> JobRow | None:
@@ -53,9 +58,22 @@ class MemoryTransaction:
             self.held.append(lock)
         return self._store.rows[job_id]
 
+    async def lock_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
+        found: dict[uuid.UUID, JobRow] = {}
+        for job_id in sorted(job_ids):
+            row = await self.lock(job_id)
+            if row is not None:
+                found[job_id] = row
+        return found
+
+    async def delete(self, job_id: uuid.UUID) -> None:
+        await asyncio.sleep(0)
+        self.deletes.append(job_id)
+        self.writes.pop(job_id, None)
+
     async def insert(self, row: JobRow) -> bool:
         await asyncio.sleep(0)
-        if row.job_id in self._store.rows:
+        if row.job_id in self._store.rows and row.job_id not in self.deletes:
             return False
         self.writes[row.job_id] = row
         return True
@@ -67,21 +85,43 @@ class MemoryTransaction:
     async def append_history(self, entry: HistoryEntry) -> None:
         self.entries.append(replace(entry, recorded_at=entry.occurred_at))
 
+    async def append_history_many(self, entries: Sequence[HistoryEntry]) -> None:
+        await self._store.fail_for(entries)
+        for entry in entries:
+            await self.append_history(entry)
+
 
 class MemoryStore:
     def __init__(self) -> None:
         self.rows: dict[uuid.UUID, JobRow] = {}
         self.entries: list[HistoryEntry] = []
         self.row_locks: defaultdict[uuid.UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Committed transactions, each as the number of history entries it wrote.
+        self.commits: list[int] = []
+        # A job whose writes fail (a poison event, as far as the store can tell).
+        self.poison: uuid.UUID | None = None
+        # How many transactions from now on find the database unreachable.
+        self.unavailable = 0
+
+    async def fail_for(self, entries: Sequence[HistoryEntry]) -> None:
+        if any(e.job_id == self.poison for e in entries):
+            raise ValueError("the store cannot take this job's change")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MemoryTransaction]:
+        if self.unavailable:
+            self.unavailable -= 1
+            raise StoreUnavailable("postgres is restarting")
         tx = MemoryTransaction(self)
         try:
             yield tx
             await asyncio.sleep(0)
+            for job_id in tx.deletes:
+                self.rows.pop(job_id, None)
+                self.entries = [e for e in self.entries if e.job_id != job_id]
             self.rows.update(tx.writes)
             self.entries.extend(tx.entries)
+            self.commits.append(len(tx.entries))
         finally:
             for lock in tx.held:
                 lock.release()
@@ -110,11 +150,27 @@ class MemoryStore:
             rows = [r for r in rows if (-r.created_at.timestamp(), r.job_id) > key]
         return [job_summary(r) for r in rows[:limit]]
 
-    async def stuck_jobs(self, older_than_s: float, limit: int) -> list[JobRow]:
+    async def stuck_jobs(
+        self, older_than_s: float, limit: int, *, pending_older_than_s: float | None = None
+    ) -> list[JobRow]:
         return []
 
-    async def history(self, job_id: uuid.UUID) -> list[HistoryEntry]:
-        return sorted((e for e in self.entries if e.job_id == job_id), key=lambda e: e.seq)
+    async def history(
+        self, job_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[HistoryEntry]:
+        found = sorted(
+            (e for e in self.entries if e.job_id == job_id and e.seq > after_seq),
+            key=lambda e: e.seq,
+        )
+        return found if limit is None else found[:limit]
+
+    async def finished_before(self, age_s: float, limit: int) -> list[uuid.UUID]:
+        # "Now" is the test events' clock: T0 plus a day.
+        cutoff = T0 + timedelta(days=1) - timedelta(seconds=age_s)
+        done = [
+            r for r in self.rows.values() if r.completed_at is not None and r.completed_at < cutoff
+        ]
+        return [r.job_id for r in sorted(done, key=lambda r: (r.completed_at, r.job_id))][:limit]
 
 
 class MemoryResults:
@@ -131,6 +187,7 @@ class RecordingObserver:
     def __init__(self) -> None:
         self.applied_events: list[tuple[str, str]] = []
         self.waits: list[str] = []
+        self.commits: list[tuple[int, str]] = []
 
     def applied(self, kind: str, outcome: str, seconds: float) -> None:
         assert seconds >= 0
@@ -138,6 +195,9 @@ class RecordingObserver:
 
     def waited(self, reason: str) -> None:
         self.waits.append(reason)
+
+    def committed(self, events: int, mode: str) -> None:
+        self.commits.append((events, mode))
 
 
 class RecordingAnnouncer:
@@ -175,7 +235,7 @@ async def test_events_of_one_job_in_one_batch_apply_in_stream_order(
     )
     assert [c.job.version for c in announcer.changes] == [1, 2, 3, 4]
     assert store.rows[job].status == "succeeded"
-    assert not applier._locks, "finished jobs must not stay in the lock map"
+    assert store.commits == [4], "one transaction for the whole batch"
 
 
 async def test_without_the_per_job_order_a_batch_races_for_the_row(
@@ -438,3 +498,226 @@ async def test_a_park_that_fails_leaves_the_event_to_come_back(
     )
     with pytest.raises(ConnectionError):
         await applier(started(uuid.uuid4()))
+
+
+async def test_a_batch_of_many_jobs_commits_once_and_ends_as_one_by_one(
+    announcer: RecordingAnnouncer,
+) -> None:
+    jobs = [uuid.uuid4() for _ in range(6)]
+    # Interleaved as a stream holds them: each job's events in order, the jobs mixed.
+    stream: list[AnyJobEvent] = []
+    for step in (requested, submitted, started, completed):
+        stream.extend(step(job) for job in jobs)
+    stream.append(requested(jobs[0]))  # a duplicate in the same batch
+    batched, alone = MemoryStore(), MemoryStore()
+    observer = RecordingObserver()
+    applier = EventApplier(batched, announcer, observer=observer)
+    await asyncio.gather(*(applier(event) for event in stream))
+    for event in stream:
+        await apply_event(event, alone, RecordingAnnouncer())
+
+    assert batched.commits == [24]
+    assert observer.commits == [(25, "batch")]
+    assert len(alone.commits) == 25
+    assert batched.rows == alone.rows
+    assert sorted(batched.entries, key=lambda e: (e.job_id, e.seq)) == sorted(
+        alone.entries, key=lambda e: (e.job_id, e.seq)
+    )
+    # Every change announced, each job's in order.
+    for job in jobs:
+        assert [c.job.version for c in announcer.changes if c.job.job_id == job] == [1, 2, 3, 4]
+
+
+async def test_a_lone_event_is_applied_without_waiting_for_company(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    applier = EventApplier(store, announcer)
+    job = uuid.uuid4()
+    # No timer: the event is committed within a few turns of the event loop.
+    await asyncio.wait_for(applier(requested(job)), timeout=1.0)
+    assert store.commits == [1]
+
+
+async def test_a_poison_event_fails_alone_and_the_rest_of_its_batch_commits(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    good, bad = uuid.uuid4(), uuid.uuid4()
+    store.poison = bad
+    observer = RecordingObserver()
+    applier = EventApplier(store, announcer, observer=observer)
+    results = await asyncio.gather(
+        applier(requested(good)),
+        applier(requested(bad)),
+        applier(submitted(good)),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert results[2] is None
+    assert isinstance(results[1], ValueError)  # handed back: the consumer naks it
+    assert store.rows[good].status == "processing"
+    assert bad not in store.rows
+    # The batch failed as a whole, then its events went one transaction each.
+    assert observer.commits == [(1, "single"), (1, "single")]
+    assert ("requested", "failed") in observer.applied_events
+    # The next batch is a batch again.
+    await asyncio.gather(applier(started(good)), applier(completed(good)))
+    assert observer.commits[-1] == (2, "batch")
+
+
+async def test_a_purge_deletes_the_job_and_its_history_and_twice_is_harmless(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    job, other = uuid.uuid4(), uuid.uuid4()
+    for event in (requested(job), submitted(job), completed(job), requested(other)):
+        await apply_event(event, store, announcer)
+    purge = JobPurged(job_id=job, occurred_at=T0 + timedelta(days=31))
+    applier = EventApplier(store, announcer)
+    await applier(purge)
+    assert job not in store.rows
+    assert [e.job_id for e in store.entries] == [other]
+    await applier(purge)  # redelivered
+    await applier(JobPurged(job_id=uuid.uuid4(), occurred_at=T0))  # never existed
+    assert set(store.rows) == {other}
+    # A straggler of the purged job is a job not (any more) known: it waits, then is parked.
+    with pytest.raises(JobNotYetKnown):
+        await apply_event(started(job), store, announcer)
+
+
+async def test_a_job_created_and_purged_in_one_batch_leaves_nothing(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    job = uuid.uuid4()
+    applier = EventApplier(store, announcer)
+    await asyncio.gather(
+        applier(requested(job)),
+        applier(completed(job)),
+        applier(JobPurged(job_id=job, occurred_at=T0)),
+    )
+    assert job not in store.rows
+    assert store.entries == []
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.events: list[JobPurged] = []
+
+    async def publish(self, event: JobPurged) -> object:
+        self.events.append(event)
+        return None
+
+
+async def test_a_retention_pass_publishes_a_purge_per_finished_job_up_to_its_limit(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    old = [uuid.uuid4() for _ in range(3)]
+    for i, job in enumerate(old):
+        await apply_event(requested(job), store, announcer)
+        await apply_event(completed(job, s=10 + i), store, announcer)
+    running = uuid.uuid4()
+    await apply_event(requested(running), store, announcer)
+    publisher = RecordingPublisher()
+    # "Now" is T0 + 1 day: a retention of 2 hours covers every job finished at T0 + seconds.
+    assert await purge_finished(store, publisher, retention_s=7200, limit=2) == 2
+    assert [e.job_id for e in publisher.events] == old[:2]
+    assert await purge_finished(store, publisher, retention_s=2 * 86_400, limit=10) == 0
+
+
+async def test_a_reply_too_large_comes_without_its_output_and_says_so(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    job = uuid.uuid4()
+    await apply_event(requested(job), store, announcer)
+    await apply_event(completed(job, output="é" * 5000), store, announcer)
+    query = GetJob(job_id=job, user_id=OWNER)
+    whole = await get_job(query, store, max_bytes=1 << 20)
+    assert whole.job is not None
+    assert (whole.job.output, whole.output_omitted) == ("é" * 5000, False)
+    cut = await get_job(query, store, max_bytes=4096)
+    assert cut.job is not None
+    assert (cut.job.status, cut.job.output, cut.output_omitted, cut.output_bytes) == (
+        "succeeded",
+        None,
+        True,
+        10_000,
+    )
+    assert len(msgspec.json.encode(cut)) <= 4096
+
+
+async def test_history_comes_page_by_page(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    job = uuid.uuid4()
+    for event in (requested(job), submitted(job), started(job), completed(job)):
+        await apply_event(event, store, announcer)
+    seqs: list[int] = []
+    query = GetJobHistory(job_id=job, user_id=OWNER, limit=3)
+    pages = 0
+    while True:
+        page = await job_history(query, store, max_bytes=1 << 20)
+        assert page.entries is not None
+        seqs.extend(e.seq for e in page.entries)
+        pages += 1
+        if page.next_cursor is None:
+            assert not page.truncated
+            break
+        assert page.truncated
+        query = msgspec.structs.replace(query, cursor=page.next_cursor)
+    assert (seqs, pages) == ([1, 2, 3, 4], 2)
+    # The message size limit cuts a page short too, and the cursor picks up after it.
+    one = len(msgspec.json.encode(history_view(store.entries[0])))
+    small = await job_history(
+        GetJobHistory(job_id=job, user_id=OWNER), store, max_bytes=4096 + 2 * (one + 40)
+    )
+    assert small.entries is not None
+    assert small.next_cursor == str(small.entries[-1].seq)
+    with pytest.raises(RequestRejected) as bad:
+        await job_history(
+            GetJobHistory(job_id=job, user_id=OWNER, cursor="x1"), store, max_bytes=1 << 20
+        )
+    assert bad.value.code == "400"
+
+
+async def test_replay_applies_waiting_events_once_their_job_appears_and_skips_orphans(
+    store: MemoryStore,
+) -> None:
+    job, lost = uuid.uuid4(), uuid.uuid4()
+
+    async def batches() -> AsyncIterator[list[AnyJobEvent]]:
+        yield [submitted(job), started(lost)]
+        yield [requested(job)]
+        yield [completed(job), JobPurged(job_id=uuid.uuid4(), occurred_at=T0)]
+
+    report = await replay(batches(), store)
+    row = store.rows[job]
+    assert (row.status, row.version, row.prediction_id) == ("succeeded", 3, "pred-1")
+    assert (report.events, report.changed, report.unchanged, report.orphans) == (5, 3, 1, 1)
+    assert lost not in store.rows
+
+
+async def test_a_batch_waits_in_place_while_the_store_is_unavailable(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    job = uuid.uuid4()
+    store.unavailable = 3
+    observer = RecordingObserver()
+    applier = EventApplier(store, announcer, observer=observer)
+    await asyncio.gather(applier(requested(job)), applier(submitted(job)), applier(started(job)))
+    # Nothing handed back, nothing reordered: one batch, committed once the store answered.
+    assert observer.commits == [(3, "batch")]
+    assert [c.job.version for c in announcer.changes] == [1, 2, 3]
+    assert store.unavailable == 0
+
+
+async def test_a_store_unavailable_for_long_hands_the_whole_batch_back(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    store.unavailable = 1000
+    observer = RecordingObserver()
+    applier = EventApplier(store, announcer, observer=observer, unavailable_retry_s=0.3)
+    results = await asyncio.gather(
+        applier(requested(uuid.uuid4())), applier(requested(uuid.uuid4())), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    # Not retried one by one: nothing about the events was wrong.
+    assert observer.commits == []
+    assert observer.applied_events == [("requested", "failed")] * 2

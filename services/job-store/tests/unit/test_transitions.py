@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from job_store.model import HistoryEntry, JobRow
-from job_store.transitions import next_row, transition
-from jobs_proto.events import AnyJobEvent
+from job_store.transitions import MAX_INPUT_BYTES, bounded_input, next_row, transition
+from jobs_proto.events import EVENT_KINDS, AnyJobEvent, JobPurged
 from jobs_proto.status import JOB_STATUSES, JobStatus, is_terminal
 from jobs_testkit.events import (
     OWNER,
@@ -61,6 +61,8 @@ EVENTS: dict[str, Callable[[], AnyJobEvent]] = {
     "completed": lambda: completed(JOB, s=20),
     "failed": lambda: failed(JOB, s=20),
     "cancel_requested": lambda: cancel(JOB, s=20),
+    # A purge deletes the job (the applier's doing): as a change of the row it is none.
+    "purged": lambda: JobPurged(job_id=JOB, occurred_at=at(20)),
 }
 
 # (status before, event kind) -> status after, or None when the event changes nothing.
@@ -71,17 +73,20 @@ TABLE: dict[tuple[JobStatus, str], JobStatus | None] = {
     ("pending", "completed"): "succeeded",
     ("pending", "failed"): "failed",
     ("pending", "cancel_requested"): "canceled",
+    ("pending", "purged"): None,
     ("processing", "requested"): None,
     ("processing", "submitted"): None,  # `row_in` has recorded the submission already
     ("processing", "started"): "processing",
     ("processing", "completed"): "succeeded",
     ("processing", "failed"): "failed",
     ("processing", "cancel_requested"): "processing",
+    ("processing", "purged"): None,
     **{(s, kind): None for s in ("succeeded", "failed", "canceled") for kind in EVENTS},
 }
 
 
 def test_the_table_covers_every_status_and_kind() -> None:
+    assert set(EVENTS) == set(EVENT_KINDS)
     assert set(TABLE) == {(s, k) for s in JOB_STATUSES for k in EVENTS}
 
 
@@ -395,3 +400,41 @@ def test_a_job_of_an_unknown_type_has_no_deadline() -> None:
     row = next_row(None, msgspec.structs.replace(requested(JOB), job_type="from_the_future"))
     assert row is not None
     assert row.deadline_at is None
+
+
+def test_an_input_within_the_limit_is_stored_whole() -> None:
+    row = next_row(None, requested(JOB, input={"topic": "t" * 1000}))
+    assert row is not None
+    assert (row.input, row.input_truncated) == ({"topic": "t" * 1000}, False)
+
+
+def test_an_input_over_the_limit_is_cut_down_and_marked() -> None:
+    sent = {"topic": "tides", "context": "ü\n" * MAX_INPUT_BYTES, "tone": "calm"}
+    row = next_row(None, requested(JOB, input=sent))
+    assert row is not None
+    assert row.input_truncated is True
+    assert len(msgspec.json.encode(row.input)) <= MAX_INPUT_BYTES
+    # What fits is kept in order: whole fields first, then the start of the one cut.
+    assert row.input["topic"] == "tides"
+    assert sent["context"].startswith(row.input["context"])
+    assert len(row.input["context"]) > MAX_INPUT_BYTES // 4
+    assert "tone" not in row.input
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=20),
+        st.one_of(st.text(max_size=3000), st.integers(), st.lists(st.text(max_size=500))),
+        max_size=8,
+    ),
+    st.integers(min_value=64, max_value=4000),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_cut_down_input_always_fits_and_is_the_same_every_time(
+    sent: dict[str, object], limit: int
+) -> None:
+    stored, truncated = bounded_input(sent, limit)
+    assert truncated == (len(msgspec.json.encode(sent)) > limit)
+    if truncated:
+        assert len(msgspec.json.encode(stored)) <= limit
+    assert bounded_input(sent, limit) == (stored, truncated)

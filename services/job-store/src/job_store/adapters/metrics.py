@@ -1,4 +1,5 @@
-"""The job-store's `/metrics`: events applied by kind and outcome, apply latency, waits.
+"""The job-store's `/metrics`: events applied by kind and outcome, apply latency, waits, batch
+sizes, purges and the consumer's lag.
 
 The `ApplyObserver` port over prometheus_client's default registry, which the runtime's admin
 port serves.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_APPLIED: Final = Counter(
     "job_store_events",
@@ -26,6 +27,26 @@ WAITS: Final = Counter(
     "Events handed back to come again, by reason (job_not_yet_known, result_missing)",
     ["reason"],
 )
+BATCH_SIZE: Final = Histogram(
+    "job_store_batch_size",
+    "Events committed per transaction; mode batch (a whole batch) or single (one event of a"
+    " batch that failed and was retried one by one)",
+    ["mode"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+PURGES_PUBLISHED: Final = Counter(
+    "job_store_purges_published",
+    "Purge events the retention pass published (finished jobs past JOB_RETENTION_S)",
+)
+CONSUMER_LAG: Final = Gauge(
+    "job_store_consumer_lag",
+    "Events in the stream the job-store's durable consumer has not been handed yet"
+    " (num_pending), sampled every LAG_SAMPLE_S",
+)
+CONSUMER_ACK_PENDING: Final = Gauge(
+    "job_store_consumer_ack_pending",
+    "Events handed to the job-store and not yet acknowledged (num_ack_pending), sampled",
+)
 PARKED: Final = Counter(
     "job_store_parked",
     "Messages parked in the dead-letter stream instead of being applied, by reason",
@@ -42,3 +63,6 @@ class PrometheusObserver:
 
     def waited(self, reason: str) -> None:
         WAITS.labels(reason).inc()
+
+    def committed(self, events: int, mode: str) -> None:
+        BATCH_SIZE.labels(mode).observe(events)

@@ -42,9 +42,13 @@ class NatsChangeAnnouncer:
         self._subjects = subjects
 
     async def announce(self, change: JobChanged) -> None:
-        await self._nc.publish(
-            self._subjects.job_change(change.job.job_id), _encoder.encode(change)
-        )
+        body = _encoder.encode(change)
+        if len(body) > self._nc.max_payload:
+            # An output near the size limit: announce the change without it (listeners that
+            # want it read the job, whose reply says the same if it cannot carry it either).
+            job = msgspec.structs.replace(change.job, output=None)
+            body = _encoder.encode(msgspec.structs.replace(change, job=job, output_omitted=True))
+        await self._nc.publish(self._subjects.job_change(change.job.job_id), body)
 
 
 class NatsResultLoader:
@@ -105,7 +109,13 @@ class JobStoreEndpoints:
         )
         store = self._store
         endpoints: list[tuple[str, str, type[msgspec.Struct], str, _Answer]] = [
-            ("get", self._subjects.get_job, GetJob, "400", lambda q, _: get_job(q, store)),
+            (
+                "get",
+                self._subjects.get_job,
+                GetJob,
+                "400",
+                lambda q, n: get_job(q, store, max_bytes=n),
+            ),
             (
                 "list",
                 self._subjects.list_jobs,
@@ -211,7 +221,7 @@ class JobStoreEndpoints:
             return
         body = _encoder.encode(reply)
         if len(body) > max_bytes:
-            # Only `get` can get here: output near the 8 MiB limit plus the input.
+            # Every handler cuts its answer to `max_bytes`; this is a safety net for a bug.
             log.error("reply over max_payload", extra={"endpoint": name})
             await request.respond_error("413", "job too large for a reply")
             return

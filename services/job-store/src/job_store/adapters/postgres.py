@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final, TypeAlias, TypeVar, cast
@@ -22,6 +22,7 @@ import msgspec
 
 from job_store.adapters.migrations import migrate_database
 from job_store.model import HistoryEntry, JobRow
+from job_store.ports import StoreUnavailable
 from jobs_proto.api import JobSummary
 from jobs_proto.events import JobError
 from jobs_proto.status import JobStatus
@@ -33,6 +34,16 @@ T = TypeVar("T")
 # asyncpg's classes are generic only in their stubs, so the aliases are strings at runtime.
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+
+# What "the database cannot be reached now" looks like: refused or lost connections, a server
+# starting up or shutting down, a full server, a statement timing out.
+_UNAVAILABLE: Final = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
 
 _COLUMNS: Final = (
     "id, user_id, type, status, version, input, output, error_code, error_message,"
@@ -57,9 +68,21 @@ _INSERT_HISTORY: Final = """
 INSERT INTO job_history (job_id, seq, kind, occurred_at, source, message_id, summary)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
+# Locked in id order, so writers with overlapping batches queue instead of deadlocking.
+_LOCK_MANY: Final = f"SELECT {_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+_DELETE: Final = "DELETE FROM jobs WHERE id = $1"
+_DELETE_HISTORY: Final = "DELETE FROM job_history WHERE job_id = $1"
 _SELECT_HISTORY: Final = """
 SELECT job_id, seq, kind, occurred_at, recorded_at, source, message_id, summary
-FROM job_history WHERE job_id = $1 ORDER BY seq
+FROM job_history WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+# `jobs_finished_idx` (migration 0003) serves this: terminal jobs by completion time.
+_FINISHED_BEFORE: Final = """
+SELECT id FROM jobs
+WHERE status IN ('succeeded', 'failed', 'canceled')
+  AND completed_at < now() - make_interval(secs => $1)
+ORDER BY completed_at, id
+LIMIT $2
 """
 _SUMMARY_COLUMNS: Final = (
     "id, type, status, version, error_code, error_message, prediction_id, created_at,"
@@ -82,6 +105,23 @@ SELECT {_COLUMNS} FROM jobs
 WHERE status = 'processing'
   AND COALESCE(submitted_at, started_at, updated_at) < now() - make_interval(secs => $1)
 ORDER BY COALESCE(submitted_at, started_at, updated_at), id
+LIMIT $2
+"""
+# With the pending ones too (`jobs_pending_created_idx`, migration 0003), merged oldest first.
+_STUCK_OR_PENDING: Final = f"""
+SELECT * FROM (
+    (SELECT {_COLUMNS}, COALESCE(submitted_at, started_at, updated_at) AS since FROM jobs
+     WHERE status = 'processing'
+       AND COALESCE(submitted_at, started_at, updated_at) < now() - make_interval(secs => $1)
+     ORDER BY COALESCE(submitted_at, started_at, updated_at), id
+     LIMIT $2)
+    UNION ALL
+    (SELECT {_COLUMNS}, created_at AS since FROM jobs
+     WHERE status = 'pending' AND created_at < now() - make_interval(secs => $3)
+     ORDER BY created_at, id
+     LIMIT $2)
+) AS stuck
+ORDER BY since, id
 LIMIT $2
 """
 
@@ -192,6 +232,14 @@ class PostgresTransaction:
         record = await self._conn.fetchrow(_SELECT + " FOR UPDATE", job_id)
         return None if record is None else _job_row(record)
 
+    async def lock_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
+        records = await self._conn.fetch(_LOCK_MANY, list(job_ids))
+        return {r["id"]: _job_row(r) for r in records}
+
+    async def delete(self, job_id: uuid.UUID) -> None:
+        await self._conn.execute(_DELETE_HISTORY, job_id)
+        await self._conn.execute(_DELETE, job_id)
+
     async def insert(self, row: JobRow) -> bool:
         inserted = await self._conn.fetchval(
             _INSERT,
@@ -236,15 +284,23 @@ class PostgresTransaction:
         )
 
     async def append_history(self, entry: HistoryEntry) -> None:
-        await self._conn.execute(
+        await self.append_history_many([entry])
+
+    async def append_history_many(self, entries: Sequence[HistoryEntry]) -> None:
+        await self._conn.executemany(
             _INSERT_HISTORY,
-            entry.job_id,
-            entry.seq,
-            entry.kind,
-            entry.occurred_at,
-            _pg_text(entry.source),
-            _pg_text(entry.message_id),
-            entry.summary,
+            [
+                (
+                    entry.job_id,
+                    entry.seq,
+                    entry.kind,
+                    entry.occurred_at,
+                    _pg_text(entry.source),
+                    _pg_text(entry.message_id),
+                    entry.summary,
+                )
+                for entry in entries
+            ],
         )
 
 
@@ -256,8 +312,11 @@ class PostgresJobStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield PostgresTransaction(cast(Connection, conn))
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield PostgresTransaction(cast(Connection, conn))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
 
     async def get(self, job_id: uuid.UUID) -> JobRow | None:
         record = await self._pool.fetchrow(_SELECT, job_id)
@@ -278,11 +337,33 @@ class PostgresJobStore:
         )
         return [_job_summary(r) for r in records]
 
-    async def stuck_jobs(self, older_than_s: float, limit: int) -> list[JobRow]:
-        return [_job_row(r) for r in await self._pool.fetch(_STUCK, older_than_s, limit)]
+    async def stuck_jobs(
+        self, older_than_s: float, limit: int, *, pending_older_than_s: float | None = None
+    ) -> list[JobRow]:
+        if pending_older_than_s is None:
+            records = await self._pool.fetch(_STUCK, older_than_s, limit)
+        else:
+            records = await self._pool.fetch(
+                _STUCK_OR_PENDING, older_than_s, limit, pending_older_than_s
+            )
+        return [_job_row(r) for r in records]
 
-    async def history(self, job_id: uuid.UUID) -> list[HistoryEntry]:
-        return [_history_entry(r) for r in await self._pool.fetch(_SELECT_HISTORY, job_id)]
+    async def history(
+        self, job_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[HistoryEntry]:
+        records = await self._pool.fetch(_SELECT_HISTORY, job_id, after_seq, limit)
+        return [_history_entry(r) for r in records]
+
+    async def finished_before(self, age_s: float, limit: int) -> list[uuid.UUID]:
+        return [r["id"] for r in await self._pool.fetch(_FINISHED_BEFORE, age_s, limit)]
+
+    async def count_jobs(self) -> int:
+        """How many jobs the database holds (replay refuses a non-empty target)."""
+        return int(await self._pool.fetchval("SELECT count(*) FROM jobs"))
+
+    async def truncate(self) -> None:
+        """Empty `jobs` and `job_history` (replay's `--truncate`)."""
+        await self._pool.execute("TRUNCATE jobs, job_history")
 
     async def ping(self) -> None:
         """Readiness: the pool hands out a connection and Postgres answers."""
