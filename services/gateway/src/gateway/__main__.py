@@ -10,10 +10,13 @@ import time
 from collections.abc import Sequence
 
 from gateway.adapters.http import GatewayPorts, build_app
+from gateway.adapters.idempotency import KvIdempotencyKeys, idempotency_bucket
 from gateway.adapters.jwks import HttpJwksSource
 from gateway.adapters.nats import JetStreamEventBus, NatsJobStore, StreamRequestedLog
 from gateway.auth import JwksKeys, TokenVerifier, issue_token, short_secrets
+from gateway.cache import FinishedJobs
 from gateway.config import Settings
+from gateway.limits import OpenJobs, RequestRate
 from jobs_runtime.service import Service, run
 from jobs_runtime.settings import SettingsError, load_settings
 
@@ -51,13 +54,27 @@ async def serve_gateway(service: Service[Settings]) -> None:
     """Serve the HTTP API until `service.stop`, then finish the requests in hand."""
     settings = service.settings
     _warn_about_auth(settings)
+    store = NatsJobStore(service.nc, settings.subjects)
+    keys = await idempotency_bucket(
+        service.nc, settings.jobs_stream, replicas=settings.stream_replicas
+    )
     ports = GatewayPorts(
         verifier=_verifier(settings),
         bus=JetStreamEventBus(service.nc, service.publisher),
-        store=NatsJobStore(service.nc, settings.subjects),
+        store=store,
         requested=StreamRequestedLog(service.nc, settings.jobs_stream, settings.subjects),
         max_body_bytes=settings.http_max_body_bytes,
         cors_origins=settings.cors_origin_list,
+        keys=KvIdempotencyKeys(service.nc, keys),
+        rate=(
+            RequestRate(settings.user_requests_per_s, settings.request_burst)
+            if settings.user_requests_per_s > 0
+            else None
+        ),
+        open_jobs=(
+            OpenJobs(store, settings.user_max_open_jobs) if settings.user_max_open_jobs else None
+        ),
+        finished=FinishedJobs(settings.job_cache_bytes) if settings.job_cache_bytes else None,
     )
     await service.serve_http(build_app(ports), settings.http_port)
 

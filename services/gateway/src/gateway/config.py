@@ -30,12 +30,23 @@ class Settings(ServiceSettings, frozen=True):
     auth_jwks_refresh_cooldown_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     auth_jwt_issuer: str = ""
     auth_jwt_audience: str = ""
-    user_requests_per_s: float = 0.0
-    user_max_open_jobs: int = 0
+    # Per-user limits, `429` + `Retry-After` (0: off). Requests per second are counted by
+    # each replica on its own; the burst is how many may come at once (0: twice the rate,
+    # at least 1). Open jobs are those `pending` or `processing`.
+    user_requests_per_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    user_requests_burst: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    user_max_open_jobs: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Memory for the encoded answers of finished jobs (they never change); 0: no cache.
+    job_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * 1024 * 1024
     http_max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
     # Comma-separated origins (`https://app.example`) browsers may call the API from; empty:
     # none, the API is then for same-origin pages and non-browser clients only.
     cors_origins: str = ""
+
+    @property
+    def request_burst(self) -> float:
+        """Requests a user may send at once before `USER_REQUESTS_PER_S` applies."""
+        return self.user_requests_burst or max(1.0, 2 * self.user_requests_per_s)
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:

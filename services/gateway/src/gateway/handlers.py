@@ -6,11 +6,14 @@ No HTTP or NATS here: the adapters turn requests into these calls and the outcom
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -30,7 +33,17 @@ from jobs_proto.status import JOB_STATUSES, JobStatus
 # Relative on purpose: `mypy --strict <path>/handlers.py` names this module after its path
 # (`services.gateway.src.gateway...`), and an absolute `gateway.` import would make mypy see
 # the package twice under two names.
-from .ports import Clock, EventBus, JobStore, NewJobId, RequestedLog, Unavailable
+from .ports import (
+    Clock,
+    EventBus,
+    IdempotencyKeys,
+    IdempotencyRecord,
+    JobStore,
+    NewJobId,
+    RequestedLog,
+    Sleep,
+    Unavailable,
+)
 from .problems import validation_detail
 
 # `GET /api/jobs?limit=`: the bounds of `ListJobs.limit`, and its default.
@@ -38,6 +51,13 @@ MIN_LIMIT: Final = 1
 MAX_LIMIT: Final = 200
 DEFAULT_LIMIT: Final = 50
 _INTEGER: Final = re.compile(r"^[+-]?[0-9]+$")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+# `Idempotency-Key`: 1 to 255 characters (the contract's bound).
+MAX_IDEMPOTENCY_KEY: Final = 255
+# Rounds of reading a key and losing its compare-and-set (or waiting) before giving up;
+# waiting for another request is bounded by `IdempotencyPolicy.wait_s` first.
+_MAX_CAS_ROUNDS: Final = 1000
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 # Statuses a cancel cannot change any more (`409`); `canceled` is answered `202` again.
 UNCANCELABLE: Final[frozenset[JobStatus]] = frozenset({"succeeded", "failed"})
 
@@ -107,6 +127,42 @@ def parse_create_job(body: object) -> NewJob:
     return parse_job_input(create.type, create.input, at="/input")
 
 
+class Admission(Protocol):
+    """A limit on new jobs (`USER_MAX_OPEN_JOBS`): `hold` raises to refuse one, and every
+    `hold` that returned is ended by one `release` naming the job admitted, if any."""
+
+    async def hold(self, user_id: str) -> None: ...
+
+    def release(self, user_id: str, job_id: uuid.UUID | None) -> None: ...
+
+
+async def _publish_requested(
+    user_id: str,
+    job: NewJob,
+    job_id: uuid.UUID,
+    bus: EventBus,
+    clock: Clock,
+    admission: Admission | None,
+) -> JobAccepted:
+    if admission is not None:
+        await admission.hold(user_id)
+    admitted: uuid.UUID | None = None
+    try:
+        event = JobRequested(
+            job_id=job_id,
+            occurred_at=clock(),
+            user_id=user_id,
+            job_type=job.job_type,
+            input=job.input,
+        )
+        await bus.publish(event)
+        admitted = job_id
+    finally:
+        if admission is not None:
+            admission.release(user_id, admitted)
+    return JobAccepted(job_id=job_id)
+
+
 async def admit_job(
     user_id: str,
     job: NewJob,
@@ -114,17 +170,182 @@ async def admit_job(
     *,
     clock: Clock,
     new_id: NewJobId = uuid.uuid4,
+    admission: Admission | None = None,
 ) -> JobAccepted:
-    """Publish the job's `JobRequested`; the answer exists only once JetStream stored it."""
-    event = JobRequested(
-        job_id=new_id(),
-        occurred_at=clock(),
-        user_id=user_id,
-        job_type=job.job_type,
-        input=job.input,
+    """Publish the job's `JobRequested`; the answer exists only once JetStream stored it.
+    `admission` may refuse it first (nothing is published then)."""
+    return await _publish_requested(user_id, job, new_id(), bus, clock, admission)
+
+
+# --- Idempotency-Key ----------------------------------------------------------------------
+
+
+class KeyReused(Exception):
+    """The key was first used with another request (`409`)."""
+
+
+class KeyInProgress(Exception):
+    """The first request with this key is still being admitted (`409`; retry shortly)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyPolicy:
+    """How a request waits for another with the same key.
+
+    A request that finds the key taken by one still `admitting` polls for its outcome for up
+    to `wait_s` (the first answer is then replayed), else answers `409` (as the IETF
+    Idempotency-Key draft does for a concurrent request). A record still `admitting` after
+    `stale_s` was abandoned (its gateway died between taking the key and finishing; longer
+    than any publish takes): the next request finishes it, with the job id it names.
+    """
+
+    wait_s: float = 5.0
+    stale_s: float = 15.0
+    poll_s: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The answer to a create, and whether it is the first one given again."""
+
+    accepted: JobAccepted
+    replayed: bool = False
+
+
+def check_idempotency_key(raw: str | None) -> str | None:
+    """The `Idempotency-Key` header, or `None` without one; `422` naming it when empty or
+    longer than 255 characters."""
+    if raw is None:
+        return None
+    if not 1 <= len(raw) <= MAX_IDEMPOTENCY_KEY:
+        detail = f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters, got {len(raw)}"
+        raise InvalidRequest(
+            [ProblemDetail(parameter=IDEMPOTENCY_HEADER, detail=detail)],
+            f"the {IDEMPOTENCY_HEADER} header is not valid",
+        )
+    return raw
+
+
+def idempotency_slot(user_id: str, key: str) -> str:
+    """Where a user's key is kept: a hash, so keys are per user, of any characters, and
+    never readable from the store. The user id is length-prefixed: no (user, key) pair can
+    run into another."""
+    material = f"{len(user_id)}:{user_id}{key}".encode()
+    return hashlib.sha256(material).hexdigest()
+
+
+def request_fingerprint(route: str, body: object) -> str:
+    """Identifies "the same body": the route and the JSON value sent, keys sorted, so the
+    same object with other spacing or key order is the same request."""
+    encoded = msgspec.json.encode([route, body], order="sorted")
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _reused() -> KeyReused:
+    return KeyReused(
+        "this Idempotency-Key was used with another request; use a new key for a new job"
     )
-    await bus.publish(event)
-    return JobAccepted(job_id=event.job_id)
+
+
+async def admit_job_once(
+    user_id: str,
+    slot: str,
+    fingerprint: str,
+    job: NewJob,
+    bus: EventBus,
+    keys: IdempotencyKeys,
+    requested: RequestedLog,
+    *,
+    clock: Clock,
+    new_id: NewJobId = uuid.uuid4,
+    admission: Admission | None = None,
+    policy: IdempotencyPolicy = IdempotencyPolicy(),
+    sleep: Sleep = asyncio.sleep,
+) -> Admitted:
+    """Admit a job under an `Idempotency-Key` (its `slot` and the request's `fingerprint`).
+
+    The first request takes the key atomically with a new job id, publishes, and marks the
+    key `admitted`; the same key and body afterwards answers that job again, another body
+    `KeyReused`. A failed publish is not kept as an answer: the key goes `failed` and the
+    next request publishes the same job id again, so an ambiguous failure (stored, but the
+    acknowledgement lost) can never become two jobs. See `IdempotencyPolicy` for requests
+    that meet one still in progress.
+    """
+    waited_s = 0.0
+    for _ in range(_MAX_CAS_ROUNDS):
+        stored = await keys.get(slot)
+        if stored is None:
+            record = IdempotencyRecord(
+                fingerprint=fingerprint, job_id=new_id(), state="admitting", since=clock()
+            )
+            revision = await keys.create(slot, record)
+            if revision is None:
+                continue  # another request took the key in between: look at its record
+            return await _finish(user_id, slot, record, revision, job, bus, keys, clock, admission)
+        record, revision = stored
+        same = record.fingerprint == fingerprint
+        if not same and record.state != "failed":
+            raise _reused()
+        if record.state == "admitted":
+            return Admitted(JobAccepted(job_id=record.job_id), replayed=True)
+        abandoned = (clock() - record.since).total_seconds() >= policy.stale_s
+        if record.state == "failed" or abandoned:
+            if await requested.find_requested(record.job_id) is not None:
+                if not same:
+                    raise _reused()
+                # Published before its request gave up: it is the answer.
+                admitted = msgspec.structs.replace(record, state="admitted")
+                with contextlib.suppress(Unavailable):
+                    await keys.update(slot, admitted, revision)
+                return Admitted(JobAccepted(job_id=record.job_id), replayed=True)
+            # Nothing was published under the key, so no answer was given: the key is free
+            # for this request, even with another body (which then needs its own job id).
+            taken = IdempotencyRecord(
+                fingerprint=fingerprint,
+                job_id=record.job_id if same else new_id(),
+                state="admitting",
+                since=clock(),
+            )
+            new_revision = await keys.update(slot, taken, revision)
+            if new_revision is None:
+                continue  # another request took it over first
+            return await _finish(
+                user_id, slot, taken, new_revision, job, bus, keys, clock, admission
+            )
+        if waited_s >= policy.wait_s:
+            raise KeyInProgress(
+                "a request with this Idempotency-Key is still being admitted; retry shortly"
+            )
+        await sleep(policy.poll_s)
+        waited_s += policy.poll_s
+    # Only reached when other requests keep winning every compare-and-set on this key.
+    raise KeyInProgress("requests with this Idempotency-Key keep colliding; retry shortly")
+
+
+async def _finish(
+    user_id: str,
+    slot: str,
+    record: IdempotencyRecord,
+    revision: int,
+    job: NewJob,
+    bus: EventBus,
+    keys: IdempotencyKeys,
+    clock: Clock,
+    admission: Admission | None,
+) -> Admitted:
+    """Publish the job of a key this request holds and record the outcome."""
+    try:
+        accepted = await _publish_requested(user_id, job, record.job_id, bus, clock, admission)
+    except BaseException:
+        # Not an answer to keep: the next request with the key takes it over at once.
+        with contextlib.suppress(Unavailable):
+            await keys.update(slot, msgspec.structs.replace(record, state="failed"), revision)
+        raise
+    # The job is admitted whatever happens next; a record left `admitting` is finished by
+    # the next request with the key once it is stale (the job is then found in the stream).
+    with contextlib.suppress(Unavailable):
+        await keys.update(slot, msgspec.structs.replace(record, state="admitted"), revision)
+    return Admitted(accepted)
 
 
 def pending_view(event: JobRequested) -> JobView:
@@ -221,6 +442,9 @@ def parse_list_query(user_id: str, parameters: Iterable[tuple[str, str]]) -> Lis
     for value in given.get("type", []):
         if not value:
             errors.append(_parameter_error("type", "must not be empty"))
+        elif _CONTROL.search(value):
+            # No job type has one, and Postgres refuses NUL in text: found by fuzzing.
+            errors.append(_parameter_error("type", "must not contain control characters"))
         elif value not in types:
             # Not checked against this release's job types: a job of a type since retired
             # is still its owner's, and filtering for it finds it.

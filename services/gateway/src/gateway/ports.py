@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, NamedTuple, Protocol
+
+import msgspec
 
 from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
 
 Clock = Callable[[], datetime]
 NewJobId = Callable[[], uuid.UUID]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class Unavailable(Exception):
@@ -42,3 +45,40 @@ class RequestedLog(Protocol):
     async def find_requested(self, job_id: uuid.UUID) -> JobRequested | None:
         """The `job.requested.<jobId>` event still in the stream, if any; `Unavailable` when
         the stream cannot be asked."""
+
+
+# An idempotency record's life: `admitting` while its first request publishes the job,
+# `admitted` once it is stored (the answer is then replayed), `failed` when that publish
+# failed (the next request with the key publishes the same job id again).
+KeyState = Literal["admitting", "admitted", "failed"]
+
+
+class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """What an `Idempotency-Key` stands for: a fingerprint of the request that used it first
+    and the job id that request was given before it published anything."""
+
+    fingerprint: str
+    job_id: uuid.UUID
+    state: KeyState
+    # When the request now in charge of the key took it; a stale `admitting` was abandoned.
+    since: datetime
+
+
+class StoredRecord(NamedTuple):
+    record: IdempotencyRecord
+    revision: int
+
+
+class IdempotencyKeys(Protocol):
+    """Records by slot (a hash of user and key), shared by every gateway replica; each write
+    is a compare-and-set, so of two concurrent requests exactly one takes a key.
+    Every method raises `Unavailable` when the store does not answer."""
+
+    async def get(self, slot: str) -> StoredRecord | None:
+        """The record, or `None` when the slot is free (never used, expired or deleted)."""
+
+    async def create(self, slot: str, record: IdempotencyRecord) -> int | None:
+        """Store `record` if the slot is free: its revision, else `None`."""
+
+    async def update(self, slot: str, record: IdempotencyRecord, revision: int) -> int | None:
+        """Replace the record if it is still at `revision`: the new revision, else `None`."""

@@ -15,6 +15,13 @@ from jobs_runtime.web import ProblemKind
 # The gateway's own kinds of problem, beside the shared ones of `jobs_runtime.web`.
 INVALID_CURSOR: Final = ProblemKind("invalid-cursor", "Invalid cursor", 400)
 JOB_FINISHED: Final = ProblemKind("job-finished", "Job already finished", 409)
+IDEMPOTENCY_CONFLICT: Final = ProblemKind(
+    "idempotency-key-reused", "Idempotency-Key used with another request", 409
+)
+IDEMPOTENCY_IN_PROGRESS: Final = ProblemKind(
+    "idempotency-key-in-progress", "Request with this Idempotency-Key in progress", 409
+)
+TOO_MANY_REQUESTS: Final = ProblemKind("too-many-requests", "Too many requests", 429)
 
 # msgspec ends a validation message with the path of the bad value: ` - at `$.input.topic``.
 _AT: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -67,3 +67,18 @@ def test_a_jwks_url_alone_is_a_supported_prod_configuration(
     with caplog.at_level(logging.WARNING, logger="gateway"):
         _warn_about_auth(load_settings(Settings, {"AUTH_JWT_SECRET": ""}))
     assert "every token will be refused" in caplog.text
+
+
+def test_per_user_limits_are_off_by_default_and_never_negative() -> None:
+    settings = load_settings(Settings, {})
+    assert (settings.user_requests_per_s, settings.user_max_open_jobs) == (0.0, 0)
+    assert settings.job_cache_bytes == 64 * 1024 * 1024
+    limited = load_settings(Settings, {"USER_REQUESTS_PER_S": "5", "USER_MAX_OPEN_JOBS": "20"})
+    assert (limited.user_requests_per_s, limited.user_max_open_jobs) == (5.0, 20)
+    assert limited.request_burst == 10.0  # twice the rate unless set
+    slow = load_settings(Settings, {"USER_REQUESTS_PER_S": "0.1"})
+    assert slow.request_burst == 1.0
+    assert load_settings(Settings, {"USER_REQUESTS_BURST": "3"}).request_burst == 3.0
+    for name in ("USER_REQUESTS_PER_S", "USER_REQUESTS_BURST", "USER_MAX_OPEN_JOBS"):
+        with pytest.raises(SettingsError, match=name):
+            load_settings(Settings, {name: "-1"})

@@ -20,8 +20,10 @@ from starlette.routing import Route
 
 from gateway.adapters.http import IDEATION_ROUTES, GatewayPorts, build_app
 from gateway.auth import TokenVerifier
+from gateway.cache import FinishedJobs
 from gateway.handlers import pending_view
-from gateway.ports import BadCursor, Unavailable
+from gateway.limits import LimitExceeded, RequestRate
+from gateway.ports import BadCursor, IdempotencyRecord, StoredRecord, Unavailable
 from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
 from jobs_proto.status import JobStatus
@@ -46,6 +48,37 @@ class Fakes:
     broken: bool = False
     # A job's status as the job-store has it, where it is not `pending`.
     statuses: dict[uuid.UUID, JobStatus] = field(default_factory=dict)
+    asked: list[GetJob] = field(default_factory=list)
+    # Idempotency records by slot, and the request rate (a generous one: see `exhaust`).
+    records: dict[str, StoredRecord] = field(default_factory=dict)
+    rate: RequestRate = field(default_factory=lambda: RequestRate(0.001, 1000))
+
+    def exhaust(self, user_id: str) -> None:
+        """Use up `user_id`'s requests: their next one is `429`."""
+        for _ in range(10_000):
+            try:
+                self.rate.take(user_id)
+            except LimitExceeded:
+                return
+        raise AssertionError("the rate never ran out")
+
+    async def get(self, slot: str) -> StoredRecord | None:
+        self._fail()
+        return self.records.get(slot)
+
+    async def create(self, slot: str, record: IdempotencyRecord) -> int | None:
+        self._fail()
+        if slot in self.records:
+            return None
+        self.records[slot] = StoredRecord(record, 1)
+        return 1
+
+    async def update(self, slot: str, record: IdempotencyRecord, revision: int) -> int | None:
+        self._fail()
+        if self.records[slot].revision != revision:
+            return None
+        self.records[slot] = StoredRecord(record, revision + 1)
+        return revision + 1
 
     def _fail(self) -> None:
         if self.broken:
@@ -58,6 +91,7 @@ class Fakes:
         self.published.append(event)
 
     async def get_job(self, request: GetJob) -> JobReply:
+        self.asked.append(request)
         self._fail()
         for event in self.published:
             if isinstance(event, JobRequested) and event.job_id == request.job_id:
@@ -95,6 +129,9 @@ def make_client(fakes: Fakes, cors_origins: tuple[str, ...] = ()) -> httpx.Async
         max_body_bytes=MAX_BODY_BYTES,
         clock=lambda: datetime(2030, 1, 2, tzinfo=UTC),
         cors_origins=cors_origins,
+        keys=fakes,
+        rate=fakes.rate,
+        finished=FinishedJobs(1024 * 1024),
     )
     # `raise_app_exceptions=False`: a 500 is an answer under test, not a test failure.
     transport = httpx.ASGITransport(build_app(ports), raise_app_exceptions=False)
@@ -300,10 +337,13 @@ async def test_the_document_names_exactly_the_apps_api_routes(
 async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, str, Any]]:
     """Drive every route into every answer it has; (method, path template, response)."""
     auth = {"Authorization": f"Bearer {token()}"}
+    fakes.exhaust("greedy")
+    greedy = {"Authorization": f"Bearer {token('greedy')}"}
     seen: list[tuple[str, str, Any]] = []
     creates = [("/api/jobs", {"type": "title_generation", "input": {"topic": "tides"}})]
     creates += [(path, {"topic": "tides"}) for path in IDEATION_ROUTES]
     for path, good in creates:
+        other = {**good, "topic": "other"} if "topic" in good else {**good, "type": "video_outline"}
         fakes.down = fakes.broken = False
         answers = [
             await client.post(path, json=good, headers=auth),
@@ -314,6 +354,14 @@ async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, st
                 path, content=b"{", headers={**auth, "Content-Type": "application/json"}
             ),
             await client.post(path, json={"type": "nope", "topic": ""}, headers=auth),
+        ]
+        keyed = {**auth, "Idempotency-Key": f"key-{path}"}
+        answers += [
+            await client.post(path, json=good, headers=keyed),
+            await client.post(path, json=good, headers=keyed),  # the first answer again
+            await client.post(path, json=other, headers=keyed),
+            await client.post(path, json=good, headers={**auth, "Idempotency-Key": "k" * 256}),
+            await client.post(path, json=good, headers=greedy),
         ]
         fakes.down = True
         answers.append(await client.post(path, json=good, headers=auth))
@@ -331,6 +379,7 @@ async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, st
         await client.get(location),
         await client.get(location, headers={"Authorization": f"Bearer {token('bob')}"}),
         await client.get("/api/jobs/not-a-uuid", headers=auth),
+        await client.get(location, headers=greedy),
     ]
     fakes.down = True
     answers.append(await client.get(location, headers=auth))
@@ -344,6 +393,7 @@ async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, st
         await client.get("/api/jobs"),
         await client.get("/api/jobs?cursor=bad", headers=auth),
         await client.get("/api/jobs?limit=0&status=done", headers=auth),
+        await client.get("/api/jobs", headers=greedy),
     ]
     fakes.down = True
     answers.append(await client.get("/api/jobs", headers=auth))
@@ -361,6 +411,7 @@ async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, st
         await client.post(cancel, headers={"Authorization": f"Bearer {token('bob')}"}),
         await client.post("/api/jobs/not-a-uuid/cancel", headers=auth),
         await client.post(f"{done.headers['location']}/cancel", headers=auth),
+        await client.post(cancel, headers=greedy),
     ]
     fakes.down = True
     answers.append(await client.post(cancel, headers=auth))
@@ -395,12 +446,91 @@ async def test_every_answer_is_declared_with_its_body(
         schema = {**answer["content"][media_type]["schema"], "components": document["components"]}
         jsonschema.Draft202012Validator(schema).validate(response.json())
     # The run did reach every answer of the contract that exists today.
-    creates = {202, 400, 401, 413, 415, 422, 500, 503}
+    creates = {202, 400, 401, 409, 413, 415, 422, 429, 500, 503}
     assert statuses[("post", "/api/jobs")] == creates
     assert all(statuses[("post", p)] == creates for p in IDEATION_ROUTES)
-    assert statuses[("get", "/api/jobs/{jobId}")] == {200, 304, 401, 404, 500, 503}
-    assert statuses[("get", "/api/jobs")] == {200, 400, 401, 422, 500, 503}
-    assert statuses[("post", "/api/jobs/{jobId}/cancel")] == {202, 401, 404, 409, 500, 503}
+    assert statuses[("get", "/api/jobs/{jobId}")] == {200, 304, 401, 404, 429, 500, 503}
+    assert statuses[("get", "/api/jobs")] == {200, 400, 401, 422, 429, 500, 503}
+    assert statuses[("post", "/api/jobs/{jobId}/cancel")] == {202, 401, 404, 409, 429, 500, 503}
+
+
+async def test_an_idempotent_replay_is_the_first_answer(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    auth = {"Authorization": f"Bearer {token()}", "Idempotency-Key": "order-7"}
+    body = {"type": "title_generation", "input": {"topic": "tides", "count": 3}}
+    first = await client.post("/api/jobs", json=body, headers=auth)
+    # The same body spelled differently is the same request.
+    again = await client.post(
+        "/api/jobs",
+        content=b'{ "input": {"count": 3, "topic": "tides"}, "type": "title_generation" }',
+        headers={**auth, "Content-Type": "application/json"},
+    )
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.content == first.content
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert len(fakes.published) == 1
+    # The key is per user: bob's `order-7` is a job of his own.
+    bob = await client.post(
+        "/api/jobs",
+        json=body,
+        headers={"Authorization": f"Bearer {token('bob')}", "Idempotency-Key": "order-7"},
+    )
+    assert bob.status_code == 202
+    assert bob.json()["jobId"] != first.json()["jobId"]
+    conflict = await client.post("/api/jobs", json={**body, "type": "video_outline"}, headers=auth)
+    assert conflict.status_code == 409
+    assert conflict.json()["type"] == "urn:ai-jobs:problem:idempotency-key-reused"
+    assert len(fakes.published) == 2
+
+
+async def test_the_rate_is_checked_right_after_the_token(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    fakes.exhaust("greedy")
+    # Even a request that would be `415` is `429` first; without a token it is `401`.
+    response = await client.post(
+        "/api/jobs",
+        content=b"x",
+        headers={"Authorization": f"Bearer {token('greedy')}", "Content-Type": "text/plain"},
+    )
+    assert response.status_code == 429
+    assert response.headers["content-type"] == PROBLEM
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["type"] == "urn:ai-jobs:problem:too-many-requests"
+    assert (await client.post("/api/jobs", content=b"x")).status_code == 401
+    assert fakes.published == []
+
+
+async def test_a_finished_job_is_answered_from_memory_for_its_owner_only(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    auth = {"Authorization": f"Bearer {token()}"}
+    body = {"type": "title_generation", "input": {"topic": "tides"}}
+    created = await client.post("/api/jobs", json=body, headers=auth)
+    job_id = uuid.UUID(created.json()["jobId"])
+    location = created.headers["location"]
+    # Not finished yet: every read asks the job-store.
+    await client.get(location, headers=auth)
+    await client.get(location, headers=auth)
+    assert len(fakes.asked) == 2
+    fakes.statuses[job_id] = "succeeded"
+    first = await client.get(location, headers=auth)
+    assert first.json()["status"] == "succeeded"
+    assert len(fakes.asked) == 3
+    # From now on the job-store is not asked, even while it is down.
+    fakes.down = True
+    again = await client.get(location, headers=auth)
+    assert (again.status_code, again.content) == (200, first.content)
+    assert again.headers["etag"] == first.headers["etag"]
+    unchanged = await client.get(location, headers={**auth, "If-None-Match": first.headers["etag"]})
+    assert unchanged.status_code == 304
+    assert unchanged.headers["etag"] == first.headers["etag"]
+    other = await client.get(location, headers={"Authorization": f"Bearer {token('bob')}"})
+    assert other.status_code == 404
+    assert len(fakes.asked) == 3
 
 
 async def test_docs_render_the_document_without_a_token(client: httpx.AsyncClient) -> None:

@@ -1,7 +1,8 @@
 """The gateway's HTTP API as a Starlette app: checks each request in the contract's order
-(token, content type, size, JSON, validation), calls the handlers and answers JSON or
-`application/problem+json`, logging one line per request (never its token). Also serves the
-public OpenAPI document (`/openapi.json`) and its page (`/docs`), and CORS for configured origins.
+(token, request rate, content type, size, JSON, validation, idempotency), calls the handlers
+and answers JSON or `application/problem+json`, logging one line per request (never its
+token). Also serves the public OpenAPI document (`/openapi.json`) and its page (`/docs`), and
+CORS for configured origins.
 """
 
 from __future__ import annotations
@@ -25,11 +26,29 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from gateway import handlers
+from gateway.adapters import metrics
 from gateway.adapters.openapi import docs_page, openapi_document
 from gateway.auth import AuthError, KeysUnavailable, TokenVerifier
-from gateway.ports import BadCursor, Clock, EventBus, JobStore, RequestedLog, Unavailable
-from gateway.problems import INVALID_CURSOR, JOB_FINISHED
+from gateway.cache import CachedJob, FinishedJobs
+from gateway.limits import LimitExceeded, OpenJobs, RequestRate
+from gateway.ports import (
+    BadCursor,
+    Clock,
+    EventBus,
+    IdempotencyKeys,
+    JobStore,
+    RequestedLog,
+    Unavailable,
+)
+from gateway.problems import (
+    IDEMPOTENCY_CONFLICT,
+    IDEMPOTENCY_IN_PROGRESS,
+    INVALID_CURSOR,
+    JOB_FINISHED,
+    TOO_MANY_REQUESTS,
+)
 from jobs_proto.api import JobView, ProblemDetail
+from jobs_proto.status import is_terminal
 from jobs_runtime.web import (
     INTERNAL,
     MALFORMED_JSON,
@@ -62,11 +81,14 @@ OPENAPI_PATH: Final = "/openapi.json"
 # CORS: what a browser page on an allowed origin may send and read. `Authorization` is a
 # header, not a cookie, so credentials mode stays off.
 CORS_ALLOW_HEADERS: Final = ("Authorization", "Content-Type", "Idempotency-Key", "If-None-Match")
-CORS_EXPOSE_HEADERS: Final = ("Location", "ETag", "Retry-After")
+CORS_EXPOSE_HEADERS: Final = ("Location", "ETag", "Retry-After", "Idempotent-Replayed")
 CORS_MAX_AGE_S: Final = 600
 _UUID: Final = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
+
+
+DEFAULT_IDEMPOTENCY: Final = handlers.IdempotencyPolicy()
 
 
 def _utc_now() -> datetime:
@@ -85,6 +107,14 @@ class GatewayPorts:
     clock: Clock = _utc_now
     # Origins a browser may call the API from (`CORS_ORIGINS`); empty: no CORS headers at all.
     cors_origins: tuple[str, ...] = ()
+    # Where `Idempotency-Key`s are kept; `None`: the header is validated, then ignored.
+    keys: IdempotencyKeys | None = None
+    idempotency: handlers.IdempotencyPolicy = DEFAULT_IDEMPOTENCY
+    # `USER_REQUESTS_PER_S` and `USER_MAX_OPEN_JOBS`; `None`: off.
+    rate: RequestRate | None = None
+    open_jobs: OpenJobs | None = None
+    # Answers of finished jobs; `None`: every read asks the job-store.
+    finished: FinishedJobs | None = None
 
 
 class Refusal(Exception):
@@ -131,6 +161,15 @@ async def authenticate(verifier: TokenVerifier, request: Request) -> str:
         challenge = 'Bearer error="invalid_token"' if authorization else "Bearer"
         raise Refusal(UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": challenge}) from None
     request.state.user_id = user_id
+    return user_id
+
+
+async def authorize(ports: GatewayPorts, request: Request) -> str:
+    """The caller's user id once its token is good (`401`) and its request rate allows one
+    more (`429`, counted per replica), the first two checks of every API route."""
+    user_id = await authenticate(ports.verifier, request)
+    if ports.rate is not None:
+        ports.rate.take(user_id)
     return user_id
 
 
@@ -199,55 +238,103 @@ def parse_job_id(raw: str) -> uuid.UUID | None:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-async def _admit(ports: GatewayPorts, user_id: str, job: handlers.NewJob) -> Response:
-    accepted = await handlers.admit_job(user_id, job, ports.bus, clock=ports.clock)
+async def _admit(
+    ports: GatewayPorts,
+    request: Request,
+    user_id: str,
+    body: object,
+    job: handlers.NewJob,
+) -> Response:
+    """Admit a validated job, once per `Idempotency-Key` when the request has one."""
+    key = handlers.check_idempotency_key(request.headers.get(handlers.IDEMPOTENCY_HEADER))
+    if key is None or ports.keys is None:
+        admitted = handlers.Admitted(
+            await handlers.admit_job(
+                user_id, job, ports.bus, clock=ports.clock, admission=ports.open_jobs
+            )
+        )
+    else:
+        admitted = await handlers.admit_job_once(
+            user_id,
+            handlers.idempotency_slot(user_id, key),
+            handlers.request_fingerprint(request.url.path, body),
+            job,
+            ports.bus,
+            ports.keys,
+            ports.requested,
+            clock=ports.clock,
+            admission=ports.open_jobs,
+            policy=ports.idempotency,
+        )
+    accepted = admitted.accepted
+    if admitted.replayed:
+        metrics.IDEMPOTENT_REPLAYS.inc()
+    else:
+        metrics.JOBS_ADMITTED.labels(job.job_type).inc()
     log.info(
-        "job admitted",
+        "job replayed" if admitted.replayed else "job admitted",
         extra={"job_id": str(accepted.job_id), "job_type": job.job_type, "user_id": user_id},
     )
-    return json_response(accepted, 202, headers={"Location": f"/api/jobs/{accepted.job_id}"})
+    headers = {"Location": f"/api/jobs/{accepted.job_id}"}
+    if admitted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(accepted, 202, headers=headers)
 
 
 def _create_job(ports: GatewayPorts) -> Endpoint:
     async def create_job(request: Request) -> Response:
-        user_id = await authenticate(ports.verifier, request)
+        user_id = await authorize(ports, request)
         body = await json_body(ports, request)
-        return await _admit(ports, user_id, handlers.parse_create_job(body))
+        return await _admit(ports, request, user_id, body, handlers.parse_create_job(body))
 
     return create_job
 
 
 def _create_typed_job(ports: GatewayPorts, job_type: str) -> Endpoint:
     async def create_typed_job(request: Request) -> Response:
-        user_id = await authenticate(ports.verifier, request)
+        user_id = await authorize(ports, request)
         body = await json_body(ports, request)
-        return await _admit(ports, user_id, handlers.parse_job_input(job_type, body))
+        job = handlers.parse_job_input(job_type, body)
+        return await _admit(ports, request, user_id, body, job)
 
     return create_typed_job
 
 
+def _job_answer(request: Request, tag: str, body: bytes) -> Response:
+    # Per user, and must be revalidated: a job changes until it is terminal.
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    if etag_matches(request.headers.get("if-none-match"), tag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, headers=headers, media_type=JSON_MEDIA_TYPE)
+
+
 def _get_job(ports: GatewayPorts) -> Endpoint:
     async def get_job(request: Request) -> Response:
-        user_id = await authenticate(ports.verifier, request)
+        user_id = await authorize(ports, request)
         job_id = parse_job_id(request.path_params["job_id"])
-        view = None
-        if job_id is not None:
-            view = await handlers.read_job(user_id, job_id, ports.store, ports.requested)
+        if job_id is None:
+            raise Refusal(NOT_FOUND, "no such job")
+        if ports.finished is not None and (cached := ports.finished.get(job_id)) is not None:
+            # The owner of a job never changes: another user's request needs no job-store.
+            if cached.user_id != user_id:
+                raise Refusal(NOT_FOUND, "no such job")
+            metrics.CACHE_READS.labels("cache").inc()
+            return _job_answer(request, cached.etag, cached.body)
+        metrics.CACHE_READS.labels("job_store").inc()
+        view = await handlers.read_job(user_id, job_id, ports.store, ports.requested)
         if view is None:
             raise Refusal(NOT_FOUND, "no such job")
-        tag = etag(view)
-        # Per user, and must be revalidated: a job changes until it is terminal.
-        headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
-        if etag_matches(request.headers.get("if-none-match"), tag):
-            return Response(status_code=304, headers=headers)
-        return json_response(view, headers=headers)
+        tag, body = etag(view), msgspec.json.encode(view)
+        if ports.finished is not None and is_terminal(view.status):
+            ports.finished.put(job_id, CachedJob(user_id, tag, body))
+        return _job_answer(request, tag, body)
 
     return get_job
 
 
 def _list_jobs(ports: GatewayPorts) -> Endpoint:
     async def list_jobs(request: Request) -> Response:
-        user_id = await authenticate(ports.verifier, request)
+        user_id = await authorize(ports, request)
         query = handlers.parse_list_query(user_id, request.query_params.multi_items())
         page = await handlers.list_jobs(query, ports.store)
         # Per user, and changes with every job of theirs.
@@ -259,7 +346,7 @@ def _list_jobs(ports: GatewayPorts) -> Endpoint:
 def _cancel_job(ports: GatewayPorts) -> Endpoint:
     async def cancel_job(request: Request) -> Response:
         # No body is read: whatever a client sends with the request is ignored.
-        user_id = await authenticate(ports.verifier, request)
+        user_id = await authorize(ports, request)
         job_id = parse_job_id(request.path_params["job_id"])
         view = None
         if job_id is not None:
@@ -288,6 +375,19 @@ def _refusal_of(exc: Exception) -> Refusal | None:
             return Refusal(VALIDATION, exc.detail, errors=exc.errors)
         case handlers.JobFinished():
             return Refusal(JOB_FINISHED, str(exc))
+        case handlers.KeyReused():
+            metrics.IDEMPOTENCY_CONFLICTS.labels("reused").inc()
+            return Refusal(IDEMPOTENCY_CONFLICT, str(exc))
+        case handlers.KeyInProgress():
+            metrics.IDEMPOTENCY_CONFLICTS.labels("in_progress").inc()
+            return Refusal(
+                IDEMPOTENCY_IN_PROGRESS, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
+        case LimitExceeded():
+            metrics.LIMITED.labels(exc.limit).inc()
+            return Refusal(
+                TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+            )
         case BadCursor():
             return Refusal(
                 INVALID_CURSOR,

@@ -22,10 +22,12 @@ SECURITY_SCHEME: Final = "bearerAuth"
 JSON: Final = "application/json"
 
 # What every route that checks a token may answer besides its success, and what a route
-# with a body adds (the contract's order: 401, 415, 413, 400, 422). 500 is a bug, but a
-# client still receives a problem body for it, so it is declared too.
+# with a body adds (the contract's order: 401, 429, 415, 413, 400, 422, 409). 500 is a bug,
+# but a client still receives a problem body for it, so it is declared too.
 _AUTHENTICATED: Final = {
     "401": "Missing or invalid token (`WWW-Authenticate: Bearer`).",
+    "429": "A per-user limit (`USER_REQUESTS_PER_S`; on creates also `USER_MAX_OPEN_JOBS`); "
+    "retry after `Retry-After` seconds.",
     "500": "Unexpected error.",
     "503": "NATS or the job-store is unavailable; retry after `Retry-After` seconds.",
 }
@@ -33,7 +35,11 @@ _WITH_BODY: Final = {
     "400": "The body is not valid JSON.",
     "413": "The body exceeds the configured limit (`HTTP_MAX_BODY_BYTES`).",
     "415": "`Content-Type` is not `application/json` (UTF-8).",
-    "422": "The body is not a valid job; `errors` has one JSON pointer per bad value.",
+    "422": "The body is not a valid job (`errors` has one JSON pointer per bad value), or "
+    "the `Idempotency-Key` is empty or longer than 255 characters (`errors` names it as "
+    "`parameter`).",
+    "409": "The `Idempotency-Key` was used with another body, or its first request is still "
+    "being admitted (then with `Retry-After`).",
 }
 
 
@@ -54,7 +60,7 @@ def _problem(description: str, status: str) -> dict[str, Any]:
         answer["headers"] = {
             "WWW-Authenticate": _header("`Bearer`, with an error if a token was sent.")
         }
-    elif status == "503":
+    elif status in ("429", "503"):
         answer["headers"] = {"Retry-After": _header("Seconds to wait.", {"type": "integer"})}
     return answer
 
@@ -101,8 +107,12 @@ def _create_operation(summary: str, operation_id: str, body: dict[str, Any]) -> 
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "description": "Reserved by the contract; not yet acted upon.",
-                "schema": {"type": "string", "maxLength": 255},
+                "description": (
+                    "Per user, kept 24 hours: the same key with the same body answers the "
+                    "first successful answer again (same `jobId`, with "
+                    "`Idempotent-Replayed: true`); error answers are not kept."
+                ),
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
             }
         ],
         "requestBody": body,
@@ -183,7 +193,10 @@ def _list_operation() -> dict[str, Any]:
                 "in": "query",
                 "required": False,
                 "description": "Only jobs of any of these types; repeat for several.",
-                "schema": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "schema": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f]+$"},
+                },
             },
         ],
         "responses": {
@@ -263,7 +276,8 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
             "version": "1",
             "description": (
                 "Admits AI jobs and answers their status. Errors are RFC 9457 "
-                f"`{PROBLEM_MEDIA_TYPE}`; checks run in the order 401, 415, 413, 400, 422."
+                f"`{PROBLEM_MEDIA_TYPE}`; checks run in the order "
+                "401, 429, 415, 413, 400, 422, 409."
             ),
         },
         "paths": paths,

@@ -1,0 +1,31 @@
+"""The gateway's Prometheus counters (default registry, served on the admin port's
+`/metrics`): admissions, idempotent replays and conflicts, per-user limit refusals, and the
+finished-jobs cache's hits."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter
+
+JOBS_ADMITTED: Final = Counter(
+    "gateway_jobs_admitted_total", "Jobs admitted (their JobRequested stored)", ["job_type"]
+)
+IDEMPOTENT_REPLAYS: Final = Counter(
+    "gateway_idempotent_replays_total", "Creates answered with the first answer of their key"
+)
+IDEMPOTENCY_CONFLICTS: Final = Counter(
+    "gateway_idempotency_conflicts_total",
+    "Creates refused 409 over their Idempotency-Key",
+    ["reason"],  # reused (another body), in_progress (still being admitted)
+)
+LIMITED: Final = Counter(
+    "gateway_limited_total",
+    "Requests refused 429 by a per-user limit",
+    ["limit"],  # rate, open_jobs
+)
+CACHE_READS: Final = Counter(
+    "gateway_finished_job_reads_total",
+    "Reads of a job by where the answer came from",
+    ["source"],  # cache, job_store
+)

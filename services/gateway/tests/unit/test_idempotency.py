@@ -1,0 +1,298 @@
+"""`Idempotency-Key` over fake ports: the same key and body answer the first job again,
+another body is refused, a failed publish is not kept (and its retry reuses the job id),
+concurrent requests publish once, an abandoned key is finished by the next request."""
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway.handlers import (
+    MAX_IDEMPOTENCY_KEY,
+    IdempotencyPolicy,
+    InvalidRequest,
+    KeyInProgress,
+    KeyReused,
+    NewJob,
+    admit_job_once,
+    check_idempotency_key,
+    idempotency_slot,
+    request_fingerprint,
+)
+from gateway.limits import LimitExceeded
+from gateway.ports import IdempotencyRecord, StoredRecord, Unavailable
+from jobs_proto.events import JobEvent, JobRequested
+
+AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+JOB = NewJob(job_type="title_generation", input={"topic": "tides"})
+SLOT = idempotency_slot("alice", "key-1")
+FAST = IdempotencyPolicy(wait_s=0.5, stale_s=15.0, poll_s=0.01)
+
+
+@dataclass
+class Clock:
+    now: datetime = AT
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class FakeKeys:
+    """A compare-and-set store like a KV bucket: every write bumps the revision."""
+
+    records: dict[str, StoredRecord] = field(default_factory=dict)
+    revision: int = 0
+    down: bool = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise Unavailable("no KV")
+
+    async def get(self, slot: str) -> StoredRecord | None:
+        self._check()
+        return self.records.get(slot)
+
+    async def create(self, slot: str, record: IdempotencyRecord) -> int | None:
+        self._check()
+        if slot in self.records:
+            return None
+        self.revision += 1
+        self.records[slot] = StoredRecord(record, self.revision)
+        return self.revision
+
+    async def update(self, slot: str, record: IdempotencyRecord, revision: int) -> int | None:
+        self._check()
+        if self.records[slot].revision != revision:
+            return None
+        self.revision += 1
+        self.records[slot] = StoredRecord(record, self.revision)
+        return self.revision
+
+
+@dataclass
+class FakeBus:
+    """JetStream: `stored` is the stream; `fail` refuses, `ambiguous` stores then refuses,
+    `gate` holds every publish until set."""
+
+    stored: list[JobRequested] = field(default_factory=list)
+    fail: bool = False
+    ambiguous: bool = False
+    gate: asyncio.Event | None = None
+
+    async def publish(self, event: JobEvent) -> None:
+        assert isinstance(event, JobRequested)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise Unavailable("no JetStream")
+        # Deduplicated by `requested:<jobId>`, as the stream does.
+        if all(e.job_id != event.job_id for e in self.stored):
+            self.stored.append(event)
+        if self.ambiguous:
+            raise Unavailable("acknowledgement lost")
+
+    async def find_requested(self, job_id: uuid.UUID) -> JobRequested | None:
+        return next((e for e in self.stored if e.job_id == job_id), None)
+
+
+@dataclass
+class Refusing:
+    """An admission limit that refuses while `refuse` is set."""
+
+    refuse: bool = True
+    released: list[uuid.UUID | None] = field(default_factory=list)
+
+    async def hold(self, user_id: str) -> None:
+        if self.refuse:
+            raise LimitExceeded("too many open jobs", 5, "open_jobs")
+
+    def release(self, user_id: str, job_id: uuid.UUID | None) -> None:
+        self.released.append(job_id)
+
+
+async def admit(
+    bus: FakeBus,
+    keys: FakeKeys,
+    *,
+    fingerprint: str = "body-1",
+    clock: Clock | None = None,
+    policy: IdempotencyPolicy = FAST,
+    admission: Refusing | None = None,
+) -> tuple[uuid.UUID, bool]:
+    admitted = await admit_job_once(
+        "alice",
+        SLOT,
+        fingerprint,
+        JOB,
+        bus,
+        keys,
+        bus,
+        clock=clock or Clock(),
+        policy=policy,
+        admission=admission,
+    )
+    return admitted.accepted.job_id, admitted.replayed
+
+
+async def test_the_same_key_and_body_answer_the_first_job_again() -> None:
+    bus, keys = FakeBus(), FakeKeys()
+    first, replayed = await admit(bus, keys)
+    assert not replayed
+    assert [e.job_id for e in bus.stored] == [first]
+    assert keys.records[SLOT].record.state == "admitted"
+    again, replayed = await admit(bus, keys)
+    assert (again, replayed) == (first, True)
+    assert len(bus.stored) == 1
+
+
+async def test_another_body_with_the_key_is_refused_and_publishes_nothing() -> None:
+    bus, keys = FakeBus(), FakeKeys()
+    await admit(bus, keys)
+    with pytest.raises(KeyReused):
+        await admit(bus, keys, fingerprint="body-2")
+    assert len(bus.stored) == 1
+
+
+async def test_a_failed_publish_is_not_kept_and_its_retry_reuses_the_job_id() -> None:
+    bus, keys = FakeBus(fail=True), FakeKeys()
+    with pytest.raises(Unavailable):
+        await admit(bus, keys)
+    record = keys.records[SLOT].record
+    assert record.state == "failed"
+    bus.fail = False
+    job_id, replayed = await admit(bus, keys)
+    assert (job_id, replayed) == (record.job_id, False)
+    assert [e.job_id for e in bus.stored] == [job_id]
+
+
+async def test_an_ambiguous_publish_never_becomes_two_jobs() -> None:
+    bus, keys = FakeBus(ambiguous=True), FakeKeys()
+    with pytest.raises(Unavailable):
+        await admit(bus, keys)
+    bus.ambiguous = False
+    job_id, replayed = await admit(bus, keys)
+    # Found in the stream: that job is the answer, nothing published again.
+    assert replayed
+    assert [e.job_id for e in bus.stored] == [job_id]
+    # And another body cannot take the key of a job that exists.
+    with pytest.raises(KeyReused):
+        await admit(bus, keys, fingerprint="body-2")
+
+
+async def test_a_failed_key_with_nothing_published_is_free_for_another_body() -> None:
+    bus, keys = FakeBus(fail=True), FakeKeys()
+    with pytest.raises(Unavailable):
+        await admit(bus, keys)
+    failed = keys.records[SLOT].record.job_id
+    bus.fail = False
+    job_id, replayed = await admit(bus, keys, fingerprint="body-2")
+    assert not replayed
+    assert job_id != failed
+    assert [e.job_id for e in bus.stored] == [job_id]
+
+
+async def test_a_limit_refusal_publishes_nothing_and_is_not_kept() -> None:
+    bus, keys, limit = FakeBus(), FakeKeys(), Refusing()
+    with pytest.raises(LimitExceeded):
+        await admit(bus, keys, admission=limit)
+    assert bus.stored == []
+    limit.refuse = False
+    job_id, replayed = await admit(bus, keys, admission=limit)
+    assert not replayed
+    assert limit.released == [job_id]
+
+
+async def test_concurrent_requests_with_one_key_publish_one_job() -> None:
+    gate = asyncio.Event()
+    bus, keys = FakeBus(gate=gate), FakeKeys()
+    requests = [asyncio.create_task(admit(bus, keys)) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    answers = await asyncio.gather(*requests)
+    assert len({job_id for job_id, _ in answers}) == 1
+    assert sorted(replayed for _, replayed in answers) == [False, True, True, True, True]
+    assert len(bus.stored) == 1
+
+
+async def test_a_request_still_in_progress_after_the_wait_is_a_conflict() -> None:
+    gate = asyncio.Event()
+    bus, keys = FakeBus(gate=gate), FakeKeys()
+    first = asyncio.create_task(admit(bus, keys))
+    await asyncio.sleep(0.01)
+    with pytest.raises(KeyInProgress):
+        await admit(bus, keys, policy=IdempotencyPolicy(wait_s=0.05, poll_s=0.01))
+    gate.set()
+    await first
+    assert len(bus.stored) == 1
+
+
+def abandoned(keys: FakeKeys, job_id: uuid.UUID, since: datetime) -> None:
+    record = IdempotencyRecord(fingerprint="body-1", job_id=job_id, state="admitting", since=since)
+    keys.records[SLOT] = StoredRecord(record, 7)
+    keys.revision = 7
+
+
+async def test_an_abandoned_key_whose_job_was_published_answers_that_job() -> None:
+    bus, keys = FakeBus(), FakeKeys()
+    job_id = uuid.uuid4()
+    bus.stored.append(
+        JobRequested(
+            job_id=job_id, occurred_at=AT, user_id="alice", job_type="title_generation", input={}
+        )
+    )
+    abandoned(keys, job_id, AT - timedelta(seconds=20))
+    assert await admit(bus, keys) == (job_id, True)
+    assert keys.records[SLOT].record.state == "admitted"
+    assert len(bus.stored) == 1
+
+
+async def test_an_abandoned_key_without_its_job_publishes_it_with_its_id() -> None:
+    bus, keys = FakeBus(), FakeKeys()
+    job_id = uuid.uuid4()
+    abandoned(keys, job_id, AT - timedelta(seconds=20))
+    assert await admit(bus, keys) == (job_id, False)
+    assert [e.job_id for e in bus.stored] == [job_id]
+
+
+async def test_a_fresh_key_in_progress_is_not_taken_over() -> None:
+    bus, keys = FakeBus(), FakeKeys()
+    abandoned(keys, uuid.uuid4(), AT - timedelta(seconds=1))
+    with pytest.raises(KeyInProgress):
+        await admit(bus, keys, policy=IdempotencyPolicy(wait_s=0.03, poll_s=0.01))
+    assert bus.stored == []
+
+
+async def test_keys_unavailable_is_unavailable() -> None:
+    bus, keys = FakeBus(), FakeKeys(down=True)
+    with pytest.raises(Unavailable):
+        await admit(bus, keys)
+    assert bus.stored == []
+
+
+def test_slots_are_per_user_and_never_collide() -> None:
+    assert idempotency_slot("alice", "k") == idempotency_slot("alice", "k")
+    assert idempotency_slot("alice", "k") != idempotency_slot("bob", "k")
+    # Without the length prefix these two would hash the same material.
+    assert idempotency_slot("ab", "c") != idempotency_slot("a", "bc")
+    assert len(idempotency_slot("alice", "ü" * 255)) == 64
+
+
+def test_the_fingerprint_ignores_spacing_and_key_order_not_the_route() -> None:
+    body = {"type": "t", "input": {"topic": "x", "count": 3}}
+    reordered = {"input": {"count": 3, "topic": "x"}, "type": "t"}
+    assert request_fingerprint("/api/jobs", body) == request_fingerprint("/api/jobs", reordered)
+    assert request_fingerprint("/api/jobs", body) != request_fingerprint("/api/other", body)
+    changed = {"type": "t", "input": {"topic": "y", "count": 3}}
+    assert request_fingerprint("/api/jobs", body) != request_fingerprint("/api/jobs", changed)
+
+
+def test_the_key_is_one_to_255_characters() -> None:
+    assert check_idempotency_key(None) is None
+    assert check_idempotency_key("k" * MAX_IDEMPOTENCY_KEY) == "k" * 255
+    for bad in ("", "k" * (MAX_IDEMPOTENCY_KEY + 1)):
+        with pytest.raises(InvalidRequest) as refused:
+            check_idempotency_key(bad)
+        assert [e.parameter for e in refused.value.errors] == ["Idempotency-Key"]
