@@ -10,9 +10,9 @@ RUN := $(UV) run --no-sync
 STRICT_PACKAGES := -p jobs_proto -p jobs_runtime -p replicate_sim
 PACKAGES := -p jobs_testkit -p gateway -p ai_runner -p webhook_ingest -p job_store
 HANDLERS := $(wildcard services/*/src/*/handlers.py)
-TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests $(wildcard services/*/tests)
+TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests deploy/tests $(wildcard services/*/tests)
 
-.PHONY: help uv sync lint typecheck schema test run bench chaos clean
+.PHONY: help uv sync lint typecheck schema deploy-check test run bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,8 +39,11 @@ typecheck: sync ## mypy: strict on proto/, the runtime library and handlers
 schema: sync ## regenerate proto/schema from the msgspec Structs
 	$(RUN) python -m jobs_proto.schema proto/schema/jobs.schema.json
 
-test: lint typecheck ## the whole suite against real, throwaway NATS and Postgres
-	$(RUN) pytest
+deploy-check: sync ## deploy/: render the overlays, validate, checkov, hadolint, image installs
+	$(RUN) pytest deploy/tests -q
+
+test: lint typecheck deploy-check ## the whole suite against real, throwaway NATS and Postgres
+	$(RUN) pytest --ignore=deploy/tests
 
 run: sync ## the whole system locally: NATS, Postgres, the simulator and the four services
 	$(RUN) python -m jobs_testkit.devrun

