@@ -1,0 +1,52 @@
+"""`make bench`: runs the scenarios at the chosen size on throwaway servers and reports them.
+
+`python -m jobs_bench [--size full|tiny] [--only cpu,reads,...] [--results DIR]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from jobs_bench.report import table, write
+from jobs_bench.scenarios import SCENARIOS, SIZES, Context, Row
+from jobs_bench.systems import Servers
+from jobs_bench.wrk import wrk_available
+
+
+def run(size: str, only: list[str], results: Path) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="jobs-bench-") as tmp:
+        work = Path(tmp)
+        with Servers(work) as servers:
+            context = Context(servers=servers, work=work, size=SIZES[size])
+            for name in only:
+                print(f"== {name}", file=sys.stderr, flush=True)
+                rows += SCENARIOS[name](context)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs_bench")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--results", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    only = [name for name in args.only.split(",") if name]
+    unknown = [name for name in only if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(unknown)}")
+    if not wrk_available():
+        print("make bench: wrk is missing (apt-get install wrk)", file=sys.stderr)
+        return 2
+    rows = run(args.size, only, args.results)
+    print(table(rows))
+    json_path, png_path = write(rows, args.size, args.results)
+    print(f"\nwritten: {json_path} and {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
