@@ -1,7 +1,11 @@
+import uuid
+from datetime import UTC, datetime
+
 import msgspec
 import pytest
 
-from jobs_proto.replicate import decode_prediction, joined_output
+from jobs_proto.replicate import completed_event, decode_prediction, joined_output
+from jobs_proto.subjects import message_id
 
 
 def test_a_webhook_body_parses_with_aborted_and_unknown_fields() -> None:
@@ -44,3 +48,18 @@ def test_what_is_not_a_prediction_is_refused(body: bytes) -> None:
 )
 def test_output_is_joined_into_text(output: object, text: str | None) -> None:
     assert joined_output(output) == text
+
+
+def test_a_finished_prediction_makes_the_completed_event_a_poll_publishes() -> None:
+    job_id, at = uuid.uuid4(), datetime(2025, 1, 1, tzinfo=UTC)
+    body = b'{"id":"p1","status":"succeeded","data_removed":true,"metrics":{"predict_time":2}}'
+    event = completed_event(decode_prediction(body), job_id, at, output=None)
+    assert event is not None
+    assert (event.prediction_status, event.data_removed, event.predict_time_s) == (
+        "succeeded",
+        True,
+        2.0,
+    )
+    assert message_id(event) == "completed:p1"
+    running = decode_prediction(b'{"id":"p2","status":"processing"}')
+    assert completed_event(running, job_id, at, output=None) is None

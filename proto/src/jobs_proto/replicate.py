@@ -7,11 +7,14 @@ with this Struct instead; unknown fields are skipped, as Replicate adds fields o
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import datetime
 from typing import Any, Final
 
 import msgspec
 
-from jobs_proto.status import FINAL_PREDICTION_STATUSES, PredictionStatus
+from jobs_proto.events import JobCompleted
+from jobs_proto.status import FINAL_PREDICTION_STATUSES, FinalPredictionStatus, PredictionStatus
 
 
 class PredictionUrls(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,3 +75,45 @@ def joined_output(output: Any) -> str | None:
     if isinstance(output, list) and all(isinstance(chunk, str) for chunk in output):
         return "".join(output)
     return json.dumps(output, separators=(",", ":"))
+
+
+def final_status(status: PredictionStatus) -> FinalPredictionStatus | None:
+    """The status if it is a final one, typed as such; None while the prediction runs."""
+    match status:
+        case "succeeded" | "failed" | "canceled" | "aborted":
+            return status
+        case _:
+            return None
+
+
+def completed_event(
+    prediction: ReplicatePrediction,
+    job_id: uuid.UUID,
+    occurred_at: datetime,
+    *,
+    output: str | None,
+    output_ref: str | None = None,
+    webhook_id: str | None = None,
+) -> JobCompleted | None:
+    """The `JobCompleted` a finished prediction makes (None while it runs), however it was
+    learnt: `output` is the joined text (or None with `output_ref` when stored aside);
+    `webhook_id` None gives the poll's message id `completed:<predictionId>`."""
+    status = final_status(prediction.status)
+    if status is None:
+        return None
+    try:
+        predict_time_s = prediction.predict_time_s
+    except OverflowError:
+        predict_time_s = None
+    return JobCompleted(
+        job_id=job_id,
+        occurred_at=occurred_at,
+        prediction_id=prediction.id,
+        prediction_status=status,
+        output=output,
+        output_ref=output_ref,
+        error=prediction.error,
+        data_removed=prediction.data_removed,
+        webhook_id=webhook_id,
+        predict_time_s=predict_time_s,
+    )

@@ -1,30 +1,110 @@
-"""Entry point of the `ai-runner` command: wires the Replicate adapter, the claims bucket and
-JetStream to the handlers and consumes requested and cancel-requested jobs until SIGTERM."""
+"""Entry point of the `ai-runner` command: wires Replicate, the claims and limits buckets, the
+job-store's stuck query and JetStream to the handlers; consumes requested and cancel-requested
+jobs and reconciles (or, without a webhook URL, polls) running predictions until SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
+import uuid
 
 import msgspec
+from nats.aio.msg import Msg
 
 from ai_runner.adapters.claims import KvClaims, claims_bucket
+from ai_runner.adapters.consumer import PacedConsumerLoop
 from ai_runner.adapters.history import StreamHistory
+from ai_runner.adapters.jobstore import NatsStuckJobFinder
+from ai_runner.adapters.limits import KvLimits, limits_bucket
 from ai_runner.adapters.metrics import PrometheusObserver
+from ai_runner.adapters.reader import HttpPredictionReader
 from ai_runner.adapters.replicate import ReplicatePredictions
+from ai_runner.adapters.results import ObjectStoreResults
 from ai_runner.config import Settings
-from ai_runner.handlers import Runner, handle_cancel_requested, handle_requested
-from jobs_proto.stream import ai_runner_consumer
+from ai_runner.handlers import (
+    Runner,
+    handle_cancel_requested,
+    handle_requested,
+    handle_started,
+)
+from ai_runner.ports import Limits, TransientFailure
+from ai_runner.reconcile import Reconciler
+from jobs_proto.stream import ConsumerSpec, ai_runner_consumer
+from jobs_proto.subjects import SubjectError, Subjects
 from jobs_runtime.consumer import ConsumerLoop, retry_delay
+from jobs_runtime.results import result_store
 from jobs_runtime.service import Service, run
 
 log = logging.getLogger(__name__)
 
 NAME = "ai-runner"
+# Any-type label of the limit waits counted where the consumer holds fetching back.
+ANY_TYPE = "any"
+
+
+def consumer_specs(settings: Settings) -> tuple[ConsumerSpec, ConsumerSpec, ConsumerSpec]:
+    """Requested jobs, cancel requests and started predictions on durables of their own:
+    requested jobs are fetched only as fast as the shared limits allow, and neither a cancel
+    nor an orphan's cancel must wait behind them."""
+    subjects = settings.subjects
+    spec = ai_runner_consumer(subjects)
+    if settings.consumer_ack_wait_s:
+        spec = msgspec.structs.replace(spec, ack_wait_s=settings.consumer_ack_wait_s)
+    requested = msgspec.structs.replace(spec, filter_subjects=(subjects.kind("requested"),))
+    cancels = msgspec.structs.replace(
+        spec,
+        durable=f"{spec.durable}-cancels",
+        filter_subjects=(subjects.kind("cancel_requested"),),
+    )
+    started = msgspec.structs.replace(
+        spec,
+        durable=f"{spec.durable}-started",
+        filter_subjects=(subjects.kind("started"),),
+    )
+    return requested, cancels, started
+
+
+async def _reconcile(reconciler: Reconciler, every_s: float, stop: asyncio.Event) -> None:
+    """Sweep until `stop`; at once again when the job-store had more than one round holds."""
+    while not stop.is_set():
+        more = False
+        try:
+            more = await reconciler.sweep()
+        except TransientFailure as exc:
+            log.warning("reconciling skipped this round: %s", exc)
+        except Exception:
+            log.exception("reconciling failed this round")
+        if not more:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
+
+async def _release_on_end(service: Service[Settings], subjects: Subjects, limits: Limits) -> None:
+    """Free a job's in-flight slot when its end goes by on the bus (webhook or poll). Core
+    NATS may drop one; the slot then expires with its prediction's deadline."""
+
+    async def ended(msg: Msg) -> None:
+        try:
+            _, job_id = subjects.parse(msg.subject)
+        except SubjectError:
+            return
+        await _release(limits, job_id)
+
+    for kind in ("completed", "failed"):
+        await service.nc.subscribe(subjects.kind(kind), cb=ended)
+
+
+async def _release(limits: Limits, job_id: uuid.UUID) -> None:
+    try:
+        await limits.release(job_id)
+    except Exception:
+        log.warning("could not free an in-flight slot; it expires by itself", exc_info=True)
 
 
 async def serve(service: Service[Settings]) -> None:
-    """Consume until `service.stop` is set; the batch in hand is finished before returning.
+    """Consume and reconcile until `service.stop` is set; the batch in hand is finished first.
 
     Readiness is the runtime's NATS check alone: Replicate being down makes jobs wait (they
     are retried), it is no reason to take the runner out of service.
@@ -35,45 +115,98 @@ async def serve(service: Service[Settings]) -> None:
         base_url=settings.replicate_base_url,
         timeout_s=settings.replicate_timeout_s,
     )
-    # Registered after the runtime's NATS drain, so it runs before it: no create is in flight
-    # by then, since the consumer loop below has returned.
-    service.stack.push_async_callback(predictions.aclose)
-    if not settings.replicate_webhook_url:
-        log.warning(
-            "REPLICATE_WEBHOOK_URL is empty (polling mode), but polling is not implemented "
-            "yet: jobs get predictions but never learn their outcome"
-        )
-    bucket = await claims_bucket(
-        service.js, settings.jobs_stream, replicas=settings.stream_replicas
+    reader = HttpPredictionReader(
+        api_token=settings.replicate_api_token,
+        base_url=settings.replicate_base_url,
+        timeout_s=settings.replicate_timeout_s,
     )
+    # Registered after the runtime's NATS drain, so they run before it: no call is in flight
+    # by then, since the loops below have returned.
+    service.stack.push_async_callback(predictions.aclose)
+    service.stack.push_async_callback(reader.aclose)
+    polling = not settings.replicate_webhook_url
+    if polling:
+        log.info("REPLICATE_WEBHOOK_URL is empty: polling mode, predictions are read by polling")
+    replicas = settings.stream_replicas
+    claims = KvClaims(await claims_bucket(service.js, settings.jobs_stream, replicas=replicas))
+    limits = KvLimits(
+        await limits_bucket(service.js, settings.jobs_stream, replicas=replicas),
+        creations_per_window=settings.creations_per_window,
+        window_s=settings.creation_window_s,
+        max_in_flight=settings.max_in_flight,
+    )
+    observer = PrometheusObserver()
     runner = Runner(
         predictions=predictions,
         events=service.publisher,
-        claims=KvClaims(bucket),
+        claims=claims,
         history=StreamHistory(service.js, settings.jobs_stream, settings.subjects),
         webhook_base=settings.replicate_webhook_url,
         binding_wait_s=settings.binding_wait_s,
         max_attempts=settings.max_attempts,
-        observer=PrometheusObserver(),
+        observer=observer,
+        limits=limits,
     )
-    spec = ai_runner_consumer(settings.subjects)
-    if settings.consumer_ack_wait_s:
-        spec = msgspec.structs.replace(spec, ack_wait_s=settings.consumer_ack_wait_s)
-    consumer = ConsumerLoop(
+    reconciler = Reconciler(
+        finder=NatsStuckJobFinder(service.nc, settings.subjects),
+        reader=reader,
+        predictions=predictions,
+        events=service.publisher,
+        claims=claims,
+        results=ObjectStoreResults(
+            await result_store(service.js, settings.jobs_stream, replicas=replicas)
+        ),
+        older_than_s=settings.poll_min_s if polling else settings.reconcile_after_s,
+        min_interval_s=settings.poll_min_s,
+        max_interval_s=settings.poll_max_s if polling else settings.reconcile_after_s,
+        concurrency=settings.reconcile_concurrency,
+        max_reads_per_s=settings.replicate_reads_per_s,
+        observer=observer,
+        limits=limits,
+    )
+    await _release_on_end(service, settings.subjects, limits)
+    delay = functools.partial(retry_delay, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
+    requested_spec, cancel_spec, started_spec = consumer_specs(settings)
+    requested = PacedConsumerLoop(
         service.js,
         stream=settings.jobs_stream,
-        spec=spec,
+        spec=requested_spec,
         subjects=settings.subjects,
-        handlers={
-            "requested": functools.partial(handle_requested, runner=runner),
-            "cancel_requested": functools.partial(handle_cancel_requested, runner=runner),
-        },
-        delay=functools.partial(
-            retry_delay, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s
-        ),
-        on_ready=service.ready,
+        handlers={"requested": functools.partial(handle_requested, runner=runner)},
+        delay=delay,
+        capacity=limits.capacity,
+        on_wait=functools.partial(observer.limit_waited, ANY_TYPE),
     )
-    await consumer.run(service.stop)
+    cancels = ConsumerLoop(
+        service.js,
+        stream=settings.jobs_stream,
+        spec=cancel_spec,
+        subjects=settings.subjects,
+        handlers={"cancel_requested": functools.partial(handle_cancel_requested, runner=runner)},
+        delay=delay,
+    )
+    started = ConsumerLoop(
+        service.js,
+        stream=settings.jobs_stream,
+        spec=started_spec,
+        subjects=settings.subjects,
+        handlers={"started": functools.partial(handle_started, runner=runner)},
+        delay=delay,
+    )
+    every_s = settings.poll_min_s if polling else settings.reconcile_interval_s
+
+    async def ready_when_all() -> None:
+        for loop in (requested, cancels, started):
+            await loop.ready.wait()
+        service.ready()
+
+    await asyncio.gather(
+        requested.run(service.stop),
+        cancels.run(service.stop),
+        started.run(service.stop),
+        ready_when_all(),
+        _reconcile(reconciler, every_s, service.stop),
+    )
 
 
 def main() -> None:

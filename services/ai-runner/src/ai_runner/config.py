@@ -36,7 +36,28 @@ class Settings(ServiceSettings, frozen=True):
     # Seconds for one call to Replicate; below the consumer's ack_wait (60 s), so a hung call
     # fails and is retried before JetStream hands the message to another replica.
     replicate_timeout_s: Seconds = 30.0
+    # A job `processing` this long (by the job-store's clock) has its prediction read from
+    # Replicate, in case its webhook was lost: well within Replicate's minute of webhook
+    # retries plus its hour of keeping the result.
     reconcile_after_s: Seconds = 300.0
+    # How often the reconciler asks the job-store for such jobs (polling mode: every
+    # `poll_min_s`).
+    reconcile_interval_s: Seconds = 15.0
+    # Polling mode (REPLICATE_WEBHOOK_URL empty): a job is first read `poll_min_s` after its
+    # prediction is announced, then ever less often, by half each time, up to `poll_max_s`.
+    poll_min_s: Seconds = 1.0
+    poll_max_s: Seconds = 15.0
+    # Reads of predictions at once, and per second from this replica: Replicate allows 3,000
+    # reads a minute per account, so replicas x this must stay below 50.
+    reconcile_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    replicate_reads_per_s: Seconds = 20.0
+    # Limits shared by every replica (the `<JOBS_STREAM>_LIMITS` bucket): creates in any
+    # `creation_window_s` (Replicate allows 600 a minute) and predictions running at once (0,
+    # for either: no limit, as benchmarks want). The window is a setting so that tests can
+    # shrink it; keep it 60 elsewhere.
+    creations_per_window: Annotated[int, msgspec.Meta(ge=0)] = 600
+    creation_window_s: Seconds = 60.0
+    max_in_flight: Annotated[int, msgspec.Meta(ge=0)] = 1000
     # Backoff of a job whose prediction could not be created for a passing reason (Replicate
     # down, throttled, our token refused): the n-th retry waits up to base * 2^(n-1), capped.
     retry_base_s: Seconds = 1.0
@@ -61,3 +82,5 @@ class Settings(ServiceSettings, frozen=True):
         # and a job it refuses fails with that answer (prediction_rejected).
         if self.replicate_webhook_url and not _is_url(self.replicate_webhook_url):
             raise SettingsError("REPLICATE_WEBHOOK_URL: must be empty or an absolute URL")
+        if self.poll_max_s < self.poll_min_s:
+            raise SettingsError("POLL_MAX_S: must not be below POLL_MIN_S")

@@ -1,14 +1,16 @@
 """What the ai-runner does with each event it consumes: a requested job becomes at most one
 Replicate prediction (`JobSubmitted`) or a failed job (`JobFailed`), a cancel request cancels
-it; a per-job claim keeps runners from doing either twice. Ports come in as arguments."""
+it, a started prediction that is not the job's is canceled as an orphan; a per-job claim keeps
+runners from doing any of it twice. Ports come in as arguments."""
 
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote, unquote_plus
 
@@ -19,6 +21,8 @@ from ai_runner.ports import (
     Claims,
     EventSink,
     JobHistory,
+    Limits,
+    NoLimits,
     NoObserver,
     PermanentRejection,
     Predictions,
@@ -26,9 +30,16 @@ from ai_runner.ports import (
     StoredClaim,
     TransientFailure,
 )
-from jobs_proto.events import JobCancelRequested, JobError, JobFailed, JobRequested, JobSubmitted
+from jobs_proto.events import (
+    JobCancelRequested,
+    JobError,
+    JobFailed,
+    JobRequested,
+    JobStarted,
+    JobSubmitted,
+)
 from jobs_proto.job_types import JOB_TYPES, JobType
-from jobs_proto.status import PREDICTION_REJECTED
+from jobs_proto.status import DEADLINE_EXCEEDED, PREDICTION_REJECTED
 from jobs_runtime.retry import RetryLater
 
 log = logging.getLogger(__name__)
@@ -44,6 +55,12 @@ ATTEMPTS_EXHAUSTED: Final = "attempts_exhausted"
 _WAIT_DELIVERIES: Final = 10_000
 # How often a job waiting for its binding looks again, at most.
 _BINDING_POLL_S: Final = 2.0
+# A prediction ends by its `Cancel-After`; its in-flight slot is kept this much longer in case
+# the news of its end is late, and is freed then even if it never comes.
+_IN_FLIGHT_GRACE_S: Final = 120.0
+# Metrics label of a job whose type is not known where it is counted (a cancel of a job no
+# runner has seen).
+UNKNOWN_TYPE: Final = "unknown"
 
 JOB_PARAMETER: Final = "job"
 
@@ -88,6 +105,7 @@ class Runner:
     max_attempts: int = 5
     now: Callable[[], datetime] = field(default=utc_now)
     observer: RunnerObserver = field(default_factory=NoObserver)
+    limits: Limits = field(default_factory=NoLimits)
 
 
 async def _fail(runner: Runner, job_id: uuid.UUID, code: str, message: str) -> None:
@@ -104,11 +122,39 @@ async def _fail(runner: Runner, job_id: uuid.UUID, code: str, message: str) -> N
     )
 
 
-async def _submitted(runner: Runner, job_id: uuid.UUID, prediction_id: str) -> None:
+async def _submitted(
+    runner: Runner, job_id: uuid.UUID, prediction_id: str, claim: Claim, *, adopted: bool = False
+) -> None:
     # The same fact on every call, so its Nats-Msg-Id (`submitted:<job>:<prediction>`) makes
     # JetStream drop a repeat within the duplicate window, and the job-store ignores it after.
+    # The attempt that made it: every counted failure before it, plus itself; an adopted one
+    # came from the last create, which was counted as failed when its answer was lost.
+    attempt = max(1, claim.attempts) if adopted else claim.attempts + 1
     await runner.events.publish(
-        JobSubmitted(job_id=job_id, occurred_at=runner.now(), prediction_id=prediction_id)
+        JobSubmitted(
+            job_id=job_id,
+            occurred_at=runner.now(),
+            prediction_id=prediction_id,
+            attempt=attempt,
+        )
+    )
+
+
+def deadline_at(event: JobRequested, job_type: JobType) -> datetime:
+    """The job's own deadline: from its submission (the gateway's time), queue time included."""
+    return event.occurred_at + timedelta(seconds=job_type.deadline_s)
+
+
+async def _admit(runner: Runner, job_id: uuid.UUID, job_type: JobType, remaining_s: float) -> None:
+    """Take the shared limits' slots for one create, or raise `RetryLater` until they free."""
+    wait = await runner.limits.admit(job_id, remaining_s + _IN_FLIGHT_GRACE_S, job_type.name)
+    if wait is None:
+        return
+    runner.observer.limit_waited(job_type.name, wait.limit)
+    raise RetryLater(
+        f"the shared {wait.limit} limit is reached; waiting {wait.wait_s:.1f}s",
+        delay_s=wait.wait_s,
+        quick_attempts=_WAIT_DELIVERIES,
     )
 
 
@@ -135,6 +181,10 @@ async def _fail_for_good(runner: Runner, job_id: uuid.UUID, error: JobError) -> 
     """Record the failure in the claim first, so a redelivered `requested` repeats it instead
     of creating; then announce it."""
     stored = await _change(runner, job_id, lambda c: msgspec.structs.replace(c, failed=error))
+    if stored.claim.prediction_id is None:
+        # No prediction will run for it (one an ambiguous create made is canceled when it
+        # starts): its in-flight slot is free.
+        await runner.limits.release(job_id)
     if stored.claim.prediction_id is not None or stored.claim.canceled:
         # Overtaken meanwhile (another runner's prediction, or a cancel): nothing to fail.
         return
@@ -168,10 +218,16 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
 
     while True:
         stored = await runner.claims.read(job_id)
+        remaining_s = (deadline_at(event, job_type) - runner.now()).total_seconds()
         if stored is None:
+            if remaining_s <= 0:
+                await _deadline_passed(runner, event, job_type)
+                return
+            await _admit(runner, job_id, job_type, remaining_s)
             # The first to claim the job takes its create; a runner that loses this race
             # decides on the winner's claim.
-            if await runner.claims.create(job_id, Claim(creating_since=runner.now())) is not None:
+            first = Claim(creating_since=runner.now(), job_type=job_type.name)
+            if await runner.claims.create(job_id, first) is not None:
                 break
             continue
         claim = stored.claim
@@ -186,7 +242,7 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
                 "prediction already created; announcing it again",
                 extra={**context, "prediction_id": claim.prediction_id},
             )
-            await _submitted(runner, job_id, claim.prediction_id)
+            await _submitted(runner, job_id, claim.prediction_id, claim)
             return
         if claim.creating_since is not None:
             found = await runner.history.prediction_of(job_id)
@@ -195,13 +251,13 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
                     "found the prediction of an earlier create in the job's events; keeping it",
                     extra={**context, "prediction_id": found},
                 )
-                runner.observer.adopted()
-                await _record(runner, job_id, found, context)
+                runner.observer.adopted(job_type.name)
+                await _record(runner, job_id, found, context, adopted=True)
                 return
             waited = (runner.now() - claim.creating_since).total_seconds()
             if waited < runner.binding_wait_s:
                 remaining = runner.binding_wait_s - waited
-                runner.observer.retried("binding_wait")
+                runner.observer.retried(job_type.name, "binding_wait")
                 raise RetryLater(
                     f"a create may be in flight or may have made a prediction; waiting "
                     f"{remaining:.1f}s more for it to show",
@@ -213,12 +269,32 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
                 "creating again",
                 extra={**context, "waited_s": round(waited, 1)},
             )
+        if remaining_s <= 0:
+            await _deadline_passed(runner, event, job_type)
+            return
+        await _admit(runner, job_id, job_type, remaining_s)
         # This runner takes the create: anyone else now sees it in flight and waits.
-        taken = msgspec.structs.replace(claim, creating_since=runner.now())
+        taken = msgspec.structs.replace(claim, creating_since=runner.now(), job_type=job_type.name)
         if await runner.claims.update(job_id, taken, stored.revision) is not None:
             break
 
-    await _create(runner, event, job_type, job_type.model_input(job_input), context)
+    await _create(runner, event, job_type, job_type.model_input(job_input), context, remaining_s)
+
+
+async def _deadline_passed(runner: Runner, event: JobRequested, job_type: JobType) -> None:
+    """The job waited in the queue past its deadline: it fails without a prediction."""
+    runner.observer.deadline_exceeded(job_type.name, "before_creation")
+    await _fail_for_good(
+        runner,
+        event.job_id,
+        JobError(
+            code=DEADLINE_EXCEEDED,
+            message=(
+                f"the job's deadline of {job_type.deadline_s}s from its submission passed "
+                "before its prediction could be created"
+            ),
+        ),
+    )
 
 
 async def _create(
@@ -227,24 +303,20 @@ async def _create(
     job_type: JobType,
     model_input: dict[str, Any],
     context: dict[str, str],
+    remaining_s: float,
 ) -> None:
     job_id = event.job_id
-    if runner.webhook_base:
-        webhook: str | None = webhook_url(runner.webhook_base, str(job_id))
-    else:
-        webhook = None
-        log.warning(
-            "prediction created without a webhook (polling mode), but polling is not "
-            "implemented yet: this job will not learn its outcome",
-            extra=context,
-        )
+    # Polling mode (no webhook base): the runner's poller learns the outcome instead.
+    webhook = webhook_url(runner.webhook_base, str(job_id)) if runner.webhook_base else None
     try:
+        # `Cancel-After` is what is left of the job's deadline, so Replicate itself stops the
+        # prediction when the job's time is up (the adapter raises it to Replicate's minimum).
         prediction_id = await runner.predictions.create(
             job_type.model,
             dict(model_input),
             webhook,
             list(job_type.webhook_events),
-            job_type.deadline_s,
+            max(1, math.ceil(remaining_s)),
         )
     except PermanentRejection as exc:
         await _fail_for_good(
@@ -252,16 +324,24 @@ async def _create(
         )
         return
     except TransientFailure as exc:
-        if await _after_transient(runner, job_id, exc, context):
+        if not exc.ambiguous:
+            # Nothing was created, so nothing is in flight; an ambiguous failure keeps its
+            # slot until the prediction it may have made is found or the slot expires.
+            await runner.limits.release(job_id)
+        if await _after_transient(runner, job_id, job_type.name, exc, context):
             return
         raise
     log.info("prediction created", extra={**context, "prediction_id": prediction_id})
-    runner.observer.created()
+    runner.observer.created(job_type.name)
     await _record(runner, job_id, prediction_id, context)
 
 
 async def _after_transient(
-    runner: Runner, job_id: uuid.UUID, exc: TransientFailure, context: dict[str, str]
+    runner: Runner,
+    job_id: uuid.UUID,
+    job_type: str,
+    exc: TransientFailure,
+    context: dict[str, str],
 ) -> bool:
     """Note a failed create in the claim; fail the job once its attempts are used up (True:
     the message is settled); turn a throttle into a wait of the length Replicate named; else
@@ -280,7 +360,7 @@ async def _after_transient(
     stored = await _change(runner, job_id, note)
     attempts = stored.claim.attempts
     if counted and attempts >= runner.max_attempts:
-        runner.observer.attempts_exhausted()
+        runner.observer.attempts_exhausted(job_type)
         await _fail_for_good(
             runner,
             job_id,
@@ -290,7 +370,7 @@ async def _after_transient(
             ),
         )
         return True
-    runner.observer.retried(_retry_reason(exc))
+    runner.observer.retried(job_type, _retry_reason(exc))
     if exc.retry_after_s is not None:
         log.warning(
             "Replicate throttled the create, waiting %.0fs: %s",
@@ -324,7 +404,12 @@ def _retry_reason(exc: TransientFailure) -> str:
 
 
 async def _record(
-    runner: Runner, job_id: uuid.UUID, prediction_id: str, context: dict[str, str]
+    runner: Runner,
+    job_id: uuid.UUID,
+    prediction_id: str,
+    context: dict[str, str],
+    *,
+    adopted: bool = False,
 ) -> None:
     """Make `prediction_id` the job's prediction and announce it; if the claim already names
     another one (a create past the binding window raced a late answer), this one is an orphan
@@ -337,6 +422,7 @@ async def _record(
 
     stored = await _change(runner, job_id, bind)
     claim = stored.claim
+    job_type = claim.job_type or UNKNOWN_TYPE
     context = {**context, "prediction_id": prediction_id}
     if claim.prediction_id != prediction_id:
         log.warning(
@@ -344,7 +430,7 @@ async def _record(
             extra={**context, "kept": claim.prediction_id},
         )
         await _cancel_quietly(runner, prediction_id, context)
-        runner.observer.orphan_canceled()
+        runner.observer.orphan_canceled(job_type)
         return
     if claim.canceled:
         log.info("job canceled while its prediction was created; canceling it", extra=context)
@@ -355,9 +441,9 @@ async def _record(
         # prediction can no longer serve it.
         log.warning("job already failed; canceling its late prediction", extra=context)
         await _cancel_quietly(runner, prediction_id, context)
-        runner.observer.orphan_canceled()
+        runner.observer.orphan_canceled(job_type)
         return
-    await _submitted(runner, job_id, prediction_id)
+    await _submitted(runner, job_id, prediction_id, claim, adopted=adopted)
 
 
 async def _cancel_quietly(runner: Runner, prediction_id: str, context: dict[str, str]) -> None:
@@ -379,12 +465,40 @@ async def handle_cancel_requested(event: JobCancelRequested, runner: Runner) -> 
     job_id = event.job_id
     stored = await _change(runner, job_id, lambda c: msgspec.structs.replace(c, canceled=True))
     prediction_id = stored.claim.prediction_id
+    job_type = stored.claim.job_type or UNKNOWN_TYPE
     context = {"job_id": str(job_id)}
     if prediction_id is None:
         log.info("job canceled before any prediction was created", extra=context)
-        runner.observer.canceled(before_creation=True)
+        runner.observer.canceled(job_type, before_creation=True)
         return
     context["prediction_id"] = prediction_id
     await _cancel_quietly(runner, prediction_id, context)
-    runner.observer.canceled(before_creation=False)
+    runner.observer.canceled(job_type, before_creation=False)
     log.info("prediction canceled", extra=context)
+
+
+async def handle_started(event: JobStarted, runner: Runner) -> None:
+    """A prediction reported in (its `start` webhook, or a poll): if the job is already bound to
+    another prediction, this one is an orphan of a create whose answer was lost and is canceled.
+
+    So is one for a job that already failed or was canceled before any prediction was
+    recorded: nothing will ever read its result. Any other prediction for a job with no
+    recorded one yet is left alone: within the binding window a redelivered `requested` adopts
+    it from the job's events.
+    """
+    stored = await runner.claims.read(event.job_id)
+    if stored is None:
+        return
+    claim = stored.claim
+    if claim.prediction_id == event.prediction_id:
+        return
+    if claim.prediction_id is None and claim.failed is None and not claim.canceled:
+        return
+    context = {
+        "job_id": str(event.job_id),
+        "prediction_id": event.prediction_id,
+        "kept": str(claim.prediction_id),
+    }
+    log.warning("a prediction the job cannot use turned up; canceling it", extra=context)
+    await _cancel_quietly(runner, event.prediction_id, context)
+    runner.observer.orphan_canceled(claim.job_type or UNKNOWN_TYPE)

@@ -11,7 +11,9 @@ from typing import Any, Protocol
 
 import msgspec
 
+from jobs_proto.api import StuckJobs
 from jobs_proto.events import JobError, JobEvent
+from jobs_proto.replicate import ReplicatePrediction
 
 
 class PredictionFailure(Exception):
@@ -97,6 +99,7 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     - `attempts`: creates that failed transiently (throttling and refused tokens not counted).
     - `canceled`: the owner canceled the job; a later `requested` creates nothing.
     - `failed`: the job failed for good (rejected, attempts exhausted); told again on redelivery.
+    - `job_type`: for metrics by job type where only the claim is at hand (a cancel).
     """
 
     prediction_id: str | None = None
@@ -105,6 +108,7 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     last_error: str | None = None
     canceled: bool = False
     failed: JobError | None = None
+    job_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,52 +146,134 @@ class JobHistory(Protocol):
         ...
 
 
-class RunnerObserver(Protocol):
-    """Where the handlers report what they did (the `/metrics` counters), kept out of them."""
+class PredictionReader(Protocol):
+    """Reads a prediction as Replicate shows it now (any status, `aborted` included)."""
 
-    def created(self) -> None:
+    async def get(self, prediction_id: str) -> ReplicatePrediction:
+        """Raises `PermanentRejection` (Replicate does not know it) or `TransientFailure`."""
+        ...
+
+
+class ResultStore(Protocol):
+    """Where an output too large for one bus message goes (the `<stream>_RESULTS` store)."""
+
+    async def aside(self, prediction_id: str, output: str) -> str | None:
+        """Store `output` aside if it is too large to travel in an event, returning its
+        reference; None when it fits in the event. Raises `TransientFailure`."""
+        ...
+
+
+class StuckJobFinder(Protocol):
+    """The job-store's stuck query: jobs `processing` for longer than `older_than_s`."""
+
+    async def stuck(self, older_than_s: float, limit: int) -> StuckJobs:
+        """Raises `TransientFailure` when the job-store cannot answer now."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LimitWait:
+    """A shared limit is full: `limit` is `creations` or `in_flight`; try again in `wait_s`."""
+
+    limit: str
+    wait_s: float
+
+
+class Limits(Protocol):
+    """Replicate's account-wide limits, shared by every runner replica: prediction creations
+    per window and predictions in flight."""
+
+    async def admit(self, job_id: uuid.UUID, hold_s: float, job_type: str = "") -> LimitWait | None:
+        """Take a creation slot and an in-flight slot for the job (held at most `hold_s`, the
+        longest the prediction can run; `job_type` for metrics); None when taken, else which
+        limit is full and how long to wait. Taking the in-flight slot again for the same job
+        is free."""
+        ...
+
+    async def release(self, job_id: uuid.UUID) -> None:
+        """The job's prediction is no longer running (or never will be): free its slot."""
+        ...
+
+
+class NoLimits:
+    """`Limits` that never wait, for tests and tools."""
+
+    async def admit(self, job_id: uuid.UUID, hold_s: float, job_type: str = "") -> LimitWait | None:
+        return None
+
+    async def release(self, job_id: uuid.UUID) -> None:
+        pass
+
+
+class RunnerObserver(Protocol):
+    """Where the handlers report what they did (the `/metrics` counters), by job type."""
+
+    def created(self, job_type: str) -> None:
         """A prediction was created (Replicate answered with its id)."""
         ...
 
-    def retried(self, reason: str) -> None:
+    def retried(self, job_type: str, reason: str) -> None:
         """A create is to be tried again later: `throttled`, `ambiguous`, `transient`,
         `needs_operator`, or `binding_wait` (a create may be in flight)."""
         ...
 
-    def adopted(self) -> None:
+    def limit_waited(self, job_type: str, limit: str) -> None:
+        """A create waited for a shared limit (`creations` or `in_flight`)."""
+        ...
+
+    def adopted(self, job_type: str) -> None:
         """A prediction whose create answer was lost was found in the job's events and kept."""
         ...
 
-    def orphan_canceled(self) -> None:
+    def orphan_canceled(self, job_type: str) -> None:
         """A second prediction for a job was canceled."""
         ...
 
-    def canceled(self, before_creation: bool) -> None:
+    def canceled(self, job_type: str, before_creation: bool) -> None:
         """A cancel request was carried out, before any prediction existed or by canceling it."""
         ...
 
-    def attempts_exhausted(self) -> None:
+    def attempts_exhausted(self, job_type: str) -> None:
         """A job failed because its creates kept failing."""
+        ...
+
+    def deadline_exceeded(self, job_type: str, stage: str) -> None:
+        """The job's own deadline passed: `before_creation` (failed without a prediction) or
+        `while_running` (its prediction was canceled)."""
+        ...
+
+    def reconciled(self, job_type: str, outcome: str) -> None:
+        """The reconciler or poller learnt something by asking Replicate: `completed`,
+        `started`, `running`, `unknown` (Replicate does not know the prediction), `error`."""
         ...
 
 
 class NoObserver:
     """A `RunnerObserver` that keeps nothing, for tests and tools."""
 
-    def created(self) -> None:
+    def created(self, job_type: str) -> None:
         pass
 
-    def retried(self, reason: str) -> None:
+    def retried(self, job_type: str, reason: str) -> None:
         pass
 
-    def adopted(self) -> None:
+    def limit_waited(self, job_type: str, limit: str) -> None:
         pass
 
-    def orphan_canceled(self) -> None:
+    def adopted(self, job_type: str) -> None:
         pass
 
-    def canceled(self, before_creation: bool) -> None:
+    def orphan_canceled(self, job_type: str) -> None:
         pass
 
-    def attempts_exhausted(self) -> None:
+    def canceled(self, job_type: str, before_creation: bool) -> None:
+        pass
+
+    def attempts_exhausted(self, job_type: str) -> None:
+        pass
+
+    def deadline_exceeded(self, job_type: str, stage: str) -> None:
+        pass
+
+    def reconciled(self, job_type: str, outcome: str) -> None:
         pass

@@ -10,18 +10,21 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
+from jobs_proto.api import GetJob, JobReply, JobView
 from jobs_proto.events import (
     AnyJobEvent,
     JobCancelRequested,
+    JobCompleted,
     JobFailed,
     JobRequested,
     JobStarted,
@@ -364,7 +367,7 @@ async def test_polling_mode_creates_the_prediction_without_a_webhook(
     prediction = sim.engine.get(submitted.prediction_id)
     assert prediction is not None
     assert prediction.webhook is None
-    assert runner.logged("polling is not implemented yet") >= 1
+    assert runner.logged("polling mode") >= 1
 
 
 # What Replicate answers --------------------------------------------------------------------------
@@ -572,9 +575,12 @@ async def test_a_runner_killed_after_the_create_leaves_one_prediction_which_is_a
     assert [p["id"] for p in await sim.audit(event.job_id)] == [started.prediction_id]
     assert sim.creates.started == 1
     assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted") == 1
-    assert await second.metric("ai_runner_predictions_adopted_total") == 1
-    assert await second.metric('ai_runner_create_retries_total{reason="binding_wait"}') >= 1
-    assert await second.metric("ai_runner_predictions_created_total") == 0
+    adopted = 'ai_runner_predictions_adopted_total{job_type="script_generation"}'
+    assert await second.metric(adopted) == 1
+    waited = 'ai_runner_create_retries_total{job_type="script_generation",reason="binding_wait"}'
+    assert await second.metric(waited) >= 1
+    created = 'ai_runner_predictions_created_total{job_type="script_generation"}'
+    assert await second.metric(created) == 0
 
 
 async def test_a_create_answered_500_after_it_created_is_bound_by_its_start_webhook(
@@ -640,7 +646,9 @@ async def test_a_cancel_request_cancels_the_running_prediction(
     await eventually(canceled)
     await eventually(lambda: settled(nats_client, jobs_stream_ready))
     assert len(await sim.audit(event.job_id)) == 1
-    stage = 'ai_runner_cancellations_total{stage="prediction_canceled"}'
+    stage = (
+        'ai_runner_cancellations_total{job_type="script_generation",stage="prediction_canceled"}'
+    )
     assert await runner.metric(stage) == 1
 
 
@@ -716,7 +724,320 @@ async def test_a_throttled_create_waits_as_long_as_replicate_says(
     await asyncio.sleep(2)
     assert sim.creates.started == 2
     assert await sim.audit(second.job_id) == []
-    assert await runner.metric('ai_runner_create_retries_total{reason="throttled"}') == 1
+    throttled = 'ai_runner_create_retries_total{job_type="script_generation",reason="throttled"}'
+    assert await runner.metric(throttled) == 1
     assert (
         await last_event(nats_client, jobs_stream_ready, subjects, "failed", second.job_id) is None
     )
+
+
+# Reconciling, polling, deadlines, shared limits, orphans (with a real job-store) ----------------
+
+
+@pytest.fixture
+async def job_store(
+    tmp_path: Path,
+    nats_url: str,
+    database_url: str,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+) -> AsyncIterator[ServiceProcess]:
+    """The `job-store` process, whose stuck query the reconciler asks and whose reads say how
+    each job ended."""
+    admin_port = free_port()
+    env = {
+        "NATS_URL": nats_url,
+        "DATABASE_URL": database_url,
+        "JOBS_STREAM": jobs_stream_ready.name,
+        "SUBJECT_PREFIX": subjects.prefix,
+        "ADMIN_PORT": str(admin_port),
+    }
+    with ServiceProcess([command_path("job-store")], env, tmp_path / "job-store.log") as process:
+
+        async def serving() -> bool:
+            assert process.process.poll() is None, process.log
+            try:
+                async with httpx.AsyncClient(timeout=1.0) as http:
+                    response = await http.get(f"http://127.0.0.1:{admin_port}/readyz")
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200 and "postgres" in response.json()["checks"]
+
+        await eventually(serving, within=20.0)
+        yield process
+
+
+async def job_view(nc: NATS, subjects: Subjects, event: JobRequested) -> JobView | None:
+    request = msgspec.json.encode(GetJob(job_id=event.job_id, user_id=event.user_id))
+    reply = await nc.request(subjects.get_job, request, timeout=2)
+    return msgspec.json.decode(reply.data, type=JobReply).job
+
+
+async def wait_status(
+    nc: NATS, subjects: Subjects, event: JobRequested, within: float = 15.0
+) -> JobView:
+    """The job once the job-store has it terminal."""
+    seen: list[JobView] = []
+
+    async def terminal() -> bool:
+        view = await job_view(nc, subjects, event)
+        if view is not None:
+            seen.append(view)
+        return view is not None and view.status in ("succeeded", "failed", "canceled")
+
+    await eventually(terminal, within=within)
+    return seen[-1]
+
+
+async def polled_prediction(
+    nc: NATS, stream: StreamSpec, subjects: Subjects, sim: RunningSim, event: JobRequested
+) -> dict[str, Any]:
+    """The job's prediction as the simulator shows it, found through `job.submitted`: without
+    a webhook URL the simulator's audit cannot tell the job."""
+    submitted = await last_event(nc, stream, subjects, "submitted", event.job_id)
+    assert isinstance(submitted, JobSubmitted)
+    response = await sim.http.get(
+        f"/v1/predictions/{submitted.prediction_id}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert response.status_code == 200, response.text
+    shown: dict[str, Any] = response.json()
+    return shown
+
+
+async def test_a_lost_webhook_is_reconciled_by_asking_replicate(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    job_store: ServiceProcess,
+    start_runner: StartRunner,
+) -> None:
+    # The webhooks reach only the test's receiver, never webhook-ingest: all of them are lost.
+    runner = await start_runner(RECONCILE_AFTER_S="1", RECONCILE_INTERVAL_S="0.3")
+    await sim.configure(latencyS=0.5, abortRate=1)
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    aborted = job(topic="aborted")
+    await publisher.publish(aborted)
+    await wait_event(nats_client, jobs_stream_ready, subjects, "submitted", aborted.job_id)
+    await sim.configure(abortRate=0)
+    succeeded = job(topic="octopus")
+    await publisher.publish(succeeded)
+
+    view = await wait_status(nats_client, subjects, succeeded)
+    assert view.status == "succeeded"
+    assert view.output is not None
+    assert "octopus" in view.output
+    completed = await last_event(nats_client, jobs_stream_ready, subjects, "completed", view.job_id)
+    assert isinstance(completed, JobCompleted)
+    assert completed.webhook_id is None  # learnt by asking, under `completed:<predictionId>`
+    # `aborted`, which the replicate package cannot parse, is read and ends per the table.
+    view = await wait_status(nats_client, subjects, aborted)
+    assert (view.status, view.error and view.error.code) == ("failed", "deadline_exceeded")
+    reconciled = 'ai_runner_reconciled_total{job_type="script_generation",outcome="completed"}'
+    assert await runner.metric(reconciled) >= 2
+    # A round that reads a job again before the job-store applied its end publishes it again
+    # under the same message id: the stream keeps one `completed` per prediction.
+    assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "completed") == 2
+
+
+async def test_polling_mode_runs_jobs_to_every_end_without_any_webhook(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    job_store: ServiceProcess,
+    start_runner: StartRunner,
+    hooks: Receiver,
+) -> None:
+    await start_runner(REPLICATE_WEBHOOK_URL="", POLL_MIN_S="0.3", POLL_MAX_S="1")
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    await sim.configure(latencyS=1, predictionFailRate=1)
+    failing = job(topic="failing")
+    await publisher.publish(failing)
+    await wait_event(nats_client, jobs_stream_ready, subjects, "submitted", failing.job_id)
+    await sim.configure(predictionFailRate=0)
+    succeeding = job(topic="tides")
+    await publisher.publish(succeeding)
+    await wait_event(nats_client, jobs_stream_ready, subjects, "submitted", succeeding.job_id)
+    await sim.configure(latencyS=60)
+    canceled = job(topic="canceled")
+    await publisher.publish(canceled)
+    await wait_event(nats_client, jobs_stream_ready, subjects, "submitted", canceled.job_id)
+    await publisher.publish(
+        JobCancelRequested(job_id=canceled.job_id, occurred_at=datetime.now(UTC), user_id="user-1")
+    )
+
+    view = await wait_status(nats_client, subjects, succeeding)
+    assert view.status == "succeeded"
+    assert view.output is not None
+    assert "tides" in view.output
+    view = await wait_status(nats_client, subjects, failing)
+    assert (view.status, view.error and view.error.code) == ("failed", "prediction_failed")
+    view = await wait_status(nats_client, subjects, canceled)
+    assert view.status == "canceled"
+    for event in (failing, succeeding, canceled):
+        shown = await polled_prediction(nats_client, jobs_stream_ready, subjects, sim, event)
+        assert sim.engine.get(shown["id"]).webhook is None  # type: ignore[union-attr]
+    # Learnt by polling: started as well as completed, and no webhook was ever sent.
+    assert isinstance(
+        await last_event(nats_client, jobs_stream_ready, subjects, "started", succeeding.job_id),
+        JobStarted,
+    )
+    assert hooks.received == []
+
+
+async def test_the_jobs_deadline_counts_from_submission_queue_time_included(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    job_store: ServiceProcess,
+    start_runner: StartRunner,
+) -> None:
+    runner = await start_runner(REPLICATE_WEBHOOK_URL="", POLL_MIN_S="0.3", POLL_MAX_S="1")
+    deadline_s = JOB_TYPES["title_generation"].deadline_s
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    # Queued past its deadline: it fails without a prediction.
+    expired = msgspec.structs.replace(
+        job("title_generation"), occurred_at=datetime.now(UTC) - timedelta(seconds=deadline_s + 1)
+    )
+    # Queued until 6 s are left: its prediction (60 s long) is stopped when they are up.
+    late = msgspec.structs.replace(
+        job("title_generation"), occurred_at=datetime.now(UTC) - timedelta(seconds=deadline_s - 6)
+    )
+    await publisher.publish(expired)
+    await publisher.publish(late)
+
+    view = await wait_status(nats_client, subjects, expired)
+    assert (view.status, view.error and view.error.code) == ("failed", "deadline_exceeded")
+    assert (
+        await last_event(nats_client, jobs_stream_ready, subjects, "submitted", expired.job_id)
+        is None
+    )
+    view = await wait_status(nats_client, subjects, late, within=20)
+    assert (view.status, view.error and view.error.code) == ("failed", "deadline_exceeded")
+    audited = await polled_prediction(nats_client, jobs_stream_ready, subjects, sim, late)
+    assert audited["status"] == "canceled"
+    created_at = datetime.fromisoformat(audited["created_at"])
+    assert datetime.fromisoformat(audited["deadline"]) - created_at <= timedelta(seconds=7)
+    stage = (
+        'ai_runner_deadlines_exceeded_total{job_type="title_generation",stage="before_creation"}'
+    )
+    assert await runner.metric(stage) == 1
+
+
+async def test_two_runners_never_create_faster_than_the_shared_limit(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    # 4 creates in any 1.5 s stand for Replicate's 600 a minute, scaled down to keep this short.
+    limit, window_s, jobs = 4, 1.5, 12
+    settings = {"CREATIONS_PER_WINDOW": str(limit), "CREATION_WINDOW_S": str(window_s)}
+    runners = await asyncio.gather(start_runner(**settings), start_runner(**settings))
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    events = [job(topic=f"topic {n}") for n in range(jobs)]
+    for event in events:
+        await publisher.publish(event)
+
+    async def all_submitted() -> bool:
+        count = await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted")
+        return count == jobs
+
+    await eventually(all_submitted, within=30)
+    created = sorted(
+        [
+            datetime.fromisoformat(audited["created_at"]).timestamp()
+            for event in events
+            for audited in await sim.audit(event.job_id)
+        ]
+    )
+    assert len(created) == jobs
+    busiest = max(sum(1 for t in created if start <= t < start + window_s) for start in created)
+    assert busiest <= limit
+    # Both runners did creates, and waited for the shared limit rather than overrunning it.
+    waits = [
+        await r.metric('ai_runner_limit_waits_total{job_type="any",limit="creations"}')
+        for r in runners
+    ]
+    assert sum(waits) >= 1
+    # Jobs waited in the stream, not in redeliveries.
+    info = await nats_client.jetstream().consumer_info(jobs_stream_ready.name, "ai-runner")
+    assert (info.num_redelivered or 0) <= jobs // 4
+
+
+async def test_in_flight_predictions_never_exceed_the_shared_limit(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    job_store: ServiceProcess,
+    start_runner: StartRunner,
+) -> None:
+    settings = {"REPLICATE_WEBHOOK_URL": "", "POLL_MIN_S": "0.2", "POLL_MAX_S": "0.5"}
+    await asyncio.gather(
+        start_runner(MAX_IN_FLIGHT="2", **settings), start_runner(MAX_IN_FLIGHT="2", **settings)
+    )
+    await sim.configure(latencyS=0.6)
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    events = [job(topic=f"topic {n}") for n in range(5)]
+    for event in events:
+        await publisher.publish(event)
+    for event in events:
+        assert (await wait_status(nats_client, subjects, event, within=30)).status == "succeeded"
+
+    spans = []
+    for event in events:
+        audited = await polled_prediction(nats_client, jobs_stream_ready, subjects, sim, event)
+        spans.append(
+            (
+                datetime.fromisoformat(audited["created_at"]),
+                datetime.fromisoformat(audited["completed_at"]),
+            )
+        )
+    running_at_each_create = [
+        sum(1 for start, end in spans if start <= at < end) for at, _ in spans
+    ]
+    assert max(running_at_each_create) <= 2
+
+
+async def test_a_prediction_that_starts_for_a_job_bound_to_another_is_canceled(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    hooks: Receiver,
+    start_runner: StartRunner,
+) -> None:
+    runner = await start_runner()
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    event = job()
+    await publisher.publish(event)
+    submitted = await wait_event(
+        nats_client, jobs_stream_ready, subjects, "submitted", event.job_id
+    )
+    assert isinstance(submitted, JobSubmitted)
+    # A second prediction for the job, as a create whose answer was lost leaves behind; its
+    # `start` webhook names the job.
+    response = await sim.http.post(
+        f"/v1/models/{MODEL}/predictions",
+        json={"input": {"prompt": "x"}, "webhook": f"{hooks.url}?job={event.job_id}"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert response.status_code == 201, response.text
+    orphan = response.json()["id"]
+    await publisher.publish(
+        JobStarted(job_id=event.job_id, occurred_at=datetime.now(UTC), prediction_id=orphan)
+    )
+
+    async def orphan_canceled() -> bool:
+        statuses = {a["id"]: a["status"] for a in await sim.audit(event.job_id)}
+        return statuses.get(orphan) == "canceled"
+
+    await eventually(orphan_canceled)
+    statuses = {a["id"]: a["status"] for a in await sim.audit(event.job_id)}
+    assert statuses[submitted.prediction_id] != "canceled"
+    metric = 'ai_runner_orphans_canceled_total{job_type="script_generation"}'
+    assert await runner.metric(metric) == 1

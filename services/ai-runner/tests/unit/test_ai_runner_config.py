@@ -14,10 +14,18 @@ def test_dev_defaults_point_at_the_local_simulator_and_webhook_ingest() -> None:
     assert settings.binding_wait_s == 30.0
     assert settings.max_attempts == 5
     assert settings.consumer_ack_wait_s == 0.0  # the consumer's own configuration
+    # Replicate's own limits: 600 creates a minute.
+    assert (settings.creations_per_window, settings.creation_window_s) == (600, 60.0)
+    assert settings.reconcile_after_s == 300.0
 
 
 def test_an_empty_webhook_url_is_polling_mode_not_an_error() -> None:
     assert load_settings(Settings, {"REPLICATE_WEBHOOK_URL": ""}).replicate_webhook_url == ""
+
+
+def test_polling_cannot_slow_down_below_its_first_interval() -> None:
+    with pytest.raises(SettingsError, match=r"^POLL_MAX_S: "):
+        load_settings(Settings, {"POLL_MIN_S": "5", "POLL_MAX_S": "2"})
 
 
 def test_prod_needs_a_replicate_token() -> None:
@@ -36,6 +44,12 @@ def test_prod_needs_a_replicate_token() -> None:
         ("BINDING_WAIT_S", "0"),
         ("MAX_ATTEMPTS", "0"),
         ("CONSUMER_ACK_WAIT_S", "-1"),
+        ("RECONCILE_AFTER_S", "0"),
+        ("CREATIONS_PER_WINDOW", "-1"),
+        ("CREATION_WINDOW_S", "0"),
+        ("MAX_IN_FLIGHT", "-1"),
+        ("POLL_MIN_S", "0"),
+        ("RECONCILE_CONCURRENCY", "0"),
     ],
 )
 def test_a_malformed_setting_is_named(name: str, value: str) -> None:

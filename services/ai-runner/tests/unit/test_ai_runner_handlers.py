@@ -10,9 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from ai_runner.handlers import Runner, handle_cancel_requested, handle_requested
+from ai_runner.handlers import Runner, handle_cancel_requested, handle_requested, handle_started
 from ai_runner.ports import (
     Claim,
+    LimitWait,
     PermanentRejection,
     PredictionFailure,
     StoredClaim,
@@ -24,6 +25,7 @@ from jobs_proto.events import (
     JobEvent,
     JobFailed,
     JobRequested,
+    JobStarted,
     JobSubmitted,
 )
 from jobs_proto.job_types import JOB_TYPES
@@ -162,13 +164,12 @@ async def test_a_valid_job_gets_one_prediction_and_is_submitted() -> None:
     ]
 
 
-async def test_polling_mode_creates_without_a_webhook(caplog: pytest.LogCaptureFixture) -> None:
+async def test_polling_mode_creates_without_a_webhook() -> None:
     predictions, events = FakePredictions(), FakeEvents()
     event = requested()
     await handle_requested(event, runner(predictions, events, webhook_base=""))
     assert [c.webhook for c in predictions.created] == [None]
     assert [type(e) for e in events.published] == [JobSubmitted]
-    assert "polling is not implemented yet" in caplog.text
 
 
 async def test_an_unknown_job_type_fails_without_a_prediction() -> None:
@@ -234,7 +235,7 @@ async def test_the_prediction_is_recorded_in_the_claim_with_the_job_types_deadli
     predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
     event = requested("video_outline")
     await handle_requested(event, runner(predictions, events, claims=claims))
-    assert claims.claim(event.job_id) == Claim(prediction_id="pred-1")
+    assert claims.claim(event.job_id) == Claim(prediction_id="pred-1", job_type="video_outline")
     assert predictions.deadlines == [JOB_TYPES["video_outline"].deadline_s]
 
 
@@ -408,23 +409,32 @@ class CountingObserver:
     def _add(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1
 
-    def created(self) -> None:
-        self._add("created")
+    def created(self, job_type: str) -> None:
+        self._add(f"created:{job_type}")
 
-    def retried(self, reason: str) -> None:
+    def retried(self, job_type: str, reason: str) -> None:
         self._add(f"retried:{reason}")
 
-    def adopted(self) -> None:
+    def limit_waited(self, job_type: str, limit: str) -> None:
+        self._add(f"limit_waited:{limit}")
+
+    def adopted(self, job_type: str) -> None:
         self._add("adopted")
 
-    def orphan_canceled(self) -> None:
+    def orphan_canceled(self, job_type: str) -> None:
         self._add("orphan_canceled")
 
-    def canceled(self, before_creation: bool) -> None:
-        self._add(f"canceled:{'before' if before_creation else 'prediction'}")
+    def canceled(self, job_type: str, before_creation: bool) -> None:
+        self._add(f"canceled:{'before' if before_creation else 'prediction'}:{job_type}")
 
-    def attempts_exhausted(self) -> None:
+    def attempts_exhausted(self, job_type: str) -> None:
         self._add("attempts_exhausted")
+
+    def deadline_exceeded(self, job_type: str, stage: str) -> None:
+        self._add(f"deadline_exceeded:{stage}")
+
+    def reconciled(self, job_type: str, outcome: str) -> None:
+        self._add(f"reconciled:{outcome}")
 
 
 async def test_what_the_handlers_did_is_counted_for_metrics() -> None:
@@ -442,10 +452,10 @@ async def test_what_the_handlers_did_is_counted_for_metrics() -> None:
     with pytest.raises(RetryLater):
         await handle_requested(requested(), the_runner)
     assert observer.counts == {
-        "created": 1,
-        "canceled:prediction": 1,
+        "created:script_generation": 1,
+        "canceled:prediction:script_generation": 1,
         "adopted": 1,
-        "canceled:before": 1,
+        "canceled:before:unknown": 1,
         "retried:throttled": 1,
     }
 
@@ -465,4 +475,135 @@ async def test_a_prediction_made_after_the_job_failed_is_canceled() -> None:
     predictions.meanwhile = attempts_ran_out_meanwhile
     await handle_requested(event, the_runner)
     assert predictions.canceled == ["pred-1"]
+    assert events.published == []
+
+
+# The job's own deadline, its attempt number, the shared limits ------------------------------------
+
+
+async def test_a_job_queued_past_its_deadline_fails_without_a_prediction() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested("title_generation")
+    deadline_s = JOB_TYPES["title_generation"].deadline_s
+    late = NOW + timedelta(seconds=deadline_s + 1)
+    await handle_requested(event, runner(predictions, events, claims=claims, now=late))
+    assert predictions.created == []
+    (failed,) = events.published
+    assert isinstance(failed, JobFailed)
+    assert failed.error.code == "deadline_exceeded"
+    assert f"{deadline_s}s" in failed.error.message
+    # Recorded, so a redelivery repeats the failure instead of creating.
+    assert claims.claim(event.job_id).failed == failed.error
+
+
+async def test_cancel_after_is_what_is_left_of_the_deadline_counted_from_submission() -> None:
+    predictions, events = FakePredictions(), FakeEvents()
+    event = requested("video_outline")
+    queued = NOW + timedelta(seconds=100.5)
+    await handle_requested(event, runner(predictions, events, now=queued))
+    assert predictions.deadlines == [JOB_TYPES["video_outline"].deadline_s - 100]
+
+
+async def test_the_submitted_event_carries_the_attempt_that_made_the_prediction() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    event = requested()
+    the_runner = runner(predictions, events, claims=claims)
+    predictions.failure = TransientFailure("connection refused")
+    for _ in range(2):
+        with pytest.raises(TransientFailure):
+            await handle_requested(event, the_runner)
+    predictions.failure = None
+    await handle_requested(event, the_runner)
+    (submitted,) = events.published
+    assert isinstance(submitted, JobSubmitted)
+    assert submitted.attempt == 3
+
+
+@dataclass
+class FakeLimits:
+    """Admits while `free` lasts; records what is held and released."""
+
+    free: int = 0
+    held: dict[uuid.UUID, float] = field(default_factory=dict)
+    released: list[uuid.UUID] = field(default_factory=list)
+
+    async def admit(self, job_id: uuid.UUID, hold_s: float, job_type: str = "") -> LimitWait | None:
+        if self.free <= 0:
+            return LimitWait("creations", 7.5)
+        self.free -= 1
+        self.held[job_id] = hold_s
+        return None
+
+    async def release(self, job_id: uuid.UUID) -> None:
+        self.released.append(job_id)
+
+
+async def test_a_full_limit_makes_the_job_wait_without_taking_its_claim() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    limits, observer = FakeLimits(free=0), CountingObserver()
+    event = requested()
+    the_runner = dataclasses.replace(
+        runner(predictions, events, claims=claims), limits=limits, observer=observer
+    )
+    with pytest.raises(RetryLater) as waited:
+        await handle_requested(event, the_runner)
+    assert waited.value.delay_s == 7.5
+    assert predictions.created == []
+    # No create is marked in flight, so the next delivery creates at once.
+    assert event.job_id not in claims.stored
+    assert observer.counts == {"limit_waited:creations": 1}
+
+    limits.free = 1
+    await handle_requested(event, the_runner)
+    assert len(predictions.created) == 1
+    # Held at most until the prediction's own deadline, plus a grace.
+    assert limits.held[event.job_id] >= JOB_TYPES["script_generation"].deadline_s
+
+
+async def test_a_create_that_made_nothing_frees_its_in_flight_slot() -> None:
+    predictions, events = FakePredictions(), FakeEvents()
+    limits = FakeLimits(free=3)
+    the_runner = dataclasses.replace(runner(predictions, events), limits=limits)
+    refused, unreachable, unknown = requested(), requested(), requested()
+    predictions.failure = PermanentRejection("bad input")
+    await handle_requested(refused, the_runner)
+    predictions.failure = TransientFailure("connection refused")
+    with pytest.raises(TransientFailure):
+        await handle_requested(unreachable, the_runner)
+    predictions.failure = TransientFailure("HTTP 500", ambiguous=True)
+    with pytest.raises(TransientFailure):
+        await handle_requested(unknown, the_runner)
+    # The 500 may have made a prediction: its slot stays until that is known.
+    assert limits.released == [refused.job_id, unreachable.job_id]
+
+
+async def test_a_prediction_that_starts_for_a_job_bound_to_another_is_canceled_as_an_orphan() -> (
+    None
+):
+    predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
+    observer = CountingObserver()
+    the_runner = dataclasses.replace(runner(predictions, events, claims=claims), observer=observer)
+    bound, unbound = requested(), requested()
+    claims.stored[bound.job_id] = StoredClaim(
+        Claim(prediction_id="kept", job_type="script_generation"), 2
+    )
+    claims.stored[unbound.job_id] = StoredClaim(Claim(creating_since=NOW), 1)
+
+    def started(event: JobRequested, prediction_id: str) -> JobStarted:
+        return JobStarted(job_id=event.job_id, occurred_at=NOW, prediction_id=prediction_id)
+
+    await handle_started(started(bound, "kept"), the_runner)
+    await handle_started(started(bound, "stray"), the_runner)
+    # Not bound yet: the binding adopts it, nothing is canceled.
+    await handle_started(started(unbound, "first"), the_runner)
+    await handle_started(started(requested(), "unclaimed"), the_runner)
+    # A job that failed or was canceled before any prediction was recorded can use none.
+    failed, canceled = requested(), requested()
+    error = JobError(code="attempts_exhausted", message="x")
+    claims.stored[failed.job_id] = StoredClaim(Claim(failed=error), 3)
+    claims.stored[canceled.job_id] = StoredClaim(Claim(canceled=True), 3)
+    await handle_started(started(failed, "late"), the_runner)
+    await handle_started(started(canceled, "unwanted"), the_runner)
+    assert predictions.canceled == ["stray", "late", "unwanted"]
+    assert observer.counts == {"orphan_canceled": 3}
     assert events.published == []

@@ -1,54 +1,90 @@
-"""The ai-runner's `/metrics`: predictions created, retries by reason, adoptions, orphans and
-cancellations; the `RunnerObserver` port over prometheus_client's default registry, which the
-runtime's admin port serves."""
+"""The ai-runner's `/metrics`, by job type: predictions created, retries by reason, waits for the
+shared limits, predictions in flight, adoptions, orphans, cancellations, deadlines and what the
+reconciler learnt; the `RunnerObserver` port over prometheus_client's default registry, which
+the runtime's admin port serves."""
 
 from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
-CREATED: Final = Counter("ai_runner_predictions_created", "Predictions created on Replicate")
+CREATED: Final = Counter(
+    "ai_runner_predictions_created", "Predictions created on Replicate", ["job_type"]
+)
 RETRIES: Final = Counter(
     "ai_runner_create_retries",
     "Creates put off for later, by reason "
     "(throttled, ambiguous, transient, needs_operator, binding_wait)",
-    ["reason"],
+    ["job_type", "reason"],
+)
+LIMIT_WAITS: Final = Counter(
+    "ai_runner_limit_waits",
+    "Waits for a limit shared by all replicas (creations, in_flight); job_type `any` when the "
+    "consumer held back fetching",
+    ["job_type", "limit"],
+)
+IN_FLIGHT: Final = Gauge(
+    "ai_runner_predictions_in_flight",
+    "Predictions in flight across all replicas, as this replica last saw the shared count",
+    ["job_type"],
 )
 ADOPTED: Final = Counter(
     "ai_runner_predictions_adopted",
     "Predictions whose create answer was lost, found through the job's events and kept",
+    ["job_type"],
 )
 ORPHANS_CANCELED: Final = Counter(
-    "ai_runner_orphans_canceled", "Second predictions of a job, canceled"
+    "ai_runner_orphans_canceled", "Second predictions of a job, canceled", ["job_type"]
 )
 CANCELLATIONS: Final = Counter(
     "ai_runner_cancellations",
     "Cancel requests carried out, by stage (before_creation, prediction_canceled)",
-    ["stage"],
+    ["job_type", "stage"],
 )
 ATTEMPTS_EXHAUSTED: Final = Counter(
-    "ai_runner_attempts_exhausted", "Jobs failed because their creates kept failing"
+    "ai_runner_attempts_exhausted", "Jobs failed because their creates kept failing", ["job_type"]
+)
+DEADLINES: Final = Counter(
+    "ai_runner_deadlines_exceeded",
+    "Jobs past their own deadline, by stage (before_creation, while_running)",
+    ["job_type", "stage"],
+)
+RECONCILED: Final = Counter(
+    "ai_runner_reconciled",
+    "Predictions the reconciler or poller asked Replicate about, by what it learnt "
+    "(completed, started, running, unknown, error)",
+    ["job_type", "outcome"],
 )
 
 
 class PrometheusObserver:
     """The `RunnerObserver` port as Prometheus counters."""
 
-    def created(self) -> None:
-        CREATED.inc()
+    def created(self, job_type: str) -> None:
+        CREATED.labels(job_type).inc()
 
-    def retried(self, reason: str) -> None:
-        RETRIES.labels(reason).inc()
+    def retried(self, job_type: str, reason: str) -> None:
+        RETRIES.labels(job_type, reason).inc()
 
-    def adopted(self) -> None:
-        ADOPTED.inc()
+    def limit_waited(self, job_type: str, limit: str) -> None:
+        LIMIT_WAITS.labels(job_type, limit).inc()
 
-    def orphan_canceled(self) -> None:
-        ORPHANS_CANCELED.inc()
+    def adopted(self, job_type: str) -> None:
+        ADOPTED.labels(job_type).inc()
 
-    def canceled(self, before_creation: bool) -> None:
-        CANCELLATIONS.labels("before_creation" if before_creation else "prediction_canceled").inc()
+    def orphan_canceled(self, job_type: str) -> None:
+        ORPHANS_CANCELED.labels(job_type).inc()
 
-    def attempts_exhausted(self) -> None:
-        ATTEMPTS_EXHAUSTED.inc()
+    def canceled(self, job_type: str, before_creation: bool) -> None:
+        stage = "before_creation" if before_creation else "prediction_canceled"
+        CANCELLATIONS.labels(job_type, stage).inc()
+
+    def attempts_exhausted(self, job_type: str) -> None:
+        ATTEMPTS_EXHAUSTED.labels(job_type).inc()
+
+    def deadline_exceeded(self, job_type: str, stage: str) -> None:
+        DEADLINES.labels(job_type, stage).inc()
+
+    def reconciled(self, job_type: str, outcome: str) -> None:
+        RECONCILED.labels(job_type, outcome).inc()

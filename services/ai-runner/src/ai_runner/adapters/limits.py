@@ -1,0 +1,221 @@
+"""The `Limits` port over a NATS KV bucket (`<JOBS_STREAM>_LIMITS`) shared by every replica:
+a sliding-window log of creation times and the set of jobs whose prediction is in flight, each
+one key changed only by compare-and-set, so replicas racing for the last slot cannot both win."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from ai_runner.adapters.metrics import IN_FLIGHT
+from ai_runner.ports import LimitWait
+
+CREATIONS: Final = "creations"
+IN_FLIGHT_KEY: Final = "in_flight"
+# A creation counts this much longer than the window: the slot is taken a few milliseconds
+# before Replicate records the create, and that gap varies from one create to the next.
+_GUARD_S: Final = 0.5
+# How soon a full in-flight limit is looked at again (slots free when predictions end, which
+# no clock predicts).
+_IN_FLIGHT_RECHECK_S: Final = 1.0
+
+T = TypeVar("T")
+
+
+class Hold(msgspec.Struct, frozen=True):
+    """One job's in-flight slot: held until `until` (epoch seconds) at the latest."""
+
+    until: float
+    job_type: str = ""
+
+
+_times = msgspec.json.Decoder(list[float])
+_holds = msgspec.json.Decoder(dict[str, Hold])
+_encode = msgspec.json.Encoder().encode
+
+
+def bucket_name(jobs_stream: str) -> str:
+    return f"{jobs_stream}_LIMITS"
+
+
+async def limits_bucket(js: JetStreamContext, jobs_stream: str, *, replicas: int = 1) -> KeyValue:
+    """The limits bucket, created by the first runner that needs it (the same configuration
+    from every replica, so a race to create it succeeds for both)."""
+    name = bucket_name(jobs_stream)
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        pass
+    return await js.create_key_value(
+        KeyValueConfig(bucket=name, history=1, replicas=replicas, storage=StorageType.FILE)
+    )
+
+
+# What `capacity` answers when no limit is set: more than any fetch asks for.
+_UNLIMITED: Final = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Creates that may start now without waiting (0: none, for `wait`)."""
+
+    free: int
+    wait: LimitWait | None
+
+
+class KvLimits:
+    """`creations_per_window` creates in any `window_s` (Replicate: 600 a minute; 0: no limit),
+    at most `max_in_flight` predictions running (0: no limit), across every replica.
+
+    The creations key holds the times of the creates in the last window, oldest first; the
+    in-flight key maps each job to when its slot expires anyway (its prediction's deadline
+    plus a grace), so a slot whose release was lost frees itself.
+    """
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        *,
+        creations_per_window: int,
+        window_s: float,
+        max_in_flight: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._kv = kv
+        self._per_window = creations_per_window
+        self._window_s = window_s + _GUARD_S
+        self._max_in_flight = max_in_flight
+        self._clock = clock
+        self._types_seen: set[str] = set()
+
+    async def _change(
+        self, key: str, change: Callable[[bytes | None], tuple[bytes | None, T]]
+    ) -> T:
+        """Apply `change` to the key's value by compare-and-set, again after every conflict;
+        `change` answers the new value (None: leave it) and a result."""
+        while True:
+            try:
+                entry = await self._kv.get(key)
+                value, revision = entry.value, entry.revision
+            except KeyNotFoundError:
+                value, revision = None, None
+            new, result = change(value)
+            if new is None or new == value:
+                return result
+            try:
+                if revision is None:
+                    await self._kv.create(key, new)
+                else:
+                    await self._kv.update(key, new, last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return result
+
+    def _live_times(self, value: bytes | None, now: float) -> list[float]:
+        times = _times.decode(value) if value else []
+        return [t for t in times if t > now - self._window_s]
+
+    def _live_holds(self, value: bytes | None, now: float) -> dict[str, Hold]:
+        holds = _holds.decode(value) if value else {}
+        live = {job: hold for job, hold in holds.items() if hold.until > now}
+        self._show(live)
+        return live
+
+    def _show(self, holds: dict[str, Hold]) -> None:
+        counts: dict[str, int] = {}
+        for hold in holds.values():
+            counts[hold.job_type] = counts.get(hold.job_type, 0) + 1
+        self._types_seen |= counts.keys()
+        for job_type in self._types_seen:
+            IN_FLIGHT.labels(job_type).set(counts.get(job_type, 0))
+
+    def _creation_wait(self, times: list[float], now: float) -> LimitWait:
+        # The slot frees when the oldest create of the full window leaves it.
+        oldest = times[-self._per_window]
+        return LimitWait(CREATIONS, max(0.05, oldest + self._window_s - now))
+
+    async def admit(self, job_id: uuid.UUID, hold_s: float, job_type: str = "") -> LimitWait | None:
+        job = str(job_id)
+        newly_held = False
+        if self._max_in_flight:
+
+            def hold(value: bytes | None) -> tuple[bytes | None, LimitWait | None]:
+                nonlocal newly_held
+                now = self._clock()
+                holds = self._live_holds(value, now)
+                if job in holds:
+                    newly_held = False
+                    return None, None
+                if len(holds) >= self._max_in_flight:
+                    return None, LimitWait(IN_FLIGHT_KEY, _IN_FLIGHT_RECHECK_S)
+                holds[job] = Hold(now + hold_s, job_type)
+                newly_held = True
+                self._show(holds)
+                return _encode(holds), None
+
+            wait = await self._change(IN_FLIGHT_KEY, hold)
+            if wait is not None:
+                return wait
+
+        if not self._per_window:
+            return None
+
+        def take(value: bytes | None) -> tuple[bytes | None, LimitWait | None]:
+            now = self._clock()
+            times = self._live_times(value, now)
+            if len(times) >= self._per_window:
+                return None, self._creation_wait(times, now)
+            times.append(now)
+            return _encode(times), None
+
+        wait = await self._change(CREATIONS, take)
+        if wait is not None and newly_held:
+            # No create now: the in-flight slot goes back until the job comes again.
+            await self.release(job_id)
+        return wait
+
+    async def release(self, job_id: uuid.UUID) -> None:
+        if not self._max_in_flight:
+            return
+        job = str(job_id)
+
+        def free(value: bytes | None) -> tuple[bytes | None, None]:
+            holds = self._live_holds(value, self._clock())
+            holds.pop(job, None)
+            self._show(holds)
+            return _encode(holds), None
+
+        await self._change(IN_FLIGHT_KEY, free)
+
+    async def capacity(self) -> Capacity:
+        """How many creates may start now, read without taking anything: what the consumer
+        fetches at most, so messages it cannot serve stay in the stream."""
+        now = self._clock()
+        free, wait = _UNLIMITED, None
+        if self._per_window:
+            try:
+                entry = await self._kv.get(CREATIONS)
+                times = self._live_times(entry.value, now)
+            except KeyNotFoundError:
+                times = []
+            free = self._per_window - len(times)
+            wait = None if free > 0 else self._creation_wait(times, now)
+        if self._max_in_flight:
+            try:
+                holds = self._live_holds((await self._kv.get(IN_FLIGHT_KEY)).value, now)
+            except KeyNotFoundError:
+                holds = {}
+            free_slots = self._max_in_flight - len(holds)
+            if free_slots <= 0 and wait is None:
+                wait = LimitWait(IN_FLIGHT_KEY, _IN_FLIGHT_RECHECK_S)
+            free = min(free, free_slots)
+        return Capacity(max(0, free), wait if free <= 0 else None)
