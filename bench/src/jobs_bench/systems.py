@@ -26,8 +26,8 @@ from jobs_testkit.stack import Ports, Stack
 LIMITS_OFF: Mapping[str, str] = {
     "USER_REQUESTS_PER_S": "0",
     "USER_MAX_OPEN_JOBS": "0",
-    "REPLICATE_CREATIONS_PER_MINUTE": "0",
-    "REPLICATE_MAX_IN_FLIGHT": "0",
+    "CREATIONS_PER_WINDOW": "0",
+    "MAX_IN_FLIGHT": "0",
     "LOG_LEVEL": "WARNING",
 }
 _instances = itertools.count(1)
