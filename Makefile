@@ -8,9 +8,9 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --no-sync
 STRICT_PACKAGES := -p jobs_proto -p jobs_runtime -p replicate_sim
-PACKAGES := -p jobs_testkit -p jobs_bench -p gateway -p ai_runner -p webhook_ingest -p job_store
+PACKAGES := -p jobs_testkit -p jobs_bench -p jobs_chaos -p gateway -p ai_runner -p webhook_ingest -p job_store
 HANDLERS := $(wildcard services/*/src/*/handlers.py)
-TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests deploy/tests bench/tests $(wildcard services/*/tests)
+TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests deploy/tests bench/tests chaos/tests $(wildcard services/*/tests)
 
 .PHONY: help uv sync lint typecheck schema deploy-check test run bench chaos clean
 
@@ -51,9 +51,8 @@ run: sync ## the whole system locally: NATS, Postgres, the simulator and the fou
 bench: sync ## the benchmark suite at full size: a table, and JSON + PNG under bench/results/
 	$(RUN) python -m jobs_bench --size full
 
-chaos: sync ## the fault-injection suite (not built yet)
-	@echo "make chaos: not available yet (issue 12)." >&2
-	@exit 2
+chaos: sync ## the fault-injection suite at full length; prints its table
+	$(RUN) python -m jobs_chaos --size full
 
 clean: ## remove the virtualenv, caches and local data
 	rm -rf .venv .tools .data .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""make chaos: one fault at a time under steady load, then an audit of every job."""
