@@ -118,6 +118,7 @@ async def serve(name: str, settings: S, main: ServiceMain[S]) -> None:
                     settings.subjects,
                     name=settings.jobs_stream,
                     replicas=settings.stream_replicas,
+                    max_age_s=settings.stream_max_age_s,
                 ),
             )
 

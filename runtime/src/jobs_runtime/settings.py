@@ -14,6 +14,7 @@ from typing import Annotated, ClassVar, Literal, TypeVar
 
 import msgspec
 
+from jobs_proto.stream import DAY_S
 from jobs_proto.subjects import Subjects
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -47,6 +48,9 @@ class ServiceSettings(EnvSettings, frozen=True):
     jobs_stream: str = "JOBS"
     subject_prefix: str = ""
     stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    # Every service declares the stream alike, so this must be the same everywhere and at least
+    # the job-store's JOB_RETENTION_S (it refuses to start otherwise).
+    stream_max_age_s: Annotated[float, msgspec.Meta(gt=0)] = 30 * DAY_S
     admin_port: Port = 0
 
     @property

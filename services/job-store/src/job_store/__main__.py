@@ -70,7 +70,7 @@ async def retention_fits(js: JetStreamContext, settings: Settings) -> bool:
         return True
     log.error(
         "refusing to start: the %s stream keeps events %.0f s (max_age) but JOB_RETENTION_S is"
-        " %.0f s; lower JOB_RETENTION_S or raise the stream's max_age",
+        " %.0f s; lower JOB_RETENTION_S or raise STREAM_MAX_AGE_S",
         settings.jobs_stream,
         max_age,
         settings.job_retention_s,

@@ -332,6 +332,9 @@ def decode_cursor(query: ListJobs) -> tuple[datetime, uuid.UUID] | None:
 
 async def list_jobs(query: ListJobs, store: JobStore, *, max_bytes: int) -> JobPage:
     """A page of the user's jobs, newest first, at most `limit` items and `max_bytes` encoded."""
+    # Postgres refuses NUL in text: answer that as the caller's mistake, not as an outage.
+    if "\x00" in query.user_id or any("\x00" in t for t in query.types):
+        raise RequestRejected("400", "bad_filter: a filter holds a NUL character")
     after = decode_cursor(query)
     rows = await store.list_jobs(
         query.user_id,

@@ -200,6 +200,25 @@ async def test_a_retention_longer_than_the_stream_keeps_events_refuses_to_start(
     assert "Traceback" not in process.log
 
 
+async def test_stream_max_age_s_makes_room_for_a_long_retention(
+    tmp_path: Path,
+    nats_client: NATS,
+    nats_url: str,
+    database_url: str,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+) -> None:
+    env = {
+        **_env(nats_url, database_url, jobs_stream_ready, subjects),
+        "JOB_RETENTION_S": str(400 * 86_400),
+        "STREAM_MAX_AGE_S": str(500 * 86_400),
+    }
+    with ServiceProcess([command_path("job-store")], env, tmp_path / "job-store.log") as process:
+        await _ready(process)
+    info = await nats_client.jetstream().stream_info(jobs_stream_ready.name)
+    assert info.config.max_age == 500 * 86_400
+
+
 _COLUMNS = (
     "id, user_id, type, status, version, input, output, error_code, error_message,"
     " prediction_id, cancel_requested, created_at, updated_at, submitted_at, started_at,"

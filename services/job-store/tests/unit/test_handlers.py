@@ -410,6 +410,19 @@ async def test_a_page_is_cut_short_to_fit_the_message_limit(store: MemoryStore) 
     assert page.next_cursor is not None
 
 
+@pytest.mark.parametrize(
+    "query",
+    [ListJobs(user_id=OWNER, types=("a\x00b",)), ListJobs(user_id="al\x00ice")],
+)
+async def test_a_nul_in_a_filter_is_the_callers_mistake(
+    store: MemoryStore, query: ListJobs
+) -> None:
+    with pytest.raises(RequestRejected) as rejected:
+        await list_jobs(query, store, max_bytes=1 << 20)
+    assert rejected.value.code == "400"
+    assert rejected.value.detail.startswith("bad_filter")
+
+
 @pytest.mark.parametrize("cursor", ["", "not-a-cursor", "W10", "eyJ4IjoxfQ"])
 async def test_a_bad_cursor_is_rejected_with_400(store: MemoryStore, cursor: str) -> None:
     with pytest.raises(RequestRejected) as rejected:
