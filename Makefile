@@ -10,7 +10,7 @@ RUN := $(UV) run --no-sync
 STRICT_PACKAGES := -p jobs_proto -p jobs_runtime -p replicate_sim
 PACKAGES := -p jobs_testkit -p jobs_bench -p jobs_chaos -p gateway -p ai_runner -p webhook_ingest -p job_store
 HANDLERS := $(wildcard services/*/src/*/handlers.py)
-TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests deploy/tests bench/tests chaos/tests $(wildcard services/*/tests)
+TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests $(wildcard deploy/tests bench/tests chaos/tests services/*/tests)
 
 .PHONY: help uv sync lint typecheck schema deploy-check test run bench chaos clean
 
