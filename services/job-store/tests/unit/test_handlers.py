@@ -412,7 +412,7 @@ async def test_a_page_is_cut_short_to_fit_the_message_limit(store: MemoryStore) 
 
 @pytest.mark.parametrize(
     "query",
-    [ListJobs(user_id=OWNER, types=("a\x00b",)), ListJobs(user_id="al\x00ice")],
+    [ListJobs(user_id=OWNER, types=["a\x00b"]), ListJobs(user_id="al\x00ice")],
 )
 async def test_a_nul_in_a_filter_is_the_callers_mistake(
     store: MemoryStore, query: ListJobs
