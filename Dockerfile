@@ -32,6 +32,7 @@ COPY services/ai-runner/pyproject.toml services/ai-runner/
 COPY services/webhook-ingest/pyproject.toml services/webhook-ingest/
 COPY services/job-store/pyproject.toml services/job-store/
 COPY bench/pyproject.toml bench/
+COPY chaos/pyproject.toml chaos/
 RUN --mount=type=cache,target=/root/.cache/uv \
     test -n "${SERVICE}" \
     && uv sync --locked --package "${SERVICE}" --no-dev --no-install-workspace
