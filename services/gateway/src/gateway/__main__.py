@@ -4,19 +4,27 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import time
 from collections.abc import Sequence
 
+from gateway.adapters import metrics
 from gateway.adapters.http import GatewayPorts, build_app
 from gateway.adapters.idempotency import KvIdempotencyKeys, idempotency_bucket
 from gateway.adapters.jwks import HttpJwksSource
-from gateway.adapters.nats import JetStreamEventBus, NatsJobStore, StreamRequestedLog
+from gateway.adapters.nats import (
+    JetStreamEventBus,
+    NatsJobFeed,
+    NatsJobStore,
+    StreamRequestedLog,
+)
 from gateway.auth import JwksKeys, TokenVerifier, issue_token, short_secrets
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
 from gateway.limits import OpenJobs, RequestRate
+from gateway.realtime import Hub, StreamPolicy
 from jobs_runtime.service import Service, run
 from jobs_runtime.settings import SettingsError, load_settings
 
@@ -58,6 +66,17 @@ async def serve_gateway(service: Service[Settings]) -> None:
     keys = await idempotency_bucket(
         service.nc, settings.jobs_stream, replicas=settings.stream_replicas
     )
+    hub = Hub(
+        StreamPolicy(
+            keepalive_s=settings.sse_keepalive_s,
+            queue_size=settings.sse_queue_size,
+            retry_ms=settings.sse_retry_ms,
+        )
+    )
+    metrics.OPEN_STREAMS.set_function(lambda: hub.open_streams)
+    metrics.DROPPED_STREAMS.set_function(lambda: hub.dropped)
+    feed = NatsJobFeed(service.nc, settings.subjects, hub)
+    await feed.start()
     ports = GatewayPorts(
         verifier=_verifier(settings),
         bus=JetStreamEventBus(service.nc, service.publisher),
@@ -75,8 +94,21 @@ async def serve_gateway(service: Service[Settings]) -> None:
             OpenJobs(store, settings.user_max_open_jobs) if settings.user_max_open_jobs else None
         ),
         finished=FinishedJobs(settings.job_cache_bytes) if settings.job_cache_bytes else None,
+        hub=hub,
+        demo_page=settings.demo_page_on,
     )
-    await service.serve_http(build_app(ports), settings.http_port)
+
+    async def end_streams() -> None:
+        # Before uvicorn waits for the requests in hand: open streams would keep it waiting.
+        await service.stop.wait()
+        hub.stop()
+
+    background = [asyncio.create_task(end_streams()), asyncio.create_task(feed.watch_reconnects())]
+    try:
+        await service.serve_http(build_app(ports), settings.http_port)
+    finally:
+        for task in background:
+            task.cancel()
 
 
 def dev_token(argv: Sequence[str]) -> int:

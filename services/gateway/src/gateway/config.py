@@ -42,6 +42,19 @@ class Settings(ServiceSettings, frozen=True):
     # Comma-separated origins (`https://app.example`) browsers may call the API from; empty:
     # none, the API is then for same-origin pages and non-browser clients only.
     cors_origins: str = ""
+    # Event streams (`/api/jobs/{jobId}/events`, `/api/events`): a comment line after this
+    # many quiet seconds keeps proxies from closing them; a client more than
+    # `SSE_QUEUE_SIZE` updates behind is dropped (it reconnects); on shutdown streams end
+    # with `retry: SSE_RETRY_MS`.
+    sse_keepalive_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    sse_queue_size: Annotated[int, msgspec.Meta(ge=1)] = 256
+    sse_retry_ms: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    # The demo page at `/`; unset: on in dev, off in prod.
+    demo_page: bool | None = None
+
+    @property
+    def demo_page_on(self) -> bool:
+        return self.demo_page if self.demo_page is not None else self.app_env == "dev"
 
     @property
     def request_burst(self) -> float:

@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -28,7 +29,7 @@ from jobs_proto.api import (
 )
 from jobs_proto.events import JobCancelRequested, JobRequested
 from jobs_proto.job_types import JOB_TYPES
-from jobs_proto.status import JOB_STATUSES, JobStatus
+from jobs_proto.status import JOB_STATUSES, JobStatus, is_terminal
 
 # Relative on purpose: `mypy --strict <path>/handlers.py` names this module after its path
 # (`services.gateway.src.gateway...`), and an absolute `gateway.` import would make mypy see
@@ -79,6 +80,19 @@ class InvalidRequest(Exception):
         super().__init__("; ".join(f"{where(e)}: {e.detail}" for e in errors))
         self.errors = errors
         self.detail = detail
+
+
+class OutputTooLarge(Exception):
+    """A job whose output the job-store cannot send in one reply (`output_bytes` of UTF-8,
+    over the message size limit): the gateway says so (`413`) rather than show it without."""
+
+    def __init__(self, job_id: uuid.UUID, output_bytes: int | None) -> None:
+        size = f"{output_bytes} bytes" if output_bytes is not None else "too large"
+        super().__init__(
+            f"the output of job {job_id} is {size}, more than one answer of the job system "
+            "can carry; GET /api/jobs lists its status without it"
+        )
+        self.output_bytes = output_bytes
 
 
 class JobFinished(Exception):
@@ -366,9 +380,16 @@ def pending_view(event: JobRequested) -> JobView:
 
 
 async def read_job(
-    user_id: str, job_id: uuid.UUID, store: JobStore, requested: RequestedLog
+    user_id: str,
+    job_id: uuid.UUID,
+    store: JobStore,
+    requested: RequestedLog,
+    *,
+    whole: bool = False,
 ) -> JobView | None:
     """The job as its owner sees it; `None` for an unknown job or another user's job.
+    With `whole`, a job the job-store sends without its output (too large for a reply)
+    raises `OutputTooLarge` instead of being shown with `output` null.
 
     The job-store may not have consumed a fresh `JobRequested` yet, or may be down: the
     request in the stream then still proves the job exists, so a GET right after the POST
@@ -382,6 +403,8 @@ async def read_job(
         store_down = exc
     else:
         if reply.job is not None:
+            if whole and reply.output_omitted:
+                raise OutputTooLarge(job_id, reply.output_bytes)
             return reply.job
     event = await requested.find_requested(job_id)
     if event is not None:
@@ -390,6 +413,52 @@ async def read_job(
     if store_down is not None:
         raise store_down
     return None
+
+
+# `GET /api/events`: the most open jobs whose state opens the stream (`USER_MAX_OPEN_JOBS`
+# normally keeps a user far below), and how many recent jobs a resumed stream looks through.
+MAX_OPEN_JOBS_SENT: Final = 1000
+RESUME_SCAN: Final = 200
+# Job-store reads at once while opening one stream.
+_READS_AT_ONCE: Final = 8
+
+
+async def jobs_to_replay(
+    user_id: str, store: JobStore, changed_since: datetime | None
+) -> list[JobView]:
+    """What `GET /api/events` sends first: every job of the user not yet terminal and, when
+    resuming, the recent ones changed since `changed_since` (the stream's position); oldest
+    change first."""
+    wanted: list[uuid.UUID] = []
+    cursor: str | None = None
+    while len(wanted) < MAX_OPEN_JOBS_SENT:
+        page = await store.list_jobs(
+            ListJobs(
+                user_id=user_id,
+                limit=MAX_LIMIT,
+                cursor=cursor,
+                statuses=[s for s in JOB_STATUSES if not is_terminal(s)],
+            )
+        )
+        wanted += [item.job_id for item in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    if changed_since is not None:
+        recent = await store.list_jobs(ListJobs(user_id=user_id, limit=RESUME_SCAN))
+        wanted += [
+            item.job_id
+            for item in recent.items
+            if item.updated_at >= changed_since and item.job_id not in wanted
+        ]
+    gate = asyncio.Semaphore(_READS_AT_ONCE)
+
+    async def read(job_id: uuid.UUID) -> JobView | None:
+        async with gate:
+            return (await store.get_job(GetJob(job_id=job_id, user_id=user_id))).job
+
+    views = await asyncio.gather(*(read(job_id) for job_id in dict.fromkeys(wanted)))
+    return sorted((v for v in views if v is not None), key=lambda v: v.updated_at)
 
 
 def _parameter_error(parameter: str, detail: str) -> ProblemDetail:

@@ -21,6 +21,8 @@ IDEMPOTENCY_CONFLICT: Final = ProblemKind(
 IDEMPOTENCY_IN_PROGRESS: Final = ProblemKind(
     "idempotency-key-in-progress", "Request with this Idempotency-Key in progress", 409
 )
+# The job's output is more than one job-store reply can carry (the request was fine).
+OUTPUT_TOO_LARGE: Final = ProblemKind("output-too-large", "Job output too large to answer", 413)
 TOO_MANY_REQUESTS: Final = ProblemKind("too-many-requests", "Too many requests", 429)
 
 # msgspec ends a validation message with the path of the bad value: ` - at `$.input.topic``.

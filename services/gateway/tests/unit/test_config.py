@@ -82,3 +82,27 @@ def test_per_user_limits_are_off_by_default_and_never_negative() -> None:
     for name in ("USER_REQUESTS_PER_S", "USER_REQUESTS_BURST", "USER_MAX_OPEN_JOBS"):
         with pytest.raises(SettingsError, match=name):
             load_settings(Settings, {name: "-1"})
+
+
+def test_the_demo_page_is_on_in_dev_and_off_in_prod_unless_set() -> None:
+    assert load_settings(Settings, {}).demo_page_on
+    assert not load_settings(Settings, {"DEMO_PAGE": "false"}).demo_page_on
+    prod = {**PROD, "AUTH_JWT_SECRET": "s3cret"}
+    assert not load_settings(Settings, prod).demo_page_on
+    assert load_settings(Settings, {**prod, "DEMO_PAGE": "true"}).demo_page_on
+    with pytest.raises(SettingsError, match="DEMO_PAGE"):
+        load_settings(Settings, {"DEMO_PAGE": "maybe"})
+
+
+def test_stream_settings_have_defaults_and_bounds() -> None:
+    settings = load_settings(Settings, {})
+    assert (settings.sse_keepalive_s, settings.sse_queue_size, settings.sse_retry_ms) == (
+        15.0,
+        256,
+        1000,
+    )
+    assert load_settings(Settings, {"SSE_KEEPALIVE_S": "0.5"}).sse_keepalive_s == 0.5
+    with pytest.raises(SettingsError, match="SSE_KEEPALIVE_S"):
+        load_settings(Settings, {"SSE_KEEPALIVE_S": "0"})
+    with pytest.raises(SettingsError, match="SSE_QUEUE_SIZE"):
+        load_settings(Settings, {"SSE_QUEUE_SIZE": "0"})

@@ -296,8 +296,12 @@ async def test_the_document_is_openapi_31(document: dict[str, Any]) -> None:
     }
     for path, item in document["paths"].items():
         for operation in item.values():
-            # Every API route checks a token, and its path parameters are all declared.
-            assert operation["security"] == [{"bearerAuth": []}], path
+            # Every API route checks a token (the event routes also take it in the query, for
+            # `EventSource`), and its path parameters are all declared.
+            security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+            if path.endswith("events"):
+                security.append({"accessToken": []})
+            assert operation["security"] == security, path
             declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
             assert declared == set(re.findall(r"\{([^}]+)\}", path)), path
 
@@ -454,6 +458,40 @@ async def test_every_answer_is_declared_with_its_body(
     assert statuses[("post", "/api/jobs/{jobId}/cancel")] == {202, 401, 404, 409, 429, 500, 503}
 
 
+async def test_every_answer_of_the_job_event_route_is_declared(
+    client: httpx.AsyncClient, fakes: Fakes, document: dict[str, Any]
+) -> None:
+    auth = {"Authorization": f"Bearer {token()}"}
+    fakes.exhaust("greedy")
+    created = await client.post(
+        "/api/jobs", json={"type": "title_generation", "input": {"topic": "t"}}, headers=auth
+    )
+    job_id = created.json()["jobId"]
+    # Terminal, so the stream ends after its one state (the in-process client reads it all).
+    fakes.statuses[uuid.UUID(job_id)] = "succeeded"
+    url = f"/api/jobs/{job_id}/events"
+    answers = {
+        200: await client.get(url, headers=auth),
+        204: await client.get(url, headers={**auth, "Last-Event-ID": "1"}),
+        401: await client.get(url),
+        404: await client.get(url, headers={"Authorization": f"Bearer {token('bob')}"}),
+        429: await client.get(url, headers={"Authorization": f"Bearer {token('greedy')}"}),
+    }
+    fakes.down = True
+    answers[503] = await client.get(url, headers=auth)
+    declared = document["paths"]["/api/jobs/{jobId}/events"]["get"]["responses"]
+    for status, response in answers.items():
+        assert response.status_code == status, (status, response.text)
+        answer = declared[str(status)]
+        media_type = response.headers.get("content-type", "").split(";")[0]
+        if "content" in answer:
+            assert media_type in answer["content"], (status, media_type)
+        else:
+            assert not response.content
+    assert answers[200].text.startswith("event: status\nid: 1\ndata: {")
+    assert answers[200].text.count("event:") == 1
+
+
 async def test_an_idempotent_replay_is_the_first_answer(
     client: httpx.AsyncClient, fakes: Fakes
 ) -> None:
@@ -540,6 +578,30 @@ async def test_docs_render_the_document_without_a_token(client: httpx.AsyncClien
     assert '"/openapi.json"' in response.text
 
 
+async def test_the_demo_page_and_its_client_are_served_only_when_on(fakes: Fakes) -> None:
+    async with make_client(fakes) as off:
+        assert (await off.get("/")).status_code == 404
+        assert (await off.get("/demo/jobs-client.js")).status_code == 404
+    ports = GatewayPorts(
+        verifier=TokenVerifier([SECRET]),
+        bus=fakes,
+        store=fakes,
+        requested=fakes,
+        max_body_bytes=MAX_BODY_BYTES,
+        demo_page=True,
+    )
+    transport = httpx.ASGITransport(build_app(ports))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as on:
+        page = await on.get("/")  # no token: the page asks for one
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'from "/demo/jobs-client.js"' in page.text
+        client = await on.get("/demo/jobs-client.js")
+        assert client.status_code == 200
+        assert client.headers["content-type"].startswith("text/javascript")
+        assert "export class JobsClient" in client.text
+
+
 # --- CORS --------------------------------------------------------------------------------------
 
 
@@ -617,8 +679,12 @@ async def test_no_token_is_ever_logged(
     )
     await client.get(f"/api/nowhere?access_token={query}")
     await client.delete(f"/api/jobs?access_token={query}")
+    # The event routes take it from the query: a bad one is refused, a good one used.
+    await client.get(f"/api/jobs/{uuid.uuid4()}/events?access_token={query}")
+    await client.get(f"/api/jobs/{uuid.uuid4()}/events?access_token={good}")
     requests = [r for r in caplog.records if r.getMessage() == "request"]
-    assert len(requests) == 7
+    assert len(requests) == 9
+    assert [r.status for r in requests[-2:]] == [401, 404]  # type: ignore[attr-defined]
     formatter = JsonFormatter("gateway")
     # httpx's records are this test's client logging its own URLs, not the gateway.
     for record in (r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))):

@@ -1,8 +1,9 @@
 """The gateway's HTTP API as a Starlette app: checks each request in the contract's order
 (token, request rate, content type, size, JSON, validation, idempotency), calls the handlers
 and answers JSON or `application/problem+json`, logging one line per request (never its
-token). Also serves the public OpenAPI document (`/openapi.json`) and its page (`/docs`), and
-CORS for configured origins.
+token); streams job events as Server-Sent Events. Also serves the public OpenAPI document
+(`/openapi.json`), its page (`/docs`), the dev demo page (`/`), and CORS for configured
+origins.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -22,10 +25,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from gateway import handlers
+from gateway import handlers, realtime
 from gateway.adapters import metrics
 from gateway.adapters.openapi import docs_page, openapi_document
 from gateway.auth import AuthError, KeysUnavailable, TokenVerifier
@@ -45,8 +49,10 @@ from gateway.problems import (
     IDEMPOTENCY_IN_PROGRESS,
     INVALID_CURSOR,
     JOB_FINISHED,
+    OUTPUT_TOO_LARGE,
     TOO_MANY_REQUESTS,
 )
+from gateway.realtime import Hub
 from jobs_proto.api import JobView, ProblemDetail
 from jobs_proto.status import is_terminal
 from jobs_runtime.web import (
@@ -78,11 +84,25 @@ IDEATION_ROUTES: Final[Mapping[str, str]] = {
     "/api/ideation/generate-titles": "title_generation",
 }
 OPENAPI_PATH: Final = "/openapi.json"
+# The query parameter that may carry the token on the event routes.
+ACCESS_TOKEN: Final = "access_token"
+EVENT_STREAM: Final = "text/event-stream"
 # CORS: what a browser page on an allowed origin may send and read. `Authorization` is a
 # header, not a cookie, so credentials mode stays off.
-CORS_ALLOW_HEADERS: Final = ("Authorization", "Content-Type", "Idempotency-Key", "If-None-Match")
+CORS_ALLOW_HEADERS: Final = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-None-Match",
+    "Last-Event-ID",
+)
 CORS_EXPOSE_HEADERS: Final = ("Location", "ETag", "Retry-After", "Idempotent-Replayed")
 CORS_MAX_AGE_S: Final = 600
+# The demo page and the client it is built on live in the repository (`make run`, tests),
+# not in the installed package.
+DEMO_PAGE_FILE: Final = Path("services", "gateway", "demo", "index.html")
+CLIENT_FILE: Final = Path("clients", "js", "jobs-client.js")
+DEMO_CLIENT_PATH: Final = "/demo/jobs-client.js"
 _UUID: Final = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
@@ -115,6 +135,11 @@ class GatewayPorts:
     open_jobs: OpenJobs | None = None
     # Answers of finished jobs; `None`: every read asks the job-store.
     finished: FinishedJobs | None = None
+    # Fans job changes and progress out to the event streams; `None`: a hub nobody feeds
+    # (streams then send the current state and keepalives only).
+    hub: Hub | None = None
+    # Serve the demo page at `/` (and the JavaScript client it is built on).
+    demo_page: bool = False
 
 
 class Refusal(Exception):
@@ -142,11 +167,19 @@ def json_response(
 # --- the checks, in the contract's order -------------------------------------------------
 
 
-async def authenticate(verifier: TokenVerifier, request: Request) -> str:
+async def authenticate(
+    verifier: TokenVerifier, request: Request, *, query_token: bool = False
+) -> str:
     """The caller's user id, or `401` with `WWW-Authenticate: Bearer`; `503` with
     `Retry-After` when the token's JWKS key is unknown and the JWKS cannot be fetched (see
-    `KeysUnavailable`: the token may well be good, so the client keeps it and retries)."""
+    `KeysUnavailable`: the token may well be good, so the client keeps it and retries).
+
+    With `query_token` (the event routes only: `EventSource` cannot send headers) a request
+    without `Authorization` may carry the token as `?access_token=`.
+    """
     authorization = request.headers.get("authorization")
+    if authorization is None and query_token and (given := request.query_params.get(ACCESS_TOKEN)):
+        authorization = f"Bearer {given}"
     try:
         user_id = await verifier.authenticate(authorization)
     except KeysUnavailable as exc:
@@ -164,10 +197,10 @@ async def authenticate(verifier: TokenVerifier, request: Request) -> str:
     return user_id
 
 
-async def authorize(ports: GatewayPorts, request: Request) -> str:
+async def authorize(ports: GatewayPorts, request: Request, *, query_token: bool = False) -> str:
     """The caller's user id once its token is good (`401`) and its request rate allows one
     more (`429`, counted per replica), the first two checks of every API route."""
-    user_id = await authenticate(ports.verifier, request)
+    user_id = await authenticate(ports.verifier, request, query_token=query_token)
     if ports.rate is not None:
         ports.rate.take(user_id)
     return user_id
@@ -321,7 +354,7 @@ def _get_job(ports: GatewayPorts) -> Endpoint:
             metrics.CACHE_READS.labels("cache").inc()
             return _job_answer(request, cached.etag, cached.body)
         metrics.CACHE_READS.labels("job_store").inc()
-        view = await handlers.read_job(user_id, job_id, ports.store, ports.requested)
+        view = await handlers.read_job(user_id, job_id, ports.store, ports.requested, whole=True)
         if view is None:
             raise Refusal(NOT_FOUND, "no such job")
         tag, body = etag(view), msgspec.json.encode(view)
@@ -364,6 +397,107 @@ def _cancel_job(ports: GatewayPorts) -> Endpoint:
     return cancel_job
 
 
+# --- event streams -------------------------------------------------------------------------
+
+_STREAM_HEADERS: Final = {
+    "Cache-Control": "no-cache",
+    # nginx and the like buffer answers by default; a stream must go out as written.
+    "X-Accel-Buffering": "no",
+}
+
+
+class EventStream(StreamingResponse):
+    """A `text/event-stream` answer that releases its hub subscription (`cleanup`) however
+    it ends: the terminal state, the client gone (even before the first byte), shutdown."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], cleanup: ExitStack) -> None:
+        super().__init__(chunks, media_type=EVENT_STREAM, headers=_STREAM_HEADERS)
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics.STREAMS_OPENED.inc()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._cleanup.close()
+
+
+def _streaming(chunks: AsyncIterator[bytes], cleanup: ExitStack) -> Response:
+    return EventStream(chunks, cleanup)
+
+
+def _job_events(ports: GatewayPorts, hub: Hub) -> Endpoint:
+    async def job_events(request: Request) -> Response:
+        user_id = await authorize(ports, request, query_token=True)
+        job_id = parse_job_id(request.path_params["job_id"])
+        if job_id is None:
+            raise Refusal(NOT_FOUND, "no such job")
+
+        async def reload(job_id: uuid.UUID) -> JobView | None:
+            return await handlers.read_job(user_id, job_id, ports.store, ports.requested)
+
+        with ExitStack() as cleanup:
+            # Subscribed before the state is read: no change can fall in between.
+            subscription = cleanup.enter_context(hub.watch_job(job_id))
+            view = await reload(job_id)
+            if view is None:
+                raise Refusal(NOT_FOUND, "no such job")
+            known = realtime.known_version(request.headers.get("last-event-id"), view)
+            if realtime.already_final(view, known):
+                return Response(status_code=204, headers={"Cache-Control": "no-store"})
+            chunks = realtime.job_events(view, known, subscription, reload, hub.policy)
+            return _streaming(chunks, cleanup.pop_all())
+
+    return job_events
+
+
+def _user_events(ports: GatewayPorts, hub: Hub) -> Endpoint:
+    async def user_events(request: Request) -> Response:
+        user_id = await authorize(ports, request, query_token=True)
+
+        async def reload(job_id: uuid.UUID) -> JobView | None:
+            return await handlers.read_job(user_id, job_id, ports.store, ports.requested)
+
+        with ExitStack() as cleanup:
+            subscription = cleanup.enter_context(hub.watch_user(user_id))
+            since = realtime.parse_position(request.headers.get("last-event-id"))
+            views = await handlers.jobs_to_replay(user_id, ports.store, since)
+            for view in views:
+                hub.note_owner(view.job_id, user_id)
+            chunks = realtime.user_events(views, subscription, reload, hub.policy)
+            return _streaming(chunks, cleanup.pop_all())
+
+    return user_events
+
+
+# --- the demo page ---------------------------------------------------------------------------
+
+
+def _demo(ports: GatewayPorts) -> list[Route]:
+    """`/` and the client it loads, public, when the demo page is on and its files exist
+    (they live in the repository, not in the package: the demo is for development)."""
+    if not ports.demo_page:
+        return []
+    repository = next(
+        (p for p in Path(__file__).resolve().parents if (p / DEMO_PAGE_FILE).is_file()), None
+    )
+    if repository is None or not (repository / CLIENT_FILE).is_file():
+        log.warning("demo page off: its files are not beside this installation")
+        return []
+    page, client = repository / DEMO_PAGE_FILE, repository / CLIENT_FILE
+
+    async def demo_page(request: Request) -> Response:
+        return HTMLResponse(page.read_bytes())
+
+    async def demo_client(request: Request) -> Response:
+        return Response(client.read_bytes(), media_type="text/javascript")
+
+    return [
+        Route("/", _answered(demo_page), methods=["GET"]),
+        Route(DEMO_CLIENT_PATH, _answered(demo_client), methods=["GET"]),
+    ]
+
+
 # --- one answer and one log line per request ------------------------------------------------
 
 
@@ -373,6 +507,8 @@ def _refusal_of(exc: Exception) -> Refusal | None:
             return exc
         case handlers.InvalidRequest():
             return Refusal(VALIDATION, exc.detail, errors=exc.errors)
+        case handlers.OutputTooLarge():
+            return Refusal(OUTPUT_TOO_LARGE, str(exc))
         case handlers.JobFinished():
             return Refusal(JOB_FINISHED, str(exc))
         case handlers.KeyReused():
@@ -497,16 +633,20 @@ def _middleware(ports: GatewayPorts) -> list[Middleware]:
 
 
 def build_app(ports: GatewayPorts) -> Starlette:
+    hub = ports.hub if ports.hub is not None else Hub()
     routes = [
         Route("/api/jobs", _answered(_create_job(ports)), methods=["POST"]),
         Route("/api/jobs", _answered(_list_jobs(ports)), methods=["GET"]),
         Route("/api/jobs/{job_id}", _answered(_get_job(ports)), methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", _answered(_cancel_job(ports)), methods=["POST"]),
+        Route("/api/jobs/{job_id}/events", _answered(_job_events(ports, hub)), methods=["GET"]),
+        Route("/api/events", _answered(_user_events(ports, hub)), methods=["GET"]),
         *(
             Route(path, _answered(_create_typed_job(ports, job_type)), methods=["POST"])
             for path, job_type in IDEATION_ROUTES.items()
         ),
         *_documentation(),
+        *_demo(ports),
     ]
     return Starlette(
         routes=routes,

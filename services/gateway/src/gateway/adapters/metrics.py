@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 JOBS_ADMITTED: Final = Counter(
     "gateway_jobs_admitted_total", "Jobs admitted (their JobRequested stored)", ["job_type"]
@@ -28,4 +28,11 @@ CACHE_READS: Final = Counter(
     "gateway_finished_job_reads_total",
     "Reads of a job by where the answer came from",
     ["source"],  # cache, job_store
+)
+STREAMS_OPENED: Final = Counter("gateway_event_streams_opened_total", "Event streams opened")
+# Set from the hub by `__main__`: how many streams are open, how many were dropped for
+# falling behind.
+OPEN_STREAMS: Final = Gauge("gateway_event_streams_open", "Event streams open now")
+DROPPED_STREAMS: Final = Gauge(
+    "gateway_event_streams_dropped", "Event streams ended because their client fell behind"
 )

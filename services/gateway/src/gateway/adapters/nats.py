@@ -1,4 +1,5 @@
-"""The gateway's NATS edge: publishing admitted jobs, asking the job-store, reading the stream.
+"""The gateway's NATS edge: publishing admitted jobs, asking the job-store, reading the stream,
+and the one subscription to job changes and progress that feeds the event streams.
 
 Every way NATS can fail to answer (disconnected, timeout, no responders, a JetStream error)
 becomes `Unavailable`, which the HTTP side answers `503` with `Retry-After`.
@@ -6,6 +7,7 @@ becomes `Unavailable`, which the HTTP side answers `503` with `Retry-After`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Final
@@ -17,7 +19,8 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from gateway.ports import BadCursor, Unavailable
-from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
+from gateway.realtime import Hub
+from jobs_proto.api import GetJob, JobChanged, JobPage, JobProgress, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested, decode_event
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
@@ -146,3 +149,59 @@ class StreamRequestedLog:
             log.error("requested subject holds another event", extra={"job_id": str(job_id)})
             return None
         return event
+
+
+class NatsJobFeed:
+    """The process's one subscription to the job-store's change announcements and one to
+    webhook-ingest's progress (wildcards over every job), handed to the in-memory hub that
+    fans them out to the open event streams."""
+
+    def __init__(self, nc: NATS, subjects: Subjects, hub: Hub) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._hub = hub
+        self._changes = msgspec.json.Decoder(JobChanged)
+        self._progress = msgspec.json.Decoder(JobProgress)
+
+    async def start(self) -> None:
+        # Callbacks only hand the message to the hub (never blocking), so the limits are
+        # a backlog bound for bursts, not for slow work.
+        await self._nc.subscribe(
+            self._subjects.all_job_changes, cb=self._on_change, pending_msgs_limit=100_000
+        )
+        await self._nc.subscribe(
+            self._subjects.all_progress, cb=self._on_progress, pending_msgs_limit=100_000
+        )
+        await self._nc.flush()
+
+    async def watch_reconnects(self, every_s: float = 1.0) -> None:
+        """Forever: after NATS reconnected, end every open stream with a `retry:` hint.
+        Core NATS does not replay what was published while this process was away, so a
+        stream may have missed a change (even the terminal one); reconnecting, its client
+        reads the current state."""
+        seen = self._nc.stats["reconnects"]
+        while True:
+            await asyncio.sleep(every_s)
+            reconnects = self._nc.stats["reconnects"]
+            if reconnects != seen:
+                seen = reconnects
+                ended = self._hub.resync()
+                log.warning(
+                    "nats reconnected: event streams told to reconnect", extra={"streams": ended}
+                )
+
+    async def _on_change(self, msg: Msg) -> None:
+        try:
+            change = self._changes.decode(msg.data)
+        except msgspec.DecodeError:
+            log.error("undecodable job change", extra={"subject": msg.subject})
+            return
+        self._hub.publish_change(change)
+
+    async def _on_progress(self, msg: Msg) -> None:
+        try:
+            progress = self._progress.decode(msg.data)
+        except msgspec.DecodeError:
+            log.error("undecodable progress", extra={"subject": msg.subject})
+            return
+        self._hub.publish_progress(progress)

@@ -11,7 +11,15 @@ from typing import Any, Final
 
 import msgspec
 
-from jobs_proto.api import CreateJob, JobAccepted, JobPage, JobView, Problem, ProblemDetail
+from jobs_proto.api import (
+    CreateJob,
+    JobAccepted,
+    JobPage,
+    JobProgress,
+    JobView,
+    Problem,
+    ProblemDetail,
+)
 from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.status import JOB_STATUSES
 from jobs_runtime.web import PROBLEM_MEDIA_TYPE
@@ -19,7 +27,9 @@ from jobs_runtime.web import PROBLEM_MEDIA_TYPE
 OPENAPI_VERSION: Final = "3.1.0"
 SCHEMA_REF: Final = "#/components/schemas/{name}"
 SECURITY_SCHEME: Final = "bearerAuth"
+ACCESS_TOKEN_SCHEME: Final = "accessToken"
 JSON: Final = "application/json"
+EVENT_STREAM: Final = "text/event-stream"
 
 # What every route that checks a token may answer besides its success, and what a route
 # with a body adds (the contract's order: 401, 429, 415, 413, 400, 422, 409). 500 is a bug,
@@ -144,7 +154,13 @@ def _get_operation() -> dict[str, Any]:
             },
             "304": {"description": "Unchanged since the `If-None-Match` version.", "headers": etag},
             **_problems(
-                {"404": "Unknown job, another user's job, or not a UUID.", **_AUTHENTICATED}
+                {
+                    "404": "Unknown job, another user's job, or not a UUID.",
+                    "413": "The job's output is larger than one answer of the job system can "
+                    "carry (over the 8 MiB message limit); `detail` names its size. The request "
+                    "itself was fine: the job's status is in `GET /api/jobs` and its events.",
+                    **_AUTHENTICATED,
+                }
             ),
         },
     }
@@ -215,6 +231,110 @@ def _list_operation() -> dict[str, Any]:
     }
 
 
+_STREAM_FORMAT: Final = (
+    "`event: status` carries the job as `GET /api/jobs/{jobId}` answers it "
+    "(`JobView`; `output` may be null in a terminal state whose output is too large to "
+    "send), `event: progress` carries `JobProgress` (`output`: all the text so far; `seq` "
+    "grows). A comment line (`: keepalive`) follows every quiet `SSE_KEEPALIVE_S` (15 s). "
+    "When the gateway shuts down the stream ends with `retry: <ms>` so the client reconnects "
+    "(to another replica), with `Last-Event-ID`."
+)
+
+
+def _event(name: str, data: str, with_id: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "event": {"const": name},
+        "data": {"type": "string", "contentMediaType": JSON, "contentSchema": _ref(data)},
+        "retry": {"type": "integer", "minimum": 0},
+    }
+    if with_id:
+        properties["id"] = {"type": "string"}
+    return {"type": "object", "properties": properties, "required": ["event", "data"]}
+
+
+def _event_stream(description: str) -> dict[str, Any]:
+    # OpenAPI 3.1 has no `itemSchema` (3.2 does): `schema` describes one event, its fields
+    # as an `EventSource` sees them, `data` being JSON of the named schema.
+    return {
+        "description": f"{description} {_STREAM_FORMAT}",
+        "headers": {"Cache-Control": _header("`no-cache`.")},
+        "content": {
+            EVENT_STREAM: {
+                "schema": {
+                    "oneOf": [
+                        _event("status", JobView.__name__, with_id=True),
+                        # Progress has no `id:` of its own; a reader that carries the last
+                        # one over shows the last status event's.
+                        _event("progress", JobProgress.__name__, with_id=True),
+                    ]
+                }
+            }
+        },
+    }
+
+
+def _stream_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "description": "The last `id:` the client received (sent by `EventSource` when it "
+            "reconnects): what the client has is not sent again.",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "access_token",
+            "in": "query",
+            "required": False,
+            "description": "The token, for `EventSource` (which cannot send headers); used only "
+            "without an `Authorization` header, never logged.",
+            "schema": {"type": "string"},
+        },
+    ]
+
+
+def _job_events_operation() -> dict[str, Any]:
+    return {
+        "summary": "A job's status changes and partial output, pushed",
+        "operationId": "streamJobEvents",
+        "security": [{SECURITY_SCHEME: []}, {ACCESS_TOKEN_SCHEME: []}],
+        "parameters": [_job_id_parameter(), *_stream_parameters()],
+        "responses": {
+            "200": _event_stream(
+                "The job's events: `id:` is the job's `version`; the current state comes first "
+                "(unless `Last-Event-ID` is that version already), then one `status` per change; "
+                "the stream closes after the terminal state."
+            ),
+            "204": {
+                "description": "The job is terminal and `Last-Event-ID` is its final version: "
+                "nothing will follow (stops `EventSource` reconnecting)."
+            },
+            **_problems(
+                {"404": "Unknown job, another user's job, or not a UUID.", **_AUTHENTICATED}
+            ),
+        },
+    }
+
+
+def _user_events_operation() -> dict[str, Any]:
+    return {
+        "summary": "Every job of the caller, pushed over one connection",
+        "operationId": "streamEvents",
+        "security": [{SECURITY_SCHEME: []}, {ACCESS_TOKEN_SCHEME: []}],
+        "parameters": _stream_parameters(),
+        "responses": {
+            "200": _event_stream(
+                "First the current state of each of the caller's jobs not yet terminal, then "
+                "every change and progress of any of their jobs. `id:` is an opaque position; "
+                "with `Last-Event-ID` the stream also sends again the state of the recent jobs "
+                "(the 200 newest) changed since then. It does not close by itself."
+            ),
+            **_problems(_AUTHENTICATED),
+        },
+    }
+
+
 def _cancel_operation() -> dict[str, Any]:
     return {
         "summary": "Ask to cancel a job",
@@ -244,7 +364,15 @@ def _cancel_operation() -> dict[str, Any]:
 def component_schemas() -> dict[str, Any]:
     """`components.schemas`: msgspec's JSON Schema (2020-12, which OpenAPI 3.1 uses) of every
     body the API reads or writes, with refs already under `#/components/schemas/`."""
-    types: list[Any] = [CreateJob, JobAccepted, JobView, JobPage, Problem, ProblemDetail]
+    types: list[Any] = [
+        CreateJob,
+        JobAccepted,
+        JobView,
+        JobPage,
+        JobProgress,
+        Problem,
+        ProblemDetail,
+    ]
     types += [job_type.input_type for _, job_type in sorted(JOB_TYPES.items())]
     _, components = msgspec.json.schema_components(types, ref_template=SCHEMA_REF)
     return components
@@ -260,6 +388,8 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
         },
         "/api/jobs/{jobId}": {"get": _get_operation()},
         "/api/jobs/{jobId}/cancel": {"post": _cancel_operation()},
+        "/api/jobs/{jobId}/events": {"get": _job_events_operation()},
+        "/api/events": {"get": _user_events_operation()},
     }
     for path, job_type in ideation_routes.items():
         body = {
@@ -284,7 +414,13 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
         "components": {
             "schemas": component_schemas(),
             "securitySchemes": {
-                SECURITY_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                SECURITY_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                ACCESS_TOKEN_SCHEME: {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "access_token",
+                    "description": "The same JWT, on the two event routes only.",
+                },
             },
         },
     }

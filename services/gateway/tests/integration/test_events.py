@@ -1,0 +1,403 @@
+"""The event routes of the gateway as a process over real NATS: the current state first, one
+`status` per newer change (older ones dropped), progress, keepalive comments, closing after
+the terminal state, `Last-Event-ID` and `204`, the token in the query, the multiplexed
+stream of one user's jobs only, and a `retry:` hint on SIGTERM. Changes and progress are
+published on core NATS as the job-store and webhook-ingest publish them; a double answers
+for the job-store's reads."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from jobs_proto.api import GetJob, JobChanged, JobPage, JobProgress, JobSummary, ListJobs
+from jobs_proto.status import JobStatus
+from jobs_proto.subjects import Subjects
+from jobs_testkit.processes import ServiceProcess, command_path
+from jobs_testkit.servers import NatsServer, free_port
+from jobs_testkit.waiting import eventually
+
+from .conftest import (
+    SECRET,
+    RunningGateway,
+    bearer,
+    job_store_double,
+    job_store_list_double,
+    token,
+)
+from .sse import Event, events
+
+KEEPALIVE_S = 0.3
+T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture
+def gateway_env(gateway_env: dict[str, str]) -> dict[str, str]:
+    return {**gateway_env, "SSE_KEEPALIVE_S": str(KEEPALIVE_S), "SSE_RETRY_MS": "1500"}
+
+
+def view(job_id: uuid.UUID, version: int, status: JobStatus, output: str | None = None) -> dict:
+    at = T0 + timedelta(seconds=version)
+    return {
+        "jobId": str(job_id),
+        "type": "script_generation",
+        "status": status,
+        "version": version,
+        "input": {"topic": "tides"},
+        "output": output,
+        "error": None,
+        "predictionId": "p1" if version > 1 else None,
+        "createdAt": iso(T0),
+        "updatedAt": iso(at),
+        "completedAt": iso(at) if status in ("succeeded", "failed", "canceled") else None,
+    }
+
+
+def reply_of(views: dict[uuid.UUID, dict], owner: str = "alice") -> Callable[[GetJob], bytes]:
+    def answer(request: GetJob) -> bytes:
+        job = views.get(request.job_id) if request.user_id == owner else None
+        return msgspec.json.encode({"job": job})
+
+    return answer
+
+
+async def announce(
+    nc: NATS, subjects: Subjects, job: dict, user_id: str = "alice", omitted: bool = False
+) -> None:
+    change = msgspec.convert({"userId": user_id, "job": job, "outputOmitted": omitted}, JobChanged)
+    await nc.publish(subjects.job_change(change.job.job_id), msgspec.json.encode(change))
+    await nc.flush()
+
+
+async def progress(nc: NATS, subjects: Subjects, job_id: uuid.UUID, text: str, seq: int) -> None:
+    body = JobProgress(job_id=job_id, output=text, seq=seq)
+    await nc.publish(subjects.progress(job_id), msgspec.json.encode(body))
+    await nc.flush()
+
+
+def summary(job: dict) -> JobSummary:
+    fields = {k: v for k, v in job.items() if k not in ("input", "output")}
+    return msgspec.convert(fields, JobSummary)
+
+
+def no_jobs(request: ListJobs) -> JobPage:
+    return JobPage(items=[], next_cursor=None)
+
+
+@pytest.fixture
+async def http(gateway: RunningGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        yield client
+
+
+async def next_event(stream: AsyncIterator[Event], skip_comments: bool = True) -> Event:
+    async with asyncio.timeout(5):
+        async for event in stream:
+            if skip_comments and event.comments and not event.data:
+                continue
+            return event
+    raise AssertionError("the stream ended")
+
+
+async def test_a_job_stream_sends_the_state_then_newer_changes_and_progress_then_closes(
+    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+) -> None:
+    job_id = uuid.uuid4()
+    views = {job_id: view(job_id, 2, "processing")}
+    async with (
+        job_store_double(nats_client, subjects, reply_of(views)),
+        http.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer("alice")) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        stream = events(response)
+        first = await next_event(stream)
+        assert (first.event, first.id, first.json()) == ("status", "2", views[job_id])
+        # Quiet for longer than the keepalive: a comment line keeps proxies from closing it.
+        quiet = await next_event(stream, skip_comments=False)
+        assert quiet.comments == ["keepalive"]
+        assert not quiet.data
+        await announce(nats_client, subjects, view(job_id, 1, "pending"))  # older: dropped
+        await progress(nats_client, subjects, job_id, "Once upon", 1)
+        await progress(nats_client, subjects, job_id, "Once", 0)  # reordered: dropped
+        await progress(nats_client, subjects, job_id, "Once upon a time", 2)
+        received = [await next_event(stream) for _ in range(2)]
+        # Changes and progress come over two subscriptions, whose order between them NATS
+        # does not keep: the result is announced after the progress was seen, as it is in
+        # life (the final webhook follows the output ones).
+        done = view(job_id, 3, "succeeded", "Once upon a time.")
+        await announce(nats_client, subjects, done)
+        received.append(await next_event(stream))
+        assert [(e.event, e.id) for e in received] == [
+            ("progress", None),
+            ("progress", None),
+            ("status", "3"),
+        ]
+        assert received[0].json() == {"jobId": str(job_id), "output": "Once upon", "seq": 1}
+        assert received[1].json()["output"] == "Once upon a time"
+        assert received[2].json() == done
+        # Closed after the terminal state.
+        async with asyncio.timeout(5):
+            rest = [e async for e in stream]
+        assert all(not e.data for e in rest)
+
+
+async def test_last_event_id_skips_what_the_client_has_and_a_final_one_is_204(
+    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+) -> None:
+    running, finished = uuid.uuid4(), uuid.uuid4()
+    views = {running: view(running, 2, "processing"), finished: view(finished, 4, "failed")}
+    async with job_store_double(nats_client, subjects, reply_of(views)):
+        auth = bearer("alice")
+        gone = await http.get(
+            f"/api/jobs/{finished}/events", headers={**auth, "Last-Event-ID": "4"}
+        )
+        assert gone.status_code == 204
+        assert not gone.content
+        # Behind on a finished job: its final state, then the end.
+        behind = await http.get(
+            f"/api/jobs/{finished}/events", headers={**auth, "Last-Event-ID": "2"}
+        )
+        assert behind.status_code == 200
+        assert "id: 4\n" in behind.text
+        assert behind.text.count("event: status") == 1
+        async with http.stream(
+            "GET", f"/api/jobs/{running}/events", headers={**auth, "Last-Event-ID": "2"}
+        ) as response:
+            stream = events(response)
+            await asyncio.sleep(0.2)  # the gateway is subscribed once the answer started
+            await announce(nats_client, subjects, view(running, 3, "canceled"))
+            event = await next_event(stream)
+            # Version 2 was not sent again: the first event is the change.
+            assert (event.event, event.id) == ("status", "3")
+
+
+async def test_the_event_routes_take_the_token_in_the_query_and_404_like_get(
+    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+) -> None:
+    finished = uuid.uuid4()
+    views = {finished: view(finished, 3, "succeeded", "done")}
+    async with (
+        job_store_double(nats_client, subjects, reply_of(views)),
+        job_store_list_double(nats_client, subjects, no_jobs),
+    ):
+        url = f"/api/jobs/{finished}/events"
+        by_query = await http.get(url, params={"access_token": token("alice")})
+        assert by_query.status_code == 200
+        assert '"output":"done"' in by_query.text
+        unauthenticated = await http.get(url)
+        assert unauthenticated.status_code == 401
+        assert unauthenticated.headers["www-authenticate"] == "Bearer"
+        assert (await http.get(url, params={"access_token": "nope"})).status_code == 401
+        assert (await http.get(url, headers=bearer("bob"))).status_code == 404
+        unknown = await http.get(f"/api/jobs/{uuid.uuid4()}/events", headers=bearer("alice"))
+        assert unknown.status_code == 404
+        not_uuid = await http.get("/api/jobs/42/events", headers=bearer("alice"))
+        assert not_uuid.status_code == 404
+        # Only the event routes: a GET of the job itself ignores a query token.
+        plain = await http.get(f"/api/jobs/{finished}", params={"access_token": token("alice")})
+        assert plain.status_code == 401
+        # The multiplexed route too.
+        async with http.stream(
+            "GET", "/api/events", params={"access_token": token("alice")}
+        ) as response:
+            assert response.status_code == 200
+        assert (await http.get("/api/events")).status_code == 401
+
+
+async def test_the_user_stream_sends_open_jobs_then_every_change_of_that_user_only(
+    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+) -> None:
+    open_job, new_job, others = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    views = {open_job: view(open_job, 2, "processing")}
+
+    def page(request: ListJobs) -> JobPage:
+        items = [summary(views[open_job])] if request.statuses else []
+        return JobPage(items=items, next_cursor=None)
+
+    async with (
+        job_store_double(nats_client, subjects, reply_of(views)),
+        job_store_list_double(nats_client, subjects, page) as listed,
+        http.stream("GET", "/api/events", headers=bearer("alice")) as response,
+    ):
+        assert response.status_code == 200
+        stream = events(response)
+        first = await next_event(stream)
+        assert first.event == "status"
+        assert first.json() == views[open_job]
+        assert first.id
+        assert first.id.isdigit()
+        assert listed[0].user_id == "alice"
+        assert set(listed[0].statuses) == {"pending", "processing"}
+
+        await announce(nats_client, subjects, view(others, 1, "pending"), user_id="bob")
+        await progress(nats_client, subjects, others, "not yours", 1)
+        await announce(nats_client, subjects, view(new_job, 1, "pending"))
+        received = [await next_event(stream)]
+        # Progress names no user: the gateway routes it by the owner its changes named
+        # (a job's first change precedes its output by far in life; here, wait for it).
+        await progress(nats_client, subjects, new_job, "Hello", 1)
+        received.append(await next_event(stream))
+        await announce(nats_client, subjects, view(open_job, 3, "succeeded", "fin"))
+        await announce(nats_client, subjects, view(open_job, 2, "processing"))  # stale
+        received.append(await next_event(stream))
+        assert [(e.event, e.json()["jobId"]) for e in received] == [
+            ("status", str(new_job)),
+            ("progress", str(new_job)),
+            ("status", str(open_job)),
+        ]
+        assert received[2].json()["status"] == "succeeded"
+        # Positions grow with the changes' times.
+        assert int(received[2].id or 0) > int(first.id)
+        # It does not close by itself: a keepalive comes next, not the end.
+        quiet = await next_event(stream, skip_comments=False)
+        assert quiet.comments == ["keepalive"]
+
+
+async def test_a_change_announced_without_its_output_is_read_again(
+    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+) -> None:
+    job_id = uuid.uuid4()
+    views = {job_id: view(job_id, 2, "processing")}
+    async with (
+        job_store_double(nats_client, subjects, reply_of(views)),
+        http.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer("alice")) as response,
+    ):
+        stream = events(response)
+        assert (await next_event(stream)).id == "2"
+        views[job_id] = view(job_id, 3, "succeeded", "a long output")
+        await announce(nats_client, subjects, view(job_id, 3, "succeeded"), omitted=True)
+        final = await next_event(stream)
+        assert final.json()["output"] == "a long output"
+
+
+async def test_a_get_of_a_job_whose_output_is_too_large_is_413_naming_its_size(
+    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+) -> None:
+    job_id = uuid.uuid4()
+    job = view(job_id, 3, "succeeded")
+
+    def answer(request: GetJob) -> bytes:
+        return msgspec.json.encode({"job": job, "outputOmitted": True, "outputBytes": 9_000_000})
+
+    async with job_store_double(nats_client, subjects, answer):
+        response = await http.get(f"/api/jobs/{job_id}", headers=bearer("alice"))
+    assert response.status_code == 413
+    body = response.json()
+    assert body["type"] == "urn:ai-jobs:problem:output-too-large"
+    assert "9000000 bytes" in body["detail"]
+
+
+@pytest.fixture
+def own_gateway(tmp_path: Path, gateway_env: dict[str, str]) -> Iterator[RunningGateway]:
+    """A gateway this test stops itself."""
+    process = ServiceProcess([command_path("gateway")], gateway_env, tmp_path / "gw.log")
+    with process:
+        process.wait_http(f"http://127.0.0.1:{gateway_env['ADMIN_PORT']}/readyz")
+        yield RunningGateway(f"http://127.0.0.1:{gateway_env['HTTP_PORT']}", process)
+
+
+async def test_on_sigterm_open_streams_end_with_a_retry_hint(
+    own_gateway: RunningGateway, nats_client: NATS, subjects: Subjects
+) -> None:
+    job_id = uuid.uuid4()
+    views = {job_id: view(job_id, 2, "processing")}
+    async with (
+        job_store_double(nats_client, subjects, reply_of(views)),
+        job_store_list_double(nats_client, subjects, no_jobs),
+        httpx.AsyncClient(base_url=own_gateway.url, timeout=10) as client,
+        client.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer("alice")) as one,
+        client.stream("GET", "/api/events", headers=bearer("alice")) as many,
+    ):
+        job_stream, user_stream = events(one), events(many)
+        assert (await next_event(job_stream)).id == "2"
+        exit_code = asyncio.get_running_loop().run_in_executor(None, own_gateway.process.terminate)
+        for stream in (job_stream, user_stream):
+            async with asyncio.timeout(5):
+                hints = [e async for e in stream if e.retry is not None]
+            assert [e.retry for e in hints] == [1500]
+        assert await exit_code == 0, own_gateway.process.log
+
+
+async def test_after_nats_comes_back_streams_are_told_to_reconnect(
+    tmp_path: Path, restartable_nats: NatsServer
+) -> None:
+    """Changes published while the gateway was away from NATS are lost to it: its streams
+    end with a `retry:` hint, and the reconnecting clients read the current state."""
+    subjects = Subjects("resync.")
+    admin_port, http_port = free_port(), free_port()
+    env = {
+        "NATS_URL": restartable_nats.url,
+        "SUBJECT_PREFIX": subjects.prefix,
+        "ADMIN_PORT": str(admin_port),
+        "HTTP_PORT": str(http_port),
+        "AUTH_JWT_SECRET": SECRET,
+        "SSE_RETRY_MS": "1000",
+    }
+    job_id = uuid.uuid4()
+    views = {job_id: view(job_id, 2, "processing")}
+    nc = await nats.connect(restartable_nats.url, reconnect_time_wait=0.2)
+    try:
+        with ServiceProcess([command_path("gateway")], env, tmp_path / "gw.log") as gateway:
+            gateway.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
+            async with (
+                job_store_double(nc, subjects, reply_of(views)),
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=20) as api,
+                api.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer("alice")) as one,
+            ):
+                stream = events(one)
+                assert (await next_event(stream)).id == "2"
+                restartable_nats.restart()
+                async with asyncio.timeout(15):
+                    hints = [e.retry async for e in stream if e.retry is not None]
+                # Spread between one and five times SSE_RETRY_MS.
+                assert len(hints) == 1
+                assert 1000 <= (hints[0] or 0) <= 5000
+            assert gateway.terminate() == 0, gateway.log
+    finally:
+        await nc.close()
+
+
+def open_streams(admin_url: str) -> float:
+    metrics = httpx.get(f"{admin_url}/metrics").text
+    line = next(x for x in metrics.splitlines() if x.startswith("gateway_event_streams_open "))
+    return float(line.split()[1])
+
+
+async def test_a_client_that_goes_away_is_forgotten_without_an_error(
+    gateway: RunningGateway,
+    gateway_env: dict[str, str],
+    nats_client: NATS,
+    subjects: Subjects,
+) -> None:
+    admin = f"http://127.0.0.1:{gateway_env['ADMIN_PORT']}"
+    job_id = uuid.uuid4()
+    views = {job_id: view(job_id, 2, "processing")}
+    async with job_store_double(nats_client, subjects, reply_of(views)):
+        for _ in range(3):
+            async with (
+                httpx.AsyncClient(base_url=gateway.url, timeout=10) as client,
+                client.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer()) as response,
+            ):
+                assert (await next_event(events(response))).id == "2"
+                assert open_streams(admin) >= 1
+
+        async def all_closed() -> bool:
+            return open_streams(admin) == 0
+
+        # Noticed at the latest when the next keepalive cannot be written.
+        await eventually(all_closed, within=5)
+    assert "Traceback" not in gateway.process.log
+    assert '"level":"error"' not in gateway.process.log

@@ -1,0 +1,114 @@
+"""Pushed updates through the whole system (every service a real process): the job's event
+stream carries its states and partial output from the simulator's webhooks and closes with
+the result; the multiplexed stream sees a job created after it opened; and the JavaScript
+client's own tests (`node --test clients/js/test/`) pass against this stack."""
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from jobs_testkit.stack import Stack
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+async def read_events(
+    response: httpx.Response, until: Any = None, within_s: float = 30.0
+) -> list[tuple[str, str | None, Any]]:
+    """(event, id, data) of each event until the stream ends or `until(event)` holds."""
+    received: list[tuple[str, str | None, Any]] = []
+    name, event_id, data = "message", None, ""
+    async with asyncio.timeout(within_s):
+        async for line in response.aiter_lines():
+            if line == "":
+                if data:
+                    received.append((name, event_id, msgspec.json.decode(data)))
+                    if until is not None and until(received[-1]):
+                        break
+                name, event_id, data = "message", None, ""
+            elif line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("id: "):
+                event_id = line.removeprefix("id: ")
+            elif line.startswith("data: "):
+                data = line.removeprefix("data: ")
+    return received
+
+
+async def test_a_job_stream_carries_progress_and_closes_with_the_result(
+    gateway: httpx.AsyncClient, simulator: httpx.AsyncClient
+) -> None:
+    await simulator.put("/_sim/config", json={"latencyS": 2})
+    created = await gateway.post("/api/ideation/generate-script", json={"topic": "tides"})
+    job_id = created.json()["jobId"]
+    async with gateway.stream("GET", f"/api/jobs/{job_id}/events", timeout=30) as response:
+        assert response.status_code == 200
+        received = await read_events(response)
+    statuses = [(i, d) for name, i, d in received if name == "status"]
+    progress = [d for name, _, d in received if name == "progress"]
+    assert statuses[0][1]["status"] in ("pending", "processing")
+    versions = [int(i or 0) for i, _ in statuses]
+    assert versions == sorted(set(versions))
+    assert [d["version"] for _, d in statuses] == versions
+    final = statuses[-1][1]
+    assert final["status"] == "succeeded"
+    assert progress, "partial output arrived before the result"
+    assert [p["seq"] for p in progress] == sorted({p["seq"] for p in progress})
+    assert all(final["output"].startswith(p["output"]) for p in progress)
+    fetched = (await gateway.get(f"/api/jobs/{job_id}")).json()
+    assert fetched == final
+    # The client has the final state: nothing more will come.
+    again = await gateway.get(
+        f"/api/jobs/{job_id}/events", headers={"Last-Event-ID": str(final["version"])}
+    )
+    assert again.status_code == 204
+
+
+async def test_the_user_stream_sees_a_job_created_after_it_opened(
+    gateway: httpx.AsyncClient, simulator: httpx.AsyncClient
+) -> None:
+    await simulator.put("/_sim/config", json={"latencyS": 1})
+    async with gateway.stream("GET", "/api/events", timeout=30) as response:
+        assert response.status_code == 200
+        await asyncio.sleep(0.3)  # the stream is open and subscribed
+        created = await gateway.post(
+            "/api/jobs", json={"type": "title_generation", "input": {"topic": "x"}}
+        )
+        job_id = created.json()["jobId"]
+
+        def finished(event: tuple[str, str | None, Any]) -> bool:
+            name, _, data = event
+            return name == "status" and data["jobId"] == job_id and data["status"] == "succeeded"
+
+        received = await read_events(response, until=finished)
+    mine = [(name, data) for name, _, data in received if data["jobId"] == job_id]
+    assert mine[-1][1]["status"] == "succeeded"
+    assert any(name == "progress" for name, _ in mine)
+
+
+def test_the_javascript_client_against_the_stack(stack: Stack, token: str) -> None:
+    environment = {
+        **os.environ,
+        "GATEWAY_URL": stack.gateway_url,
+        "TOKEN": token,
+        "SIMULATOR_URL": stack.simulator_url,
+    }
+    result = subprocess.run(
+        ["node", "--test", "--test-reporter=tap", "clients/js/test/"],
+        cwd=REPOSITORY,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Every scenario ran: success with progress, failure, cancel, timeout, abort, 404,
+    # polling fallback, and the types against /openapi.json.
+    assert "# pass 8" in result.stdout, result.stdout
+    assert "# fail 0" in result.stdout, result.stdout
