@@ -34,9 +34,11 @@ class Settings(ServiceSettings, frozen=True):
     # refused for its size is lost.
     webhook_max_bytes: Annotated[int, msgspec.Meta(ge=10 * MIB)] = 16 * MIB
     # Per source address, before any signature is checked: HMAC over many megabytes is the
-    # cheapest way to make this service burn CPU. Replicate itself sends a few per prediction.
-    webhook_rate_per_s: Annotated[float, msgspec.Meta(ge=0)] = 50.0
-    webhook_rate_burst: Annotated[int, msgspec.Meta(ge=1)] = 100
+    # cheapest way to make this service burn CPU. Replicate sends every prediction's webhooks
+    # (start, output every 500 ms, completed) from a few addresses, so at its 10 creations a
+    # second one address can carry hundreds a second: the default leaves room for that.
+    webhook_rate_per_s: Annotated[float, msgspec.Meta(ge=0)] = 1000.0
+    webhook_rate_burst: Annotated[int, msgspec.Meta(ge=1)] = 2000
     # How many proxies of ours append to `X-Forwarded-For`; 0: the header is ignored, since
     # anybody can send it.
     trusted_proxy_hops: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0

@@ -15,7 +15,7 @@ def test_dev_defaults_work() -> None:
     settings = load_settings(Settings, {})
     assert (settings.http_port, settings.admin_port) == (8001, 9001)
     assert settings.webhook_max_bytes == 16 * MIB
-    assert (settings.webhook_rate_per_s, settings.webhook_rate_burst) == (50, 100)
+    assert (settings.webhook_rate_per_s, settings.webhook_rate_burst) == (1000, 2000)
     assert (settings.trusted_proxy_hops, settings.webhook_max_large_bodies) == (0, 4)
     assert settings.webhook_read_timeout_s == 30
 
