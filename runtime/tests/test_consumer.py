@@ -18,7 +18,7 @@ from jobs_proto.events import JobRequested, JobSubmitted, encode_event
 from jobs_proto.stream import ConsumerSpec, StreamSpec
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
-from jobs_runtime.consumer import SUBJECT_MISMATCH, UNDECODABLE, ConsumerLoop
+from jobs_runtime.consumer import SUBJECT_MISMATCH, UNDECODABLE, Allowance, ConsumerLoop
 from jobs_runtime.retry import RetryLater
 from jobs_testkit.waiting import eventually
 
@@ -227,3 +227,34 @@ async def test_a_rejected_message_is_handed_to_the_hook_with_its_reason(
     ):
         await eventually(lambda: _settled(nats_client, jobs_stream_ready))
     assert sorted(rejected) == sorted([(garbled, UNDECODABLE), (elsewhere, SUBJECT_MISMATCH)])
+
+
+async def test_pace_takes_only_what_it_allows_and_leaves_the_rest_in_the_stream(
+    nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    allowed = [3]  # then nothing, until the test opens the gate
+    asked = 0
+
+    async def pace() -> Allowance:
+        nonlocal asked
+        asked += 1
+        return Allowance(allowed[0], wait_s=0.05)
+
+    seen: list[JobRequested] = []
+
+    async def handle(event: JobRequested) -> None:
+        seen.append(event)
+        allowed[0] -= 1
+
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    for _ in range(10):
+        await publisher.publish(requested())
+    async with running(nats_client, jobs_stream_ready, subjects, {"requested": handle}, pace=pace):
+        await eventually(lambda: len(seen) == 3)
+        await asyncio.sleep(0.5)
+        assert len(seen) == 3
+        # Messages that must wait were never delivered: nothing to redeliver later.
+        assert await consumer_state(nats_client, jobs_stream_ready) == (7, 0, 0)
+        assert asked > 3
+        allowed[0] = 100
+        await eventually(lambda: len(seen) == 10)

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -35,6 +36,19 @@ Handler = Callable[[Any], Awaitable[None]]
 # Given a message that can never be an event, its reason and a one-line detail; may set it
 # aside (a dead-letter stream) before the loop terminates it. Raising keeps it for later.
 RejectHook = Callable[[Msg, str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """How many messages the loop may take now; with none, how long to wait before asking again."""
+
+    count: int
+    wait_s: float = 0.0
+
+
+# Asked before each fetch, so a service with limits of its own (the ai-runner's creations) takes
+# only what it can start now and what must wait stays in the stream.
+Pace = Callable[[], Awaitable[Allowance]]
 
 # Why a message was rejected, for logs, metrics and whoever sets rejected messages aside.
 BAD_SUBJECT = "bad_subject"
@@ -73,6 +87,7 @@ class ConsumerLoop:
         delay: Callable[[int], float] = retry_delay,
         on_ready: Callable[[], None] | None = None,
         on_reject: RejectHook | None = None,
+        pace: Pace | None = None,
     ) -> None:
         self._js = js
         self._stream = stream
@@ -85,6 +100,7 @@ class ConsumerLoop:
         self.ready = asyncio.Event()
         self._on_ready = on_ready
         self._on_reject = on_reject
+        self._pace = pace
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and handle until `stop` is set, then finish the batch in hand and return."""
@@ -99,7 +115,15 @@ class ConsumerLoop:
         try:
             while not stop.is_set():
                 try:
-                    messages = await subscription.fetch(self._batch, timeout=self._fetch_timeout_s)
+                    batch = self._batch
+                    if self._pace is not None:
+                        allowance = await self._pace()
+                        if allowance.count <= 0:
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(stop.wait(), allowance.wait_s)
+                            continue
+                        batch = min(batch, allowance.count)
+                    messages = await subscription.fetch(batch, timeout=self._fetch_timeout_s)
                 except NatsTimeoutError:
                     continue
                 except (ConnectionClosedError, DrainTimeoutError):

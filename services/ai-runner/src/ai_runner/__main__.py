@@ -14,7 +14,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from ai_runner.adapters.claims import KvClaims, claims_bucket
-from ai_runner.adapters.consumer import PacedConsumerLoop
+from ai_runner.adapters.consumer import paced_by
 from ai_runner.adapters.history import StreamHistory
 from ai_runner.adapters.jobstore import NatsStuckJobFinder
 from ai_runner.adapters.limits import KvLimits, limits_bucket
@@ -167,15 +167,14 @@ async def serve(service: Service[Settings]) -> None:
     await _release_on_end(service, settings.subjects, limits)
     delay = functools.partial(retry_delay, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
     requested_spec, cancel_spec, started_spec = consumer_specs(settings)
-    requested = PacedConsumerLoop(
+    requested = ConsumerLoop(
         service.js,
         stream=settings.jobs_stream,
         spec=requested_spec,
         subjects=settings.subjects,
         handlers={"requested": functools.partial(handle_requested, runner=runner)},
         delay=delay,
-        capacity=limits.capacity,
-        on_wait=functools.partial(observer.limit_waited, ANY_TYPE),
+        pace=paced_by(limits.capacity, functools.partial(observer.limit_waited, ANY_TYPE)),
     )
     cancels = ConsumerLoop(
         service.js,
