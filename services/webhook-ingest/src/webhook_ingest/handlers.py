@@ -17,8 +17,12 @@ import msgspec
 
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobCompleted, JobStarted, encode_event
-from jobs_proto.replicate import ReplicatePrediction, decode_prediction, joined_output
-from jobs_proto.status import FinalPredictionStatus, PredictionStatus
+from jobs_proto.replicate import (
+    ReplicatePrediction,
+    completed_event,
+    decode_prediction,
+    joined_output,
+)
 from jobs_proto.stream import MAX_MESSAGE_BYTES
 from jobs_runtime.results import EVENT_OVERHEAD_BYTES
 from webhook_ingest.ports import BusUnavailable, EventStore, ProgressSink, ResultStore
@@ -139,14 +143,6 @@ def _job_id(param: str | None) -> uuid.UUID | None:
         return None
 
 
-def _final_status(status: PredictionStatus) -> FinalPredictionStatus | None:
-    match status:
-        case "succeeded" | "failed" | "canceled" | "aborted":
-            return status
-        case _:
-            return None
-
-
 def _event(
     prediction: ReplicatePrediction,
     text: str | None,
@@ -154,31 +150,13 @@ def _event(
     webhook_id: str,
     now: datetime,
 ) -> WebhookEvent:
-    final = _final_status(prediction.status)
-    if final is None:
+    # The webhook id is the message id: Replicate's retry of the same final webhook is dropped.
+    completed = completed_event(prediction, job_id, now, output=text, webhook_id=webhook_id)
+    if completed is None:
         # No webhook id here: the message id becomes `started:<predictionId>`, so the many
         # `output` webhooks of one prediction store a single `started` event.
         return JobStarted(job_id=job_id, occurred_at=now, prediction_id=prediction.id)
-    return JobCompleted(
-        job_id=job_id,
-        occurred_at=now,
-        prediction_id=prediction.id,
-        prediction_status=final,
-        output=text,
-        error=prediction.error,
-        data_removed=prediction.data_removed,
-        # The message id: Replicate's retry of the same final webhook is dropped by JetStream.
-        webhook_id=webhook_id,
-        predict_time_s=_predict_time_s(prediction),
-    )
-
-
-def _predict_time_s(prediction: ReplicatePrediction) -> float | None:
-    try:
-        return prediction.predict_time_s
-    except OverflowError:
-        # An integer beyond any float (`1e400` written out): a metric is not worth a lost result.
-        return None
+    return completed
 
 
 def _progress(
