@@ -9,7 +9,8 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.kv import KeyValue
 
 from jobs_proto.events import JobEvent, encode_event
 from jobs_proto.stream import ConsumerSpec, StreamSpec
@@ -89,6 +90,26 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> js_api.Stream
             raise
     log.info("updating stream %s to its configuration", spec.name)
     return await js.update_stream(config)
+
+
+async def ensure_key_value(
+    js: JetStreamContext, name: str, *, ttl_s: float | None = None, replicas: int = 1
+) -> KeyValue:
+    """A KV bucket with one value per key, created by the first replica that needs it (the same
+    configuration from several at once is accepted by JetStream); `ttl_s` None: kept forever."""
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        pass
+    return await js.create_key_value(
+        js_api.KeyValueConfig(
+            bucket=name,
+            history=1,
+            ttl=ttl_s,
+            replicas=replicas,
+            storage=js_api.StorageType.FILE,
+        )
+    )
 
 
 async def ensure_consumer(

@@ -7,12 +7,12 @@ import uuid
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from ai_runner.ports import Claim, StoredClaim
 from jobs_proto.stream import DAY_S
+from jobs_runtime.bus import ensure_key_value
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Claim)
@@ -31,22 +31,7 @@ async def claims_bucket(
     Claims outlive a job's events no longer than the `JOBS` stream keeps them: a `requested`
     replayed after its claim expired would find its own stream history gone as well.
     """
-    name = bucket_name(jobs_stream)
-    try:
-        return await js.key_value(name)
-    except BucketNotFoundError:
-        pass
-    # Another replica may create it at the same moment; with the same configuration JetStream
-    # answers both with success.
-    return await js.create_key_value(
-        KeyValueConfig(
-            bucket=name,
-            history=1,
-            ttl=max_age_s,
-            replicas=replicas,
-            storage=StorageType.FILE,
-        )
-    )
+    return await ensure_key_value(js, bucket_name(jobs_stream), ttl_s=max_age_s, replicas=replicas)
 
 
 class KvClaims:

@@ -12,12 +12,12 @@ from typing import Final, TypeVar
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from ai_runner.adapters.metrics import IN_FLIGHT
 from ai_runner.ports import LimitWait
+from jobs_runtime.bus import ensure_key_value
 
 CREATIONS: Final = "creations"
 IN_FLIGHT_KEY: Final = "in_flight"
@@ -50,14 +50,7 @@ def bucket_name(jobs_stream: str) -> str:
 async def limits_bucket(js: JetStreamContext, jobs_stream: str, *, replicas: int = 1) -> KeyValue:
     """The limits bucket, created by the first runner that needs it (the same configuration
     from every replica, so a race to create it succeeds for both)."""
-    name = bucket_name(jobs_stream)
-    try:
-        return await js.key_value(name)
-    except BucketNotFoundError:
-        pass
-    return await js.create_key_value(
-        KeyValueConfig(bucket=name, history=1, replicas=replicas, storage=StorageType.FILE)
-    )
+    return await ensure_key_value(js, bucket_name(jobs_stream), replicas=replicas)
 
 
 # What `capacity` answers when no limit is set: more than any fetch asks for.

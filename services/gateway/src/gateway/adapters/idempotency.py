@@ -7,9 +7,7 @@ from __future__ import annotations
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
-    BucketNotFoundError,
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
@@ -18,6 +16,7 @@ from nats.js.kv import KeyValue
 
 from gateway.ports import IdempotencyRecord, StoredRecord, Unavailable
 from jobs_proto.stream import DAY_S
+from jobs_runtime.bus import ensure_key_value
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(IdempotencyRecord)
@@ -31,22 +30,9 @@ def bucket_name(jobs_stream: str) -> str:
 async def idempotency_bucket(
     nc: NATS, jobs_stream: str, *, ttl_s: float = DAY_S, replicas: int = 1
 ) -> KeyValue:
-    """The bucket, created by the first gateway that starts (the same configuration from
-    several at once is accepted by JetStream)."""
-    js = nc.jetstream()
-    name = bucket_name(jobs_stream)
-    try:
-        return await js.key_value(name)
-    except BucketNotFoundError:
-        pass
-    return await js.create_key_value(
-        KeyValueConfig(
-            bucket=name,
-            history=1,
-            ttl=ttl_s,
-            replicas=replicas,
-            storage=StorageType.FILE,
-        )
+    """The bucket, created by the first gateway that starts."""
+    return await ensure_key_value(
+        nc.jetstream(), bucket_name(jobs_stream), ttl_s=ttl_s, replicas=replicas
     )
 
 
