@@ -156,9 +156,13 @@ class EventDrivenSystem:
             log_dir=self.log_dir,
             overrides={**LIMITS_OFF, **self.overrides},
         )
-        self.stack.start()
-        set_simulator(self.stack.simulator_url, latencyS=0.0)
-        self.token = self.stack.dev_token("bench-user")
+        try:
+            self.stack.start()
+            set_simulator(self.stack.simulator_url, latencyS=0.0)
+            self.token = self.stack.dev_token("bench-user")
+        except BaseException:
+            self.stack.stop()  # what did start must not outlive the benchmark
+            raise
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -201,6 +205,14 @@ class Baseline:
             log_dir=self.log_dir,
         )
         self.stack.start_service("replicate-sim")
+        try:
+            self._start_baseline()
+        except BaseException:
+            self.stack.stop()
+            raise
+        return self
+
+    def _start_baseline(self) -> None:
         set_simulator(self.stack.simulator_url, latencyS=0.0)
         self.port = free_port()
         secrets = self.stack.dev_secrets
@@ -214,8 +226,11 @@ class Baseline:
         self.process = ServiceProcess(
             [sys.executable, "-m", "jobs_bench.baseline"], env, self.log_dir / "baseline.log"
         ).start()
-        _wait_listening(self.port, self.process)
-        return self
+        try:
+            _wait_listening(self.port, self.process)
+        except BaseException:
+            self.process.terminate()
+            raise
 
     def __exit__(self, *_exc: object) -> None:
         self.process.terminate()
