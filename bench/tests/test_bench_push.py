@@ -1,0 +1,65 @@
+"""The push-latency and SSE-memory scenarios at their tiny size, so `make bench` is known to
+measure them; the figures are only reported, never asserted (the machine decides them)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from jobs_bench.__main__ import run
+from jobs_bench.push import TINY_PUSH, percentile, sign
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_push_and_streams_run_at_tiny_size(tmp_path: Path) -> None:
+    rows = run("tiny", ["push", "streams"], tmp_path / "results")
+
+    by_figure = {(r["scenario"], r["figure"]): r for r in rows}
+    assert {r["scenario"] for r in rows} == {"push latency", "sse memory"}
+    for figure in ("webhook to SSE event, p50", "webhook to SSE event, p99"):
+        sse = by_figure[("push latency", figure)]
+        assert _positive(sse["value"]), sse
+        # Its baseline is the polling client on the same jobs.
+        assert _positive(sse["baseline"]), sse
+        assert _positive(sse["ratio"]), sse
+    p99 = by_figure[("push latency", "webhook to SSE event, p99")]
+    assert p99["target"] == "p99 < 25 ms"
+    assert p99["met"] in (True, False)
+    assert f"{TINY_PUSH.samples} jobs measured" in p99["note"]
+    assert "failed" not in p99["note"]
+    for figure in ("p50", "p99"):
+        polled = by_figure[("push latency", f"webhook to polling client (every 2 s), {figure}")]
+        assert _positive(polled["value"]), polled
+
+    holding = by_figure[("sse memory", f"gateway RSS holding {TINY_PUSH.streams} streams")]
+    assert _positive(holding["value"])
+    assert _positive(holding["baseline"])
+    assert holding["target"] == "< 300 MB"
+    # Every stream the scenario opened was counted open by the gateway itself.
+    assert f"the gateway counts {TINY_PUSH.streams} open" in holding["note"]
+    assert _positive(by_figure[("sse memory", "gateway RSS, no stream open")]["value"])
+    per_job = TINY_PUSH.streams // TINY_PUSH.stream_jobs
+    fanout = by_figure[("sse memory", f"a result to all {per_job} listeners of its job, median")]
+    assert _positive(fanout["value"])
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.5) == 51.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
+
+
+def test_webhook_signature_matches_a_standard_webhooks_vector() -> None:
+    # The example from the Standard Webhooks specification.
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == expected
