@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import msgspec
 import replicate
+import uvloop
 from replicate.webhook import Webhooks, WebhookSigningSecret
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -187,4 +188,6 @@ async def serve() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    # The same event loop as the services (jobs_runtime.service).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve())

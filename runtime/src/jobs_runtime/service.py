@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
+import uvloop
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -75,7 +76,9 @@ def run(name: str, settings_type: type[S], main: ServiceMain[S]) -> NoReturn:
         sys.exit(2)
     configure_logging(name, settings.log_level)
     try:
-        asyncio.run(serve(name, settings, main))
+        # uvloop: the same asyncio, with less CPU per message and per request.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(name, settings, main))
     except Exception:
         log.exception("crashed")
         sys.exit(1)
