@@ -1,0 +1,126 @@
+"""Reads what the audit needs once the system is quiet: the job-store's rows and history from
+Postgres, the simulator's predictions per job, and the evidence kept for any violation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+
+from jobs_chaos.audit import RUNNING, TERMINAL, Accepted, JobRecord, StoredJob, prediction_of
+
+_JOBS = """
+SELECT id::text AS id, status, prediction_id, error_code, extract(epoch FROM created_at) AS created
+FROM jobs WHERE id = ANY($1::uuid[])
+"""
+_HISTORY = """
+SELECT job_id::text AS id, extract(epoch FROM recorded_at) AS at
+FROM job_history WHERE job_id = ANY($1::uuid[])
+"""
+
+
+async def stored_jobs(database_url: str, ids: list[str]) -> dict[str, StoredJob]:
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        keys = [uuid.UUID(i) for i in ids]
+        rows = await conn.fetch(_JOBS, keys)
+        changes: dict[str, list[float]] = {}
+        for h in await conn.fetch(_HISTORY, keys):
+            changes.setdefault(h["id"], []).append(float(h["at"]))
+    finally:
+        await conn.close()
+    return {
+        r["id"]: StoredJob(
+            status=r["status"],
+            prediction_id=r["prediction_id"],
+            error_code=r["error_code"],
+            created_at=float(r["created"]),
+            changes=tuple(sorted(changes.get(r["id"], []))),
+        )
+        for r in rows
+    }
+
+
+async def simulated(simulator_url: str, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every prediction the simulator made for each job, as `/_sim/predictions` shows it."""
+    async with httpx.AsyncClient(base_url=simulator_url, timeout=10) as client:
+        limit = asyncio.Semaphore(16)
+
+        async def one(job_id: str) -> tuple[str, list[dict[str, Any]]]:
+            async with limit:
+                response = await client.get("/_sim/predictions", params={"job": job_id})
+                response.raise_for_status()
+                results: list[dict[str, Any]] = response.json()["results"]
+                return job_id, results
+
+        return dict(await asyncio.gather(*(one(i) for i in ids)))
+
+
+async def collect(
+    database_url: str,
+    simulator_url: str,
+    accepted: list[Accepted],
+) -> tuple[list[JobRecord], dict[str, list[dict[str, Any]]]]:
+    ids = [a.job_id for a in accepted]
+    stored = await stored_jobs(database_url, ids)
+    raw = await simulated(simulator_url, ids)
+    records = [
+        JobRecord(
+            accepted=a,
+            stored=stored.get(a.job_id),
+            predictions=tuple(prediction_of(p) for p in raw.get(a.job_id, [])),
+        )
+        for a in accepted
+    ]
+    return records, raw
+
+
+async def wait_quiet(
+    database_url: str, simulator_url: str, accepted: list[Accepted], timeout_s: float
+) -> bool:
+    """Until every accepted job is terminal in the job-store and none of their predictions is
+    still running in the simulator (or `timeout_s`); whether quiet came."""
+    ids = [a.job_id for a in accepted]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            stored = await stored_jobs(database_url, ids)
+        except (OSError, asyncpg.PostgresError):
+            stored = {}
+        if len(stored) == len(ids) and all(j.status in TERMINAL for j in stored.values()):
+            raw = await simulated(simulator_url, ids)
+            if not any(p["status"] in RUNNING for ps in raw.values() for p in ps):
+                return True
+        await asyncio.sleep(0.3)
+    return False
+
+
+async def evidence(gateway_url: str, token: str, job_id: str) -> dict[str, Any]:
+    """The job as its user sees it, for the report of a violation."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(
+            f"{gateway_url}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+    body: dict[str, Any] = {"status_code": response.status_code}
+    try:
+        body["body"] = response.json()
+    except ValueError:
+        body["body"] = response.text
+    return body
+
+
+async def history(database_url: str, job_id: str) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        rows = await conn.fetch(
+            "SELECT seq, kind, source, message_id, summary::text AS summary,"
+            " recorded_at::text AS recorded_at FROM job_history WHERE job_id = $1 ORDER BY seq",
+            uuid.UUID(job_id),
+        )
+    finally:
+        await conn.close()
+    return [dict(r) for r in rows]

@@ -1,0 +1,28 @@
+"""`make chaos` in short: every scenario once against the two-replica system, and every row
+must read zero lost, zero beyond one, zero left running, zero stuck, zero wrong status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs_chaos.run import run_all
+from jobs_chaos.scenarios import SCENARIOS, SIZES
+
+
+# One system serves every scenario in turn, so the run is one test; about four minutes on two
+# busy cores, hence its own timeout.
+@pytest.mark.timeout(480)
+async def test_every_scenario_short(tmp_path: Path) -> None:
+    outcome = await run_all(tmp_path / "system", SIZES["short"], list(SCENARIOS))
+    report = outcome.table + "\n" + "\n".join(outcome.problems())
+    assert [r.scenario for r in outcome.rows] == [s.name for s in SCENARIOS]
+    for row in outcome.rows:
+        assert row.jobs > 0, report
+        assert (row.lost, row.beyond_one, row.left_running, row.stuck) == (0, 0, 0, 0), report
+        assert row.wrong_status == 0, report
+    # Across the run, every replica of every service did some of the work.
+    assert not outcome.idle_replicas, report
+    path = outcome.write(tmp_path / "results", 0.0)
+    assert path.exists()
