@@ -42,8 +42,8 @@ schema: sync ## regenerate proto/schema from the msgspec Structs
 deploy-check: sync ## deploy/: render the overlays, validate, checkov, hadolint, image installs
 	$(RUN) pytest deploy/tests -q
 
-test: lint typecheck deploy-check ## the whole suite against real, throwaway NATS and Postgres
-	$(RUN) pytest --ignore=deploy/tests
+test: lint typecheck ## the whole suite (deploy/tests included) against real, throwaway NATS and Postgres
+	$(RUN) pytest
 
 run: sync ## the whole system locally: NATS, Postgres, the simulator and the four services
 	$(RUN) python -m jobs_testkit.devrun
