@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -34,6 +34,10 @@ MAX_KNOWN_OWNERS: Final = 100_000
 # position it names: changes of several jobs may arrive slightly out of time order, and a
 # state sent twice is harmless.
 RESUME_SLACK: Final = timedelta(seconds=5)
+
+
+# A hub index's key: a job id or a user id.
+K = TypeVar("K", uuid.UUID, str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,27 +142,27 @@ class Hub:
 
     @contextlib.contextmanager
     def watch_job(self, job_id: uuid.UUID) -> Iterator[Subscription]:
-        subscription = self._subscription()
-        self._by_job.setdefault(job_id, set()).add(subscription)
-        try:
+        with self._watch(self._by_job, job_id) as subscription:
             yield subscription
-        finally:
-            subscribers = self._by_job.get(job_id, set())
-            subscribers.discard(subscription)
-            if not subscribers:
-                self._by_job.pop(job_id, None)
 
     @contextlib.contextmanager
     def watch_user(self, user_id: str) -> Iterator[Subscription]:
+        with self._watch(self._by_user, user_id) as subscription:
+            yield subscription
+
+    @contextlib.contextmanager
+    def _watch(self, index: dict[K, set[Subscription]], key: K) -> Iterator[Subscription]:
+        """A subscription under `key` of `index`, removed (with the key when it was the last)
+        however the stream ends."""
         subscription = self._subscription()
-        self._by_user.setdefault(user_id, set()).add(subscription)
+        index.setdefault(key, set()).add(subscription)
         try:
             yield subscription
         finally:
-            subscribers = self._by_user.get(user_id, set())
+            subscribers = index.get(key, set())
             subscribers.discard(subscription)
             if not subscribers:
-                self._by_user.pop(user_id, None)
+                index.pop(key, None)
 
     def _deliver(self, subscribers: set[Subscription], update: Update) -> None:
         for subscription in subscribers:
