@@ -8,10 +8,8 @@ verifies the signature and writes the result; the status route reads the row. Ru
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,15 +18,14 @@ import asyncpg
 import httpx
 import msgspec
 import replicate
-import uvloop
 from replicate.webhook import Webhooks, WebhookSigningSecret
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from jobs_bench.serving import run_like_a_service, serve_until_signal
 from jobs_proto.job_types import JOB_TYPES
-from jobs_runtime.http import HttpServer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS async_jobs (
@@ -175,19 +172,11 @@ async def serve() -> None:
         f"http://127.0.0.1:{port}/api/webhooks/replicate",
         env["BASELINE_WEBHOOK_SECRET"],
     )
-    server = HttpServer(app, "127.0.0.1", port)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"baseline listening on {server.port}", flush=True)
-    await stop.wait()
-    await server.stop()
-    await pool.close()
+    try:
+        await serve_until_signal(app, port, "baseline")
+    finally:
+        await pool.close()
 
 
 if __name__ == "__main__":
-    # The same event loop as the services (jobs_runtime.service).
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve())
+    run_like_a_service(serve())
