@@ -12,7 +12,7 @@ PACKAGES := -p jobs_testkit -p jobs_bench -p jobs_chaos -p gateway -p ai_runner 
 HANDLERS := $(wildcard services/*/src/*/handlers.py)
 TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests $(wildcard deploy/tests bench/tests chaos/tests services/*/tests)
 
-.PHONY: help uv sync lint typecheck schema deploy-check test run bench chaos clean
+.PHONY: help uv sync prerequisites lint typecheck schema deploy-check test check-fresh run bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ uv: $(UV) ## install uv into .tools/ when it is missing
 
 sync: uv ## install every workspace member from the lock file
 	$(UV) sync --all-packages --locked --quiet
+
+prerequisites: sync ## Node (from PyPI), wrk and Chromium: found, or installed from Debian as root
+	$(RUN) python -m jobs_testkit.prerequisites
 
 lint: sync ## ruff: lint and formatting
 	$(RUN) ruff check .
@@ -42,8 +45,11 @@ schema: sync ## regenerate proto/schema from the msgspec Structs
 deploy-check: sync ## deploy/: render the overlays, validate, checkov, hadolint, image installs
 	$(RUN) pytest deploy/tests -q
 
-test: lint typecheck ## the whole suite (deploy/tests included) against real, throwaway NATS and Postgres
+test: prerequisites lint typecheck ## the whole suite (deploy/tests included) against real, throwaway NATS and Postgres
 	$(RUN) pytest
+
+check-fresh: ## a fresh clone with no .venv, .tools or prerequisites on PATH gets them all from `make prerequisites`
+	$(RUN) pytest tests/setup -q
 
 run: sync ## the whole system locally: NATS, Postgres, the simulator and the four services
 	$(RUN) python -m jobs_testkit.devrun

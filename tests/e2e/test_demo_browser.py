@@ -1,6 +1,6 @@
-"""The demo page in a real browser (Debian's Chromium driven by Playwright, no browser
-download) against the whole system: submit a job, see partial output then the final text,
-cancel another; screenshots are kept under `test-artifacts/` (gitignored)."""
+"""The demo page in a real browser (the Chromium that `make test`'s prerequisite step found or
+installed, driven by Playwright) against the whole system: submit a job, see partial output then
+the final text, cancel another; screenshots are kept under `test-artifacts/` (gitignored)."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,16 +9,26 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from jobs_testkit import prerequisites
 from jobs_testkit.stack import Stack
 
-CHROMIUM = "/usr/bin/chromium"
+# Without these, Chromium keeps opening connections this machine's closed network refuses.
+QUIET_BROWSER = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture
 def page(stack: Stack) -> Iterator[Page]:
+    executable = prerequisites.chromium()
+    assert executable, "no Chromium: `make test` runs `python -m jobs_testkit.prerequisites`"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=executable, args=QUIET_BROWSER)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 900})
             page.goto(f"{stack.gateway_url}/")

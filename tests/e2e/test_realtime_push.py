@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from jobs_testkit import prerequisites
 from jobs_testkit.stack import Stack
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -99,7 +100,7 @@ def test_the_javascript_client_against_the_stack(stack: Stack, token: str) -> No
         "SIMULATOR_URL": stack.simulator_url,
     }
     result = subprocess.run(
-        ["node", "--test", "--test-reporter=tap", "clients/js/test/"],
+        [prerequisites.node().path, "--test", "--test-reporter=tap", "clients/js/test/"],
         cwd=REPOSITORY,
         env=environment,
         capture_output=True,

