@@ -11,20 +11,26 @@ import tempfile
 from pathlib import Path
 
 from jobs_bench.report import table, write
-from jobs_bench.scenarios import SCENARIOS, SIZES, Context, Row
+from jobs_bench.scenarios import SCENARIOS, SIZES, SPOILS_SHARED, Context, Row
 from jobs_bench.systems import Servers
 from jobs_bench.wrk import wrk_available
 
 
 def run(size: str, only: list[str], results: Path) -> list[Row]:
     rows: list[Row] = []
+    chosen = SIZES[size]
+    if chosen.shared:
+        only = sorted(only, key=lambda name: name in SPOILS_SHARED)
     with tempfile.TemporaryDirectory(prefix="jobs-bench-") as tmp:
         work = Path(tmp)
         with Servers(work) as servers:
-            context = Context(servers=servers, work=work, size=SIZES[size])
-            for name in only:
-                print(f"== {name}", file=sys.stderr, flush=True)
-                rows += SCENARIOS[name](context)
+            context = Context(servers=servers, work=work, size=chosen)
+            try:
+                for name in only:
+                    print(f"== {name}", file=sys.stderr, flush=True)
+                    rows += SCENARIOS[name](context)
+            finally:
+                context.close()
     return rows
 
 

@@ -213,6 +213,7 @@ class PushFigures:
     failures: list[str]
     load: dict[str, Any]
     load_started: float
+    sample_jobs: list[str]
 
 
 async def _measure_push(system: EventDrivenSystem, size: PushSize) -> PushFigures:
@@ -257,15 +258,16 @@ async def _measure_push(system: EventDrivenSystem, size: PushSize) -> PushFigure
         failures=[repr(o) for o in outcomes if isinstance(o, BaseException)],
         load=load,
         load_started=load_started,
+        sample_jobs=[job_id for job_id, _ in held],
     )
 
 
 def push_latency(ctx: Context) -> list[Row]:
     size = PUSH_SIZES[ctx.size.name]
-    with EventDrivenSystem(ctx.servers, ctx.work) as system:
+    with ctx.event_driven() as system:
         figures = asyncio.run(_measure_push(system, size))
-        expected = figures.load["accepted"] + size.samples
-        done = wait_for_status(system.database_url, system.table, expected, 300)
+        jobs = figures.load["jobIds"] + figures.sample_jobs
+        done = wait_for_status(system.database_url, system.table, len(jobs), 300, jobs)
     if not figures.pushed_ms:
         raise RuntimeError(f"no sample measured: {figures.failures[:3]}")
     load, pushed, polled = figures.load, figures.pushed_ms, figures.polled_ms
@@ -450,7 +452,7 @@ def sse_memory(ctx: Context) -> list[Row]:
     size = PUSH_SIZES[ctx.size.name]
     # Every stream is a socket here and one in the gateway, which inherits the limit.
     fd_limit = raise_open_files(size.streams + 1000)
-    with EventDrivenSystem(ctx.servers, ctx.work) as system:
+    with ctx.event_driven() as system:
         figures = asyncio.run(_measure_streams(system, size))
     idle_mb, holding_mb = figures.idle_bytes / 1e6, figures.holding_bytes / 1e6
     per_stream_kib = (figures.holding_bytes - figures.idle_bytes) / 1024 / max(1, figures.reached)

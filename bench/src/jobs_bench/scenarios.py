@@ -3,12 +3,13 @@ the same run, the ratio, and the target from the issue (never lowered here)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from jobs_bench.systems import (
     Finished,
     Servers,
     bare_endpoint,
+    reset_simulator,
     set_simulator,
     simulator_size,
     wait_for_status,
@@ -30,7 +32,11 @@ Row = dict[str, Any]
 
 @dataclass(frozen=True)
 class Size:
-    """How big each scenario runs: `full` is the issue's, `tiny` proves it works in `make test`."""
+    """How big each scenario runs: `full` is the issue's, `tiny` proves it works in `make test`.
+
+    `shared`: the scenarios borrow one running system, baseline and bare endpoint instead of
+    starting their own; start-ups are most of a tiny run, and a tiny run's figures are only
+    proof that the scenario works, while a full run measures each system fresh."""
 
     name: str
     cpu_jobs: int
@@ -40,11 +46,15 @@ class Size:
     http_s: float
     burst_jobs: int
     in_flight: tuple[int, ...]
+    shared: bool = False
 
 
 FULL = Size("full", 3000, 50.0, 300.0, 60.0, 15.0, 20_000, (1_000, 100_000))
-TINY = Size("tiny", 30, 15.0, 20.0, 2.0, 2.0, 60, (10, 40))
+TINY = Size("tiny", 30, 15.0, 20.0, 2.0, 2.0, 60, (10, 40), shared=True)
 SIZES = {s.name: s for s in (FULL, TINY)}
+# Scenarios that leave a system unfit to lend again (admission stops its consumers, and the
+# jobs it queued would run during whatever came next): last when systems are shared.
+SPOILS_SHARED = ("admission",)
 
 
 @dataclass
@@ -52,6 +62,45 @@ class Context:
     servers: Servers
     work: Path
     size: Size
+    _kept: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    _lent: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self._kept.close()
+
+    def _lend(self, name: str, start: Callable[[], Any]) -> Any:
+        if name not in self._lent:
+            self._lent[name] = self._kept.enter_context(start())
+        return self._lent[name]
+
+    @contextlib.contextmanager
+    def event_driven(self) -> Iterator[EventDrivenSystem]:
+        """The system under test: a fresh one, or the run's shared one with its simulator reset."""
+        if not self.size.shared:
+            with EventDrivenSystem(self.servers, self.work) as fresh:
+                yield fresh
+            return
+        system = self._lend("event-driven", lambda: EventDrivenSystem(self.servers, self.work))
+        reset_simulator(system.simulator_url)
+        yield system
+
+    @contextlib.contextmanager
+    def baseline(self) -> Iterator[Baseline]:
+        if not self.size.shared:
+            with Baseline(self.servers, self.work) as fresh:
+                yield fresh
+            return
+        system = self._lend("baseline", lambda: Baseline(self.servers, self.work))
+        reset_simulator(system.simulator_url)
+        yield system
+
+    @contextlib.contextmanager
+    def bare(self) -> Iterator[tuple[str, int]]:
+        if not self.size.shared:
+            with bare_endpoint(self.work) as fresh:
+                yield fresh
+            return
+        yield self._lend("bare", lambda: bare_endpoint(self.work))
 
 
 def row(
@@ -96,20 +145,20 @@ def _measure_cpu(
     system: EventDrivenSystem | Baseline, count: int, rate: float
 ) -> tuple[dict[str, float], dict[str, Any], Finished]:
     warm = submit(system.submit_url, system.token, 10, 0)
-    wait_for_status(system.database_url, system.table, warm["accepted"], 120)
+    wait_for_status(system.database_url, system.table, warm["accepted"], 120, warm["jobIds"])
     roots = system.roots()
     before = sample_cpu(roots)
     sent = submit(system.submit_url, system.token, count, rate)
-    done = wait_for_status(system.database_url, system.table, warm["accepted"] + count, 600)
+    done = wait_for_status(system.database_url, system.table, count, 600, sent["jobIds"])
     spent = sample_cpu(roots).minus(before)
     return {k: v / max(1, sent["accepted"]) * 1e6 for k, v in spent.items()}, sent, done
 
 
 def cpu_per_job(ctx: Context) -> list[Row]:
     size = ctx.size
-    with EventDrivenSystem(ctx.servers, ctx.work) as system:
+    with ctx.event_driven() as system:
         ours, sent, done = _measure_cpu(system, size.cpu_jobs, size.cpu_rate)
-    with Baseline(ctx.servers, ctx.work) as baseline:
+    with ctx.baseline() as baseline:
         theirs, base_sent, _ = _measure_cpu(baseline, size.cpu_jobs, size.cpu_rate)
     total, base_total = sum(ours.values()), sum(theirs.values())
     rows = [row("cpu per job", f"{name} (system)", us, "CPU-us/job") for name, us in ours.items()]
@@ -136,11 +185,15 @@ def end_to_end(ctx: Context) -> list[Row]:
     size = ctx.size
     count = int(size.e2e_rate * size.e2e_duration_s)
     figures: dict[str, tuple[float, Finished, dict[str, Any]]] = {}
-    for name, kind in (("system", EventDrivenSystem), ("baseline", Baseline)):
-        with kind(ctx.servers, ctx.work) as system:
+    arms: dict[str, Callable[[], contextlib.AbstractContextManager[EventDrivenSystem | Baseline]]]
+    arms = {"system": ctx.event_driven, "baseline": ctx.baseline}
+    for name, arm in arms.items():
+        with arm() as system:
             started = time.monotonic()
             sent = submit(system.submit_url, system.token, count, size.e2e_rate)
-            done = wait_for_status(system.database_url, system.table, sent["accepted"], 900)
+            done = wait_for_status(
+                system.database_url, system.table, sent["accepted"], 900, sent["jobIds"]
+            )
             succeeded = done.by_status.get("succeeded", 0)
             figures[name] = (succeeded / (done.at - started), done, sent)
     ours, detail, sent = figures["system"]
@@ -162,12 +215,12 @@ def end_to_end(ctx: Context) -> list[Row]:
 
 
 def status_reads(ctx: Context) -> list[Row]:
-    with EventDrivenSystem(ctx.servers, ctx.work) as system:
+    with ctx.event_driven() as system:
         sent = submit(system.submit_url, system.token, 1, 0)
-        wait_for_status(system.database_url, system.table, 1, 60)
+        wait_for_status(system.database_url, system.table, 1, 60, sent["jobIds"])
         url = f"{system.submit_url}/{sent['jobIds'][0]}"
         ours = run_wrk(url, duration_s=ctx.size.http_s, token=system.token)
-    with bare_endpoint(ctx.work) as (bare_url, _):
+    with ctx.bare() as (bare_url, _):
         bare = run_wrk(f"{bare_url}/api/jobs/x", duration_s=ctx.size.http_s)
     ratio = ours.per_s(200) / max(1e-9, bare.per_s(200))
     return [
@@ -195,7 +248,7 @@ def status_reads(ctx: Context) -> list[Row]:
 
 def admission(ctx: Context) -> list[Row]:
     body = json.dumps({"type": "title_generation", "input": {"topic": "admission"}})
-    with EventDrivenSystem(ctx.servers, ctx.work) as system:
+    with ctx.event_driven() as system:
         # Consumers paused: only the gateway and NATS take part.
         system.stack.stop_service("ai-runner")
         system.stack.stop_service("job-store")
@@ -206,7 +259,7 @@ def admission(ctx: Context) -> list[Row]:
             body=body,
             token=system.token,
         )
-    with bare_endpoint(ctx.work) as (bare_url, _):
+    with ctx.bare() as (bare_url, _):
         bare = run_wrk(f"{bare_url}/api/jobs", duration_s=ctx.size.http_s, method="POST", body=body)
     accepted = ours.per_s(202)
     ratio = accepted / max(1e-9, bare.per_s(200))
@@ -226,13 +279,16 @@ def admission(ctx: Context) -> list[Row]:
 
 def burst(ctx: Context) -> list[Row]:
     count = ctx.size.burst_jobs
-    with EventDrivenSystem(ctx.servers, ctx.work) as system:
+    with ctx.event_driven() as system:
+        before = simulator_size(system.simulator_url)
         started = time.monotonic()
         sent = submit(system.submit_url, system.token, count, 0)
         admitted = time.monotonic() - started
-        done = wait_for_status(system.database_url, system.table, sent["accepted"], 1800)
+        done = wait_for_status(
+            system.database_url, system.table, sent["accepted"], 1800, sent["jobIds"]
+        )
         drained = done.at - started
-        predictions = simulator_size(system.simulator_url)
+        predictions = simulator_size(system.simulator_url) - before
     succeeded = done.by_status.get("succeeded", 0)
     whole = succeeded == count == sent["accepted"] == predictions
     return [
@@ -264,12 +320,13 @@ def memory(ctx: Context) -> list[Row]:
     rows: list[Row] = []
     sizes: dict[int, dict[str, int]] = {}
     for in_flight in ctx.size.in_flight:
-        with EventDrivenSystem(ctx.servers, ctx.work) as system:
+        with ctx.event_driven() as system:
             # Predictions run and never report back: every job stays in flight.
             set_simulator(system.simulator_url, holdWebhooks=True, latencyS=0.0)
+            before = simulator_size(system.simulator_url)
             sent = submit(system.submit_url, system.token, in_flight, 0)
             deadline = time.monotonic() + 1800
-            while simulator_size(system.simulator_url) < sent["accepted"]:
+            while simulator_size(system.simulator_url) < before + sent["accepted"]:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(1)

@@ -9,7 +9,7 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,16 +90,23 @@ class Finished:
     timed_out: bool
 
 
-def wait_for_status(dsn: str, table: str, count: int, timeout_s: float) -> Finished:
+def wait_for_status(
+    dsn: str, table: str, count: int, timeout_s: float, job_ids: Sequence[str] | None = None
+) -> Finished:
     """Poll Postgres (twice a second, a cost both designs pay alike) until `count` jobs are
-    terminal; the counts by status and when the last one got there."""
+    terminal; the counts by status and when the last one got there. With `job_ids`, only those
+    jobs count, so scenarios sharing one system never count each other's jobs."""
+    only = "" if job_ids is None else " WHERE id = ANY($1::uuid[])"
+    args = () if job_ids is None else (list(job_ids),)
 
     async def poll() -> Finished:
         conn = await asyncpg.connect(dsn)
         try:
             deadline = time.monotonic() + timeout_s
             while True:
-                rows = await conn.fetch(f"SELECT status, count(*) AS n FROM {table} GROUP BY 1")
+                rows = await conn.fetch(
+                    f"SELECT status, count(*) AS n FROM {table}{only} GROUP BY 1", *args
+                )
                 by_status = {r["status"]: r["n"] for r in rows}
                 done = sum(n for s, n in by_status.items() if s not in ("pending", "processing"))
                 if done >= count or time.monotonic() > deadline:
@@ -107,7 +114,8 @@ def wait_for_status(dsn: str, table: str, count: int, timeout_s: float) -> Finis
                         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS p50,"
                         " percentile_cont(0.99) WITHIN GROUP (ORDER BY s) AS p99 FROM"
                         " (SELECT extract(epoch FROM updated_at - created_at) AS s FROM"
-                        f" {table} WHERE status = 'succeeded') AS t"
+                        f" {table}{only or ' WHERE true'} AND status = 'succeeded') AS t",
+                        *args,
                     )
                     assert latency is not None
                     return Finished(
@@ -126,6 +134,12 @@ def wait_for_status(dsn: str, table: str, count: int, timeout_s: float) -> Finis
 
 def set_simulator(url: str, **knobs: object) -> None:
     httpx.put(f"{url}/_sim/config", json=knobs, timeout=10).raise_for_status()
+
+
+def reset_simulator(url: str) -> None:
+    """The simulator as a system is lent: its defaults (held webhooks released), no latency."""
+    httpx.post(f"{url}/_sim/reset", timeout=10).raise_for_status()
+    set_simulator(url, latencyS=0.0)
 
 
 def simulator_size(url: str) -> int:
