@@ -25,7 +25,7 @@ from webhook_ingest.ports import BusUnavailable
 from webhook_ingest.verify import VerifiedWebhook
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-JOB_ID = uuid.uuid4()
+JOB_ID = uuid.UUID("47595ef0-7989-43b5-b36b-273c740cd95e")
 
 
 class FakeEvents:
