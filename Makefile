@@ -45,8 +45,12 @@ schema: sync ## regenerate proto/schema from the msgspec Structs
 deploy-check: sync ## deploy/: render the overlays, validate, checkov, hadolint, image installs
 	$(RUN) pytest deploy/tests -q
 
+# Two workers on two cores: most tests wait on servers and processes, so 2 cut the suite from
+# about 11.5 to 7 minutes here; a module stays on one worker (module-scoped systems).
+PYTEST_WORKERS ?= 2
+
 test: prerequisites lint typecheck ## the whole suite (deploy/tests included) against real, throwaway NATS and Postgres
-	$(RUN) pytest
+	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=20
 
 check-fresh: ## a fresh clone with no .venv, .tools or prerequisites on PATH gets them all from `make prerequisites`
 	$(RUN) pytest tests/setup -q
