@@ -65,11 +65,16 @@ class JobPage(Message, frozen=True):
 
 
 class JobProgress(Message, frozen=True):
-    """Partial output of a running job (`event: progress`): all the text so far."""
+    """Partial output of a running job (`event: progress`): all the text so far.
+
+    `prediction_id` names the prediction it came from: a consumer drops progress from any
+    prediction other than the job's own (None only from a release that did not send it).
+    """
 
     job_id: uuid.UUID
     output: str
     seq: int
+    prediction_id: str | None = None
 
 
 class JobChanged(Message, frozen=True):
