@@ -67,8 +67,8 @@ class JobPage(Message, frozen=True):
 class JobProgress(Message, frozen=True):
     """Partial output of a running job (`event: progress`): all the text so far.
 
-    `prediction_id` names the prediction it came from: a consumer drops progress from any
-    prediction other than the job's own (None only from a release that did not send it).
+    `predictionId` names the prediction the text came from, always the job's own: progress of
+    any other prediction is dropped before it reaches a stream.
     """
 
     job_id: uuid.UUID
