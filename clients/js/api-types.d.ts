@@ -66,11 +66,15 @@ export interface JobError {
 
 /**
  * Partial output of a running job (`event: progress`): all the text so far.
+ *
+ *     `predictionId` names the prediction the text came from, always the job's own: progress of
+ *     any other prediction is dropped before it reaches a stream.
  */
 export interface JobProgress {
   jobId: string;
   output: string;
   seq: number;
+  predictionId?: string | null;
 }
 
 /**

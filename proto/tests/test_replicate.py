@@ -4,7 +4,12 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from jobs_proto.replicate import completed_event, decode_prediction, joined_output
+from jobs_proto.replicate import (
+    completed_event,
+    decode_prediction,
+    joined_output,
+    webhook_job_id,
+)
 from jobs_proto.subjects import message_id
 
 
@@ -63,3 +68,36 @@ def test_a_finished_prediction_makes_the_completed_event_a_poll_publishes() -> N
     assert message_id(event) == "completed:p1"
     running = decode_prediction(b'{"id":"p2","status":"processing"}')
     assert completed_event(running, job_id, at, output=None) is None
+
+
+JOB = uuid.UUID("0b7c6d0e-5a3f-4f57-9a53-2f1d3c7e9b21")
+
+
+def test_the_webhook_field_is_read_from_the_body() -> None:
+    body = b'{"id":"p1","status":"starting","webhook":"https://h.example/hook?job=' + (
+        str(JOB).encode() + b'","webhook_events_filter":["start","completed"]}'
+    )
+    prediction = decode_prediction(body)
+    assert prediction.webhook == f"https://h.example/hook?job={JOB}"
+    assert webhook_job_id(prediction.webhook) == JOB
+
+
+@pytest.mark.parametrize(
+    ("url", "job"),
+    [
+        (f"https://h.example/hook?job={JOB}", JOB),
+        (f"https://h.example/hook?env=dev&job={str(JOB).upper()}#frag", JOB),
+        # The first `job` is the one: the ai-runner replaces any that the configured URL had.
+        (f"https://h.example/hook?job={JOB}&job={uuid.UUID(int=1)}", JOB),
+        (None, None),
+        ("", None),
+        ("https://h.example/hook", None),
+        ("https://h.example/hook?jobs=1&other=2", None),
+        ("https://h.example/hook?job=", None),
+        ("https://h.example/hook?job=job-42", None),
+        (f"https://h.example/hook#job={JOB}", None),
+        ("http://[::1/hook?job=x", None),
+    ],
+)
+def test_the_job_a_webhook_url_names(url: str | None, job: uuid.UUID | None) -> None:
+    assert webhook_job_id(url) == job

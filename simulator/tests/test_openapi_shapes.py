@@ -337,6 +337,10 @@ async def test_webhook_bodies_are_predictions(
     for body in bodies:
         assert_prediction(body, "/predictions/{prediction_id}", "get", 200)
     assert all(b["id"] == created["id"] for b in bodies)
+    # Every body echoes the URL the prediction was created with (the receiver's signed word
+    # for which job it serves) and the events it asked for.
+    assert all(b["webhook"] == receiver.url + "?job=j1" for b in bodies)
+    assert all(b["webhook_events_filter"] == created["webhook_events_filter"] for b in bodies)
     # `start`, at least one `output` or `logs`, then `completed` (in whatever order they landed).
     statuses = sorted(b["status"] for b in bodies)
     assert len(statuses) >= 3

@@ -103,6 +103,9 @@ async def post_completed(
             "started_at": "2026-01-01T00:00:01.000Z",
             "completed_at": "2026-01-01T00:00:02.000Z",
             "metrics": {"predict_time": 1.0},
+            # Replicate echoes the URL the prediction was created with; webhook-ingest takes
+            # the job from it (it is signed, the request's `?job=` is not).
+            "webhook": f"{system.stack.webhook_url}?job={job_id}",
         }
     )
     webhook_id = f"msg_{uuid.uuid4().hex}"

@@ -65,11 +65,16 @@ class JobPage(Message, frozen=True):
 
 
 class JobProgress(Message, frozen=True):
-    """Partial output of a running job (`event: progress`): all the text so far."""
+    """Partial output of a running job (`event: progress`): all the text so far.
+
+    `predictionId` names the prediction the text came from, always the job's own: progress of
+    any other prediction is dropped before it reaches a stream.
+    """
 
     job_id: uuid.UUID
     output: str
     seq: int
+    prediction_id: str | None = None
 
 
 class JobChanged(Message, frozen=True):

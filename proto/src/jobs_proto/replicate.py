@@ -10,6 +10,7 @@ import json
 import uuid
 from datetime import datetime
 from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
@@ -39,6 +40,9 @@ class ReplicatePrediction(msgspec.Struct, frozen=True, kw_only=True):
     completed_at: str | None = None
     metrics: dict[str, Any] | None = None
     urls: PredictionUrls | None = None
+    # The URL the prediction was created with, echoed by Replicate in every webhook body: the
+    # signed statement of which job the prediction serves (see `webhook_job_id`).
+    webhook: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -53,6 +57,32 @@ class ReplicatePrediction(msgspec.Struct, frozen=True, kw_only=True):
             return float(value)
         except OverflowError:  # a sender's absurd integer must not fail the whole webhook
             return None
+
+
+# The query parameter of a prediction's webhook URL that names its job; the ai-runner writes it.
+WEBHOOK_JOB_PARAMETER: Final = "job"
+
+
+def webhook_job_id(url: str | None) -> uuid.UUID | None:
+    """The job a webhook URL names (its first `job` query parameter), or None when it names
+    none: no URL, no such parameter, or one that is not a UUID.
+
+    Read from the prediction body's `webhook` field, this is covered by the signature, unlike
+    the request URL a webhook arrives on.
+    """
+    if not url:
+        return None
+    try:
+        query = urlsplit(url).query
+    except ValueError:  # a malformed URL (say, an unbalanced `[` in the host) names no job
+        return None
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == WEBHOOK_JOB_PARAMETER:
+            try:
+                return uuid.UUID(value)
+            except ValueError:
+                return None
+    return None
 
 
 _decoder: Final[msgspec.json.Decoder[ReplicatePrediction]] = msgspec.json.Decoder(

@@ -55,6 +55,26 @@ def jobs_stream(
     )
 
 
+# Headers of a parked message: why it was parked, in a word and in a line, and where it was
+# bound for (the job-store parks events of `JOBS`; webhook-ingest parks webhooks naming no job).
+PARK_REASON_HEADER: Final = "Jobs-Park-Reason"
+PARK_DETAIL_HEADER: Final = "Jobs-Park-Detail"
+PARK_SUBJECT_HEADER: Final = "Jobs-Original-Subject"
+
+
+def parked_stream(subjects: Subjects, jobs_stream: str, *, replicas: int = 1) -> StreamSpec:
+    """The dead-letter stream beside `jobs_stream`: what must never be applied, kept for an
+    operator to read (and republish), under `job_parked.<reason>`."""
+    return StreamSpec(
+        name=f"{jobs_stream}_PARKED",
+        subjects=(subjects.all_parked,),
+        max_age_s=30 * DAY_S,
+        # A park retried after a crash between publish and settle is stored once.
+        duplicate_window_s=10 * 60.0,
+        replicas=replicas,
+    )
+
+
 def ai_runner_consumer(subjects: Subjects) -> ConsumerSpec:
     return ConsumerSpec(
         durable="ai-runner",

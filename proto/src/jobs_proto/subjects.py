@@ -80,6 +80,14 @@ class Subjects:
     def all_progress(self) -> str:
         return f"{self.prefix}job_progress.>"
 
+    def parked(self, reason: str) -> str:
+        """Where a message that must never be applied is kept, by why (outside `job.>`)."""
+        return f"{self.prefix}job_parked.{reason}"
+
+    @property
+    def all_parked(self) -> str:
+        return f"{self.prefix}job_parked.>"
+
     def request(self, service: str, endpoint: str) -> str:
         """Request/reply subject of a service endpoint, e.g. the job-store's get-by-id."""
         return f"{self.prefix}svc.{service}.{endpoint}"

@@ -118,6 +118,10 @@ def logs_at(p: Prediction, now: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Replicate's own order of the webhook events.
+_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("start", "output", "logs", "completed")
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -152,6 +156,11 @@ def render(p: Prediction, now: float) -> dict[str, Any]:
         "urls": urls(p),
         "metrics": {},
     }
+    if p.webhook is not None:
+        # Replicate echoes the creation's webhook settings in every prediction it shows: this is
+        # how a receiver learns, from the signed body, which URL (and so which job) it serves.
+        body["webhook"] = p.webhook
+        body["webhook_events_filter"] = [e for e in _WEBHOOK_EVENTS if e in p.events]
     # `started_at` and `completed_at` are non-nullable strings in the OpenAPI description, and
     # Replicate leaves them out until they happen (a `starting` prediction has neither).
     if is_started:

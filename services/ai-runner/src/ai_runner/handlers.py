@@ -39,6 +39,7 @@ from jobs_proto.events import (
     JobSubmitted,
 )
 from jobs_proto.job_types import JOB_TYPES, JobType
+from jobs_proto.replicate import WEBHOOK_JOB_PARAMETER
 from jobs_proto.status import DEADLINE_EXCEEDED, PREDICTION_REJECTED
 from jobs_runtime.retry import RetryLater
 
@@ -62,7 +63,8 @@ _IN_FLIGHT_GRACE_S: Final = 120.0
 # runner has seen).
 UNKNOWN_TYPE: Final = "unknown"
 
-JOB_PARAMETER: Final = "job"
+# webhook-ingest reads the job back from the URL Replicate echoes in each signed webhook body.
+JOB_PARAMETER: Final = WEBHOOK_JOB_PARAMETER
 
 
 def utc_now() -> datetime:
@@ -70,8 +72,9 @@ def utc_now() -> datetime:
 
 
 def webhook_url(base: str, job_id: str) -> str:
-    """`base` with `job=<job_id>` added to its query, so webhook-ingest (and the simulator's
-    audit) can tell the job from the URL alone.
+    """`base` with `job=<job_id>` added to its query, so webhook-ingest (from the signed body's
+    `webhook` field, see `jobs_proto.replicate.webhook_job_id`) and the simulator's audit can
+    tell the job from the URL alone.
 
     Everything else is kept byte for byte: other query parameters in their order and encoding,
     path, fragment. A `job` parameter already there is replaced, since a reader takes the first.

@@ -5,6 +5,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ai_runner.handlers import webhook_url
+from jobs_proto.replicate import webhook_job_id
 
 JOB = "0b7c6d0e-5a3f-4f57-9a53-2f1d3c7e9b21"
 
@@ -54,3 +55,18 @@ def test_a_job_parameter_already_there_is_replaced(stale: str) -> None:
     url = webhook_url(f"https://h.example/hook?a=1&{stale}&z=2", JOB)
     assert url == f"https://h.example/hook?a=1&z=2&job={JOB}"
     assert parse_qs(urlsplit(url).query)["job"] == [JOB]
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "https://hooks.example.com/api/webhooks/replicate",
+        "https://h.example/hook?b=2&a=x%20y&c=a+b&flag",
+        "https://h.example/hook?job=00000000-0000-4000-8000-000000000000",
+        "https://h.example/hook?x=1#f?g&job=00000000-0000-4000-8000-000000000000",
+    ],
+)
+def test_webhook_ingest_reads_back_the_job_the_runner_wrote(base: str) -> None:
+    """The body's `webhook` field is how webhook-ingest learns the job: writer and reader agree,
+    whatever the configured URL already holds."""
+    assert str(webhook_job_id(webhook_url(base, JOB))) == JOB

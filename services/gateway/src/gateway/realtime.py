@@ -1,6 +1,7 @@
 """Pushed updates: one in-memory hub fans the job-store's change announcements and
 webhook-ingest's progress out to every open event stream of this process, and each stream
-turns what it receives into Server-Sent Events.
+turns what it receives into Server-Sent Events, dropping progress of any prediction other
+than the one its job is bound to.
 
 No NATS or HTTP here: the NATS adapter feeds the hub, the HTTP adapter sends the text.
 """
@@ -224,6 +225,14 @@ def retry_hint(retry_ms: int) -> bytes:
     return f"retry: {retry_ms}\n: reconnect, with Last-Event-ID\n\n".encode()
 
 
+def from_its_prediction(progress: JobProgress, prediction_id: str | None) -> bool:
+    """Whether progress may reach the job's streams: it must come from the prediction the job is
+    bound to. While the job is bound to none yet (its binding may be announced after the first
+    output), any prediction's goes: its job was read from the signed webhook URL, which only
+    the ai-runner writes, as the job-store's first-to-report binding rule also relies on."""
+    return prediction_id is None or progress.prediction_id == prediction_id
+
+
 # --- one job -----------------------------------------------------------------------------
 
 
@@ -276,6 +285,7 @@ async def job_events(
     """
     sent = known_version
     seq = -1
+    prediction = current.prediction_id
     if current.version > sent:
         yield status_event(current, str(current.version))
         sent = current.version
@@ -287,10 +297,15 @@ async def job_events(
             if update is None:
                 yield KEEPALIVE
             elif isinstance(update, JobProgress):
-                if update.seq > seq:
+                if update.seq > seq and from_its_prediction(update, prediction):
                     seq = update.seq
                     yield progress_event(update)
-            elif update.job.version > sent:
+            else:
+                # Learnt from any announcement, even one not newer than what was sent: a job's
+                # prediction, once recorded, never changes.
+                prediction = update.job.prediction_id or prediction
+                if update.job.version <= sent:
+                    continue
                 view = await _complete(update.job, update.output_omitted, reload)
                 sent = view.version
                 yield status_event(view, str(view.version))
@@ -336,8 +351,12 @@ async def user_events(
     versions: dict[uuid.UUID, int] = {}
     finished: set[uuid.UUID] = set()
     seqs: dict[uuid.UUID, int] = {}
+    # Each job's prediction once known: progress of any other is dropped.
+    predictions: dict[uuid.UUID, str] = {}
     for view in initial:
         versions[view.job_id] = view.version
+        if view.prediction_id is not None:
+            predictions[view.job_id] = view.prediction_id
         if is_terminal(view.status):
             finished.add(view.job_id)
         yield status_event(view, position(view))
@@ -348,15 +367,24 @@ async def user_events(
                 yield KEEPALIVE
             elif isinstance(update, JobProgress):
                 job_id = update.job_id
-                if job_id not in finished and update.seq > seqs.get(job_id, -1):
+                if (
+                    job_id not in finished
+                    and update.seq > seqs.get(job_id, -1)
+                    and from_its_prediction(update, predictions.get(job_id))
+                ):
                     seqs[job_id] = update.seq
                     yield progress_event(update)
-            elif update.job.version > versions.get(update.job.job_id, 0):
+            else:
+                if update.job.prediction_id is not None:
+                    predictions[update.job.job_id] = update.job.prediction_id
+                if update.job.version <= versions.get(update.job.job_id, 0):
+                    continue
                 view = await _complete(update.job, update.output_omitted, reload)
                 versions[view.job_id] = view.version
                 if is_terminal(view.status):
                     finished.add(view.job_id)
                     seqs.pop(view.job_id, None)
+                    predictions.pop(view.job_id, None)
                 yield status_event(view, position(view))
     except Reconnect as reconnect:
         yield retry_hint(reconnect.retry_ms)

@@ -80,8 +80,16 @@ async def announce(
     await nc.flush()
 
 
-async def progress(nc: NATS, subjects: Subjects, job_id: uuid.UUID, text: str, seq: int) -> None:
-    body = JobProgress(job_id=job_id, output=text, seq=seq)
+async def progress(
+    nc: NATS,
+    subjects: Subjects,
+    job_id: uuid.UUID,
+    text: str,
+    seq: int,
+    prediction_id: str = "p1",
+) -> None:
+    """Partial output as webhook-ingest sends it; by default from `view`'s prediction."""
+    body = JobProgress(job_id=job_id, output=text, seq=seq, prediction_id=prediction_id)
     await nc.publish(subjects.progress(job_id), msgspec.json.encode(body))
     await nc.flush()
 
@@ -132,6 +140,8 @@ async def test_a_job_stream_sends_the_state_then_newer_changes_and_progress_then
         await announce(nats_client, subjects, view(job_id, 1, "pending"))  # older: dropped
         await progress(nats_client, subjects, job_id, "Once upon", 1)
         await progress(nats_client, subjects, job_id, "Once", 0)  # reordered: dropped
+        # Another prediction's output (a second prediction of the job, a forged message): dropped.
+        await progress(nats_client, subjects, job_id, "INJECTED", 5, prediction_id="p-other")
         await progress(nats_client, subjects, job_id, "Once upon a time", 2)
         received = [await next_event(stream) for _ in range(2)]
         # Changes and progress come over two subscriptions, whose order between them NATS
@@ -145,7 +155,12 @@ async def test_a_job_stream_sends_the_state_then_newer_changes_and_progress_then
             ("progress", None),
             ("status", "3"),
         ]
-        assert received[0].json() == {"jobId": str(job_id), "output": "Once upon", "seq": 1}
+        assert received[0].json() == {
+            "jobId": str(job_id),
+            "output": "Once upon",
+            "seq": 1,
+            "predictionId": "p1",
+        }
         assert received[1].json()["output"] == "Once upon a time"
         assert received[2].json() == done
         # Closed after the terminal state.

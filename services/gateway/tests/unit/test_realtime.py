@@ -26,10 +26,16 @@ from jobs_proto.status import JobStatus
 
 T0 = datetime(2030, 1, 2, tzinfo=UTC)
 FAST = StreamPolicy(keepalive_s=0.05, queue_size=4, retry_ms=700)
+# Room for every update a test publishes before its stream reads them.
+ROOMY = StreamPolicy(keepalive_s=0.05, queue_size=64, retry_ms=700)
 
 
 def view(
-    job_id: uuid.UUID, version: int, status: JobStatus = "processing", output: str | None = None
+    job_id: uuid.UUID,
+    version: int,
+    status: JobStatus = "processing",
+    output: str | None = None,
+    prediction_id: str | None = None,
 ) -> JobView:
     at = T0 + timedelta(seconds=version)
     return JobView(
@@ -40,7 +46,7 @@ def view(
         input={"topic": "x"},
         output=output,
         error=None,
-        prediction_id=None,
+        prediction_id=prediction_id,
         created_at=T0,
         updated_at=at,
         completed_at=None,
@@ -102,12 +108,12 @@ async def test_a_job_stream_sends_newer_states_and_progress_and_ends_at_the_term
         first = await anext(chunks)
         assert first.startswith(b"event: status\nid: 2\ndata: {")
         assert await anext(chunks) == b": keepalive\n\n"
-        hub.publish_progress(JobProgress(job_id=job_id, output="Hel", seq=3))
-        hub.publish_progress(JobProgress(job_id=job_id, output="He", seq=2))
+        hub.publish_progress(JobProgress(job_id=job_id, output="Hel", seq=3, prediction_id="p1"))
+        hub.publish_progress(JobProgress(job_id=job_id, output="He", seq=2, prediction_id="p1"))
         hub.publish_change(change(view(job_id, 3, "succeeded", "Hello")))
         rest = [chunk async for chunk in chunks]
     assert rest[0] == b'event: progress\ndata: {"jobId":"' + str(job_id).encode() + (
-        b'","output":"Hel","seq":3}\n\n'
+        b'","output":"Hel","seq":3,"predictionId":"p1"}\n\n'
     )
     assert rest[1].startswith(b"event: status\nid: 3\n")
     assert b'"output":"Hello"' in rest[1]
@@ -220,3 +226,65 @@ def test_a_position_resumes_a_little_before_itself() -> None:
     assert parse_position("nonsense") is None
     assert parse_position(None) is None
     assert parse_position("9" * 40) is None
+
+
+async def test_a_job_stream_drops_progress_of_any_prediction_but_the_jobs() -> None:
+    """Progress of another prediction never reaches the job's stream, whether the job was bound
+    when the stream opened or became bound on it; before it is bound, any prediction's goes."""
+    hub = Hub(ROOMY)
+    job_id = uuid.uuid4()
+    with hub.watch_job(job_id) as subscription:
+        chunks = job_events(view(job_id, 1, "pending"), 0, subscription, no_reload, ROOMY)
+        assert (await anext(chunks)).startswith(b"event: status\nid: 1\n")
+        hub.publish_progress(JobProgress(job_id=job_id, output="a", seq=1, prediction_id="p1"))
+        hub.publish_change(change(view(job_id, 2, prediction_id="p1")))
+        hub.publish_progress(JobProgress(job_id=job_id, output="EVIL", seq=9, prediction_id="p2"))
+        hub.publish_progress(JobProgress(job_id=job_id, output="OLD", seq=8))  # names none
+        hub.publish_progress(JobProgress(job_id=job_id, output="ab", seq=2, prediction_id="p1"))
+        hub.publish_change(change(view(job_id, 3, "succeeded", "abc", prediction_id="p1")))
+        rest = [chunk async for chunk in chunks]
+    texts = [chunk for chunk in rest if chunk.startswith(b"event: progress")]
+    assert len(texts) == 2
+    assert b'"output":"a"' in texts[0]
+    assert b'"output":"ab"' in texts[1]
+    assert not any(b"EVIL" in chunk or b"OLD" in chunk for chunk in rest)
+
+
+async def test_a_bound_job_stream_drops_another_predictions_progress_from_the_start() -> None:
+    hub = Hub(ROOMY)
+    job_id = uuid.uuid4()
+    with hub.watch_job(job_id) as subscription:
+        chunks = job_events(view(job_id, 2, prediction_id="p1"), 0, subscription, no_reload, ROOMY)
+        await anext(chunks)
+        hub.publish_progress(JobProgress(job_id=job_id, output="EVIL", seq=5, prediction_id="p2"))
+        hub.publish_progress(JobProgress(job_id=job_id, output="mine", seq=1, prediction_id="p1"))
+        (first,) = await take(chunks, 1)
+    assert b'"output":"mine"' in first
+
+
+async def test_the_users_stream_drops_progress_of_any_prediction_but_each_jobs() -> None:
+    hub = Hub(ROOMY)
+    bound, fresh = uuid.uuid4(), uuid.uuid4()
+    with hub.watch_user("alice") as subscription:
+        chunks = user_events(
+            [view(bound, 2, prediction_id="p1"), view(fresh, 1, "pending")],
+            subscription,
+            no_reload,
+            ROOMY,
+        )
+        await take(chunks, 2)  # the two initial states
+        # Not newer than what was sent (no event), but it tells the hub the job's owner.
+        hub.publish_change(change(view(bound, 2, prediction_id="p1")))
+        hub.publish_change(change(view(fresh, 2, prediction_id="q1")))
+        for job_id, prediction_id, text in [
+            (bound, "p2", "EVIL-1"),
+            (fresh, "q2", "EVIL-2"),
+            (bound, "p1", "one"),
+            (fresh, "q1", "two"),
+        ]:
+            hub.publish_progress(
+                JobProgress(job_id=job_id, output=text, seq=1, prediction_id=prediction_id)
+            )
+        received = await take(chunks, 3)
+    assert received[0].startswith(b"event: status")
+    assert [b'"output":"one"' in received[1], b'"output":"two"' in received[2]] == [True, True]

@@ -264,6 +264,7 @@ async def replay_command(settings: Settings, *, truncate: bool) -> int:
             "orphans": report.orphans,
             "failed": report.failed,
             "skipped": report.skipped,
+            "foreign": report.foreign,
         },
     )
     return 1 if report.failed else 0

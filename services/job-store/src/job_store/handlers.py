@@ -32,7 +32,7 @@ from job_store.ports import (
     ResultLoader,
     StoreUnavailable,
 )
-from job_store.transitions import Change, transition
+from job_store.transitions import Change, Park, transition
 from jobs_proto.api import (
     FindStuckJobs,
     GetJob,
@@ -123,8 +123,9 @@ class Purged(NamedTuple):
     job_id: uuid.UUID
 
 
-# What applying one event came to: its change, a purge, nothing (None), or why it must wait.
-Outcome = Change | Purged | JobNotYetKnown | ResultMissing | None
+# What applying one event came to: its change, a purge, nothing (None), why it must be parked,
+# or why it must wait.
+Outcome = Change | Purged | Park | JobNotYetKnown | ResultMissing | None
 
 _INSERT_RACE_ATTEMPTS: Final = 3
 
@@ -187,7 +188,7 @@ async def _apply_once(
             except ResultMissing as missing:
                 outcomes.append(missing)
                 continue
-            if change is not None:
+            if isinstance(change, Change):
                 job.row = change.row
                 job.changed = True
                 job.entries.append(change.entry)
@@ -218,10 +219,11 @@ async def apply_event(
 ) -> JobRow | None:
     """Apply one event in its own transaction (row and history together), then announce it.
 
-    Returns the job's new row, or None when the event changed nothing (a duplicate, a late or
-    foreign event, a purge); raises `JobNotYetKnown` for an event other than `requested` of an
-    unknown job, and `ResultMissing` for a completion whose stored output cannot be loaded,
-    unless `expire_missing_result` says to end the job `result_expired` instead.
+    Returns the job's new row, or None when the event changed nothing (a duplicate, a late
+    event, one from another prediction, which the live consumer parks, a purge); raises
+    `JobNotYetKnown` for an event other than `requested` of an unknown job, and
+    `ResultMissing` for a completion whose stored output cannot be loaded, unless
+    `expire_missing_result` says to end the job `result_expired` instead.
     """
     (outcome,) = await apply_events(
         [event], store, results, expire_missing_result=[expire_missing_result]
@@ -239,10 +241,10 @@ async def _judge(
     event: AnyJobEvent,
     results: ResultLoader | None,
     expire_missing_result: bool,
-) -> Change | None:
+) -> Change | Park | None:
     change = transition(current, event)
     if (
-        change is None
+        not isinstance(change, Change)
         or not isinstance(event, JobCompleted)
         or event.output_ref is None
         or event.output is not None
@@ -609,6 +611,9 @@ class EventApplier:
         elif outcome is None:
             self._misses.pop(key, None)
             label = "unchanged"
+        elif isinstance(outcome, Park):
+            self._misses.pop(key, None)
+            label, error = await self._park(event, outcome)
         elif (
             isinstance(outcome, JobNotYetKnown)
             and self._parking is not None
@@ -637,6 +642,23 @@ class EventApplier:
             waiting.done.set_result(None)
         else:
             waiting.done.set_exception(error)
+
+    async def _park(self, event: AnyJobEvent, park: Park) -> tuple[str, Exception | None]:
+        """Keep an event that must never be applied aside, then settle it; a park that fails is
+        handed back (the redelivery judges it again and parks it again)."""
+        if self._parking is None:
+            # No dead-letter stream wired (tests, tools): the log line is all an operator gets.
+            log.warning(
+                "event not applied: %s",
+                park.detail,
+                extra={"kind": event.kind, "job_id": str(event.job_id), "reason": park.reason},
+            )
+            return "parked", None
+        try:
+            await self._parking.park(event, park.reason, park.detail)
+        except Exception as exc:
+            return "failed", exc
+        return "parked", None
 
     def _is_orphan(self, event: AnyJobEvent) -> bool:
         occurred = event.occurred_at

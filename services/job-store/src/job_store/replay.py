@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from job_store.handlers import JobNotYetKnown, Outcome, Purged, apply_events
 from job_store.ports import JobStore, ResultLoader
-from job_store.transitions import Change
+from job_store.transitions import Change, Park
 from jobs_proto.events import AnyJobEvent, JobRequested
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,9 @@ class ReplayReport:
     failed: int = 0
     # Messages that are no event of this release (skipped by the reader, counted here).
     skipped: int = 0
+    # Events from a prediction other than their job's: not applied, and not parked again (the
+    # live consumer parked them when they first came).
+    foreign: int = 0
 
 
 async def replay(
@@ -102,6 +105,8 @@ async def _apply(
             report.changed += 1
         elif isinstance(outcome, Purged):
             report.purged += 1
+        elif isinstance(outcome, Park):
+            report.foreign += 1
         elif outcome is None:
             report.unchanged += 1
         else:

@@ -1,10 +1,21 @@
 """The job state machine as one pure function: (current row, event) -> (new row, history
-entry), or None.
+entry), a `Park` (never to be applied, kept aside with its reason), or None.
 
 Every consumer of `JOBS` must make redelivery, duplication and reordering harmless; here that
-means an event that would change nothing (a duplicate, a late event for a finished job, news of
-another prediction) returns None, and every applied change bumps `version` exactly once and
-produces exactly one history entry whose `seq` is that version.
+means an event that would change nothing (a duplicate, a late event for a finished job) returns
+None, and every applied change bumps `version` exactly once and produces exactly one history
+entry whose `seq` is that version.
+
+Which prediction a job accepts `started` and `completed` from: the one it is bound to, and the
+first that reports while it is bound to none (then it binds). That is sound because the job of
+a webhook event is taken from the signed body's `webhook` URL (webhook-ingest), which only the
+ai-runner writes when it creates the job's prediction; the ai-runner's own `submitted` and
+polled `completed` name the prediction it created. So a prediction naming a job was made for
+that job, and a pending job may still go straight to a terminal status when a completion
+overtakes the news of the creation (no waiting on `submitted`, which would tie every job's end
+to the ai-runner being up). Once bound, a `started` or `completed` of any other prediction is
+parked (`other_prediction`), never applied: an orphan of a create whose answer was lost, or
+something an operator should look at.
 """
 
 from __future__ import annotations
@@ -53,6 +64,10 @@ MAX_INPUT_BYTES: Final = 64 * 1024
 _encoder: Final = msgspec.json.Encoder()
 
 
+# Why an event is parked: it reports on a prediction other than the one its job is bound to.
+OTHER_PREDICTION: Final = "other_prediction"
+
+
 class Change(NamedTuple):
     """What applying an event does: the job's new row and the entry that records why."""
 
@@ -60,16 +75,45 @@ class Change(NamedTuple):
     entry: HistoryEntry
 
 
-def transition(row: JobRow | None, event: AnyJobEvent) -> Change | None:
-    """The job after `event` with its history entry, or None when the event changes nothing.
+class Park(NamedTuple):
+    """An event that must never be applied to its job: the caller keeps it aside (the parked
+    stream) with `reason` (a metric label) and `detail` (for the operator), and settles it."""
+
+    reason: str
+    detail: str
+
+
+def transition(row: JobRow | None, event: AnyJobEvent) -> Change | Park | None:
+    """The job after `event` with its history entry, a `Park` for an event from a prediction
+    that is not the job's, or None when the event changes nothing.
 
     `row` is None only for a job the store has never seen; only `requested` creates one (the
     caller decides what to do with any other event for an unknown job).
     """
+    foreign = foreign_prediction(row, event)
+    if foreign is not None:
+        return foreign
     after = next_row(row, event)
     if after is None:
         return None
     return Change(after, history_entry(row, after, event))
+
+
+def foreign_prediction(row: JobRow | None, event: AnyJobEvent) -> Park | None:
+    """A `Park` for a `started` or `completed` of a prediction other than the one `row` is bound
+    to, whatever the job's status: such news is never the job's, and an operator should see it
+    (see the module's docstring for why the first prediction to report may bind)."""
+    if row is None or row.prediction_id is None:
+        return None
+    if not isinstance(event, JobStarted | JobCompleted):
+        return None
+    if event.prediction_id == row.prediction_id:
+        return None
+    return Park(
+        OTHER_PREDICTION,
+        f"job {row.job_id} is bound to prediction {row.prediction_id}; "
+        f"this {event.kind} is from prediction {event.prediction_id}",
+    )
 
 
 def history_entry(before: JobRow | None, after: JobRow, event: AnyJobEvent) -> HistoryEntry:

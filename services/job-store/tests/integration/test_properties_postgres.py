@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from job_store.adapters.postgres import PostgresJobStore
 from job_store.handlers import JobNotYetKnown, apply_event
 from job_store.model import HistoryEntry, JobRow
-from job_store.transitions import transition
+from job_store.transitions import Change, transition
 from jobs_proto.api import JobChanged
 from jobs_proto.events import AnyJobEvent, JobCancelRequested, JobStarted, JobSubmitted
 from jobs_proto.status import is_terminal
@@ -50,7 +50,7 @@ def _canonical(events: list[AnyJobEvent]) -> tuple[JobRow, list[HistoryEntry]]:
     entries: list[HistoryEntry] = []
     for event in events:
         change = transition(row, event)
-        assert change is not None, f"the canonical order applies every fact: {event.kind}"
+        assert isinstance(change, Change), f"the canonical order applies every fact: {event.kind}"
         row, entry = change
         entries.append(entry)
     assert row is not None

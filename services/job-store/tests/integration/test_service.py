@@ -494,3 +494,78 @@ async def test_what_can_never_be_applied_is_parked_and_the_consumer_goes_on(
         return info.num_ack_pending == 0 and info.num_pending == 0
 
     await eventually(settled, within=5.0)
+
+
+async def test_news_of_another_prediction_is_parked_never_applied(
+    job_store: ServiceProcess, nats_client: NATS, subjects: Subjects
+) -> None:
+    """A job bound to its prediction takes `started` and `completed` of no other: they are
+    parked with their reason, counted, and the job ends with its own prediction's result."""
+    js = nats_client.jetstream()
+    publisher = EventPublisher(js, subjects)
+    stream = job_store.env["JOBS_STREAM"]
+    job = uuid.uuid4()
+    await publisher.publish(_requested(job, _now(), "title_generation"))
+    await publisher.publish(JobSubmitted(job_id=job, occurred_at=_now(), prediction_id="p-own"))
+    foreign_start = JobStarted(job_id=job, occurred_at=_now(), prediction_id="p-other")
+    foreign_end = JobCompleted(
+        job_id=job,
+        occurred_at=_now(),
+        prediction_id="p-other",
+        prediction_status="succeeded",
+        output="INJECTED",
+        webhook_id="msg_other_final",
+    )
+    await publisher.publish(foreign_start)
+    await publisher.publish(foreign_end)
+
+    parked = await js.pull_subscribe(f"{subjects.prefix}job_parked.>", stream=f"{stream}_PARKED")
+    messages: list[Msg] = []
+
+    async def both_parked() -> bool:
+        with contextlib.suppress(NatsTimeoutError):
+            messages.extend(await parked.fetch(2 - len(messages), timeout=0.5))
+        return len(messages) == 2
+
+    await eventually(both_parked, within=10.0)
+    assert [m.subject for m in messages] == [subjects.parked("other_prediction")] * 2
+    assert [msgspec.json.decode(m.data)["predictionId"] for m in messages] == ["p-other"] * 2
+    for message in messages:
+        assert message.headers is not None
+        assert "bound to prediction p-own" in message.headers["Jobs-Park-Detail"]
+    reply = await _get(nats_client, subjects, job)
+    assert reply.job is not None
+    assert (reply.job.status, reply.job.output, reply.job.version) == ("processing", None, 2)
+
+    await publisher.publish(
+        JobCompleted(
+            job_id=job,
+            occurred_at=_now(),
+            prediction_id="p-own",
+            prediction_status="succeeded",
+            output="Own words.",
+            webhook_id="msg_own_final",
+        )
+    )
+
+    async def finished() -> bool:
+        found = (await _get(nats_client, subjects, job)).job
+        return found is not None and found.status == "succeeded"
+
+    await eventually(finished, within=10.0)
+    done = (await _get(nats_client, subjects, job)).job
+    assert done is not None
+    assert (done.output, done.prediction_id, done.version) == ("Own words.", "p-own", 3)
+    history = msgspec.json.decode(
+        await _ask(nats_client, subjects.job_history, GetJobHistory(job_id=job, user_id=OWNER)),
+        type=JobHistory,
+    )
+    assert history.entries is not None
+    assert [(e.kind, e.summary.get("predictionId")) for e in history.entries] == [
+        ("requested", None),
+        ("submitted", "p-own"),
+        ("completed", "p-own"),
+    ]
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(_admin(job_store, "/metrics"))).text
+    assert 'job_store_parked_total{reason="other_prediction"} 2.0' in metrics

@@ -503,6 +503,42 @@ async def test_an_event_of_a_job_unknown_long_after_it_happened_is_parked(
     assert orphan.job_id not in store.rows
 
 
+async def test_news_of_another_prediction_is_parked_and_the_job_left_alone(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    parking = RecordingParking()
+    observer = RecordingObserver()
+    applier = EventApplier(store, announcer, observer=observer, parking=parking)
+    job = uuid.uuid4()
+    for first in (requested(job), submitted(job)):
+        await applier(first)
+    before = store.rows[job]
+    announced = len(announcer.changes)
+    foreign: list[AnyJobEvent] = [
+        started(job, s=3, prediction="p-other"),
+        completed(job, s=4, prediction="p-other", output="INJECTED"),
+    ]
+    for event in foreign:
+        await applier(event)  # settled: the consumer acks it, the parked copy remains
+    assert parking.parked == [(e, "other_prediction") for e in foreign]
+    assert [o for _, o in observer.applied_events[-2:]] == ["parked", "parked"]
+    assert store.rows[job] == before
+    assert len(announcer.changes) == announced
+    assert [e.kind for e in store.entries if e.job_id == job] == ["requested", "submitted"]
+
+
+async def test_a_park_of_another_predictions_news_that_fails_comes_back(
+    store: MemoryStore, announcer: RecordingAnnouncer
+) -> None:
+    job = uuid.uuid4()
+    applier = EventApplier(store, announcer, parking=RecordingParking(broken=True))
+    for first in (requested(job), submitted(job)):
+        await applier(first)
+    with pytest.raises(ConnectionError):
+        await applier(completed(job, prediction="p-other"))
+    assert store.rows[job].status == "processing"
+
+
 async def test_a_park_that_fails_leaves_the_event_to_come_back(
     store: MemoryStore, announcer: RecordingAnnouncer
 ) -> None:

@@ -14,8 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from job_store.model import HistoryEntry, JobRow
-from job_store.transitions import MAX_INPUT_BYTES, bounded_input, next_row, transition
-from jobs_proto.events import EVENT_KINDS, AnyJobEvent, JobPurged
+from job_store.transitions import (
+    MAX_INPUT_BYTES,
+    OTHER_PREDICTION,
+    Change,
+    Park,
+    bounded_input,
+    next_row,
+    transition,
+)
+from jobs_proto.events import EVENT_KINDS, AnyJobEvent, JobCompleted, JobPurged, JobStarted
 from jobs_proto.status import JOB_STATUSES, JobStatus, is_terminal
 from jobs_testkit.events import (
     OWNER,
@@ -194,6 +202,64 @@ def test_a_completion_of_another_prediction_is_ignored() -> None:
     assert next_row(row_in("processing"), completed(JOB, prediction="other")) is None
 
 
+# Every status a job can be in once it is bound to `PREDICTION`.
+BOUND: list[JobStatus] = ["processing", "succeeded", "failed", "canceled"]
+
+
+@pytest.mark.parametrize("status", BOUND)
+@pytest.mark.parametrize(
+    "event",
+    [
+        started(JOB, s=20, prediction="other"),
+        completed(JOB, s=20, prediction="other", output="INJECTED"),
+        completed(JOB, "canceled", s=20, prediction="other"),
+    ],
+    ids=["started", "completed", "completed-canceled"],
+)
+def test_news_of_another_prediction_is_parked_never_applied(
+    status: JobStatus, event: AnyJobEvent
+) -> None:
+    outcome = transition(row_in(status), event)
+    assert isinstance(outcome, Park)
+    assert outcome.reason == OTHER_PREDICTION
+    assert PREDICTION in outcome.detail
+    assert "other" in outcome.detail
+
+
+@pytest.mark.parametrize("status", BOUND)
+def test_news_of_the_jobs_own_prediction_is_never_parked(status: JobStatus) -> None:
+    for event in (started(JOB, s=20), completed(JOB, s=20), submitted(JOB, s=20)):
+        assert not isinstance(transition(row_in(status), event), Park)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        submitted(JOB, s=20, prediction="other"),
+        failed(JOB, s=20),
+        cancel(JOB, s=20),
+        requested(JOB, s=20),
+    ],
+    ids=["submitted", "failed", "cancel_requested", "requested"],
+)
+def test_only_news_of_a_prediction_is_ever_parked(event: AnyJobEvent) -> None:
+    """The ai-runner's and the gateway's own events are judged as before: at worst, no change."""
+    assert not isinstance(transition(row_in("processing"), event), Park)
+
+
+def test_the_first_prediction_to_report_binds_a_job_bound_to_none() -> None:
+    """Its job came from the signed webhook URL, which only the ai-runner writes; from then on
+    every other prediction's news is parked."""
+    first = transition(row_in("pending"), started(JOB, s=20, prediction="p7"))
+    assert isinstance(first, Change)
+    assert first.row.prediction_id == "p7"
+    late = transition(first.row, completed(JOB, s=21, prediction="p8", output="INJECTED"))
+    assert isinstance(late, Park)
+    own = transition(first.row, completed(JOB, s=22, prediction="p7", output="Waves."))
+    assert isinstance(own, Change)
+    assert (own.row.status, own.row.output) == ("succeeded", "Waves.")
+
+
 def test_a_completion_overtaking_the_submission_records_its_prediction() -> None:
     row = next_row(row_in("pending"), completed(JOB, s=20, prediction="p7"))
     assert row is not None
@@ -319,6 +385,8 @@ _ALL_EVENTS: list[AnyJobEvent] = [
     failed(JOB),
     cancel(JOB),
     submitted(JOB, prediction="other"),
+    started(JOB, prediction="other"),
+    completed(JOB, prediction="other"),
 ]
 
 
@@ -331,6 +399,11 @@ def test_any_sequence_keeps_the_invariants(events: list[AnyJobEvent]) -> None:
     for event in events:
         change = transition(row, event)
         assert next_row(row, requested(JOB)) is None
+        if isinstance(change, Park):
+            # Parked only once bound, and only news of a prediction other than the bound one.
+            assert isinstance(event, JobStarted | JobCompleted)
+            assert row.prediction_id not in (None, event.prediction_id)
+            continue
         if change is None:
             continue
         after, entry = change
@@ -352,7 +425,7 @@ def test_any_sequence_keeps_the_invariants(events: list[AnyJobEvent]) -> None:
 
 def test_each_change_comes_with_its_history_entry() -> None:
     created = transition(None, requested(JOB))
-    assert created is not None
+    assert isinstance(created, Change)
     assert created.entry == HistoryEntry(
         job_id=JOB,
         seq=1,
@@ -363,7 +436,7 @@ def test_each_change_comes_with_its_history_entry() -> None:
         summary={"from": None, "to": "pending"},
     )
     change = transition(created.row, submitted(JOB))
-    assert change is not None
+    assert isinstance(change, Change)
     assert (change.entry.seq, change.entry.source, change.entry.message_id) == (
         2,
         "ai-runner",
@@ -376,12 +449,12 @@ def test_each_change_comes_with_its_history_entry() -> None:
         "attempt": 1,
     }
     ended = transition(change.row, completed(JOB, "failed", error="boom"))
-    assert ended is not None
+    assert isinstance(ended, Change)
     assert ended.entry.source == "ai-runner"  # no webhook id: learnt by polling
     assert ended.entry.summary["errorCode"] == "prediction_failed"
     assert "output" not in ended.entry.summary
     canceling = transition(change.row, cancel(JOB))
-    assert canceling is not None
+    assert isinstance(canceling, Change)
     assert canceling.entry.summary == {
         "from": "processing",
         "to": "processing",
@@ -392,7 +465,7 @@ def test_each_change_comes_with_its_history_entry() -> None:
 
 def test_a_started_webhook_is_recorded_as_webhook_ingests() -> None:
     change = transition(row_in("processing"), started(JOB, s=20))
-    assert change is not None
+    assert isinstance(change, Change)
     assert (change.entry.source, change.entry.message_id) == ("webhook-ingest", "w1")
 
 

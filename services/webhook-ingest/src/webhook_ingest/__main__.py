@@ -17,7 +17,12 @@ from typing import Final, NoReturn
 from jobs_runtime.logs import configure_logging
 from jobs_runtime.service import Service, run
 from jobs_runtime.settings import SettingsError, load_settings
-from webhook_ingest.adapters.bus import CoreNatsProgress, JetStreamEvents, ObjectStoreResults
+from webhook_ingest.adapters.bus import (
+    CoreNatsProgress,
+    JetStreamEvents,
+    NatsWebhookParking,
+    ObjectStoreResults,
+)
 from webhook_ingest.adapters.http import webhook_app
 from webhook_ingest.adapters.replicate import SecretFetchError, fetch_webhook_secret
 from webhook_ingest.config import FetchSecretSettings, Settings
@@ -38,6 +43,13 @@ async def serve_webhooks(service: Service[Settings]) -> None:
         # As many replicas as the stream, so a result is as durable as the event naming it.
         results=ObjectStoreResults(
             service.nc, service.js, settings.jobs_stream, replicas=settings.stream_replicas
+        ),
+        parking=NatsWebhookParking(
+            service.nc,
+            service.js,
+            settings.subjects,
+            settings.jobs_stream,
+            replicas=settings.stream_replicas,
         ),
         max_bytes=settings.webhook_max_bytes,
         limits=IngressLimits(

@@ -1,9 +1,13 @@
 """From a verified Replicate webhook to a stored job event (and partial output) and an outcome.
 
-A final prediction becomes `JobCompleted`; any other becomes `JobStarted`, plus `JobProgress`
-when it carries output. A final output too large for one bus message is stored aside first and
-the event names it by `output_ref` (output `None`); the answer is `Stored` only once both are
-stored. The HTTP adapter turns the outcome into Replicate's answer.
+The job is the one the signed body's `webhook` field names (the URL the ai-runner created the
+prediction with): the request URL's `?job=` is outside the signature, so it may only agree. A
+webhook naming no job of ours is parked, not refused, so Replicate stops retrying and an
+operator sees it. A final prediction becomes `JobCompleted`; any other becomes `JobStarted`,
+plus `JobProgress` (naming the prediction) when it carries output. A final output too large for
+one bus message is stored aside first and the event names it by `output_ref` (output `None`);
+the answer is `Stored` only once both are stored. The HTTP adapter turns the outcome into
+Replicate's answer.
 """
 
 from __future__ import annotations
@@ -22,10 +26,17 @@ from jobs_proto.replicate import (
     completed_event,
     decode_prediction,
     joined_output,
+    webhook_job_id,
 )
 from jobs_proto.stream import MAX_MESSAGE_BYTES
 from jobs_runtime.results import EVENT_OVERHEAD_BYTES
-from webhook_ingest.ports import BusUnavailable, EventStore, ProgressSink, ResultStore
+from webhook_ingest.ports import (
+    BusUnavailable,
+    EventStore,
+    ProgressSink,
+    ResultStore,
+    WebhookParking,
+)
 from webhook_ingest.verify import VerifiedWebhook
 
 # NATS counts the headers (`Nats-Msg-Id` and the protocol's framing) against `max_payload`
@@ -53,8 +64,21 @@ class Stored:
 class Rejected:
     """Signed, but nothing we can act on: answer `400` (a retry would not change it)."""
 
-    reason: Literal["not_a_prediction", "bad_job_id"]
+    # `job_mismatch`: the request URL's `?job=` is not the job the signed body names (a signed
+    # webhook replayed against another job).
+    reason: Literal["not_a_prediction", "bad_job_id", "job_mismatch"]
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """Signed, but naming no job the system created (a prediction made elsewhere): kept aside
+    with its reason for an operator, nothing else changes; answer `200` so Replicate stops."""
+
+    reason: Literal["no_job"]
+    detail: str
+    prediction_id: str
+    duplicate: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +87,13 @@ class Unavailable:
 
     # `too_large_for_bus`: even without its output the event is over the limit (a huge error
     # text), which no retry changes; kept as a guard so nothing oversized reaches NATS.
-    reason: Literal["bus_unavailable", "results_unavailable", "too_large_for_bus"]
+    reason: Literal[
+        "bus_unavailable", "results_unavailable", "parking_unavailable", "too_large_for_bus"
+    ]
     detail: str
 
 
-Outcome: TypeAlias = Stored | Rejected | Unavailable
+Outcome: TypeAlias = Stored | Parked | Rejected | Unavailable
 
 
 async def ingest_webhook(
@@ -77,9 +103,11 @@ async def ingest_webhook(
     events: EventStore,
     progress: ProgressSink,
     results: ResultStore,
+    parking: WebhookParking,
     now: datetime,
 ) -> Outcome:
-    """Store what the webhook tells about the job named by `job_param` (the URL's `?job=`)."""
+    """Store what the webhook tells about the job its signed body names; `job_param` (the
+    request URL's `?job=`, None when absent) must name the same job."""
     try:
         prediction = decode_prediction(webhook.body)
         # Joined once, here: a deeply nested output can exhaust the recursion limit when turned
@@ -90,9 +118,24 @@ async def ingest_webhook(
         return Rejected("not_a_prediction", f"the body is not a Replicate prediction: {exc}")
     except RecursionError:
         return Rejected("not_a_prediction", "the body nests too deeply to be a prediction")
-    job_id = _job_id(job_param)
+    job_id = webhook_job_id(prediction.webhook)
+    if job_param is not None:
+        asked = _job_id(job_param)
+        if asked is None:
+            return Rejected("bad_job_id", "the query parameter 'job' must be a job id (a UUID)")
+        if asked != job_id:
+            # Only the body is signed: a `?job=` that differs was changed on the way.
+            return Rejected(
+                "job_mismatch",
+                "the query parameter 'job' is not the job the signed webhook URL names",
+            )
     if job_id is None:
-        return Rejected("bad_job_id", "the query parameter 'job' must be a job id (a UUID)")
+        detail = "the prediction's webhook URL names no job (a prediction made elsewhere)"
+        try:
+            duplicate = await parking.park(webhook.webhook_id, webhook.body, "no_job", detail)
+        except BusUnavailable as exc:
+            return Unavailable("parking_unavailable", str(exc))
+        return Parked("no_job", detail, prediction.id, duplicate)
 
     event = _event(prediction, text, job_id, webhook.webhook_id, now)
     if isinstance(event, JobCompleted) and _needs_result_store(event.output):
@@ -164,7 +207,13 @@ def _progress(
 ) -> JobProgress | None:
     if not text:
         return None
-    return JobProgress(job_id=job_id, output=text, seq=_sequence(prediction.output, text))
+    return JobProgress(
+        job_id=job_id,
+        output=text,
+        seq=_sequence(prediction.output, text),
+        # So a reader can drop output of any prediction other than the job's own.
+        prediction_id=prediction.id,
+    )
 
 
 def _sequence(output: Any, text: str) -> int:

@@ -1,5 +1,5 @@
 """What the webhook handler needs from the outside: somewhere to store events, results too large
-for an event, and to send progress.
+for an event, and webhooks naming no job (parked), and to send progress.
 
 Adapters over NATS implement these; tests pass fakes.
 """
@@ -44,4 +44,13 @@ class ResultStore(Protocol):
         Storing the same prediction again replaces its object, so Replicate's retries add
         nothing. Raises `BusUnavailable` when it cannot be stored now.
         """
+        ...
+
+
+class WebhookParking(Protocol):
+    """The dead-letter stream, for signed webhooks that name no job of ours."""
+
+    async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
+        """Return once the body is kept with its reason, `True` when it already was (the same
+        `webhook-id`). Raises `BusUnavailable` when it cannot be kept now."""
         ...

@@ -1,6 +1,7 @@
 """The `webhook-ingest` command end to end: signed HTTP in, events in JetStream (large results in
 the results Object Store) and progress on core NATS out, every refusal with its status, the
-abuse checks counted in `/metrics`, and NATS going away in the middle."""
+abuse checks counted in `/metrics`, NATS going away in the middle, and the attacks on the job a
+webhook speaks for (a signed webhook replayed against another job, one naming no job)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,13 @@ from standardwebhooks.webhooks import Webhook
 
 from jobs_proto.api import JobProgress
 from jobs_proto.events import AnyJobEvent, JobCompleted, JobStarted, decode_event
-from jobs_proto.stream import StreamSpec, jobs_stream
+from jobs_proto.stream import (
+    PARK_DETAIL_HEADER,
+    PARK_REASON_HEADER,
+    StreamSpec,
+    jobs_stream,
+    parked_stream,
+)
 from jobs_proto.subjects import MSG_ID_HEADER, Subjects
 from jobs_runtime.results import load_result, result_store
 from jobs_testkit.processes import ServiceProcess, command_path
@@ -72,6 +79,10 @@ class RunningIngest:
     async def send(self, body: bytes, *, job: uuid.UUID, webhook_id: str) -> httpx.Response:
         """A webhook signed with the current secret, sent now."""
         return await self.post(body, job=job, headers=sign(body, webhook_id))
+
+    async def send_unbound(self, body: bytes, *, webhook_id: str) -> httpx.Response:
+        """A webhook signed with the current secret, sent now to the URL without `?job=`."""
+        return await self.post(body, job=None, headers=sign(body, webhook_id))
 
 
 @contextmanager
@@ -143,9 +154,17 @@ async def stored_events(js: JetStreamContext, stream: str) -> list[StoredEvent]:
     return found
 
 
-def prediction(status: str, output: Any = None, **fields: Any) -> bytes:
+def hook(job: uuid.UUID) -> str:
+    """The webhook URL the ai-runner creates a job's prediction with."""
+    return f"https://hooks.example{PATH}?job={job}"
+
+
+def prediction(status: str, output: Any = None, *, job: uuid.UUID | None, **fields: Any) -> bytes:
+    """A prediction as Replicate sends it, echoing the webhook URL of `job` (None: a prediction
+    made elsewhere, whose URL names no job)."""
     body = {
         "id": f"pred-{uuid.uuid4().hex[:10]}",
+        "webhook": None if job is None else hook(job),
         "model": "google/gemini-3-pro",
         "status": status,
         "output": output,
@@ -162,7 +181,7 @@ async def test_a_completed_webhook_is_stored_once(
     ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
 ) -> None:
     job_id = uuid.uuid4()
-    body = prediction("succeeded", ["Fade in. ", "A lighthouse", "."])
+    body = prediction("succeeded", ["Fade in. ", "A lighthouse", "."], job=job_id)
 
     first = await ingest.send(body, job=job_id, webhook_id="msg_final_1")
     # Replicate's retry of the same final webhook: same id, signed anew.
@@ -187,7 +206,7 @@ async def test_output_webhooks_send_progress_and_store_one_started(
     progress = await nats_client.subscribe(subjects.progress(job_id))
     prediction_id = "pred-streaming"
     for n, chunks in enumerate((["Once"], ["Once", " upon"]), start=1):
-        body = prediction("processing", chunks, id=prediction_id)
+        body = prediction("processing", chunks, job=job_id, id=prediction_id)
         response = await ingest.send(body, job=job_id, webhook_id=f"msg_output_{n}")
         assert response.status_code == 200
 
@@ -196,8 +215,8 @@ async def test_output_webhooks_send_progress_and_store_one_started(
         for _ in range(2)
     ]
     assert received == [
-        JobProgress(job_id=job_id, output="Once", seq=1),
-        JobProgress(job_id=job_id, output="Once upon", seq=2),
+        JobProgress(job_id=job_id, output="Once", seq=1, prediction_id=prediction_id),
+        JobProgress(job_id=job_id, output="Once upon", seq=2, prediction_id=prediction_id),
     ]
     (stored,) = await stored_events(nats_client.jetstream(), jobs_stream_ready.name)
     assert isinstance(stored.event, JobStarted)
@@ -205,11 +224,74 @@ async def test_output_webhooks_send_progress_and_store_one_started(
     assert stored.msg_id == f"started:{prediction_id}"
 
 
+async def test_a_signed_webhook_replayed_against_another_job_changes_nothing_for_it(
+    ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    """The attack: a signed output, start or final webhook of one job (from a proxy log, say),
+    sent again within the five minutes with `?job=` set to a victim's job."""
+    job_id, victim = uuid.uuid4(), uuid.uuid4()
+    victims_progress = await nats_client.subscribe(subjects.progress(victim))
+    stolen = [
+        (prediction("processing", ["INJECTED"], job=job_id), "msg_stolen_output"),
+        (prediction("starting", job=job_id), "msg_stolen_start"),
+        (prediction("succeeded", ["INJECTED"], job=job_id), "msg_stolen_final"),
+    ]
+    for body, webhook_id in stolen:
+        replayed = await ingest.post(body, job=victim, headers=sign(body, webhook_id))
+        assert replayed.status_code == 400, replayed.text
+        assert replayed.json()["type"].endswith("job-mismatch")
+
+    # The victim's own output webhook afterwards: the first (and only) progress it gets.
+    own = prediction("processing", ["Mine"], job=victim, id="pred-victim")
+    assert (await ingest.send(own, job=victim, webhook_id="msg_victim_output")).status_code == 200
+    first = msgspec.json.decode((await victims_progress.next_msg(timeout=5)).data, type=JobProgress)
+    assert first == JobProgress(job_id=victim, output="Mine", seq=1, prediction_id="pred-victim")
+    events = await stored_events(nats_client.jetstream(), jobs_stream_ready.name)
+    (only,) = events
+    assert isinstance(only.event, JobStarted)
+    assert (only.event.job_id, only.event.prediction_id) == (victim, "pred-victim")
+
+
+async def test_a_signed_webhook_naming_no_job_is_parked_for_an_operator(
+    ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    """A prediction made elsewhere in the account, its webhook pointed here: `200` (Replicate
+    would retry a refusal for nothing), kept in the parked stream, logged and counted."""
+    body = prediction("succeeded", ["not ours"], job=None, id="pred-elsewhere")
+    first = await ingest.send_unbound(body, webhook_id="msg_elsewhere")
+    again = await ingest.send_unbound(body, webhook_id="msg_elsewhere")  # Replicate's retry
+    assert (first.status_code, again.status_code) == (200, 200), first.text
+
+    js = nats_client.jetstream()
+    assert await stored_events(js, jobs_stream_ready.name) == []
+    parked = parked_stream(subjects, jobs_stream_ready.name).name
+    state = (await js.stream_info(parked)).state
+    assert state.messages == 1
+    kept = await js.get_msg(parked, state.first_seq)
+    assert kept.subject == subjects.parked("no_job")
+    assert kept.data == body
+    headers = kept.headers or {}
+    assert headers[PARK_REASON_HEADER] == "no_job"
+    assert "names no job" in headers[PARK_DETAIL_HEADER]
+    assert headers[MSG_ID_HEADER] == "parked:webhook:msg_elsewhere"
+
+    metrics = (await ingest.http.get(ingest.ready_url.removesuffix("/readyz") + "/metrics")).text
+    assert metric(metrics, "parked") == 2
+    logged = [
+        json.loads(line) for line in ingest.process.log.splitlines() if "webhook parked" in line
+    ]
+    assert [(r["reason"], r["prediction_id"], r["level"]) for r in logged] == [
+        ("no_job", "pred-elsewhere", "warning")
+    ] * 2
+
+
 async def test_an_aborted_prediction_completes_as_aborted(
     ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec
 ) -> None:
     job_id = uuid.uuid4()
-    response = await ingest.send(prediction("aborted"), job=job_id, webhook_id="msg_aborted")
+    response = await ingest.send(
+        prediction("aborted", job=job_id), job=job_id, webhook_id="msg_aborted"
+    )
     assert response.status_code == 200
     (stored,) = await stored_events(nats_client.jetstream(), jobs_stream_ready.name)
     assert isinstance(stored.event, JobCompleted)
@@ -226,7 +308,7 @@ async def test_each_refusal_gets_its_status_and_the_service_goes_on(
     ingest: RunningIngest, nats_client: NATS, jobs_stream_ready: StreamSpec
 ) -> None:
     job_id = uuid.uuid4()
-    body = prediction("succeeded", "text")
+    body = prediction("succeeded", "text", job=job_id)
     good = sign(body, "msg_refusals")
     stale = sign(body, "msg_refusals", at=datetime.now(UTC) - timedelta(minutes=6))
     not_a_prediction = b'{"hello": "world"}'
@@ -242,7 +324,7 @@ async def test_each_refusal_gets_its_status_and_the_service_goes_on(
         ("bad signature", body, {**good, "webhook-signature": "v1,AAAA"}, job, 401),
         ("garbage", b"\x00\xffgarbage", {**good, "webhook-signature": "garbage"}, job, 401),
         ("signed non-prediction", not_a_prediction, sign(not_a_prediction, "msg_np"), job, 400),
-        ("missing job", body, good, None, 400),
+        ("another job", body, good, str(uuid.uuid4()), 400),
         ("invalid job", body, good, "job-42", 400),
     ]
     for name, content, headers, job_param, status in cases:
@@ -264,7 +346,7 @@ async def test_a_five_mib_body_is_accepted_whole(
 ) -> None:
     job_id = uuid.uuid4()
     chunks = [f"line {n:07d} of a very long script\n" for n in range(5 * MIB // 32)]
-    body = prediction("succeeded", chunks)
+    body = prediction("succeeded", chunks, job=job_id)
     assert len(body) >= 5 * MIB
 
     response = await ingest.send(body, job=job_id, webhook_id="msg_big")
@@ -281,7 +363,7 @@ async def test_a_nine_mib_result_is_stored_aside_and_named_by_the_event(
     job_id = uuid.uuid4()
     # 1 KiB chunks keep the JSON list's own overhead small: the body stays under 10 MiB.
     chunks = [f"{n:07d} ".ljust(1023, "~") + "\n" for n in range(9 * 1024)]
-    body = prediction("succeeded", chunks, id="pred-nine-mib")
+    body = prediction("succeeded", chunks, job=job_id, id="pred-nine-mib")
     assert 9 * MIB < len(body) <= MAX_BYTES
 
     first = await ingest.send(body, job=job_id, webhook_id="msg_nine")
@@ -351,9 +433,11 @@ async def test_nats_down_answers_503_and_the_retry_stores_once(
     subjects = Subjects("down.")
     stream = jobs_stream(subjects, name="JOBS_DOWN")
     job_id = uuid.uuid4()
-    body = prediction("succeeded", ["kept"])
+    body = prediction("succeeded", ["kept"], job=job_id)
     # Over the inline limit: its output needs the result store, which is down as well.
-    large = prediction("succeeded", ["x" * 1023 + "\n"] * (9 * 1024), id="pred-large-down")
+    large = prediction(
+        "succeeded", ["x" * 1023 + "\n"] * (9 * 1024), job=job_id, id="pred-large-down"
+    )
 
     with ingest_process(restartable_nats.url, stream.name, subjects, tmp_path / "i.log") as proc:
         url, ready_url = urls(proc)

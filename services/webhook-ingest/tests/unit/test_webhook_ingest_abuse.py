@@ -27,7 +27,12 @@ SECRET: Final = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW: Final = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 MIB: Final = 1024 * 1024
 LIMIT: Final = 4 * MIB
-JOB: Final = {"job": str(uuid.uuid4())}
+JOB_ID: Final = uuid.uuid4()
+JOB: Final = {"job": str(JOB_ID)}
+# The signed body names its job in `webhook`, as Replicate echoes it.
+HOOK: Final = (
+    b'"webhook": "https://hooks.example/api/webhooks/replicate?job=%s"' % str(JOB_ID).encode()
+)
 
 
 class Events:
@@ -45,6 +50,11 @@ class Results:
         return f"output/{prediction_id}"
 
 
+class Parking:
+    async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
+        return False
+
+
 class Monotonic:
     def __init__(self) -> None:
         self.now = 0.0
@@ -59,6 +69,7 @@ def app(limits: IngressLimits, monotonic: Monotonic | None = None) -> Starlette:
         events=Events(),
         progress=Progress(),
         results=Results(),
+        parking=Parking(),
         max_bytes=LIMIT,
         limits=limits,
         clock=lambda: NOW,
@@ -160,7 +171,7 @@ async def test_large_bodies_beyond_the_cap_get_503_and_small_ones_go_on(
         # The cap comes before the size: an oversized body is not even looked at.
         assert_problem(await http.post(PATH, content=b"x" * (LIMIT + 1)), 503)
         # Small bodies need no slot.
-        small = b'{"id": "p1", "status": "succeeded"}'
+        small = b'{"id": "p1", "status": "succeeded", %s}' % HOOK
         assert (await http.post(PATH, params=JOB, content=small, headers=signed(small))).is_success
 
         held.go.set()
@@ -169,7 +180,7 @@ async def test_large_bodies_beyond_the_cap_get_503_and_small_ones_go_on(
         # Every slot is back, whatever the answer was (401, 413, 200).
         for content, status in ((b"x" * (2 * MIB), 401), (b"x" * (LIMIT + 1), 413)):
             assert (await http.post(PATH, content=content)).status_code == status
-        big = b'{"id": "p1", "status": "succeeded", "output": "%s"}' % (b"w" * (2 * MIB))
+        big = b'{"id": "p1", "status": "succeeded", %s, "output": "%s"}' % (HOOK, b"w" * (2 * MIB))
         assert (await http.post(PATH, params=JOB, content=big, headers=signed(big))).is_success
     assert refusals("too_many_large_bodies") == before + 3
     lines = [r for r in caplog.records if r.getMessage() == "webhook refused"]
@@ -197,13 +208,16 @@ async def test_a_trickling_body_gets_408_and_the_connection_closed() -> None:
 
 
 async def test_every_refusal_is_counted_by_reason() -> None:
-    body = b'{"id": "p1", "status": "succeeded"}'
+    body = b'{"id": "p1", "status": "succeeded", %s}' % HOOK
+    elsewhere = b'{"id": "p2", "status": "succeeded"}'
     cases: list[tuple[str, bytes, Mapping[str, str], Mapping[str, str], int]] = [
         ("payload_too_large", b"x" * (LIMIT + 1), {}, JOB, 413),
         ("missing_headers", body, {}, JOB, 401),
         ("bad_signature", body, {**signed(body), "webhook-signature": "v1,AAAA"}, JOB, 401),
         ("bad_job_id", body, signed(body), {"job": "42"}, 400),
+        ("job_mismatch", body, signed(body), {"job": str(uuid.uuid4())}, 400),
         ("stored", body, signed(body), JOB, 200),
+        ("parked", elsewhere, signed(elsewhere), {}, 200),
     ]
     async with client(app(IngressLimits())) as http:
         for reason, content, headers, params, status in cases:

@@ -58,6 +58,11 @@ class Bus:
         if self.down:
             raise BusUnavailable("nats: connection closed")
 
+    async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
+        if self.down:
+            raise BusUnavailable("nats: connection closed")
+        return False
+
 
 class Results:
     def __init__(self, bus: Bus) -> None:
@@ -75,6 +80,7 @@ APP: Final = webhook_app(
     events=BUS,
     progress=BUS,
     results=Results(BUS),
+    parking=BUS,
     max_bytes=LIMIT,
     # The rate limit has its own tests; here every example must reach the checks behind it.
     limits=IngressLimits(rate_per_s=0),
@@ -147,6 +153,10 @@ outputs = st.one_of(
 )
 
 
+def hook(job_id: uuid.UUID) -> str:
+    return f"https://hooks.example{PATH}?job={job_id}"
+
+
 @st.composite
 def predictions(draw: st.DrawFn) -> dict[str, Any]:
     """Bodies Replicate could send: the fields the project reads, in their types, plus extras."""
@@ -166,6 +176,7 @@ def predictions(draw: st.DrawFn) -> dict[str, Any]:
             json_values | st.just(10**400),  # beyond any float
         ),
         "created_at": st.none() | st.text(max_size=30),
+        "webhook": st.none() | st.uuids().map(hook) | st.text(max_size=60),
         "unknown_field": json_values,
     }
     for name, strategy in optional.items():
@@ -299,7 +310,7 @@ async def test_a_signed_prediction_for_a_job_id_is_stored(
     webhook_id: str,
     skew_s: int,
 ) -> None:
-    body = json.dumps(prediction).encode()
+    body = json.dumps({**prediction, "webhook": hook(job_id)}).encode()
     at = NOW + timedelta(seconds=skew_s)
     headers = {
         "webhook-id": webhook_id,
@@ -311,3 +322,35 @@ async def test_a_signed_prediction_for_a_job_id_is_stored(
     assert response.status_code == 200, response.text
     (event,) = BUS.stored
     assert event.job_id == job_id
+
+
+@FUZZ
+@given(
+    prediction=predictions(),
+    signed_job=st.uuids(),
+    asked_job=st.uuids(),
+    with_param=st.booleans(),
+    webhook_id=webhook_ids.filter(lambda s: s.strip() != ""),
+)
+async def test_a_signed_prediction_only_ever_speaks_for_its_signed_job(
+    prediction: dict[str, Any],
+    signed_job: uuid.UUID,
+    asked_job: uuid.UUID,
+    with_param: bool,
+    webhook_id: str,
+) -> None:
+    """Whatever `?job=` says, an event is stored only for the job the signed body names."""
+    body = json.dumps({**prediction, "webhook": hook(signed_job)}).encode()
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(NOW.timestamp())),
+        "webhook-signature": sign(body, CURRENT, webhook_id, NOW),
+    }
+    params = [("job", str(asked_job))] if with_param else []
+    response = await post(body, headers, params, bus_down=False)
+    if with_param and asked_job != signed_job:
+        assert response.status_code == 400, response.text
+        assert BUS.stored == []
+    else:
+        assert response.status_code == 200, response.text
+        assert [e.job_id for e in BUS.stored] == [signed_job]

@@ -1,4 +1,5 @@
-"""The handler over fake ports: which event a webhook becomes, and which outcome it gets."""
+"""The handler over fake ports: which event a webhook becomes, and which outcome it gets; the
+job is the one the signed body's `webhook` URL names, never the request's `?job=` alone."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from jobs_proto.subjects import message_id
 from webhook_ingest.handlers import (
     MAX_EVENT_BYTES,
     MAX_INLINE_OUTPUT_BYTES,
+    Parked,
     Rejected,
     Stored,
     Unavailable,
@@ -25,7 +27,14 @@ from webhook_ingest.ports import BusUnavailable
 from webhook_ingest.verify import VerifiedWebhook
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+# Fixed ids: parallel test workers must collect the same parametrized test names.
 JOB_ID = uuid.UUID("47595ef0-7989-43b5-b36b-273c740cd95e")
+OTHER_JOB = uuid.UUID("0d7b6c7e-2f3a-4c55-9a1e-5b8f0c2d4e61")
+
+
+def hook(job: uuid.UUID | str) -> str:
+    """The webhook URL the ai-runner creates a job's prediction with."""
+    return f"https://hooks.example/api/webhooks/replicate?job={job}"
 
 
 class FakeEvents:
@@ -67,8 +76,24 @@ class FakeResults:
         return ref
 
 
+class FakeParking:
+    def __init__(self, *, fail: bool = False) -> None:
+        self.parked: dict[str, tuple[bytes, str, str]] = {}
+        self.fail = fail
+
+    async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
+        if self.fail:
+            raise BusUnavailable("parked stream: no responders")
+        duplicate = webhook_id in self.parked
+        self.parked.setdefault(webhook_id, (body, reason, detail))
+        return duplicate
+
+
 def prediction(status: str, **fields: Any) -> bytes:
-    return json.dumps({"id": "pred-1", "status": status, **fields}).encode()
+    """A prediction of the job `JOB_ID` as Replicate sends it (`webhook` echoed)."""
+    return json.dumps(
+        {"id": "pred-1", "status": status, "webhook": hook(JOB_ID), **fields}
+    ).encode()
 
 
 def webhook(body: bytes, webhook_id: str = "msg_1") -> VerifiedWebhook:
@@ -82,6 +107,7 @@ async def ingest(
     events: FakeEvents | None = None,
     progress: FakeProgress | None = None,
     results: FakeResults | None = None,
+    parking: FakeParking | None = None,
     webhook_id: str = "msg_1",
 ) -> tuple[Any, FakeEvents, FakeProgress]:
     events = events or FakeEvents()
@@ -92,6 +118,7 @@ async def ingest(
         events=events,
         progress=progress,
         results=results or FakeResults(),
+        parking=parking or FakeParking(),
         now=NOW,
     )
     return outcome, events, progress
@@ -161,9 +188,9 @@ async def test_output_webhooks_store_one_started_and_send_progress() -> None:
     assert events.stored == [JobStarted(job_id=JOB_ID, occurred_at=NOW, prediction_id="pred-1")]
     assert message_id(events.stored[0]) == "started:pred-1"
     assert progress.sent == [
-        JobProgress(job_id=JOB_ID, output="Hel", seq=1),
-        JobProgress(job_id=JOB_ID, output="Hello", seq=2),
-        JobProgress(job_id=JOB_ID, output="Hello!", seq=3),
+        JobProgress(job_id=JOB_ID, output="Hel", seq=1, prediction_id="pred-1"),
+        JobProgress(job_id=JOB_ID, output="Hello", seq=2, prediction_id="pred-1"),
+        JobProgress(job_id=JOB_ID, output="Hello!", seq=3, prediction_id="pred-1"),
     ]
 
 
@@ -177,7 +204,9 @@ async def test_a_start_without_output_sends_no_progress(output: Any) -> None:
 
 async def test_progress_of_a_single_string_counts_its_characters() -> None:
     _, _, progress = await ingest(prediction("processing", output="abcd"))
-    assert progress.sent == [JobProgress(job_id=JOB_ID, output="abcd", seq=4)]
+    assert progress.sent == [
+        JobProgress(job_id=JOB_ID, output="abcd", seq=4, prediction_id="pred-1")
+    ]
 
 
 async def test_progress_that_cannot_be_sent_still_answers_stored() -> None:
@@ -205,10 +234,70 @@ async def test_a_body_that_is_no_prediction_is_rejected(body: bytes) -> None:
     assert events.stored == []
 
 
-@pytest.mark.parametrize("job", [None, "", "42", "not-a-uuid", f"{JOB_ID}x"])
-async def test_the_job_parameter_must_be_a_uuid(job: str | None) -> None:
+@pytest.mark.parametrize("job", ["", "42", "not-a-uuid", f"{JOB_ID}x"])
+async def test_the_job_parameter_must_be_a_uuid(job: str) -> None:
     outcome, events, _ = await ingest(prediction("succeeded"), job=job)
     assert outcome == Rejected("bad_job_id", "the query parameter 'job' must be a job id (a UUID)")
+    assert events.stored == []
+
+
+@pytest.mark.parametrize("job", [str(JOB_ID), str(JOB_ID).upper(), None])
+async def test_the_job_is_the_one_the_signed_webhook_url_names(job: str | None) -> None:
+    """`?job=` may repeat the signed job (as Replicate sends it) or be left out."""
+    outcome, events, progress = await ingest(prediction("processing", output=["a"]), job=job)
+    assert isinstance(outcome, Stored)
+    assert [e.job_id for e in events.stored] == [JOB_ID]
+    assert [p.job_id for p in progress.sent] == [JOB_ID]
+
+
+@pytest.mark.parametrize("status", ["starting", "processing", "succeeded"])
+async def test_a_signed_webhook_replayed_against_another_job_is_refused(status: str) -> None:
+    """The attack: one signed webhook, its `?job=` changed to a victim's job."""
+    body = prediction(status, output=["injected"])
+    outcome, events, progress = await ingest(body, job=str(OTHER_JOB))
+    assert outcome == Rejected(
+        "job_mismatch", "the query parameter 'job' is not the job the signed webhook URL names"
+    )
+    assert events.stored == []
+    assert progress.sent == []
+
+
+@pytest.mark.parametrize(
+    "webhook_url",
+    [
+        None,
+        "https://elsewhere.example/hook",
+        "https://hooks.example/api/webhooks/replicate?job=not-a-job",
+        "https://hooks.example/api/webhooks/replicate?jobs=1",
+    ],
+)
+async def test_a_signed_webhook_naming_no_job_is_parked(webhook_url: str | None) -> None:
+    body = prediction("succeeded", output="x", webhook=webhook_url)
+    parking = FakeParking()
+    outcome, events, progress = await ingest(body, job=None, parking=parking)
+    detail = "the prediction's webhook URL names no job (a prediction made elsewhere)"
+    assert outcome == Parked("no_job", detail, "pred-1", duplicate=False)
+    assert parking.parked == {"msg_1": (body, "no_job", detail)}
+    assert (events.stored, progress.sent) == ([], [])
+    again, *_ = await ingest(body, job=None, parking=parking)
+    assert again == Parked("no_job", detail, "pred-1", duplicate=True)
+
+
+async def test_a_job_parameter_on_a_webhook_naming_no_job_is_refused() -> None:
+    """`?job=` cannot lend a job to a webhook whose signed URL names none."""
+    body = prediction("succeeded", output="x", webhook="https://elsewhere.example/hook")
+    parking = FakeParking()
+    outcome, events, _ = await ingest(body, job=str(JOB_ID), parking=parking)
+    assert isinstance(outcome, Rejected)
+    assert outcome.reason == "job_mismatch"
+    assert (events.stored, parking.parked) == ([], {})
+
+
+async def test_a_webhook_that_cannot_be_parked_is_unavailable() -> None:
+    body = prediction("succeeded", webhook=None)
+    outcome, events, _ = await ingest(body, job=None, parking=FakeParking(fail=True))
+    assert isinstance(outcome, Unavailable)
+    assert outcome.reason == "parking_unavailable"
     assert events.stored == []
 
 
@@ -292,7 +381,13 @@ async def test_a_body_nested_too_deeply_is_rejected_not_a_crash() -> None:
 
 
 async def test_a_predict_time_beyond_any_float_is_dropped_not_a_crash() -> None:
-    body = b'{"id": "p", "status": "succeeded", "metrics": {"predict_time": 1%s}}' % (b"0" * 400)
+    body = (
+        b'{"id": "p", "status": "succeeded", "webhook": "%s", "metrics": {"predict_time": 1%s}}'
+        % (
+            hook(JOB_ID).encode(),
+            b"0" * 400,
+        )
+    )
     outcome, events, _ = await ingest(body)
     assert isinstance(outcome, Stored)
     (event,) = events.stored

@@ -58,18 +58,33 @@ class Progress:
         self.sent.append(progress)
 
 
+class Parking:
+    def __init__(self) -> None:
+        self.parked: list[tuple[str, str]] = []
+
+    async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
+        self.parked.append((webhook_id, reason))
+        return False
+
+
+@pytest.fixture
+def parking() -> Parking:
+    return Parking()
+
+
 @pytest.fixture
 def events() -> Events:
     return Events()
 
 
 @pytest.fixture
-async def client(events: Events) -> AsyncIterator[httpx.AsyncClient]:
+async def client(events: Events, parking: Parking) -> AsyncIterator[httpx.AsyncClient]:
     app = webhook_app(
         verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
         events=events,
         progress=Progress(),
         results=Results(),
+        parking=parking,
         max_bytes=LIMIT,
         clock=lambda: NOW,
     )
@@ -87,7 +102,9 @@ def signed(body: bytes, webhook_id: str = "msg_1", at: datetime = NOW) -> dict[s
 
 
 def prediction(**fields: object) -> bytes:
-    return json.dumps({"id": "p1", "status": "succeeded", **fields}).encode()
+    """A prediction of the job `JOB_ID`, its webhook URL echoed as Replicate does."""
+    webhook = f"https://hooks.example{PATH}?job={JOB_ID}"
+    return json.dumps({"id": "p1", "status": "succeeded", "webhook": webhook, **fields}).encode()
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
@@ -159,12 +176,32 @@ async def test_signed_but_unusable_is_400(client: httpx.AsyncClient, events: Eve
         PATH, params={"job": str(JOB_ID)}, content=not_prediction, headers=signed(not_prediction)
     )
     assert_problem(response, 400)
-    for params in ({}, {"job": "nope"}):
+    for params, kind in (
+        ({"job": "nope"}, "bad-job-id"),
+        ({"job": str(uuid.uuid4())}, "job-mismatch"),
+    ):
         response = await client.post(
             PATH, params=params, content=prediction(), headers=signed(prediction())
         )
-        assert_problem(response, 400)
+        assert str(assert_problem(response, 400)["type"]).endswith(kind)
     assert events.stored == []
+
+
+async def test_a_signed_webhook_naming_no_job_is_parked_with_200(
+    client: httpx.AsyncClient,
+    events: Events,
+    parking: Parking,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    body = prediction(webhook="https://elsewhere.example/hook")
+    caplog.set_level(logging.INFO)
+    response = await client.post(PATH, content=body, headers=signed(body, "msg_elsewhere"))
+    assert response.status_code == 200, response.text
+    assert parking.parked == [("msg_elsewhere", "no_job")]
+    assert events.stored == []
+    (record,) = [r for r in caplog.records if r.name.startswith("webhook_ingest")]
+    assert (record.getMessage(), record.levelname) == ("webhook parked", "WARNING")
+    assert (record.__dict__["reason"], record.__dict__["prediction_id"]) == ("no_job", "p1")
 
 
 async def test_bus_down_is_503_with_retry_after(client: httpx.AsyncClient, events: Events) -> None:
@@ -183,6 +220,7 @@ async def test_a_large_result_is_stored_aside_or_answered_503(events: Events) ->
         events=events,
         progress=Progress(),
         results=results,
+        parking=Parking(),
         max_bytes=MAX_EVENT_BYTES + 1024 * 1024,
     )
     body = prediction(output="w" * MAX_EVENT_BYTES)
@@ -244,6 +282,7 @@ async def test_a_bug_answers_a_500_problem_without_internals() -> None:
         events=Broken(),
         progress=Progress(),
         results=Results(),
+        parking=Parking(),
         max_bytes=LIMIT,
     )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

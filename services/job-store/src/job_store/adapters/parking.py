@@ -13,30 +13,19 @@ from nats.js import JetStreamContext
 
 from job_store.adapters.metrics import PARKED
 from jobs_proto.events import AnyJobEvent, encode_event
-from jobs_proto.stream import DAY_S, StreamSpec
+from jobs_proto.stream import (
+    PARK_DETAIL_HEADER,
+    PARK_REASON_HEADER,
+    PARK_SUBJECT_HEADER,
+    parked_stream,
+)
 from jobs_proto.subjects import Subjects, message_id
 from jobs_runtime.bus import ensure_stream
 
 log = logging.getLogger(__name__)
 
-REASON_HEADER: Final = "Jobs-Park-Reason"
-DETAIL_HEADER: Final = "Jobs-Park-Detail"
-SUBJECT_HEADER: Final = "Jobs-Original-Subject"
-
 # Why a message is parked; the `reason` label of `job_store_parked_total`.
 NO_SUCH_JOB: Final = "no_such_job"
-
-
-def parked_stream(subjects: Subjects, jobs_stream: str, *, replicas: int = 1) -> StreamSpec:
-    """The dead-letter stream: its own subjects (`job_parked.<reason>`, outside `job.>`)."""
-    return StreamSpec(
-        name=f"{jobs_stream}_PARKED",
-        subjects=(f"{subjects.prefix}job_parked.>",),
-        max_age_s=30 * DAY_S,
-        # A park retried after a crash between publish and settle is stored once.
-        duplicate_window_s=10 * 60.0,
-        replicas=replicas,
-    )
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -81,13 +70,13 @@ class NatsParking:
         self, payload: bytes, reason: str, detail: str, subject: str, msg_id: str
     ) -> None:
         headers = {
-            REASON_HEADER: reason,
-            DETAIL_HEADER: _one_line(detail),
-            SUBJECT_HEADER: subject,
+            PARK_REASON_HEADER: reason,
+            PARK_DETAIL_HEADER: _one_line(detail),
+            PARK_SUBJECT_HEADER: subject,
             "Nats-Msg-Id": msg_id,
         }
         await self._js.publish(
-            f"{self._subjects.prefix}job_parked.{reason}",
+            self._subjects.parked(reason),
             payload,
             headers=headers,
             stream=self._spec.name,

@@ -1,7 +1,10 @@
 """The handler's ports over NATS: events into JetStream's `JOBS`, large results into the shared
-results Object Store (`jobs_runtime.results`), progress on core NATS."""
+results Object Store (`jobs_runtime.results`), webhooks naming no job into the parked stream
+beside `JOBS` (the job-store's dead letters), progress on core NATS."""
 
 from __future__ import annotations
+
+from typing import Final
 
 import msgspec
 import nats.errors
@@ -11,8 +14,14 @@ from nats.js.object_store import ObjectStore
 
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobEvent
-from jobs_proto.subjects import Subjects
-from jobs_runtime.bus import EventPublisher
+from jobs_proto.stream import (
+    PARK_DETAIL_HEADER,
+    PARK_REASON_HEADER,
+    PARK_SUBJECT_HEADER,
+    parked_stream,
+)
+from jobs_proto.subjects import MSG_ID_HEADER, Subjects
+from jobs_runtime.bus import EventPublisher, ensure_stream
 from jobs_runtime.results import result_store, store_result
 from webhook_ingest.ports import BusUnavailable
 
@@ -64,6 +73,45 @@ class ObjectStoreResults:
             return await store_result(self._bucket, prediction_id, output)
         except _BUS_ERRORS as exc:
             raise BusUnavailable(f"the result store did not take the output: {exc!r}") from exc
+
+
+class NatsWebhookParking:
+    """Keeps a webhook's body in `<JOBS_STREAM>_PARKED` under `job_parked.<reason>`, its reason
+    in the headers, as the job-store parks events; one copy per `webhook-id`."""
+
+    # Where the webhook was bound for, in the header the job-store fills with an event subject.
+    ORIGIN: Final = "POST /api/webhooks/replicate"
+
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, subjects: Subjects, jobs_stream: str, *, replicas: int
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._subjects = subjects
+        self._spec = parked_stream(subjects, jobs_stream, replicas=replicas)
+        # Made sure of on first use: parking is rare, and a failed attempt is retried with the
+        # next webhook (Replicate retries this one) instead of stopping the service.
+        self._ensured = False
+
+    async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
+        if not self._nc.is_connected:
+            raise BusUnavailable("not connected to NATS")
+        headers = {
+            PARK_REASON_HEADER: reason,
+            PARK_DETAIL_HEADER: detail,
+            PARK_SUBJECT_HEADER: self.ORIGIN,
+            MSG_ID_HEADER: f"parked:webhook:{webhook_id}",
+        }
+        try:
+            if not self._ensured:
+                await ensure_stream(self._js, self._spec)
+                self._ensured = True
+            ack = await self._js.publish(
+                self._subjects.parked(reason), body, headers=headers, stream=self._spec.name
+            )
+        except _BUS_ERRORS as exc:
+            raise BusUnavailable(f"the webhook could not be parked: {exc!r}") from exc
+        return bool(ack.duplicate)
 
 
 class CoreNatsProgress:

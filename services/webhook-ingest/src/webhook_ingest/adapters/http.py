@@ -3,10 +3,11 @@
 Before anything is verified, the abuse checks: a rate limit per source address (`429` with
 `Retry-After`), a cap on large bodies in memory (`503` with `Retry-After`) and a deadline for
 the whole body (`408`, connection closed). Then the contract's order: size `413`, signature
-headers, timestamp and signature `401`, body and job id `400`. Each refusal is an RFC 9457
-problem, one log line and a count in `webhook_ingest_webhooks_total{reason=...}`. `200` only
-once JetStream has stored the event (and a large output its object), `503` with `Retry-After`
-when either cannot be stored.
+headers, timestamp and signature `401`, body and job id `400` (a `?job=` that is not the job the
+signed body names is refused). Each refusal is an RFC 9457 problem, one log line and a count in
+`webhook_ingest_webhooks_total{reason=...}`. `200` only once JetStream has stored the event (and
+a large output its object), or parked a webhook naming no job of ours (logged, counted as
+`parked`); `503` with `Retry-After` when any of them cannot be stored.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ from jobs_runtime.web import (
     problem,
     problem_response,
 )
-from webhook_ingest.handlers import Outcome, Rejected, Stored, Unavailable, ingest_webhook
+from webhook_ingest.handlers import (
+    Outcome,
+    Parked,
+    Rejected,
+    Stored,
+    Unavailable,
+    ingest_webhook,
+)
 from webhook_ingest.limits import (
     LARGE_BODY_BYTES,
     IngressLimits,
@@ -44,7 +52,7 @@ from webhook_ingest.limits import (
     client_source,
     retry_after_s,
 )
-from webhook_ingest.ports import EventStore, ProgressSink, ResultStore
+from webhook_ingest.ports import EventStore, ProgressSink, ResultStore, WebhookParking
 from webhook_ingest.verify import (
     ID_HEADER,
     Clock,
@@ -62,10 +70,16 @@ _VERIFY_INLINE_BYTES: Final = 256 * 1024
 # A sender-chosen string goes into the logs only this long.
 _LOGGED_ID_CHARS: Final = 128
 
-# `reason`: `stored` or `duplicate` for a `200`, else why the request was refused.
+# `reason`: `stored`, `duplicate` or `parked` for a `200`, else why the request was refused.
 WEBHOOKS = Counter(
     "webhook_ingest_webhooks", "Webhook requests, by what became of them", ["reason"]
 )
+
+_REJECTED_TITLES: Final = {
+    "not_a_prediction": "Not a prediction",
+    "bad_job_id": "Invalid job id",
+    "job_mismatch": "Job does not match the signed webhook",
+}
 
 RATE_LIMITED: Final = ProblemKind("rate-limited", "Too many requests", 429)
 TOO_MANY_LARGE_BODIES: Final = ProblemKind("too-many-large-bodies", UNAVAILABLE.title, 503)
@@ -87,6 +101,7 @@ def webhook_app(
     events: EventStore,
     progress: ProgressSink,
     results: ResultStore,
+    parking: WebhookParking,
     max_bytes: int,
     limits: IngressLimits | None = None,
     clock: Clock = system_clock,
@@ -150,6 +165,7 @@ def webhook_app(
             events=events,
             progress=progress,
             results=results,
+            parking=parking,
             now=clock(),
         )
         return _answer(outcome, context)
@@ -280,9 +296,25 @@ def _answer(outcome: Outcome, context: dict[str, str]) -> Response:
             else:
                 log.info("webhook stored", extra=fields)
             return Response(status_code=200)
+        case Parked(reason=reason, detail=detail, prediction_id=prediction_id, duplicate=dup):
+            WEBHOOKS.labels("parked").inc()
+            # A warning, and the `parked` count, are what tell an operator to look at the
+            # parked stream: a prediction in our account that is none of the system's jobs.
+            log.warning(
+                "webhook parked",
+                extra={
+                    **context,
+                    "reason": reason,
+                    "detail": detail,
+                    "prediction_id": prediction_id[:_LOGGED_ID_CHARS],
+                    "duplicate": dup,
+                },
+            )
+            return Response(status_code=200)
         case Rejected(reason=reason, detail=detail):
-            title = "Not a prediction" if reason == "not_a_prediction" else "Invalid job id"
-            return _refused(_problem(_kind(reason, title, 400), detail), reason, context)
+            return _refused(
+                _problem(_kind(reason, _REJECTED_TITLES[reason], 400), detail), reason, context
+            )
         case Unavailable(reason=reason, detail=detail):
             WEBHOOKS.labels(reason).inc()
             extra = {**context, "status": 503, "reason": reason, "detail": detail}
