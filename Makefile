@@ -46,11 +46,12 @@ deploy-check: sync ## deploy/: render the overlays, validate, checkov, hadolint,
 	$(RUN) pytest deploy/tests -q
 
 # Two workers on two cores: most tests wait on servers and processes, so 2 cut the suite from
-# about 11.5 to 7 minutes here; a module stays on one worker (module-scoped systems).
+# about 11.5 to 7 minutes here. A module stays on one worker (module-scoped systems), and
+# modules go out in testpaths' order, the longest first, not xdist's largest-module-first.
 PYTEST_WORKERS ?= 2
 
 test: prerequisites lint typecheck ## the whole suite (deploy/tests included) against real, throwaway NATS and Postgres
-	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=20
+	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=20
 
 check-fresh: ## a fresh clone with no .venv, .tools or prerequisites on PATH gets them all from `make prerequisites`
 	$(RUN) pytest tests/setup -q
