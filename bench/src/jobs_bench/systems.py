@@ -26,6 +26,9 @@ from jobs_testkit.stack import Ports, Stack
 LIMITS_OFF: Mapping[str, str] = {
     "USER_REQUESTS_PER_S": "0",
     "USER_MAX_OPEN_JOBS": "0",
+    # `sse_memory` opens 10,000 streams as one user to measure what each costs.
+    "USER_MAX_STREAMS": "0",
+    "MAX_STREAMS": "0",
     "CREATIONS_PER_WINDOW": "0",
     "MAX_IN_FLIGHT": "0",
     # Every webhook comes from the simulator's one address.

@@ -25,6 +25,7 @@ from gateway.cache import FinishedJobs
 from gateway.config import Settings
 from gateway.limits import OpenJobs, RequestRate
 from gateway.realtime import Hub, StreamPolicy
+from gateway.streams import OpenStreams
 from jobs_runtime.service import Service, run
 from jobs_runtime.settings import SettingsError, load_settings
 
@@ -73,7 +74,9 @@ async def serve_gateway(service: Service[Settings]) -> None:
             retry_ms=settings.sse_retry_ms,
         )
     )
-    metrics.OPEN_STREAMS.set_function(lambda: hub.open_streams)
+    streams = OpenStreams(settings.user_max_streams, settings.max_streams)
+    # The count the caps apply to, so the gauge shows how near `MAX_STREAMS` the process is.
+    metrics.OPEN_STREAMS.set_function(lambda: streams.open)
     metrics.DROPPED_STREAMS.set_function(lambda: hub.dropped)
     feed = NatsJobFeed(service.nc, settings.subjects, hub)
     await feed.start()
@@ -95,6 +98,7 @@ async def serve_gateway(service: Service[Settings]) -> None:
         ),
         finished=FinishedJobs(settings.job_cache_bytes) if settings.job_cache_bytes else None,
         hub=hub,
+        streams=streams,
         demo_page=settings.demo_page_on,
     )
 

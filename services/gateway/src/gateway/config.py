@@ -36,6 +36,14 @@ class Settings(ServiceSettings, frozen=True):
     user_requests_per_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     user_requests_burst: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     user_max_open_jobs: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Open event and output streams, per user (`429`) and in this process (`503`), both with
+    # `Retry-After` (0: none). On by default, unlike the limits above: a stream never ends by
+    # itself and holds memory (about 24 KiB each, measured by the benchmark), so one token
+    # could otherwise open streams until the process runs out of memory. 20 is several tabs'
+    # worth (a page needs one `/api/events`); 4,000 is about 94 MiB, which with the finished
+    # jobs' cache (64 MiB) and the idle process fits the 256 MiB limit of deploy/base.
+    user_max_streams: Annotated[int, msgspec.Meta(ge=0)] = 20
+    max_streams: Annotated[int, msgspec.Meta(ge=0)] = 4000
     # Memory for the encoded answers of finished jobs (they never change); 0: no cache.
     job_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * 1024 * 1024
     http_max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024

@@ -24,6 +24,8 @@ IDEMPOTENCY_IN_PROGRESS: Final = ProblemKind(
 # The job's output is more than one job-store reply can carry (the request was fine).
 OUTPUT_TOO_LARGE: Final = ProblemKind("output-too-large", "Job output too large to answer", 413)
 TOO_MANY_REQUESTS: Final = ProblemKind("too-many-requests", "Too many requests", 429)
+# The process holds `MAX_STREAMS` streams; another replica may have room.
+STREAMS_FULL: Final = ProblemKind("streams-full", "Too many open streams", 503)
 
 # msgspec ends a validation message with the path of the bad value: ` - at `$.input.topic``.
 _AT: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -106,3 +106,13 @@ def test_stream_settings_have_defaults_and_bounds() -> None:
         load_settings(Settings, {"SSE_KEEPALIVE_S": "0"})
     with pytest.raises(SettingsError, match="SSE_QUEUE_SIZE"):
         load_settings(Settings, {"SSE_QUEUE_SIZE": "0"})
+
+
+def test_stream_caps_are_on_by_default_and_zero_turns_them_off() -> None:
+    settings = load_settings(Settings, {})
+    assert (settings.user_max_streams, settings.max_streams) == (20, 4000)
+    off = load_settings(Settings, {"USER_MAX_STREAMS": "0", "MAX_STREAMS": "0"})
+    assert (off.user_max_streams, off.max_streams) == (0, 0)
+    for name in ("USER_MAX_STREAMS", "MAX_STREAMS"):
+        with pytest.raises(SettingsError, match=name):
+            load_settings(Settings, {name: "-1"})

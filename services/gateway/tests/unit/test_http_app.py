@@ -1,6 +1,7 @@
 """The HTTP app in process over fake ports: the OpenAPI document is valid 3.1, describes
 exactly the app's `/api` routes and every status (and body) they answer; `/docs` points at
-it; CORS answers preflights for configured origins only; no token reaches a log line."""
+it; CORS answers preflights for configured origins only; no token reaches a log line; the
+event routes take a stream slot and give it back whatever they answer."""
 
 import logging
 import re
@@ -24,6 +25,7 @@ from gateway.cache import FinishedJobs
 from gateway.handlers import pending_view
 from gateway.limits import LimitExceeded, RequestRate
 from gateway.ports import BadCursor, IdempotencyRecord, StoredRecord, Unavailable
+from gateway.streams import OpenStreams
 from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
 from jobs_proto.status import JobStatus
@@ -120,7 +122,9 @@ class Fakes:
         return None
 
 
-def make_client(fakes: Fakes, cors_origins: tuple[str, ...] = ()) -> httpx.AsyncClient:
+def make_client(
+    fakes: Fakes, cors_origins: tuple[str, ...] = (), streams: OpenStreams | None = None
+) -> httpx.AsyncClient:
     ports = GatewayPorts(
         verifier=TokenVerifier([SECRET]),
         bus=fakes,
@@ -132,6 +136,7 @@ def make_client(fakes: Fakes, cors_origins: tuple[str, ...] = ()) -> httpx.Async
         keys=fakes,
         rate=fakes.rate,
         finished=FinishedJobs(1024 * 1024),
+        streams=streams or OpenStreams(),
     )
     # `raise_app_exceptions=False`: a 500 is an answer under test, not a test failure.
     transport = httpx.ASGITransport(build_app(ports), raise_app_exceptions=False)
@@ -699,3 +704,49 @@ async def test_no_token_is_ever_logged(
             "access_token",
         ):
             assert secret not in written, written
+
+
+async def test_an_event_route_gives_its_stream_slot_back_whatever_it_answers(fakes: Fakes) -> None:
+    streams = OpenStreams(per_user=1, in_all=2)
+    auth = {"Authorization": f"Bearer {token()}"}
+    async with make_client(fakes, streams=streams) as client:
+        created = await client.post(
+            "/api/jobs", json={"type": "title_generation", "input": {"topic": "t"}}, headers=auth
+        )
+        job_id = created.json()["jobId"]
+        fakes.statuses[uuid.UUID(job_id)] = "succeeded"
+        url = f"/api/jobs/{job_id}/events"
+        # With one stream allowed, each of these would be refused if the one before had kept
+        # its slot: a stream that ended after the terminal state, a 204, a 404, a 503.
+        assert (await client.get(url, headers=auth)).status_code == 200
+        assert (await client.get(url, headers={**auth, "Last-Event-ID": "1"})).status_code == 204
+        unknown = f"/api/jobs/{uuid.uuid4()}/events"
+        assert (await client.get(unknown, headers=auth)).status_code == 404
+        fakes.down = True
+        assert (await client.get(url, headers=auth)).status_code == 503
+        fakes.down = False
+        assert (await client.get(url, headers=auth)).status_code == 200
+    assert streams.open == 0
+
+
+async def test_the_stream_caps_refuse_before_the_job_store_is_asked(fakes: Fakes) -> None:
+    streams = OpenStreams(per_user=1, in_all=2)
+    held = [streams.take("alice"), streams.take("bob")]
+    async with make_client(fakes, streams=streams) as client:
+        job_events = f"/api/jobs/{uuid.uuid4()}/events"
+        for path in (job_events, "/api/events"):
+            mine = await client.get(path, headers={"Authorization": f"Bearer {token()}"})
+            assert mine.status_code == 429, mine.text
+            assert mine.headers["content-type"] == PROBLEM
+            assert mine.json()["type"] == "urn:ai-jobs:problem:too-many-requests"
+            assert int(mine.headers["retry-after"]) >= 1
+
+            full = await client.get(path, headers={"Authorization": f"Bearer {token('carol')}"})
+            assert full.status_code == 503, full.text
+            assert full.headers["content-type"] == PROBLEM
+            assert full.json()["type"] == "urn:ai-jobs:problem:streams-full"
+            assert int(full.headers["retry-after"]) >= 1
+    assert fakes.asked == []
+    assert streams.open == 2
+    for slot in held:
+        slot.close()

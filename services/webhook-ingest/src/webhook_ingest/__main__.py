@@ -57,6 +57,7 @@ async def serve_webhooks(service: Service[Settings]) -> None:
             burst=settings.webhook_rate_burst,
             trusted_proxy_hops=settings.trusted_proxy_hops,
             max_large_bodies=settings.webhook_max_large_bodies,
+            max_large_bodies_per_source=settings.webhook_max_large_bodies_per_source,
             read_timeout_s=settings.webhook_read_timeout_s,
         ),
     )

@@ -3,7 +3,8 @@
 Besides the secrets and the body limit, the endpoint's defences against abuse are set here:
 `WEBHOOK_RATE_PER_S` (50; 0: no limit) and `WEBHOOK_RATE_BURST` (100) per source address,
 `TRUSTED_PROXY_HOPS` (0: the peer's address is the source), `WEBHOOK_MAX_LARGE_BODIES` (4 bodies
-over 1 MiB read at once) and `WEBHOOK_READ_TIMEOUT_S` (30 s to receive a whole body).
+over 1 MiB read at once), `WEBHOOK_MAX_LARGE_BODIES_PER_SOURCE` (2 of them from one address) and
+`WEBHOOK_READ_TIMEOUT_S` (10 s to receive a whole body).
 """
 
 from __future__ import annotations
@@ -42,11 +43,18 @@ class Settings(ServiceSettings, frozen=True):
     # How many proxies of ours append to `X-Forwarded-For`; 0: the header is ignored, since
     # anybody can send it.
     trusted_proxy_hops: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
-    # Bodies over 1 MiB in memory at once; the rest wait for Replicate's retry (`503`).
+    # Bodies over 1 MiB in memory at once; the rest wait for Replicate's retry (`503`). Only a
+    # request with all signature headers and a fresh timestamp takes one, but anybody can make
+    # those up: one address may hold at most half of them, so an attacker needs two addresses
+    # to fill the slots, and a few more than one of Replicate's senders may send large
+    # results at once (a third waits for the retry).
     webhook_max_large_bodies: Annotated[int, msgspec.Meta(ge=1)] = 4
+    webhook_max_large_bodies_per_source: Annotated[int, msgspec.Meta(ge=1)] = 2
     # A body must arrive whole within this time (`408` otherwise): a trickling sender would
-    # otherwise hold a large-body slot, and its memory, for as long as it likes.
-    webhook_read_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # otherwise hold a large-body slot, and its memory, for as long as it likes. 16 MiB takes
+    # about 1.5 s at 100 Mbit/s, Replicate sends from data centres: 10 s leaves room for a
+    # slow path while a slot is held only a third as long as before.
+    webhook_read_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
 
     def check(self) -> None:
         super().check()

@@ -1,5 +1,5 @@
 """The endpoint's defences that run before any signature is checked: a token bucket per source
-address and a cap on how many large bodies are held in memory at once.
+address and a cap on how many large bodies are held in memory at once, in all and per source.
 
 Pure and clock-injected, so tests drive time; the HTTP adapter applies them to requests.
 """
@@ -32,7 +32,8 @@ class IngressLimits:
     burst: int = 100
     trusted_proxy_hops: int = 0
     max_large_bodies: int = 4
-    read_timeout_s: float = 30.0
+    max_large_bodies_per_source: int = 2
+    read_timeout_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -95,22 +96,39 @@ def retry_after_s(wait_s: float) -> int:
 
 
 class LargeBodySlots:
-    """At most `capacity` large bodies in progress; taking a slot never waits."""
+    """At most `capacity` large bodies in progress, and at most `per_source` of one source, so
+    that one address (an attacker's with a made-up fresh timestamp) cannot take every slot from
+    Replicate's; taking a slot never waits. `per_source` 0 is `capacity`."""
 
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be >= 1")
+    def __init__(self, capacity: int, per_source: int = 0) -> None:
+        if capacity < 1 or per_source < 0:
+            raise ValueError("capacity must be >= 1 and per_source >= 0")
         self.capacity = capacity
+        self.per_source = min(per_source or capacity, capacity)
         self.in_use = 0
+        # Only sources holding a slot: at most `capacity` entries.
+        self._by_source: dict[str, int] = {}
 
-    def try_take(self) -> bool:
-        if self.in_use >= self.capacity:
+    def of(self, source: str) -> int:
+        return self._by_source.get(source, 0)
+
+    def try_take(self, source: str) -> bool:
+        held = self.of(source)
+        if self.in_use >= self.capacity or held >= self.per_source:
             return False
+        self._by_source[source] = held + 1
         self.in_use += 1
         return True
 
-    def give_back(self) -> None:
-        self.in_use = max(0, self.in_use - 1)
+    def give_back(self, source: str) -> None:
+        held = self.of(source)
+        if held == 0:
+            return
+        if held == 1:
+            del self._by_source[source]
+        else:
+            self._by_source[source] = held - 1
+        self.in_use -= 1
 
 
 def client_source(peer: str | None, forwarded_for: str | None, trusted_proxy_hops: int) -> str:

@@ -56,6 +56,15 @@ class VerificationError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class SignedHeaders:
+    """The three headers of a request that may be signed: present, and a fresh timestamp."""
+
+    webhook_id: str
+    timestamp: datetime
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedWebhook:
     """A webhook whose body was signed by a holder of one of the configured secrets."""
 
@@ -109,8 +118,10 @@ class WebhookVerifier:
         self._clock = clock
         self._tolerance = tolerance
 
-    def verify(self, headers: Mapping[str, str], body: bytes) -> VerifiedWebhook:
-        """The webhook if it is signed, fresh and complete; else `VerificationError`.
+    def check_headers(self, headers: Mapping[str, str]) -> SignedHeaders:
+        """The checks that need no body: the signature headers are all there and the timestamp
+        is within the tolerance; else `VerificationError`. Run before a body is read, so that
+        a request that cannot be signed costs no memory; `verify` runs them again.
 
         `headers` is looked up by lower-case name (Starlette's headers and plain dicts alike).
         """
@@ -118,9 +129,16 @@ class WebhookVerifier:
         missing = [name for name, value in values.items() if not value.strip()]
         if missing:
             raise VerificationError("missing_headers", f"missing header(s): {', '.join(missing)}")
+        return SignedHeaders(
+            webhook_id=values[ID_HEADER],
+            timestamp=self._fresh_timestamp(values[TIMESTAMP_HEADER].strip()),
+            signature=values[SIGNATURE_HEADER],
+        )
 
-        webhook_id = values[ID_HEADER]
-        timestamp = self._fresh_timestamp(values[TIMESTAMP_HEADER].strip())
+    def verify(self, headers: Mapping[str, str], body: bytes) -> VerifiedWebhook:
+        """The webhook if it is signed, fresh and complete; else `VerificationError`."""
+        signed = self.check_headers(headers)
+        webhook_id, timestamp = signed.webhook_id, signed.timestamp
 
         try:
             text = body.decode("utf-8")
@@ -129,7 +147,7 @@ class WebhookVerifier:
             raise VerificationError(
                 "bad_signature", "the body is not UTF-8 text, so no signature can match it"
             ) from None
-        offered = _offered_signatures(values[SIGNATURE_HEADER])
+        offered = _offered_signatures(signed.signature)
         for key in self._keys:
             expected = _signature_bytes(key.sign(webhook_id, timestamp, text))
             # Every offered signature is compared in constant time; a match ends the search,

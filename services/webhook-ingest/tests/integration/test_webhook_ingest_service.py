@@ -1,12 +1,14 @@
 """The `webhook-ingest` command end to end: signed HTTP in, events in JetStream (large results in
 the results Object Store) and progress on core NATS out, every refusal with its status, the
-abuse checks counted in `/metrics`, NATS going away in the middle, and the attacks on the job a
-webhook speaks for (a signed webhook replayed against another job, one naming no job)."""
+abuse checks counted in `/metrics`, slow large uploads that cannot starve a real one, NATS going
+away in the middle, and the attacks on the job a webhook speaks for (a signed webhook replayed
+against another job, one naming no job)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -37,6 +39,7 @@ from jobs_proto.subjects import MSG_ID_HEADER, Subjects
 from jobs_runtime.results import load_result, result_store
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import NatsServer, free_port
+from jobs_testkit.waiting import eventually
 
 MIB: Final = 1024 * 1024
 MAX_BYTES: Final = 10 * MIB  # the smallest limit the contract allows, to keep bodies small
@@ -393,6 +396,118 @@ def metric(text: str, reason: str) -> float:
     return float(lines[0].removeprefix(prefix)) if lines else 0.0
 
 
+def gauge(text: str, name: str) -> float:
+    line = next(x for x in text.splitlines() if x.startswith(f"{name} "))
+    return float(line.split()[1])
+
+
+def forged(at: datetime | None = None) -> dict[str, str]:
+    """Every signature header, with a timestamp (now by default) but no key behind it."""
+    stamp = str(int((at or datetime.now(UTC)).timestamp()))
+    return {"webhook-id": "msg_forged", "webhook-timestamp": stamp, "webhook-signature": "v1,AAAA"}
+
+
+@dataclass
+class SlowUpload:
+    """A raw HTTP/1.1 upload that declares `size` bytes, sends the first MiB and no more."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    @classmethod
+    async def start(
+        cls, port: str, headers: Mapping[str, str], source: str, size: int = 2 * MIB
+    ) -> SlowUpload:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(port))
+        lines = [
+            f"POST {PATH} HTTP/1.1",
+            "Host: ingest",
+            "Content-Type: application/json",
+            f"Content-Length: {size}",
+            f"X-Forwarded-For: {source}",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        # Not drained: a server that answers without reading must not block the test on it.
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + b"{" * MIB)
+        return cls(reader, writer)
+
+    async def status(self) -> int:
+        """The status of the answer, given while the body is still unsent."""
+        return int((await self.reader.readline()).split()[1])
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+async def test_slow_large_uploads_cannot_starve_a_signed_large_webhook(
+    nats_url: str,
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    tmp_path: Path,
+) -> None:
+    """Issue 18's attack: slow uploads over 1 MiB, which used to hold the large-body slots for
+    the whole read timeout. Without signature headers, or with a stale timestamp, they are
+    refused `401` at once; with made-up fresh headers one source holds at most its share of
+    the slots; a real signed large result from another source is stored while they hang."""
+    env = {
+        "TRUSTED_PROXY_HOPS": "1",
+        "WEBHOOK_MAX_LARGE_BODIES": "4",
+        "WEBHOOK_MAX_LARGE_BODIES_PER_SOURCE": "2",
+        # Longer than the test: the slots must be free for want of a signature, not of time.
+        "WEBHOOK_READ_TIMEOUT_S": "120",
+    }
+    attacker, replicate = "198.51.100.66", "203.0.113.9"
+    with ingest_process(
+        nats_url, jobs_stream_ready.name, subjects, tmp_path / "starve.log", env
+    ) as process:
+        url, ready_url = urls(process)
+        metrics_url = ready_url.removesuffix("/readyz") + "/metrics"
+        process.wait_http(ready_url)
+        port = process.env["HTTP_PORT"]
+        uploads: list[SlowUpload] = []
+        try:
+            stale = forged(datetime.now(UTC) - timedelta(minutes=6))
+            for headers in ({}, {"webhook-id": "msg_x"}, stale, {}, stale, {}):
+                upload = await SlowUpload.start(port, headers, attacker)
+                uploads.append(upload)
+                assert await upload.status() == 401
+
+            async with httpx.AsyncClient(timeout=30.0) as http:
+                hanging = [await SlowUpload.start(port, forged(), attacker) for _ in range(2)]
+                uploads.extend(hanging)
+
+                async def two_held() -> bool:
+                    text = (await http.get(metrics_url)).text
+                    return gauge(text, "webhook_ingest_large_bodies_in_progress") == 2
+
+                await eventually(two_held, what="the forged uploads hold their slots")
+                third = await SlowUpload.start(port, forged(), attacker)
+                uploads.append(third)
+                assert await third.status() == 503
+
+                job_id = uuid.uuid4()
+                body = prediction("succeeded", "w" * (2 * MIB), job=job_id, id="pred-large")
+                headers = {**sign(body, "msg_large"), "X-Forwarded-For": replicate}
+                stored = await http.post(
+                    url, params={"job": str(job_id)}, content=body, headers=headers
+                )
+                assert stored.status_code == 200, stored.text
+
+                metrics = (await http.get(metrics_url)).text
+                assert metric(metrics, "missing_headers") == 4
+                assert metric(metrics, "timestamp_too_old") == 2
+                assert metric(metrics, "too_many_large_bodies") == 1
+                assert gauge(metrics, "webhook_ingest_large_bodies_in_progress") == 2
+        finally:
+            for upload in uploads:
+                await upload.close()
+        (event,) = await stored_events(nats_client.jetstream(), jobs_stream_ready.name)
+        assert isinstance(event.event, JobCompleted)
+
+
 async def test_abuse_is_refused_counted_and_survived(
     nats_url: str, jobs_stream_ready: StreamSpec, subjects: Subjects, tmp_path: Path
 ) -> None:
@@ -404,9 +519,10 @@ async def test_abuse_is_refused_counted_and_survived(
         metrics_url = ready_url.removesuffix("/readyz") + "/metrics"
         process.wait_http(ready_url)
         async with httpx.AsyncClient(timeout=30.0) as http:
-            # A body that trickles in: `408`, or the connection closed under the sender.
+            # A body that trickles in, its headers made up but fresh (anybody can): `408`, or
+            # the connection closed under the sender.
             try:
-                slow = await http.post(url, content=_trickle())
+                slow = await http.post(url, content=_trickle(), headers=forged())
                 assert slow.status_code == 408, slow.text
             except (httpx.RemoteProtocolError, httpx.WriteError, httpx.ReadError):
                 pass

@@ -1,6 +1,7 @@
-"""The endpoint under abuse, in-process: the rate limit per source (`429`), the cap on large
-bodies in memory (`503`), the body deadline (`408`), all before the contract's checks, each
-counted by reason and logged in one line, and none leaking a slot."""
+"""The endpoint under abuse, in-process: the rate limit per source (`429`), a request that
+cannot be signed refused `401` before its body is read, the cap on large bodies in memory in
+all and per source (`503`), the body deadline (`408`), each counted by reason and logged in
+one line, and none leaking a slot."""
 
 from __future__ import annotations
 
@@ -137,7 +138,8 @@ async def test_forwarded_for_counts_only_behind_trusted_proxies() -> None:
 
 
 class HeldBody:
-    """A chunked body that sends more than 1 MiB, then waits to be let go."""
+    """A body that sends more than 1 MiB, then waits to be let go; `waiting` tells that the
+    endpoint has started reading it."""
 
     def __init__(self, first: int = LARGE_BODY_BYTES + 1) -> None:
         self.first = first
@@ -150,6 +152,25 @@ class HeldBody:
         await self.go.wait()
         yield b"}"
 
+    def declared(self) -> dict[str, str]:
+        """`Content-Length` of the whole body, as a sender that is not chunking says it."""
+        return {"content-length": str(self.first + 1)}
+
+
+def fresh(webhook_id: str = "msg_forged") -> dict[str, str]:
+    """Every signature header, and a timestamp within the window: what anybody can make up."""
+    stamp = str(int(NOW.timestamp()))
+    return {"webhook-id": webhook_id, "webhook-timestamp": stamp, "webhook-signature": "v1,AAAA"}
+
+
+def stale() -> dict[str, str]:
+    return {**fresh(), "webhook-timestamp": str(int(NOW.timestamp()) - 6 * 60)}
+
+
+def from_source(address: str, headers: Mapping[str, str]) -> dict[str, str]:
+    """As our one trusted proxy forwards a request from `address`."""
+    return {**headers, "x-forwarded-for": address}
+
 
 async def test_large_bodies_beyond_the_cap_get_503_and_small_ones_go_on(
     caplog: pytest.LogCaptureFixture,
@@ -158,34 +179,86 @@ async def test_large_bodies_beyond_the_cap_get_503_and_small_ones_go_on(
     caplog.set_level(logging.INFO, logger="webhook_ingest")
     async with client(app(IngressLimits(max_large_bodies=1))) as http:
         held = HeldBody()
-        first = asyncio.create_task(http.post(PATH, content=held.__aiter__()))
+        first = asyncio.create_task(http.post(PATH, content=held.__aiter__(), headers=fresh()))
         await asyncio.wait_for(held.waiting.wait(), 5)
 
-        declared = await http.post(PATH, content=b"x" * (2 * MIB))
+        declared = await http.post(PATH, content=b"x" * (2 * MIB), headers=fresh())
         assert_problem(declared, 503)
         assert int(declared.headers["retry-after"]) > 0
         # A chunked body is caught once it has been counted past 1 MiB.
         chunked = HeldBody()
         chunked.go.set()
-        assert_problem(await http.post(PATH, content=chunked.__aiter__()), 503)
-        # The cap comes before the size: an oversized body is not even looked at.
-        assert_problem(await http.post(PATH, content=b"x" * (LIMIT + 1)), 503)
+        assert_problem(await http.post(PATH, content=chunked.__aiter__(), headers=fresh()), 503)
+        # The size comes before the cap: an oversized body is refused for what it is.
+        assert_problem(await http.post(PATH, content=b"x" * (LIMIT + 1), headers=fresh()), 413)
         # Small bodies need no slot.
         small = b'{"id": "p1", "status": "succeeded", %s}' % HOOK
         assert (await http.post(PATH, params=JOB, content=small, headers=signed(small))).is_success
 
         held.go.set()
-        assert (await first).status_code == 401  # unsigned, read whole once let go
+        assert (await first).status_code == 401  # forged, read whole once let go
 
         # Every slot is back, whatever the answer was (401, 413, 200).
         for content, status in ((b"x" * (2 * MIB), 401), (b"x" * (LIMIT + 1), 413)):
-            assert (await http.post(PATH, content=content)).status_code == status
+            assert (await http.post(PATH, content=content, headers=fresh())).status_code == status
         big = b'{"id": "p1", "status": "succeeded", %s, "output": "%s"}' % (HOOK, b"w" * (2 * MIB))
         assert (await http.post(PATH, params=JOB, content=big, headers=signed(big))).is_success
-    assert refusals("too_many_large_bodies") == before + 3
+    assert refusals("too_many_large_bodies") == before + 2
     lines = [r for r in caplog.records if r.getMessage() == "webhook refused"]
-    assert [r.__dict__["reason"] for r in lines].count("too_many_large_bodies") == 3
+    assert [r.__dict__["reason"] for r in lines].count("too_many_large_bodies") == 2
     assert all(r.__dict__["source"] == "203.0.113.7" for r in lines)
+
+
+async def test_large_uploads_that_cannot_be_signed_get_401_at_once_and_hold_no_slot() -> None:
+    """The starvation attack of issue 18: slow uploads over 1 MiB with their signature headers
+    missing or stale. Each is answered `401` before its body is read, so none holds one of the
+    large-body slots; meanwhile a real signed large webhook takes the only one."""
+    async with client(app(IngressLimits(max_large_bodies=1))) as http:
+        uploads = [HeldBody() for _ in range(4)]
+        for upload, headers in zip(uploads, [{}, stale(), {}, stale()], strict=True):
+            refused = await http.post(
+                PATH, content=upload.__aiter__(), headers={**headers, **upload.declared()}
+            )
+            assert_problem(refused, 401)
+            assert refused.headers["connection"] == "close"
+            assert not upload.waiting.is_set()  # not a byte of it was asked for
+
+        # Without a declared size the body is counted and dropped as it comes, holding nothing.
+        chunked = HeldBody()
+        pending = asyncio.create_task(http.post(PATH, content=chunked.__aiter__()))
+        await asyncio.wait_for(chunked.waiting.wait(), 5)
+        big = b'{"id": "p1", "status": "succeeded", %s, "output": "%s"}' % (HOOK, b"w" * (2 * MIB))
+        assert (await http.post(PATH, params=JOB, content=big, headers=signed(big))).is_success
+        chunked.go.set()
+        assert_problem(await pending, 401)
+
+
+async def test_one_source_holds_at_most_its_share_of_the_large_body_slots() -> None:
+    limits = IngressLimits(max_large_bodies=3, max_large_bodies_per_source=2, trusted_proxy_hops=1)
+    async with client(app(limits)) as http:
+        attacker = "198.51.100.66"
+        held = [HeldBody() for _ in range(2)]
+        hanging = [
+            asyncio.create_task(
+                http.post(PATH, content=h.__aiter__(), headers=from_source(attacker, fresh()))
+            )
+            for h in held
+        ]
+        for h in held:
+            await asyncio.wait_for(h.waiting.wait(), 5)
+        third = await http.post(
+            PATH, content=b"x" * (2 * MIB), headers=from_source(attacker, fresh())
+        )
+        assert_problem(third, 503)
+        assert "from this address" in third.json()["detail"]
+
+        big = b'{"id": "p1", "status": "succeeded", %s, "output": "%s"}' % (HOOK, b"w" * (2 * MIB))
+        replicate = from_source("203.0.113.9", signed(big))
+        assert (await http.post(PATH, params=JOB, content=big, headers=replicate)).is_success
+
+        for h in held:
+            h.go.set()
+        assert [(await t).status_code for t in hanging] == [401, 401]
 
 
 async def test_a_trickling_body_gets_408_and_the_connection_closed() -> None:
@@ -196,14 +269,19 @@ async def test_a_trickling_body_gets_408_and_the_connection_closed() -> None:
 
     before = refusals("read_timeout")
     async with client(app(IngressLimits(read_timeout_s=0.2, max_large_bodies=1))) as http:
-        response = await http.post(PATH, content=trickle())
+        response = await http.post(PATH, content=trickle(), headers=fresh())
         assert_problem(response, 408)
         assert response.headers["connection"] == "close"
 
         # A large body that stalls gives its slot back when its time is up.
         stalled = HeldBody()
-        assert_problem(await http.post(PATH, content=stalled.__aiter__()), 408)
-        assert (await http.post(PATH, content=b"x" * (2 * MIB))).status_code == 401
+        assert_problem(await http.post(PATH, content=stalled.__aiter__(), headers=fresh()), 408)
+        assert (await http.post(PATH, content=b"x" * (2 * MIB), headers=fresh())).status_code == 401
+
+        # Unsigned, it was always going to be a 401: that is what it gets when its time is up.
+        unsigned = await http.post(PATH, content=trickle())
+        assert_problem(unsigned, 401)
+        assert unsigned.headers["connection"] == "close"
     assert refusals("read_timeout") == before + 2
 
 

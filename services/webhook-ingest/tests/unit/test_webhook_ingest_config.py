@@ -17,7 +17,8 @@ def test_dev_defaults_work() -> None:
     assert settings.webhook_max_bytes == 16 * MIB
     assert (settings.webhook_rate_per_s, settings.webhook_rate_burst) == (1000, 2000)
     assert (settings.trusted_proxy_hops, settings.webhook_max_large_bodies) == (0, 4)
-    assert settings.webhook_read_timeout_s == 30
+    assert settings.webhook_max_large_bodies_per_source == 2
+    assert settings.webhook_read_timeout_s == 10
 
 
 @pytest.mark.parametrize(
@@ -27,6 +28,7 @@ def test_dev_defaults_work() -> None:
         ("WEBHOOK_RATE_BURST", "0"),
         ("TRUSTED_PROXY_HOPS", "-1"),
         ("WEBHOOK_MAX_LARGE_BODIES", "0"),
+        ("WEBHOOK_MAX_LARGE_BODIES_PER_SOURCE", "0"),
         ("WEBHOOK_READ_TIMEOUT_S", "0"),
     ],
 )

@@ -66,10 +66,25 @@ def test_retry_after_is_whole_seconds_never_zero() -> None:
 
 def test_slots_are_bounded_and_given_back() -> None:
     slots = LargeBodySlots(2)
-    assert [slots.try_take() for _ in range(3)] == [True, True, False]
-    slots.give_back()
-    assert slots.try_take()
+    assert [slots.try_take("a") for _ in range(3)] == [True, True, False]
+    slots.give_back("a")
+    assert slots.try_take("b")
     assert slots.in_use == 2
+
+
+def test_one_source_holds_at_most_its_share_of_the_slots() -> None:
+    slots = LargeBodySlots(4, per_source=2)
+    assert [slots.try_take("attacker") for _ in range(3)] == [True, True, False]
+    assert [slots.try_take("replicate") for _ in range(3)] == [True, True, False]
+    assert not slots.try_take("third")  # all four in use
+    slots.give_back("attacker")
+    assert slots.try_take("third")
+    # A source that holds none gives none back; the last one given back is forgotten.
+    slots.give_back("nobody")
+    slots.give_back("third")
+    slots.give_back("third")
+    assert (slots.in_use, slots.of("third"), slots.of("attacker")) == (3, 0, 1)
+    assert LargeBodySlots(1, per_source=2).per_source == 1
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """The gateway's HTTP API as a Starlette app: checks each request in the contract's order
 (token, request rate, content type, size, JSON, validation, idempotency), calls the handlers
 and answers JSON or `application/problem+json`, logging one line per request (never its
-token); streams job events as Server-Sent Events. Also serves the public OpenAPI document
+token); streams job events as Server-Sent Events, each counted against the per-user and
+per-process stream caps while it is open. Also serves the public OpenAPI document
 (`/openapi.json`), its page (`/docs`), the dev demo page (`/`), and CORS for configured
 origins.
 """
@@ -16,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -52,9 +53,11 @@ from gateway.problems import (
     INVALID_CURSOR,
     JOB_FINISHED,
     OUTPUT_TOO_LARGE,
+    STREAMS_FULL,
     TOO_MANY_REQUESTS,
 )
 from gateway.realtime import Hub
+from gateway.streams import OpenStreams, StreamsFull
 from jobs_proto.api import JobView, ProblemDetail
 from jobs_proto.status import is_terminal
 from jobs_runtime.web import (
@@ -140,6 +143,9 @@ class GatewayPorts:
     # Fans job changes and progress out to the event streams; `None`: a hub nobody feeds
     # (streams then send the current state and keepalives only).
     hub: Hub | None = None
+    # The open streams, counted against `USER_MAX_STREAMS` and `MAX_STREAMS` (default: counted,
+    # no limit).
+    streams: OpenStreams = field(default_factory=OpenStreams)
     # Serve the demo page at `/` (and the JavaScript client it is built on).
     demo_page: bool = False
 
@@ -456,6 +462,18 @@ def _streaming(chunks: AsyncIterator[bytes], cleanup: ExitStack) -> Response:
     return EventStream(chunks, cleanup)
 
 
+def hold_stream(ports: GatewayPorts, user_id: str, cleanup: ExitStack) -> None:
+    """Count one more open stream of `user_id` until `cleanup` closes, or refuse it (`429` at
+    `USER_MAX_STREAMS`, `503` at `MAX_STREAMS`).
+
+    Every stream route (the event routes, and the output route when it comes) calls this first
+    thing inside its `ExitStack`, before any read: a refusal costs no job-store request, and an
+    answer that is not a stream (`204`, `404`, an error) gives the slot back as the stack
+    unwinds. A stream hands the stack to `EventStream`, which closes it however it ends.
+    """
+    cleanup.callback(ports.streams.take(user_id).close)
+
+
 def _job_events(ports: GatewayPorts, hub: Hub) -> Endpoint:
     async def job_events(request: Request) -> Response:
         user_id = await authorize(ports, request, query_token=True)
@@ -467,6 +485,7 @@ def _job_events(ports: GatewayPorts, hub: Hub) -> Endpoint:
             return await handlers.read_job(user_id, job_id, ports.store, ports.requested)
 
         with ExitStack() as cleanup:
+            hold_stream(ports, user_id, cleanup)
             # Subscribed before the state is read: no change can fall in between.
             subscription = cleanup.enter_context(hub.watch_job(job_id))
             view = await reload(job_id)
@@ -489,6 +508,7 @@ def _user_events(ports: GatewayPorts, hub: Hub) -> Endpoint:
             return await handlers.read_job(user_id, job_id, ports.store, ports.requested)
 
         with ExitStack() as cleanup:
+            hold_stream(ports, user_id, cleanup)
             subscription = cleanup.enter_context(hub.watch_user(user_id))
             since = realtime.parse_position(request.headers.get("last-event-id"))
             views = await handlers.jobs_to_replay(user_id, ports.store, since)
@@ -554,6 +574,9 @@ def _refusal_of(exc: Exception) -> Refusal | None:
             return Refusal(
                 TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after_s)}
             )
+        case StreamsFull():
+            metrics.STREAMS_FULL.inc()
+            return Refusal(STREAMS_FULL, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
         case BadCursor():
             return Refusal(
                 INVALID_CURSOR,

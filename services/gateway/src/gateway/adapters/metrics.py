@@ -22,7 +22,10 @@ IDEMPOTENCY_CONFLICTS: Final = Counter(
 LIMITED: Final = Counter(
     "gateway_limited_total",
     "Requests refused 429 by a per-user limit",
-    ["limit"],  # rate, open_jobs
+    ["limit"],  # rate, open_jobs, streams
+)
+STREAMS_FULL: Final = Counter(
+    "gateway_streams_full_total", "Streams refused 503: the process holds MAX_STREAMS"
 )
 CACHE_READS: Final = Counter(
     "gateway_finished_job_reads_total",
@@ -30,9 +33,11 @@ CACHE_READS: Final = Counter(
     ["source"],  # cache, job_store
 )
 STREAMS_OPENED: Final = Counter("gateway_event_streams_opened_total", "Event streams opened")
-# Set from the hub by `__main__`: how many streams are open, how many were dropped for
-# falling behind.
-OPEN_STREAMS: Final = Gauge("gateway_event_streams_open", "Event streams open now")
+# Set by `__main__`: how many streams are open (the count `USER_MAX_STREAMS` and `MAX_STREAMS`
+# limit, event and output streams alike), how many were dropped for falling behind (the hub).
+OPEN_STREAMS: Final = Gauge(
+    "gateway_event_streams_open", "Event and output streams open now (MAX_STREAMS counts these)"
+)
 DROPPED_STREAMS: Final = Gauge(
     "gateway_event_streams_dropped", "Event streams ended because their client fell behind"
 )

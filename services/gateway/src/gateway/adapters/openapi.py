@@ -41,6 +41,14 @@ _AUTHENTICATED: Final = {
     "500": "Unexpected error.",
     "503": "NATS or the job-store is unavailable; retry after `Retry-After` seconds.",
 }
+# The stream routes' own reading of 429 and 503: they are also refused for open streams.
+_STREAMED: Final = {
+    **_AUTHENTICATED,
+    "429": "A per-user limit (`USER_REQUESTS_PER_S`, or `USER_MAX_STREAMS`: the caller has that "
+    "many event and output streams open); retry after `Retry-After` seconds.",
+    "503": "NATS or the job-store is unavailable, or this gateway holds `MAX_STREAMS` streams; "
+    "retry after `Retry-After` seconds.",
+}
 _WITH_BODY: Final = {
     "400": "The body is not valid JSON.",
     "413": "The body exceeds the configured limit (`HTTP_MAX_BODY_BYTES`).",
@@ -310,9 +318,7 @@ def _job_events_operation() -> dict[str, Any]:
                 "description": "The job is terminal and `Last-Event-ID` is its final version: "
                 "nothing will follow (stops `EventSource` reconnecting)."
             },
-            **_problems(
-                {"404": "Unknown job, another user's job, or not a UUID.", **_AUTHENTICATED}
-            ),
+            **_problems({"404": "Unknown job, another user's job, or not a UUID.", **_STREAMED}),
         },
     }
 
@@ -330,7 +336,7 @@ def _user_events_operation() -> dict[str, Any]:
                 "with `Last-Event-ID` the stream also sends again the state of the recent jobs "
                 "(the 200 newest) changed since then. It does not close by itself."
             ),
-            **_problems(_AUTHENTICATED),
+            **_problems(_STREAMED),
         },
     }
 

@@ -1,13 +1,15 @@
 """The public endpoint Replicate calls, `POST /api/webhooks/replicate?job=<jobId>`.
 
-Before anything is verified, the abuse checks: a rate limit per source address (`429` with
-`Retry-After`), a cap on large bodies in memory (`503` with `Retry-After`) and a deadline for
-the whole body (`408`, connection closed). Then the contract's order: size `413`, signature
-headers, timestamp and signature `401`, body and job id `400` (a `?job=` that is not the job the
-signed body names is refused). Each refusal is an RFC 9457 problem, one log line and a count in
-`webhook_ingest_webhooks_total{reason=...}`. `200` only once JetStream has stored the event (and
-a large output its object), or parked a webhook naming no job of ours (logged, counted as
-`parked`); `503` with `Retry-After` when any of them cannot be stored.
+First a rate limit per source address (`429` with `Retry-After`). Then the contract's order:
+size `413`, signature headers and timestamp `401` (both before any byte of the body is kept or
+held), signature `401`, body and job id `400` (a `?job=` that is not the job the signed body
+names is refused). Only a request that has passed the headers and the timestamp may read its
+body, under a cap on large bodies in memory, in all and per source (`503` with `Retry-After`),
+and a deadline for the whole body (`408`, connection closed). Each refusal is an RFC 9457
+problem, one log line and a count in `webhook_ingest_webhooks_total{reason=...}`. `200` only
+once JetStream has stored the event (and a large output its object), or parked a webhook naming
+no job of ours (logged, counted as `parked`); `503` with `Retry-After` when any of them cannot be
+stored.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -75,6 +77,11 @@ WEBHOOKS = Counter(
     "webhook_ingest_webhooks", "Webhook requests, by what became of them", ["reason"]
 )
 
+# Set by the app last built (one per process): how near the cap large bodies are.
+LARGE_BODIES: Final = Gauge(
+    "webhook_ingest_large_bodies_in_progress", "Bodies over 1 MiB being received or held now"
+)
+
 _REJECTED_TITLES: Final = {
     "not_a_prediction": "Not a prediction",
     "bad_job_id": "Invalid job id",
@@ -113,7 +120,8 @@ def webhook_app(
     """
     limits = limits or IngressLimits()
     rate_limiter = SourceRateLimiter(limits.rate_per_s, limits.burst, clock=monotonic)
-    slots = LargeBodySlots(limits.max_large_bodies)
+    slots = LargeBodySlots(limits.max_large_bodies, limits.max_large_bodies_per_source)
+    LARGE_BODIES.set_function(lambda: slots.in_use)
 
     async def replicate_webhook(request: Request) -> Response:
         source = client_source(
@@ -137,7 +145,7 @@ def webhook_app(
                 context,
             )
 
-        reading = _BodyReader(request, max_bytes, slots)
+        reading = _BodyReader(request, max_bytes, slots, source, verifier)
         try:
             read = await reading.read(limits.read_timeout_s)
             if isinstance(read, _Refusal):
@@ -156,8 +164,8 @@ def webhook_app(
             else:
                 webhook = verifier.verify(request.headers, body)
         except VerificationError as exc:
-            kind = _kind(exc.failure, "Webhook not authenticated", 401)
-            return _refused(_problem(kind, exc.detail), exc.failure, context)
+            refusal = _unauthenticated(exc)
+            return _refused(refusal.response, refusal.reason, context)
 
         outcome = await ingest_webhook(
             webhook,
@@ -182,33 +190,58 @@ class _Refusal:
     reason: str
 
 
+def _unauthenticated(exc: VerificationError, headers: Mapping[str, str] | None = None) -> _Refusal:
+    kind = _kind(exc.failure, "Webhook not authenticated", 401)
+    return _Refusal(_problem(kind, exc.detail, headers), exc.failure)
+
+
+# On an answer given before the body was read: the rest of it is not worth receiving.
+_CLOSE: Final = {"Connection": "close"}
+
+
 class _BodyReader:
-    """Reads one request's body under the size limit, the large-body cap and a deadline.
+    """Reads one request's body under the size limit, the large-body cap and a deadline, once
+    its signature headers are present and fresh.
 
     Not `jobs_runtime.web.read_limited`: a body must take a large-body slot the moment it is
     known to be large (declared, or counted past 1 MiB when chunked), and the whole read runs
-    under `WEBHOOK_READ_TIMEOUT_S`. Order: the cap (`503`) before the size (`413`), as asked.
+    under `WEBHOOK_READ_TIMEOUT_S`. Order: a declared size over the limit (`413`), the headers
+    and timestamp (`401`), then the large-body cap (`503`), so a sender that cannot be signed
+    never holds a slot, and a body that is too large is never looked at further.
     """
 
-    def __init__(self, request: Request, max_bytes: int, slots: LargeBodySlots) -> None:
+    def __init__(
+        self,
+        request: Request,
+        max_bytes: int,
+        slots: LargeBodySlots,
+        source: str,
+        verifier: WebhookVerifier,
+    ) -> None:
         self._request = request
         self._max_bytes = max_bytes
         self._slots = slots
+        self._source = source
+        self._verifier = verifier
         self._holding = False
 
     def release(self) -> None:
         if self._holding:
-            self._slots.give_back()
+            self._slots.give_back(self._source)
             self._holding = False
 
     def _large_body_refused(self) -> _Refusal | None:
-        if self._holding or self._slots.try_take():
+        if self._holding or self._slots.try_take(self._source):
             self._holding = True
             return None
+        if self._slots.of(self._source) >= self._slots.per_source:
+            detail = f"{self._slots.per_source} large bodies from this address are being received"
+        else:
+            detail = f"{self._slots.capacity} large bodies are already being received"
         return _Refusal(
             _problem(
                 TOO_MANY_LARGE_BODIES,
-                f"{self._slots.capacity} large bodies are already being received; retry later",
+                f"{detail}; retry later",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             ),
             "too_many_large_bodies",
@@ -222,12 +255,16 @@ class _BodyReader:
         declared = self._request.headers.get("content-length", "")
         # Digits only, and few enough that `int` stays cheap on a hostile header.
         size_declared = int(declared) if declared.isdigit() and len(declared) <= 18 else None
+        if size_declared is not None and size_declared > self._max_bytes:
+            return self._too_large()
+        try:
+            self._verifier.check_headers(self._request.headers)
+        except VerificationError as exc:
+            return await self._unsigned(exc, size_declared, timeout_s)
         if size_declared is not None and size_declared > LARGE_BODY_BYTES:
             refused = self._large_body_refused()
             if refused is not None:
                 return refused
-        if size_declared is not None and size_declared > self._max_bytes:
-            return self._too_large()
         try:
             async with asyncio.timeout(timeout_s):
                 return await self._chunks()
@@ -237,27 +274,54 @@ class _BodyReader:
             response = _problem(
                 READ_TIMEOUT,
                 f"the body did not arrive within {timeout_s:g} s",
-                headers={"Connection": "close"},
+                headers=_CLOSE,
             )
             return _Refusal(response, "read_timeout")
         except ClientDisconnect:
-            # Nobody reads this answer; it is counted and logged like any refusal.
-            kind = _kind("client_disconnected", "Request incomplete", 400)
-            return _Refusal(_problem(kind, "the client went away"), "client_disconnected")
+            return _gone()
+
+    async def _unsigned(
+        self, exc: VerificationError, size_declared: int | None, timeout_s: float
+    ) -> _Refusal:
+        """A request whose headers cannot carry a valid signature: `401` without reading a
+        declared body (its size is known to be within the limit). A body of unknown size is
+        counted and dropped as it comes, holding neither memory nor a slot, so that an
+        oversized one still gets the `413` that comes first; when its time is up it gets the
+        `401` it was always going to get, and the connection is closed."""
+        if size_declared is not None:
+            return _unauthenticated(exc, _CLOSE)
+        size = 0
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for chunk in self._request.stream():
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        return self._too_large()
+        except TimeoutError:
+            return _unauthenticated(exc, _CLOSE)
+        except ClientDisconnect:
+            return _gone()
+        return _unauthenticated(exc)
 
     async def _chunks(self) -> bytes | _Refusal:
         chunks: list[bytes] = []
         size = 0
         async for chunk in self._request.stream():
             size += len(chunk)
+            if size > self._max_bytes:
+                return self._too_large()
             if size > LARGE_BODY_BYTES:
                 refused = self._large_body_refused()
                 if refused is not None:
                     return refused
-            if size > self._max_bytes:
-                return self._too_large()
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _gone() -> _Refusal:
+    # Nobody reads this answer; it is counted and logged like any refusal.
+    kind = _kind("client_disconnected", "Request incomplete", 400)
+    return _Refusal(_problem(kind, "the client went away"), "client_disconnected")
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
