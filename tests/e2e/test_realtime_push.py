@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 
 from jobs_testkit import prerequisites
+from jobs_testkit.sse import events
 from jobs_testkit.stack import Stack
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -23,21 +23,13 @@ async def read_events(
 ) -> list[tuple[str, str | None, Any]]:
     """(event, id, data) of each event until the stream ends or `until(event)` holds."""
     received: list[tuple[str, str | None, Any]] = []
-    name, event_id, data = "message", None, ""
     async with asyncio.timeout(within_s):
-        async for line in response.aiter_lines():
-            if line == "":
-                if data:
-                    received.append((name, event_id, msgspec.json.decode(data)))
-                    if until is not None and until(received[-1]):
-                        break
-                name, event_id, data = "message", None, ""
-            elif line.startswith("event: "):
-                name = line.removeprefix("event: ")
-            elif line.startswith("id: "):
-                event_id = line.removeprefix("id: ")
-            elif line.startswith("data: "):
-                data = line.removeprefix("data: ")
+        async for event in events(response):
+            if not event.data:
+                continue  # a keepalive comment
+            received.append((event.event, event.id, event.json()))
+            if until is not None and until(received[-1]):
+                break
     return received
 
 

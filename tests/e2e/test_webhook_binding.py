@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import msgspec
 import nats
 from nats.errors import TimeoutError as NatsTimeoutError
 from standardwebhooks.webhooks import Webhook
 
 from jobs_proto.stream import PARK_REASON_HEADER, parked_stream
 from jobs_proto.subjects import Subjects
+from jobs_testkit.sse import events
 from jobs_testkit.stack import Stack
 from jobs_testkit.waiting import eventually
 
@@ -73,18 +73,7 @@ async def processing(gateway: httpx.AsyncClient, topic: str) -> dict[str, Any]:
 
 async def stream_to_the_end(response: httpx.Response) -> list[tuple[str, Any]]:
     """(event, data) of every event of a job's stream, which closes after the terminal state."""
-    received: list[tuple[str, Any]] = []
-    name, data = "message", ""
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                received.append((name, msgspec.json.decode(data)))
-            name, data = "message", ""
-        elif line.startswith("event: "):
-            name = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            data = line.removeprefix("data: ")
-    return received
+    return [(event.event, event.json()) async for event in events(response) if event.data]
 
 
 async def test_no_signed_webhook_can_speak_for_a_job_it_was_not_made_for(

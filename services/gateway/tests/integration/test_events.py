@@ -22,6 +22,7 @@ from jobs_proto.status import JobStatus
 from jobs_proto.subjects import Subjects
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import NatsServer, free_port
+from jobs_testkit.sse import Event, events
 from jobs_testkit.waiting import eventually
 
 from .conftest import (
@@ -32,7 +33,6 @@ from .conftest import (
     job_store_list_double,
     token,
 )
-from .sse import Event, events
 
 KEEPALIVE_S = 0.3
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)

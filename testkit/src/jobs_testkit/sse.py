@@ -1,4 +1,4 @@
-"""A small Server-Sent Events reader for the tests: the events of a streamed httpx answer as
+"""A small Server-Sent Events reader for any test: the events of a streamed httpx answer as
 they arrive, comments and `retry:` included, so a test can assert on each field."""
 
 from __future__ import annotations
