@@ -96,9 +96,11 @@ def _object_store_writer(bucket: str) -> tuple[str, ...]:
 
 def _object_store_reader(bucket: str) -> tuple[str, ...]:
     """Open and get from one object store: a get reads chunks through an ordered consumer
-    (created, flow-controlled, deleted) into the reader's own inbox."""
+    (created, flow-controlled, deleted) into the reader's own inbox, after looking up which
+    stream holds the chunks' subject (`STREAM.NAMES`: names only, no contents)."""
     stream = f"OBJ_{bucket}"
     return (
+        f"{_API}.STREAM.NAMES",
         f"{_API}.STREAM.CREATE.{stream}",
         f"{_API}.STREAM.INFO.{stream}",
         f"{_API}.STREAM.MSG.GET.{stream}",
