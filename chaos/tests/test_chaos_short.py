@@ -24,5 +24,7 @@ async def test_every_scenario_short(tmp_path: Path) -> None:
         assert row.wrong_status == 0, report
     # Across the run, every replica of every service did some of the work.
     assert not outcome.idle_replicas, report
+    # Every service ran as its own NATS user, and none was ever refused what it needed.
+    assert outcome.nats_refusals == [], report
     path = outcome.write(tmp_path / "results", 0.0)
     assert path.exists()

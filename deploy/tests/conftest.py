@@ -35,6 +35,12 @@ OPERATOR_SECRETS = {
     "REPLICATE_API_TOKEN": "r8_operator_token",
     "REPLICATE_WEBHOOK_SECRET": "whsec_b3BlcmF0b3Itc2lnbmluZy1rZXk=",
     "DATABASE_URL": "postgresql://jobs:password@db.example.internal:5432/jobs",
+    "NATS_PASSWORD": "operator-nats-password",
+    # The same passwords as NATS reads them (the `nats-users` Secret).
+    "GATEWAY_NATS_PASSWORD": "operator-nats-password",
+    "WEBHOOK_INGEST_NATS_PASSWORD": "operator-nats-password",
+    "AI_RUNNER_NATS_PASSWORD": "operator-nats-password",
+    "JOB_STORE_NATS_PASSWORD": "operator-nats-password",
 }
 
 

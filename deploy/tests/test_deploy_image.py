@@ -166,15 +166,19 @@ def run(app: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProce
     )
 
 
+# What prod needs of NATS before a service's own settings: a URL, its user, TLS.
+PROD_NATS = {"NATS_URL": "tls://nats:4222", "NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
+
+
 @pytest.mark.parametrize(
     ("image", "args", "env", "variable"),
     [
         ("gateway", (), {}, "NATS_URL"),
-        ("gateway", (), {"NATS_URL": "nats://nats:4222"}, "AUTH_JWT_SECRET or AUTH_JWKS_URL"),
-        ("webhook-ingest", (), {"NATS_URL": "nats://nats:4222"}, "REPLICATE_WEBHOOK_SECRET"),
+        ("gateway", (), PROD_NATS, "AUTH_JWT_SECRET or AUTH_JWKS_URL"),
+        ("webhook-ingest", (), PROD_NATS, "REPLICATE_WEBHOOK_SECRET"),
         ("webhook-ingest", ("fetch-secret",), {}, "REPLICATE_API_TOKEN"),
-        ("ai-runner", (), {"NATS_URL": "nats://nats:4222"}, "REPLICATE_API_TOKEN"),
-        ("job-store", (), {"NATS_URL": "nats://nats:4222"}, "DATABASE_URL"),
+        ("ai-runner", (), PROD_NATS, "REPLICATE_API_TOKEN"),
+        ("job-store", (), PROD_NATS, "DATABASE_URL"),
         ("job-store", ("migrate",), {}, "DATABASE_URL"),
         ("replicate-sim", (), {"SIM_WEBHOOK_SECRET": "not-whsec"}, "SIM_WEBHOOK_SECRET"),
     ],
@@ -223,10 +227,11 @@ def serve_until_ready_then_stop(app: Path, env: dict[str, str], ready_url: str) 
 
 
 def service_env(nats_url: str) -> dict[str, str]:
-    """A prod configuration on a stream and subject prefix of this test's own."""
+    """The operator's configuration on a stream and subject prefix of this test's own. In dev
+    mode: prod refuses a NATS password over plain text, and the test server has no TLS yet."""
     unique = f"d{os.getpid()}{time.monotonic_ns() % 10**9}"
     return {
-        "APP_ENV": "prod",
+        "APP_ENV": "dev",
         "NATS_URL": nats_url,
         "JOBS_STREAM": f"JOBS_{unique}",
         "SUBJECT_PREFIX": f"{unique}.",

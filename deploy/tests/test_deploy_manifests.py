@@ -20,6 +20,7 @@ from ai_runner.config import Settings as AiRunnerSettings
 from gateway.config import Settings as GatewaySettings
 from job_store.config import MigrateSettings
 from job_store.config import Settings as JobStoreSettings
+from jobs_proto.permissions import render_deploy_authorization
 from jobs_runtime.settings import EnvSettings, load_settings
 from replicate_sim.config import Settings as SimulatorSettings
 from webhook_ingest.config import Settings as WebhookIngestSettings
@@ -179,7 +180,13 @@ def test_the_service_accepts_its_configuration(
     # The prod overlay leaves the secrets to the operator; they must be referenced, though.
     required = {n for group in settings_type.required_in_prod for n in group.split("|")}
     refs = {v["name"] for v in container.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})}
-    assert required - {"NATS_URL", "AUTH_JWKS_URL"} <= refs
+    assert required - {"NATS_URL", "AUTH_JWKS_URL", "NATS_USER", "NATS_CREDS"} <= refs
+    # Its own NATS user, its password from the Secret NATS reads the same passwords from.
+    users = {v["name"]: v for v in container.get("env", [])}
+    assert users["NATS_USER"]["value"] == service
+    password_ref = users["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password_ref["name"].startswith("nats-users")  # dev's is generated, hash-suffixed
+    assert password_ref["key"] == service
     unknown = set(env) - field_names(settings_type)
     assert not unknown, f"settings {service} does not read: {sorted(unknown)}"
 
@@ -189,7 +196,8 @@ def test_the_service_accepts_its_configuration(
     if SERVICES[service][1] is not None:
         assert settings.http_port == SERVICES[service][1]
     # The bus is the in-cluster NATS Service, and streams are replicated on its nodes.
-    assert settings.nats_url == "nats://nats:4222"
+    assert settings.nats_url == ("nats://nats:4222" if overlay == "dev" else "tls://nats:4222")
+    assert settings.nats_user == service
     assert r.get("Service", "nats")["spec"]["ports"][0]["port"] == 4222
     nodes = r.get("StatefulSet", "nats")["spec"]["replicas"]
     assert settings.stream_replicas == min(nodes, 3)
@@ -328,21 +336,38 @@ def test_nats(rendered: dict[str, Rendered], overlay: str, nodes: int, tmp_path:
     # The real nats-server accepts the configuration (as the pod will, with its POD_NAME).
     path = tmp_path / "nats.conf"
     path.write_text(config)
+    (volume,) = [v for v in pod_spec(statefulset)["volumes"] if v["name"] == "config"]
+    users = r.config_map(volume["configMap"]["name"])["users.conf"]
+    (tmp_path / "users.conf").write_text(users)
+    assert "include users.conf" in config
+    assert "no_auth_user" not in config + users  # no anonymous access
+    for service in SERVICES:
+        assert f'user: "{service}"' in users
+    # With the passwords the pod gets from the `nats-users` Secret.
+    passwords = r.environment(main_container(statefulset, "nats"))
     nats_server = Path(sys.executable).parent / "nats-server"
     done = subprocess.run(
         [str(nats_server), "-t", "-c", str(path)],
         capture_output=True,
         text=True,
-        env={**os.environ, "POD_NAME": "nats-0"},
+        env={**os.environ, **passwords, "POD_NAME": "nats-0"},
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
     # Lame duck mode moves clients away before the pod is killed.
     lame_duck = re.search(r"^lame_duck_duration: (\d+)s$", config, re.M)
     assert lame_duck is not None
     assert pod_spec(statefulset)["terminationGracePeriodSeconds"] > int(lame_duck[1])
     pre_stop = main_container(statefulset, "nats")["lifecycle"]["preStop"]["exec"]["command"]
     assert "ldm=/var/run/nats/nats.pid" in shlex.join(pre_stop)
+
+
+def test_the_nats_users_are_rendered_from_proto() -> None:
+    committed = Path(__file__).parents[1] / "base" / "nats" / "users.conf"
+    assert committed.read_text() == render_deploy_authorization(), (
+        "deploy/base/nats/users.conf is stale: run `make nats-users`"
+    )
 
 
 def test_dev_postgres_serves_the_job_store(rendered: dict[str, Rendered]) -> None:

@@ -6,7 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
-from jobs_testkit.servers import free_port
+from jobs_testkit.servers import NatsServer, free_port
 from jobs_testkit.stack import Ports, Stack
 
 
@@ -20,7 +20,10 @@ async def _create_database(admin_dsn: str, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def stack(
-    nats_url: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+    nats_url: str,
+    nats_server: NatsServer | None,
+    postgres_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """The simulator and the four services as processes, on free ports, with a database,
     stream and subject prefix of this test module alone."""
@@ -38,12 +41,17 @@ def stack(
         # Short retries keep the fault scenarios quick.
         overrides={"RETRY_BASE_S": "0.2"},
     )
+    if nats_server is not None:
+        # Each service as its own NATS user: the whole flow passes with permissions on.
+        running.secure(nats_server)
     try:
         running.start()
         yield running
     finally:
         codes = running.stop()
         assert all(code == 0 for code in codes.values()), codes
+        if nats_server is not None:
+            assert nats_server.violations(running.subject_prefix) == []
 
 
 @pytest.fixture(scope="module")

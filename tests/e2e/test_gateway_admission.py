@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from jobs_testkit.servers import free_port
+from jobs_testkit.servers import NatsServer, free_port
 from jobs_testkit.stack import Ports, Stack
 
 from .conftest import _create_database
@@ -20,7 +20,10 @@ MAX_OPEN = 2
 
 @pytest.fixture(scope="module")
 def stack(
-    nats_url: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+    nats_url: str,
+    nats_server: NatsServer | None,
+    postgres_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """The system of `conftest.stack`, with a per-user limit on open jobs."""
     name = f"e2e_{uuid.uuid4().hex[:10]}"
@@ -35,12 +38,17 @@ def stack(
         log_dir=tmp_path_factory.mktemp("stack"),
         overrides={"USER_MAX_OPEN_JOBS": str(MAX_OPEN)},
     )
+    if nats_server is not None:
+        # Each service as its own NATS user: the whole flow passes with permissions on.
+        running.secure(nats_server)
     try:
         running.start()
         yield running
     finally:
         codes = running.stop()
         assert all(code == 0 for code in codes.values()), codes
+        if nats_server is not None:
+            assert nats_server.violations(running.subject_prefix) == []
 
 
 async def test_a_key_answers_the_same_job_before_and_after_it_ran(

@@ -9,6 +9,9 @@ import pytest
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import free_port
 
+# Prod needs the service's own NATS user (and TLS: the URLs are tls://).
+PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
+
 SERVICES = ["gateway", "ai-runner", "webhook-ingest", "job-store"]
 
 
@@ -47,7 +50,7 @@ def test_command_serves_health_and_stops_cleanly(
 def test_prod_without_its_secrets_stops_with_one_line(service: str, variable: str) -> None:
     result = subprocess.run(
         [command_path(service)],
-        env={"APP_ENV": "prod", "NATS_URL": "nats://127.0.0.1:1"},
+        env={"APP_ENV": "prod", "NATS_URL": "tls://127.0.0.1:1", **PROD_NATS},
         capture_output=True,
         text=True,
         timeout=30,

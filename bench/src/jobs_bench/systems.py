@@ -173,6 +173,8 @@ class EventDrivenSystem:
             log_dir=self.log_dir,
             overrides={**LIMITS_OFF, **self.overrides},
         )
+        # Measured as deployed: each service its own NATS user, checked on every operation.
+        self.stack.secure(self.servers.nats)
         try:
             self.stack.start()
             set_simulator(self.stack.simulator_url, latencyS=0.0)

@@ -25,6 +25,9 @@ class Outcome:
     details: list[dict[str, Any]] = field(default_factory=list)
     stop_codes: dict[str, int | None] = field(default_factory=dict)
     workdir: Path | None = None
+    # Operations the NATS server refused to a service's user: each must have had every
+    # permission it used, through every fault.
+    nats_refusals: list[str] = field(default_factory=list)
 
     @property
     def table(self) -> str:
@@ -66,6 +69,7 @@ class Outcome:
             lines.append(f"exit codes on SIGTERM at the end, not 0: {unclean}")
         if self.idle_replicas:
             lines.append(f"replicas that did no work in the whole run: {self.idle_replicas}")
+        lines += [f"NATS refused: {line}" for line in self.nats_refusals]
         return lines
 
     def write(self, directory: Path, elapsed_s: float) -> Path:
@@ -113,6 +117,8 @@ async def run_all(
             outcome.details.append(details)
     finally:
         outcome.stop_codes = await asyncio.to_thread(system.stop)
+        if hasattr(system, "nats"):
+            outcome.nats_refusals = system.nats.violations()
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return outcome

@@ -185,6 +185,9 @@ class ChaosSystem:
                 **self.overrides,
             },
         )
+        # Faults with permissions on: each service is its own NATS user (the harness, which
+        # audits the stream, connects without credentials and may read everything).
+        self.stack.secure(self.nats)
         self.stack.migrate()
         base = self.stack.environment()
         logs = self.workdir / "logs"
@@ -199,7 +202,8 @@ class ChaosSystem:
                     i,
                     free_port() if service in ("gateway", "webhook-ingest") else None,
                     free_port(),
-                    dict(base),
+                    # Its own NATS user; the replica's ports replace the stack's.
+                    self.stack.service_environment(service),
                     logs / f"{service}-{i}.log",
                 )
                 for i in range(REPLICAS)

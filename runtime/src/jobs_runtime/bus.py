@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -15,14 +17,45 @@ from nats.js.kv import KeyValue
 from jobs_proto.events import JobEvent, encode_event
 from jobs_proto.stream import ConsumerSpec, StreamSpec
 from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
+from jobs_runtime.settings import NatsAuth
 
 log = logging.getLogger(__name__)
 
 _STREAM_NAME_IN_USE = 10058
 
 
-async def connect(url: str, name: str, stop: asyncio.Event | None = None) -> NATS:
-    """Connect, retrying until NATS answers or `stop` is set; reconnects forever afterwards."""
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    """Verifies the server's certificate (and host name) against `ca_file` alone."""
+    return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+
+
+def _auth_options(auth: NatsAuth | None) -> dict[str, Any]:
+    if auth is None:
+        return {}
+    options: dict[str, Any] = {}
+    if auth.user:
+        options |= {"user": auth.user, "password": auth.password}
+    if auth.creds:
+        options["user_credentials"] = auth.creds
+    if auth.tls_ca:
+        options["tls"] = _tls_context(auth.tls_ca)
+    return options
+
+
+async def connect(
+    url: str,
+    name: str,
+    stop: asyncio.Event | None = None,
+    *,
+    auth: NatsAuth | None = None,
+    inbox: str | None = None,
+) -> NATS:
+    """Connect, retrying until NATS answers or `stop` is set; reconnects forever afterwards.
+
+    `auth` says who the service is and which CA the server's certificate must chain to;
+    `inbox` is the reply-subject prefix its NATS user may subscribe to
+    (`jobs_proto.permissions.inbox_prefix`).
+    """
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -45,6 +78,8 @@ async def connect(url: str, name: str, stop: asyncio.Event | None = None) -> NAT
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
+                **({} if inbox is None else {"inbox_prefix": inbox}),
+                **_auth_options(auth),
             )
         except Exception as exc:
             if stop is not None and stop.is_set():

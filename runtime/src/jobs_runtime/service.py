@@ -21,6 +21,7 @@ import uvloop
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from jobs_proto.permissions import inbox_prefix
 from jobs_proto.stream import jobs_stream
 from jobs_runtime.admin import Readiness, admin_app
 from jobs_runtime.bus import EventPublisher, connect, ensure_stream
@@ -112,7 +113,9 @@ async def serve(name: str, settings: S, main: ServiceMain[S]) -> None:
             await admin.start()
             stack.push_async_callback(admin.stop)
 
-            nc = await connect(settings.nats_url, name, stop)
+            nc = await connect(
+                settings.nats_url, name, stop, auth=settings.nats_auth, inbox=inbox_prefix(name)
+            )
             stack.push_async_callback(_drain, nc)
             js = nc.jetstream()
             await ensure_stream(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, ClassVar, Literal, TypeVar
 
 import msgspec
@@ -41,10 +42,18 @@ class EnvSettings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
 class ServiceSettings(EnvSettings, frozen=True):
     """What every service on the bus reads; each extends it with its own fields and rules."""
 
-    required_in_prod: ClassVar[tuple[str, ...]] = ("NATS_URL",)
+    # Prod: the service's own NATS user (its allow lists are in `jobs_proto.permissions`), and
+    # the server verified over TLS (see `check`).
+    required_in_prod: ClassVar[tuple[str, ...]] = ("NATS_URL", "NATS_USER|NATS_CREDS")
 
     # Dev defaults point at the servers `make run` starts, never at a machine-wide install.
     nats_url: str = "nats://127.0.0.1:14222"
+    nats_user: str = ""
+    nats_password: str = ""
+    # A `.creds` file (JWT and NKey seed), instead of NATS_USER / NATS_PASSWORD.
+    nats_creds: str = ""
+    # The CA that signed the server's certificate; set, the connection is TLS and verified.
+    nats_tls_ca: str = ""
     jobs_stream: str = "JOBS"
     subject_prefix: str = ""
     stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
@@ -63,6 +72,42 @@ class ServiceSettings(EnvSettings, frozen=True):
             Subjects(self.subject_prefix)
         except ValueError as exc:
             raise SettingsError(f"SUBJECT_PREFIX: {exc}") from None
+        if self.nats_user and self.nats_creds:
+            raise SettingsError("NATS_CREDS: set either NATS_CREDS or NATS_USER, not both")
+        if self.nats_user and not self.nats_password:
+            raise SettingsError("NATS_PASSWORD: missing (required with NATS_USER)")
+        if self.nats_password and not self.nats_user:
+            raise SettingsError("NATS_USER: missing (required with NATS_PASSWORD)")
+        for name, path in (("NATS_CREDS", self.nats_creds), ("NATS_TLS_CA", self.nats_tls_ca)):
+            if path and not os.path.isfile(path):
+                raise SettingsError(f"{name}: no such file")
+        # A password must never cross the network in clear text: prod needs the server's CA,
+        # or a `tls://` URL verified against the system's CAs.
+        tls_urls = all(u.strip().startswith("tls://") for u in self.nats_url.split(","))
+        if self.app_env == "prod" and not (self.nats_tls_ca or tls_urls):
+            raise SettingsError(
+                "NATS_TLS_CA: missing (required when APP_ENV=prod unless NATS_URL is tls://)"
+            )
+
+    @property
+    def nats_auth(self) -> NatsAuth:
+        """How this service proves who it is to NATS and checks the server."""
+        return NatsAuth(
+            user=self.nats_user,
+            password=self.nats_password,
+            creds=self.nats_creds,
+            tls_ca=self.nats_tls_ca,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NatsAuth:
+    """Credentials and TLS trust for one NATS connection; empty strings: not used."""
+
+    user: str = ""
+    password: str = field(default="", repr=False)
+    creds: str = ""
+    tls_ca: str = ""
 
 
 S = TypeVar("S", bound=EnvSettings)

@@ -34,11 +34,13 @@ def say(line: str) -> None:
 
 def dev_secrets() -> DevSecrets:
     path = DATA / "dev-secrets.json"
-    if path.exists():
-        return DevSecrets(**json.loads(path.read_text()))
-    secrets = DevSecrets()
-    path.write_text(json.dumps(asdict(secrets), indent=2))
-    path.chmod(0o600)
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    # A file from an older release lacks newer secrets (the NATS passwords): they are made now
+    # and kept from then on.
+    secrets = DevSecrets(**stored)
+    if asdict(secrets) != stored:
+        path.write_text(json.dumps(asdict(secrets), indent=2))
+        path.chmod(0o600)
     return secrets
 
 
@@ -69,10 +71,11 @@ def main() -> int:
     DATA.mkdir(exist_ok=True)
     with ExitStack() as servers:
         nats_url = os.environ.get("NATS_URL")
+        nats: NatsServer | None = None
         if not nats_url:
-            nats = servers.enter_context(NatsServer(DATA / "nats", port=NATS_PORT))
+            # No anonymous access: every service is its own user, as in deploy/.
+            nats = NatsServer(DATA / "nats", port=NATS_PORT, anonymous=False)
             nats_url = nats.url
-            say(f"NATS (JetStream) on {nats_url}, data in {DATA / 'nats'}")
         database_url = os.environ.get("DATABASE_URL")
         if not database_url:
             (DATA / "postgres").mkdir(exist_ok=True)
@@ -82,6 +85,10 @@ def main() -> int:
             say(f"Postgres on {database_url}, data in {DATA / 'postgres'}")
         stack = Stack(nats_url=nats_url, database_url=database_url, dev_secrets=dev_secrets())
         stack.overrides = {k: os.environ[k] for k in stack.environment() if k in os.environ}
+        if nats is not None:
+            stack.secure(nats)
+            servers.enter_context(nats)
+            say(f"NATS (JetStream) on {nats_url}, a user per service, data in {DATA / 'nats'}")
         try:
             stack.start()
             say(f"Replicate simulator on {stack.simulator_url} (knobs: PUT /_sim/config)")

@@ -56,16 +56,29 @@ def _unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def nats_url() -> Iterator[str]:
-    """A NATS server with JetStream shared by the session's tests (each gets its own stream)."""
+def _session_nats() -> Iterator[tuple[str, NatsServer | None]]:
     if url := os.environ.get("TEST_NATS_URL"):
-        yield url
+        yield url, None
         return
     server: RestartableServer
     with _own_dir("nats") as workdir:
         server = DockerNatsServer() if _use_docker() else NatsServer(workdir)
         with server:
-            yield server.url
+            yield server.url, server if isinstance(server, NatsServer) else None
+
+
+@pytest.fixture(scope="session")
+def nats_url(_session_nats: tuple[str, NatsServer | None]) -> str:
+    """A NATS server with JetStream shared by the session's tests (each gets its own stream);
+    a connection without credentials may do anything there."""
+    return _session_nats[0]
+
+
+@pytest.fixture(scope="session")
+def nats_server(_session_nats: tuple[str, NatsServer | None]) -> NatsServer | None:
+    """The session's server when this session started it (users can be added to it while it
+    runs: `Stack.secure`); None for one named by `TEST_NATS_URL` or run in Docker."""
+    return _session_nats[1]
 
 
 @pytest.fixture(scope="session")

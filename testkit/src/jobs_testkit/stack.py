@@ -1,5 +1,6 @@
 """The whole system as processes: the simulator and the four services, wired to one NATS and
-one Postgres. `make run` and the end-to-end tests start it the same way."""
+one Postgres. `make run` and the end-to-end tests start it the same way; `secure` gives each
+service its own NATS user with the allow lists of `jobs_proto.permissions`."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs_proto.permissions import NatsUser, service_users
+from jobs_proto.subjects import Subjects
 from jobs_testkit.processes import ServiceProcess, command_path
+from jobs_testkit.servers.nats import NatsServer
 
 SERVICES = ("job-store", "ai-runner", "webhook-ingest", "gateway")
+
+
+def _nats_passwords() -> dict[str, str]:
+    return {service: secrets.token_urlsafe(24) for service in SERVICES}
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class DevSecrets:
             "whsec_" + __import__("base64").b64encode(secrets.token_bytes(24)).decode()
         )
     )
+    # Each service's NATS password, by service.
+    nats_passwords: dict[str, str] = field(default_factory=_nats_passwords)
 
 
 @dataclass
@@ -53,6 +63,8 @@ class Stack:
     # Applied last, so what the operator set in the environment wins over the defaults here.
     overrides: Mapping[str, str] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    # Set by `secure`: each service connects as its own NATS user.
+    nats_auth: bool = False
 
     @property
     def gateway_url(self) -> str:
@@ -85,6 +97,30 @@ class Stack:
         env.update(self.overrides)
         return env
 
+    def nats_users(self) -> list[NatsUser]:
+        """The services' users for this stack's prefix and stream; named after the prefix too,
+        so several stacks can share one server."""
+        return service_users(
+            Subjects(self.subject_prefix),
+            self.jobs_stream,
+            self.dev_secrets.nats_passwords,
+            user_prefix=self.subject_prefix,
+        )
+
+    def secure(self, server: NatsServer) -> None:
+        """Give `server` this stack's users and run every service as its own from now on."""
+        server.authorize(self.nats_users())
+        self.nats_auth = True
+
+    def service_environment(self, name: str) -> dict[str, str]:
+        """What one service (or the simulator) runs with: the shared environment, its ports,
+        and once secured its NATS user."""
+        env = {**self.environment(), **{k: str(v) for k, v in self._ports_of(name).items()}}
+        if self.nats_auth and name in SERVICES:
+            env["NATS_USER"] = f"{self.subject_prefix}{name}"
+            env["NATS_PASSWORD"] = self.dev_secrets.nats_passwords[name]
+        return env
+
     def _ports_of(self, name: str) -> dict[str, int]:
         p = self.ports
         return {
@@ -112,7 +148,7 @@ class Stack:
 
     def start_service(self, name: str) -> ServiceProcess:
         log = None if self.log_dir is None else self.log_dir / f"{name}.log"
-        env = {**self.environment(), **{k: str(v) for k, v in self._ports_of(name).items()}}
+        env = self.service_environment(name)
         process = ServiceProcess([command_path(name)], env, log)
         self.processes[name] = process.start()
         process.wait_http(self._readiness_url(name), timeout=60)

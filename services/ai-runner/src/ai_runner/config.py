@@ -22,7 +22,7 @@ class Settings(ServiceSettings, frozen=True):
     """The ai-runner's settings; `APP_ENV=prod` requires NATS_URL REPLICATE_API_TOKEN."""
 
     required_in_prod: ClassVar[tuple[str, ...]] = (
-        "NATS_URL",
+        *ServiceSettings.required_in_prod,
         "REPLICATE_API_TOKEN",
     )
 

@@ -5,6 +5,9 @@ import pytest
 from ai_runner.config import Settings
 from jobs_runtime.settings import SettingsError, load_settings
 
+# Prod needs the service's own NATS user (and TLS: the URLs are tls://).
+PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
+
 
 def test_dev_defaults_point_at_the_local_simulator_and_webhook_ingest() -> None:
     settings = load_settings(Settings, {})
@@ -30,7 +33,7 @@ def test_polling_cannot_slow_down_below_its_first_interval() -> None:
 
 def test_prod_needs_a_replicate_token() -> None:
     with pytest.raises(SettingsError, match=r"^REPLICATE_API_TOKEN: missing"):
-        load_settings(Settings, {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222"})
+        load_settings(Settings, {"APP_ENV": "prod", "NATS_URL": "tls://nats:4222", **PROD_NATS})
 
 
 @pytest.mark.parametrize(

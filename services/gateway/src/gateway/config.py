@@ -16,7 +16,7 @@ class Settings(ServiceSettings, frozen=True):
     """The gateway's settings; `APP_ENV=prod` requires NATS_URL AUTH_JWT_SECRET or AUTH_JWKS_URL."""
 
     required_in_prod: ClassVar[tuple[str, ...]] = (
-        "NATS_URL",
+        *ServiceSettings.required_in_prod,
         "AUTH_JWT_SECRET|AUTH_JWKS_URL",
     )
 

@@ -49,7 +49,13 @@ async def test_the_default_user_is_dev_user() -> None:
 
 
 def test_in_prod_it_refuses_with_one_line_and_exit_code_2() -> None:
-    done = dev_token(APP_ENV="prod", NATS_URL="nats://127.0.0.1:1", AUTH_JWT_SECRET=SECRET)
+    done = dev_token(
+        APP_ENV="prod",
+        NATS_URL="tls://127.0.0.1:1",
+        NATS_USER="gateway",
+        NATS_PASSWORD="not-the-real-one",
+        AUTH_JWT_SECRET=SECRET,
+    )
     assert done.returncode == 2
     assert done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1

@@ -8,7 +8,10 @@ from gateway.__main__ import _warn_about_auth
 from gateway.config import DEV_JWT_SECRET, Settings
 from jobs_runtime.settings import SettingsError, load_settings
 
-PROD = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222"}
+# Prod needs the service's own NATS user (and TLS: the URLs are tls://).
+PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
+
+PROD = {"APP_ENV": "prod", "NATS_URL": "tls://nats:4222", **PROD_NATS}
 
 
 def test_dev_works_with_defaults() -> None:

@@ -43,6 +43,7 @@ from job_store.config import MigrateSettings, Settings
 from job_store.handlers import EventApplier, purge_finished
 from job_store.replay import replay
 from jobs_proto.events import EVENT_KINDS
+from jobs_proto.permissions import inbox_prefix
 from jobs_proto.stream import job_store_consumer
 from jobs_runtime.bus import connect
 from jobs_runtime.consumer import ConsumerLoop
@@ -239,7 +240,10 @@ async def replay_command(settings: Settings, *, truncate: bool) -> int:
         log.error("replay failed: %s", redact(f"{type(exc).__name__}: {exc}", dsn))
         return 1
     assert pool is not None  # `stop` is never set here
-    nc = await connect(settings.nats_url, f"{NAME}-replay")
+    # The job-store's own NATS user and inbox: replay reads what the service reads.
+    nc = await connect(
+        settings.nats_url, f"{NAME}-replay", auth=settings.nats_auth, inbox=inbox_prefix(NAME)
+    )
     try:
         store = PostgresJobStore(pool)
         if truncate:

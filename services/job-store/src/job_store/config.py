@@ -15,7 +15,7 @@ class Settings(ServiceSettings, frozen=True):
     """The job-store's settings; `APP_ENV=prod` requires NATS_URL DATABASE_URL."""
 
     required_in_prod: ClassVar[tuple[str, ...]] = (
-        "NATS_URL",
+        *ServiceSettings.required_in_prod,
         "DATABASE_URL",
     )
 

@@ -23,7 +23,7 @@ class Settings(ServiceSettings, frozen=True):
     """The webhook-ingest's settings; `APP_ENV=prod` requires NATS_URL REPLICATE_WEBHOOK_SECRET."""
 
     required_in_prod: ClassVar[tuple[str, ...]] = (
-        "NATS_URL",
+        *ServiceSettings.required_in_prod,
         "REPLICATE_WEBHOOK_SECRET",
     )
 

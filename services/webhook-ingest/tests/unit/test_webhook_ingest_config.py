@@ -8,6 +8,9 @@ import pytest
 from jobs_runtime.settings import SettingsError, load_settings
 from webhook_ingest.config import MIB, FetchSecretSettings, Settings
 
+# Prod needs the service's own NATS user (and TLS: the URLs are tls://).
+PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -63,4 +66,4 @@ def test_a_bad_secret_is_named_without_its_value() -> None:
 
 def test_prod_requires_the_secret() -> None:
     with pytest.raises(SettingsError, match="REPLICATE_WEBHOOK_SECRET"):
-        load_settings(Settings, {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222"})
+        load_settings(Settings, {"APP_ENV": "prod", "NATS_URL": "tls://nats:4222", **PROD_NATS})

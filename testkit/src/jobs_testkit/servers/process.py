@@ -39,7 +39,7 @@ def read_from(path: Path, offset: int) -> str:
         return ""
 
 
-def _log_size(path: Path) -> int:
+def log_size(path: Path) -> int:
     try:
         return path.stat().st_size
     except FileNotFoundError:
@@ -90,7 +90,7 @@ class ProcessServer(ServerContext):
         self._workdir.mkdir(parents=True, exist_ok=True)
         self._prepare()
         # The log survives restarts; only lines written after this offset belong to this run.
-        log_offset = _log_size(self.log_path)
+        log_offset = log_size(self.log_path)
         deadline = time.monotonic() + timeout
         self._proc = self._launch()
         try:
