@@ -5,6 +5,7 @@ over the rendered objects (by kind and name, a container's environment as Kubern
 from __future__ import annotations
 
 import base64
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,12 +30,13 @@ SERVICES: dict[str, tuple[int, int | None]] = {
 
 Obj = dict[str, Any]
 
-# What an operator puts in the Secrets the prod overlay references (deploy/README.md).
+# What an operator puts in the Secrets the prod overlay references (deploy/README.md): made
+# per run, since prod refuses any secret written in the repository.
 OPERATOR_SECRETS = {
-    "AUTH_JWT_SECRET": "a-long-random-string",
-    "REPLICATE_API_TOKEN": "r8_operator_token",
-    "REPLICATE_WEBHOOK_SECRET": "whsec_b3BlcmF0b3Itc2lnbmluZy1rZXk=",
-    "DATABASE_URL": "postgresql://jobs:password@db.example.internal:5432/jobs",
+    "AUTH_JWT_SECRET": secrets.token_urlsafe(32),
+    "REPLICATE_API_TOKEN": "r8_" + secrets.token_hex(20),
+    "REPLICATE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+    "DATABASE_URL": f"postgresql://jobs:{secrets.token_urlsafe(24)}@db.example.internal:5432/jobs",
 }
 
 
