@@ -1,5 +1,8 @@
 """Fixtures of the deploy/ checks: each overlay rendered once by `kubectl kustomize`, and lookups
 over the rendered objects (by kind and name, a container's environment as Kubernetes builds it).
+
+The dev overlay reads secrets `make dev-secrets` writes into an ignored folder; the checks render
+a copy of deploy/ with secrets made by the same command, so a fresh clone passes them too.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import yaml  # type: ignore[import-untyped]
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("dev", "prod")
+DEV_SECRETS = DEPLOY / "overlays" / "dev" / "secrets"
 # Each service of the contract: its command (also its image and Deployment name), admin port
 # and public HTTP port (None: no HTTP API).
 SERVICES: dict[str, tuple[int, int | None]] = {
@@ -111,6 +115,28 @@ class Rendered:
         return env
 
 
+def deploy_with_dev_secrets(parent: Path) -> Path:
+    """A copy of deploy/ under `parent` (without any local dev secrets), its dev secrets made by
+    the command `make dev-secrets` runs."""
+    copy = parent / "deploy"
+    shutil.copytree(DEPLOY, copy, ignore=shutil.ignore_patterns("secrets", "__pycache__"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs_testkit.cluster_secrets",
+            str(DEV_SECRETS.relative_to(DEPLOY)),
+        ],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return copy
+
+
 @pytest.fixture(scope="session")
-def rendered() -> dict[str, Rendered]:
-    return {name: Rendered(name, render(DEPLOY / "overlays" / name)) for name in OVERLAYS}
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
+    deploy = deploy_with_dev_secrets(tmp_path_factory.mktemp("rendered"))
+    return {name: Rendered(name, render(deploy / "overlays" / name)) for name in OVERLAYS}

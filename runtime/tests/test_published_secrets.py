@@ -19,10 +19,10 @@ SCANNED = re.compile(
 )
 SECRET_NAME = r"\w*(?:secret|token|password|database_url)"
 # Python: `replicate_api_token: Secret = "..."`, `DEV_JWT_SECRET: Final = "..."`, and the keys
-# of dict literals, `"AUTH_JWT_SECRET": "..."`.
+# of dict literals, `"AUTH_JWT_SECRET": "..."`; not a prefix others are added to (`"r8_" + ...`).
 PYTHON_ASSIGNMENT = re.compile(
     rf"""\b(?P<name>{SECRET_NAME})["']?[ \t]*(?::[^=\n]*)?[=:][ \t]*"""
-    r"""(?P<q>["'])(?P<value>[^"'\n]*)(?P=q)""",
+    r"""(?P<q>["'])(?P<value>[^"'\n]*)(?P=q)(?![ \t]*\+)""",
     re.IGNORECASE,
 )
 # YAML, env files, shell and Markdown: `NAME=value`, `NAME: value`, `--from-literal=NAME=value`.
@@ -83,6 +83,7 @@ def repository_secrets() -> dict[str, set[str]]:
 def test_the_scanner_finds_each_form_of_assignment() -> None:
     python = 'token: Secret = "py-token"\nDEV_X_SECRET: Final = "py-constant"\n'
     python += 'env = {"AUTH_JWT_SECRET": "py-dict"}\nauth_jwt_secret = DEV_JWT_SECRET\n'
+    python += 'OPERATOR = {"REPLICATE_API_TOKEN": "r8_" + secrets.token_hex(20)}\n'
     assert assigned_secrets("config.py", python) == {"py-token", "py-constant", "py-dict"}
     text = "- AUTH_JWT_SECRET=env-literal\nREPLICATE_API_TOKEN: yaml-value\n"
     text += "--from-literal=DATABASE_URL=postgresql://jobs:url-password@db/jobs\n"
