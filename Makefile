@@ -12,7 +12,7 @@ PACKAGES := -p jobs_testkit -p jobs_bench -p jobs_chaos -p gateway -p ai_runner 
 HANDLERS := $(wildcard services/*/src/*/handlers.py)
 TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests $(wildcard deploy/tests bench/tests chaos/tests services/*/tests)
 
-.PHONY: help uv sync prerequisites lint typecheck schema nats-users deploy-check test check-fresh run bench chaos clean
+.PHONY: help uv sync prerequisites lint typecheck schema nats-users dev-secrets deploy-check test check-fresh run bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ schema: sync ## regenerate proto/schema from the msgspec Structs
 
 nats-users: sync ## regenerate deploy/base/nats/users.conf from proto's NATS allow lists
 	$(RUN) python -m jobs_proto.permissions deploy/base/nats/users.conf
+
+dev-secrets: sync ## random secrets for deploy/overlays/dev, once (git ignores them)
+	$(RUN) python -m jobs_testkit.cluster_secrets deploy/overlays/dev/secrets
 
 deploy-check: sync ## deploy/: render the overlays, validate, checkov, hadolint, image installs
 	$(RUN) pytest deploy/tests -q

@@ -1,10 +1,14 @@
 """Fixtures of the deploy/ checks: each overlay rendered once by `kubectl kustomize`, and lookups
 over the rendered objects (by kind and name, a container's environment as Kubernetes builds it).
+
+The dev overlay reads secrets `make dev-secrets` writes into an ignored folder; the checks render
+a copy of deploy/ with secrets made by the same command, so a fresh clone passes them too.
 """
 
 from __future__ import annotations
 
 import base64
+import secrets
 import shutil
 import subprocess
 import sys
@@ -18,6 +22,7 @@ import yaml  # type: ignore[import-untyped]
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("dev", "prod")
+DEV_SECRETS = DEPLOY / "overlays" / "dev" / "secrets"
 # Each service of the contract: its command (also its image and Deployment name), admin port
 # and public HTTP port (None: no HTTP API).
 SERVICES: dict[str, tuple[int, int | None]] = {
@@ -29,18 +34,20 @@ SERVICES: dict[str, tuple[int, int | None]] = {
 
 Obj = dict[str, Any]
 
-# What an operator puts in the Secrets the prod overlay references (deploy/README.md).
+# What an operator puts in the Secrets the prod overlay references (deploy/README.md): made
+# per run, since prod refuses any secret written in the repository.
+_NATS_PASSWORD = secrets.token_urlsafe(24)
 OPERATOR_SECRETS = {
-    "AUTH_JWT_SECRET": "a-long-random-string",
-    "REPLICATE_API_TOKEN": "r8_operator_token",
-    "REPLICATE_WEBHOOK_SECRET": "whsec_b3BlcmF0b3Itc2lnbmluZy1rZXk=",
-    "DATABASE_URL": "postgresql://jobs:password@db.example.internal:5432/jobs",
-    "NATS_PASSWORD": "operator-nats-password",
-    # The same passwords as NATS reads them (the `nats-users` Secret).
-    "GATEWAY_NATS_PASSWORD": "operator-nats-password",
-    "WEBHOOK_INGEST_NATS_PASSWORD": "operator-nats-password",
-    "AI_RUNNER_NATS_PASSWORD": "operator-nats-password",
-    "JOB_STORE_NATS_PASSWORD": "operator-nats-password",
+    "AUTH_JWT_SECRET": secrets.token_urlsafe(32),
+    "REPLICATE_API_TOKEN": "r8_" + secrets.token_hex(20),
+    "REPLICATE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+    "DATABASE_URL": f"postgresql://jobs:{secrets.token_urlsafe(24)}@db.example.internal:5432/jobs",
+    # The passwords as NATS reads them (the `nats-users` Secret); each service has its own.
+    "NATS_PASSWORD": _NATS_PASSWORD,
+    "GATEWAY_NATS_PASSWORD": _NATS_PASSWORD,
+    "WEBHOOK_INGEST_NATS_PASSWORD": _NATS_PASSWORD,
+    "AI_RUNNER_NATS_PASSWORD": _NATS_PASSWORD,
+    "JOB_STORE_NATS_PASSWORD": _NATS_PASSWORD,
 }
 
 
@@ -115,6 +122,28 @@ class Rendered:
         return env
 
 
+def deploy_with_dev_secrets(parent: Path) -> Path:
+    """A copy of deploy/ under `parent` (without any local dev secrets), its dev secrets made by
+    the command `make dev-secrets` runs."""
+    copy = parent / "deploy"
+    shutil.copytree(DEPLOY, copy, ignore=shutil.ignore_patterns("secrets", "__pycache__"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs_testkit.cluster_secrets",
+            str(DEV_SECRETS.relative_to(DEPLOY)),
+        ],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return copy
+
+
 @pytest.fixture(scope="session")
-def rendered() -> dict[str, Rendered]:
-    return {name: Rendered(name, render(DEPLOY / "overlays" / name)) for name in OVERLAYS}
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
+    deploy = deploy_with_dev_secrets(tmp_path_factory.mktemp("rendered"))
+    return {name: Rendered(name, render(deploy / "overlays" / name)) for name in OVERLAYS}

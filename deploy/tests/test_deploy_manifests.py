@@ -4,6 +4,7 @@ budgets, the Ingress, NATS and Postgres per environment), with settings the serv
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shlex
@@ -15,13 +16,16 @@ from typing import Any
 import kubernetes_validate  # type: ignore[import-untyped]
 import msgspec
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from ai_runner.config import Settings as AiRunnerSettings
 from gateway.config import Settings as GatewaySettings
 from job_store.config import MigrateSettings
 from job_store.config import Settings as JobStoreSettings
 from jobs_proto.permissions import render_deploy_authorization
+from jobs_runtime.secrets import SecretKind, refusal
 from jobs_runtime.settings import EnvSettings, load_settings
+from jobs_testkit import cluster_secrets
 from replicate_sim.config import Settings as SimulatorSettings
 from webhook_ingest.config import Settings as WebhookIngestSettings
 
@@ -270,9 +274,8 @@ def test_every_workload_has_a_disruption_budget(
         assert budgets[key]["spec"]["maxUnavailable"] == 1
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_ingress_routes_and_server_sent_events(rendered: dict[str, Rendered], overlay: str) -> None:
-    r = rendered[overlay]
+def test_ingress_routes_and_server_sent_events(rendered: dict[str, Rendered]) -> None:
+    r = rendered["prod"]
     routes: dict[str, tuple[str, str, dict[str, str]]] = {}
     hosts = set()
     for ingress in r.of_kind("Ingress"):
@@ -301,17 +304,65 @@ def test_ingress_routes_and_server_sent_events(rendered: dict[str, Rendered], ov
     assert limit.endswith("m")
     webhook_env = r.environment(main_container(deployment(r, "webhook-ingest"), "webhook-ingest"))
     assert int(limit[:-1]) * 1024 * 1024 > int(webhook_env["WEBHOOK_MAX_BYTES"])
-    # Replicate is told to call this host (dev: the simulator calls the Service directly).
+    # Replicate is told to call this host.
     runner = r.environment(main_container(deployment(r, "ai-runner"), "ai-runner"))
-    if overlay == "prod":
-        (host,) = hosts
-        assert runner["REPLICATE_WEBHOOK_URL"] == f"https://{host}/api/webhooks/replicate"
-        assert runner["REPLICATE_BASE_URL"] == "https://api.replicate.com"
-    else:
-        assert (
-            runner["REPLICATE_WEBHOOK_URL"] == "http://webhook-ingest:8001/api/webhooks/replicate"
-        )
-        assert runner["REPLICATE_BASE_URL"] == "http://replicate-sim:8010"
+    (host,) = hosts
+    assert runner["REPLICATE_WEBHOOK_URL"] == f"https://{host}/api/webhooks/replicate"
+    assert runner["REPLICATE_BASE_URL"] == "https://api.replicate.com"
+
+
+def test_dev_has_no_public_entry(rendered: dict[str, Rendered]) -> None:
+    r = rendered["dev"]
+    assert r.of_kind("Ingress") == []
+    assert not [p for p in r.of_kind("NetworkPolicy") if "ingress" in p["metadata"]["name"]]
+    # The simulator calls webhook-ingest's Service directly; people use `kubectl port-forward`.
+    runner = r.environment(main_container(deployment(r, "ai-runner"), "ai-runner"))
+    assert runner["REPLICATE_WEBHOOK_URL"] == "http://webhook-ingest:8001/api/webhooks/replicate"
+    assert runner["REPLICATE_BASE_URL"] == "http://replicate-sim:8010"
+
+
+def test_dev_secrets_are_generated_never_committed(rendered: dict[str, Rendered]) -> None:
+    overlay = DEPLOY / "overlays" / "dev"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    generators = kustomization["secretGenerator"]
+    # Named by content hash, as ConfigMaps are: a new secret rolls the pods that read it.
+    names = {s["metadata"]["name"].rsplit("-", 1)[0] for s in _dev_secrets(rendered)}
+    assert {g["name"] for g in generators} == names
+    for generator in generators:
+        assert set(generator) == {"name", "envs"}, generator["name"]  # no literals, no files
+        for env_file in generator["envs"]:
+            assert env_file.startswith("secrets/")
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(overlay / "secrets" / "gateway-auth.env")],
+        cwd=DEPLOY,
+        check=False,
+    )
+    assert ignored.returncode == 0, "deploy/overlays/dev/secrets/ must be in .gitignore"
+    # What the command made is nothing the repository publishes, and would even pass prod.
+    for secret in _dev_secrets(rendered):
+        for key, encoded in secret["data"].items():
+            value = base64.b64decode(encoded).decode()
+            kind: SecretKind = "url" if key == "DATABASE_URL" else "hs256"
+            assert refusal(kind, value) is None, (secret["metadata"]["name"], key)
+
+
+def _dev_secrets(rendered: dict[str, Rendered]) -> list[Obj]:
+    return rendered["dev"].of_kind("Secret")
+
+
+def test_dev_secrets_are_made_once_and_kept(tmp_path: Path) -> None:
+    folder = tmp_path / "secrets"
+    assert cluster_secrets.write(folder)
+    first = {p.name: p.read_text() for p in folder.iterdir()}
+    # Postgres keeps the password it first started with: a second run changes nothing.
+    assert not cluster_secrets.write(folder)
+    assert {p.name: p.read_text() for p in folder.iterdir()} == first
+    assert all(p.stat().st_mode & 0o077 == 0 for p in folder.iterdir())
+    (folder / "postgres.env").unlink()
+    assert cluster_secrets.write(folder)  # a partial set is remade whole, so it agrees
+    again = {p.name: p.read_text() for p in folder.iterdir()}
+    assert again.keys() == first.keys()
+    assert again["job-store-database.env"] != first["job-store-database.env"]
 
 
 def nats_config(r: Rendered) -> str:
@@ -397,8 +448,6 @@ def test_dev_simulator_signs_with_the_secret_webhook_ingest_checks(
 def test_examples_outside_the_kustomizations() -> None:
     """The optional KEDA, CloudNativePG and PrometheusRule examples are not rendered by any
     overlay (they need CRDs); they name the objects the overlays create."""
-    import yaml  # type: ignore[import-untyped]
-
     from jobs_proto.stream import ai_runner_consumer
     from jobs_proto.subjects import Subjects
 

@@ -134,8 +134,6 @@ def test_default_deny_in_and_out(rendered: dict[str, Rendered]) -> None:
 
 
 def test_what_the_system_needs_is_allowed(network: Network) -> None:
-    assert network.allowed(INGRESS_NGINX, app("gateway"), 8000)
-    assert network.allowed(INGRESS_NGINX, app("webhook-ingest"), 8001)
     for service in SERVICES:
         assert network.allowed(app(service), app("nats"), 4222), service
         assert network.allowed(app(service), KUBE_DNS, 53, "UDP"), service
@@ -166,6 +164,17 @@ def test_everything_else_is_denied(network: Network) -> None:
     assert not network.allowed(app("ai-runner"), REPLICATE, 80)
     assert not network.allowed(app("ai-runner"), METADATA, 443)
     assert not network.allowed(app("nats"), REPLICATE, 443)
+
+
+def test_the_ingress_controller_reaches_the_public_ports_in_prod_only(
+    rendered: dict[str, Rendered],
+) -> None:
+    dev, prod = Network(rendered["dev"]), Network(rendered["prod"])
+    assert prod.allowed(INGRESS_NGINX, app("gateway"), 8000)
+    assert prod.allowed(INGRESS_NGINX, app("webhook-ingest"), 8001)
+    # Dev has no Ingress (its secrets are for development): nothing comes in that way.
+    assert not dev.allowed(INGRESS_NGINX, app("gateway"), 8000)
+    assert not dev.allowed(INGRESS_NGINX, app("webhook-ingest"), 8001)
 
 
 def test_the_job_store_alone_reaches_postgres(rendered: dict[str, Rendered]) -> None:

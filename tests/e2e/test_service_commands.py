@@ -61,6 +61,30 @@ def test_prod_without_its_secrets_stops_with_one_line(service: str, variable: st
     ]
 
 
+@pytest.mark.parametrize(
+    ("service", "variable", "published"),
+    [
+        ("gateway", "AUTH_JWT_SECRET", "dev-only-jwt-secret"),
+        ("webhook-ingest", "REPLICATE_WEBHOOK_SECRET", "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQ="),
+    ],
+)
+def test_prod_with_a_published_secret_stops_with_one_line(
+    service: str, variable: str, published: str
+) -> None:
+    result = subprocess.run(
+        [command_path(service)],
+        env={"APP_ENV": "prod", "NATS_URL": "nats://127.0.0.1:1", variable: published},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{service}: configuration error: {variable}: the secret is published in the repository"
+        " (a dev default or an example); refused when APP_ENV=prod"
+    ]
+
+
 def test_a_malformed_setting_is_named() -> None:
     result = subprocess.run(
         [command_path("job-store")],

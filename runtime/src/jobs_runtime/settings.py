@@ -1,8 +1,9 @@
 """Typed settings from the environment, with the contract's `APP_ENV` rules.
 
 `APP_ENV=dev` gives every setting a working local default; `APP_ENV=prod` refuses to start
-without the variables a service names as required, and any bad value stops it with one line
-naming the variable (never its value: it may be a secret).
+without the variables a service names as required or a secret the repository publishes (see
+`jobs_runtime.secrets`), and any bad value stops it with one line naming the variable (never its
+value: it may be a secret).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import msgspec
 
 from jobs_proto.stream import DAY_S
 from jobs_proto.subjects import Subjects
+from jobs_runtime.secrets import check_secrets
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
@@ -134,5 +136,8 @@ def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
         if at is None:
             raise SettingsError(message) from None
         raise SettingsError(f"{at['name']}: {message[: at.start()]}") from None
+    if settings.app_env == "prod" and (refused := check_secrets(settings)) is not None:
+        name, reason = refused
+        raise SettingsError(f"{name}: {reason}; refused when APP_ENV=prod")
     settings.check()
     return settings

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from jobs_runtime.secrets import Secret
 from jobs_runtime.settings import Port, ServiceSettings, SettingsError
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
@@ -27,7 +28,7 @@ class Settings(ServiceSettings, frozen=True):
     )
 
     admin_port: Port = 9002
-    replicate_api_token: str = "dev-only-replicate-token"
+    replicate_api_token: Secret = "dev-only-replicate-token"
     # The host root: the `replicate` client adds `/v1/...` itself. Dev: the simulator.
     replicate_base_url: str = "http://127.0.0.1:8010"
     # Where Replicate calls back (webhook-ingest); `?job=<jobId>` is added per prediction.

@@ -1,8 +1,11 @@
 """The ai-runner's settings: dev defaults that work locally, and one line naming a bad one."""
 
+import secrets
+
 import pytest
 
 from ai_runner.config import Settings
+from jobs_runtime.secrets import PUBLISHED
 from jobs_runtime.settings import SettingsError, load_settings
 
 # Prod needs the service's own NATS user (and TLS: the URLs are tls://).
@@ -34,6 +37,21 @@ def test_polling_cannot_slow_down_below_its_first_interval() -> None:
 def test_prod_needs_a_replicate_token() -> None:
     with pytest.raises(SettingsError, match=r"^REPLICATE_API_TOKEN: missing"):
         load_settings(Settings, {"APP_ENV": "prod", "NATS_URL": "tls://nats:4222", **PROD_NATS})
+
+
+@pytest.mark.parametrize("published", sorted(PUBLISHED))
+def test_prod_refuses_a_published_replicate_token(published: str) -> None:
+    env = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222", "REPLICATE_API_TOKEN": published}
+    with pytest.raises(SettingsError) as error:
+        load_settings(Settings, env)
+    assert str(error.value).startswith("REPLICATE_API_TOKEN: the secret is published")
+    assert published not in str(error.value)
+
+
+def test_prod_accepts_a_token_of_its_own() -> None:
+    token = "r8_" + secrets.token_hex(20)
+    env = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222", "REPLICATE_API_TOKEN": token}
+    assert load_settings(Settings, env).replicate_api_token == token
 
 
 @pytest.mark.parametrize(

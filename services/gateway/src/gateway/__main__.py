@@ -20,7 +20,7 @@ from gateway.adapters.nats import (
     NatsJobStore,
     StreamRequestedLog,
 )
-from gateway.auth import JwksKeys, TokenVerifier, issue_token, short_secrets
+from gateway.auth import JwksKeys, TokenVerifier, issue_token
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
 from gateway.limits import OpenJobs, RequestRate
@@ -35,8 +35,6 @@ DAY_S = 86_400
 
 
 def _warn_about_auth(settings: Settings) -> None:
-    if settings.app_env == "prod" and (weak := short_secrets(settings.jwt_secrets)):
-        log.warning("AUTH_JWT_SECRET has secrets shorter than 32 bytes", extra={"positions": weak})
     if not settings.jwt_secrets and not settings.auth_jwks_url:
         log.warning("neither AUTH_JWT_SECRET nor AUTH_JWKS_URL: every token will be refused")
 

@@ -24,8 +24,6 @@ ALGORITHM: Final = "HS256"
 JWKS_ALGORITHMS: Final = ("RS256", "ES256")
 # Clock skew tolerated between the token issuer and this host.
 DEFAULT_LEEWAY_S: Final = 30.0
-# Below this, HS256 secrets are guessable (RFC 7518 §3.2); PyJWT warns on each use instead.
-MIN_SECRET_BYTES: Final = 32
 # Cached JWKS keys are refetched once this old (a key the issuer withdrew stops verifying);
 # a failed refetch keeps the cached keys in use until the next attempt.
 DEFAULT_JWKS_MAX_AGE_S: Final = 600.0
@@ -71,11 +69,6 @@ class JwksSource(Protocol):
     async def fetch(self) -> bytes:
         """The JWKS document (`{"keys": [...]}`) as served; raise `JwksFetchError` otherwise.
         Must not block the event loop."""
-
-
-def short_secrets(secrets: Sequence[str]) -> list[int]:
-    """Positions (1-based) of secrets shorter than HS256 should use, for a startup warning."""
-    return [i for i, s in enumerate(secrets, 1) if len(s.encode()) < MIN_SECRET_BYTES]
 
 
 def bearer_token(authorization: str | None) -> str:

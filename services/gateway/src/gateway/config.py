@@ -6,9 +6,11 @@ from typing import Annotated, ClassVar, Final
 
 import msgspec
 
+from jobs_runtime.secrets import HS256Secret
 from jobs_runtime.settings import Port, ServiceSettings, SettingsError
 
-# Signs `gateway dev-token` output and the tokens of local runs; never accepted in prod.
+# Signs `gateway dev-token` output and the tokens of local runs when AUTH_JWT_SECRET is unset;
+# published, so prod refuses it (`jobs_runtime.secrets`).
 DEV_JWT_SECRET: Final = "dev-only-jwt-secret"
 
 
@@ -23,7 +25,8 @@ class Settings(ServiceSettings, frozen=True):
     admin_port: Port = 9000
     http_port: Port = 8000
     # Comma-separated: the first signs dev tokens, all verify (rotation: add the new one first).
-    auth_jwt_secret: str = DEV_JWT_SECRET
+    # Unset: DEV_JWT_SECRET in dev, none in prod (where AUTH_JWKS_URL may be enough alone).
+    auth_jwt_secret: HS256Secret | None = None
     # RS256/ES256 tokens verify with the keys served here (`{"keys": [...]}`), besides HS256.
     auth_jwks_url: str = ""
     # At most one JWKS fetch per this many seconds (a token with an unknown `kid` triggers one).
@@ -77,18 +80,13 @@ class Settings(ServiceSettings, frozen=True):
     @property
     def jwt_secrets(self) -> tuple[str, ...]:
         """The HS256 secrets that verify tokens, in order; the dev default only under dev."""
-        secrets = tuple(s.strip() for s in self.auth_jwt_secret.split(",") if s.strip())
-        if self.app_env == "prod":
-            # A prod deployment configured with AUTH_JWKS_URL alone still carries the dev
-            # default here; anyone could mint tokens with it, so it never counts in prod.
-            secrets = tuple(s for s in secrets if s != DEV_JWT_SECRET)
-        return secrets
+        if self.auth_jwt_secret is None:
+            return (DEV_JWT_SECRET,) if self.app_env == "dev" else ()
+        return tuple(s.strip() for s in self.auth_jwt_secret.split(",") if s.strip())
 
     def check(self) -> None:
         super().check()
         if self.app_env == "prod" and not self.jwt_secrets and not self.auth_jwks_url:
-            raise SettingsError(
-                "AUTH_JWT_SECRET: the development default is not accepted when APP_ENV=prod"
-            )
+            raise SettingsError("AUTH_JWT_SECRET: empty, and no AUTH_JWKS_URL (APP_ENV=prod)")
         if self.auth_jwks_url and not self.auth_jwks_url.startswith(("https://", "http://")):
             raise SettingsError("AUTH_JWKS_URL: must be an http:// or https:// URL")

@@ -6,7 +6,7 @@ from typing import Any
 import jwt
 import pytest
 
-from gateway.auth import AuthError, TokenVerifier, bearer_token, issue_token, short_secrets
+from gateway.auth import AuthError, TokenVerifier, bearer_token, issue_token
 
 NOW = 1_800_000_000.0
 OLD_SECRET = "old-secret-of-at-least-thirty-two-bytes"
@@ -122,7 +122,3 @@ async def test_issued_dev_tokens_pass_the_same_checks() -> None:
     assert "expired" in await refusal(
         strict, issue_token(OLD_SECRET, subject="u", ttl_s=60, now=NOW - 120)
     )
-
-
-def test_short_secrets_are_reported_by_position() -> None:
-    assert short_secrets(["short", OLD_SECRET, "x"]) == [1, 3]

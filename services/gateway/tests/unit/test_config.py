@@ -1,11 +1,14 @@
-"""The gateway's settings: secrets for rotation, the body limit, and no dev secret in prod."""
+"""The gateway's settings: secrets for rotation, the body limit, and no published or short
+HS256 secret in prod."""
 
 import logging
+import secrets
 
 import pytest
 
 from gateway.__main__ import _warn_about_auth
 from gateway.config import DEV_JWT_SECRET, Settings
+from jobs_runtime.secrets import PUBLISHED
 from jobs_runtime.settings import SettingsError, load_settings
 
 # Prod needs the service's own NATS user (and TLS: the URLs are tls://).
@@ -35,7 +38,8 @@ def test_the_body_limit_is_configurable_and_positive() -> None:
 def test_prod_needs_a_secret_or_a_jwks_url() -> None:
     with pytest.raises(SettingsError, match="AUTH_JWT_SECRET or AUTH_JWKS_URL"):
         load_settings(Settings, PROD)
-    assert load_settings(Settings, {**PROD, "AUTH_JWT_SECRET": "s3cret"}).jwt_secrets == ("s3cret",)
+    own = secrets.token_urlsafe(32)
+    assert load_settings(Settings, {**PROD, "AUTH_JWT_SECRET": own}).jwt_secrets == (own,)
 
 
 def test_the_dev_secret_never_verifies_in_prod() -> None:
@@ -43,6 +47,22 @@ def test_the_dev_secret_never_verifies_in_prod() -> None:
     assert jwks_only.jwt_secrets == ()
     with pytest.raises(SettingsError, match="AUTH_JWT_SECRET"):
         load_settings(Settings, {**PROD, "AUTH_JWT_SECRET": DEV_JWT_SECRET})
+
+
+@pytest.mark.parametrize("published", sorted(PUBLISHED))
+def test_prod_refuses_a_published_secret_even_beside_a_good_one(published: str) -> None:
+    rotation = f"{secrets.token_urlsafe(32)},{published}"
+    with pytest.raises(SettingsError) as error:
+        load_settings(Settings, {**PROD, "AUTH_JWT_SECRET": rotation})
+    assert str(error.value).startswith("AUTH_JWT_SECRET: secret 2 is published")
+    assert published not in str(error.value)
+
+
+def test_prod_refuses_hs256_secrets_under_32_bytes_dev_takes_them() -> None:
+    with pytest.raises(SettingsError, match=r"^AUTH_JWT_SECRET: the secret is shorter than 32"):
+        load_settings(Settings, {**PROD, "AUTH_JWT_SECRET": "x" * 31})
+    assert load_settings(Settings, {**PROD, "AUTH_JWT_SECRET": "x" * 32})
+    assert load_settings(Settings, {"AUTH_JWT_SECRET": "short"}).jwt_secrets == ("short",)
 
 
 def test_cors_origins_are_comma_separated_and_none_by_default() -> None:
@@ -90,7 +110,7 @@ def test_per_user_limits_are_off_by_default_and_never_negative() -> None:
 def test_the_demo_page_is_on_in_dev_and_off_in_prod_unless_set() -> None:
     assert load_settings(Settings, {}).demo_page_on
     assert not load_settings(Settings, {"DEMO_PAGE": "false"}).demo_page_on
-    prod = {**PROD, "AUTH_JWT_SECRET": "s3cret"}
+    prod = {**PROD, "AUTH_JWT_SECRET": secrets.token_urlsafe(32)}
     assert not load_settings(Settings, prod).demo_page_on
     assert load_settings(Settings, {**prod, "DEMO_PAGE": "true"}).demo_page_on
     with pytest.raises(SettingsError, match="DEMO_PAGE"):

@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Final
 
 import msgspec
 
+from jobs_runtime.secrets import SecretURL
 from jobs_runtime.settings import EnvSettings, Port, ServiceSettings
 
 DEV_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:15432/jobs"
@@ -20,7 +21,7 @@ class Settings(ServiceSettings, frozen=True):
     )
 
     admin_port: Port = 9003
-    database_url: str = DEV_DATABASE_URL
+    database_url: SecretURL = DEV_DATABASE_URL
     # Connections to Postgres; a consumer batch and the get endpoint wait their turn for one.
     database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
     # An event of a job still unknown this long after it happened is parked (dead-lettered).
@@ -40,4 +41,4 @@ class MigrateSettings(EnvSettings, frozen=True):
 
     required_in_prod: ClassVar[tuple[str, ...]] = ("DATABASE_URL",)
 
-    database_url: str = DEV_DATABASE_URL
+    database_url: SecretURL = DEV_DATABASE_URL

@@ -13,6 +13,7 @@ from typing import Annotated, ClassVar, Final
 
 import msgspec
 
+from jobs_runtime.secrets import Secret
 from jobs_runtime.settings import EnvSettings, Port, ServiceSettings, SettingsError
 from webhook_ingest.verify import parse_secrets
 
@@ -30,7 +31,7 @@ class Settings(ServiceSettings, frozen=True):
     admin_port: Port = 9001
     http_port: Port = 8001
     # Comma-separated `whsec_...` secrets: add the new one, then retire the old one.
-    replicate_webhook_secret: str = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQ="
+    replicate_webhook_secret: Secret = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQ="
     # The contract asks for at least 10 MiB: Replicate does not retry a 413, so a result
     # refused for its size is lost.
     webhook_max_bytes: Annotated[int, msgspec.Meta(ge=10 * MIB)] = 16 * MIB
@@ -75,7 +76,7 @@ class FetchSecretSettings(EnvSettings, frozen=True):
 
     # Dev defaults point at the simulator `make run` starts.
     replicate_base_url: str = "http://127.0.0.1:8010"
-    replicate_api_token: str = "dev-only-replicate-token"
+    replicate_api_token: Secret = "dev-only-replicate-token"
     replicate_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
 
     def check(self) -> None:

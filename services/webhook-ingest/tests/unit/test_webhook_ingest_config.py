@@ -3,8 +3,12 @@ variable but never a secret's value."""
 
 from __future__ import annotations
 
+import base64
+import secrets
+
 import pytest
 
+from jobs_runtime.secrets import PUBLISHED
 from jobs_runtime.settings import SettingsError, load_settings
 from webhook_ingest.config import MIB, FetchSecretSettings, Settings
 
@@ -62,6 +66,29 @@ def test_a_bad_secret_is_named_without_its_value() -> None:
     with pytest.raises(SettingsError, match=r"^REPLICATE_WEBHOOK_SECRET: secret 2") as caught:
         load_settings(Settings, {"REPLICATE_WEBHOOK_SECRET": f"{SECRET},MfKQ9r8GKYqrTwjUPD8I"})
     assert "MfKQ9r8GKYqrTwjUPD8I" not in str(caught.value)
+
+
+def own_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.mark.parametrize("published", sorted(PUBLISHED))
+def test_prod_refuses_a_published_webhook_secret_or_token(published: str) -> None:
+    env = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222"}
+    with pytest.raises(SettingsError) as error:
+        load_settings(Settings, {**env, "REPLICATE_WEBHOOK_SECRET": f"{published}"})
+    assert str(error.value).startswith("REPLICATE_WEBHOOK_SECRET: the secret is published")
+    assert published not in str(error.value)
+    with pytest.raises(SettingsError, match=r"^REPLICATE_API_TOKEN: the secret is published"):
+        load_settings(FetchSecretSettings, {"APP_ENV": "prod", "REPLICATE_API_TOKEN": published})
+
+
+def test_prod_accepts_secrets_of_its_own_during_rotation() -> None:
+    rotation = f"{own_webhook_secret()},{own_webhook_secret()}"
+    env = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222", "REPLICATE_WEBHOOK_SECRET": rotation}
+    assert load_settings(Settings, env).replicate_webhook_secret == rotation
+    token = "r8_" + secrets.token_hex(20)
+    assert load_settings(FetchSecretSettings, {"APP_ENV": "prod", "REPLICATE_API_TOKEN": token})
 
 
 def test_prod_requires_the_secret() -> None:
