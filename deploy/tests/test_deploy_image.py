@@ -174,7 +174,11 @@ def run(app: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProce
 # The services that talk to NATS, each as its own user.
 IMAGES_ON_NATS = ("gateway", "webhook-ingest", "ai-runner", "job-store")
 # What prod needs of NATS before a service's own settings: a URL, its user, TLS.
-PROD_NATS = {"NATS_URL": "tls://nats:4222", "NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
+PROD_NATS = {
+    "NATS_URL": "tls://nats:4222",
+    "NATS_USER": "svc",
+    "NATS_PASSWORD": secrets.token_urlsafe(24),
+}
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,12 @@ from jobs_testkit.waiting import eventually
 USER = NatsUser(
     user="tls-service",
     password="tls-service-password",
-    permissions=Permissions(publish=["tls.>"], subscribe=["tls.>", "_INBOX.>"]),
+    permissions=Permissions(publish=("tls.>",), subscribe=("tls.>", "_INBOX.>")),
 )
 
 
 @pytest.fixture
-def tls_nats(tmp_path: Path) -> NatsServer:
+def tls_nats(tmp_path: Path) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path / "nats", anonymous=False, tls=True)
     server.authorize([USER])
     with server:

@@ -11,7 +11,13 @@ import pytest
 from jobs_runtime.secrets import PUBLISHED, HS256Secret, Secret, SecretURL, secret_kind
 from jobs_runtime.settings import ServiceSettings, SettingsError, load_settings
 
-PROD = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222"}
+# What prod asks of every service's NATS connection, so only the secret under test can fail.
+PROD = {
+    "APP_ENV": "prod",
+    "NATS_URL": "tls://nats:4222",
+    "NATS_USER": "vault",
+    "NATS_PASSWORD": secrets.token_urlsafe(24),
+}
 
 
 class VaultSettings(ServiceSettings, frozen=True):

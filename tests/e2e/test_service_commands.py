@@ -73,7 +73,7 @@ def test_prod_with_a_published_secret_stops_with_one_line(
 ) -> None:
     result = subprocess.run(
         [command_path(service)],
-        env={"APP_ENV": "prod", "NATS_URL": "nats://127.0.0.1:1", variable: published},
+        env={"APP_ENV": "prod", "NATS_URL": "tls://127.0.0.1:1", **PROD_NATS, variable: published},
         capture_output=True,
         text=True,
         timeout=30,

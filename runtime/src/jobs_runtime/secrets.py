@@ -40,11 +40,17 @@ PUBLISHED: Final = frozenset(
         "dev-cluster-replicate-token",
         "whsec_ZGV2LWNsdXN0ZXItd2ViaG9vay1zZWNyZXQ=",
         "dev-cluster-password",
+        "dev-cluster-nats-gateway",
+        "dev-cluster-nats-webhook-ingest",
+        "dev-cluster-nats-ai-runner",
+        "dev-cluster-nats-job-store",
         # What deploy/tests once stood in for the operator's Secrets with (in the git history).
         "a-long-random-string",
         "r8_operator_token",
         "whsec_b3BlcmF0b3Itc2lnbmluZy1rZXk=",
         "password",
+        "operator-nats-password",
+        "not-the-real-one",
         # The Standard Webhooks documentation's example key, used by tests here.
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         # Test values: webhook-ingest's fetch-secret key, deploy/tests' malformed simulator key.

@@ -18,7 +18,7 @@ import msgspec
 
 from jobs_proto.stream import DAY_S
 from jobs_proto.subjects import Subjects
-from jobs_runtime.secrets import check_secrets
+from jobs_runtime.secrets import Secret, check_secrets
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
@@ -51,7 +51,7 @@ class ServiceSettings(EnvSettings, frozen=True):
     # Dev defaults point at the servers `make run` starts, never at a machine-wide install.
     nats_url: str = "nats://127.0.0.1:14222"
     nats_user: str = ""
-    nats_password: str = ""
+    nats_password: Secret = ""
     # A `.creds` file (JWT and NKey seed), instead of NATS_USER / NATS_PASSWORD.
     nats_creds: str = ""
     # The CA that signed the server's certificate; set, the connection is TLS and verified.

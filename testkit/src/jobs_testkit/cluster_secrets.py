@@ -27,6 +27,8 @@ def secret_files() -> dict[str, dict[str, str]]:
         "replicate-webhook": {"REPLICATE_WEBHOOK_SECRET": shared.webhook_secret},
         "postgres": {"POSTGRES_PASSWORD": password},
         "job-store-database": {"DATABASE_URL": f"postgresql://jobs:{password}@postgres:5432/jobs"},
+        # Each service's NATS password, keyed as the nats-users Secret is read.
+        "nats-users": dict(shared.nats_passwords),
     }
 
 

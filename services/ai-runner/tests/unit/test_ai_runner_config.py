@@ -41,7 +41,12 @@ def test_prod_needs_a_replicate_token() -> None:
 
 @pytest.mark.parametrize("published", sorted(PUBLISHED))
 def test_prod_refuses_a_published_replicate_token(published: str) -> None:
-    env = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222", "REPLICATE_API_TOKEN": published}
+    env = {
+        "APP_ENV": "prod",
+        "NATS_URL": "tls://nats:4222",
+        **PROD_NATS,
+        "REPLICATE_API_TOKEN": published,
+    }
     with pytest.raises(SettingsError) as error:
         load_settings(Settings, env)
     assert str(error.value).startswith("REPLICATE_API_TOKEN: the secret is published")
@@ -50,7 +55,12 @@ def test_prod_refuses_a_published_replicate_token(published: str) -> None:
 
 def test_prod_accepts_a_token_of_its_own() -> None:
     token = "r8_" + secrets.token_hex(20)
-    env = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222", "REPLICATE_API_TOKEN": token}
+    env = {
+        "APP_ENV": "prod",
+        "NATS_URL": "tls://nats:4222",
+        **PROD_NATS,
+        "REPLICATE_API_TOKEN": token,
+    }
     assert load_settings(Settings, env).replicate_api_token == token
 
 

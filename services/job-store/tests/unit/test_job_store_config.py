@@ -9,7 +9,9 @@ from job_store.config import MigrateSettings, Settings
 from jobs_runtime.secrets import PUBLISHED
 from jobs_runtime.settings import EnvSettings, SettingsError, load_settings
 
-PROD = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222"}
+# Prod needs the service's own NATS user (and TLS: the URLs are tls://).
+PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
+PROD = {"APP_ENV": "prod", "NATS_URL": "tls://nats:4222", **PROD_NATS}
 
 
 @pytest.mark.parametrize("settings_type", [Settings, MigrateSettings])

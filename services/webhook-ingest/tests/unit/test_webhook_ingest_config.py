@@ -74,7 +74,7 @@ def own_webhook_secret() -> str:
 
 @pytest.mark.parametrize("published", sorted(PUBLISHED))
 def test_prod_refuses_a_published_webhook_secret_or_token(published: str) -> None:
-    env = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222"}
+    env = {"APP_ENV": "prod", "NATS_URL": "tls://nats:4222", **PROD_NATS}
     with pytest.raises(SettingsError) as error:
         load_settings(Settings, {**env, "REPLICATE_WEBHOOK_SECRET": f"{published}"})
     assert str(error.value).startswith("REPLICATE_WEBHOOK_SECRET: the secret is published")
@@ -85,7 +85,12 @@ def test_prod_refuses_a_published_webhook_secret_or_token(published: str) -> Non
 
 def test_prod_accepts_secrets_of_its_own_during_rotation() -> None:
     rotation = f"{own_webhook_secret()},{own_webhook_secret()}"
-    env = {"APP_ENV": "prod", "NATS_URL": "nats://nats:4222", "REPLICATE_WEBHOOK_SECRET": rotation}
+    env = {
+        "APP_ENV": "prod",
+        "NATS_URL": "tls://nats:4222",
+        **PROD_NATS,
+        "REPLICATE_WEBHOOK_SECRET": rotation,
+    }
     assert load_settings(Settings, env).replicate_webhook_secret == rotation
     token = "r8_" + secrets.token_hex(20)
     assert load_settings(FetchSecretSettings, {"APP_ENV": "prod", "REPLICATE_API_TOKEN": token})
