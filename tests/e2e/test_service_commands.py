@@ -1,5 +1,6 @@
 """Every service's installed command starts, answers its admin port and exits 0 on SIGTERM."""
 
+import secrets
 import subprocess
 import uuid
 from pathlib import Path
@@ -10,7 +11,7 @@ from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import free_port
 
 # Prod needs the service's own NATS user (and TLS: the URLs are tls://).
-PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
+PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": secrets.token_urlsafe(24)}
 
 SERVICES = ["gateway", "ai-runner", "webhook-ingest", "job-store"]
 

@@ -53,7 +53,7 @@ def test_in_prod_it_refuses_with_one_line_and_exit_code_2() -> None:
         APP_ENV="prod",
         NATS_URL="tls://127.0.0.1:1",
         NATS_USER="gateway",
-        NATS_PASSWORD="not-the-real-one",
+        NATS_PASSWORD=secrets.token_urlsafe(24),
         AUTH_JWT_SECRET=SECRET,
     )
     assert done.returncode == 2

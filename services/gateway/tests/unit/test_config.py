@@ -12,7 +12,7 @@ from jobs_runtime.secrets import PUBLISHED
 from jobs_runtime.settings import SettingsError, load_settings
 
 # Prod needs the service's own NATS user (and TLS: the URLs are tls://).
-PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
+PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": secrets.token_urlsafe(24)}
 
 PROD = {"APP_ENV": "prod", "NATS_URL": "tls://nats:4222", **PROD_NATS}
 

@@ -13,7 +13,7 @@ from jobs_runtime.settings import SettingsError, load_settings
 from webhook_ingest.config import MIB, FetchSecretSettings, Settings
 
 # Prod needs the service's own NATS user (and TLS: the URLs are tls://).
-PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": "not-the-real-one"}
+PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": secrets.token_urlsafe(24)}
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
