@@ -1,5 +1,6 @@
 """`gateway dev-token`: a token the dev gateway accepts, printed alone; refused in prod."""
 
+import secrets
 import subprocess
 import time
 
