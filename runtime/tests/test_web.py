@@ -87,3 +87,14 @@ def test_a_status_without_a_kind_still_has_one() -> None:
     assert kind_for_status(404).type == "urn:ai-jobs:problem:not-found"
     assert kind_for_status(418).type == "urn:ai-jobs:problem:http-418"
     assert kind_for_status(418).status == 418
+
+
+async def test_a_hostile_declared_length_is_counted_not_parsed() -> None:
+    # "²" is a digit to `str.isdigit` but not to `int`; 5,000 digits are past `int`'s limit.
+    # Both raised `ValueError` (a 500) before; now only the bytes that arrive count.
+    for declared in ("²", "1²", "9" * 5000):
+        body = Body([b"small"])
+        headers = [(b"content-length", declared.encode("utf-8"))]
+        scope = {"type": "http", "method": "POST", "path": "/", "query_string": b""}
+        read = await read_limited(Request({**scope, "headers": headers}, body), LIMIT)
+        assert read == (None if declared.isascii() else b"small")

@@ -55,6 +55,7 @@ from gateway.problems import (
     TOO_MANY_REQUESTS,
 )
 from gateway.realtime import Hub
+from jobs_proto import wire
 from jobs_proto.api import JobView, ProblemDetail
 from jobs_proto.status import is_terminal
 from jobs_runtime.web import (
@@ -66,6 +67,7 @@ from jobs_runtime.web import (
     UNAVAILABLE,
     UNSUPPORTED_MEDIA_TYPE,
     VALIDATION,
+    EscapedQueryString,
     ProblemKind,
     kind_for_status,
     problem,
@@ -106,7 +108,7 @@ DEMO_PAGE_FILE: Final = Path("services", "gateway", "demo", "index.html")
 CLIENT_FILE: Final = Path("clients", "js", "jobs-client.js")
 DEMO_CLIENT_PATH: Final = "/demo/jobs-client.js"
 _UUID: Final = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 
 
@@ -234,7 +236,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def decode_json(body: bytes) -> object:
     try:
-        return msgspec.json.decode(body)
+        return wire.decode_json(body)
     except msgspec.DecodeError as exc:
         raise Refusal(MALFORMED_JSON, f"the body is not valid JSON: {exc}") from None
 
@@ -264,8 +266,12 @@ def etag_matches(if_none_match: str | None, tag: str) -> bool:
 
 
 def parse_job_id(raw: str) -> uuid.UUID | None:
-    """The job id of a path, only in the canonical 8-4-4-4-12 form `Location` hands out."""
-    return uuid.UUID(raw) if _UUID.match(raw) else None
+    """The job id of a path, only in the canonical 8-4-4-4-12 form `Location` hands out.
+
+    Every `{job_id}` route goes through here. `fullmatch`, not `match` with `$`: `$` also
+    matches before a trailing newline, and `/api/jobs/<id>%0A` reached `uuid.UUID` (a `500`).
+    """
+    return uuid.UUID(raw) if _UUID.fullmatch(raw) else None
 
 
 # --- endpoints ----------------------------------------------------------------------------
@@ -647,10 +653,12 @@ def _documentation() -> list[Route]:
 
 
 def _middleware(ports: GatewayPorts) -> list[Middleware]:
+    escaped = Middleware(EscapedQueryString)
     if not ports.cors_origins:
-        return []
+        return [escaped]
     # Outside the routes: a preflight carries no token and must be answered before auth.
     return [
+        escaped,
         Middleware(
             CORSMiddleware,
             allow_origins=list(ports.cors_origins),
@@ -658,7 +666,7 @@ def _middleware(ports: GatewayPorts) -> list[Middleware]:
             allow_headers=list(CORS_ALLOW_HEADERS),
             expose_headers=list(CORS_EXPOSE_HEADERS),
             max_age=CORS_MAX_AGE_S,
-        )
+        ),
     ]
 
 
