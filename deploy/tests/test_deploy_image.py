@@ -236,6 +236,8 @@ def service_env(nats_url: str) -> dict[str, str]:
         **{k: v for k, v in OPERATOR_SECRETS.items() if k != "DATABASE_URL"},
         "REPLICATE_BASE_URL": "http://127.0.0.1:9",
         "REPLICATE_WEBHOOK_URL": "https://jobs.example.com/api/webhooks/replicate",
+        "AUTH_JWT_ISSUER": "https://id.example.com/",
+        "AUTH_JWT_AUDIENCE": "ai-jobs",
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import kubernetes_validate  # type: ignore[import-untyped]
 import msgspec
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from ai_runner.config import Settings as AiRunnerSettings
 from gateway.config import Settings as GatewaySettings
@@ -179,12 +180,17 @@ def test_the_service_accepts_its_configuration(
     # The prod overlay leaves the secrets to the operator; they must be referenced, though.
     required = {n for group in settings_type.required_in_prod for n in group.split("|")}
     refs = {v["name"] for v in container.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})}
-    assert required - {"NATS_URL", "AUTH_JWKS_URL"} <= refs
+    # Not secrets: the NATS address, the JWKS URL, the token issuer and audience (ConfigMaps).
+    assert required - {"NATS_URL", "AUTH_JWKS_URL", "AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE"} <= refs
     unknown = set(env) - field_names(settings_type)
     assert not unknown, f"settings {service} does not read: {sorted(unknown)}"
 
     settings: Any = load_settings(settings_type, env)
     assert settings.app_env == ("dev" if overlay == "dev" else "prod")
+    if service == "gateway" and overlay == "prod":
+        # Checked on every token in prod (the settings refuse to start without them).
+        assert settings.auth_jwt_issuer.startswith("https://")
+        assert settings.auth_jwt_audience
     assert settings.admin_port == SERVICES[service][0]
     if SERVICES[service][1] is not None:
         assert settings.http_port == SERVICES[service][1]
@@ -306,6 +312,25 @@ def test_ingress_routes_and_server_sent_events(rendered: dict[str, Rendered], ov
         assert runner["REPLICATE_BASE_URL"] == "http://replicate-sim:8010"
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_ingress_access_log_writes_a_query_string(
+    rendered: dict[str, Rendered], overlay: str
+) -> None:
+    """The event routes take a token as `?access_token=`; ingress-nginx's default access log
+    writes `$request`, query string and all. The gateway's Ingress logs nothing (the gateway
+    logs requests itself, path only); the controller-wide format offered instead has no
+    variable that holds the query string."""
+    gateway = rendered[overlay].get("Ingress", "gateway")
+    assert gateway["metadata"]["annotations"]["nginx.ingress.kubernetes.io/enable-access-log"] == (
+        "false"
+    )
+    example = yaml.safe_load((DEPLOY / "examples" / "ingress-nginx-log-format.yaml").read_text())
+    log_format = example["data"]["log-format-upstream"]
+    assert "$uri" in log_format
+    for variable in ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$arg_"):
+        assert variable not in log_format, variable
+
+
 def nats_config(r: Rendered) -> str:
     statefulset = r.get("StatefulSet", "nats")
     (volume,) = [v for v in pod_spec(statefulset)["volumes"] if v["name"] == "config"]
@@ -372,7 +397,6 @@ def test_dev_simulator_signs_with_the_secret_webhook_ingest_checks(
 def test_examples_outside_the_kustomizations() -> None:
     """The optional KEDA, CloudNativePG and PrometheusRule examples are not rendered by any
     overlay (they need CRDs); they name the objects the overlays create."""
-    import yaml  # type: ignore[import-untyped]
 
     from jobs_proto.stream import ai_runner_consumer
     from jobs_proto.subjects import Subjects

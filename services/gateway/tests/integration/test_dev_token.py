@@ -49,7 +49,13 @@ async def test_the_default_user_is_dev_user() -> None:
 
 
 def test_in_prod_it_refuses_with_one_line_and_exit_code_2() -> None:
-    done = dev_token(APP_ENV="prod", NATS_URL="nats://127.0.0.1:1", AUTH_JWT_SECRET=SECRET)
+    done = dev_token(
+        APP_ENV="prod",
+        NATS_URL="nats://127.0.0.1:1",
+        AUTH_JWT_SECRET=SECRET,
+        AUTH_JWT_ISSUER="https://id.example/",
+        AUTH_JWT_AUDIENCE="ai-jobs",
+    )
     assert done.returncode == 2
     assert done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1
