@@ -171,6 +171,12 @@ def run(app: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProce
     [
         ("gateway", (), {}, "NATS_URL"),
         ("gateway", (), {"NATS_URL": "nats://nats:4222"}, "AUTH_JWT_SECRET or AUTH_JWKS_URL"),
+        (
+            "gateway",
+            (),
+            {"NATS_URL": "nats://nats:4222", "AUTH_JWKS_URL": "https://id.example.com/jwks"},
+            "AUTH_JWT_ISSUER",
+        ),
         ("webhook-ingest", (), {"NATS_URL": "nats://nats:4222"}, "REPLICATE_WEBHOOK_SECRET"),
         ("webhook-ingest", ("fetch-secret",), {}, "REPLICATE_API_TOKEN"),
         ("ai-runner", (), {"NATS_URL": "nats://nats:4222"}, "REPLICATE_API_TOKEN"),
