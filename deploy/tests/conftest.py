@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from jobs_testkit.stack import nats_password
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("dev", "prod")
@@ -36,7 +38,7 @@ Obj = dict[str, Any]
 
 # What an operator puts in the Secrets the prod overlay references (deploy/README.md): made
 # per run, since prod refuses any secret written in the repository.
-_NATS_PASSWORD = secrets.token_urlsafe(24)
+_NATS_PASSWORD = nats_password()
 OPERATOR_SECRETS = {
     "AUTH_JWT_SECRET": secrets.token_urlsafe(32),
     "REPLICATE_API_TOKEN": "r8_" + secrets.token_hex(20),

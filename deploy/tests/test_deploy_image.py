@@ -186,6 +186,12 @@ PROD_NATS = {
     [
         ("gateway", (), {}, "NATS_URL"),
         ("gateway", (), PROD_NATS, "AUTH_JWT_SECRET or AUTH_JWKS_URL"),
+        (
+            "gateway",
+            (),
+            {**PROD_NATS, "AUTH_JWKS_URL": "https://id.example.com/jwks"},
+            "AUTH_JWT_ISSUER",
+        ),
         ("webhook-ingest", (), PROD_NATS, "REPLICATE_WEBHOOK_SECRET"),
         ("webhook-ingest", ("fetch-secret",), {}, "REPLICATE_API_TOKEN"),
         ("ai-runner", (), PROD_NATS, "REPLICATE_API_TOKEN"),
@@ -279,6 +285,8 @@ def service_env(nats: ProdNats, service: str) -> dict[str, str]:
         "SHUTDOWN_GRACE_S": "5",
         "REPLICATE_BASE_URL": "http://127.0.0.1:9",
         "REPLICATE_WEBHOOK_URL": "https://jobs.example.com/api/webhooks/replicate",
+        "AUTH_JWT_ISSUER": "https://id.example.com/",
+        "AUTH_JWT_AUDIENCE": "ai-jobs",
     }
 
 

@@ -184,7 +184,9 @@ def test_the_service_accepts_its_configuration(
     # The prod overlay leaves the secrets to the operator; they must be referenced, though.
     required = {n for group in settings_type.required_in_prod for n in group.split("|")}
     refs = {v["name"] for v in container.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})}
-    assert required - {"NATS_URL", "AUTH_JWKS_URL", "NATS_USER", "NATS_CREDS"} <= refs
+    # Not secrets: the NATS address and user, the JWKS URL, the token issuer and audience.
+    not_secret = {"NATS_URL", "AUTH_JWKS_URL", "AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE"}
+    assert required - not_secret - {"NATS_USER", "NATS_CREDS"} <= refs
     # Its own NATS user, its password from the Secret NATS reads the same passwords from.
     users = {v["name"]: v for v in container.get("env", [])}
     assert users["NATS_USER"]["value"] == service
@@ -196,6 +198,10 @@ def test_the_service_accepts_its_configuration(
 
     settings: Any = load_settings(settings_type, env)
     assert settings.app_env == ("dev" if overlay == "dev" else "prod")
+    if service == "gateway" and overlay == "prod":
+        # Checked on every token in prod (the settings refuse to start without them).
+        assert settings.auth_jwt_issuer.startswith("https://")
+        assert settings.auth_jwt_audience
     assert settings.admin_port == SERVICES[service][0]
     if SERVICES[service][1] is not None:
         assert settings.http_port == SERVICES[service][1]
@@ -365,6 +371,26 @@ def test_dev_secrets_are_made_once_and_kept(tmp_path: Path) -> None:
     assert again["job-store-database.env"] != first["job-store-database.env"]
 
 
+# Dev has no Ingress at all (test_dev_has_no_public_entry).
+@pytest.mark.parametrize("overlay", ["prod"])
+def test_no_ingress_access_log_writes_a_query_string(
+    rendered: dict[str, Rendered], overlay: str
+) -> None:
+    """The event routes take a token as `?access_token=`; ingress-nginx's default access log
+    writes `$request`, query string and all. The gateway's Ingress logs nothing (the gateway
+    logs requests itself, path only); the controller-wide format offered instead has no
+    variable that holds the query string."""
+    gateway = rendered[overlay].get("Ingress", "gateway")
+    assert gateway["metadata"]["annotations"]["nginx.ingress.kubernetes.io/enable-access-log"] == (
+        "false"
+    )
+    example = yaml.safe_load((DEPLOY / "examples" / "ingress-nginx-log-format.yaml").read_text())
+    log_format = example["data"]["log-format-upstream"]
+    assert "$uri" in log_format
+    for variable in ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$arg_"):
+        assert variable not in log_format, variable
+
+
 def nats_config(r: Rendered) -> str:
     statefulset = r.get("StatefulSet", "nats")
     (volume,) = [v for v in pod_spec(statefulset)["volumes"] if v["name"] == "config"]
@@ -448,6 +474,7 @@ def test_dev_simulator_signs_with_the_secret_webhook_ingest_checks(
 def test_examples_outside_the_kustomizations() -> None:
     """The optional KEDA, CloudNativePG and PrometheusRule examples are not rendered by any
     overlay (they need CRDs); they name the objects the overlays create."""
+
     from jobs_proto.stream import ai_runner_consumer
     from jobs_proto.subjects import Subjects
 

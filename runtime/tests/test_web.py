@@ -4,12 +4,14 @@ from collections.abc import Sequence
 
 import msgspec
 from starlette.requests import Request
-from starlette.types import Message
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from jobs_proto.api import Problem
 from jobs_runtime.web import (
     PAYLOAD_TOO_LARGE,
     PROBLEM_MEDIA_TYPE,
+    EscapedQueryString,
     kind_for_status,
     problem,
     problem_response,
@@ -87,3 +89,36 @@ def test_a_status_without_a_kind_still_has_one() -> None:
     assert kind_for_status(404).type == "urn:ai-jobs:problem:not-found"
     assert kind_for_status(418).type == "urn:ai-jobs:problem:http-418"
     assert kind_for_status(418).status == 418
+
+
+async def test_a_hostile_declared_length_is_counted_not_parsed() -> None:
+    # "²" is a digit to `str.isdigit` but not to `int`; 5,000 digits are past `int`'s limit.
+    # Both raised `ValueError` (a 500) before; now only the bytes that arrive count.
+    for declared in ("²", "1²", "9" * 5000):
+        body = Body([b"small"])
+        headers = [(b"content-length", declared.encode("utf-8"))]
+        scope = {"type": "http", "method": "POST", "path": "/", "query_string": b""}
+        read = await read_limited(Request({**scope, "headers": headers}, body), LIMIT)
+        assert read == (None if declared.isascii() else b"small")
+
+
+async def test_a_query_string_that_is_not_utf8_reaches_the_app_escaped() -> None:
+    # Starlette's `request.url` decodes the query string as UTF-8: a raw 0x80 raised in every
+    # route and error handler (a 500), found by the byte-level fuzz.
+    seen: list[tuple[str, str | None]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        seen.append((str(request.url), request.query_params.get("job")))
+        await Response(status_code=204)(scope, receive, send)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    for query, job in ((b"job=\x80\xff", "\ufffd\ufffd"), (b"job=abc", "abc")):
+        sent: list[Message] = []
+
+        async def send(message: Message) -> None:
+            sent.append(message)  # noqa: B023  # awaited within this iteration
+
+        await EscapedQueryString(app)({**scope, "query_string": query}, Body([b""]), send)
+        assert sent[0]["status"] == 204
+        assert seen[-1][1] == job

@@ -408,6 +408,9 @@ BAD_HEADERS = [
     ("Prefer", "wait=100", 400),
     ("Prefer", "wait=", 400),
     ("Prefer", "respond-async", 400),
+    # Past Python's 4,300-digit limit for `int`: a 500 before.
+    ("Cancel-After", "9" * 5000, 422),
+    ("Cancel-After", "1h" + "9" * 5000 + "m", 422),
 ]
 
 
@@ -433,6 +436,28 @@ async def test_a_bad_header_is_refused(simulator: RunningSimulator) -> None:
             response = await simulator.http.post(route, json=body, headers={header: value})
             assert response.status_code == status, (route, header, value, response.text)
             assert response.json()["detail"]
+    assert simulator.sim.size == 0
+
+
+# Bytes that are not JSON in ways msgspec reported as other errors than `DecodeError`: a
+# string holding bytes that are not UTF-8, and nesting past its limit.
+UNDECODABLE = [
+    b'{"input": {"prompt": "\xff"}}',
+    b'{"input": {"prompt": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+]
+
+
+async def test_an_undecodable_body_is_refused_not_a_server_error(
+    simulator: RunningSimulator,
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    for route in (CREATE, VERSION_ROUTE):
+        for body in UNDECODABLE:
+            response = await simulator.http.post(route, content=body, headers=headers)
+            assert response.status_code == 422, (route, response.text)
+    for body in UNDECODABLE:
+        response = await simulator.http.put("/_sim/config", content=body, headers=headers)
+        assert response.status_code == 422, response.text
     assert simulator.sim.size == 0
 
 

@@ -14,6 +14,7 @@ import msgspec
 
 from jobs_proto.base import Message
 from jobs_proto.status import FinalPredictionStatus
+from jobs_proto.wire import decode_json
 
 
 class JobError(Message, frozen=True):
@@ -126,4 +127,4 @@ def encode_event(event: JobEvent) -> bytes:
 
 def decode_event(data: bytes) -> AnyJobEvent:
     """Decode any event body; raises `msgspec.DecodeError` (a `ValidationError` for bad shapes)."""
-    return _decoder.decode(data)
+    return decode_json(data, _decoder)

@@ -16,6 +16,7 @@ import msgspec
 
 from jobs_proto.events import JobCompleted
 from jobs_proto.status import FINAL_PREDICTION_STATUSES, FinalPredictionStatus, PredictionStatus
+from jobs_proto.wire import decode_json
 
 
 class PredictionUrls(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,7 +93,7 @@ _decoder: Final[msgspec.json.Decoder[ReplicatePrediction]] = msgspec.json.Decode
 
 def decode_prediction(body: bytes) -> ReplicatePrediction:
     """Parse a prediction; raises `msgspec.DecodeError` when the body is not one."""
-    return _decoder.decode(body)
+    return decode_json(body, _decoder)
 
 
 def joined_output(output: Any) -> str | None:

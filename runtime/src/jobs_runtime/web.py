@@ -1,8 +1,10 @@
-"""The HTTP edge every public service shares: RFC 9457 problem bodies with stable type URIs,
-answered as `application/problem+json`, and reading a request body under a size limit."""
+"""The HTTP edge every service shares: RFC 9457 problem bodies with stable type URIs, answered
+as `application/problem+json`, reading a request body under a size limit, and the query string
+made safe for Starlette before any app sees it."""
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -10,6 +12,7 @@ from typing import Final
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs_proto.api import Problem, ProblemDetail
 
@@ -83,7 +86,9 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
     sees the refusal.
     """
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    # ASCII digits only (`isdigit` also takes "²", which `int` refuses); more than 18 of them
+    # is over any limit, and spares `int` a hostile length.
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         return None
     chunks: list[bytes] = []
     size = 0
@@ -93,3 +98,28 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# Printable ASCII but space: what an escaped query string keeps as it is.
+_QUERY_SAFE: Final = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+class EscapedQueryString:
+    """ASGI middleware: bytes of the query string outside printable ASCII are percent-escaped.
+
+    Servers pass the query string on as sent, and Starlette decodes it as UTF-8 when it builds
+    `request.url`: one byte that is not UTF-8 raised `UnicodeDecodeError` (a `500`) in every
+    route and error handler alike, found by fuzzing. Escaped, the bytes mean what they did
+    (`%80` and a raw 0x80 decode the same way in `request.query_params`), so an app answers
+    such a request like any other with a bad parameter.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query: bytes = scope.get("query_string", b"")
+        if scope["type"] == "http" and not query.isascii():
+            escaped = urllib.parse.quote_from_bytes(query, safe=_QUERY_SAFE).encode()
+            scope = {**scope, "query_string": escaped}
+        await self.app(scope, receive, send)

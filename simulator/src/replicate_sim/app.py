@@ -10,10 +10,13 @@ from typing import Any, Literal
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from jobs_proto.wire import decode_json
+from jobs_runtime.web import EscapedQueryString
 from replicate_sim.engine import CursorError, Simulator
 from replicate_sim.model import Prediction, WebhookEvent
 
@@ -21,8 +24,10 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-_PREFER = re.compile(r"^wait(=([1-9]|[1-9][0-9]|60))?$")
-_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s?)?$")
+# Matched whole (`fullmatch`: `$` would allow a trailing newline), ASCII digits only and few
+# enough of them that `int` stays cheap and within Python's digit limit.
+_PREFER = re.compile(r"wait(=([1-9]|[1-9][0-9]|60))?")
+_DURATION = re.compile(r"(?:(?P<h>[0-9]{1,6})h)?(?:(?P<m>[0-9]{1,6})m)?(?:(?P<s>[0-9]{1,9})s?)?")
 MIN_CANCEL_AFTER_S = 5
 
 
@@ -43,6 +48,10 @@ class VersionPredictionRequest(ModelPredictionRequest, forbid_unknown_fields=Tru
     version: str
 
 
+_MODEL_REQUEST = msgspec.json.Decoder(ModelPredictionRequest)
+_VERSION_REQUEST = msgspec.json.Decoder(VersionPredictionRequest)
+
+
 def problem(status: int, title: str, detail: str, **headers: str) -> Response:
     body = {"title": title, "detail": detail, "status": status}
     return Response(
@@ -59,7 +68,7 @@ def json_response(body: object, status: int = 200) -> Response:
 
 def parse_duration(value: str) -> float | None:
     """`Cancel-After` as Replicate reads it: `90`, `90s`, `5m`, `1h30m45s`."""
-    match = _DURATION.match(value.strip())
+    match = _DURATION.fullmatch(value.strip())
     if not value.strip() or match is None:
         return None
     h, m, s = (int(match[g] or 0) for g in ("h", "m", "s"))
@@ -122,7 +131,7 @@ def build_app(sim: Simulator) -> Starlette:
                 return problem(500, "Internal Server Error", "Simulated API error")
             error_after_create = True
         prefer = request.headers.get("prefer")
-        if prefer is not None and not _PREFER.match(prefer):
+        if prefer is not None and not _PREFER.fullmatch(prefer):
             return problem(400, "Invalid Prefer header", "Prefer must be wait or wait=1..60")
         cancel_after_s: float | None = None
         if (cancel_after := request.headers.get("cancel-after")) is not None:
@@ -133,9 +142,13 @@ def build_app(sim: Simulator) -> Starlette:
                     "Invalid Cancel-After header",
                     f"Cancel-After must be a duration of at least {MIN_CANCEL_AFTER_S}s",
                 )
-        body_type = ModelPredictionRequest if model is not None else VersionPredictionRequest
+        raw = await request.body()
+        body: ModelPredictionRequest
         try:
-            body = msgspec.json.decode(await request.body(), type=body_type)
+            if model is not None:
+                body = decode_json(raw, _MODEL_REQUEST)
+            else:
+                body = decode_json(raw, _VERSION_REQUEST)
         except msgspec.DecodeError as exc:
             return problem(422, "Input validation failed", str(exc))
         if body.webhook is not None and not body.webhook.startswith(("http://", "https://")):
@@ -219,7 +232,7 @@ def build_app(sim: Simulator) -> Starlette:
     async def config(request: Request) -> Response:
         if request.method == "PUT":
             try:
-                patch = msgspec.json.decode(await request.body())
+                patch: object = decode_json(await request.body())
                 sim.configure(patch)
             except msgspec.DecodeError as exc:
                 return problem(422, "Invalid configuration", str(exc))
@@ -266,5 +279,6 @@ def build_app(sim: Simulator) -> Starlette:
             Route("/_sim/reset", reset, methods=["POST"]),
             Route("/_sim/predictions", audit, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
-        ]
+        ],
+        middleware=[Middleware(EscapedQueryString)],
     )

@@ -18,8 +18,14 @@ from jobs_testkit.servers.nats import NatsServer
 SERVICES = ("job-store", "ai-runner", "webhook-ingest", "gateway")
 
 
+def nats_password() -> str:
+    """A random NATS password that nats-server reads back as a string from a `$VARIABLE` (as
+    deploy/ passes them): a value starting with `-` is parsed as a number and refused."""
+    return "nats_" + secrets.token_urlsafe(24)
+
+
 def _nats_passwords() -> dict[str, str]:
-    return {service: secrets.token_urlsafe(24) for service in SERVICES}
+    return {service: nats_password() for service in SERVICES}
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,16 @@ DEV_JWT_SECRET: Final = "dev-only-jwt-secret"
 
 
 class Settings(ServiceSettings, frozen=True):
-    """The gateway's settings; `APP_ENV=prod` requires NATS_URL AUTH_JWT_SECRET or AUTH_JWKS_URL."""
+    """The gateway's settings; `APP_ENV=prod` requires NATS_URL, AUTH_JWT_SECRET or
+    AUTH_JWKS_URL, AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE, and an https:// AUTH_JWKS_URL."""
 
     required_in_prod: ClassVar[tuple[str, ...]] = (
         *ServiceSettings.required_in_prod,
         "AUTH_JWT_SECRET|AUTH_JWKS_URL",
+        # Without them any token signed by the key is good here, whoever it was issued by and
+        # for: a key shared with another service or tenant would let its tokens in.
+        "AUTH_JWT_ISSUER",
+        "AUTH_JWT_AUDIENCE",
     )
 
     admin_port: Port = 9000
@@ -90,3 +95,10 @@ class Settings(ServiceSettings, frozen=True):
             raise SettingsError("AUTH_JWT_SECRET: empty, and no AUTH_JWKS_URL (APP_ENV=prod)")
         if self.auth_jwks_url and not self.auth_jwks_url.startswith(("https://", "http://")):
             raise SettingsError("AUTH_JWKS_URL: must be an http:// or https:// URL")
+        if (
+            self.app_env == "prod"
+            and self.auth_jwks_url
+            and not self.auth_jwks_url.startswith("https://")
+        ):
+            # Over plain HTTP anyone on the path can swap the keys and mint tokens.
+            raise SettingsError("AUTH_JWKS_URL: must be an https:// URL when APP_ENV=prod")

@@ -56,6 +56,8 @@ def test_in_prod_it_refuses_with_one_line_and_exit_code_2() -> None:
         NATS_USER="gateway",
         NATS_PASSWORD=secrets.token_urlsafe(24),
         AUTH_JWT_SECRET=SECRET,
+        AUTH_JWT_ISSUER="https://id.example/",
+        AUTH_JWT_AUDIENCE="ai-jobs",
     )
     assert done.returncode == 2
     assert done.stdout == ""

@@ -11,10 +11,16 @@ from gateway.config import DEV_JWT_SECRET, Settings
 from jobs_runtime.secrets import PUBLISHED
 from jobs_runtime.settings import SettingsError, load_settings
 
-# Prod needs the service's own NATS user (and TLS: the URLs are tls://).
+# Prod needs the service's own NATS user (and TLS: the URLs are tls://), an issuer and an
+# audience.
 PROD_NATS = {"NATS_USER": "svc", "NATS_PASSWORD": secrets.token_urlsafe(24)}
-
-PROD = {"APP_ENV": "prod", "NATS_URL": "tls://nats:4222", **PROD_NATS}
+PROD = {
+    "APP_ENV": "prod",
+    "NATS_URL": "tls://nats:4222",
+    **PROD_NATS,
+    "AUTH_JWT_ISSUER": "https://id.example/",
+    "AUTH_JWT_AUDIENCE": "ai-jobs",
+}
 
 
 def test_dev_works_with_defaults() -> None:
@@ -40,6 +46,30 @@ def test_prod_needs_a_secret_or_a_jwks_url() -> None:
         load_settings(Settings, PROD)
     own = secrets.token_urlsafe(32)
     assert load_settings(Settings, {**PROD, "AUTH_JWT_SECRET": own}).jwt_secrets == (own,)
+
+
+def test_the_jwks_url_must_be_https_in_prod() -> None:
+    # Over http:// anyone on the path can serve their own keys and mint tokens.
+    with pytest.raises(SettingsError) as refused:
+        load_settings(Settings, {**PROD, "AUTH_JWKS_URL": "http://id.example/jwks"})
+    assert str(refused.value) == "AUTH_JWKS_URL: must be an https:// URL when APP_ENV=prod"
+    # In dev a local identity provider over http:// is fine.
+    assert load_settings(Settings, {"AUTH_JWKS_URL": "http://127.0.0.1:9999/jwks"}).auth_jwks_url
+
+
+@pytest.mark.parametrize("variable", ["AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE"])
+@pytest.mark.parametrize("value", [None, ""])
+def test_issuer_and_audience_are_required_in_prod(variable: str, value: str | None) -> None:
+    env = {**PROD, "AUTH_JWT_SECRET": "s3cret"}
+    if value is None:
+        del env[variable]
+    else:
+        env[variable] = value
+    with pytest.raises(SettingsError) as refused:
+        load_settings(Settings, env)
+    assert str(refused.value) == f"{variable}: missing (required when APP_ENV=prod)"
+    # Not in dev, where tokens come from `gateway dev-token`.
+    assert load_settings(Settings, {}).auth_jwt_issuer == ""
 
 
 def test_the_dev_secret_never_verifies_in_prod() -> None:

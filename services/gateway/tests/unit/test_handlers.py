@@ -183,6 +183,19 @@ def test_a_limit_outside_1_to_200_or_not_an_integer_names_limit(limit: str) -> N
     assert [e.parameter for e in errors_of([("limit", limit)])] == ["limit"]
 
 
+@pytest.mark.parametrize("limit", ["9" * 5000, "0" * 5000 + "1" + "0" * 10, "-" + "9" * 4301])
+def test_a_limit_past_pythons_digit_limit_names_limit(limit: str) -> None:
+    # `int` raises past 4,300 digits: this was a `500`.
+    (error,) = errors_of([("limit", limit)])
+    assert error.parameter == "limit"
+    assert "between 1 and 200" in error.detail
+    assert len(error.detail) < 100
+
+
+def test_leading_zeros_are_still_a_limit() -> None:
+    assert parse_list_query("alice", [("limit", "0" * 5000 + "7")]).limit == 7
+
+
 def test_a_repeated_limit_or_cursor_is_refused() -> None:
     errors = errors_of([("limit", "5"), ("limit", "6"), ("cursor", "a"), ("cursor", "b")])
     assert [e.parameter for e in errors] == ["limit", "cursor"]

@@ -10,6 +10,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +21,7 @@ import msgspec
 import pytest
 from starlette.routing import Route
 
+import gateway
 from gateway.adapters.http import IDEATION_ROUTES, GatewayPorts, build_app
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
@@ -576,11 +579,84 @@ async def test_a_finished_job_is_answered_from_memory_for_its_owner_only(
     assert len(fakes.asked) == 3
 
 
-async def test_docs_render_the_document_without_a_token(client: httpx.AsyncClient) -> None:
-    response = await client.get("/docs")
+class PageParts(HTMLParser):
+    """What a page would need a Content-Security-Policy to allow: its scripts, inline code and
+    styles, event handler attributes, and the addresses it loads."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.loads: list[str] = []
+        self.inline: list[str] = []
+        self._in_inline_script = False
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "script":
+            if attributes.get("src"):
+                self.loads.append(attributes["src"] or "")
+            else:
+                self._in_inline_script = True
+        if tag == "style":
+            self.inline.append("<style>")
+        if tag == "link":
+            self.loads.append(attributes.get("href") or "")
+        self.inline += [
+            f"{name}=" for name in attributes if name == "style" or name.startswith("on")
+        ]
+
+    def handle_data(self, data: str) -> None:
+        if self._in_inline_script and data.strip():
+            self.inline.append(f"<script>{data.strip()[:40]}")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_inline_script = False
+
+
+def assert_strict_page(response: httpx.Response) -> PageParts:
+    """The page carries the strict policy, and nothing on it needs more than the policy allows:
+    no inline script or style, no handler attributes, nothing loaded from another origin."""
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert '"/openapi.json"' in response.text
+    directives = response.headers["content-security-policy"].split(";")
+    policy = dict(d.strip().partition(" ")[::2] for d in directives)
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == "'self'"
+    assert policy["style-src"] == "'self'"
+    assert policy["connect-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    parts = PageParts(response.text)
+    assert parts.inline == []
+    for address in parts.loads:
+        assert address.startswith("/"), address
+        assert not address.startswith("//"), address
+    return parts
+
+
+async def test_docs_render_the_document_without_a_token(client: httpx.AsyncClient) -> None:
+    response = await client.get("/docs")
+    parts = assert_strict_page(response)
+    assert 'data-url="/openapi.json"' in response.text
+    # Swagger UI comes from the gateway itself, the vendored files unchanged.
+    static = Path(gateway.__file__).parent / "static"
+    expected = {
+        "/docs/assets/swagger-ui-bundle.js": (
+            static / "swagger-ui" / "swagger-ui-bundle.js",
+            "text/javascript",
+        ),
+        "/docs/assets/swagger-ui.css": (static / "swagger-ui" / "swagger-ui.css", "text/css"),
+        "/docs/assets/docs.js": (static / "docs.js", "text/javascript"),
+    }
+    assert sorted(parts.loads) == sorted(expected)
+    for address, (file, media_type) in expected.items():
+        asset = await client.get(address)
+        assert asset.status_code == 200
+        assert asset.headers["content-type"].startswith(media_type)
+        assert asset.content == file.read_bytes()
+    assert "SwaggerUIBundle" in (await client.get("/docs/assets/docs.js")).text
+    # Its licence travels with it.
+    assert "Apache License" in (static / "swagger-ui" / "LICENSE").read_text()
 
 
 async def test_the_demo_page_and_its_client_are_served_only_when_on(fakes: Fakes) -> None:
@@ -598,9 +674,13 @@ async def test_the_demo_page_and_its_client_are_served_only_when_on(fakes: Fakes
     transport = httpx.ASGITransport(build_app(ports))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as on:
         page = await on.get("/")  # no token: the page asks for one
-        assert page.status_code == 200
-        assert page.headers["content-type"].startswith("text/html")
-        assert 'from "/demo/jobs-client.js"' in page.text
+        parts = assert_strict_page(page)
+        assert sorted(parts.loads) == ["/demo/demo.css", "/demo/demo.js"]
+        script = await on.get("/demo/demo.js")
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert 'from "/demo/jobs-client.js"' in script.text
+        style = await on.get("/demo/demo.css")
+        assert style.headers["content-type"].startswith("text/css")
         client = await on.get("/demo/jobs-client.js")
         assert client.status_code == 200
         assert client.headers["content-type"].startswith("text/javascript")

@@ -8,6 +8,7 @@ import pytest
 from gateway.adapters.http import (
     Refusal,
     check_content_type,
+    decode_json,
     etag,
     etag_matches,
     parse_job_id,
@@ -52,6 +53,27 @@ def test_only_canonical_uuids_are_job_ids() -> None:
     assert parse_job_id(str(job_id).upper()) == job_id
     for raw in ("not-a-uuid", job_id.hex, f"{{{job_id}}}", f"urn:uuid:{job_id}", ""):
         assert parse_job_id(raw) is None
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", "\x00", " "])
+def test_a_job_id_with_anything_after_it_is_none(suffix: str) -> None:
+    # `$` matches before a trailing newline: `<id>\n` reached `uuid.UUID` and answered 500.
+    assert parse_job_id(f"{uuid.uuid4()}{suffix}") is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type": "\xff"}',  # not UTF-8 inside a string: msgspec's UnicodeDecodeError
+        b'{"type": "\xed\xa0\x80"}',  # an encoded surrogate, not UTF-8 either
+        b"[" * 5000,  # past msgspec's nesting limit: its RecursionError
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    ],
+)
+def test_every_undecodable_body_is_malformed_json(body: bytes) -> None:
+    with pytest.raises(Refusal) as refused:
+        decode_json(body)
+    assert refused.value.problem.status == 400
 
 
 def test_etags_are_weak_and_change_with_the_version() -> None:

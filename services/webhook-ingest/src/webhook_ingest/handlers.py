@@ -110,8 +110,8 @@ async def ingest_webhook(
     request URL's `?job=`, None when absent) must name the same job."""
     try:
         prediction = decode_prediction(webhook.body)
-        # Joined once, here: a deeply nested output can exhaust the recursion limit when turned
-        # into text, as it can when decoded, and either way it is no output we can keep.
+        # Joined once, here: a nested output that decoded can still exhaust the recursion limit
+        # when turned into text, and either way it is no output we can keep.
         text = joined_output(prediction.output)
     except msgspec.DecodeError as exc:
         # msgspec names the path and the expectation, never the offending value.

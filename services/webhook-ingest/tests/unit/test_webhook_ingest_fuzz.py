@@ -25,6 +25,7 @@ from standardwebhooks.webhooks import Webhook
 
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobEvent
+from jobs_testkit import rawhttp
 from webhook_ingest.adapters.http import PATH, webhook_app
 from webhook_ingest.limits import IngressLimits
 from webhook_ingest.ports import BusUnavailable
@@ -354,3 +355,79 @@ async def test_a_signed_prediction_only_ever_speaks_for_its_signed_job(
     else:
         assert response.status_code == 200, response.text
         assert [e.job_id for e in BUS.stored] == [signed_job]
+
+
+# --- byte level --------------------------------------------------------------------------------
+# Raw paths, query strings, header values and bodies as uvicorn hands them on, which httpx (above)
+# would tidy up or refuse to send: bytes that are not UTF-8 in the query string, a job id with a
+# newline, headers with obs-text, bodies nested past the decoder's limit.
+
+ROUTES: Final = rawhttp.route_table(APP)
+HEADER_NAMES: Final = (
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "x-forwarded-for",
+)
+
+
+@FUZZ
+@given(
+    request=rawhttp.requests_to("POST", PATH, header_names=HEADER_NAMES, query_names=["job"]),
+    bus_down=st.booleans(),
+)
+async def test_no_unsigned_bytes_get_anything_but_401_or_413(
+    request: rawhttp.RawRequest, bus_down: bool
+) -> None:
+    BUS.down = bus_down
+    BUS.stored.clear()
+    with rawhttp.LogCapture.installed() as log:
+        answer = await rawhttp.send(APP, request)
+    # A path the route does not take (a suffix) is a 404 or a redirect, never anything more.
+    allowed = {401, 413} if request.raw_path == PATH.encode() else {307, 404, 405, 401, 413}
+    assert answer.status in allowed, answer.body[:300]
+    assert BUS.stored == []
+    assert log.tracebacks() == []
+
+
+@FUZZ
+@given(request=rawhttp.requests_anywhere(ROUTES, header_names=HEADER_NAMES))
+async def test_no_request_anywhere_gets_a_5xx_or_logs_a_traceback(
+    request: rawhttp.RawRequest,
+) -> None:
+    BUS.down = False
+    with rawhttp.LogCapture.installed() as log:
+        answer = await rawhttp.send(APP, request)
+    assert answer.status < 500, answer.body[:300]
+    assert log.tracebacks() == []
+
+
+@FUZZ
+@given(
+    body=rawhttp.json_bodies,
+    job=st.one_of(st.uuids().map(str), rawhttp.header_values.map(lambda b: b.decode("latin-1"))),
+    bus_down=st.booleans(),
+)
+async def test_no_signed_bytes_get_a_5xx_but_the_bus_down_503(
+    body: bytes, job: str, bus_down: bool
+) -> None:
+    # Signed: the hostile bodies reach the decoder and the handler behind the signature.
+    at = NOW
+    try:
+        signature = sign(body, CURRENT, "msg_fuzz", at)
+    except UnicodeDecodeError:
+        return  # not UTF-8: nobody can sign it (the unsigned properties cover such bodies)
+    headers = (
+        (b"webhook-id", b"msg_fuzz"),
+        (b"webhook-timestamp", str(int(at.timestamp())).encode()),
+        (b"webhook-signature", signature.encode()),
+    )
+    query = b"job=" + job.encode("utf-8", "surrogateescape")
+    request = rawhttp.RawRequest("POST", PATH.encode(), query=query, headers=headers, body=body)
+    BUS.down = bus_down
+    with rawhttp.LogCapture.installed() as log:
+        answer = await rawhttp.send(APP, request)
+    assert answer.status in ({200, 400, 503} if bus_down else {200, 400}), answer.body[:300]
+    assert log.tracebacks() == []

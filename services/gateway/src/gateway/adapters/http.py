@@ -28,13 +28,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import handlers, realtime
 from gateway.adapters import metrics
-from gateway.adapters.openapi import docs_page, openapi_document
+from gateway.adapters.openapi import openapi_document
+from gateway.adapters.pages import DOCS_ASSETS, docs_assets, docs_page, page_response
 from gateway.auth import AuthError, KeysUnavailable, TokenVerifier
 from gateway.cache import CachedJob, FinishedJobs
 from gateway.limits import LimitExceeded, OpenJobs, RequestRate
@@ -58,6 +59,7 @@ from gateway.problems import (
 )
 from gateway.realtime import Hub
 from gateway.streams import OpenStreams, StreamsFull
+from jobs_proto import wire
 from jobs_proto.api import JobView, ProblemDetail
 from jobs_proto.status import is_terminal
 from jobs_runtime.web import (
@@ -69,6 +71,7 @@ from jobs_runtime.web import (
     UNAVAILABLE,
     UNSUPPORTED_MEDIA_TYPE,
     VALIDATION,
+    EscapedQueryString,
     ProblemKind,
     kind_for_status,
     problem,
@@ -103,13 +106,16 @@ CORS_ALLOW_HEADERS: Final = (
 )
 CORS_EXPOSE_HEADERS: Final = ("Location", "ETag", "Retry-After", "Idempotent-Replayed")
 CORS_MAX_AGE_S: Final = 600
-# The demo page and the client it is built on live in the repository (`make run`, tests),
-# not in the installed package.
-DEMO_PAGE_FILE: Final = Path("services", "gateway", "demo", "index.html")
+# The demo page, its script and style, and the client it is built on live in the repository
+# (`make run`, tests), not in the installed package.
+DEMO_DIR: Final = Path("services", "gateway", "demo")
+DEMO_PAGE_FILE: Final = DEMO_DIR / "index.html"
 CLIENT_FILE: Final = Path("clients", "js", "jobs-client.js")
 DEMO_CLIENT_PATH: Final = "/demo/jobs-client.js"
+# Served at `/demo/<name>`, with their media types.
+DEMO_ASSETS: Final = {"demo.js": "text/javascript", "demo.css": "text/css"}
 _UUID: Final = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 
 
@@ -240,7 +246,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def decode_json(body: bytes) -> object:
     try:
-        return msgspec.json.decode(body)
+        return wire.decode_json(body)
     except msgspec.DecodeError as exc:
         raise Refusal(MALFORMED_JSON, f"the body is not valid JSON: {exc}") from None
 
@@ -270,8 +276,12 @@ def etag_matches(if_none_match: str | None, tag: str) -> bool:
 
 
 def parse_job_id(raw: str) -> uuid.UUID | None:
-    """The job id of a path, only in the canonical 8-4-4-4-12 form `Location` hands out."""
-    return uuid.UUID(raw) if _UUID.match(raw) else None
+    """The job id of a path, only in the canonical 8-4-4-4-12 form `Location` hands out.
+
+    Every `{job_id}` route goes through here. `fullmatch`, not `match` with `$`: `$` also
+    matches before a trailing newline, and `/api/jobs/<id>%0A` reached `uuid.UUID` (a `500`).
+    """
+    return uuid.UUID(raw) if _UUID.fullmatch(raw) else None
 
 
 # --- endpoints ----------------------------------------------------------------------------
@@ -536,15 +546,26 @@ def _demo(ports: GatewayPorts) -> list[Route]:
         return []
     page, client = repository / DEMO_PAGE_FILE, repository / CLIENT_FILE
 
+    # Read on each request: the demo is for development, where the files change.
     async def demo_page(request: Request) -> Response:
-        return HTMLResponse(page.read_bytes())
+        return page_response(page.read_bytes())
 
     async def demo_client(request: Request) -> Response:
         return Response(client.read_bytes(), media_type="text/javascript")
 
+    def demo_asset(name: str, media_type: str) -> Endpoint:
+        async def asset(request: Request) -> Response:
+            return Response((repository / DEMO_DIR / name).read_bytes(), media_type=media_type)
+
+        return asset
+
     return [
         Route("/", _answered(demo_page), methods=["GET"]),
         Route(DEMO_CLIENT_PATH, _answered(demo_client), methods=["GET"]),
+        *(
+            Route(f"/demo/{name}", _answered(demo_asset(name, media_type)), methods=["GET"])
+            for name, media_type in DEMO_ASSETS.items()
+        ),
     ]
 
 
@@ -652,28 +673,42 @@ async def _framework_refusal(request: Request, exc: Exception) -> Response:
 
 
 def _documentation() -> list[Route]:
-    """`/openapi.json` and `/docs`: public, so that a client can be written before it has a
-    token. The document is built and encoded once; it only changes with the code."""
+    """`/openapi.json`, `/docs` and the Swagger UI files it loads: public, so that a client can
+    be written before it has a token. The document is built and encoded once, the files read
+    once; they only change with the code."""
     document = msgspec.json.encode(openapi_document(IDEATION_ROUTES))
     page = docs_page(OPENAPI_PATH)
+    assets = docs_assets()
 
     async def openapi_json(request: Request) -> Response:
         return Response(document, media_type=JSON_MEDIA_TYPE)
 
     async def docs(request: Request) -> Response:
-        return HTMLResponse(page)
+        return page_response(page)
+
+    def docs_asset(name: str) -> Endpoint:
+        async def asset(request: Request) -> Response:
+            return assets[name].response()
+
+        return asset
 
     return [
         Route(OPENAPI_PATH, _answered(openapi_json), methods=["GET"]),
         Route("/docs", _answered(docs), methods=["GET"]),
+        *(
+            Route(f"{DOCS_ASSETS}/{name}", _answered(docs_asset(name)), methods=["GET"])
+            for name in assets
+        ),
     ]
 
 
 def _middleware(ports: GatewayPorts) -> list[Middleware]:
+    escaped = Middleware(EscapedQueryString)
     if not ports.cors_origins:
-        return []
+        return [escaped]
     # Outside the routes: a preflight carries no token and must be answered before auth.
     return [
+        escaped,
         Middleware(
             CORSMiddleware,
             allow_origins=list(ports.cors_origins),
@@ -681,7 +716,7 @@ def _middleware(ports: GatewayPorts) -> list[Middleware]:
             allow_headers=list(CORS_ALLOW_HEADERS),
             expose_headers=list(CORS_EXPOSE_HEADERS),
             max_age=CORS_MAX_AGE_S,
-        )
+        ),
     ]
 
 

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 description of the gateway's HTTP API, built from the msgspec types the
 handlers decode and encode, so the document cannot drift from the bodies on the wire.
 
-`http.py` serves it at `GET /openapi.json` and a page rendering it at `GET /docs`.
+`http.py` serves it at `GET /openapi.json`; `pages.py` has the page rendering it, `GET /docs`.
 """
 
 from __future__ import annotations
@@ -430,27 +430,3 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
             },
         },
     }
-
-
-def docs_page(document_url: str) -> str:
-    """A page rendering the document with Swagger UI from a CDN: the gateway ships no assets,
-    and a browser without that CDN still finds the document's address on the page."""
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>AI jobs gateway API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head>
-<body>
-<noscript>The API description is at <a href="{document_url}">{document_url}</a>.</noscript>
-<div id="swagger-ui"><a href="{document_url}">{document_url}</a></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>
-window.onload = () => {{
-  window.ui = SwaggerUIBundle({{url: "{document_url}", dom_id: "#swagger-ui"}});
-}};
-</script>
-</body>
-</html>
-"""

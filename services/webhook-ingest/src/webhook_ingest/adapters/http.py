@@ -24,6 +24,7 @@ from typing import Final
 from prometheus_client import Counter, Gauge
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,6 +33,7 @@ from jobs_runtime.web import (
     INTERNAL,
     PAYLOAD_TOO_LARGE,
     UNAVAILABLE,
+    EscapedQueryString,
     ProblemKind,
     kind_for_status,
     problem,
@@ -180,6 +182,7 @@ def webhook_app(
 
     return Starlette(
         routes=[Route(PATH, replicate_webhook, methods=["POST"])],
+        middleware=[Middleware(EscapedQueryString)],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
 
