@@ -26,6 +26,7 @@ from jobs_proto.permissions import render_deploy_authorization
 from jobs_runtime.secrets import SecretKind, refusal
 from jobs_runtime.settings import EnvSettings, load_settings
 from jobs_testkit import cluster_secrets
+from jobs_testkit.servers.tls import make_server_certificate
 from replicate_sim.config import Settings as SimulatorSettings
 from webhook_ingest.config import Settings as WebhookIngestSettings
 
@@ -173,7 +174,7 @@ def test_service_deployment(rendered: dict[str, Rendered], overlay: str, service
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", SERVICES)
 def test_the_service_accepts_its_configuration(
-    rendered: dict[str, Rendered], overlay: str, service: str
+    rendered: dict[str, Rendered], overlay: str, service: str, tmp_path: Path
 ) -> None:
     """What the ConfigMaps and Secrets give each container loads as the service's own settings,
     names only settings it has, and matches the ports the manifests probe."""
@@ -196,6 +197,10 @@ def test_the_service_accepts_its_configuration(
     unknown = set(env) - field_names(settings_type)
     assert not unknown, f"settings {service} does not read: {sorted(unknown)}"
 
+    if "NATS_TLS_CA" in env:
+        # The file the pod mounts from the `nats-tls` Secret (checked in
+        # test_prod_services_trust_the_nats_certificate_authority_alone); a throwaway one here.
+        env["NATS_TLS_CA"] = str(make_server_certificate(tmp_path / "tls").ca_file)
     settings: Any = load_settings(settings_type, env)
     assert settings.app_env == ("dev" if overlay == "dev" else "prod")
     if service == "gateway" and overlay == "prod":
@@ -391,6 +396,27 @@ def test_no_ingress_access_log_writes_a_query_string(
         assert variable not in log_format, variable
 
 
+def test_prod_services_trust_the_nats_certificate_authority_alone(
+    rendered: dict[str, Rendered],
+) -> None:
+    """Prod services refuse a NATS password over plain text: each mounts the CA of the Secret
+    NATS serves its certificate from (not the key) where NATS_TLS_CA points."""
+    r = rendered["prod"]
+    for service in SERVICES:
+        deployment = r.get("Deployment", service)
+        container = main_container(deployment, service)
+        env = r.environment(container)
+        assert env["NATS_URL"].startswith("tls://nats:")
+        (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "nats-ca"]
+        assert volume["secret"] == {
+            "secretName": "nats-tls",
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        }
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "nats-ca"]
+        assert mount["readOnly"] is True
+        assert env["NATS_TLS_CA"] == f"{mount['mountPath']}/ca.crt"
+
+
 def nats_config(r: Rendered) -> str:
     statefulset = r.get("StatefulSet", "nats")
     (volume,) = [v for v in pod_spec(statefulset)["volumes"] if v["name"] == "config"]
@@ -416,6 +442,22 @@ def test_nats(rendered: dict[str, Rendered], overlay: str, nodes: int, tmp_path:
     (volume,) = [v for v in pod_spec(statefulset)["volumes"] if v["name"] == "config"]
     users = r.config_map(volume["configMap"]["name"])["users.conf"]
     (tmp_path / "users.conf").write_text(users)
+    # The pod's certificate files (prod), here a throwaway CA's, at the paths tls.conf names.
+    tls = r.config_map(volume["configMap"]["name"])["tls.conf"]
+    if overlay == "prod":
+        assert "include tls.conf" in config
+        mounts = {
+            m["name"]: m["mountPath"] for m in main_container(statefulset, "nats")["volumeMounts"]
+        }
+        (tls_volume,) = [v for v in pod_spec(statefulset)["volumes"] if v["name"] == "tls"]
+        assert tls_volume["secret"]["secretName"] == "nats-tls"
+        assert f"cert_file: {mounts['tls']}/tls.crt" in tls
+        certificate = make_server_certificate(tmp_path / "tls", ("nats",))
+        tls = tls.replace(f"{mounts['tls']}/tls.crt", str(certificate.cert_file))
+        tls = tls.replace(f"{mounts['tls']}/tls.key", str(certificate.key_file))
+    else:
+        assert "tls {" not in tls  # dev: plain, as `make run`
+    (tmp_path / "tls.conf").write_text(tls)
     assert "include users.conf" in config
     assert "no_auth_user" not in config + users  # no anonymous access
     for service in SERVICES:
