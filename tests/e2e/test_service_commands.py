@@ -74,7 +74,15 @@ def test_prod_with_a_published_secret_stops_with_one_line(
 ) -> None:
     result = subprocess.run(
         [command_path(service)],
-        env={"APP_ENV": "prod", "NATS_URL": "tls://127.0.0.1:1", **PROD_NATS, variable: published},
+        env={
+            "APP_ENV": "prod",
+            "NATS_URL": "tls://127.0.0.1:1",
+            **PROD_NATS,
+            # The gateway's other prod requirements, so only the secret can be refused.
+            "AUTH_JWT_ISSUER": "https://id.example/",
+            "AUTH_JWT_AUDIENCE": "ai-jobs",
+            variable: published,
+        },
         capture_output=True,
         text=True,
         timeout=30,

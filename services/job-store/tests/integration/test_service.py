@@ -223,7 +223,8 @@ async def test_without_postgres_it_waits_unready_and_stops_cleanly(
         not_ready = await asyncio.to_thread(
             process.wait_http, _admin(process, "/readyz"), 15.0, 503
         )
-        assert not_ready.json()["checks"]["postgres"].startswith("failed")
+        # What is down, never the exception's text (which may hold the DSN).
+        assert not_ready.json()["checks"]["postgres"] == "unavailable"
         # Retrying, one line per attempt, instead of crashing.
         await eventually(lambda: process.log.count("postgres not ready") >= 2)
         assert process.process.poll() is None
