@@ -17,6 +17,8 @@ from jobs_chaos.audit import Row, audit
 from jobs_chaos.load import Load, run_load
 from jobs_chaos.records import collect, evidence, history, wait_quiet
 from jobs_chaos.system import FAMILIES, SERVICES, ChaosSystem, Timing
+from jobs_proto.stream import job_store_consumer
+from jobs_proto.subjects import Subjects
 
 
 @dataclass(frozen=True)
@@ -174,8 +176,23 @@ def _binding_waits(_size: Size, timing: Timing) -> float:
     return timing.binding_wait_s * (MAX_ATTEMPTS - 1)
 
 
+def _job_store_redelivery(_size: Size, timing: Timing) -> float:
+    # A job-store replica killed with a fetched batch not yet acked: another replica gets those
+    # events after the job-store consumer's ack wait (30 s, longer than the ai-runner's the
+    # chaos timing shrinks), the recovery the design promises; seen once in a short run.
+    redelivery = job_store_consumer(Subjects()).ack_wait_s
+    return max(0.0, redelivery - max(timing.binding_wait_s, timing.ack_wait_s))
+
+
+def _kill_scenario(service: str) -> Scenario:
+    name = f"SIGKILL {service} (one replica), restart"
+    if service == "job-store":
+        return Scenario(name, _kill_and_restart(service), allowance_s=_job_store_redelivery)
+    return Scenario(name, _kill_and_restart(service))
+
+
 SCENARIOS: tuple[Scenario, ...] = (
-    *(Scenario(f"SIGKILL {s} (one replica), restart", _kill_and_restart(s)) for s in SERVICES),
+    *(_kill_scenario(s) for s in SERVICES),
     Scenario(
         "SIGSTOP ai-runner (one replica), SIGCONT",
         _pause("ai-runner"),
@@ -186,7 +203,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         _pause("job-store"),
         allowance_s=lambda size, _timing: size.pause_s,
     ),
-    Scenario("SIGKILL one replica of every service", _kill_one_of_each),
+    Scenario(
+        "SIGKILL one replica of every service",
+        _kill_one_of_each,
+        allowance_s=_job_store_redelivery,
+    ),
     Scenario("restart NATS", _restart_nats, allowance_s=lambda _size, _timing: 10.0),
     Scenario("restart Postgres", _restart_postgres, allowance_s=lambda _size, _timing: 10.0),
     Scenario(
