@@ -80,9 +80,13 @@ async def test_a_message_is_processed_once_and_acked(
     await EventPublisher(nats_client.jetstream(), subjects).publish(event)
     async with running(nats_client, jobs_stream_ready, subjects, {"requested": handle}):
         await eventually(lambda: bool(seen))
-        await asyncio.sleep(1.5)  # past ack_wait: an unacked message would be back by now
+
+        async def acked() -> bool:
+            # Nothing pending, nothing awaiting an ack: JetStream will not deliver it again.
+            return await consumer_state(nats_client, jobs_stream_ready) == (0, 0, 0)
+
+        await eventually(acked, what="the message is acked")
     assert seen == [event]
-    assert await consumer_state(nats_client, jobs_stream_ready) == (0, 0, 0)
 
 
 async def test_a_republished_event_is_dropped_by_its_message_id(
@@ -251,7 +255,10 @@ async def test_pace_takes_only_what_it_allows_and_leaves_the_rest_in_the_stream(
         await publisher.publish(requested())
     async with running(nats_client, jobs_stream_ready, subjects, {"requested": handle}, pace=pace):
         await eventually(lambda: len(seen) == 3)
-        await asyncio.sleep(0.5)
+        # Twice more the loop asks and is refused, so one whole round ran after the third
+        # message: a barrier, not a pause.
+        asked_then = asked
+        await eventually(lambda: asked >= asked_then + 2, what="the pace refuses a whole round")
         assert len(seen) == 3
         # Messages that must wait were never delivered: nothing to redeliver later.
         assert await consumer_state(nats_client, jobs_stream_ready) == (7, 0, 0)

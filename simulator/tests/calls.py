@@ -8,6 +8,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -23,6 +24,12 @@ CREATE = f"/v1/models/{MODEL}/predictions"
 FINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 
 T = TypeVar("T")
+
+
+def when(timestamp: str | None) -> datetime:
+    """A timestamp the simulator wrote, read back."""
+    assert timestamp is not None
+    return datetime.fromisoformat(timestamp)
 
 
 def new_job() -> str:
@@ -156,17 +163,16 @@ async def config(simulator: RunningSimulator) -> dict[str, Any]:
     return _object(await simulator.http.get("/_sim/config"), 200)
 
 
-async def quiet(simulator: RunningSimulator, for_s: float) -> None:
-    """Until no webhook is queued or on the wire, then `for_s` more (for retries to come due),
-    then idle again."""
-    sender = simulator.sim.sender
+async def quiet(simulator: RunningSimulator) -> None:
+    """Until no prediction is running and no webhook is queued, on the wire or waiting for a
+    retry: from then on nothing more is sent until something new is created (or, in virtual
+    time, until the test moves time on)."""
+    sim, sender = simulator.sim, simulator.sim.sender
 
     def idle() -> bool:
-        return sender.queued == 0 and sender.in_flight == 0
+        return (sim.running, sender.queued, sender.in_flight, sender.pending_retries) == (0,) * 4
 
-    await eventually(idle, what="the webhook sender is idle")
-    await asyncio.sleep(for_s)
-    await eventually(idle, what="the webhook sender is idle")
+    await eventually(idle, what="no prediction running, no webhook queued, sent or to retry")
 
 
 async def until_succeeded(receiver: Receiver, within: float = 10.0) -> None:

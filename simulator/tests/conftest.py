@@ -1,3 +1,6 @@
+import asyncio
+import heapq
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,6 +16,7 @@ from jobs_testkit.receiver import Receiver, running_receiver
 from replicate_sim.app import build_app
 from replicate_sim.config import Settings
 from replicate_sim.engine import Simulator
+from replicate_sim.webhooks import Later
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -45,13 +49,47 @@ def sim_settings() -> Settings:
     return settings()
 
 
+class VirtualTime:
+    """A clock and a timer queue that stand still until the test moves them: the simulator's
+    latencies, deadlines, `Prefer: wait` and webhook retries then happen when the test says,
+    and a test checks what is true just before and at a moment instead of timing a pause."""
+
+    def __init__(self) -> None:
+        # Starts at the real time (whole seconds, so offsets like 0.5 stay exact), as webhook
+        # signatures are checked against the real clock.
+        self.now = float(int(time.time()))
+        self.delays: list[float] = []  # every delay asked for, in order
+        self._timers: list[tuple[float, int, asyncio.TimerHandle, Callable[[], None]]] = []
+        self._order = itertools.count()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        self.delays.append(delay)
+        due = self.now + delay
+        handle = asyncio.TimerHandle(due, callback, (), asyncio.get_running_loop())
+        heapq.heappush(self._timers, (due, next(self._order), handle, callback))
+        return handle
+
+    def advance(self, seconds: float) -> None:
+        """Move time on, running each timer that falls due on the way at its own moment."""
+        until = self.now + seconds
+        while self._timers and self._timers[0][0] <= until:
+            due, _, handle, callback = heapq.heappop(self._timers)
+            self.now = max(self.now, due)
+            if not handle.cancelled():
+                callback()
+        self.now = until
+
+
 @asynccontextmanager
 async def running_simulator(
-    sim_settings: Settings, clock: Callable[[], float] = time.time
+    sim_settings: Settings, clock: Callable[[], float] = time.time, later: Later | None = None
 ) -> AsyncIterator[RunningSimulator]:
     """A simulator on a local port, with a client for it; the fixture's, or one of a test's own
-    with other settings or a clock."""
-    sim = Simulator(sim_settings, clock=clock)
+    with other settings, a clock or a scheduler (`VirtualTime` is both)."""
+    sim = Simulator(sim_settings, clock=clock, later=later)
     await sim.start()
     server = HttpServer(build_app(sim), "127.0.0.1", 0)
     await server.start()
@@ -67,6 +105,20 @@ async def running_simulator(
 @pytest.fixture
 async def simulator(sim_settings: Settings) -> AsyncIterator[RunningSimulator]:
     async with running_simulator(sim_settings) as running:
+        yield running
+
+
+@pytest.fixture
+def virtual_time() -> VirtualTime:
+    return VirtualTime()
+
+
+@pytest.fixture
+async def simulator_in_virtual_time(
+    sim_settings: Settings, virtual_time: VirtualTime
+) -> AsyncIterator[RunningSimulator]:
+    """The simulator on `virtual_time`: nothing timed happens until the test advances it."""
+    async with running_simulator(sim_settings, virtual_time, virtual_time.later) as running:
         yield running
 
 

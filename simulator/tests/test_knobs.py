@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections import Counter
 
 import httpx
 
 from jobs_testkit.receiver import Received, Receiver
-from jobs_testkit.waiting import eventually
 
 from .calls import (
-    FINAL,
     audit,
     config,
     create,
@@ -25,8 +22,9 @@ from .calls import (
     parsed,
     post_create,
     quiet,
+    when,
 )
-from .conftest import RunningSimulator
+from .conftest import RunningSimulator, VirtualTime
 
 DEFAULTS: dict[str, object] = {
     "latencyS": 2,
@@ -134,32 +132,28 @@ async def test_reset_restores_the_defaults_and_keeps_the_predictions(
 
 
 async def test_latency_is_the_time_from_creation_to_the_final_state(
-    simulator: RunningSimulator,
+    simulator_in_virtual_time: RunningSimulator, virtual_time: VirtualTime
 ) -> None:
+    simulator = simulator_in_virtual_time
     await simulator.configure(latencyS=1.0)
-    began = time.time()
     created = await create(simulator)
     assert created["status"] == "starting"
-    await asyncio.sleep(max(0.0, began + 0.5 - time.time()))
+    virtual_time.advance(0.5)
     midway = await get(simulator, created["id"])
-    assert time.time() - began < 0.95, "the machine is too slow to look at 0.5 s"
     assert midway["status"] == "processing"
     assert "completed_at" not in midway  # left out until it happens
 
-    seen: list[tuple[float, str]] = []
+    prediction = simulator.sim.get(created["id"])
+    assert prediction is not None
+    virtual_time.advance(0.375)  # before the latency is up: not ended, by clock or by timer
+    assert not prediction.finished
+    assert (await get(simulator, created["id"]))["status"] == "processing"
 
-    async def ended() -> bool:
-        status = (await get(simulator, created["id"]))["status"]
-        seen.append((time.time() - began, status))
-        return status in FINAL
-
-    await eventually(ended, what="the prediction ends")
-    statuses = [status for _, status in seen]
-    assert set(statuses[:-1]) <= {"processing"}
-    assert statuses[-1] == "succeeded"
-    ended_after = seen[-1][0]
-    assert 0.95 <= ended_after <= 3.0, seen
+    virtual_time.advance(0.125)  # the latency is up: the finishing timer has run
+    assert prediction.finished
     shown = await get(simulator, created["id"])
+    assert shown["status"] == "succeeded"
+    assert (when(shown["completed_at"]) - when(shown["created_at"])).total_seconds() == 1.0
     assert shown["metrics"]["total_time"] == 1.0
 
 
@@ -244,7 +238,7 @@ async def test_an_api_error_before_create_creates_nothing(
     assert response.json()["status"] == 500
     assert await audit(simulator, job) == []
     assert (await simulator.http.get("/healthz")).json()["predictions"] == 0
-    await quiet(simulator, 0.3)
+    await quiet(simulator)
     assert receiver.received == []
 
 
@@ -286,7 +280,7 @@ async def test_drop_webhook_rate_is_the_share_of_predictions_without_webhooks(
     jobs = [new_job() for _ in range(100)]
     # With no latency each ends, and its webhook is due, before its create is answered.
     created = await create_many(simulator, [hook(receiver, job) for job in jobs], ["completed"])
-    await quiet(simulator, 0.3)
+    await quiet(simulator)
 
     arrived = Counter(job_of(r) for r in receiver.received)
     assert set(arrived.values()) == {1}  # no job got more than one
@@ -308,7 +302,7 @@ async def test_drop_webhook_rate_one_drops_every_webhook(
     created = await create_many(simulator, [hook(receiver, job) for job in jobs])
     shown = await finals(simulator, [p["id"] for p in created])
     assert {p["status"] for p in shown} == {"succeeded"}
-    await quiet(simulator, 0.3)
+    await quiet(simulator)
     assert receiver.received == []
     for job in jobs:
         (record,) = await audit(simulator, job)
@@ -322,7 +316,7 @@ async def test_duplicate_webhook_rate_one_sends_the_final_webhook_twice(
     job = new_job()
     created = await create(simulator, hook(receiver, job), ["start", "completed"])
     await receiver.wait_for(3)
-    await quiet(simulator, 0.3)
+    await quiet(simulator)
     start, first, second = receiver.received
     assert parsed(start)["status"] == "processing"
     assert parsed(first)["status"] == "succeeded"
@@ -341,7 +335,7 @@ async def test_reorder_webhooks_delivers_a_predictions_webhooks_in_reverse(
     job = new_job()
     created = await create(simulator, hook(receiver, job), ["start", "completed"])
     await receiver.wait_for(2)
-    await quiet(simulator, 0.3)
+    await quiet(simulator)
     assert [parsed(r)["status"] for r in receiver.received] == ["succeeded", "processing"]
     assert {parsed(r)["id"] for r in receiver.received} == {created["id"]}
     (record,) = await audit(simulator, job)
@@ -355,7 +349,7 @@ async def test_reorder_webhooks_holds_for_many_predictions_ending_together(
     jobs = [new_job() for _ in range(40)]
     await create_many(simulator, [hook(receiver, job) for job in jobs], ["start", "completed"])
     await receiver.wait_for(2 * len(jobs))
-    await quiet(simulator, 0.3)
+    await quiet(simulator)
     arrived: dict[str, list[str]] = {}
     for received in receiver.received:
         arrived.setdefault(job_of(received), []).append(parsed(received)["status"])
@@ -380,7 +374,7 @@ async def test_held_webhooks_wait_and_then_go_in_creation_order(
 
     await simulator.configure(holdWebhooks=False)
     await receiver.wait_for(len(jobs))
-    await quiet(simulator, 0.3)
+    await quiet(simulator)
     assert [job_of(r) for r in receiver.received] == jobs
     assert [parsed(r)["id"] for r in receiver.received] == [p["id"] for p in created]
     # Sent in creation order too, by the simulator's own account.

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from datetime import datetime
 from typing import Any
 
 import pydantic.v1
@@ -18,8 +16,10 @@ import replicate
 from replicate.exceptions import ReplicateError
 from replicate.prediction import Prediction
 
-from .calls import FINAL, MODEL, VERSION_ID, create, final, post_create, read_until
-from .conftest import SECRET, RunningSimulator, replicate_client
+from jobs_testkit.waiting import eventually
+
+from .calls import FINAL, MODEL, VERSION_ID, create, final, get, post_create, read_until, when
+from .conftest import SECRET, RunningSimulator, VirtualTime, replicate_client
 
 THROTTLED = re.compile(r"^Request was throttled\. Your rate limit resets in ~([1-9][0-9]*)s\.$")
 
@@ -38,11 +38,6 @@ def text(prediction: Prediction) -> str:
     assert prediction.output
     assert all(isinstance(chunk, str) for chunk in prediction.output)
     return "".join(prediction.output)
-
-
-def when(timestamp: str | None) -> datetime:
-    assert timestamp is not None
-    return datetime.fromisoformat(timestamp)
 
 
 # Creating and reading ----------------------------------------------------------------------------
@@ -109,20 +104,24 @@ async def test_the_output_is_deterministic_in_the_input(simulator: RunningSimula
 # Cancel ------------------------------------------------------------------------------------------
 
 
-async def test_cancel_a_running_prediction(simulator: RunningSimulator) -> None:
-    await simulator.configure(latencyS=1.5)  # room to cancel it first on a busy machine
+async def test_cancel_a_running_prediction(
+    simulator_in_virtual_time: RunningSimulator, virtual_time: VirtualTime
+) -> None:
+    simulator = simulator_in_virtual_time
+    await simulator.configure(latencyS=1.5)
     async with replicate_client(simulator.url) as client:
-        started = time.monotonic()
         created = await client.predictions.async_create(model=MODEL, input={"prompt": "tides"})
+        virtual_time.advance(0.5)  # running
         canceled = await client.predictions.async_cancel(created.id)
         assert canceled.id == created.id
         assert canceled.status == "canceled"
         assert canceled.completed_at is not None
         # Past the moment it would have succeeded, it is still canceled.
-        await asyncio.sleep(max(0.0, started + 1.6 - time.monotonic()))
+        virtual_time.advance(1.5)
         later = await client.predictions.async_get(created.id)
     assert later.status == "canceled"
     assert later.completed_at == canceled.completed_at
+    assert (when(later.completed_at) - when(later.created_at)).total_seconds() == 0.5
 
 
 async def test_cancel_a_finished_prediction_changes_nothing(simulator: RunningSimulator) -> None:
@@ -144,25 +143,31 @@ async def test_cancel_a_finished_prediction_changes_nothing(simulator: RunningSi
     ("route", "wait"), [("model", True), ("version", 5)], ids=["model-wait", "version-wait=5"]
 )
 async def test_prefer_wait_answers_with_the_finished_prediction(
-    simulator: RunningSimulator, wait: bool | int, route: str
+    simulator_in_virtual_time: RunningSimulator,
+    virtual_time: VirtualTime,
+    wait: bool | int,
+    route: str,
 ) -> None:
+    simulator = simulator_in_virtual_time
     await simulator.configure(latencyS=0.5)
     async with replicate_client(simulator.url) as client:
-        started = time.monotonic()
         if route == "model":
             # `client.models.predictions`: `client.predictions.async_create(model=...)` drops
             # `wait` (see the next test).
-            prediction = await client.models.predictions.async_create(
+            creating = client.models.predictions.async_create(
                 model=MODEL, input={"prompt": "tides"}, wait=wait
             )
         else:
-            prediction = await client.predictions.async_create(
+            creating = client.predictions.async_create(
                 version=f"acme/writer:{VERSION_ID}", input={"prompt": "tides"}, wait=wait
             )
-        elapsed = time.monotonic() - started
+        answer = asyncio.ensure_future(creating)
+        await eventually(lambda: simulator.sim.size == 1, what="the prediction is created")
+        # Time stands still, so only the prediction's end can release the answer.
+        virtual_time.advance(0.5)
+        prediction = await asyncio.wait_for(answer, 10)
     assert prediction.status == "succeeded"
     assert text(prediction).startswith("Simulated answer to: tides")
-    assert elapsed >= 0.45
 
 
 async def test_the_client_drops_wait_for_a_model_passed_to_predictions_create(
@@ -181,17 +186,23 @@ async def test_the_client_drops_wait_for_a_model_passed_to_predictions_create(
 
 
 async def test_prefer_wait_gives_up_after_the_seconds_asked_for(
-    simulator: RunningSimulator,
+    simulator_in_virtual_time: RunningSimulator, virtual_time: VirtualTime
 ) -> None:
+    simulator = simulator_in_virtual_time
     await simulator.configure(latencyS=3)
     async with replicate_client(simulator.url) as client:
-        started = time.monotonic()
-        prediction = await client.predictions.async_create(
-            version=f"acme/writer:{VERSION_ID}", input={"prompt": "tides"}, wait=1
+        answer = asyncio.ensure_future(
+            client.predictions.async_create(
+                version=f"acme/writer:{VERSION_ID}", input={"prompt": "tides"}, wait=1
+            )
         )
-        elapsed = time.monotonic() - started
+        await eventually(lambda: simulator.sim.size == 1, what="the prediction is created")
+        await eventually(lambda: 1 in virtual_time.delays, what="the wait of 1 s is set")
+        # Time stands still: only the 1 s passing lets the server give up and answer.
+        virtual_time.advance(1)
+        prediction = await asyncio.wait_for(answer, 10)
     assert prediction.status == "processing"
-    assert 0.95 <= elapsed < 2.5
+    assert prediction.completed_at is None
 
 
 # List --------------------------------------------------------------------------------------------
@@ -267,31 +278,37 @@ async def test_the_client_cannot_read_an_aborted_prediction(simulator: RunningSi
 
 
 async def test_cancel_after_ends_a_prediction_at_its_deadline(
-    simulator: RunningSimulator,
+    simulator_in_virtual_time: RunningSimulator, virtual_time: VirtualTime
 ) -> None:
     """The client has no parameter for `Cancel-After`, so it is sent by hand.
 
     Started by the deadline (at 0.8 s of 8 s): `canceled`. Would start only after it (at 6 s of
-    60 s): `aborted`. Both at 5 s after creation.
+    60 s): `aborted`. Both at 5 s after creation, and not a moment before.
     """
+    simulator = simulator_in_virtual_time
 
-    async def created_at(latency_s: float) -> tuple[dict[str, Any], float]:
+    async def created(latency_s: float) -> dict[str, Any]:
         await simulator.configure(latencyS=latency_s)  # applies to the next creation
-        started = time.monotonic()
-        return await create(simulator, headers={"Cancel-After": "5s"}), started
+        return await create(simulator, headers={"Cancel-After": "5s"})
 
-    async def ended(created: dict[str, Any], started: float) -> tuple[dict[str, Any], float]:
-        body = await final(simulator, created["id"], within=20)
-        return body, time.monotonic() - started
+    def ended_by_timer(body: dict[str, Any]) -> bool:
+        prediction = simulator.sim.get(body["id"])
+        assert prediction is not None
+        return prediction.finished
 
-    (running, running_at), (queued, queued_at) = await created_at(8), await created_at(60)
-    for created in (running, queued):
-        assert created["status"] == "starting"
-        assert (when(created["deadline"]) - when(created["created_at"])).total_seconds() == 5
-    (canceled, canceled_after), (aborted, aborted_after) = await asyncio.gather(
-        ended(running, running_at), ended(queued, queued_at)
-    )
+    running, queued = await created(8), await created(60)
+    for body in (running, queued):
+        assert body["status"] == "starting"
+        assert (when(body["deadline"]) - when(body["created_at"])).total_seconds() == 5
 
+    virtual_time.advance(4.5)  # just before the deadline
+    assert (await get(simulator, running["id"]))["status"] == "processing"
+    assert (await get(simulator, queued["id"]))["status"] == "starting"
+    assert not any(ended_by_timer(p) for p in (running, queued))
+
+    virtual_time.advance(0.5)  # the deadline: both end by their timers, not by a later read
+    assert all(ended_by_timer(p) for p in (running, queued))
+    canceled, aborted = await get(simulator, running["id"]), await get(simulator, queued["id"])
     assert canceled["status"] == "canceled"
     assert "started_at" in canceled
     assert canceled["deadline"] == running["deadline"]
@@ -300,9 +317,6 @@ async def test_cancel_after_ends_a_prediction_at_its_deadline(
     assert "started_at" not in aborted
     assert aborted["deadline"] == queued["deadline"]
     assert aborted["completed_at"] == aborted["deadline"]
-    # Not before the deadline; the upper bound only has to tell 5 s from 8 s.
-    assert 4.95 <= canceled_after < 7.5
-    assert 4.95 <= aborted_after < 7.5
     # The client reads the canceled one (the aborted one it cannot: see above).
     async with replicate_client(simulator.url) as client:
         seen = await client.predictions.async_get(running["id"])

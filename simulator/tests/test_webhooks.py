@@ -14,10 +14,11 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.responses import Response
 
 from jobs_testkit.receiver import Received, Receiver, running_receiver
+from jobs_testkit.waiting import eventually
 from replicate_sim.config import Settings
 
 from .calls import audit, create, final, get, hook, new_job, parsed, quiet, until_succeeded
-from .conftest import SECRET, RunningSimulator, replicate_client, settings
+from .conftest import SECRET, RunningSimulator, VirtualTime, replicate_client, settings
 
 # Helpers -------------------------------------------------------------------------------------
 
@@ -148,7 +149,7 @@ async def test_only_the_events_in_the_filter_are_sent(
     }
     for prediction in created.values():
         assert (await final(simulator, prediction["id"]))["status"] == "succeeded"
-    await quiet(simulator, 0.3)
+    await quiet(simulator)
 
     status_of = {"start": "processing", "output": "processing", "logs": "processing"}
     status_of["completed"] = "succeeded"
@@ -210,9 +211,25 @@ async def test_the_webhook_url_arrives_untouched(
 # Retries and redirects -------------------------------------------------------------------------
 
 
+async def retried_after(
+    simulator: RunningSimulator, virtual_time: VirtualTime, receiver: Receiver
+) -> float:
+    """Wait for a failed final webhook's retry to be set; check nothing is resent while time
+    stands still, then move time to the retry and wait for it to arrive. Answers the delay."""
+    sender = simulator.sim.sender
+    delivered = len(receiver.received)
+    await eventually(lambda: sender.pending_retries == 1, what="a retry is set")
+    delay = virtual_time.delays[-1]
+    assert (sender.queued, sender.in_flight, len(receiver.received)) == (0, 0, delivered)
+    virtual_time.advance(delay)
+    await receiver.wait_for(delivered + 1)
+    return delay
+
+
 async def test_the_final_webhook_is_retried_with_backoff_and_no_other(
-    simulator: RunningSimulator, receiver: Receiver
+    simulator_in_virtual_time: RunningSimulator, virtual_time: VirtualTime, receiver: Receiver
 ) -> None:
+    simulator = simulator_in_virtual_time
     await simulator.configure(latencyS=0.3)
     failures_left = 2
 
@@ -228,8 +245,13 @@ async def test_the_final_webhook_is_retried_with_backoff_and_no_other(
     receiver.answer = answer
     job = new_job()
     created = await create(simulator, hook(receiver, job), ["start", "completed"])
-    await receiver.wait_for(4)
-    await quiet(simulator, 0.8)  # longer than the longest retry delay (0.4 s)
+    virtual_time.advance(0.3)  # started and ended
+    await receiver.wait_for(2)
+    # Each retry waits its delay of the schedule (0.1, 0.2, 0.4 s here), in turn.
+    assert [await retried_after(simulator, virtual_time, receiver) for _ in range(2)] == [0.1, 0.2]
+    await quiet(simulator)  # answered 200: no retry is set
+    virtual_time.advance(60)
+    await quiet(simulator)
 
     got = of_job(receiver, job)
     assert [parsed(r)["status"] for r in got] == ["processing"] + ["succeeded"] * 3
@@ -239,10 +261,6 @@ async def test_the_final_webhook_is_retried_with_backoff_and_no_other(
     assert all(r.body == attempts[0].body for r in attempts)
     for received in attempts:
         verify_both_ways(received, SECRET)
-    first_gap, second_gap = (b.at - a.at for a, b in pairwise(attempts))
-    assert first_gap >= 0.09
-    assert second_gap >= 0.18
-    assert second_gap > first_gap
 
     (record,) = await audit(simulator, job)
     assert record["id"] == created["id"]
@@ -256,23 +274,22 @@ async def test_the_final_webhook_is_retried_with_backoff_and_no_other(
 
 
 async def test_a_final_webhook_never_answered_2xx_stops_after_the_schedule(
-    simulator: RunningSimulator, receiver: Receiver
+    simulator_in_virtual_time: RunningSimulator, virtual_time: VirtualTime, receiver: Receiver
 ) -> None:
+    simulator = simulator_in_virtual_time
     await simulator.configure(latencyS=0)
     receiver.answer = lambda _: Response(status_code=503)
     job = new_job()
     await create(simulator, hook(receiver, job), ["completed"])
-    await receiver.wait_for(4)
-    await quiet(simulator, 1.0)
-
-    # The first attempt and one more per delay of the schedule (0.1, 0.2, 0.4 s here).
-    got = of_job(receiver, job)
-    assert len(got) == 4
-    gaps = [b.at - a.at for a, b in pairwise(got)]
-    assert gaps[0] >= 0.09
-    assert gaps[1] >= 0.18
-    assert gaps[2] >= 0.38
-    assert gaps == sorted(gaps)
+    virtual_time.advance(0)  # the prediction's end is due at once
+    await receiver.wait_for(1)
+    # One more attempt per delay of the schedule (0.1, 0.2, 0.4 s here), each after its delay.
+    delays = [await retried_after(simulator, virtual_time, receiver) for _ in range(3)]
+    assert delays == [0.1, 0.2, 0.4]
+    await quiet(simulator)  # the schedule is spent: no retry is set after the fourth failure
+    virtual_time.advance(3600)
+    await quiet(simulator)
+    assert len(of_job(receiver, job)) == 4
     (record,) = await audit(simulator, job)
     assert [(d["attempt"], d["status"]) for d in record["deliveries"]] == [
         (1, 503),
@@ -298,7 +315,7 @@ async def test_redirects_are_not_followed(simulator: RunningSimulator, receiver:
         receiver.answer = answer
         await create(simulator, hook(receiver, job), ["completed"])
         await receiver.wait_for(2)
-        await quiet(simulator, 0.6)
+        await quiet(simulator)
         assert elsewhere.received == []
 
     got = of_job(receiver, job)
@@ -321,7 +338,7 @@ async def test_webhook_connections_are_bounded(
     jobs = [new_job() for _ in range(40)]
     await asyncio.gather(*(create(simulator, hook(receiver, job), ["completed"]) for job in jobs))
     await receiver.wait_for(40, within=20)
-    await quiet(simulator, 0.2)
+    await quiet(simulator)
     assert sorted(r.query for r in receiver.received) == sorted(f"job={job}" for job in jobs)
     # Forty webhooks due at once, never more than four on the wire, and four at a time.
     assert receiver.most_open_requests == 4

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
-import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -25,7 +25,7 @@ import msgspec
 from replicate_sim.config import Knobs, Settings, merge_knobs
 from replicate_sim.model import Faults, Prediction, WebhookEvent, ending, render, status_at
 from replicate_sim.outputs import output_chunks
-from replicate_sim.webhooks import Outgoing, WebhookSender, new_webhook_id
+from replicate_sim.webhooks import Later, Outgoing, WebhookSender, call_later, new_webhook_id
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,13 @@ class Simulator:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
+        later: Later | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.knobs = Knobs()
         self._clock = clock
+        self._later = later or call_later
         self._rng = rng or random.Random()
         self._predictions: dict[str, Prediction] = {}
         self._order: list[int] = []
@@ -107,6 +109,7 @@ class Simulator:
             timeout_s=settings.sim_webhook_timeout_s,
             retry_delays=settings.retry_delays,
             clock=clock,
+            later=self._later,
         )
 
     async def start(self) -> None:
@@ -237,8 +240,15 @@ class Simulator:
         if self.is_final(prediction):
             return
         finished = self._finished.setdefault(prediction.id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(finished.wait(), timeout_s)
+        gave_up = asyncio.Event()
+        timer = self._later(timeout_s, gave_up.set)
+        waits = [asyncio.ensure_future(finished.wait()), asyncio.ensure_future(gave_up.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            for waiting in waits:
+                waiting.cancel()
 
     def page(self, cursor: str | None) -> Page:
         """Newest first, `PAGE_SIZE` a page; cursors name a position, so creations between
@@ -308,22 +318,30 @@ class Simulator:
     def size(self) -> int:
         return len(self._predictions)
 
+    @property
+    def running(self) -> int:
+        """Predictions whose timers (start, progress, end) have not all run yet."""
+        return len(self._timers)
+
     # Timers and webhooks ------------------------------------------------------------------
 
     def _schedule(self, prediction: Prediction) -> None:
-        loop = asyncio.get_running_loop()
+        later = self._later
         now = self._clock()
         end, _ = ending(prediction)
-        handles = [loop.call_later(max(0.0, end - now), self._finish, prediction)]
+        handles = [later(max(0.0, end - now), functools.partial(self._finish, prediction))]
         if prediction.webhook is not None and not prediction.faults.drop_webhooks:
             if "start" in prediction.events and not prediction.aborts and prediction.start_at < end:
                 handles.append(
-                    loop.call_later(max(0.0, prediction.start_at - now), self._start, prediction)
+                    later(
+                        max(0.0, prediction.start_at - now),
+                        functools.partial(self._start, prediction),
+                    )
                 )
             if prediction.events & {"output", "logs"} and not prediction.aborts:
                 first = max(0.0, prediction.start_at - now) + PROGRESS_INTERVAL_S
                 if now + first < end:
-                    handles.append(loop.call_later(first, self._progress, prediction))
+                    handles.append(later(first, functools.partial(self._progress, prediction)))
         self._timers[prediction.id] = handles
 
     def _cancel_timers(self, prediction_id: str) -> None:
@@ -345,9 +363,7 @@ class Simulator:
         self._last_progress[prediction.id] = (chunks, body["logs"])
         end, _ = ending(prediction)
         if now + PROGRESS_INTERVAL_S < end:
-            handle = asyncio.get_running_loop().call_later(
-                PROGRESS_INTERVAL_S, self._progress, prediction
-            )
+            handle = self._later(PROGRESS_INTERVAL_S, functools.partial(self._progress, prediction))
             self._timers.setdefault(prediction.id, []).append(handle)
 
     def _finish(self, prediction: Prediction) -> None:

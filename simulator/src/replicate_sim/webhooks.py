@@ -57,6 +57,15 @@ class Outgoing:
         return replace(self, attempt=0)
 
 
+Later = Callable[[float, Callable[[], None]], asyncio.TimerHandle]
+"""Run a callback after so many seconds: the running loop's `call_later`, or a test's own
+scheduler that moves time forward when the test says so."""
+
+
+def call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    return asyncio.get_running_loop().call_later(delay, callback)
+
+
 class WebhookSender:
     """A queue drained by a fixed number of workers, one connection each at most."""
 
@@ -68,8 +77,10 @@ class WebhookSender:
         timeout_s: float,
         retry_delays: tuple[float, ...],
         clock: Callable[[], float] = time.time,
+        later: Later | None = None,
     ) -> None:
         self.secret = secret
+        self._later = later or call_later
         self._concurrency = concurrency
         self._timeout_s = timeout_s
         self._retry_delays = retry_delays
@@ -104,6 +115,11 @@ class WebhookSender:
     @property
     def queued(self) -> int:
         return self._queue.qsize() + len(self._held)
+
+    @property
+    def pending_retries(self) -> int:
+        """Failed final webhooks waiting for their retry to come due."""
+        return len(self._retries)
 
     def hold(self, holding: bool) -> None:
         """While holding, webhooks wait; releasing sends them in the order they were made."""
@@ -161,12 +177,11 @@ class WebhookSender:
         # because redirects are never followed.
         if not ok and item.final and item.attempt <= len(self._retry_delays):
             delay = self._retry_delays[item.attempt - 1]
-            loop = asyncio.get_running_loop()
             handle: asyncio.TimerHandle
 
             def retry() -> None:
                 self._retries.discard(handle)
                 self.submit(item)
 
-            handle = loop.call_later(delay, retry)
+            handle = self._later(delay, retry)
             self._retries.add(handle)
