@@ -21,6 +21,8 @@ export interface JobsClientOptions {
   reconnectMs?: number;
   /** Consecutive streams that deliver nothing before polling takes over (2). */
   maxStreamFailures?: number;
+  /** How the client pauses between attempts (default: a timer that the signal cuts short). */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
 }
 
 export interface WaitOptions {

@@ -108,6 +108,7 @@ export class JobsClient {
     maxPollIntervalMs = 15000,
     reconnectMs = 1000,
     maxStreamFailures = 2,
+    sleep: sleepImpl = sleep,
   } = {}) {
     this.baseUrl = baseUrl.replace(/\/$/, "");
     this.token = token;
@@ -117,6 +118,9 @@ export class JobsClient {
     this.maxPollIntervalMs = maxPollIntervalMs;
     this.reconnectMs = reconnectMs;
     this.maxStreamFailures = maxStreamFailures;
+    // Every pause between attempts goes through here, so a caller (a test) can see the
+    // waits the client chose; the default is a plain timer.
+    this.sleep = sleepImpl;
   }
 
   _headers(extra = {}) {
@@ -202,7 +206,7 @@ export class JobsClient {
         if (outcome.final) return settle(state.job);
         if (outcome.retryMs !== null) delayMs = outcome.retryMs;
         failures = outcome.received ? 0 : failures + 1;
-        if (failures < this.maxStreamFailures) await sleep(delayMs, inner.signal);
+        if (failures < this.maxStreamFailures) await this.sleep(delayMs, inner.signal);
       }
       return settle(await this._poll(jobId, seen, inner.signal));
     } catch (error) {
@@ -310,7 +314,7 @@ export class JobsClient {
         interval = Math.min(interval * 2, this.maxPollIntervalMs);
         wait = interval;
       }
-      await sleep(wait, signal);
+      await this.sleep(wait, signal);
     }
   }
 }

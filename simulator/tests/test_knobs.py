@@ -22,6 +22,8 @@ from .calls import (
     parsed,
     post_create,
     quiet,
+    read_until,
+    until_succeeded,
     when,
 )
 from .conftest import RunningSimulator, VirtualTime
@@ -37,6 +39,7 @@ DEFAULTS: dict[str, object] = {
     "duplicateWebhookRate": 0,
     "reorderWebhooks": False,
     "holdWebhooks": False,
+    "dataRemovedAfterS": 3600,
 }
 THROTTLED = re.compile(r"^Request was throttled\. Your rate limit resets in ~(\d+)s\.$")
 
@@ -89,6 +92,7 @@ BAD_BODIES = {
     "rate as a word": b'{"apiErrorRate": "often"}',
     "int for a bool": b'{"reorderWebhooks": 1}',
     "negative limit": b'{"createRateLimitPerMinute": -1}',
+    "negative removal delay": b'{"dataRemovedAfterS": -1}',
     "fractional limit": b'{"createRateLimitPerMinute": 2.5}',
     "not an object": b'[{"latencyS": 1}]',
     "not JSON": b'{"latencyS": 1',
@@ -385,3 +389,34 @@ async def test_held_webhooks_wait_and_then_go_in_creation_order(
         assert (delivery["event"], delivery["status"]) == ("completed", 200)
         sent_at.append(delivery["at"])
     assert sent_at == sorted(sent_at)
+
+
+async def test_data_removed_after_s_removes_output_and_input_that_long_after_the_end(
+    simulator: RunningSimulator, receiver: Receiver
+) -> None:
+    await simulator.configure(latencyS=0.2, dataRemovedAfterS=0.5)
+    job = new_job()
+    created = await create(simulator, hook(receiver, job), ["completed"])
+    # Planned at creation: a later change of the knob does not move this prediction's removal.
+    await simulator.configure(dataRemovedAfterS=3600)
+    kept = await create(simulator)
+
+    await until_succeeded(receiver)
+    (webhook,) = [parsed(r) for r in receiver.received]
+    # The completed webhook, sent at the end, still carries the output.
+    assert webhook["data_removed"] is False
+    assert webhook["output"]
+    removed = await read_until(
+        lambda: get(simulator, created["id"]),
+        lambda shown: shown["data_removed"] is True,
+        what="the prediction's data is removed",
+    )
+    assert (removed["status"], removed["output"], removed["input"]) == ("succeeded", None, {})
+    (record,) = await audit(simulator, job)
+    assert record["data_removed"] is True
+    assert record["output"] is None
+    # The other one ended too, and keeps its data for the hour the knob now says.
+    (still,) = await finals(simulator, [kept["id"]])
+    assert still["status"] == "succeeded"
+    assert (still["data_removed"], still["input"]) == (False, {"prompt": "tides"})
+    assert still["output"]

@@ -1,7 +1,13 @@
+"""The test servers: NATS and Postgres started, restarted and stopped for real, and whether a
+Docker engine answers."""
+
 from __future__ import annotations
 
+import json
 import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import asyncpg
@@ -196,5 +202,46 @@ def test_servers_satisfy_protocol(tmp_path: Path) -> None:
         server.close()
 
 
-def test_docker_available_returns_bool() -> None:
-    assert isinstance(docker_available(), bool)
+class _DockerEngineStandIn(BaseHTTPRequestHandler):
+    """The two calls `docker_available` makes of an engine: the API version, then a ping."""
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/version"):
+            body = json.dumps({"ApiVersion": "1.43", "MinAPIVersion": "1.24"}).encode()
+            kind = "application/json"
+        elif self.path.endswith("/_ping"):
+            body, kind = b"OK", "text/plain"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet: pytest would show every request
+
+
+def test_docker_available_is_true_when_an_engine_answers_its_ping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DockerEngineStandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{server.server_address[1]}")
+        assert docker_available() is True
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_docker_available_is_false_when_no_engine_answers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A socket path nothing listens on: the engine the variable names is not there.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'docker.sock'}")
+    assert docker_available() is False

@@ -24,7 +24,7 @@ async function simulate(config) {
   assert.equal(response.status, 200, await response.text());
 }
 
-/** A `fetch` that records every request and whether it is still open, for cleanup checks. */
+/** A `fetch` that records every request, its answer's status and whether it is still open. */
 function recordingFetch() {
   const requests = [];
   const wrapped = async (url, init = {}) => {
@@ -34,6 +34,7 @@ function recordingFetch() {
     signal?.addEventListener("abort", () => (entry.open = false), { once: true });
     try {
       const response = await fetch(url, init);
+      entry.status = response.status;
       if (!String(url).endsWith("/events")) entry.open = false; // read at once by the client
       return response;
     } catch (error) {
@@ -158,7 +159,13 @@ before(async () => {
     }
     const upstream = await fetch(`${GATEWAY_URL}${request.url}`, {
       method: request.method,
-      headers: { authorization: request.headers.authorization ?? "" },
+      // `If-None-Match` too: the gateway's 304 is what tells a polling client nothing changed.
+      headers: {
+        authorization: request.headers.authorization ?? "",
+        ...(request.headers["if-none-match"]
+          ? { "if-none-match": request.headers["if-none-match"] }
+          : {}),
+      },
     });
     const headers = {};
     for (const name of ["content-type", "etag", "retry-after"]) {
@@ -173,15 +180,34 @@ before(async () => {
 after(() => proxy.close());
 
 test("without streams it polls, with backoff, until the job is done", async () => {
+  // The webhooks are held, so the job stays `processing` (unchanged: 304s) for as long as
+  // the test wants; after four waits in a row that followed a 304 they are let go.
+  await simulate({ holdWebhooks: true });
   const { fetch: recorded, requests } = recordingFetch();
   const direct = client();
   const { jobId } = await direct.createJob("title_generation", { topic: "polling" });
+  // Each wait the client chose, with the request it followed: counted, not timed.
+  const waits = [];
+  let released = false;
+  const observed = async (ms, signal) => {
+    const after = requests.at(-1);
+    waits.push({ ms, after: after.url.endsWith("/events") ? "stream" : after.status });
+    const unchanged = waits.slice(-4).filter((w) => w.after === 304).length;
+    if (!released && unchanged === 4) {
+      released = true;
+      await simulate({ holdWebhooks: false });
+    }
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    if (signal.aborted) throw signal.reason;
+  };
   const jobs = new JobsClient({
     baseUrl: proxyUrl,
     token: TOKEN,
     fetch: recorded,
     pollIntervalMs: 100,
+    maxPollIntervalMs: 300,
     reconnectMs: 50,
+    sleep: observed,
   });
   const updates = [];
   const job = await jobs.waitForJob(jobId, { onUpdate: (j) => updates.push(j), timeoutMs: 20_000 });
@@ -189,7 +215,28 @@ test("without streams it polls, with backoff, until the job is done", async () =
   const streams = requests.filter((r) => r.url.endsWith("/events"));
   const polls = requests.filter((r) => r.url.endsWith(jobId));
   assert.equal(streams.length, 2, "two refused streams, then polling");
-  assert.ok(polls.length >= 2, `polled ${polls.length} times`);
+  assert.ok(released, "the job stayed unchanged for four polls in a row");
+  // One reconnect wait between the refused streams, then one wait per poll but the last.
+  assert.deepEqual(waits[0], { ms: 50, after: "stream" });
+  assert.equal(waits.length, 1 + polls.length - 1);
+  // The backoff, modelled here on its own: a poll that saw the job change (200) waits the
+  // first interval and starts over; each unchanged one (304) waits the current interval and
+  // makes the next 1.5 times longer, up to the maximum.
+  let interval = 100;
+  for (const { ms, after } of waits.slice(1)) {
+    if (after === 200) {
+      interval = 100;
+      assert.equal(ms, 100, JSON.stringify(waits));
+    } else {
+      assert.equal(after, 304, JSON.stringify(waits));
+      assert.equal(ms, interval, JSON.stringify(waits));
+      interval = Math.min(interval * 1.5, 300);
+    }
+  }
+  // The run of unchanged polls that released the job: growing, then held at the maximum.
+  const run = waits.map((w) => w.ms).join(",");
+  assert.ok(run.includes("100,150,225,300"), `the waits grew: ${run}`);
   assert.ok(updates.length >= 2);
+  assert.equal(updates.at(-1).status, "succeeded");
   assert.ok(requests.every((r) => !r.open));
 });

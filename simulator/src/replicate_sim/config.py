@@ -60,6 +60,10 @@ class Knobs(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_un
     duplicate_webhook_rate: Rate = 0.0
     reorder_webhooks: bool = False
     hold_webhooks: bool = False
+    # Seconds after a prediction ends at which its output and input are removed, fixed at its
+    # creation. Under the `SIM_DATA_RETENTION_S` cap the sweep applies; below it a timer does,
+    # so a test can make a result expire before anyone reads it.
+    data_removed_after_s: Annotated[float, msgspec.Meta(ge=0.0, le=86_400.0)] = 3600.0
 
 
 def merge_knobs(current: Knobs, patch: object) -> Knobs:

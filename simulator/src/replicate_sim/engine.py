@@ -195,6 +195,7 @@ class Simulator:
             chunks=output_chunks(model_input),
             base_url=base_url,
             deadline_at=None if cancel_after_s is None else now + cancel_after_s,
+            data_removed_after_s=knobs.data_removed_after_s,
             faults=Faults(
                 drop_webhooks=draw() < knobs.drop_webhook_rate,
                 duplicate_final=draw() < knobs.duplicate_webhook_rate,
@@ -371,6 +372,12 @@ class Simulator:
         self._cancel_timers(prediction.id)
         self._last_progress.pop(prediction.id, None)
         self._emit(prediction, "completed")
+        if prediction.data_removed_after_s < self.settings.sim_data_retention_s:
+            # Sooner than the sweep would: on a timer of its own, forgotten with the prediction.
+            handle = asyncio.get_running_loop().call_later(
+                prediction.data_removed_after_s, self._remove_data, prediction
+            )
+            self._timers[prediction.id] = [handle]
         finished = self._finished.pop(prediction.id, None)
         if finished is not None:
             finished.set()
@@ -436,11 +443,14 @@ class Simulator:
             if end <= now - 2 * retention:
                 self._forget(prediction)
             elif end <= now - retention and not prediction.data_removed:
-                prediction.data_removed = True
-                prediction.chunks = []
-                prediction.input = {}
+                self._remove_data(prediction)
         if len(self._order) > 2 * len(self._by_seq) + 1024:
             self._order = [s for s in self._order if s in self._by_seq]
+
+    def _remove_data(self, prediction: Prediction) -> None:
+        prediction.data_removed = True
+        prediction.chunks = []
+        prediction.input = {}
 
     def _forget(self, prediction: Prediction) -> None:
         self._predictions.pop(prediction.id, None)

@@ -61,6 +61,8 @@ class Prediction:
     deadline_at: float | None = None
     canceled_at: float | None = None
     data_removed: bool = False
+    # The `dataRemovedAfterS` knob when the prediction was created.
+    data_removed_after_s: float = 3600.0
     # Set when the end was processed; from then on the prediction is shown as ended even if
     # the wall clock reads a hair earlier than the loop's timer did.
     finished: bool = False

@@ -840,6 +840,48 @@ async def test_a_lost_webhook_is_reconciled_by_asking_replicate(
     assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "completed") == 2
 
 
+async def test_a_lost_webhook_whose_data_is_removed_before_the_reconciler_reads_it_expires(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    job_store: ServiceProcess,
+    start_runner: StartRunner,
+    hooks: Receiver,
+) -> None:
+    # The contract's last table row on a running system: a prediction that succeeded, whose
+    # webhook never came, and whose data Replicate removed before anyone read it.
+    runner = await start_runner(RECONCILE_AFTER_S="1", RECONCILE_INTERVAL_S="0.3")
+    # The prediction ends 0.3 s after its creation and loses its data in the same loop turn;
+    # the reconciler first asks a job 1 s after it became `processing` (after the creation),
+    # so it can only ever read the prediction with its data removed.
+    await sim.configure(latencyS=0.3, dropWebhookRate=1, dataRemovedAfterS=0)
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    expired = job(topic="forgotten")
+    await publisher.publish(expired)
+
+    view = await wait_status(nats_client, subjects, expired)
+    assert (view.status, view.error and view.error.code) == ("failed", "result_expired")
+    assert view.output is None
+    (audited,) = await sim.audit(expired.job_id)
+    # The prediction itself succeeded; its data was gone before the reconciler asked, no
+    # webhook was ever sent, so the job learnt its end from the reconciler alone.
+    assert (audited["status"], audited["data_removed"], audited["output"]) == (
+        "succeeded",
+        True,
+        None,
+    )
+    assert audited["deliveries"] == []
+    assert hooks.received == []
+    completed = await last_event(
+        nats_client, jobs_stream_ready, subjects, "completed", expired.job_id
+    )
+    assert isinstance(completed, JobCompleted)
+    assert (completed.webhook_id, completed.data_removed, completed.output) == (None, True, None)
+    reconciled = 'ai_runner_reconciled_total{job_type="script_generation",outcome="completed"}'
+    assert await runner.metric(reconciled) >= 1
+
+
 async def test_polling_mode_runs_jobs_to_every_end_without_any_webhook(
     nats_client: NATS,
     jobs_stream_ready: StreamSpec,

@@ -85,9 +85,11 @@ async def job_store_double(
     answer: Callable[[GetJob], bytes],
     delay_s: float = 0.0,
     service_error: str | None = None,
+    gate: asyncio.Event | None = None,
 ) -> AsyncIterator[list[GetJob]]:
     """A stand-in for the job-store's get endpoint: answers whatever `answer` says (after
-    `delay_s`; as an error reply with `service_error`) and records what it was asked.
+    `delay_s`, and once `gate` is set if given; as an error reply with `service_error`) and
+    records what it was asked.
 
     The real job-store is built in parallel; the end-to-end tests (tests/e2e) run the gateway
     against it.
@@ -98,6 +100,8 @@ async def job_store_double(
         request = msgspec.json.decode(msg.data, type=GetJob)
         asked.append(request)
         await asyncio.sleep(delay_s)
+        if gate is not None:
+            await gate.wait()
         # A NATS micro service marks a failed request with this header.
         headers = {"Nats-Service-Error": service_error} if service_error else None
         await nats_client.publish(msg.reply, answer(request), headers=headers)

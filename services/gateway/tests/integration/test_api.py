@@ -472,13 +472,23 @@ async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(
     def answer(_: GetJob) -> bytes:
         return msgspec.json.encode(JobReply(job=stored_view(job_id)))
 
+    # The job-store's answer is held until the gateway has logged that it is stopping, so the
+    # request is in flight when SIGTERM is handled: by order, not by a sleep (a fixed 0.5 s
+    # said nothing about when the signal landed). What is still timed is the gateway's own
+    # job-store timeout (a fixed 2 s in `adapters/nats.py`): it must cover one SIGTERM, one
+    # log line and the test reading it, each a few milliseconds on an idle machine. Only a
+    # scheduler stalling this test or the gateway for most of 2 s turns the 200 into a 503;
+    # there is no setting to lengthen that timeout for a test.
+    release = asyncio.Event()
     async with (
-        job_store_double(nats_client, subjects, answer, delay_s=0.5) as asked,
+        job_store_double(nats_client, subjects, answer, gate=release) as asked,
         httpx.AsyncClient(base_url=gateway.url, headers=bearer("alice")) as http,
     ):
         in_flight = asyncio.create_task(http.get(f"/api/jobs/{job_id}"))
         await eventually(lambda: len(asked) == 1)
         gateway.process.signal(signal.SIGTERM)
+        await eventually(lambda: '"msg":"stopping"' in gateway.process.log)
+        release.set()
         response = await in_flight
     assert (response.status_code, response.json()["version"]) == (200, 3)
     exit_code = await asyncio.to_thread(gateway.process.process.wait, 15)

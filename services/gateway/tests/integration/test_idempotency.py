@@ -1,6 +1,7 @@
 """`Idempotency-Key` with gateways as real processes over real NATS: the key survives a
-restart and is shared by replicas (a JetStream KV bucket), another body is `409`, and
-concurrent requests with one key store exactly one job in the stream."""
+restart and is shared by replicas (a JetStream KV bucket), another body is `409` (but an
+invalid one `422`, validation coming first), and concurrent requests with one key store
+exactly one job in the stream."""
 
 import asyncio
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from jobs_proto.subjects import Subjects
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import free_port
 
-from .conftest import bearer, requested_in_stream
+from .conftest import RunningGateway, bearer, requested_in_stream
 
 JOB = {"type": "video_outline", "input": {"topic": "tides"}}
 
@@ -108,4 +109,33 @@ async def test_concurrent_requests_with_one_key_store_one_job(
     assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
     assert len({a.json()["jobId"] for a in answers}) == 1
     assert sum(a.headers.get("idempotent-replayed") != "true" for a in answers) == 1
+    assert await requested_count(nats_client, jobs_stream_ready, subjects) == 1
+
+
+async def test_a_body_that_fails_validation_is_422_even_with_a_key_kept_for_another(
+    gateway: RunningGateway,
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+) -> None:
+    # The contract's check order puts validation (422) before idempotency (409): a key already
+    # kept for another body does not turn an invalid body into a conflict.
+    headers = {**bearer("alice"), "Idempotency-Key": "order-7"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=10) as http:
+        first = await http.post("/api/jobs", json=JOB)
+        assert first.status_code == 202, first.text
+        for invalid, pointer in (
+            ({**JOB, "input": {"topic": ""}}, "/input/topic"),
+            ({**JOB, "input": {}}, "/input/topic"),
+            ({"type": "no_such_type", "input": {"topic": "tides"}}, "/type"),
+        ):
+            answer = await http.post("/api/jobs", json=invalid)
+            assert answer.status_code == 422, (invalid, answer.text)
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert [e["pointer"] for e in answer.json()["errors"]] == [pointer], answer.text
+        # The key still names the first job: the 422s neither replaced nor released it.
+        again = await http.post("/api/jobs", json=JOB)
+        assert (again.status_code, again.content) == (202, first.content)
+        other = await http.post("/api/jobs", json={**JOB, "input": {"topic": "moons"}})
+        assert other.status_code == 409, other.text
     assert await requested_count(nats_client, jobs_stream_ready, subjects) == 1

@@ -2,7 +2,9 @@
 
 Hypothesis generates how a job's events reach the consumer (duplicated, reordered, some before
 the job's request) and the test applies them with `apply_event` as the consumer would, handing
-an event that raises `JobNotYetKnown` back until the request is in.
+an event that raises `JobNotYetKnown` back until the request is in. The end state is checked
+twice: against the pure `transition` applied in order, and against a table written out from
+the contract (`ENDS`), which shares no code with the store.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,6 +45,67 @@ STORIES: list[Story] = [
     lambda j: [requested(j), cancel(j, s=0.5)],
     lambda j: [requested(j), submitted(j), started(j), completed(j, "aborted")],
 ]
+
+
+class End(NamedTuple):
+    """How a story ends, written out from the contract's state table rather than computed by
+    `transition`, so a bug in that function cannot pass on both sides of the comparison."""
+
+    status: str
+    version: int
+    output: str | None
+    error_code: str | None
+    prediction_id: str | None
+    cancel_requested: bool
+    # Each applied change: its event and the status it left.
+    changes: list[tuple[str, str]]
+
+
+# One per story, in the same order as STORIES.
+ENDS: list[End] = [
+    End("succeeded", 4, "Waves.", None, "pred-1", False, [
+        ("requested", "pending"), ("submitted", "processing"), ("started", "processing"),
+        ("completed", "succeeded"),
+    ]),
+    # A failed prediction: `failed` with `prediction_failed`.
+    End("failed", 4, None, "prediction_failed", "pred-1", False, [
+        ("requested", "pending"), ("submitted", "processing"), ("started", "processing"),
+        ("completed", "failed"),
+    ]),
+    # The runner's own `failed` keeps its code and the prediction it had.
+    End("failed", 3, None, "attempts_exhausted", "pred-1", False, [
+        ("requested", "pending"), ("submitted", "processing"), ("failed", "failed"),
+    ]),
+    # `canceled` after the user asked: `canceled`; the request itself is a change (version).
+    End("canceled", 5, None, None, "pred-1", True, [
+        ("requested", "pending"), ("submitted", "processing"), ("started", "processing"),
+        ("cancel_requested", "processing"), ("completed", "canceled"),
+    ]),
+    # A pending job canceled without a prediction.
+    End("canceled", 2, None, None, None, True, [
+        ("requested", "pending"), ("cancel_requested", "canceled"),
+    ]),
+    # `aborted`: `failed` with `deadline_exceeded`.
+    End("failed", 4, None, "deadline_exceeded", "pred-1", False, [
+        ("requested", "pending"), ("submitted", "processing"), ("started", "processing"),
+        ("completed", "failed"),
+    ]),
+]  # fmt: skip
+
+
+def _ends_as_written(row: JobRow, history: list[HistoryEntry], story: int) -> None:
+    end = ENDS[story]
+    assert (
+        row.status,
+        row.version,
+        row.output,
+        row.error_code,
+        row.prediction_id,
+        row.cancel_requested,
+    ) == end[:6]
+    assert row.completed_at is not None
+    assert sorted((e.kind, e.summary["to"]) for e in history) == sorted(end.changes)
+    assert history[-1].summary["to"] == end.status
 
 
 def _canonical(events: list[AnyJobEvent]) -> tuple[JobRow, list[HistoryEntry]]:
@@ -143,6 +206,7 @@ async def test_duplicated_and_reordered_events_end_as_the_canonical_order(
     row = await store.get(job)
     history = await store.history(job)
     assert row == expected_row
+    _ends_as_written(row, history, story)
     assert [e.seq for e in history] == list(range(1, row.version + 1))
     assert sorted(map(_fact, history)) == sorted(map(_fact, expected_history))
     assert all(e.recorded_at is not None for e in history)
@@ -185,5 +249,10 @@ async def test_each_story_in_order_matches_the_pure_transition(
     facts = STORIES[story](job)
     await _deliver(store, facts)
     expected_row, expected_history = _canonical(facts)
-    assert await store.get(job) == expected_row
-    assert [replace(e, recorded_at=None) for e in await store.history(job)] == expected_history
+    row = await store.get(job)
+    history = await store.history(job)
+    assert row == expected_row
+    assert [replace(e, recorded_at=None) for e in history] == expected_history
+    _ends_as_written(row, history, story)
+    # In order, the changes come in the story's order too.
+    assert [(e.kind, e.summary["to"]) for e in history] == ENDS[story].changes

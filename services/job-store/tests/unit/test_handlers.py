@@ -248,7 +248,16 @@ async def test_without_the_per_job_order_a_batch_races_for_the_row(
         apply_event(submitted(job), store, announcer),
         return_exceptions=True,
     )
-    assert isinstance(results[1], JobNotYetKnown)
+    created, refused = results
+    assert isinstance(refused, JobNotYetKnown)
+    # It names the job and asks for a retry soon; the request alone went in, as version 1.
+    assert refused.job_id == job
+    assert refused.quick_attempts == 5
+    assert 0.5 <= refused.delay_s <= 2.0
+    assert isinstance(created, JobRow)
+    assert (created.job_id, created.status, created.version) == (job, "pending", 1)
+    assert store.rows[job] == created
+    assert [(c.job.status, c.job.version) for c in announcer.changes] == [("pending", 1)]
 
 
 async def test_an_event_before_its_request_asks_for_a_quick_retry(
