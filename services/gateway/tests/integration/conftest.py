@@ -1,5 +1,6 @@
 """The gateway as a real process (its installed `gateway` command) over the test's own NATS
-stream and subject prefix, plus tokens and a stand-in for the job-store's get endpoint."""
+stream and subject prefix, the real job-store process over the test's own migrated database,
+tokens, and stand-ins for the job-store's endpoints for the faults the real one cannot give."""
 
 import asyncio
 import time
@@ -10,18 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from job_store.adapters.migrations import migrate_database
 from jobs_proto.api import GetJob, JobPage, ListJobs
 from jobs_proto.events import JobRequested, decode_event
 from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
+from jobs_testkit.plugin import Migrate
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import free_port
+from jobs_testkit.waiting import eventually
 
 SECRET = "gateway-integration-secret-0123456789abcdef"
 # Small, so the size tests send little; the default (64 KiB) is the setting's own.
@@ -67,6 +72,52 @@ def gateway(tmp_path: Path, gateway_env: dict[str, str]) -> Iterator[RunningGate
         assert process.terminate() == 0, process.log
 
 
+@pytest.fixture(scope="session")
+def database_migrations() -> Migrate:
+    """The test kit's databases come with the job-store's schema, for the real job-store."""
+
+    def migrate(dsn: str) -> None:
+        asyncio.run(migrate_database(dsn))
+
+    return migrate
+
+
+@pytest.fixture
+async def job_store(
+    tmp_path: Path,
+    nats_url: str,
+    database_url: str,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+) -> AsyncIterator[ServiceProcess]:
+    """The real `job-store` command on the gateway's stream and prefix, over this test's own
+    database; afterwards it must stop on SIGTERM with exit code 0."""
+    env = {
+        "NATS_URL": nats_url,
+        "DATABASE_URL": database_url,
+        "JOBS_STREAM": jobs_stream_ready.name,
+        "SUBJECT_PREFIX": subjects.prefix,
+        "ADMIN_PORT": str(free_port()),
+    }
+    readyz = f"http://127.0.0.1:{env['ADMIN_PORT']}/readyz"
+    with ServiceProcess([command_path("job-store")], env, tmp_path / "job-store.log") as process:
+
+        async def serving() -> bool:
+            # The runtime answers /readyz before the job-store registers its own check, so a
+            # bare 200 can come before it serves reads: ready once "postgres" is among them.
+            assert process.process.poll() is None, process.log
+            try:
+                async with httpx.AsyncClient(timeout=1.0) as http:
+                    response = await http.get(readyz)
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200 and "postgres" in response.json()["checks"]
+
+        await eventually(serving, within=15.0)
+        yield process
+        assert await asyncio.to_thread(process.terminate) == 0, process.log
+
+
 async def requested_in_stream(
     nats_client: NATS, stream: StreamSpec, subjects: Subjects, job_id: str
 ) -> JobRequested:
@@ -91,8 +142,9 @@ async def job_store_double(
     `delay_s`, and once `gate` is set if given; as an error reply with `service_error`) and
     records what it was asked.
 
-    The real job-store is built in parallel; the end-to-end tests (tests/e2e) run the gateway
-    against it.
+    Only for what the real job-store (the `job_store` fixture) cannot be made to do: answer
+    late or on cue, fail, or answer nonsense; or a view no sequence of events produces. Each
+    use says which at the spot.
     """
     asked: list[GetJob] = []
 

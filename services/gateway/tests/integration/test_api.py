@@ -15,9 +15,11 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from jobs_proto.api import GetJob, JobReply, JobView
+from jobs_proto.events import JobCompleted, JobStarted, JobSubmitted
 from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
-from jobs_runtime.bus import ensure_stream
+from jobs_runtime.bus import EventPublisher, ensure_stream
+from jobs_testkit.processes import ServiceProcess
 from jobs_testkit.waiting import eventually
 
 from .conftest import (
@@ -386,57 +388,138 @@ def stored_view(job_id: str, **changes: Any) -> JobView:
     return JobView(**{**fields, **changes})
 
 
-async def test_a_read_answers_the_job_stores_view_with_an_etag(
-    api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
-) -> None:
-    job_id = random_job_id()
-    view = stored_view(job_id)
+async def admitted_and_stored(
+    api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects, **body: Any
+) -> str:
+    """A job admitted through the gateway, once the real job-store has stored it (asked
+    directly: the gateway would answer a pending job from the stream before that)."""
+    created = await api.post(
+        "/api/jobs", json=body or {"type": "video_outline", "input": {"topic": "t"}}
+    )
+    assert created.status_code == 202, created.text
+    job_id: str = created.json()["jobId"]
+    request = msgspec.json.encode(GetJob(job_id=uuid.UUID(job_id), user_id="alice"))
 
-    def answer(request: GetJob) -> bytes:
-        return msgspec.json.encode(JobReply(job=view if request.user_id == "alice" else None))
+    async def stored() -> bool:
+        reply = await nats_client.request(subjects.get_job, request, timeout=2)
+        return msgspec.json.decode(reply.data, type=JobReply).job is not None
 
-    async with job_store_double(nats_client, subjects, answer) as asked:
+    await eventually(stored)
+    return job_id
+
+
+async def at_version(api: httpx.AsyncClient, job_id: str, version: int) -> httpx.Response:
+    """The gateway's read once it shows `version` (the job-store applies events in its time)."""
+    response: httpx.Response | None = None
+
+    async def reached() -> bool:
+        nonlocal response
         response = await api.get(f"/api/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        assert response.json() == msgspec.to_builtins(view)
-        assert response.json()["createdAt"] == "2030-01-02T03:04:05Z"
-        tag = response.headers["etag"]
-        assert tag == f'W/"{job_id}.3"'
+        return response.status_code == 200 and response.json()["version"] == version
 
-        unchanged = await api.get(f"/api/jobs/{job_id}", headers={"If-None-Match": tag})
-        assert unchanged.status_code == 304
-        assert unchanged.content == b""
-        assert unchanged.headers["etag"] == tag
+    await eventually(reached)
+    assert response is not None
+    return response
 
-        stale = await api.get(f"/api/jobs/{job_id}", headers={"If-None-Match": f'W/"{job_id}.2"'})
-        assert stale.status_code == 200
-    assert asked[0] == GetJob(job_id=uuid.UUID(job_id), user_id="alice")
+
+async def test_a_read_answers_the_job_stores_view_with_an_etag(
+    job_store: ServiceProcess, api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+) -> None:
+    job_id = await admitted_and_stored(
+        api, nats_client, subjects, type="video_outline", input={"topic": "tides"}
+    )
+    job = uuid.UUID(job_id)
+    now = datetime.now(UTC)
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    await publisher.publish(JobSubmitted(job_id=job, occurred_at=now, prediction_id="p-123"))
+    await publisher.publish(
+        JobStarted(job_id=job, occurred_at=now, prediction_id="p-123", webhook_id="w-1")
+    )
+
+    response = await at_version(api, job_id, 3)
+    body = response.json()
+    assert (body["jobId"], body["type"], body["status"]) == (job_id, "video_outline", "processing")
+    assert (body["input"], body["output"], body["predictionId"]) == (
+        {"topic": "tides"},
+        None,
+        "p-123",
+    )
+    tag = response.headers["etag"]
+    assert tag == f'W/"{job_id}.3"'
+
+    unchanged = await api.get(f"/api/jobs/{job_id}", headers={"If-None-Match": tag})
+    assert unchanged.status_code == 304
+    assert unchanged.content == b""
+    assert unchanged.headers["etag"] == tag
+    stale = await api.get(f"/api/jobs/{job_id}", headers={"If-None-Match": f'W/"{job_id}.2"'})
+    assert (stale.status_code, stale.headers["etag"]) == (200, tag)
+
+
+async def test_a_new_version_has_a_new_etag_and_a_finished_job_stays_304(
+    job_store: ServiceProcess, api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+) -> None:
+    job_id = await admitted_and_stored(api, nats_client, subjects)
+    job = uuid.UUID(job_id)
+    pending = (await at_version(api, job_id, 1)).headers["etag"]
+    assert pending == f'W/"{job_id}.1"'
+    assert (
+        await api.get(f"/api/jobs/{job_id}", headers={"If-None-Match": pending})
+    ).status_code == 304
+
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    now = datetime.now(UTC)
+    await publisher.publish(JobSubmitted(job_id=job, occurred_at=now, prediction_id="p-1"))
+    submitted = await at_version(api, job_id, 2)
+    # The old tag no longer matches: the new version is sent whole, with its own tag.
+    changed = await api.get(f"/api/jobs/{job_id}", headers={"If-None-Match": pending})
+    assert changed.status_code == 200
+    assert changed.json()["version"] == 2
+    assert changed.headers["etag"] == submitted.headers["etag"] == f'W/"{job_id}.2"'
+
+    await publisher.publish(
+        JobCompleted(
+            job_id=job,
+            occurred_at=now,
+            prediction_id="p-1",
+            prediction_status="succeeded",
+            output="An outline",
+        )
+    )
+    finished = await at_version(api, job_id, 3)
+    assert (finished.json()["status"], finished.json()["output"]) == ("succeeded", "An outline")
+    done = finished.headers["etag"]
+    assert done == f'W/"{job_id}.3"'
+    # A finished job is answered from the gateway's cache, the same with or without the store.
+    assert await asyncio.to_thread(job_store.terminate) == 0, job_store.log
+    for _ in range(2):
+        cached = await api.get(f"/api/jobs/{job_id}", headers={"If-None-Match": done})
+        assert (cached.status_code, cached.content, cached.headers["etag"]) == (304, b"", done)
+    again = await api.get(
+        f"/api/jobs/{job_id}", headers={"If-None-Match": submitted.headers["etag"]}
+    )
+    assert (again.status_code, again.json()["output"]) == (200, "An outline")
 
 
 async def test_another_users_job_is_not_found(
     gateway: RunningGateway,
+    job_store: ServiceProcess,
     api: httpx.AsyncClient,
     nats_client: NATS,
     subjects: Subjects,
 ) -> None:
-    created = await api.post("/api/jobs", json={"type": "video_outline", "input": {"topic": "t"}})
-    job_id = created.json()["jobId"]
-
-    # The job-store knows no job of bob's; the stream's request is alice's.
-    async with (
-        job_store_double(nats_client, subjects, lambda _: msgspec.json.encode(JobReply(job=None))),
-        httpx.AsyncClient(base_url=gateway.url, headers=bearer("bob")) as bob,
-    ):
+    job_id = await admitted_and_stored(api, nats_client, subjects)
+    async with httpx.AsyncClient(base_url=gateway.url, headers=bearer("bob")) as bob:
+        # Alice's job, known to the job-store, and a job nobody has, look alike to bob.
         assert_problem(await bob.get(f"/api/jobs/{job_id}"), 404, "not-found")
         assert_problem(await bob.get(f"/api/jobs/{random_job_id()}"), 404, "not-found")
-        # The owner still sees it, while the job-store has not consumed it yet.
-        mine = await api.get(f"/api/jobs/{job_id}")
-        assert (mine.status_code, mine.json()["status"]) == (200, "pending")
+    mine = await api.get(f"/api/jobs/{job_id}")
+    assert (mine.status_code, mine.json()["status"]) == (200, "pending")
 
 
 async def test_a_job_store_answering_nonsense_or_an_error_is_unavailable(
     api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
 ) -> None:
+    # The double: the real job-store cannot be made to answer nonsense or fail on cue.
     async with job_store_double(nats_client, subjects, lambda _: b'{"oops": true'):
         response = await api.get(f"/api/jobs/{random_job_id()}")
     assert_problem(response, 503, "unavailable")
@@ -480,6 +563,7 @@ async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(
     # scheduler stalling this test or the gateway for most of 2 s turns the 200 into a 503;
     # there is no setting to lengthen that timeout for a test.
     release = asyncio.Event()
+    # The double: the real job-store cannot be made to hold an answer until told to.
     async with (
         job_store_double(nats_client, subjects, answer, gate=release) as asked,
         httpx.AsyncClient(base_url=gateway.url, headers=bearer("alice")) as http,

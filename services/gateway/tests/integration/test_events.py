@@ -307,6 +307,7 @@ async def test_a_get_of_a_job_whose_output_is_too_large_is_413_naming_its_size(
     def answer(request: GetJob) -> bytes:
         return msgspec.json.encode({"job": job, "outputOmitted": True, "outputBytes": 9_000_000})
 
+    # The double: it claims a 9 MB output without one being produced and stored for the test.
     async with job_store_double(nats_client, subjects, answer):
         response = await http.get(f"/api/jobs/{job_id}", headers=bearer("alice"))
     assert response.status_code == 413

@@ -143,6 +143,8 @@ async def test_a_finished_job_is_read_once_from_the_job_store(
         return msgspec.json.encode(JobReply(job=view if request.user_id == "alice" else None))
 
     with gateway_with(gateway_env, tmp_path / "gateway.log") as url:
+        # The double: the test counts what the job-store was asked, which the real one does not
+        # record per request.
         async with (
             job_store_double(nats_client, subjects, answer) as asked,
             httpx.AsyncClient(base_url=url, headers=bearer("alice")) as api,

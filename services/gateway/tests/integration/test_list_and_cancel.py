@@ -135,6 +135,7 @@ async def test_a_list_without_the_job_store_or_with_it_failing_is_503(
     assert_problem(response, 503, "unavailable")
     assert int(response.headers["retry-after"]) > 0
     for code in (503, 422):
+        # The double: the real job-store cannot be made to refuse a valid list on cue.
         async with job_store_list_double(nats_client, subjects, refusing(code)):
             response = await api.get("/api/jobs")
         assert_problem(response, 503, "unavailable")
@@ -268,6 +269,8 @@ async def test_a_cancel_that_cannot_be_stored_or_read_is_503(
     js = nats_client.jetstream()
     await js.delete_stream(jobs_stream_ready.name)
     try:
+        # The double: it answers with the stream deleted, which the real job-store (consuming
+        # that stream) does not survive as a service to ask.
         async with job_store_double(nats_client, subjects, lambda _: reply):
             response = await api.post(f"/api/jobs/{job_id}/cancel")
         assert_problem(response, 503, "unavailable")
