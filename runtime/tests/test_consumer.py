@@ -1,9 +1,7 @@
 """The consumer loop against a real NATS server with JetStream."""
 
 import asyncio
-import itertools
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -104,11 +102,12 @@ async def test_a_republished_event_is_dropped_by_its_message_id(
 async def test_a_failing_handlers_message_comes_back_after_its_delay(
     nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
 ) -> None:
-    attempts: list[float] = []
+    attempts: list[uuid.UUID] = []
+    first = JobSubmitted(job_id=uuid.uuid4(), occurred_at=datetime.now(UTC), prediction_id="p1")
 
     async def flaky(event: JobSubmitted) -> None:
-        attempts.append(time.monotonic())
-        if len(attempts) == 1:
+        attempts.append(event.job_id)
+        if attempts == [first.job_id]:
             raise ConnectionError("replicate unreachable")
 
     delays: list[int] = []
@@ -117,17 +116,31 @@ async def test_a_failing_handlers_message_comes_back_after_its_delay(
         delays.append(delivered)
         return 0.5
 
-    event = JobSubmitted(job_id=uuid.uuid4(), occurred_at=datetime.now(UTC), prediction_id="p1")
-    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    await publisher.publish(first)
     async with running(nats_client, jobs_stream_ready, subjects, {"submitted": flaky}, delay=delay):
-        await eventually(lambda: len(attempts) >= 2)
+        later = await publish_after_the_nak(nats_client, publisher, lambda: bool(delays))
+        await eventually(lambda: len(attempts) >= 3)
         await eventually(lambda: _settled(nats_client, jobs_stream_ready))
-    assert len(attempts) == 2
+    # Nak'ed with a delay, not redelivered at once: by order, not by a clock. The nak reached
+    # the server before `later` was published, so a redelivery at once would come first.
+    assert attempts == [first.job_id, later.job_id, first.job_id]
     assert delays == [1]
-    assert attempts[1] - attempts[0] >= 0.45  # nak'ed with a delay, not redelivered at once
     pending, ack_pending, redelivered = await consumer_state(nats_client, jobs_stream_ready)
     assert (pending, ack_pending) == (0, 0)
     assert redelivered == 0  # counted while outstanding; zero once acked
+
+
+async def publish_after_the_nak(
+    nc: NATS, publisher: EventPublisher, naked: Callable[[], bool]
+) -> JobSubmitted:
+    """Once `naked()` holds (the loop chose its delay and sends the nak next, on this same
+    connection), a flush so the server has the nak, then one more event; returns it."""
+    await eventually(naked)
+    await nc.flush()
+    event = JobSubmitted(job_id=uuid.uuid4(), occurred_at=datetime.now(UTC), prediction_id="p2")
+    await publisher.publish(event)
+    return event
 
 
 async def _settled(nc: NATS, stream: StreamSpec) -> bool:
@@ -188,22 +201,32 @@ async def test_a_handler_can_ask_to_be_retried_shortly_without_failing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="jobs_runtime.consumer")
-    attempts: list[float] = []
+    attempts: list[uuid.UUID] = []
+    event = JobSubmitted(job_id=uuid.uuid4(), occurred_at=datetime.now(UTC), prediction_id="p1")
 
-    async def early(event: JobSubmitted) -> None:
-        attempts.append(time.monotonic())
-        if len(attempts) < 3:
+    async def early(handled: JobSubmitted) -> None:
+        attempts.append(handled.job_id)
+        if handled.job_id == event.job_id and attempts.count(event.job_id) < 3:
             raise RetryLater("its job is not known yet", delay_s=0.3, quick_attempts=5)
 
-    event = JobSubmitted(job_id=uuid.uuid4(), occurred_at=datetime.now(UTC), prediction_id="p1")
-    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+    def deferrals() -> int:
+        return sum(r.getMessage().startswith("not yet") for r in caplog.records)
+
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    await publisher.publish(event)
     # The loop's own backoff would wait a minute: only the handler's 0.3 s can pass this test.
     async with running(
         nats_client, jobs_stream_ready, subjects, {"submitted": early}, delay=lambda _: 60.0
     ):
-        await eventually(lambda: len(attempts) >= 3)
+        # After each deferral one more event: handled before the deferred one comes back,
+        # which it would not be if the nak carried no delay (by order, not by a clock).
+        later = [await publish_after_the_nak(nats_client, publisher, lambda: deferrals() >= 1)]
+        await eventually(lambda: attempts.count(event.job_id) >= 2)
+        later.append(await publish_after_the_nak(nats_client, publisher, lambda: deferrals() >= 2))
+        await eventually(lambda: attempts.count(event.job_id) >= 3)
         await eventually(lambda: _settled(nats_client, jobs_stream_ready))
-    assert all(b - a >= 0.25 for a, b in itertools.pairwise(attempts))
+    first, second = (e.job_id for e in later)
+    assert attempts == [event.job_id, first, event.job_id, second, event.job_id]
     waits = [r for r in caplog.records if r.getMessage().startswith("not yet")]
     assert len(waits) == 2
     assert all(r.exc_info is None and r.levelname == "INFO" for r in waits)

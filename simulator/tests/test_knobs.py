@@ -9,6 +9,7 @@ from collections import Counter
 import httpx
 
 from jobs_testkit.receiver import Received, Receiver
+from jobs_testkit.waiting import eventually
 
 from .calls import (
     audit,
@@ -369,12 +370,20 @@ async def test_held_webhooks_wait_and_then_go_in_creation_order(
     created = [await create(simulator, hook(receiver, job), ["completed"]) for job in jobs]
     shown = await finals(simulator, [p["id"] for p in created])
     assert {p["status"] for p in shown} == {"succeeded"}
-    await asyncio.sleep(1.0)
-    assert receiver.received == []
-    assert (await simulator.http.get("/healthz")).json()["webhooksQueued"] == len(jobs)
+
+    # Every final webhook made, and none sent: by the simulator's own account rather than by
+    # watching a second pass. A send is recorded in the audit before it goes out, and an idle
+    # sender takes a queued webhook on the loop's next turn, well before these reads end.
+    async def all_made() -> bool:
+        health = (await simulator.http.get("/healthz")).json()
+        return bool(health["webhooksQueued"] == len(jobs))
+
+    await eventually(all_made)
     for job in jobs:
         (record,) = await audit(simulator, job)
         assert record["deliveries"] == []
+    assert receiver.received == []
+    assert (await simulator.http.get("/healthz")).json()["webhooksQueued"] == len(jobs)
 
     await simulator.configure(holdWebhooks=False)
     await receiver.wait_for(len(jobs))

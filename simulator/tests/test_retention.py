@@ -1,7 +1,6 @@
 """Bounded memory: data removed an hour after a prediction ends, the record forgotten after two."""
 
-import asyncio
-
+from jobs_testkit.waiting import eventually
 from replicate_sim.engine import Simulator
 
 from .conftest import settings
@@ -36,7 +35,7 @@ async def test_tens_of_thousands_of_predictions_leave_nothing_behind() -> None:
     sim = Simulator(settings(), clock=clock)
     sim.configure({"latencyS": 0})
     ids = [create(sim) for _ in range(20_000)]
-    await asyncio.sleep(0.05)  # the end timers fire
+    await eventually(lambda: sim.running == 0)  # the end timers fired
     assert sim.size == 20_000
 
     clock.now += RETENTION_S + 1
@@ -67,7 +66,7 @@ async def test_running_predictions_are_kept_and_the_audit_forgets_with_them() ->
     done = create(sim, job="j-done")
     sim.configure({"latencyS": 3 * RETENTION_S})
     running = create(sim, job="j-running")
-    await asyncio.sleep(0.05)
+    await eventually(lambda: sim.running == 1)  # the first one's end timer fired
 
     clock.now += 2 * RETENTION_S + 1
     sim.sweep()

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from jobs_testkit.stack import SERVICES, Stack
+from jobs_testkit.waiting import eventually
 
 
 async def job_until(
@@ -144,7 +145,20 @@ async def test_every_service_stops_cleanly_mid_flight_and_the_jobs_still_finish(
     )
     assert codes == dict.fromkeys(reversed(SERVICES), 0)
     # Down for longer than the predictions take: their final webhooks fail and are retried.
-    await asyncio.sleep(3)
+    # Waited on, not slept: every prediction created before the stop has ended and its final
+    # webhook has been sent (to a stopped webhook-ingest, unless it ended during the stop).
+
+    async def predictions_ended() -> bool:
+        for job_id in jobs:
+            for prediction in await audit(simulator, job_id):
+                events = {d["event"] for d in prediction["deliveries"]}
+                if prediction["status"] not in ("succeeded", "failed", "canceled"):
+                    return False
+                if "completed" not in events:
+                    return False
+        return True
+
+    await eventually(predictions_ended, within=30)
     for name in SERVICES:
         await asyncio.to_thread(stack.start_service, name)
     for job_id in jobs:

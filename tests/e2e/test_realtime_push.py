@@ -68,7 +68,8 @@ async def test_the_user_stream_sees_a_job_created_after_it_opened(
     await simulator.put("/_sim/config", json={"latencyS": 1})
     async with gateway.stream("GET", "/api/events", timeout=30) as response:
         assert response.status_code == 200
-        await asyncio.sleep(0.3)  # the stream is open and subscribed
+        # No wait: the route enters `hub.watch_user` before it answers, so the `200` means it
+        # is subscribed (a job it missed would never reach `succeeded` here, and time out).
         created = await gateway.post(
             "/api/jobs", json={"type": "title_generation", "input": {"topic": "x"}}
         )

@@ -120,9 +120,15 @@ test("waitForJob gives up after timeoutMs and closes its stream", async () => {
   const { fetch: recorded, requests } = recordingFetch();
   const jobs = client({ fetch: recorded });
   const { jobId } = await jobs.createJob("title_generation", { topic: "slow" });
-  const started = Date.now();
-  await assert.rejects(jobs.waitForJob(jobId, { timeoutMs: 400 }), WaitTimeoutError);
-  assert.ok(Date.now() - started < 5000);
+  await assert.rejects(jobs.waitForJob(jobId, { timeoutMs: 400 }), (error) => {
+    assert.ok(error instanceof WaitTimeoutError);
+    assert.match(error.message, /after 400 ms/);
+    return true;
+  });
+  // Gave up on its own timer, not when the job ended: by order, not by a clock (the job takes
+  // 30 s; a wait that ignored `timeoutMs` would resolve with it, and fail the line above).
+  const still = await jobs.getJob(jobId);
+  assert.ok(!["succeeded", "failed", "canceled"].includes(still.status), still.status);
   assert.ok(requests.length >= 1);
   assert.ok(requests.every((r) => !r.open), "the stream was closed");
   await jobs.cancelJob(jobId);

@@ -192,7 +192,8 @@ async def test_last_event_id_skips_what_the_client_has_and_a_final_one_is_204(
             "GET", f"/api/jobs/{running}/events", headers={**auth, "Last-Event-ID": "2"}
         ) as response:
             stream = events(response)
-            await asyncio.sleep(0.2)  # the gateway is subscribed once the answer started
+            # No wait: the route enters `hub.watch_job` before it answers, so these headers
+            # mean it is subscribed (a change missed in between would time out below).
             await announce(nats_client, subjects, view(running, 3, "canceled"))
             event = await next_event(stream)
             # Version 2 was not sent again: the first event is the change.

@@ -24,6 +24,7 @@ from gateway.handlers import (
 from gateway.limits import LimitExceeded
 from gateway.ports import IdempotencyRecord, StoredRecord, Unavailable
 from jobs_proto.events import JobEvent, JobRequested
+from jobs_testkit.waiting import eventually
 
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 JOB = NewJob(job_type="title_generation", input={"topic": "tides"})
@@ -46,6 +47,7 @@ class FakeKeys:
     records: dict[str, StoredRecord] = field(default_factory=dict)
     revision: int = 0
     down: bool = False
+    gets: int = 0  # reads so far: a test waits on them instead of sleeping
 
     def _check(self) -> None:
         if self.down:
@@ -53,6 +55,7 @@ class FakeKeys:
 
     async def get(self, slot: str) -> StoredRecord | None:
         self._check()
+        self.gets += 1
         return self.records.get(slot)
 
     async def create(self, slot: str, record: IdempotencyRecord) -> int | None:
@@ -209,7 +212,9 @@ async def test_concurrent_requests_with_one_key_publish_one_job() -> None:
     gate = asyncio.Event()
     bus, keys = FakeBus(gate=gate), FakeKeys()
     requests = [asyncio.create_task(admit(bus, keys)) for _ in range(5)]
-    await asyncio.sleep(0.05)
+    # All five in flight before the publish may finish: the first holds the key at the gate,
+    # the others have read it (tasks take their first step in the order they were created).
+    await eventually(lambda: keys.gets >= 5)
     gate.set()
     answers = await asyncio.gather(*requests)
     assert len({job_id for job_id, _ in answers}) == 1
@@ -221,7 +226,7 @@ async def test_a_request_still_in_progress_after_the_wait_is_a_conflict() -> Non
     gate = asyncio.Event()
     bus, keys = FakeBus(gate=gate), FakeKeys()
     first = asyncio.create_task(admit(bus, keys))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: SLOT in keys.records)  # the first holds the key at the gate
     with pytest.raises(KeyInProgress):
         await admit(bus, keys, policy=IdempotencyPolicy(wait_s=0.05, poll_s=0.01))
     gate.set()

@@ -29,7 +29,7 @@ from jobs_proto.api import (
     StuckJobs,
 )
 from jobs_proto.events import JobCompleted, JobRequested, JobStarted, JobSubmitted
-from jobs_proto.stream import StreamSpec
+from jobs_proto.stream import StreamSpec, job_store_consumer
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
 from jobs_runtime.results import result_store, store_result
@@ -89,6 +89,29 @@ async def _ready(process: ServiceProcess) -> None:
     await eventually(postgres_checked, within=15.0)
 
 
+async def _all_announced(
+    nc: NATS, stream: StreamSpec, subjects: Subjects, announced: list[JobChanged]
+) -> None:
+    """Until every announcement the job-store will make for the events so far is in
+    `announced`, by barriers rather than a pause: its consumer has acked everything (it
+    announces before it acks, on one connection), then a marker published after that arrives
+    behind any announcement already sent; the marker is taken off again."""
+
+    async def all_acked() -> bool:
+        durable = job_store_consumer(subjects).durable
+        info = await nc.jetstream().consumer_info(stream.name, durable)
+        return (info.num_pending, info.num_ack_pending) == (0, 0)
+
+    await eventually(all_acked)
+    last = announced[-1]
+    marker = msgspec.structs.replace(
+        last, job=msgspec.structs.replace(last.job, job_id=uuid.uuid4())
+    )
+    await nc.publish(subjects.job_change(marker.job.job_id), msgspec.json.encode(marker))
+    await eventually(lambda: bool(announced) and announced[-1] == marker)
+    announced.pop()
+
+
 def _admin(process: ServiceProcess, path: str) -> str:
     return f"http://127.0.0.1:{process.env['ADMIN_PORT']}{path}"
 
@@ -101,6 +124,7 @@ async def _get(nc: NATS, subjects: Subjects, job_id: uuid.UUID, user: str = OWNE
 
 async def test_it_records_a_run_answers_reads_and_announces_each_change(
     job_store: ServiceProcess,
+    jobs_stream_ready: StreamSpec,
     nats_client: NATS,
     subjects: Subjects,
     announced: list[JobChanged],
@@ -144,7 +168,7 @@ async def test_it_records_a_run_answers_reads_and_announces_each_change(
 
     # One announcement per change, in order, each the job's committed state.
     await eventually(lambda: len(announced) >= 4)
-    await asyncio.sleep(0.3)
+    await _all_announced(nats_client, jobs_stream_ready, subjects, announced)
     assert [(c.job.version, c.job.status) for c in announced] == [
         (1, "pending"),
         (2, "processing"),
@@ -187,7 +211,15 @@ async def test_an_event_ahead_of_its_request_is_applied_soon_after_it(
     job = uuid.uuid4()
     publisher = EventPublisher(nats_client.jetstream(), subjects)
     await publisher.publish(JobSubmitted(job_id=job, occurred_at=_now(), prediction_id="p-9"))
-    await asyncio.sleep(0.5)
+
+    def deferred() -> bool:
+        # Handled and put off ("not yet", its job unknown) before the request is published.
+        return any(
+            line.startswith("{") and '"msg":"not yet' in line and str(job) in line
+            for line in job_store.log.splitlines()
+        )
+
+    await eventually(deferred)
     await publisher.publish(
         JobRequested(
             job_id=job, occurred_at=_now(), user_id=OWNER, job_type="video_outline", input={}

@@ -387,7 +387,7 @@ async def test_a_nine_mib_result_is_stored_aside_and_named_by_the_event(
 async def _trickle() -> AsyncIterator[bytes]:
     for _ in range(20):
         yield b"{"
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.25)  # the behaviour under test: a client trickling its body
 
 
 def metric(text: str, reason: str) -> float:

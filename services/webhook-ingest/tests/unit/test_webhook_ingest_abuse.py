@@ -265,7 +265,7 @@ async def test_a_trickling_body_gets_408_and_the_connection_closed() -> None:
     async def trickle() -> AsyncIterator[bytes]:
         for _ in range(100):
             yield b"{"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the behaviour under test: a client trickling its body
 
     before = refusals("read_timeout")
     async with client(app(IngressLimits(read_timeout_s=0.2, max_large_bodies=1))) as http:
