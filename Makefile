@@ -15,7 +15,7 @@ TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests $(wil
 .PHONY: help uv sync prerequisites lint typecheck schema nats-users dev-secrets deploy-check test check-fresh run bench chaos clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -59,7 +59,7 @@ PYTEST_WORKERS ?= 2
 test: prerequisites lint typecheck ## the whole suite (deploy/tests included) against real, throwaway NATS and Postgres
 	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=20
 
-check-fresh: ## a fresh clone with no .venv, .tools or prerequisites on PATH gets them all from `make prerequisites`
+check-fresh: sync ## a fresh clone with no .venv, .tools or prerequisites on PATH gets them all from `make prerequisites`
 	$(RUN) pytest tests/setup -q
 
 run: sync ## the whole system locally: NATS, Postgres, the simulator and the four services
