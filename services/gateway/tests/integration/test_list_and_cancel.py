@@ -1,9 +1,10 @@
 """`GET /api/jobs` and `POST /api/jobs/{jobId}/cancel` of the gateway as a process over real
-NATS, with a stand-in for the job-store where one is needed: every status each answers, what
-reaches the job-store and what reaches the stream."""
+NATS and the real job-store, with a stand-in for the job-store only for what the real one
+cannot do: every status each answers, what reaches the job-store and what reaches the stream."""
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,13 +12,23 @@ import httpx
 import msgspec
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
-from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, JobView, ListJobs
-from jobs_proto.events import JobCancelRequested, decode_event
+from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
+from jobs_proto.events import (
+    JobCancelRequested,
+    JobEvent,
+    JobSubmitted,
+    decode_event,
+    encode_event,
+)
 from jobs_proto.status import JobStatus
 from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
-from jobs_runtime.bus import ensure_stream
+from jobs_runtime.bus import EventPublisher, ensure_stream
+from jobs_testkit import events
+from jobs_testkit.processes import ServiceProcess
+from jobs_testkit.waiting import eventually
 
 from .conftest import (
     RunningGateway,
@@ -25,8 +36,9 @@ from .conftest import (
     job_store_double,
     job_store_list_double,
     random_job_id,
+    requested_in_stream,
 )
-from .test_api import assert_problem, stored_view
+from .test_api import assert_problem, at_version, stored_view
 
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -37,68 +49,121 @@ async def api(gateway: RunningGateway) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def summary(job_id: str, minutes: int, status: JobStatus = "processing") -> JobSummary:
-    return JobSummary(
-        job_id=uuid.UUID(job_id),
-        type="video_outline",
-        status=status,
-        version=2,
-        error=None,
-        prediction_id=None,
-        created_at=AT + timedelta(minutes=minutes),
-        updated_at=AT + timedelta(minutes=minutes),
-        completed_at=None,
-    )
-
-
 def refusing(code: int) -> Callable[[ListJobs], int]:
     """A job-store `list` answering every request with the error `code`."""
     return lambda _: code
+
+
+async def admitted(
+    client: httpx.AsyncClient,
+    nats_client: NATS,
+    subjects: Subjects,
+    user: str = "alice",
+    job_type: str = "video_outline",
+) -> uuid.UUID:
+    """A job admitted through the gateway for `user`, once the real job-store has stored it
+    (asked directly: the gateway answers a pending job from the stream before that)."""
+    created = await client.post("/api/jobs", json={"type": job_type, "input": {"topic": "t"}})
+    assert created.status_code == 202, created.text
+    job_id = uuid.UUID(created.json()["jobId"])
+    request = msgspec.json.encode(GetJob(job_id=job_id, user_id=user))
+
+    async def stored() -> bool:
+        reply = await nats_client.request(subjects.get_job, request, timeout=2)
+        return msgspec.json.decode(reply.data, type=JobReply).job is not None
+
+    await eventually(stored)
+    return job_id
+
+
+@asynccontextmanager
+async def lists_asked(nats_client: NATS, subjects: Subjects) -> AsyncIterator[list[ListJobs]]:
+    """What the gateway asks the job-store's `list`, overheard: this never answers, the real
+    job-store alone does."""
+    asked: list[ListJobs] = []
+
+    async def overhear(msg: Msg) -> None:
+        asked.append(msgspec.json.decode(msg.data, type=ListJobs))
+
+    subscription = await nats_client.subscribe(subjects.list_jobs, cb=overhear)
+    await nats_client.flush()
+    try:
+        yield asked
+    finally:
+        await subscription.unsubscribe()
 
 
 # --- GET /api/jobs ------------------------------------------------------------------------------
 
 
 async def test_a_list_is_the_job_stores_page_in_camel_case(
-    api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+    job_store: ServiceProcess,
+    gateway: RunningGateway,
+    api: httpx.AsyncClient,
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
 ) -> None:
-    newer, older = random_job_id(), random_job_id()
-    page = JobPage(items=[summary(newer, 2), summary(older, 1)], next_cursor="c2")
-    async with job_store_list_double(nats_client, subjects, lambda _: page) as asked:
-        response = await api.get(
-            "/api/jobs",
-            params=[
-                ("limit", "2"),
-                ("status", "processing"),
-                ("status", "pending"),
-                ("type", "video_outline"),
-            ],
+    pending = await admitted(api, nats_client, subjects)  # the oldest
+    older = await admitted(api, nats_client, subjects)
+    newer = await admitted(api, nats_client, subjects)
+    finished = await admitted(api, nats_client, subjects)  # left out by the status filter
+    titles = await admitted(api, nats_client, subjects, job_type="title_generation")
+    async with httpx.AsyncClient(base_url=gateway.url, headers=bearer("bob")) as bob:
+        await admitted(bob, nats_client, subjects, user="bob")  # never in alice's list
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    for job, minutes in ((older, 1), (newer, 2), (finished, 3)):
+        await publisher.publish(
+            JobSubmitted(
+                job_id=job, occurred_at=AT + timedelta(minutes=minutes), prediction_id=f"p-{job}"
+            )
         )
+    await publisher.publish(events.completed(finished, prediction=f"p-{finished}"))
+    for job, version in ((older, 2), (newer, 2), (finished, 3)):
+        await at_version(api, str(job), version)
+
+    filters = [("status", "processing"), ("status", "pending"), ("type", "video_outline")]
+    async with lists_asked(nats_client, subjects) as asked:
+        response = await api.get("/api/jobs", params=[("limit", "2"), *filters])
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
-        assert body["nextCursor"] == "c2"
-        assert [item["jobId"] for item in body["items"]] == [newer, older]
+        cursor = body["nextCursor"]
+        assert isinstance(cursor, str)
+        assert cursor
+        assert [item["jobId"] for item in body["items"]] == [str(newer), str(older)]
+        requested = await requested_in_stream(nats_client, jobs_stream_ready, subjects, str(newer))
         assert body["items"][0] == {
-            "jobId": newer,
+            "jobId": str(newer),
             "type": "video_outline",
             "status": "processing",
             "version": 2,
             "error": None,
-            "predictionId": None,
-            "createdAt": "2030-01-02T03:06:05Z",
+            "predictionId": f"p-{newer}",
+            "createdAt": msgspec.to_builtins(requested.occurred_at),
             "updatedAt": "2030-01-02T03:06:05Z",
             "completedAt": None,
         }
-        # The next page: the cursor goes back as it came, defaults fill the rest.
-        assert (await api.get("/api/jobs", params={"cursor": "c2"})).status_code == 200
+        # The next page: the cursor goes back as it came (with its filters), the limit defaults.
+        rest = await api.get("/api/jobs", params=[("cursor", cursor), *filters])
+        assert rest.status_code == 200, rest.text
+        assert rest.json()["nextCursor"] is None
+        assert [(i["jobId"], i["status"]) for i in rest.json()["items"]] == [
+            (str(pending), "pending")
+        ]
+        # No parameters: defaults fill the rest, all of alice's jobs and none of bob's.
+        everything = await api.get("/api/jobs")
+        assert everything.status_code == 200, everything.text
+        assert everything.json()["nextCursor"] is None
+        assert [i["jobId"] for i in everything.json()["items"]] == [
+            str(job) for job in (titles, finished, newer, older, pending)
+        ]
+        await eventually(lambda: len(asked) == 3)
+    statuses: list[JobStatus] = ["processing", "pending"]
+    types = ["video_outline"]
     assert asked == [
-        ListJobs(
-            user_id="alice",
-            limit=2,
-            statuses=["processing", "pending"],
-            types=["video_outline"],
-        ),
-        ListJobs(user_id="alice", limit=50, cursor="c2"),
+        ListJobs(user_id="alice", limit=2, statuses=statuses, types=types),
+        ListJobs(user_id="alice", limit=50, cursor=cursor, statuses=statuses, types=types),
+        ListJobs(user_id="alice", limit=50),
     ]
 
 
@@ -106,6 +171,7 @@ async def test_bad_parameters_are_422_naming_each_before_the_job_store_is_asked(
     api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
 ) -> None:
     empty = JobPage(items=[], next_cursor=None)
+    # The double: its record of requests proves the job-store is never asked, even once.
     async with job_store_list_double(nats_client, subjects, lambda _: empty) as asked:
         for query, named in [
             ("limit=0", ["limit"]),
@@ -121,11 +187,19 @@ async def test_bad_parameters_are_422_naming_each_before_the_job_store_is_asked(
 
 
 async def test_a_cursor_the_job_store_refuses_is_400(
-    api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+    job_store: ServiceProcess, api: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
 ) -> None:
-    async with job_store_list_double(nats_client, subjects, refusing(400)):
-        body = assert_problem(await api.get("/api/jobs?cursor=zzz"), 400, "invalid-cursor")
+    body = assert_problem(await api.get("/api/jobs?cursor=zzz"), 400, "invalid-cursor")
     assert "cursor" in body["detail"]
+    # A real cursor is refused as well once the filters it was made for change.
+    for _ in range(2):
+        await admitted(api, nats_client, subjects)
+    page = await api.get("/api/jobs", params={"limit": "1"})
+    assert page.status_code == 200, page.text
+    cursor = page.json()["nextCursor"]
+    assert (await api.get("/api/jobs", params={"cursor": cursor})).status_code == 200
+    other = await api.get("/api/jobs", params={"cursor": cursor, "status": "pending"})
+    assert "cursor" in assert_problem(other, 400, "invalid-cursor")["detail"]
 
 
 async def test_a_list_without_the_job_store_or_with_it_failing_is_503(
@@ -162,33 +236,29 @@ async def cancel_requests(
 
 
 async def test_a_running_job_is_asked_to_cancel_once_however_often_asked(
+    job_store: ServiceProcess,
     api: httpx.AsyncClient,
     nats_client: NATS,
     jobs_stream_ready: StreamSpec,
     subjects: Subjects,
 ) -> None:
-    job_id = random_job_id()
-    view = stored_view(job_id)  # processing
+    job = await admitted(api, nats_client, subjects)
+    job_id = str(job)
+    await EventPublisher(nats_client.jetstream(), subjects).publish(events.submitted(job))
+    view = (await at_version(api, job_id, 2)).json()
+    assert view["status"] == "processing"
 
-    def answer(request: GetJob) -> bytes:
-        return msgspec.json.encode(JobReply(job=view if request.user_id == "alice" else None))
+    first = await api.post(f"/api/jobs/{job_id}/cancel")
+    assert first.status_code == 202, first.text
+    assert first.json() == view
+    assert first.headers["location"] == f"/api/jobs/{job_id}"
+    seq, event, msg_id = await cancel_requests(nats_client, jobs_stream_ready, subjects, job_id)
+    assert (event.job_id, event.user_id, msg_id) == (job, "alice", f"cancel:{job_id}")
 
-    async with job_store_double(nats_client, subjects, answer):
-        first = await api.post(f"/api/jobs/{job_id}/cancel")
-        assert first.status_code == 202, first.text
-        assert first.json() == msgspec.to_builtins(view)
-        assert first.headers["location"] == f"/api/jobs/{job_id}"
-        seq, event, msg_id = await cancel_requests(nats_client, jobs_stream_ready, subjects, job_id)
-        assert (event.job_id, event.user_id, msg_id) == (
-            uuid.UUID(job_id),
-            "alice",
-            f"cancel:{job_id}",
-        )
-
-        again = await api.post(f"/api/jobs/{job_id}/cancel")
-        assert again.status_code == 202, again.text
-        # Deduplicated by its message id: still the one request.
-        assert (await cancel_requests(nats_client, jobs_stream_ready, subjects, job_id))[0] == seq
+    again = await api.post(f"/api/jobs/{job_id}/cancel")
+    assert again.status_code == 202, again.text
+    # Deduplicated by its message id: still the one request.
+    assert (await cancel_requests(nats_client, jobs_stream_ready, subjects, job_id))[0] == seq
 
 
 async def test_a_job_fresh_from_admission_is_canceled_from_the_stream(
@@ -211,6 +281,7 @@ async def test_a_job_fresh_from_admission_is_canceled_from_the_stream(
     ("status", "answer"), [("canceled", 202), ("succeeded", 409), ("failed", 409)]
 )
 async def test_a_terminal_job_is_not_asked_again(
+    job_store: ServiceProcess,
     api: httpx.AsyncClient,
     nats_client: NATS,
     jobs_stream_ready: StreamSpec,
@@ -218,37 +289,51 @@ async def test_a_terminal_job_is_not_asked_again(
     status: JobStatus,
     answer: int,
 ) -> None:
-    job_id = random_job_id()
-    view: JobView = stored_view(job_id, status=status, completed_at=AT)
-    reply = msgspec.json.encode(JobReply(job=view))
-    async with job_store_double(nats_client, subjects, lambda _: reply):
-        response = await api.post(f"/api/jobs/{job_id}/cancel")
+    job = await admitted(api, nats_client, subjects)
+    job_id = str(job)
+    js = nats_client.jetstream()
+    publisher = EventPublisher(js, subjects)
+    if status == "canceled":
+        ended: list[JobEvent] = []
+        cancel = events.cancel(job, user="alice")
+        # Under its own message id: the gateway's `cancel:<jobId>` must not be dropped as its
+        # duplicate, or the count of messages below could not see it.
+        await js.publish(
+            subjects.event(cancel), encode_event(cancel), headers={"Nats-Msg-Id": f"t-{job}"}
+        )
+    elif status == "succeeded":
+        ended = [events.submitted(job), events.completed(job)]
+    else:
+        ended = [events.failed(job)]
+    for event in ended:
+        await publisher.publish(event)
+    stored = (await at_version(api, job_id, 3 if status == "succeeded" else 2)).json()
+    assert stored["status"] == status
+    before = (await js.stream_info(jobs_stream_ready.name)).state.messages
+
+    response = await api.post(f"/api/jobs/{job_id}/cancel")
     if answer == 202:
         assert response.status_code == 202, response.text
-        assert response.json()["status"] == "canceled"
+        assert response.json() == stored
     else:
         body = assert_problem(response, 409, "job-finished")
         assert status in body["detail"]
-    info = await nats_client.jetstream().stream_info(jobs_stream_ready.name)
-    assert info.state.messages == 0  # nothing was published
+    info = await js.stream_info(jobs_stream_ready.name)
+    assert info.state.messages == before  # nothing was published
 
 
 async def test_unknown_foreign_and_malformed_jobs_are_404(
     gateway: RunningGateway,
+    job_store: ServiceProcess,
     api: httpx.AsyncClient,
     nats_client: NATS,
     subjects: Subjects,
 ) -> None:
-    created = await api.post("/api/jobs", json={"type": "video_outline", "input": {"topic": "t"}})
-    job_id = created.json()["jobId"]
-    null = msgspec.json.encode(JobReply(job=None))
-    async with (
-        job_store_double(nats_client, subjects, lambda _: null),
-        httpx.AsyncClient(base_url=gateway.url, headers=bearer("bob")) as bob,
-    ):
+    job_id = str(await admitted(api, nats_client, subjects))  # alice's, known to the job-store
+    async with httpx.AsyncClient(base_url=gateway.url, headers=bearer("bob")) as bob:
         assert_problem(await bob.post(f"/api/jobs/{job_id}/cancel"), 404, "not-found")
-        assert_problem(await api.post(f"/api/jobs/{random_job_id()}/cancel"), 404, "not-found")
-        assert_problem(await api.post("/api/jobs/not-a-uuid/cancel"), 404, "not-found")
+    assert_problem(await api.post(f"/api/jobs/{random_job_id()}/cancel"), 404, "not-found")
+    assert_problem(await api.post("/api/jobs/not-a-uuid/cancel"), 404, "not-found")
     async with httpx.AsyncClient(base_url=gateway.url) as anonymous:
         assert_problem(await anonymous.post(f"/api/jobs/{job_id}/cancel"), 401, "unauthorized")
 
