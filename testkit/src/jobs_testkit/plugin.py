@@ -25,12 +25,14 @@ from nats.aio.client import Client as NATS
 from jobs_proto.stream import StreamSpec, jobs_stream
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import ensure_stream
+from jobs_testkit.processes import ServiceProcess, command_path, until_serving
 from jobs_testkit.servers import (
     DockerNatsServer,
     DockerPostgresServer,
     NatsServer,
     PostgresServer,
     RestartableServer,
+    free_port,
 )
 
 Migrate = Callable[[str], None]
@@ -92,6 +94,30 @@ def postgres_url() -> Iterator[str]:
         server = DockerPostgresServer() if _use_docker() else PostgresServer(workdir)
         with server:
             yield server.dsn()
+
+
+@pytest.fixture
+async def job_store(
+    tmp_path: Path,
+    nats_url: str,
+    database_url: str,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+) -> AsyncIterator[ServiceProcess]:
+    """The real `job-store` command on this test's stream and prefix, over its own database
+    (a directory using it migrates with the job-store's `database_migrations`), serving once its
+    Postgres check answers; afterwards it must stop on SIGTERM with exit code 0."""
+    env = {
+        "NATS_URL": nats_url,
+        "DATABASE_URL": database_url,
+        "JOBS_STREAM": jobs_stream_ready.name,
+        "SUBJECT_PREFIX": subjects.prefix,
+        "ADMIN_PORT": str(free_port()),
+    }
+    with ServiceProcess([command_path("job-store")], env, tmp_path / "job-store.log") as process:
+        await until_serving(process, "postgres", within=20.0)
+        yield process
+        assert await asyncio.to_thread(process.terminate) == 0, process.log
 
 
 @pytest.fixture

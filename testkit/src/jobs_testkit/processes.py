@@ -13,6 +13,8 @@ from types import TracebackType
 
 import httpx
 
+from jobs_testkit.waiting import eventually
+
 
 def command_path(name: str) -> str:
     """An installed console command of this environment (`gateway`, `job-store`, ...)."""
@@ -96,3 +98,22 @@ class ServiceProcess:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+
+
+async def until_serving(process: ServiceProcess, check: str, within: float = 15.0) -> None:
+    """Until the process's `/readyz` answers 200 with its own `check` among the answers.
+
+    The runtime answers `/readyz` before a service has registered its checks, so a bare 200
+    can come before it serves (the job-store's `postgres`, say)."""
+    readyz = f"http://127.0.0.1:{process.env['ADMIN_PORT']}/readyz"
+
+    async def serving() -> bool:
+        assert process.process.poll() is None, process.log
+        try:
+            async with httpx.AsyncClient(timeout=1.0) as http:
+                response = await http.get(readyz)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200 and check in response.json()["checks"]
+
+    await eventually(serving, within=within)

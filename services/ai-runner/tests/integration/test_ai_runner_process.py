@@ -752,39 +752,6 @@ async def test_a_throttled_create_waits_as_long_as_replicate_says(
 # Reconciling, polling, deadlines, shared limits, orphans (with a real job-store) ----------------
 
 
-@pytest.fixture
-async def job_store(
-    tmp_path: Path,
-    nats_url: str,
-    database_url: str,
-    jobs_stream_ready: StreamSpec,
-    subjects: Subjects,
-) -> AsyncIterator[ServiceProcess]:
-    """The `job-store` process, whose stuck query the reconciler asks and whose reads say how
-    each job ended."""
-    admin_port = free_port()
-    env = {
-        "NATS_URL": nats_url,
-        "DATABASE_URL": database_url,
-        "JOBS_STREAM": jobs_stream_ready.name,
-        "SUBJECT_PREFIX": subjects.prefix,
-        "ADMIN_PORT": str(admin_port),
-    }
-    with ServiceProcess([command_path("job-store")], env, tmp_path / "job-store.log") as process:
-
-        async def serving() -> bool:
-            assert process.process.poll() is None, process.log
-            try:
-                async with httpx.AsyncClient(timeout=1.0) as http:
-                    response = await http.get(f"http://127.0.0.1:{admin_port}/readyz")
-            except httpx.HTTPError:
-                return False
-            return response.status_code == 200 and "postgres" in response.json()["checks"]
-
-        await eventually(serving, within=20.0)
-        yield process
-
-
 async def job_view(nc: NATS, subjects: Subjects, event: JobRequested) -> JobView | None:
     request = msgspec.json.encode(GetJob(job_id=event.job_id, user_id=event.user_id))
     reply = await nc.request(subjects.get_job, request, timeout=2)

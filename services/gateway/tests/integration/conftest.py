@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import msgspec
 import pytest
@@ -26,7 +25,6 @@ from jobs_proto.subjects import Subjects
 from jobs_testkit.plugin import Migrate
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import free_port
-from jobs_testkit.waiting import eventually
 
 SECRET = "gateway-integration-secret-0123456789abcdef"
 # Small, so the size tests send little; the default (64 KiB) is the setting's own.
@@ -80,42 +78,6 @@ def database_migrations() -> Migrate:
         asyncio.run(migrate_database(dsn))
 
     return migrate
-
-
-@pytest.fixture
-async def job_store(
-    tmp_path: Path,
-    nats_url: str,
-    database_url: str,
-    jobs_stream_ready: StreamSpec,
-    subjects: Subjects,
-) -> AsyncIterator[ServiceProcess]:
-    """The real `job-store` command on the gateway's stream and prefix, over this test's own
-    database; afterwards it must stop on SIGTERM with exit code 0."""
-    env = {
-        "NATS_URL": nats_url,
-        "DATABASE_URL": database_url,
-        "JOBS_STREAM": jobs_stream_ready.name,
-        "SUBJECT_PREFIX": subjects.prefix,
-        "ADMIN_PORT": str(free_port()),
-    }
-    readyz = f"http://127.0.0.1:{env['ADMIN_PORT']}/readyz"
-    with ServiceProcess([command_path("job-store")], env, tmp_path / "job-store.log") as process:
-
-        async def serving() -> bool:
-            # The runtime answers /readyz before the job-store registers its own check, so a
-            # bare 200 can come before it serves reads: ready once "postgres" is among them.
-            assert process.process.poll() is None, process.log
-            try:
-                async with httpx.AsyncClient(timeout=1.0) as http:
-                    response = await http.get(readyz)
-            except httpx.HTTPError:
-                return False
-            return response.status_code == 200 and "postgres" in response.json()["checks"]
-
-        await eventually(serving, within=15.0)
-        yield process
-        assert await asyncio.to_thread(process.terminate) == 0, process.log
 
 
 async def requested_in_stream(

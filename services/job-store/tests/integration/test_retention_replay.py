@@ -34,7 +34,7 @@ from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
 from jobs_runtime.results import result_store, store_result
-from jobs_testkit.processes import ServiceProcess, command_path
+from jobs_testkit.processes import ServiceProcess, command_path, until_serving
 from jobs_testkit.servers import PostgresServer, free_port
 from jobs_testkit.waiting import eventually
 
@@ -62,16 +62,7 @@ def _admin(process: ServiceProcess, path: str) -> str:
 
 
 async def _ready(process: ServiceProcess) -> None:
-    async def postgres_checked() -> bool:
-        assert process.process.poll() is None, process.log
-        try:
-            async with httpx.AsyncClient(timeout=1.0) as http:
-                response = await http.get(_admin(process, "/readyz"))
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200 and "postgres" in response.json()["checks"]
-
-    await eventually(postgres_checked, within=15.0)
+    await until_serving(process, "postgres")
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from jobs_proto.stream import StreamSpec, job_store_consumer
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
 from jobs_runtime.results import result_store, store_result
-from jobs_testkit.processes import ServiceProcess, command_path
+from jobs_testkit.processes import ServiceProcess, command_path, until_serving
 from jobs_testkit.servers import free_port
 from jobs_testkit.waiting import eventually
 
@@ -71,22 +71,7 @@ async def job_store(
 
 
 async def _ready(process: ServiceProcess) -> None:
-    """Until `/readyz` says yes with the job-store's own check among the answers.
-
-    The runtime answers `/readyz` before the service has registered its checks, so a bare 200
-    can come before the job-store is serving.
-    """
-
-    async def postgres_checked() -> bool:
-        assert process.process.poll() is None, process.log
-        try:
-            async with httpx.AsyncClient(timeout=1.0) as http:
-                response = await http.get(_admin(process, "/readyz"))
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200 and "postgres" in response.json()["checks"]
-
-    await eventually(postgres_checked, within=15.0)
+    await until_serving(process, "postgres")
 
 
 async def _all_announced(
