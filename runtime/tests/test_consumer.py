@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -288,3 +289,58 @@ async def test_pace_takes_only_what_it_allows_and_leaves_the_rest_in_the_stream(
         assert asked > 3
         allowed[0] = 100
         await eventually(lambda: len(seen) == 10)
+
+
+async def test_an_idle_consumer_asks_rarely_and_still_gets_the_next_message_at_once(
+    nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    seen: list[JobRequested] = []
+
+    async def handle(event: JobRequested) -> None:
+        seen.append(event)
+
+    requests: list[bytes] = []
+
+    async def count(msg: Msg) -> None:
+        requests.append(msg.data)
+
+    pulls = await nats_client.subscribe(
+        f"$JS.API.CONSUMER.MSG.NEXT.{jobs_stream_ready.name}.worker", cb=count
+    )
+    try:
+        async with running(
+            nats_client, jobs_stream_ready, subjects, {"requested": handle}, idle_timeout_s=30.0
+        ):
+            # One short fetch finds nothing; then one long request waits for the next message.
+            await asyncio.sleep(1.5)
+            assert 1 <= len(requests) <= 4, requests
+            event = requested()
+            sent = time.monotonic()
+            await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+            await eventually(lambda: bool(seen), within=2.0)
+            assert time.monotonic() - sent < 1.0
+            assert seen == [event]
+    finally:
+        await pulls.unsubscribe()
+
+
+async def test_an_idle_consumer_stops_at_once(
+    nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    loop = ConsumerLoop(
+        nats_client.jetstream(),
+        stream=jobs_stream_ready.name,
+        spec=spec(subjects),
+        subjects=subjects,
+        handlers={},
+        fetch_timeout_s=0.2,
+        idle_timeout_s=60.0,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    await asyncio.wait_for(loop.ready.wait(), 10)
+    await asyncio.sleep(0.5)  # past the short fetch: waiting on the long request
+    stop.set()
+    started = time.monotonic()
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 0.5

@@ -1,5 +1,11 @@
 """The consumer loop: fetch a batch from a durable consumer, hand each event to its handler, ack.
 
+While messages keep coming it fetches batches with a short expiry; once a fetch finds nothing
+it waits for the next single message with one longer pull request, so an idle consumer costs
+NATS and the process a request every `idle_timeout_s` rather than two a second. That wait ends
+at once when the service stops; a request a restarted server forgot costs at most
+`idle_timeout_s` of waiting.
+
 A handler that raises gets its message back after a growing delay (or after the delay it asked
 for with `RetryLater`); a kind this release does not
 know stays unacknowledged, so a newer replica can take it; a body that cannot be an event is
@@ -20,7 +26,6 @@ from typing import Any
 import msgspec
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, DrainTimeoutError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
@@ -65,6 +70,12 @@ HANDLER_SECONDS = Histogram(
 )
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    # An abandoned fetch's outcome, read so asyncio never reports it as unretrieved.
+    if not task.cancelled():
+        task.exception()
+
+
 def retry_delay(delivered: int, base_s: float = 1.0, cap_s: float = 60.0) -> float:
     """Exponential backoff with full jitter, by how often the message was delivered so far."""
     ceiling = min(cap_s, base_s * 2 ** max(0, delivered - 1))
@@ -84,6 +95,7 @@ class ConsumerLoop:
         handlers: Mapping[str, Handler],
         batch: int = 64,
         fetch_timeout_s: float = 1.0,
+        idle_timeout_s: float = 5.0,
         delay: Callable[[int], float] = retry_delay,
         on_ready: Callable[[], None] | None = None,
         on_reject: RejectHook | None = None,
@@ -96,6 +108,9 @@ class ConsumerLoop:
         self._handlers = handlers
         self._batch = batch
         self._fetch_timeout_s = fetch_timeout_s
+        # Bounds how long a pull request the server lost (a restart, a clustered consumer's
+        # leader moving) can leave the loop waiting; each round costs a request and its expiry.
+        self._idle_timeout_s = max(idle_timeout_s, fetch_timeout_s)
         self._delay = delay
         self.ready = asyncio.Event()
         self._on_ready = on_ready
@@ -111,7 +126,9 @@ class ConsumerLoop:
         self.ready.set()
         if self._on_ready is not None:
             self._on_ready()
+        stopping = asyncio.ensure_future(stop.wait())
         pause = 0.1
+        idle = False
         try:
             while not stop.is_set():
                 try:
@@ -123,8 +140,17 @@ class ConsumerLoop:
                                 await asyncio.wait_for(stop.wait(), allowance.wait_s)
                             continue
                         batch = min(batch, allowance.count)
-                    messages = await subscription.fetch(batch, timeout=self._fetch_timeout_s)
-                except NatsTimeoutError:
+                    if idle:
+                        found = await self._next_when_idle(subscription, stopping)
+                        if found is None:
+                            return  # stopping
+                        messages = found
+                    else:
+                        messages = await subscription.fetch(batch, timeout=self._fetch_timeout_s)
+                except TimeoutError:
+                    # Nothing came (nats-py raises its own subclass, or the builtin): wait for
+                    # the next message with one long request from now on.
+                    idle = True
                     continue
                 except (ConnectionClosedError, DrainTimeoutError):
                     return
@@ -134,11 +160,33 @@ class ConsumerLoop:
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, 5.0)
                     continue
+                idle = False
                 pause = 0.1
                 await asyncio.gather(*(self._handle_safely(m) for m in messages))
         finally:
+            stopping.cancel()
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _next_when_idle(
+        self,
+        subscription: JetStreamContext.PullSubscription,
+        stopping: asyncio.Future[Any],
+    ) -> list[Msg] | None:
+        """The next message, from a request for exactly one (so none is left lingering on the
+        server once it is answered); None when `stopping` came first."""
+        fetch = asyncio.ensure_future(subscription.fetch(1, timeout=self._idle_timeout_s))
+        try:
+            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not fetch.done():
+                # Its request dies with the subscription: the server drops a pull request
+                # nobody listens to any more.
+                fetch.cancel()
+                fetch.add_done_callback(_retrieve)
+        if not fetch.done() or fetch.cancelled():
+            return None
+        return fetch.result()
 
     async def _handle_safely(self, msg: Msg) -> None:
         try:

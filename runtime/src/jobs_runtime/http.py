@@ -1,4 +1,9 @@
-"""Runs an ASGI app with uvicorn in the service's own event loop, leaving signals to the service."""
+"""Runs an ASGI app with uvicorn in the service's own event loop, leaving signals to the service.
+
+uvicorn's own main loop wakes ten times a second to look for a stop request; here it wakes once
+a second (to refresh the `Date` header, all its tick does otherwise) and at once when stopped,
+so an idle service costs next to nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,30 @@ from typing import Any
 
 import uvicorn
 
+_TICKS_PER_S = 10  # uvicorn's on_tick refreshes the `Date` header every tenth tick
+
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._exit = asyncio.Event()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # The service owns SIGTERM: it stops fetching before the HTTP side goes away.
         yield
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+        self._exit.set()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), 1.0)
+            # Always a multiple of ten: each tick is a once-a-second one.
+            counter = (counter + _TICKS_PER_S) % 864_000
 
 
 class HttpServer:
@@ -52,6 +75,6 @@ class HttpServer:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._server.should_exit = True
+        self._server.request_exit()
         await self._task
         self._task = None
