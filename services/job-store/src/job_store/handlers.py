@@ -196,16 +196,14 @@ async def _apply_once(
         for job_id, job in jobs.items():
             if job.delete:
                 await tx.delete(job_id)
-        for job in jobs.values():
-            if not job.changed or job.row is None:
-                continue
-            if job.stored:
-                await tx.update(job.row)
-            elif not await tx.insert(job.row):
+        changed = [job for job in jobs.values() if job.changed and job.row is not None]
+        if changed:
+            updates = [job.row for job in changed if job.stored and job.row is not None]
+            inserts = [job.row for job in changed if not job.stored and job.row is not None]
+            entries = [entry for job in changed for entry in job.entries]
+            # Rows and history in one statement: a round trip per batch, not three.
+            if not await tx.write(updates, inserts, entries):
                 raise _InsertRaced()
-        entries = [entry for job in jobs.values() for entry in job.entries]
-        if entries:
-            await tx.append_history_many(entries)
     return outcomes
 
 

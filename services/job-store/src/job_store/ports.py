@@ -50,6 +50,13 @@ class JobTransaction(Protocol):
         """Record several applied changes at once (one round trip)."""
         ...
 
+    async def write(
+        self, updates: Sequence[JobRow], inserts: Sequence[JobRow], entries: Sequence[HistoryEntry]
+    ) -> bool:
+        """`update` each of `updates`, `insert` each of `inserts` and append `entries`, in one
+        round trip; False when one of `inserts` exists already (the caller rolls back)."""
+        ...
+
 
 class JobStore(Protocol):
     """The jobs table: transactions for writers, plain reads for the endpoints."""

@@ -90,6 +90,17 @@ class MemoryTransaction:
         for entry in entries:
             await self.append_history(entry)
 
+    async def write(
+        self, updates: Sequence[JobRow], inserts: Sequence[JobRow], entries: Sequence[HistoryEntry]
+    ) -> bool:
+        for row in updates:
+            await self.update(row)
+        for row in inserts:
+            if not await self.insert(row):
+                return False
+        await self.append_history_many(entries)
+        return True
+
 
 class MemoryStore:
     def __init__(self) -> None:

@@ -68,6 +68,48 @@ _INSERT_HISTORY: Final = """
 INSERT INTO job_history (job_id, seq, kind, occurred_at, source, message_id, summary)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
+# A batch's every row change and history entry in one statement (one round trip): rows to
+# update, rows to insert (none written over an existing id), and the entries of the jobs whose
+# row was written. Answers how many rows were inserted, so a lost insert race shows. jsonb
+# travels as text, cast here, so no array-of-jsonb codec is needed.
+_WRITE: Final = f"""
+WITH updated AS (
+    UPDATE jobs AS j SET status = u.status, version = u.version, output = u.output,
+        error_code = u.error_code, error_message = u.error_message,
+        prediction_id = u.prediction_id, cancel_requested = u.cancel_requested,
+        updated_at = u.updated_at, submitted_at = u.submitted_at, started_at = u.started_at,
+        completed_at = u.completed_at, attempts = u.attempts
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::bool[], $9::timestamptz[], $10::timestamptz[],
+                $11::timestamptz[], $12::timestamptz[], $13::int[])
+        AS u(id, status, version, output, error_code, error_message, prediction_id,
+             cancel_requested, updated_at, submitted_at, started_at, completed_at, attempts)
+    WHERE j.id = u.id
+    RETURNING j.id
+), inserted AS (
+    INSERT INTO jobs ({_COLUMNS})
+    SELECT id, user_id, type, status, version, input::jsonb, output, error_code, error_message,
+        prediction_id, cancel_requested, created_at, updated_at, submitted_at, started_at,
+        completed_at, deadline_at, attempts, input_truncated
+    FROM unnest($14::uuid[], $15::text[], $16::text[], $17::text[], $18::int[], $19::text[],
+                $20::text[], $21::text[], $22::text[], $23::text[], $24::bool[],
+                $25::timestamptz[], $26::timestamptz[], $27::timestamptz[], $28::timestamptz[],
+                $29::timestamptz[], $30::timestamptz[], $31::int[], $32::bool[])
+        AS i(id, user_id, type, status, version, input, output, error_code, error_message,
+             prediction_id, cancel_requested, created_at, updated_at, submitted_at, started_at,
+             completed_at, deadline_at, attempts, input_truncated)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), history AS (
+    INSERT INTO job_history (job_id, seq, kind, occurred_at, source, message_id, summary)
+    SELECT h.job_id, h.seq, h.kind, h.occurred_at, h.source, h.message_id, h.summary::jsonb
+    FROM unnest($33::uuid[], $34::int[], $35::text[], $36::timestamptz[], $37::text[],
+                $38::text[], $39::text[])
+        AS h(job_id, seq, kind, occurred_at, source, message_id, summary)
+    WHERE h.job_id IN (SELECT id FROM updated UNION ALL SELECT id FROM inserted)
+)
+SELECT count(*) FROM inserted
+"""
 # Locked in id order, so writers with overlapping batches queue instead of deadlocking.
 _LOCK_MANY: Final = f"SELECT {_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 _DELETE: Final = "DELETE FROM jobs WHERE id = $1"
@@ -156,6 +198,16 @@ async def _init_connection(conn: Connection) -> None:
     )
 
 
+async def _keep_session(conn: Connection) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own rollback of an open transaction.
+
+    asyncpg's default sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every
+    release, a round trip per transaction; this store never takes advisory locks, keeps cursors,
+    listens or changes settings on pooled connections (migrations use a connection of their own),
+    so there is nothing to reset.
+    """
+
+
 async def create_pool(dsn: str, *, max_size: int, timeout_s: float = 5.0) -> Pool:
     """A pool whose connections speak jsonb; raises when the database cannot be reached."""
     return await asyncpg.create_pool(
@@ -163,6 +215,7 @@ async def create_pool(dsn: str, *, max_size: int, timeout_s: float = 5.0) -> Poo
         min_size=1,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         timeout=timeout_s,
         # A statement stuck behind a lock or a dying server fails instead of hanging a handler.
         command_timeout=15.0,
@@ -282,6 +335,53 @@ class PostgresTransaction:
             row.completed_at,
             row.attempts,
         )
+
+    async def write(
+        self, updates: Sequence[JobRow], inserts: Sequence[JobRow], entries: Sequence[HistoryEntry]
+    ) -> bool:
+        inserted = await self._conn.fetchval(
+            _WRITE,
+            [r.job_id for r in updates],
+            [r.status for r in updates],
+            [r.version for r in updates],
+            [_pg_optional_text(r.output) for r in updates],
+            [_pg_optional_text(r.error_code) for r in updates],
+            [_pg_optional_text(r.error_message) for r in updates],
+            [_pg_optional_text(r.prediction_id) for r in updates],
+            [r.cancel_requested for r in updates],
+            [r.updated_at for r in updates],
+            [r.submitted_at for r in updates],
+            [r.started_at for r in updates],
+            [r.completed_at for r in updates],
+            [r.attempts for r in updates],
+            [r.job_id for r in inserts],
+            [_pg_text(r.user_id) for r in inserts],
+            [_pg_text(r.job_type) for r in inserts],
+            [r.status for r in inserts],
+            [r.version for r in inserts],
+            [_encode_jsonb(r.input) for r in inserts],
+            [_pg_optional_text(r.output) for r in inserts],
+            [_pg_optional_text(r.error_code) for r in inserts],
+            [_pg_optional_text(r.error_message) for r in inserts],
+            [_pg_optional_text(r.prediction_id) for r in inserts],
+            [r.cancel_requested for r in inserts],
+            [r.created_at for r in inserts],
+            [r.updated_at for r in inserts],
+            [r.submitted_at for r in inserts],
+            [r.started_at for r in inserts],
+            [r.completed_at for r in inserts],
+            [r.deadline_at for r in inserts],
+            [r.attempts for r in inserts],
+            [r.input_truncated for r in inserts],
+            [e.job_id for e in entries],
+            [e.seq for e in entries],
+            [e.kind for e in entries],
+            [e.occurred_at for e in entries],
+            [_pg_text(e.source) for e in entries],
+            [_pg_text(e.message_id) for e in entries],
+            [_encode_jsonb(e.summary) for e in entries],
+        )
+        return bool(inserted == len(inserts))
 
     async def append_history(self, entry: HistoryEntry) -> None:
         await self.append_history_many([entry])
