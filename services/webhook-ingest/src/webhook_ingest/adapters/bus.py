@@ -4,6 +4,7 @@ beside `JOBS` (the job-store's dead letters), progress on core NATS."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Final
 
 import msgspec
@@ -13,14 +14,14 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from jobs_proto.api import JobProgress
-from jobs_proto.events import JobEvent
+from jobs_proto.events import JobEvent, JobStarted
 from jobs_proto.stream import (
     PARK_DETAIL_HEADER,
     PARK_REASON_HEADER,
     PARK_SUBJECT_HEADER,
     parked_stream,
 )
-from jobs_proto.subjects import MSG_ID_HEADER, Subjects
+from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
 from jobs_runtime.bus import EventPublisher, ensure_stream
 from jobs_runtime.results import result_store, store_result
 from webhook_ingest.ports import BusUnavailable
@@ -30,14 +31,46 @@ from webhook_ingest.ports import BusUnavailable
 _BUS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 
 
-class JetStreamEvents:
-    """Stores events with the runtime's publisher, which waits for JetStream's acknowledgement."""
+class RecentIds:
+    """The last `capacity` ids added, oldest forgotten first."""
 
-    def __init__(self, nc: NATS, publisher: EventPublisher) -> None:
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, key: str) -> None:
+        self._ids[key] = None
+        self._ids.move_to_end(key)
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+
+class JetStreamEvents:
+    """Stores events with the runtime's publisher, which waits for JetStream's acknowledgement.
+
+    Every webhook of a running prediction (its `start` and each `output`) becomes the same
+    `started` event, whose message id is the prediction's: JetStream keeps the first and drops
+    the rest. Those already stored from this process are answered as duplicates without asking
+    JetStream again, so one prediction costs one publish however many output webhooks it sends;
+    whichever webhook comes first (the `start`, or an `output` when the `start` was lost) still
+    stores it.
+    """
+
+    def __init__(self, nc: NATS, publisher: EventPublisher, *, remembered: int = 10_000) -> None:
         self._nc = nc
         self._publisher = publisher
+        self._started = RecentIds(remembered)
 
     async def store(self, event: JobEvent) -> bool:
+        key = message_id(event) if isinstance(event, JobStarted) else None
+        if key is not None and key in self._started:
+            return True
         if not self._nc.is_connected:
             # While reconnecting, nats-py would buffer the publish and wait out the timeout;
             # answering at once lets Replicate's retry find us connected again.
@@ -46,6 +79,8 @@ class JetStreamEvents:
             ack = await self._publisher.publish(event)
         except _BUS_ERRORS as exc:
             raise BusUnavailable(f"JetStream did not store the event: {exc!r}") from exc
+        if key is not None:
+            self._started.add(key)  # only once JetStream has it
         return bool(ack.duplicate)
 
 
