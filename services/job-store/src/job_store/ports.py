@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from job_store.model import HistoryEntry, JobRow
 from jobs_proto.api import JobChanged, JobSummary
@@ -97,6 +97,27 @@ class JobStore(Protocol):
     async def finished_before(self, age_s: float, limit: int) -> list[uuid.UUID]:
         """Jobs in a terminal status completed more than `age_s` ago (database clock), oldest
         first, at most `limit`: what retention purges next."""
+        ...
+
+
+@runtime_checkable
+class OptimisticWrites(Protocol):
+    """A store that can apply a batch in two round trips instead of a locking transaction:
+    read the rows, then write only if none of them changed meanwhile."""
+
+    async def read_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
+        """The rows of those jobs that exist, as last committed; nothing locked."""
+        ...
+
+    async def write_unless_changed(
+        self,
+        versions: Mapping[uuid.UUID, int | None],
+        updates: Sequence[JobRow],
+        inserts: Sequence[JobRow],
+        entries: Sequence[HistoryEntry],
+    ) -> bool:
+        """As `JobTransaction.write`, all or nothing, only while each job of `versions` is
+        still at that version (None: still absent); False, with nothing written, otherwise."""
         ...
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -29,10 +29,11 @@ from job_store.handlers import (
 from job_store.model import HistoryEntry, JobRow, job_summary
 from job_store.ports import StoreUnavailable
 from job_store.replay import replay
+from job_store.transitions import Change, transition
 from jobs_proto.api import GetJob, GetJobHistory, JobChanged, JobSummary, ListJobs
 from jobs_proto.events import AnyJobEvent, JobCompleted, JobPurged
 from jobs_runtime.retry import RetryLater
-from jobs_testkit.events import OWNER, T0, completed, requested, started, submitted
+from jobs_testkit.events import OWNER, T0, cancel, completed, requested, started, submitted
 
 
 class MemoryTransaction:
@@ -790,3 +791,72 @@ async def test_a_store_unavailable_for_long_hands_the_whole_batch_back(
     # Not retried one by one: nothing about the events was wrong.
     assert observer.commits == []
     assert observer.applied_events == [("requested", "failed")] * 2
+
+
+class OptimisticMemoryStore(MemoryStore):
+    """A store that also writes without a transaction when nothing changed since its read;
+    `rival` changes a job between the read and the write (another replica)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rival: Callable[[], None] | None = None
+        self.optimistic_writes: list[bool] = []
+
+    async def read_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
+        found = {j: self.rows[j] for j in job_ids if j in self.rows}
+        if self.rival is not None:
+            self.rival()
+            self.rival = None
+        return found
+
+    async def write_unless_changed(
+        self,
+        versions: Mapping[uuid.UUID, int | None],
+        updates: Sequence[JobRow],
+        inserts: Sequence[JobRow],
+        entries: Sequence[HistoryEntry],
+    ) -> bool:
+        now = {j: self.rows[j].version if j in self.rows else None for j in versions}
+        written = now == dict(versions)
+        self.optimistic_writes.append(written)
+        if written:
+            self.rows.update({r.job_id: r for r in [*updates, *inserts]})
+            self.entries.extend(entries)
+            self.commits.append(len(entries))
+        return written
+
+
+async def test_a_batch_is_written_in_one_go_when_its_jobs_did_not_change_meanwhile(
+    announcer: RecordingAnnouncer,
+) -> None:
+    store = OptimisticMemoryStore()
+    job = uuid.uuid4()
+    await apply_event(requested(job), store, announcer)
+    await apply_event(submitted(job), store, announcer)
+    assert store.optimistic_writes == [True, True]
+    assert store.rows[job].status == "processing"
+    assert [e.seq for e in store.entries] == [1, 2]
+
+
+async def test_a_batch_whose_job_changed_meanwhile_is_applied_in_a_locking_transaction(
+    announcer: RecordingAnnouncer,
+) -> None:
+    store = OptimisticMemoryStore()
+    job = uuid.uuid4()
+    await apply_event(requested(job), store, announcer)
+
+    def cancel_meanwhile() -> None:
+        row = store.rows[job]
+        change = transition(row, cancel(job))
+        assert isinstance(change, Change)
+        store.rows[job] = change.row
+        store.entries.append(change.entry)
+
+    store.rival = cancel_meanwhile
+    # Judged against the pending row it read, `submitted` would move the job on; the write
+    # sees the version moved and writes nothing; the transaction judges it against the
+    # canceled job, where it changes nothing.
+    assert await apply_event(submitted(job), store, announcer) is None
+    assert store.optimistic_writes == [True, False]
+    assert store.rows[job].status == "canceled"
+    assert [e.kind for e in store.entries] == ["requested", "cancel_requested"]

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final, TypeAlias, TypeVar, cast
@@ -70,10 +70,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
 # A batch's every row change and history entry in one statement (one round trip): rows to
 # update, rows to insert (none written over an existing id), and the entries of the jobs whose
-# row was written. Answers how many rows were inserted, so a lost insert race shows. jsonb
-# travels as text, cast here, so no array-of-jsonb codec is needed.
-_WRITE: Final = f"""
-WITH updated AS (
+# row was written. jsonb travels as text, cast here, so no array-of-jsonb codec is needed.
+# `{checks}` and `{guard}` are empty for `_WRITE`, which answers how many rows were inserted
+# (so a lost insert race shows and the caller's transaction rolls back).
+_WRITE_TEMPLATE: Final = f"""
+WITH {{checks}}updated AS (
     UPDATE jobs AS j SET status = u.status, version = u.version, output = u.output,
         error_code = u.error_code, error_message = u.error_message,
         prediction_id = u.prediction_id, cancel_requested = u.cancel_requested,
@@ -84,7 +85,7 @@ WITH updated AS (
                 $11::timestamptz[], $12::timestamptz[], $13::int[])
         AS u(id, status, version, output, error_code, error_message, prediction_id,
              cancel_requested, updated_at, submitted_at, started_at, completed_at, attempts)
-    WHERE j.id = u.id
+    WHERE j.id = u.id {{guard}}
     RETURNING j.id
 ), inserted AS (
     INSERT INTO jobs ({_COLUMNS})
@@ -98,6 +99,7 @@ WITH updated AS (
         AS i(id, user_id, type, status, version, input, output, error_code, error_message,
              prediction_id, cancel_requested, created_at, updated_at, submitted_at, started_at,
              completed_at, deadline_at, attempts, input_truncated)
+    WHERE true {{guard}}
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), history AS (
@@ -108,8 +110,29 @@ WITH updated AS (
         AS h(job_id, seq, kind, occurred_at, source, message_id, summary)
     WHERE h.job_id IN (SELECT id FROM updated UNION ALL SELECT id FROM inserted)
 )
-SELECT count(*) FROM inserted
 """
+_WRITE: Final = _WRITE_TEMPLATE.format(checks="", guard="") + "SELECT count(*) FROM inserted"
+# The same for a batch judged against rows read without a lock: it writes only if every job
+# is still at the version it was read at (NULL: still absent), checked under row locks the
+# statement takes itself, so it is all or nothing without BEGIN and COMMIT round trips. A lost
+# insert race (the job inserted by another writer after this statement's snapshot) divides by
+# zero, which undoes the whole statement.
+_WRITE_UNLESS_CHANGED: Final = _WRITE_TEMPLATE.format(
+    checks="""expected AS (
+    SELECT * FROM unnest($40::uuid[], $41::int[]) AS e(id, version)
+), current AS (
+    SELECT j.id, j.version FROM jobs AS j JOIN expected USING (id) FOR UPDATE OF j
+), stale AS (
+    SELECT count(*) AS n FROM expected AS e LEFT JOIN current AS c USING (id)
+    WHERE c.version IS DISTINCT FROM e.version
+), """,
+    guard="AND (SELECT n FROM stale) = 0",
+) + (
+    "SELECT (SELECT n FROM stale) AS stale,"
+    " 1 / ((SELECT n FROM stale) > 0"
+    " OR (SELECT count(*) FROM inserted) = cardinality($14::uuid[]))::int AS whole"
+)
+_SELECT_MANY: Final = f"SELECT {_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[])"
 # Locked in id order, so writers with overlapping batches queue instead of deadlocking.
 _LOCK_MANY: Final = f"SELECT {_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 _DELETE: Final = "DELETE FROM jobs WHERE id = $1"
@@ -275,6 +298,53 @@ def _history_entry(record: asyncpg.Record) -> HistoryEntry:
     )
 
 
+def _write_arguments(
+    updates: Sequence[JobRow], inserts: Sequence[JobRow], entries: Sequence[HistoryEntry]
+) -> list[list[Any]]:
+    """`_WRITE`'s 39 arrays: a column each, for the rows to update, to insert, and the entries."""
+    return [
+        [r.job_id for r in updates],
+        [r.status for r in updates],
+        [r.version for r in updates],
+        [_pg_optional_text(r.output) for r in updates],
+        [_pg_optional_text(r.error_code) for r in updates],
+        [_pg_optional_text(r.error_message) for r in updates],
+        [_pg_optional_text(r.prediction_id) for r in updates],
+        [r.cancel_requested for r in updates],
+        [r.updated_at for r in updates],
+        [r.submitted_at for r in updates],
+        [r.started_at for r in updates],
+        [r.completed_at for r in updates],
+        [r.attempts for r in updates],
+        [r.job_id for r in inserts],
+        [_pg_text(r.user_id) for r in inserts],
+        [_pg_text(r.job_type) for r in inserts],
+        [r.status for r in inserts],
+        [r.version for r in inserts],
+        [_encode_jsonb(r.input) for r in inserts],
+        [_pg_optional_text(r.output) for r in inserts],
+        [_pg_optional_text(r.error_code) for r in inserts],
+        [_pg_optional_text(r.error_message) for r in inserts],
+        [_pg_optional_text(r.prediction_id) for r in inserts],
+        [r.cancel_requested for r in inserts],
+        [r.created_at for r in inserts],
+        [r.updated_at for r in inserts],
+        [r.submitted_at for r in inserts],
+        [r.started_at for r in inserts],
+        [r.completed_at for r in inserts],
+        [r.deadline_at for r in inserts],
+        [r.attempts for r in inserts],
+        [r.input_truncated for r in inserts],
+        [e.job_id for e in entries],
+        [e.seq for e in entries],
+        [e.kind for e in entries],
+        [e.occurred_at for e in entries],
+        [_pg_text(e.source) for e in entries],
+        [_pg_text(e.message_id) for e in entries],
+        [_encode_jsonb(e.summary) for e in entries],
+    ]
+
+
 class PostgresTransaction:
     """The `JobTransaction` port over one connection inside an open transaction."""
 
@@ -339,48 +409,7 @@ class PostgresTransaction:
     async def write(
         self, updates: Sequence[JobRow], inserts: Sequence[JobRow], entries: Sequence[HistoryEntry]
     ) -> bool:
-        inserted = await self._conn.fetchval(
-            _WRITE,
-            [r.job_id for r in updates],
-            [r.status for r in updates],
-            [r.version for r in updates],
-            [_pg_optional_text(r.output) for r in updates],
-            [_pg_optional_text(r.error_code) for r in updates],
-            [_pg_optional_text(r.error_message) for r in updates],
-            [_pg_optional_text(r.prediction_id) for r in updates],
-            [r.cancel_requested for r in updates],
-            [r.updated_at for r in updates],
-            [r.submitted_at for r in updates],
-            [r.started_at for r in updates],
-            [r.completed_at for r in updates],
-            [r.attempts for r in updates],
-            [r.job_id for r in inserts],
-            [_pg_text(r.user_id) for r in inserts],
-            [_pg_text(r.job_type) for r in inserts],
-            [r.status for r in inserts],
-            [r.version for r in inserts],
-            [_encode_jsonb(r.input) for r in inserts],
-            [_pg_optional_text(r.output) for r in inserts],
-            [_pg_optional_text(r.error_code) for r in inserts],
-            [_pg_optional_text(r.error_message) for r in inserts],
-            [_pg_optional_text(r.prediction_id) for r in inserts],
-            [r.cancel_requested for r in inserts],
-            [r.created_at for r in inserts],
-            [r.updated_at for r in inserts],
-            [r.submitted_at for r in inserts],
-            [r.started_at for r in inserts],
-            [r.completed_at for r in inserts],
-            [r.deadline_at for r in inserts],
-            [r.attempts for r in inserts],
-            [r.input_truncated for r in inserts],
-            [e.job_id for e in entries],
-            [e.seq for e in entries],
-            [e.kind for e in entries],
-            [e.occurred_at for e in entries],
-            [_pg_text(e.source) for e in entries],
-            [_pg_text(e.message_id) for e in entries],
-            [_encode_jsonb(e.summary) for e in entries],
-        )
+        inserted = await self._conn.fetchval(_WRITE, *_write_arguments(updates, inserts, entries))
         return bool(inserted == len(inserts))
 
     async def append_history(self, entry: HistoryEntry) -> None:
@@ -417,6 +446,34 @@ class PostgresJobStore:
                 yield PostgresTransaction(cast(Connection, conn))
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
+
+    async def read_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
+        try:
+            records = await self._pool.fetch(_SELECT_MANY, list(job_ids))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
+        return {r["id"]: _job_row(r) for r in records}
+
+    async def write_unless_changed(
+        self,
+        versions: Mapping[uuid.UUID, int | None],
+        updates: Sequence[JobRow],
+        inserts: Sequence[JobRow],
+        entries: Sequence[HistoryEntry],
+    ) -> bool:
+        try:
+            record = await self._pool.fetchrow(
+                _WRITE_UNLESS_CHANGED,
+                *_write_arguments(updates, inserts, entries),
+                list(versions),
+                list(versions.values()),
+            )
+        except asyncpg.DivisionByZeroError:
+            return False  # an insert lost its race: nothing was written
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
+        assert record is not None
+        return bool(record["stale"] == 0)
 
     async def get(self, job_id: uuid.UUID) -> JobRow | None:
         record = await self._pool.fetchrow(_SELECT, job_id)
