@@ -291,3 +291,33 @@ async def test_a_bug_answers_a_500_problem_without_internals() -> None:
             PATH, params={"job": str(JOB_ID)}, content=prediction(), headers=signed(prediction())
         )
     assert "internal detail" not in str(assert_problem(response, 500)["detail"])
+
+
+async def test_a_webhook_that_stores_nothing_new_is_logged_at_debug_only(
+    events: Events, parking: Parking, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Repeats(Events):
+        async def store(self, event: JobEvent) -> bool:
+            await super().store(event)
+            return len(self.stored) > 1  # the second `started` of the prediction
+
+    app = webhook_app(
+        verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
+        events=Repeats(),
+        progress=Progress(),
+        results=Results(),
+        parking=parking,
+        max_bytes=LIMIT,
+    )
+    caplog.set_level(logging.DEBUG)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://i") as http:
+        for n in (1, 2):
+            body = prediction(status="processing", output=["Once"] * n)
+            answer = await http.post(PATH, content=body, headers=signed(body, f"msg_{n}"))
+            assert answer.status_code == 200
+    stored = [r for r in caplog.records if r.getMessage() == "webhook stored"]
+    assert [(r.levelno, r.__dict__["duplicate"]) for r in stored] == [
+        (logging.INFO, False),
+        (logging.DEBUG, True),
+    ]

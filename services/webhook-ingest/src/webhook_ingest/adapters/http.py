@@ -361,7 +361,11 @@ def _answer(outcome: Outcome, context: dict[str, str]) -> Response:
             if progress_sent is False:
                 log.warning("webhook stored, its progress not sent", extra=fields)
             else:
-                log.info("webhook stored", extra=fields)
+                # Each output webhook of a prediction repeats its stored `started`: a line per
+                # new fact at info, the repeats (counted as `duplicate`) only at debug.
+                log.log(
+                    logging.DEBUG if duplicate else logging.INFO, "webhook stored", extra=fields
+                )
             return Response(status_code=200)
         case Parked(reason=reason, detail=detail, prediction_id=prediction_id, duplicate=dup):
             WEBHOOKS.labels("parked").inc()
