@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import random
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final, NamedTuple, TypeVar
+from typing import Final, NamedTuple, TypeVar, cast
 
 import msgspec
 
@@ -164,8 +165,11 @@ async def _apply_once(
     results: ResultLoader | None,
     expire: Sequence[bool],
 ) -> list[Outcome]:
-    if isinstance(store, OptimisticWrites) and not any(isinstance(e, JobPurged) for e in events):
-        applied = await _apply_unless_changed(events, store, results, expire)
+    optimistic = _optimistic(type(store))
+    if optimistic and not any(isinstance(e, JobPurged) for e in events):
+        applied = await _apply_unless_changed(
+            events, cast(OptimisticWrites, store), results, expire
+        )
         if applied is not None:
             return applied
     async with store.transaction() as tx:
@@ -192,7 +196,10 @@ async def _apply_unless_changed(
     its jobs changed meanwhile (another replica): then None, nothing written, and the caller
     takes the locking transaction. Two round trips where the transaction takes four."""
     job_ids = {e.job_id for e in events}
-    rows = await store.read_many(job_ids)
+    # A batch of requests is for new jobs but for a redelivery, which the write's check
+    # catches (the job is not absent): no read needed.
+    fresh = all(isinstance(e, JobRequested) for e in events)
+    rows = {} if fresh else await store.read_many(job_ids)
     jobs = _jobs_in_batch(events, rows)
     outcomes = await _judge_batch(events, jobs, results, expire)
     changed = _changed(jobs)
@@ -204,6 +211,12 @@ async def _apply_unless_changed(
     if not await store.write_unless_changed(versions, *changed):
         return None
     return outcomes
+
+
+@functools.cache
+def _optimistic(store_type: type) -> bool:
+    # A runtime Protocol check walks the protocol's members on every call: once per type.
+    return issubclass(store_type, OptimisticWrites)
 
 
 def _jobs_in_batch(

@@ -116,3 +116,14 @@ async def test_an_insert_that_loses_a_race_in_flight_undoes_the_whole_statement(
     assert after[other].status == "pending"
     assert await _history_count(pool, job) == 0
     assert await _history_count(pool, other) == 1
+
+
+async def test_a_redelivered_request_changes_nothing(pool: Pool) -> None:
+    store = PostgresJobStore(pool)
+    job = uuid.uuid4()
+    (first,) = await apply_events([requested(job)], store)
+    (again,) = await apply_events([requested(job, s=5)], store)
+    assert isinstance(first, Change)
+    assert again is None
+    assert await _history_count(pool, job) == 1
+    assert (await store.read_many([job]))[job].version == 1

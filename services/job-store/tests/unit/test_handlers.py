@@ -860,3 +860,15 @@ async def test_a_batch_whose_job_changed_meanwhile_is_applied_in_a_locking_trans
     assert store.optimistic_writes == [True, False]
     assert store.rows[job].status == "canceled"
     assert [e.kind for e in store.entries] == ["requested", "cancel_requested"]
+
+
+async def test_a_redelivered_request_is_written_by_nobody(announcer: RecordingAnnouncer) -> None:
+    store = OptimisticMemoryStore()
+    job = uuid.uuid4()
+    assert await apply_event(requested(job), store, announcer) is not None
+    # A batch of requests is not read first: the write finds the job there and writes
+    # nothing, and the locking transaction judges the request a duplicate.
+    assert await apply_event(requested(job), store, announcer) is None
+    assert store.optimistic_writes == [True, False]
+    assert [e.kind for e in store.entries] == ["requested"]
+    assert len(announcer.changes) == 1
