@@ -128,3 +128,20 @@ async def test_a_replica_writes_from_what_it_last_wrote_and_decides_full_only_on
     await b.release(second)
     assert await a.admit(uuid.uuid4(), hold_s=30) is None
     assert (await b.capacity()).free == 0
+
+
+async def test_one_replicas_concurrent_admits_do_not_conflict_with_each_other(
+    nats_client: NATS, jobs_stream_ready: StreamSpec
+) -> None:
+    bucket = CountingBucket(await limits_bucket(nats_client.jetstream(), jobs_stream_ready.name))
+    limits = KvLimits(
+        cast(KeyValue, bucket), creations_per_window=100, window_s=60, max_in_flight=100
+    )
+    jobs = [uuid.uuid4() for _ in range(20)]
+    answers = await asyncio.gather(*(limits.admit(job, hold_s=30) for job in jobs))
+    assert answers == [None] * 20
+    # One read of each key to start from, then every write from the one before it.
+    assert bucket.gets == 2
+    await asyncio.gather(*(limits.release(job) for job in jobs))
+    assert bucket.gets == 2
+    assert (await limits.capacity()).free == 80

@@ -4,6 +4,7 @@ one key changed only by compare-and-set, so replicas racing for the last slot ca
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -91,6 +92,9 @@ class KvLimits:
         self._types_seen: set[str] = set()
         # Each key's value and revision as this replica last read or wrote them.
         self._last: dict[str, tuple[bytes | None, int | None]] = {}
+        # This replica's own changes of a key go one at a time: concurrent jobs would otherwise
+        # conflict with each other on the same revision, each conflict a wasted write and a read.
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def _change(
         self, key: str, change: Callable[[bytes | None], tuple[bytes | None, T]]
@@ -103,6 +107,15 @@ class KvLimits:
         reads afresh. A decision to leave the value as it is is never taken on a remembered
         value, since nothing would prove it current: that value is read again and decided on.
         """
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            return await self._change_alone(key, change)
+
+    async def _change_alone(
+        self, key: str, change: Callable[[bytes | None], tuple[bytes | None, T]]
+    ) -> T:
         remembered = self._last.get(key)
         while True:
             if remembered is not None:
