@@ -5,6 +5,7 @@ runners from doing any of it twice. Ports come in as arguments."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import uuid
@@ -162,28 +163,39 @@ async def _admit(runner: Runner, job_id: uuid.UUID, job_type: JobType, remaining
 
 
 async def _change(
-    runner: Runner, job_id: uuid.UUID, change: Callable[[Claim], Claim]
+    runner: Runner,
+    job_id: uuid.UUID,
+    change: Callable[[Claim], Claim],
+    known: StoredClaim | None = None,
 ) -> StoredClaim:
     """Apply `change` to the job's claim (an empty one if none exists) by compare-and-set,
-    reading again after every conflict; returns what was stored."""
+    reading again after every conflict; returns what was stored. `known`: the claim as this
+    delivery last wrote it, tried first without a read (a conflict reads)."""
+    stored = known
     while True:
-        stored = await runner.claims.read(job_id)
+        if stored is None:
+            stored = await runner.claims.read(job_id)
         if stored is None:
             claim = change(Claim())
             revision = await runner.claims.create(job_id, claim)
         else:
             claim = change(stored.claim)
-            if claim == stored.claim:
+            if claim == stored.claim and stored is not known:
                 return stored
             revision = await runner.claims.update(job_id, claim, stored.revision)
         if revision is not None:
             return StoredClaim(claim, revision)
+        stored = None
 
 
-async def _fail_for_good(runner: Runner, job_id: uuid.UUID, error: JobError) -> None:
+async def _fail_for_good(
+    runner: Runner, job_id: uuid.UUID, error: JobError, known: StoredClaim | None = None
+) -> None:
     """Record the failure in the claim first, so a redelivered `requested` repeats it instead
     of creating; then announce it."""
-    stored = await _change(runner, job_id, lambda c: msgspec.structs.replace(c, failed=error))
+    stored = await _change(
+        runner, job_id, lambda c: msgspec.structs.replace(c, failed=error), known=known
+    )
     if stored.claim.prediction_id is None:
         # No prediction will run for it (one an ambiguous create made is canceled when it
         # starts): its in-flight slot is free.
@@ -219,7 +231,9 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
         await _fail(runner, job_id, INVALID_INPUT, f"invalid input: {exc}")
         return
 
-    while True:
+    mine = await _claim_first(runner, event, job_type)
+    remaining_s = (deadline_at(event, job_type) - runner.now()).total_seconds()
+    while mine is None:
         stored = await runner.claims.read(job_id)
         remaining_s = (deadline_at(event, job_type) - runner.now()).total_seconds()
         if stored is None:
@@ -230,8 +244,9 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
             # The first to claim the job takes its create; a runner that loses this race
             # decides on the winner's claim.
             first = Claim(creating_since=runner.now(), job_type=job_type.name)
-            if await runner.claims.create(job_id, first) is not None:
-                break
+            revision = await runner.claims.create(job_id, first)
+            if revision is not None:
+                mine = StoredClaim(first, revision)
             continue
         claim = stored.claim
         if claim.canceled:
@@ -278,10 +293,47 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
         await _admit(runner, job_id, job_type, remaining_s)
         # This runner takes the create: anyone else now sees it in flight and waits.
         taken = msgspec.structs.replace(claim, creating_since=runner.now(), job_type=job_type.name)
-        if await runner.claims.update(job_id, taken, stored.revision) is not None:
-            break
+        revision = await runner.claims.update(job_id, taken, stored.revision)
+        if revision is not None:
+            mine = StoredClaim(taken, revision)
 
-    await _create(runner, event, job_type, job_type.model_input(job_input), context, remaining_s)
+    await _create(
+        runner, event, job_type, job_type.model_input(job_input), context, remaining_s, mine
+    )
+
+
+async def _claim_first(
+    runner: Runner, event: JobRequested, job_type: JobType
+) -> StoredClaim | None:
+    """Most deliveries are a job's first: claim it without reading, then take the limits' slots.
+    None when a claim exists already (the caller reads it and decides) or the deadline passed.
+
+    A limit that makes the create wait takes the claim's `creating_since` back, so the next
+    delivery creates at once instead of waiting out the binding window for a create that was
+    never sent.
+    """
+    remaining_s = (deadline_at(event, job_type) - runner.now()).total_seconds()
+    if remaining_s <= 0:
+        return None
+    first = Claim(creating_since=runner.now(), job_type=job_type.name)
+    revision = await runner.claims.create(event.job_id, first)
+    if revision is None:
+        return None
+    mine = StoredClaim(first, revision)
+    try:
+        await _admit(runner, event.job_id, job_type, remaining_s)
+    except Exception:
+
+        def not_creating(claim: Claim) -> Claim:
+            if claim.creating_since != first.creating_since:
+                return claim
+            return msgspec.structs.replace(claim, creating_since=None)
+
+        # Best effort: if this fails too, the claim waits out the binding window instead.
+        with contextlib.suppress(Exception):
+            await _change(runner, event.job_id, not_creating, known=mine)
+        raise
+    return mine
 
 
 async def _deadline_passed(runner: Runner, event: JobRequested, job_type: JobType) -> None:
@@ -307,7 +359,10 @@ async def _create(
     model_input: dict[str, Any],
     context: dict[str, str],
     remaining_s: float,
+    mine: StoredClaim,
 ) -> None:
+    """Create the prediction of a job whose claim (`mine`, as this delivery stored it) says
+    this runner is creating it."""
     job_id = event.job_id
     # Polling mode (no webhook base): the runner's poller learns the outcome instead.
     webhook = webhook_url(runner.webhook_base, str(job_id)) if runner.webhook_base else None
@@ -323,7 +378,7 @@ async def _create(
         )
     except PermanentRejection as exc:
         await _fail_for_good(
-            runner, job_id, JobError(code=PREDICTION_REJECTED, message=exc.message)
+            runner, job_id, JobError(code=PREDICTION_REJECTED, message=exc.message), mine
         )
         return
     except TransientFailure as exc:
@@ -331,12 +386,12 @@ async def _create(
             # Nothing was created, so nothing is in flight; an ambiguous failure keeps its
             # slot until the prediction it may have made is found or the slot expires.
             await runner.limits.release(job_id)
-        if await _after_transient(runner, job_id, job_type.name, exc, context):
+        if await _after_transient(runner, job_id, job_type.name, exc, context, mine):
             return
         raise
     log.info("prediction created", extra={**context, "prediction_id": prediction_id})
     runner.observer.created(job_type.name)
-    await _record(runner, job_id, prediction_id, context)
+    await _record(runner, job_id, prediction_id, context, known=mine)
 
 
 async def _after_transient(
@@ -345,6 +400,7 @@ async def _after_transient(
     job_type: str,
     exc: TransientFailure,
     context: dict[str, str],
+    mine: StoredClaim,
 ) -> bool:
     """Note a failed create in the claim; fail the job once its attempts are used up (True:
     the message is settled); turn a throttle into a wait of the length Replicate named; else
@@ -360,7 +416,7 @@ async def _after_transient(
             creating_since=claim.creating_since if exc.ambiguous else None,
         )
 
-    stored = await _change(runner, job_id, note)
+    stored = await _change(runner, job_id, note, known=mine)
     attempts = stored.claim.attempts
     if counted and attempts >= runner.max_attempts:
         runner.observer.attempts_exhausted(job_type)
@@ -371,6 +427,7 @@ async def _after_transient(
                 code=ATTEMPTS_EXHAUSTED,
                 message=f"{attempts} attempts to create the prediction failed; last: {exc.message}",
             ),
+            stored,
         )
         return True
     runner.observer.retried(job_type, _retry_reason(exc))
@@ -413,6 +470,7 @@ async def _record(
     context: dict[str, str],
     *,
     adopted: bool = False,
+    known: StoredClaim | None = None,
 ) -> None:
     """Make `prediction_id` the job's prediction and announce it; if the claim already names
     another one (a create past the binding window raced a late answer), this one is an orphan
@@ -423,7 +481,7 @@ async def _record(
             return claim
         return msgspec.structs.replace(claim, prediction_id=prediction_id, creating_since=None)
 
-    stored = await _change(runner, job_id, bind)
+    stored = await _change(runner, job_id, bind, known=known)
     claim = stored.claim
     job_type = claim.job_type or UNKNOWN_TYPE
     context = {**context, "prediction_id": prediction_id}

@@ -282,9 +282,9 @@ async def events_of_kind(nc: NATS, stream: StreamSpec, subjects: Subjects, kind:
     return sum((info.state.subjects or {}).values())
 
 
-async def settled(nc: NATS, stream: StreamSpec) -> bool:
-    """Every message the runner was given is acknowledged."""
-    info = await nc.jetstream().consumer_info(stream.name, "ai-runner")
+async def settled(nc: NATS, stream: StreamSpec, durable: str = "ai-runner") -> bool:
+    """Every message the runner was given on `durable` is acknowledged."""
+    info = await nc.jetstream().consumer_info(stream.name, durable)
     return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0
 
 
@@ -668,7 +668,7 @@ async def test_a_job_canceled_before_the_runner_took_it_never_gets_a_prediction(
     # The cancel is handled first (a `requested` that reaches the runner late, e.g.
     # redelivered); both in one batch would race, and the loser's prediction is canceled.
     await publisher.publish(cancel_of(event))
-    await eventually(lambda: settled(nats_client, jobs_stream_ready))
+    await eventually(lambda: settled(nats_client, jobs_stream_ready, "ai-runner-cancels"))
     await publisher.publish(event)
     await eventually(lambda: settled(nats_client, jobs_stream_ready))
 

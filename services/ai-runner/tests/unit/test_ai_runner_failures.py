@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 
+import aiohttp
 import httpx
 import pytest
 from replicate.exceptions import ReplicateError
@@ -104,6 +105,38 @@ def test_a_refusal_without_words_is_described_by_its_status() -> None:
     ids=repr,
 )
 def test_an_error_after_the_request_was_sent_is_ambiguous(
+    error: Exception, ambiguous: bool
+) -> None:
+    failure = classify(error)
+    assert isinstance(failure, TransientFailure)
+    assert failure.ambiguous is ambiguous
+
+
+def _mapped(error: Exception) -> httpx.HTTPError:
+    """What `httpx_aiohttp` raises for an aiohttp error: any `ClientConnectionError` becomes
+    `httpx.ConnectTimeout`, with the original as its cause."""
+    mapped = httpx.ConnectTimeout(str(error), request=REQUEST)
+    mapped.__cause__ = error
+    return mapped
+
+
+_KEY = aiohttp.client_reqrep.ConnectionKey("replicate.test", 80, False, True, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("error", "ambiguous"),
+    [
+        (_mapped(aiohttp.ClientConnectorError(_KEY, OSError(111, "refused"))), False),
+        (_mapped(aiohttp.ConnectionTimeoutError("connect timed out")), False),
+        (_mapped(aiohttp.ServerDisconnectedError()), True),
+        (_mapped(aiohttp.ClientOSError(104, "connection reset")), True),
+        (_mapped(aiohttp.SocketTimeoutError("read timed out")), True),
+        (aiohttp.ServerDisconnectedError(), True),
+        (aiohttp.ClientConnectorError(_KEY, OSError(111, "refused")), False),
+    ],
+    ids=repr,
+)
+def test_under_the_aiohttp_transport_only_a_connection_never_made_is_unambiguous(
     error: Exception, ambiguous: bool
 ) -> None:
     failure = classify(error)

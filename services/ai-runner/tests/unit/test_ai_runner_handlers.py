@@ -538,7 +538,7 @@ class FakeLimits:
         self.released.append(job_id)
 
 
-async def test_a_full_limit_makes_the_job_wait_without_taking_its_claim() -> None:
+async def test_a_full_limit_makes_the_job_wait_without_marking_a_create_in_flight() -> None:
     predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
     limits, observer = FakeLimits(free=0), CountingObserver()
     event = requested()
@@ -550,7 +550,8 @@ async def test_a_full_limit_makes_the_job_wait_without_taking_its_claim() -> Non
     assert waited.value.delay_s == 7.5
     assert predictions.created == []
     # No create is marked in flight, so the next delivery creates at once.
-    assert event.job_id not in claims.stored
+    stored = claims.stored.get(event.job_id)
+    assert stored is None or stored.claim.creating_since is None
     assert observer.counts == {"limit_waited:creations": 1}
 
     limits.free = 1
@@ -607,3 +608,45 @@ async def test_a_prediction_that_starts_for_a_job_bound_to_another_is_canceled_a
     assert predictions.canceled == ["stray", "late", "unwanted"]
     assert observer.counts == {"orphan_canceled": 3}
     assert events.published == []
+
+
+@dataclass
+class CountingClaims(FakeClaims):
+    """Counts the round trips a real bucket would make."""
+
+    reads: int = 0
+    writes: int = 0
+
+    async def read(self, job_id: uuid.UUID) -> StoredClaim | None:
+        self.reads += 1
+        return await super().read(job_id)
+
+    async def create(self, job_id: uuid.UUID, claim: Claim) -> int | None:
+        self.writes += 1
+        return await super().create(job_id, claim)
+
+    async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
+        self.writes += 1
+        return await super().update(job_id, claim, revision)
+
+
+async def test_a_first_delivery_claims_and_records_without_reading_the_claim() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), CountingClaims()
+    event = requested()
+    await handle_requested(event, runner(predictions, events, claims=claims))
+    assert (claims.reads, claims.writes) == (0, 2)
+    assert claims.claim(event.job_id).prediction_id == "pred-1"
+    assert len(events.published) == 1
+
+
+async def test_a_redelivery_reads_the_claim_once_and_announces_what_it_says() -> None:
+    predictions, events, claims = FakePredictions(), FakeEvents(), CountingClaims()
+    event = requested()
+    the_runner = runner(predictions, events, claims=claims)
+    await handle_requested(event, the_runner)
+    claims.reads = claims.writes = 0
+    await handle_requested(event, the_runner)
+    # The claim exists: the optimistic create fails, one read decides, nothing is written.
+    assert (claims.reads, claims.writes) == (1, 1)
+    assert len(predictions.created) == 1
+    assert [type(e) for e in events.published] == [JobSubmitted, JobSubmitted]

@@ -4,6 +4,7 @@ one key changed only by compare-and-set, so replicas racing for the last slot ca
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -15,9 +16,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from ai_runner.adapters.direct import direct_key_value
 from ai_runner.adapters.metrics import IN_FLIGHT
 from ai_runner.ports import LimitWait
-from jobs_runtime.bus import ensure_key_value
 
 CREATIONS: Final = "creations"
 IN_FLIGHT_KEY: Final = "in_flight"
@@ -50,7 +51,7 @@ def bucket_name(jobs_stream: str) -> str:
 async def limits_bucket(js: JetStreamContext, jobs_stream: str, *, replicas: int = 1) -> KeyValue:
     """The limits bucket, created by the first runner that needs it (the same configuration
     from every replica, so a race to create it succeeds for both)."""
-    return await ensure_key_value(js, bucket_name(jobs_stream), replicas=replicas)
+    return await direct_key_value(js, bucket_name(jobs_stream), replicas=replicas)
 
 
 # What `capacity` answers when no limit is set: more than any fetch asks for.
@@ -89,29 +90,65 @@ class KvLimits:
         self._max_in_flight = max_in_flight
         self._clock = clock
         self._types_seen: set[str] = set()
+        # Each key's value and revision as this replica last read or wrote them.
+        self._last: dict[str, tuple[bytes | None, int | None]] = {}
+        # This replica's own changes of a key go one at a time: concurrent jobs would otherwise
+        # conflict with each other on the same revision, each conflict a wasted write and a read.
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def _change(
         self, key: str, change: Callable[[bytes | None], tuple[bytes | None, T]]
     ) -> T:
         """Apply `change` to the key's value by compare-and-set, again after every conflict;
-        `change` answers the new value (None: leave it) and a result."""
+        `change` answers the new value (None: leave it) and a result.
+
+        The first try starts from the value this replica last read or wrote, so a replica
+        alone on the bucket writes without reading first; a conflict (another replica wrote)
+        reads afresh. A decision to leave the value as it is is never taken on a remembered
+        value, since nothing would prove it current: that value is read again and decided on.
+        """
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            return await self._change_alone(key, change)
+
+    async def _change_alone(
+        self, key: str, change: Callable[[bytes | None], tuple[bytes | None, T]]
+    ) -> T:
+        remembered = self._last.get(key)
         while True:
-            try:
-                entry = await self._kv.get(key)
-                value, revision = entry.value, entry.revision
-            except KeyNotFoundError:
-                value, revision = None, None
+            if remembered is not None:
+                value, revision = remembered
+                remembered = None
+                fresh = False
+            else:
+                value, revision = await self._read(key)
+                fresh = True
             new, result = change(value)
             if new is None or new == value:
-                return result
+                if fresh:
+                    return result
+                continue
             try:
                 if revision is None:
-                    await self._kv.create(key, new)
+                    written = await self._kv.create(key, new)
                 else:
-                    await self._kv.update(key, new, last=revision)
+                    written = await self._kv.update(key, new, last=revision)
             except KeyWrongLastSequenceError:
+                self._last.pop(key, None)
                 continue
+            self._last[key] = (new, written)
             return result
+
+    async def _read(self, key: str) -> tuple[bytes | None, int | None]:
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            self._last.pop(key, None)
+            return None, None
+        self._last[key] = (entry.value, entry.revision)
+        return entry.value, entry.revision
 
     def _live_times(self, value: bytes | None, now: float) -> list[float]:
         times = _times.decode(value) if value else []
@@ -195,18 +232,11 @@ class KvLimits:
         now = self._clock()
         free, wait = _UNLIMITED, None
         if self._per_window:
-            try:
-                entry = await self._kv.get(CREATIONS)
-                times = self._live_times(entry.value, now)
-            except KeyNotFoundError:
-                times = []
+            times = self._live_times((await self._read(CREATIONS))[0], now)
             free = self._per_window - len(times)
             wait = None if free > 0 else self._creation_wait(times, now)
         if self._max_in_flight:
-            try:
-                holds = self._live_holds((await self._kv.get(IN_FLIGHT_KEY)).value, now)
-            except KeyNotFoundError:
-                holds = {}
+            holds = self._live_holds((await self._read(IN_FLIGHT_KEY))[0], now)
             free_slots = self._max_in_flight - len(holds)
             if free_slots <= 0 and wait is None:
                 wait = LimitWait(IN_FLIGHT_KEY, _IN_FLIGHT_RECHECK_S)

@@ -6,19 +6,22 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import aiohttp
 import httpx
 import msgspec
 
-from ai_runner.adapters.replicate import seconds_from_headers
+from ai_runner.adapters.replicate import aiohttp_transport, seconds_from_headers
 from ai_runner.ports import PermanentRejection, TransientFailure
 from jobs_proto.replicate import ReplicatePrediction, decode_prediction
 
 
 class HttpPredictionReader:
-    """Reads predictions with one pooled httpx client; close it with `aclose`."""
+    """Reads predictions with one pooled httpx client (over aiohttp, as the creates are); close
+    it with `aclose`."""
 
     def __init__(self, *, api_token: str, base_url: str, timeout_s: float) -> None:
         self._http = httpx.AsyncClient(
+            transport=aiohttp_transport(),
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_token}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
@@ -27,7 +30,7 @@ class HttpPredictionReader:
     async def get(self, prediction_id: str) -> ReplicatePrediction:
         try:
             response = await self._http.get(f"/v1/predictions/{quote(prediction_id, safe='')}")
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
             raise TransientFailure(
                 f"no answer from Replicate: {type(exc).__name__}: {exc}"
             ) from exc
