@@ -15,7 +15,6 @@ from nats.aio.msg import Msg
 
 from ai_runner.adapters.claims import KvClaims, claims_bucket
 from ai_runner.adapters.consumer import paced_by
-from ai_runner.adapters.fetching import FETCH_WAIT_S, stoppable
 from ai_runner.adapters.history import StreamHistory
 from ai_runner.adapters.jobstore import NatsStuckJobFinder
 from ai_runner.adapters.limits import KvLimits, limits_bucket
@@ -171,35 +170,30 @@ async def serve(service: Service[Settings]) -> None:
     await _release_on_end(service, settings.subjects, limits)
     delay = functools.partial(retry_delay, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
     requested_spec, cancel_spec, started_spec = consumer_specs(settings)
-    # Long fetches keep an idle runner cheap; these end them at SIGTERM.
-    js = stoppable(service.js, service.stop)
     requested = ConsumerLoop(
-        js,
+        service.js,
         stream=settings.jobs_stream,
         spec=requested_spec,
         subjects=settings.subjects,
         handlers={"requested": functools.partial(handle_requested, runner=runner)},
         delay=delay,
-        fetch_timeout_s=FETCH_WAIT_S,
         pace=paced_by(limits.capacity, functools.partial(observer.limit_waited, ANY_TYPE)),
     )
     cancels = ConsumerLoop(
-        js,
+        service.js,
         stream=settings.jobs_stream,
         spec=cancel_spec,
         subjects=settings.subjects,
         handlers={"cancel_requested": functools.partial(handle_cancel_requested, runner=runner)},
         delay=delay,
-        fetch_timeout_s=FETCH_WAIT_S,
     )
     started = ConsumerLoop(
-        js,
+        service.js,
         stream=settings.jobs_stream,
         spec=started_spec,
         subjects=settings.subjects,
         handlers={"started": functools.partial(handle_started, runner=runner)},
         delay=delay,
-        fetch_timeout_s=FETCH_WAIT_S,
     )
     every_s = settings.poll_min_s if polling else settings.reconcile_interval_s
 
