@@ -43,8 +43,8 @@ def test_push_and_streams_run_at_tiny_size(tmp_path: Path) -> None:
     holding = by_figure[("sse memory", f"gateway RSS holding {TINY_PUSH.streams} streams")]
     assert _positive(holding["value"])
     assert _positive(holding["baseline"])
-    assert holding["target"] == "< 300 MB"
-    assert holding["met"] is (holding["value"] < 300.0), holding
+    assert holding["target"] == "< 250 MiB"
+    assert holding["met"] is (holding["value"] < 250.0), holding
     # Every stream the scenario opened was counted open by the gateway itself.
     assert f"the gateway counts {TINY_PUSH.streams} open" in holding["note"]
     assert _positive(by_figure[("sse memory", "gateway RSS, no stream open")]["value"])
