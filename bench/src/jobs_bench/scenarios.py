@@ -41,7 +41,7 @@ def _measure_cpu(
     roots = system.roots()
     before = sample_cpu(roots)
     sent = submit(system.submit_url, system.token, count, rate)
-    done = wait_for_status(system.database_url, system.table, count, 600, sent["jobIds"])
+    done = wait_for_status(system.database_url, system.table, sent["accepted"], 600, sent["jobIds"])
     spent = sample_cpu(roots).minus(before) | {"load generator": sent["cpuS"]}
     return {k: v / max(1, sent["accepted"]) * 1e6 for k, v in spent.items()}, sent, done
 
@@ -70,8 +70,9 @@ def cpu_per_job(ctx: Context) -> list[Row]:
             target="<= 1.5x baseline",
             met=without(ours, *OUTSIDE) <= 1.5 * without(theirs, *OUTSIDE),
             note=f"{sent['accepted']} jobs at {size.cpu_rate:g}/s, each streaming"
-            f" {size.job_s:g} s; {done.by_status}; baseline accepted {base_sent['accepted']},"
-            f" {base_done.by_status}",
+            f" {size.job_s:g} s; {done.by_status} (answers {sent['statuses']}); baseline"
+            f" accepted {base_sent['accepted']}, {base_done.by_status}"
+            f" (answers {base_sent['statuses']})",
         )
     )
     rows.append(
