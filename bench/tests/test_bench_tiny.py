@@ -7,27 +7,26 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from jobs_bench.__main__ import run
 from jobs_bench.context import TINY
 from jobs_bench.profile import summarise
 from jobs_bench.report import table, write
-from jobs_bench.scenarios import SCENARIOS
 from jobs_bench.wrk import parse
+
+from .conftest import TinyRun
 
 pytestmark = pytest.mark.timeout(600)
 
-PUSH = ("push", "streams")
+PUSH_ROWS = ("push latency", "sse memory")
 CPU_TARGET_ROW = "services + NATS + Postgres (baseline: its process + Postgres)"
 
 
-def test_every_other_scenario_runs_at_tiny_size(tmp_path: Path) -> None:
+def test_every_other_scenario_runs_at_tiny_size(tiny_run: TinyRun, tmp_path: Path) -> None:
     # The push scenarios have a test of their own (test_bench_push.py).
-    extras: dict[str, Any] = {}
-    rows = run("tiny", [n for n in SCENARIOS if n not in PUSH], tmp_path / "results", extras)
+    rows = [r for r in tiny_run.rows if r["scenario"] not in PUSH_ROWS]
+    extras = tiny_run.extras
 
     by_figure = {(r["scenario"], r["figure"]): r for r in rows}
     assert {r["scenario"] for r in rows} == {

@@ -38,7 +38,11 @@ def run(
             try:
                 for name in only:
                     print(f"== {name}", file=sys.stderr, flush=True)
+                    began = time.monotonic()
                     rows += SCENARIOS[name](context)
+                    # What each scenario costs of the run's time, for whoever sizes them.
+                    took = time.monotonic() - began
+                    print(f"   {name} took {took:.0f} s", file=sys.stderr, flush=True)
             finally:
                 context.close()
     return rows

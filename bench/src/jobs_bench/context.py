@@ -62,7 +62,8 @@ FULL = Size(
     idle_s=20.0,
     cpu_jobs=1200,
     cpu_rate=30.0,
-    steps=(10, 15, 20, 25, 30, 35, 40, 50, 60, 70, 80, 100, 130, 160),
+    # Finer where a 2-core machine lands (10-30 jobs/s with 3 s jobs), coarser above.
+    steps=(5, 7.5, 10, 12.5, 15, 17.5, 20, 25, 30, 35, 40, 50, 60, 80, 100, 130, 160),
     step_s=15.0,
     profile_s=15.0,
     http_s=15.0,

@@ -23,7 +23,8 @@ async def submit(url: str, token: str, count: int, rate: float) -> dict[str, obj
     if token:
         headers["Authorization"] = f"Bearer {token}"
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    statuses: Counter[int] = Counter()
+    # By status code, or by the name of the error when no answer came (`ReadTimeout`, ...).
+    statuses: Counter[str] = Counter()
     job_ids: list[str] = []
     slots = asyncio.Semaphore(CONCURRENCY)
     started = time.monotonic()
@@ -36,12 +37,12 @@ async def submit(url: str, token: str, count: int, rate: float) -> dict[str, obj
             body = {"type": "title_generation", "input": {"topic": f"benchmark topic {n}"}}
             try:
                 answer = await client.post(url, json=body, headers=headers)
-            except httpx.HTTPError:
-                statuses[0] += 1
+            except httpx.HTTPError as exc:
+                statuses[type(exc).__name__] += 1
                 return
             finally:
                 slots.release()
-            statuses[answer.status_code] += 1
+            statuses[str(answer.status_code)] += 1
             if answer.status_code == 202:
                 job_ids.append(answer.json()["jobId"])
 
@@ -55,7 +56,7 @@ async def submit(url: str, token: str, count: int, rate: float) -> dict[str, obj
             tasks.append(asyncio.create_task(one(n)))
         await asyncio.gather(*tasks)
     return {
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "statuses": dict(sorted(statuses.items())),
         "accepted": len(job_ids),
         "admitS": time.monotonic() - started,
         "jobIds": job_ids,
