@@ -146,7 +146,8 @@ def _profile_at(system: EventDrivenSystem, rate: float, since: datetime, ctx: Co
     pids = {name: p.process.pid for name, p in system.stack.processes.items()}
     pids.pop("replicate-sim", None)
     running = profile.start(pids, ctx.size.profile_s, ctx.work)
-    step = run_step(system, rate, rate, since, ctx)
+    # Drained just before: the step starts from an empty pipeline, as the first one did.
+    step = run_step(system, rate, 0.0, since, ctx)
     profiles = profile.finish(running, timeout_s=ctx.size.profile_s + 30)
     ctx.extras["profiles"] = {"rate": rate, "step": step.describe(), "services": profiles}
 
