@@ -8,15 +8,23 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
+from jobs_bench.context import SIZES, Context, Row
+from jobs_bench.profile import describe
 from jobs_bench.report import table, write
-from jobs_bench.scenarios import SCENARIOS, SIZES, SPOILS_SHARED, Context, Row
+from jobs_bench.scenarios import SCENARIOS, SPOILS_SHARED
 from jobs_bench.systems import Servers
 from jobs_bench.wrk import wrk_available
 
 
-def run(size: str, only: list[str], results: Path) -> list[Row]:
+def run(
+    size: str, only: list[str], results: Path, extras: dict[str, Any] | None = None
+) -> list[Row]:
+    """The rows of the chosen scenarios; what the report carries besides rows (the profiles)
+    lands in `extras`."""
     rows: list[Row] = []
     chosen = SIZES[size]
     if chosen.shared:
@@ -25,10 +33,16 @@ def run(size: str, only: list[str], results: Path) -> list[Row]:
         work = Path(tmp)
         with Servers(work) as servers:
             context = Context(servers=servers, work=work, size=chosen)
+            if extras is not None:
+                context.extras = extras
             try:
                 for name in only:
                     print(f"== {name}", file=sys.stderr, flush=True)
+                    began = time.monotonic()
                     rows += SCENARIOS[name](context)
+                    # What each scenario costs of the run's time, for whoever sizes them.
+                    took = time.monotonic() - began
+                    print(f"   {name} took {took:.0f} s", file=sys.stderr, flush=True)
             finally:
                 context.close()
     return rows
@@ -47,9 +61,16 @@ def main() -> int:
     if not wrk_available():
         print("make bench: wrk is missing (apt-get install wrk)", file=sys.stderr)
         return 2
-    rows = run(args.size, only, args.results)
+    extras: dict[str, Any] = {}
+    started = time.monotonic()
+    rows = run(args.size, only, args.results, extras)
+    extras["durationS"] = round(time.monotonic() - started)
     print(table(rows))
-    json_path, png_path = write(rows, args.size, args.results)
+    if "profiles" in extras:
+        profiles = extras["profiles"]
+        print(f"\nat {profiles['rate']:g} jobs/s offered ({profiles['step']})")
+        print(describe(profiles["services"]))
+    json_path, png_path = write(rows, args.size, args.results, extras)
     print(f"\nwritten: {json_path} and {png_path}")
     return 0
 

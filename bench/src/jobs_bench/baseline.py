@@ -77,7 +77,8 @@ def build_app(
             model=kind.model,
             input=model_input,
             webhook=f"{webhook_url}?job={job_id}",
-            webhook_events_filter=["completed"],
+            # The job type's own filter, as the system asks: start, streamed output, completed.
+            webhook_events_filter=list(kind.webhook_events),
         )
         # With a fast model the webhook can land before this update: never undo its result.
         await pool.execute(
@@ -131,10 +132,17 @@ def build_app(
             return Response(status_code=401)
         prediction = json.loads(body)
         status = _FINAL.get(prediction.get("status", ""))
-        if status is None:
-            return Response(status_code=200)
         output = prediction.get("output")
         text = "".join(output) if isinstance(output, list) else output
+        if status is None:
+            # `start` and `output`: the output so far, as the system keeps it for its readers.
+            await pool.execute(
+                "UPDATE async_jobs SET status = 'processing', output = $2, updated_at = now()"
+                " WHERE id = $1 AND status IN ('pending', 'processing')",
+                uuid.UUID(request.query_params["job"]),
+                text,
+            )
+            return Response(status_code=200)
         await pool.execute(
             "UPDATE async_jobs SET status = $2, output = $3, error = $4, updated_at = now(),"
             " completed_at = now() WHERE id = $1 AND status NOT IN"

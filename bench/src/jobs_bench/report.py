@@ -46,7 +46,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out + (["", "notes:", *notes] if notes else []))
 
 
-def write(rows: list[dict[str, Any]], size: str, results: Path) -> tuple[Path, Path]:
+def write(
+    rows: list[dict[str, Any]], size: str, results: Path, extras: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """`extras`: what the JSON carries besides rows (the py-spy profiles, the run's length)."""
     results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     document = {
@@ -57,6 +60,7 @@ def write(rows: list[dict[str, Any]], size: str, results: Path) -> tuple[Path, P
             {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in rows
         ],
+        **(extras or {}),
     }
     json_path = results / f"bench-{size}-{stamp}.json"
     json_path.write_text(json.dumps(document, indent=2) + "\n")

@@ -33,7 +33,8 @@ LIMITS_OFF: Mapping[str, str] = {
     "MAX_IN_FLIGHT": "0",
     # Every webhook comes from the simulator's one address.
     "WEBHOOK_RATE_PER_S": "0",
-    "LOG_LEVEL": "WARNING",
+    # As the deploy manifests run them (deploy/base/config/common.env): a user pays for it.
+    "LOG_LEVEL": "INFO",
 }
 _instances = itertools.count(1)
 
@@ -51,7 +52,8 @@ class Servers:
         (self.workdir / "postgres").mkdir(parents=True, exist_ok=True)
         self.nats = NatsServer(self.workdir / "nats")
         self.nats.start()
-        self.postgres = PostgresServer(self.workdir / "postgres")
+        # fsync and full-page writes on, as deployed: every commit pays its flush.
+        self.postgres = PostgresServer(self.workdir / "postgres", durable=True)
         self.postgres.start()
         return self
 
@@ -139,10 +141,11 @@ def set_simulator(url: str, **knobs: object) -> None:
     httpx.put(f"{url}/_sim/config", json=knobs, timeout=10).raise_for_status()
 
 
-def reset_simulator(url: str) -> None:
-    """The simulator as a system is lent: its defaults (held webhooks released), no latency."""
+def reset_simulator(url: str, job_s: float) -> None:
+    """The simulator as a system is lent: its defaults (held webhooks released), predictions
+    streaming for `job_s`."""
     httpx.post(f"{url}/_sim/reset", timeout=10).raise_for_status()
-    set_simulator(url, latencyS=0.0)
+    set_simulator(url, latencyS=job_s)
 
 
 def simulator_size(url: str) -> int:

@@ -1,12 +1,14 @@
-"""Runs wrk (HTTP load from a separate process) and reads its answers by status and latency."""
+"""Runs wrk (HTTP load from a separate process, paced or as fast as answered, over one URL or a
+rotating list of paths and tokens) and reads its answers by status and latency, and its CPU."""
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 SCRIPT = Path(__file__).parent / "lua" / "request.lua"
@@ -20,6 +22,8 @@ class WrkResult:
     duration_s: float
     p50_ms: float
     p99_ms: float
+    # wrk's own CPU seconds: what the load generator cost, reported apart from the system's.
+    cpu_s: float = 0.0
 
     def per_s(self, *codes: int) -> float:
         """Answers per second with one of `codes` (2xx when none are named)."""
@@ -45,8 +49,20 @@ def run_wrk(
     method: str = "GET",
     body: str = "",
     token: str = "",
+    requests: Path | None = None,
+    rate: float = 0.0,
 ) -> WrkResult:
-    env = {**os.environ, "BENCH_METHOD": method, "BENCH_BODY": body, "BENCH_TOKEN": token}
+    """`requests`: a file of `path<TAB>token<TAB>etag` lines to rotate over (see request.lua);
+    `rate`: requests per second offered, 0 for as fast as the server answers."""
+    env = {
+        **os.environ,
+        "BENCH_METHOD": method,
+        "BENCH_BODY": body,
+        "BENCH_TOKEN": token,
+        "BENCH_REQUESTS": "" if requests is None else str(requests),
+        "BENCH_RATE": str(rate),
+        "BENCH_THREADS": str(threads),
+    }
     argv = [
         "wrk",
         f"-t{threads}",
@@ -58,10 +74,18 @@ def run_wrk(
         str(SCRIPT),
         url,
     ]
+    before = _children_cpu_s()
     out = subprocess.run(
         argv, env=env, capture_output=True, text=True, check=True, timeout=duration_s + 60
     ).stdout
-    return parse(out)
+    result = parse(out)
+    # wrk was the only child reaped meanwhile: the children's CPU grew by exactly its own.
+    return replace(result, cpu_s=_children_cpu_s() - before)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def parse(out: str) -> WrkResult:

@@ -96,9 +96,11 @@ class PostgresServer(ProcessServer):
     _display_name = "postgres"
     _log_name = "postgres.log"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, durable: bool = False) -> None:
         super().__init__(workdir, port)
         self._account: tuple[int, int] | None = None
+        # `make bench` measures commits as deployed: fsync and full-page writes stay on.
+        self._durable = durable
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{PG_SUPERUSER}@{LOOPBACK}:{self._port}/{database}"
@@ -222,6 +224,8 @@ class PostgresServer(ProcessServer):
             self._socket_dir_arg(),
         ]
         for setting in PG_TUNING:
+            if self._durable and setting.startswith(("fsync=", "full_page_writes=")):
+                continue
             command += ["-c", setting]
         with self.log_path.open("ab") as log:
             return subprocess.Popen(command, **self._spawn_options(log))
