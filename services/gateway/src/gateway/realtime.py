@@ -172,12 +172,21 @@ class Hub:
             if subscription.dropped and not was_dropped:
                 self.dropped += 1
 
-    def publish_change(self, change: JobChanged) -> None:
-        job_id = change.job.job_id
-        if is_terminal(change.job.status):
+    def watches(self, job_id: uuid.UUID, user_id: str) -> bool:
+        """Whether a stream here waits for changes of this job: when none does, its
+        announcement need not even be decoded (`note_change` alone keeps the hub's books)."""
+        return job_id in self._by_job or user_id in self._by_user
+
+    def note_change(self, job_id: uuid.UUID, user_id: str, terminal: bool) -> None:
+        """Remember (or, once terminal, forget) who owns a job, for routing its progress."""
+        if terminal:
             self._owners.pop(job_id, None)
         else:
-            self.note_owner(job_id, change.user_id)
+            self.note_owner(job_id, user_id)
+
+    def publish_change(self, change: JobChanged) -> None:
+        job_id = change.job.job_id
+        self.note_change(job_id, change.user_id, is_terminal(change.job.status))
         self._deliver(self._by_job.get(job_id, set()), change)
         self._deliver(self._by_user.get(change.user_id, set()), change)
 

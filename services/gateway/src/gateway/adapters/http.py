@@ -38,6 +38,7 @@ from gateway.adapters.openapi import openapi_document
 from gateway.adapters.pages import DOCS_ASSETS, docs_assets, docs_page, page_response
 from gateway.auth import AuthError, KeysUnavailable, TokenVerifier
 from gateway.cache import CachedJob, FinishedJobs
+from gateway.jobviews import JobViews
 from gateway.limits import LimitExceeded, OpenJobs, RequestRate
 from gateway.ports import (
     BadCursor,
@@ -146,6 +147,8 @@ class GatewayPorts:
     open_jobs: OpenJobs | None = None
     # Answers of finished jobs; `None`: every read asks the job-store.
     finished: FinishedJobs | None = None
+    # Running jobs known from announcements and replies; `None`: every read asks the job-store.
+    views: JobViews | None = None
     # Fans job changes and progress out to the event streams; `None`: a hub nobody feeds
     # (streams then send the current state and keepalives only).
     hub: Hub | None = None
@@ -321,11 +324,12 @@ async def _admit(
     if admitted.replayed:
         metrics.IDEMPOTENT_REPLAYS.inc()
     else:
-        metrics.JOBS_ADMITTED.labels(job.job_type).inc()
-    log.info(
-        "job replayed" if admitted.replayed else "job admitted",
-        extra={"job_id": str(accepted.job_id), "job_type": job.job_type, "user_id": user_id},
-    )
+        metrics.admitted(job.job_type).inc()
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "job replayed" if admitted.replayed else "job admitted",
+            extra={"job_id": str(accepted.job_id), "job_type": job.job_type, "user_id": user_id},
+        )
     headers = {"Location": f"/api/jobs/{accepted.job_id}"}
     if admitted.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -369,9 +373,14 @@ def _get_job(ports: GatewayPorts) -> Endpoint:
             # The owner of a job never changes: another user's request needs no job-store.
             if cached.user_id != user_id:
                 raise Refusal(NOT_FOUND, "no such job")
-            metrics.CACHE_READS.labels("cache").inc()
+            metrics.CACHE_HITS.inc()
             return _job_answer(request, cached.etag, cached.body)
-        metrics.CACHE_READS.labels("job_store").inc()
+        if ports.views is not None and (known := ports.views.answer(job_id)) is not None:
+            if known.user_id != user_id:
+                raise Refusal(NOT_FOUND, "no such job")
+            metrics.VIEW_READS.inc()
+            return _job_answer(request, known.etag, known.body)
+        metrics.STORE_READS.inc()
         view = await handlers.read_job(user_id, job_id, ports.store, ports.requested, whole=True)
         if view is None:
             raise Refusal(NOT_FOUND, "no such job")
@@ -613,21 +622,24 @@ def _refusal_of(exc: Exception) -> Refusal | None:
 
 
 def _log_request(request: Request, status: int, started: float, **fields: Any) -> None:
-    extra = {
-        "method": request.method,
-        # The path only: a query string may carry an `access_token`.
-        "path": request.url.path,
-        "status": status,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-        "user_id": getattr(request.state, "user_id", None),
-        **fields,
-    }
     # A 503 is the bus being away (expected during restarts); other 5xx are bugs.
     level = logging.INFO
     if status == 503:
         level = logging.WARNING
     elif status >= 500:
         level = logging.ERROR
+    # Nothing is built for a line that is not written: this runs on every request.
+    if not log.isEnabledFor(level):
+        return
+    extra = {
+        "method": request.method,
+        # The path only: a query string may carry an `access_token`.
+        "path": request.scope["path"],
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "user_id": getattr(request.state, "user_id", None),
+        **fields,
+    }
     log.log(level, "request", extra=extra)
 
 
@@ -643,7 +655,7 @@ def _answered(endpoint: Endpoint) -> Endpoint:
         except Exception as exc:
             refusal = _refusal_of(exc)
             if refusal is None:
-                log.exception("unexpected error", extra={"path": request.url.path})
+                log.exception("unexpected error", extra={"path": request.scope["path"]})
                 refusal = Refusal(INTERNAL, "unexpected error")
             fields: dict[str, Any] = {
                 "problem": refusal.problem.type,
