@@ -97,8 +97,11 @@ class Subscription:
         """The next update, or `None` after `timeout_s` of silence."""
         if not self.updates and not self.dropped and self.reconnect_ms is None:
             self.wakeup.clear()
+            # `timeout`, not `wait_for`: on Python 3.11 `wait_for` wraps the wait in a task of
+            # its own, a second task per open stream for as long as the stream is quiet.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self.wakeup.wait()
         if self.reconnect_ms is not None:
             raise Reconnect(self.reconnect_ms)
         if self.dropped:
