@@ -34,7 +34,9 @@ from jobs_proto.status import JOB_STATUSES, JobStatus, is_terminal
 # Relative on purpose: `mypy --strict <path>/handlers.py` names this module after its path
 # (`services.gateway.src.gateway...`), and an absolute `gateway.` import would make mypy see
 # the package twice under two names.
+from .limits import LimitExceeded
 from .ports import (
+    BadCursor,
     Clock,
     EventBus,
     IdempotencyKeys,
@@ -564,3 +566,147 @@ async def cancel_job(
     if view.status != "canceled":
         await bus.publish(JobCancelRequested(job_id=job_id, occurred_at=clock(), user_id=user_id))
     return view
+
+
+# What a handler may meet that is an answer rather than a bug.
+REFUSALS: Final = (
+    InvalidRequest,
+    OutputTooLarge,
+    JobFinished,
+    KeyReused,
+    KeyInProgress,
+    LimitExceeded,
+    BadCursor,
+    Unavailable,
+)
+
+
+# --- one message and its dependencies in, an outcome out --------------------------------------
+# The HTTP adapter builds a message per request and turns each outcome into an answer; these are
+# the only handlers it calls. The functions above are their parts (and tested as such).
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """What the handlers work with, built once in `__main__`."""
+
+    bus: EventBus
+    store: JobStore
+    requested: RequestedLog
+    clock: Clock
+    # Where `Idempotency-Key`s are kept; `None`: the header is validated, then ignored.
+    keys: IdempotencyKeys | None = None
+    idempotency: IdempotencyPolicy = IdempotencyPolicy()
+    # `USER_MAX_OPEN_JOBS`; `None`: off.
+    admission: Admission | None = None
+    new_id: NewJobId = uuid.uuid4
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitJob:
+    """Admit `job` for `user_id`; `fingerprint` tells the same request again under `key`."""
+
+    user_id: str
+    job: NewJob
+    key: str | None = None
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadJob:
+    """`whole`: a job whose output cannot be shown is `TooLarge`, not shown without it."""
+
+    user_id: str
+    job_id: uuid.UUID
+    whole: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    user_id: str
+    job_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The job as its owner sees it."""
+
+    view: JobView
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """Unknown, or another user's: the same answer, so nobody learns of others' jobs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The request cannot be done as asked; `reason` names the exception saying why (one of
+    `InvalidRequest`, `OutputTooLarge`, `JobFinished`, `KeyReused`, `KeyInProgress`, a limit,
+    `BadCursor`, `Unavailable`), which the adapter answers as its problem."""
+
+    reason: Exception
+
+
+SubmitOutcome = Admitted | Refused
+ReadOutcome = Found | NotFound | Refused
+CancelOutcome = Found | NotFound | Refused
+ListOutcome = JobPage | Refused
+
+
+async def submit_job(message: SubmitJob, deps: Dependencies) -> SubmitOutcome:
+    """Admit a validated job, once per `Idempotency-Key` when the message has one (and keys
+    are kept)."""
+    try:
+        if message.key is None or deps.keys is None:
+            accepted = await admit_job(
+                message.user_id,
+                message.job,
+                deps.bus,
+                clock=deps.clock,
+                new_id=deps.new_id,
+                admission=deps.admission,
+            )
+            return Admitted(accepted)
+        return await admit_job_once(
+            message.user_id,
+            idempotency_slot(message.user_id, message.key),
+            message.fingerprint,
+            message.job,
+            deps.bus,
+            deps.keys,
+            deps.requested,
+            clock=deps.clock,
+            new_id=deps.new_id,
+            admission=deps.admission,
+            policy=deps.idempotency,
+        )
+    except REFUSALS as exc:
+        return Refused(exc)
+
+
+async def read(message: ReadJob, deps: Dependencies) -> ReadOutcome:
+    try:
+        view = await read_job(
+            message.user_id, message.job_id, deps.store, deps.requested, whole=message.whole
+        )
+    except REFUSALS as exc:
+        return Refused(exc)
+    return NotFound() if view is None else Found(view)
+
+
+async def cancel(message: CancelJob, deps: Dependencies) -> CancelOutcome:
+    try:
+        view = await cancel_job(
+            message.user_id, message.job_id, deps.store, deps.requested, deps.bus, clock=deps.clock
+        )
+    except REFUSALS as exc:
+        return Refused(exc)
+    return NotFound() if view is None else Found(view)
+
+
+async def list_page(query: ListJobs, deps: Dependencies) -> ListOutcome:
+    try:
+        return await list_jobs(query, deps.store)
+    except REFUSALS as exc:
+        return Refused(exc)
