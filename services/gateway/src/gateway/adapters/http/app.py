@@ -64,10 +64,8 @@ def build_app(ports: GatewayPorts) -> Starlette:
         Route("/api/jobs", answered(jobs.list_jobs(ports)), methods=["GET"]),
         Route("/api/jobs/{job_id}", answered(jobs.get_job(ports)), methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", answered(jobs.cancel_job(ports)), methods=["POST"]),
-        Route(
-            "/api/jobs/{job_id}/events", answered(events.job_events(ports, hub)), methods=["GET"]
-        ),
-        Route("/api/events", answered(events.user_events(ports, hub)), methods=["GET"]),
+        Route("/api/jobs/{job_id}/events", events.job_events(ports, hub), methods=["GET"]),
+        Route("/api/events", events.user_events(ports, hub), methods=["GET"]),
         *(
             Route(path, answered(jobs.create_typed_job(ports, job_type)), methods=["POST"])
             for path, job_type in IDEATION_ROUTES.items()

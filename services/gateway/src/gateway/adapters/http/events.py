@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import ExitStack
 from typing import Final
 
 from starlette.requests import Request
@@ -17,12 +16,13 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import handlers, realtime
 from gateway.adapters import metrics
-from gateway.realtime import Hub
+from gateway.realtime import Hub, Subscription
+from gateway.streams import StreamSlot
 from jobs_proto.api import JobView
 
 from .checks import authorize, parse_job_id
 from .ports import GatewayPorts
-from .problems import not_found, refuse
+from .problems import answered, not_found, refuse
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -41,7 +41,7 @@ _STREAM_RAW_HEADERS: Final = [
 
 
 class EventStream:
-    """A `text/event-stream` answer that releases its hub subscription (`cleanup`) however
+    """A `text/event-stream` answer that releases its stream slot and hub subscription however
     it ends: the terminal state, the client gone (even before the first byte), shutdown.
 
     A plain ASGI answer, not a Starlette `StreamingResponse`: with 10,000 streams open what
@@ -51,12 +51,12 @@ class EventStream:
     is due, which the streams send after `SSE_KEEPALIVE_S` of quiet.
     """
 
-    __slots__ = ("_chunks", "_cleanup")
+    __slots__ = ("_chunks", "_held")
     status_code: Final = 200
 
-    def __init__(self, chunks: AsyncIterator[bytes], cleanup: ExitStack) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], held: Held) -> None:
         self._chunks = chunks
-        self._cleanup = cleanup
+        self._held = held
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics.STREAMS_OPENED.inc()
@@ -76,7 +76,24 @@ class EventStream:
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
-            self._cleanup.close()
+            self._held.release()
+
+
+class Held:
+    """What an opening stream holds (its slot of the stream caps, its hub subscription) until
+    `release`, called once the answer is not a stream after all (`204`, `404`, an error) or
+    by `EventStream` when the stream ends. Two fields, not an `ExitStack`: thousands live."""
+
+    __slots__ = ("slot", "subscription")
+
+    def __init__(self, slot: StreamSlot) -> None:
+        self.slot = slot
+        self.subscription: Subscription | None = None
+
+    def release(self) -> None:
+        if self.subscription is not None:
+            self.subscription.close()
+        self.slot.close()
 
 
 async def _client_gone(receive: Receive) -> bool:
@@ -90,21 +107,26 @@ async def _client_gone(receive: Receive) -> bool:
     return bool(message["type"] == "http.disconnect")
 
 
-def _streaming(chunks: AsyncIterator[bytes], cleanup: ExitStack) -> Response:
-    # Starlette only calls what an endpoint returns (and the log reads `status_code`).
-    return EventStream(chunks, cleanup)  # type: ignore[return-value]
+class StreamRoute:
+    """An event route's ASGI endpoint: Starlette calls it as it is (no `request_response`
+    wrapper), so an open stream keeps no `Request` nor the wrapper's frames alive; the opening
+    is answered (refusals, log line) like every other route's."""
+
+    __slots__ = ("_open",)
+
+    def __init__(self, open_stream: Endpoint) -> None:
+        self._open = answered(open_stream)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._open(Request(scope, receive))
+        await response(scope, receive, send)
 
 
-def hold_stream(ports: GatewayPorts, user_id: str, cleanup: ExitStack) -> None:
-    """Count one more open stream of `user_id` until `cleanup` closes, or refuse it (`429` at
-    `USER_MAX_STREAMS`, `503` at `MAX_STREAMS`).
-
-    Every stream route (the event routes, and the output route when it comes) calls this first
-    thing inside its `ExitStack`, before any read: a refusal costs no job-store request, and an
-    answer that is not a stream (`204`, `404`, an error) gives the slot back as the stack
-    unwinds. A stream hands the stack to `EventStream`, which closes it however it ends.
-    """
-    cleanup.callback(ports.streams.take(user_id).close)
+def hold_stream(ports: GatewayPorts, user_id: str) -> Held:
+    """One more open stream of `user_id`, or a refusal (`429` at `USER_MAX_STREAMS`, `503` at
+    `MAX_STREAMS`). Every stream route calls this first, before any read: a refusal costs no
+    job-store request; the route releases what it holds unless it hands it to `EventStream`."""
+    return Held(ports.streams.take(user_id))
 
 
 def _reader(ports: GatewayPorts, user_id: str) -> realtime.Reload:
@@ -119,16 +141,16 @@ def _reader(ports: GatewayPorts, user_id: str) -> realtime.Reload:
     return reload
 
 
-def job_events(ports: GatewayPorts, hub: Hub) -> Endpoint:
+def job_events(ports: GatewayPorts, hub: Hub) -> StreamRoute:
     async def job_events(request: Request) -> Response:
         user_id = await authorize(ports.verifier, ports.rate, request, query_token=True)
         job_id = parse_job_id(request.path_params["job_id"])
         if job_id is None:
             raise not_found()
-        with ExitStack() as cleanup:
-            hold_stream(ports, user_id, cleanup)
+        held = hold_stream(ports, user_id)
+        try:
             # Subscribed before the state is read: no change can fall in between.
-            subscription = cleanup.enter_context(hub.watch_job(job_id))
+            subscription = held.subscription = hub.open_job(job_id)
             outcome = await handlers.read(handlers.ReadJob(user_id, job_id), ports.deps)
             if isinstance(outcome, handlers.Refused):
                 raise refuse(outcome)
@@ -137,26 +159,34 @@ def job_events(ports: GatewayPorts, hub: Hub) -> Endpoint:
             view = outcome.view
             known = realtime.known_version(request.headers.get("last-event-id"), view)
             if realtime.already_final(view, known):
+                held.release()
                 return Response(status_code=204, headers={"Cache-Control": "no-store"})
             reload = _reader(ports, user_id)
             chunks = realtime.job_events(view, known, subscription, reload, hub.policy)
-            return _streaming(chunks, cleanup.pop_all())
+        except BaseException:
+            held.release()
+            raise
+        # Starlette only calls what an endpoint returns (and the log reads `status_code`).
+        return EventStream(chunks, held)  # type: ignore[return-value]
 
-    return job_events
+    return StreamRoute(job_events)
 
 
-def user_events(ports: GatewayPorts, hub: Hub) -> Endpoint:
+def user_events(ports: GatewayPorts, hub: Hub) -> StreamRoute:
     async def user_events(request: Request) -> Response:
         user_id = await authorize(ports.verifier, ports.rate, request, query_token=True)
-        with ExitStack() as cleanup:
-            hold_stream(ports, user_id, cleanup)
-            subscription = cleanup.enter_context(hub.watch_user(user_id))
+        held = hold_stream(ports, user_id)
+        try:
+            subscription = held.subscription = hub.open_user(user_id)
             since = realtime.parse_position(request.headers.get("last-event-id"))
             views = await handlers.jobs_to_replay(user_id, ports.store, since)
             for view in views:
                 hub.note_owner(view.job_id, user_id)
             reload = _reader(ports, user_id)
             chunks = realtime.user_events(views, subscription, reload, hub.policy)
-            return _streaming(chunks, cleanup.pop_all())
+        except BaseException:
+            held.release()
+            raise
+        return EventStream(chunks, held)  # type: ignore[return-value]
 
-    return user_events
+    return StreamRoute(user_events)
