@@ -5,18 +5,20 @@ strings, CORS for configured origins) and problem answers for unknown routes and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.realtime import Hub
 from jobs_runtime.web import EscapedQueryString
 
 from . import events, jobs, site
+from .fast import FastPath, fast_job_reads
 from .ports import GatewayPorts
 from .problems import answered, framework_refusal
 
@@ -57,6 +59,19 @@ def _middleware(ports: GatewayPorts) -> list[Middleware]:
     ]
 
 
+class GatewayApp(Starlette):
+    """The Starlette app, with the lean path (`fast.py`) tried first for each request."""
+
+    def __init__(self, fast_path: FastPath, **options: Any) -> None:
+        super().__init__(**options)
+        self._fast_path = fast_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and await self._fast_path(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def build_app(ports: GatewayPorts) -> Starlette:
     hub = ports.hub if ports.hub is not None else Hub()
     routes = [
@@ -73,7 +88,8 @@ def build_app(ports: GatewayPorts) -> Starlette:
         *site.documentation(IDEATION_ROUTES),
         *site.demo(ports),
     ]
-    return Starlette(
+    return GatewayApp(
+        fast_job_reads(ports),
         routes=routes,
         middleware=_middleware(ports),
         exception_handlers={HTTPException: framework_refusal},
