@@ -1,7 +1,11 @@
-"""The gateway's use cases over its ports: validate and admit a job, read a job for its owner.
+"""The gateway's use cases over its ports: validate and admit a job, read, list and cancel a
+job for its owner.
 
-No HTTP or NATS here: the adapters turn requests into these calls and the outcomes (a value,
-`InvalidRequest`, `Unavailable`) into answers.
+The adapters call the message handlers at the end (`submit_job`, `read`, `cancel`,
+`list_page`): one message and the `Dependencies` built in `__main__` in, an outcome out
+(`Admitted | Found | NotFound | Refused`, a refusal naming its reason). Validation
+(`parse_create_job`, `parse_list_query`, ...) raises `InvalidRequest` before any message is
+built. No HTTP or NATS here.
 """
 
 from __future__ import annotations
