@@ -4,7 +4,7 @@ strings, CORS for configured origins) and problem answers for unknown routes and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -19,6 +19,7 @@ from jobs_runtime.web import EscapedQueryString
 
 from . import events, jobs, site
 from .fast import FastPath, fast_job_reads
+from .fast_admit import fast_admissions
 from .ports import GatewayPorts
 from .problems import answered, framework_refusal
 
@@ -62,13 +63,17 @@ def _middleware(ports: GatewayPorts) -> list[Middleware]:
 class GatewayApp(Starlette):
     """The Starlette app, with the lean path (`fast.py`) tried first for each request."""
 
-    def __init__(self, fast_path: FastPath, **options: Any) -> None:
+    def __init__(self, fast_paths: Sequence[FastPath], **options: Any) -> None:
         super().__init__(**options)
-        self._fast_path = fast_path
+        self._fast_paths = tuple(fast_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and await self._fast_path(scope, receive, send):
-            return
+        if scope["type"] == "http":
+            for fast_path in self._fast_paths:
+                continued = await fast_path(scope, receive, send)
+                if continued is None:
+                    return
+                receive = continued
         await super().__call__(scope, receive, send)
 
 
@@ -89,7 +94,7 @@ def build_app(ports: GatewayPorts) -> Starlette:
         *site.demo(ports),
     ]
     return GatewayApp(
-        fast_job_reads(ports),
+        [fast_job_reads(ports), fast_admissions(ports, IDEATION_ROUTES)],
         routes=routes,
         middleware=_middleware(ports),
         exception_handlers={HTTPException: framework_refusal},

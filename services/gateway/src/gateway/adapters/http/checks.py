@@ -36,6 +36,9 @@ __all__ = ["etag"]  # re-exported: the ETag of a job's answer belongs with its c
 log = logging.getLogger("gateway.http")
 
 JSON_MEDIA_TYPE: Final = "application/json"
+# Set in a request's scope by the lean path (`fast_admit.py`) once it counted the request
+# against the rate, before handing the request to its route: counted once.
+RATE_COUNTED: Final = "gateway.rate_counted"
 # The query parameter that may carry the token on the event routes.
 ACCESS_TOKEN: Final = "access_token"
 _UUID: Final = re.compile(
@@ -105,7 +108,7 @@ async def authorize(
     """The caller's user id once its token is good (`401`) and its request rate allows one
     more (`429`, counted per replica), the first two checks of every API route."""
     user_id = await authenticate(verifier, request, query_token=query_token)
-    if rate is not None:
+    if rate is not None and not request.scope.get(RATE_COUNTED):
         rate.take(user_id)
     return user_id
 

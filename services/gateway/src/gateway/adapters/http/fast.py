@@ -35,15 +35,16 @@ _JOB_PATH_LENGTH: Final = len(PREFIX) + 36
 _CACHE_CONTROL: Final = (b"cache-control", b"private, no-cache")
 _JSON: Final = (b"content-type", b"application/json")
 
-# Answers the request and says so, or says it did not (and sent nothing).
-FastPath = Callable[[Scope, Receive, Send], Awaitable[bool]]
+# Answers the request (`None`), or sends nothing and hands back the `Receive` the route is to
+# read the request from (the same one, or one replaying what the lean path read of it).
+FastPath = Callable[[Scope, Receive, Send], Awaitable[Receive | None]]
 
 
 def fast_job_reads(ports: GatewayPorts) -> FastPath:
     cors = bool(ports.cors_origins)
     verifier, rate, finished, views = ports.verifier, ports.rate, ports.finished, ports.views
 
-    async def answer(scope: Scope, receive: Receive, send: Send) -> bool:
+    async def answer(scope: Scope, receive: Receive, send: Send) -> Receive | None:
         path: str = scope["path"]
         if (
             len(path) != _JOB_PATH_LENGTH
@@ -51,10 +52,10 @@ def fast_job_reads(ports: GatewayPorts) -> FastPath:
             or not path.startswith(PREFIX)
             or not scope.get("query_string", b"").isascii()
         ):
-            return False
+            return receive
         job_id = parse_job_id(path[len(PREFIX) :])
         if job_id is None:
-            return False
+            return receive
         try:
             started = time.perf_counter()
             authorization = if_none_match = None
@@ -64,7 +65,7 @@ def fast_job_reads(ports: GatewayPorts) -> FastPath:
                 elif name == b"if-none-match":
                     if_none_match = value.decode("latin-1")
                 elif name == b"origin" and cors:
-                    return False  # CORS headers are the middleware's
+                    return receive  # CORS headers are the middleware's
             known: CachedJob | Answer | None = None
             if finished is not None:
                 known = finished.get(job_id)
@@ -73,18 +74,18 @@ def fast_job_reads(ports: GatewayPorts) -> FastPath:
                 known = views.answer(job_id)
                 counter = metrics.VIEW_READS
             if known is None or authorization is None:
-                return False
+                return receive
             try:
                 user_id = await verifier.authenticate(authorization)
             except (AuthError, KeysUnavailable):
-                return False
+                return receive
             if known.user_id != user_id:
-                return False
+                return receive
             if rate is not None:
                 try:
                     rate.take(user_id)
                 except LimitExceeded:
-                    return False  # refused without counting: the route refuses it again
+                    return receive  # refused without counting: the route refuses it again
             counter.inc()
             tag = known.etag.encode()
             if etag_matches(if_none_match, known.etag):
@@ -101,13 +102,13 @@ def fast_job_reads(ports: GatewayPorts) -> FastPath:
         except Exception:
             # A bug here must not cost the answer: the route gives it (or its problem).
             log.exception("fast path failed", extra={"path": path})
-            return False
+            return receive
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if log.isEnabledFor(logging.INFO):
             duration_ms = round((time.perf_counter() - started) * 1000, 1)
             extra = {"method": "GET", "path": path, "status": status, "user_id": user_id}
             log.info("request", extra={**extra, "duration_ms": duration_ms})
-        return True
+        return None
 
     return answer
