@@ -23,6 +23,7 @@ from gateway.adapters.nats import (
 from gateway.auth import JwksKeys, TokenVerifier, issue_token
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
+from gateway.jobviews import JobViews, ViewedJobStore
 from gateway.limits import OpenJobs, RequestRate
 from gateway.realtime import Hub, StreamPolicy
 from gateway.streams import OpenStreams
@@ -61,7 +62,9 @@ async def serve_gateway(service: Service[Settings]) -> None:
     """Serve the HTTP API until `service.stop`, then finish the requests in hand."""
     settings = service.settings
     _warn_about_auth(settings)
-    store = NatsJobStore(service.nc, settings.subjects)
+    # Running jobs this gateway knows from the announcements and the job-store's replies.
+    views = JobViews()
+    store = ViewedJobStore(NatsJobStore(service.nc, settings.subjects), views)
     keys = await idempotency_bucket(
         service.nc, settings.jobs_stream, replicas=settings.stream_replicas
     )
@@ -76,7 +79,7 @@ async def serve_gateway(service: Service[Settings]) -> None:
     # The count the caps apply to, so the gauge shows how near `MAX_STREAMS` the process is.
     metrics.OPEN_STREAMS.set_function(lambda: streams.open)
     metrics.DROPPED_STREAMS.set_function(lambda: hub.dropped)
-    feed = NatsJobFeed(service.nc, settings.subjects, hub)
+    feed = NatsJobFeed(service.nc, settings.subjects, hub, views)
     await feed.start()
     ports = GatewayPorts(
         verifier=_verifier(settings),
@@ -96,6 +99,7 @@ async def serve_gateway(service: Service[Settings]) -> None:
         ),
         finished=FinishedJobs(settings.job_cache_bytes) if settings.job_cache_bytes else None,
         hub=hub,
+        views=views,
         streams=streams,
         demo_page=settings.demo_page_on,
     )

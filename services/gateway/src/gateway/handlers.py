@@ -1,7 +1,11 @@
-"""The gateway's use cases over its ports: validate and admit a job, read a job for its owner.
+"""The gateway's use cases over its ports: validate and admit a job, read, list and cancel a
+job for its owner.
 
-No HTTP or NATS here: the adapters turn requests into these calls and the outcomes (a value,
-`InvalidRequest`, `Unavailable`) into answers.
+The adapters call the message handlers at the end (`submit_job`, `read`, `cancel`,
+`list_page`): one message and the `Dependencies` built in `__main__` in, an outcome out
+(`Admitted | Found | NotFound | Refused`, a refusal naming its reason). Validation
+(`parse_create_job`, `parse_list_query`, ...) raises `InvalidRequest` before any message is
+built. No HTTP or NATS here.
 """
 
 from __future__ import annotations
@@ -9,32 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import re
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import msgspec
 
 from jobs_proto.api import (
-    CreateJob,
     GetJob,
     JobAccepted,
     JobPage,
     JobView,
     ListJobs,
-    ProblemDetail,
 )
 from jobs_proto.events import JobCancelRequested, JobRequested
-from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.status import JOB_STATUSES, JobStatus, is_terminal
 
 # Relative on purpose: `mypy --strict <path>/handlers.py` names this module after its path
 # (`services.gateway.src.gateway...`), and an absolute `gateway.` import would make mypy see
 # the package twice under two names.
+from .limits import LimitExceeded
 from .ports import (
+    BadCursor,
     Clock,
     EventBus,
     IdempotencyKeys,
@@ -45,44 +46,24 @@ from .ports import (
     Sleep,
     Unavailable,
 )
-from .problems import validation_detail
+from .validation import DEFAULT_LIMIT as DEFAULT_LIMIT
+from .validation import IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER
+from .validation import MAX_IDEMPOTENCY_KEY as MAX_IDEMPOTENCY_KEY
+from .validation import MAX_LIMIT as MAX_LIMIT
+from .validation import MIN_LIMIT as MIN_LIMIT
+from .validation import InvalidRequest as InvalidRequest
+from .validation import NewJob as NewJob
+from .validation import check_idempotency_key as check_idempotency_key
+from .validation import parse_create_job as parse_create_job
+from .validation import parse_job_input as parse_job_input
+from .validation import parse_list_query as parse_list_query
+from .validation import where as where
 
-# `GET /api/jobs?limit=`: the bounds of `ListJobs.limit`, and its default.
-MIN_LIMIT: Final = 1
-MAX_LIMIT: Final = 200
-DEFAULT_LIMIT: Final = 50
-_INTEGER: Final = re.compile(r"[+-]?[0-9]+")
-# More significant digits than any bound of a query parameter has: out of range without
-# `int`, which refuses strings past 4,300 digits (a `ValueError`) and is slow long before.
-_MAX_DIGITS: Final = 9
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
-# `Idempotency-Key`: 1 to 255 characters (the contract's bound).
-MAX_IDEMPOTENCY_KEY: Final = 255
 # Rounds of reading a key and losing its compare-and-set (or waiting) before giving up;
 # waiting for another request is bounded by `IdempotencyPolicy.wait_s` first.
 _MAX_CAS_ROUNDS: Final = 1000
-IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 # Statuses a cancel cannot change any more (`409`); `canceled` is answered `202` again.
 UNCANCELABLE: Final[frozenset[JobStatus]] = frozenset({"succeeded", "failed"})
-
-
-def where(error: ProblemDetail) -> str:
-    """What an error names: its JSON pointer into the body, or its query parameter."""
-    if error.pointer is not None:
-        return error.pointer
-    return f"?{error.parameter}"
-
-
-class InvalidRequest(Exception):
-    """A body that is well-formed JSON but not an acceptable job, or bad query parameters
-    (`422`)."""
-
-    def __init__(
-        self, errors: list[ProblemDetail], detail: str = "the request is not a valid job"
-    ) -> None:
-        super().__init__("; ".join(f"{where(e)}: {e.detail}" for e in errors))
-        self.errors = errors
-        self.detail = detail
 
 
 class OutputTooLarge(Exception):
@@ -104,44 +85,6 @@ class JobFinished(Exception):
     def __init__(self, status: JobStatus) -> None:
         super().__init__(f"the job already {status}; it can no longer be canceled")
         self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """A job that passed validation: its type and its input as plain camelCase JSON values."""
-
-    job_type: str
-    input: dict[str, Any]
-
-
-def parse_job_input(job_type: str, raw: object, at: str = "") -> NewJob:
-    """Validate `raw` as the input of `job_type`; pointers in errors are under `at`.
-
-    The published input holds the fields the client gave, as validated and in their camelCase
-    wire names; unknown fields are dropped, and defaults are left to whoever parses it again
-    (`JobType.parse_input`), so a job shows the input its owner sent.
-    """
-    if not isinstance(raw, dict):
-        raise InvalidRequest([ProblemDetail(pointer=at, detail="Expected `object`")])
-    try:
-        parsed = JOB_TYPES[job_type].parse_input(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest([validation_detail(str(exc), at)]) from None
-    validated: dict[str, Any] = msgspec.to_builtins(parsed)
-    return NewJob(job_type=job_type, input={k: v for k, v in validated.items() if k in raw})
-
-
-def parse_create_job(body: object) -> NewJob:
-    """Validate the body of `POST /api/jobs`: a known `type` and its `input`."""
-    try:
-        create = msgspec.convert(body, CreateJob)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest([validation_detail(str(exc))]) from None
-    if create.type not in JOB_TYPES:
-        known = ", ".join(sorted(JOB_TYPES))
-        detail = f"unknown job type {create.type!r}; one of: {known}"
-        raise InvalidRequest([ProblemDetail(pointer="/type", detail=detail)])
-    return parse_job_input(create.type, create.input, at="/input")
 
 
 class Admission(Protocol):
@@ -227,20 +170,6 @@ class Admitted:
 
     accepted: JobAccepted
     replayed: bool = False
-
-
-def check_idempotency_key(raw: str | None) -> str | None:
-    """The `Idempotency-Key` header, or `None` without one; `422` naming it when empty or
-    longer than 255 characters."""
-    if raw is None:
-        return None
-    if not 1 <= len(raw) <= MAX_IDEMPOTENCY_KEY:
-        detail = f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters, got {len(raw)}"
-        raise InvalidRequest(
-            [ProblemDetail(parameter=IDEMPOTENCY_HEADER, detail=detail)],
-            f"the {IDEMPOTENCY_HEADER} header is not valid",
-        )
-    return raw
 
 
 def idempotency_slot(user_id: str, key: str) -> str:
@@ -464,72 +393,6 @@ async def jobs_to_replay(
     return sorted((v for v in views if v is not None), key=lambda v: v.updated_at)
 
 
-def _parameter_error(parameter: str, detail: str) -> ProblemDetail:
-    return ProblemDetail(parameter=parameter, detail=detail)
-
-
-def _parse_limit(values: list[str], errors: list[ProblemDetail]) -> int:
-    if not values:
-        return DEFAULT_LIMIT
-    if len(values) > 1:
-        errors.append(_parameter_error("limit", "give `limit` at most once"))
-        return DEFAULT_LIMIT
-    raw = values[0].strip()
-    if not _INTEGER.fullmatch(raw):
-        errors.append(_parameter_error("limit", f"must be an integer, got {values[0][:40]!r}"))
-        return DEFAULT_LIMIT
-    # Leading zeros count towards `int`'s limit too, so only the significant digits reach it.
-    digits = raw.lstrip("+-").lstrip("0") or "0"
-    sign = -1 if raw.startswith("-") else 1
-    limit = sign * int(digits) if len(digits) <= _MAX_DIGITS else None
-    if limit is None or not MIN_LIMIT <= limit <= MAX_LIMIT:
-        shown = limit if limit is not None else f"a number of {len(digits)} digits"
-        detail = f"must be between {MIN_LIMIT} and {MAX_LIMIT}, got {shown}"
-        errors.append(_parameter_error("limit", detail))
-        return DEFAULT_LIMIT
-    return limit
-
-
-def parse_list_query(user_id: str, parameters: Iterable[tuple[str, str]]) -> ListJobs:
-    """The query of `GET /api/jobs` as a `ListJobs` of `user_id`'s jobs; every bad parameter
-    is one `422` entry naming it. Parameters the route does not know are ignored.
-
-    `cursor` is opaque here: whether it is good only the job-store can tell (`BadCursor`).
-    An empty `cursor=` is the first page, as if absent.
-    """
-    given: dict[str, list[str]] = {}
-    for name, value in parameters:
-        given.setdefault(name, []).append(value)
-    errors: list[ProblemDetail] = []
-    limit = _parse_limit(given.get("limit", []), errors)
-    cursors = given.get("cursor", [])
-    if len(cursors) > 1:
-        errors.append(_parameter_error("cursor", "give `cursor` at most once"))
-    cursor = cursors[0] if len(cursors) == 1 and cursors[0] else None
-    statuses: list[JobStatus] = []
-    for value in given.get("status", []):
-        status = next((s for s in JOB_STATUSES if s == value), None)
-        if status is None:
-            known = ", ".join(JOB_STATUSES)
-            errors.append(_parameter_error("status", f"unknown status {value!r}; one of: {known}"))
-        elif status not in statuses:
-            statuses.append(status)
-    types: list[str] = []
-    for value in given.get("type", []):
-        if not value:
-            errors.append(_parameter_error("type", "must not be empty"))
-        elif _CONTROL.search(value):
-            # No job type has one, and Postgres refuses NUL in text: found by fuzzing.
-            errors.append(_parameter_error("type", "must not contain control characters"))
-        elif value not in types:
-            # Not checked against this release's job types: a job of a type since retired
-            # is still its owner's, and filtering for it finds it.
-            types.append(value)
-    if errors:
-        raise InvalidRequest(errors, "the query parameters are not valid")
-    return ListJobs(user_id=user_id, limit=limit, cursor=cursor, statuses=statuses, types=types)
-
-
 async def list_jobs(query: ListJobs, store: JobStore) -> JobPage:
     """One page of the caller's jobs, newest first, as the job-store answers it."""
     return await store.list_jobs(query)
@@ -564,3 +427,147 @@ async def cancel_job(
     if view.status != "canceled":
         await bus.publish(JobCancelRequested(job_id=job_id, occurred_at=clock(), user_id=user_id))
     return view
+
+
+# What a handler may meet that is an answer rather than a bug.
+REFUSALS: Final = (
+    InvalidRequest,
+    OutputTooLarge,
+    JobFinished,
+    KeyReused,
+    KeyInProgress,
+    LimitExceeded,
+    BadCursor,
+    Unavailable,
+)
+
+
+# --- one message and its dependencies in, an outcome out --------------------------------------
+# The HTTP adapter builds a message per request and turns each outcome into an answer; these are
+# the only handlers it calls. The functions above are their parts (and tested as such).
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """What the handlers work with, built once in `__main__`."""
+
+    bus: EventBus
+    store: JobStore
+    requested: RequestedLog
+    clock: Clock
+    # Where `Idempotency-Key`s are kept; `None`: the header is validated, then ignored.
+    keys: IdempotencyKeys | None = None
+    idempotency: IdempotencyPolicy = IdempotencyPolicy()
+    # `USER_MAX_OPEN_JOBS`; `None`: off.
+    admission: Admission | None = None
+    new_id: NewJobId = uuid.uuid4
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitJob:
+    """Admit `job` for `user_id`; `fingerprint` tells the same request again under `key`."""
+
+    user_id: str
+    job: NewJob
+    key: str | None = None
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadJob:
+    """`whole`: a job whose output cannot be shown is `TooLarge`, not shown without it."""
+
+    user_id: str
+    job_id: uuid.UUID
+    whole: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    user_id: str
+    job_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The job as its owner sees it."""
+
+    view: JobView
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """Unknown, or another user's: the same answer, so nobody learns of others' jobs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The request cannot be done as asked; `reason` names the exception saying why (one of
+    `InvalidRequest`, `OutputTooLarge`, `JobFinished`, `KeyReused`, `KeyInProgress`, a limit,
+    `BadCursor`, `Unavailable`), which the adapter answers as its problem."""
+
+    reason: Exception
+
+
+SubmitOutcome = Admitted | Refused
+ReadOutcome = Found | NotFound | Refused
+CancelOutcome = Found | NotFound | Refused
+ListOutcome = JobPage | Refused
+
+
+async def submit_job(message: SubmitJob, deps: Dependencies) -> SubmitOutcome:
+    """Admit a validated job, once per `Idempotency-Key` when the message has one (and keys
+    are kept)."""
+    try:
+        if message.key is None or deps.keys is None:
+            accepted = await admit_job(
+                message.user_id,
+                message.job,
+                deps.bus,
+                clock=deps.clock,
+                new_id=deps.new_id,
+                admission=deps.admission,
+            )
+            return Admitted(accepted)
+        return await admit_job_once(
+            message.user_id,
+            idempotency_slot(message.user_id, message.key),
+            message.fingerprint,
+            message.job,
+            deps.bus,
+            deps.keys,
+            deps.requested,
+            clock=deps.clock,
+            new_id=deps.new_id,
+            admission=deps.admission,
+            policy=deps.idempotency,
+        )
+    except REFUSALS as exc:
+        return Refused(exc)
+
+
+async def read(message: ReadJob, deps: Dependencies) -> ReadOutcome:
+    try:
+        view = await read_job(
+            message.user_id, message.job_id, deps.store, deps.requested, whole=message.whole
+        )
+    except REFUSALS as exc:
+        return Refused(exc)
+    return NotFound() if view is None else Found(view)
+
+
+async def cancel(message: CancelJob, deps: Dependencies) -> CancelOutcome:
+    try:
+        view = await cancel_job(
+            message.user_id, message.job_id, deps.store, deps.requested, deps.bus, clock=deps.clock
+        )
+    except REFUSALS as exc:
+        return Refused(exc)
+    return NotFound() if view is None else Found(view)
+
+
+async def list_page(query: ListJobs, deps: Dependencies) -> ListOutcome:
+    try:
+        return await list_jobs(query, deps.store)
+    except REFUSALS as exc:
+        return Refused(exc)

@@ -14,9 +14,9 @@ import random
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -67,43 +67,80 @@ class Reconnect(Exception):
         self.retry_ms = retry_ms
 
 
-@dataclass(eq=False, slots=True)
 class Subscription:
-    """One stream's inbox: bounded, never blocking the hub."""
+    """One stream's inbox: bounded, never blocking the hub. Lean on purpose (one gateway holds
+    thousands): no `asyncio.Event`, only a future while the stream waits, and `close` takes it
+    out of the hub however the stream ends."""
 
-    limit: int
-    updates: deque[Update] = field(default_factory=deque)
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    dropped: bool = False
-    # Set when the stream must end with `retry: <ms>` (see `Reconnect`).
-    reconnect_ms: int | None = None
+    __slots__ = ("_index", "_key", "_updates", "_waiter", "dropped", "limit", "reconnect_ms")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # Made at the first update: most streams wait far longer than they hold anything.
+        self._updates: deque[Update] | None = None
+        self.dropped = False
+        # Set when the stream must end with `retry: <ms>` (see `Reconnect`).
+        self.reconnect_ms: int | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        # Where the hub keeps it, for `close`.
+        self._index: dict[Any, set[Subscription]] | None = None
+        self._key: object = None
+
+    @property
+    def updates(self) -> deque[Update] | tuple[()]:
+        """What arrived and was not taken yet (oldest first)."""
+        return () if self._updates is None else self._updates
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def deliver(self, update: Update) -> None:
         if self.dropped:
             return
-        if len(self.updates) >= self.limit:
+        if self._updates is None:
+            self._updates = deque()
+        if len(self._updates) >= self.limit:
             self.dropped = True
-            self.updates.clear()
+            self._updates.clear()
         else:
-            self.updates.append(update)
-        self.wakeup.set()
+            self._updates.append(update)
+        self._wake()
 
     def end(self, retry_ms: int) -> None:
         if self.reconnect_ms is None:
             self.reconnect_ms = retry_ms
-        self.wakeup.set()
+        self._wake()
 
     async def next(self, timeout_s: float) -> Update | None:
         """The next update, or `None` after `timeout_s` of silence."""
-        if not self.updates and not self.dropped and self.reconnect_ms is None:
-            self.wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout_s)
+        if not self._updates and not self.dropped and self.reconnect_ms is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            # `timeout`, not `wait_for`: on Python 3.11 `wait_for` wraps the wait in a task of
+            # its own, a second task per open stream for as long as the stream is quiet.
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._waiter
+            except TimeoutError:
+                pass
+            finally:
+                self._waiter = None
         if self.reconnect_ms is not None:
             raise Reconnect(self.reconnect_ms)
         if self.dropped:
             raise Dropped
-        return self.updates.popleft() if self.updates else None
+        return self._updates.popleft() if self._updates else None
+
+    def close(self) -> None:
+        """Leave the hub (the key too when it was the last); harmless twice."""
+        index, self._index = self._index, None
+        if index is None:
+            return
+        subscribers = index.get(self._key)
+        if subscribers is not None:
+            subscribers.discard(self)
+            if not subscribers:
+                del index[self._key]
 
 
 class Hub:
@@ -141,29 +178,35 @@ class Hub:
             for subscribers in index.values():
                 yield from subscribers
 
-    @contextlib.contextmanager
-    def watch_job(self, job_id: uuid.UUID) -> Iterator[Subscription]:
-        with self._watch(self._by_job, job_id) as subscription:
-            yield subscription
+    def open_job(self, job_id: uuid.UUID) -> Subscription:
+        """A subscription to one job's updates, until its `close`."""
+        return self._open(self._by_job, job_id)
 
-    @contextlib.contextmanager
-    def watch_user(self, user_id: str) -> Iterator[Subscription]:
-        with self._watch(self._by_user, user_id) as subscription:
-            yield subscription
+    def open_user(self, user_id: str) -> Subscription:
+        """A subscription to the updates of all of a user's jobs, until its `close`."""
+        return self._open(self._by_user, user_id)
 
-    @contextlib.contextmanager
-    def _watch(self, index: dict[K, set[Subscription]], key: K) -> Iterator[Subscription]:
-        """A subscription under `key` of `index`, removed (with the key when it was the last)
-        however the stream ends."""
+    def _open(self, index: dict[K, set[Subscription]], key: K) -> Subscription:
         subscription = self._subscription()
         index.setdefault(key, set()).add(subscription)
+        subscription._index, subscription._key = index, key
+        return subscription
+
+    @contextlib.contextmanager
+    def watch_job(self, job_id: uuid.UUID) -> Iterator[Subscription]:
+        subscription = self.open_job(job_id)
         try:
             yield subscription
         finally:
-            subscribers = index.get(key, set())
-            subscribers.discard(subscription)
-            if not subscribers:
-                index.pop(key, None)
+            subscription.close()
+
+    @contextlib.contextmanager
+    def watch_user(self, user_id: str) -> Iterator[Subscription]:
+        subscription = self.open_user(user_id)
+        try:
+            yield subscription
+        finally:
+            subscription.close()
 
     def _deliver(self, subscribers: set[Subscription], update: Update) -> None:
         for subscription in subscribers:
@@ -172,12 +215,21 @@ class Hub:
             if subscription.dropped and not was_dropped:
                 self.dropped += 1
 
-    def publish_change(self, change: JobChanged) -> None:
-        job_id = change.job.job_id
-        if is_terminal(change.job.status):
+    def watches(self, job_id: uuid.UUID, user_id: str) -> bool:
+        """Whether a stream here waits for changes of this job: when none does, its
+        announcement need not even be decoded (`note_change` alone keeps the hub's books)."""
+        return job_id in self._by_job or user_id in self._by_user
+
+    def note_change(self, job_id: uuid.UUID, user_id: str, terminal: bool) -> None:
+        """Remember (or, once terminal, forget) who owns a job, for routing its progress."""
+        if terminal:
             self._owners.pop(job_id, None)
         else:
-            self.note_owner(job_id, change.user_id)
+            self.note_owner(job_id, user_id)
+
+    def publish_change(self, change: JobChanged) -> None:
+        job_id = change.job.job_id
+        self.note_change(job_id, change.user_id, is_terminal(change.job.status))
         self._deliver(self._by_job.get(job_id, set()), change)
         self._deliver(self._by_user.get(change.user_id, set()), change)
 

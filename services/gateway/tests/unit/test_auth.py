@@ -6,7 +6,14 @@ from typing import Any
 import jwt
 import pytest
 
-from gateway.auth import AuthError, TokenVerifier, bearer_token, issue_token
+from gateway.auth import (
+    AuthError,
+    TokenVerifier,
+    VerifiedToken,
+    VerifiedTokens,
+    bearer_token,
+    issue_token,
+)
 
 NOW = 1_800_000_000.0
 OLD_SECRET = "old-secret-of-at-least-thirty-two-bytes"
@@ -122,3 +129,49 @@ async def test_issued_dev_tokens_pass_the_same_checks() -> None:
     assert "expired" in await refusal(
         strict, issue_token(OLD_SECRET, subject="u", ttl_s=60, now=NOW - 120)
     )
+
+
+# --- the cache of verified tokens ------------------------------------------------------------
+
+
+async def test_a_kept_token_is_refused_once_it_expires() -> None:
+    now = [NOW]
+    verify = TokenVerifier((OLD_SECRET,), clock=lambda: now[0], leeway_s=0, cache_s=3600)
+    good = token(exp=NOW + 10)
+    assert await verify.verify(good) == "alice"
+    now[0] = NOW + 9
+    assert await verify.verify(good) == "alice"
+    now[0] = NOW + 10
+    assert "expired" in await refusal(verify, good)
+    # And for good: the refusal does not depend on the token still being kept.
+    assert "expired" in await refusal(verify, good)
+
+
+async def test_a_kept_token_is_verified_again_after_cache_s() -> None:
+    now = [NOW]
+    verify = TokenVerifier((OLD_SECRET,), clock=lambda: now[0], cache_s=5)
+    good = token()
+    assert await verify.verify(good) == "alice"
+    now[0] = NOW + 6
+    # Verified afresh (the claims are read again, not taken from the cache): still good.
+    assert await verify.verify(good) == "alice"
+
+
+async def test_refused_tokens_are_never_kept() -> None:
+    verify = verifier()
+    bad = token(secret=NEW_SECRET)
+    for _ in range(2):
+        assert "signature" in await refusal(verify, bad)
+    assert len(verify._verified) == 0
+
+
+def test_the_cache_is_bounded_oldest_first_out() -> None:
+    kept = VerifiedTokens(max_size=2)
+    for name in ("a", "b", "c"):
+        kept.keep(name, VerifiedToken(name, expires_at=NOW + 60, reverify_at=NOW + 60))
+    assert len(kept) == 2
+    assert kept.lookup("a", NOW) is None
+    assert kept.lookup("c", NOW) == "c"
+    with pytest.raises(AuthError):
+        kept.lookup("b", NOW + 60)
+    assert kept.lookup("b", NOW) is None

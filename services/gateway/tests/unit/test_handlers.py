@@ -10,16 +10,28 @@ import msgspec
 import pytest
 
 from gateway.handlers import (
+    Admitted,
+    CancelJob,
+    Dependencies,
+    Found,
     InvalidRequest,
     JobFinished,
     NewJob,
+    NotFound,
+    ReadJob,
+    Refused,
+    SubmitJob,
     admit_job,
     cancel_job,
     list_jobs,
+    list_page,
     parse_list_query,
     pending_view,
     read_job,
+    submit_job,
 )
+from gateway.handlers import cancel as handle_cancel
+from gateway.handlers import read as handle_read
 from gateway.ports import BadCursor, Unavailable
 from jobs_proto.api import GetJob, JobPage, JobReply, JobView, ListJobs, ProblemDetail
 from jobs_proto.events import JobCancelRequested, JobEvent, JobRequested
@@ -322,3 +334,63 @@ async def test_without_nats_a_cancel_is_unavailable() -> None:
         await cancel(stored("processing"), bus=FakeBus(down=True))
     with pytest.raises(Unavailable):
         await cancel(FakeStore(down=True), log=FakeLog(down=True))
+
+
+# --- the message handlers: one message and the dependencies in, an outcome out ---------------
+
+
+def deps(
+    bus: FakeBus | None = None, store: FakeStore | None = None, log: FakeLog | None = None
+) -> Dependencies:
+    return Dependencies(
+        bus=bus or FakeBus(),
+        store=store or FakeStore(),
+        requested=log or FakeLog(),
+        clock=lambda: AT,
+        new_id=lambda: JOB_ID,
+    )
+
+
+async def test_submit_answers_admitted_or_a_refusal_naming_its_reason() -> None:
+    job = NewJob(job_type="video_outline", input={"topic": "tides", "sections": None})
+    bus = FakeBus()
+    outcome = await submit_job(SubmitJob("alice", job), deps(bus))
+    assert isinstance(outcome, Admitted)
+    assert outcome.accepted.job_id == JOB_ID
+    assert not outcome.replayed
+    assert bus.published == [requested()]
+    refused = await submit_job(SubmitJob("alice", job), deps(FakeBus(down=True)))
+    assert isinstance(refused, Refused)
+    assert isinstance(refused.reason, Unavailable)
+
+
+async def test_read_answers_found_not_found_or_refused() -> None:
+    view = pending_view(requested())
+    store = FakeStore(jobs={(JOB_ID, "alice"): view})
+    assert await handle_read(ReadJob("alice", JOB_ID), deps(store=store)) == Found(view)
+    assert await handle_read(ReadJob("bob", JOB_ID), deps(store=store)) == NotFound()
+    down = await handle_read(ReadJob("alice", JOB_ID), deps(store=FakeStore(down=True)))
+    assert isinstance(down, Refused)
+    assert isinstance(down.reason, Unavailable)
+
+
+async def test_cancel_and_list_answer_outcomes_too() -> None:
+    store = stored("succeeded")
+    finished = await handle_cancel(CancelJob("alice", JOB_ID), deps(store=store))
+    assert isinstance(finished, Refused)
+    assert isinstance(finished.reason, JobFinished)
+    assert await handle_cancel(CancelJob("bob", JOB_ID), deps(store=store)) == NotFound()
+    page = await list_page(ListJobs(user_id="alice"), deps())
+    assert page == JobPage(items=[], next_cursor=None)
+    stale = await list_page(ListJobs(user_id="alice", cursor="stale"), deps())
+    assert isinstance(stale, Refused)
+    assert isinstance(stale.reason, BadCursor)
+
+
+async def test_a_bug_is_not_an_outcome() -> None:
+    class Broken(FakeStore):
+        async def get_job(self, request: GetJob) -> JobReply:
+            raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        await handle_read(ReadJob("alice", JOB_ID), deps(store=Broken()))

@@ -579,6 +579,65 @@ async def test_a_finished_job_is_answered_from_memory_for_its_owner_only(
     assert len(fakes.asked) == 3
 
 
+async def test_the_lean_path_answers_as_the_route_does(fakes: Fakes) -> None:
+    """A read answered from memory goes the lean path (`fast.py`), except a CORS request,
+    which the route answers: both answers are the same but for the CORS headers."""
+    origin = "https://app.example"
+    auth = {"Authorization": f"Bearer {token()}"}
+    async with make_client(fakes, cors_origins=(origin,)) as client:
+        body = {"type": "title_generation", "input": {"topic": "tides"}}
+        created = await client.post("/api/jobs", json=body, headers=auth)
+        fakes.statuses[uuid.UUID(created.json()["jobId"])] = "succeeded"
+        location = created.headers["location"]
+        await client.get(location, headers=auth)  # asks the job-store, keeps the answer
+        for extra in ({}, {"If-None-Match": '"other", W/"x"'}):
+            lean = await client.get(location, headers={**auth, **extra})
+            routed = await client.get(location, headers={**auth, **extra, "Origin": origin})
+            assert routed.headers["access-control-allow-origin"] == origin
+            cors = {k for k in routed.headers if k.startswith("access-control-") or k == "vary"}
+            assert (lean.status_code, lean.content) == (routed.status_code, routed.content)
+            assert dict(lean.headers) == {k: v for k, v in routed.headers.items() if k not in cors}
+        tag = lean.headers["etag"]
+        lean = await client.get(location, headers={**auth, "If-None-Match": tag})
+        routed = await client.get(
+            location, headers={**auth, "If-None-Match": tag, "Origin": origin}
+        )
+        assert lean.status_code == routed.status_code == 304
+        assert lean.headers["etag"] == routed.headers["etag"] == tag
+        # A bad token is the route's to refuse, with its challenge.
+        refused = await client.get(location, headers={"Authorization": "Bearer nope"})
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_the_lean_admission_answers_as_the_route_does(fakes: Fakes) -> None:
+    """A create without `Idempotency-Key` goes the lean path (`fast_admit.py`), a CORS one
+    the route: the same answers but for the CORS headers and the new job's id; a request the
+    lean path hands on after reading its body is answered by the route, counted once."""
+    origin = "https://app.example"
+    auth = {"Authorization": f"Bearer {token()}"}
+    fakes.rate = RequestRate(0.001, 4)
+    async with make_client(fakes, cors_origins=(origin,)) as client:
+        body = {"type": "title_generation", "input": {"topic": "tides"}}
+        bad = {"type": "title_generation", "input": {"topic": ""}}
+        invalid = await client.post("/api/jobs", json=bad, headers=auth)
+        lean = await client.post("/api/jobs", json=body, headers=auth)
+        routed = await client.post("/api/jobs", json=body, headers={**auth, "Origin": origin})
+        assert invalid.status_code == 422
+        assert invalid.json()["errors"][0]["pointer"] == "/input/topic"
+        assert lean.status_code == routed.status_code == 202
+        cors = {k for k in routed.headers if k.startswith("access-control-") or k == "vary"}
+        assert set(lean.headers) == set(routed.headers) - cors
+        assert lean.headers["content-type"] == routed.headers["content-type"]
+        assert lean.json()["status"] == routed.json()["status"] == "pending"
+        assert lean.headers["location"] == f"/api/jobs/{lean.json()['jobId']}"
+        # Three requests counted of four: one more, then the rate refuses.
+        assert (await client.post("/api/jobs", json=body, headers=auth)).status_code == 202
+        refused = await client.post("/api/jobs", json=body, headers=auth)
+        assert refused.status_code == 429
+        assert "retry-after" in refused.headers
+
+
 class PageParts(HTMLParser):
     """What a page would need a Content-Security-Policy to allow: its scripts, inline code and
     styles, event handler attributes, and the addresses it loads."""

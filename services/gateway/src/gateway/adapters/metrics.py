@@ -30,7 +30,7 @@ STREAMS_FULL: Final = Counter(
 CACHE_READS: Final = Counter(
     "gateway_finished_job_reads_total",
     "Reads of a job by where the answer came from",
-    ["source"],  # cache, job_store
+    ["source"],  # cache (finished jobs), job_view (running jobs), job_store
 )
 STREAMS_OPENED: Final = Counter("gateway_event_streams_opened_total", "Event streams opened")
 # Set by `__main__`: how many streams are open (the count `USER_MAX_STREAMS` and `MAX_STREAMS`
@@ -41,3 +41,17 @@ OPEN_STREAMS: Final = Gauge(
 DROPPED_STREAMS: Final = Gauge(
     "gateway_event_streams_dropped", "Event streams ended because their client fell behind"
 )
+
+# Label children of the hot paths, looked up once: `labels()` hashes and locks on every call.
+CACHE_HITS: Final = CACHE_READS.labels("cache")
+STORE_READS: Final = CACHE_READS.labels("job_store")
+VIEW_READS: Final = CACHE_READS.labels("job_view")
+_ADMITTED_BY_TYPE: Final[dict[str, Counter]] = {}
+
+
+def admitted(job_type: str) -> Counter:
+    """The `gateway_jobs_admitted_total` child of `job_type`."""
+    child = _ADMITTED_BY_TYPE.get(job_type)
+    if child is None:
+        child = _ADMITTED_BY_TYPE[job_type] = JOBS_ADMITTED.labels(job_type)
+    return child

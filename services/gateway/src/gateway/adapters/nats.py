@@ -18,10 +18,12 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
+from gateway.jobviews import JobViews, decode_change, read_head
 from gateway.ports import BadCursor, Unavailable
 from gateway.realtime import Hub
-from jobs_proto.api import GetJob, JobChanged, JobPage, JobProgress, JobReply, ListJobs
+from jobs_proto.api import GetJob, JobPage, JobProgress, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested, decode_event
+from jobs_proto.status import is_terminal
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
 
@@ -154,13 +156,16 @@ class StreamRequestedLog:
 class NatsJobFeed:
     """The process's one subscription to the job-store's change announcements and one to
     webhook-ingest's progress (wildcards over every job), handed to the in-memory hub that
-    fans them out to the open event streams."""
+    fans them out to the open event streams; the changes also feed the job views (running
+    jobs answered without the job-store)."""
 
-    def __init__(self, nc: NATS, subjects: Subjects, hub: Hub) -> None:
+    def __init__(
+        self, nc: NATS, subjects: Subjects, hub: Hub, views: JobViews | None = None
+    ) -> None:
         self._nc = nc
         self._subjects = subjects
         self._hub = hub
-        self._changes = msgspec.json.Decoder(JobChanged)
+        self._views = views if views is not None else JobViews()
         self._progress = msgspec.json.Decoder(JobProgress)
 
     async def start(self) -> None:
@@ -182,17 +187,30 @@ class NatsJobFeed:
         seen = self._nc.stats["reconnects"]
         while True:
             await asyncio.sleep(every_s)
+            if not self._nc.is_connected:
+                # Changes are being missed: the views must not answer from what they knew.
+                self._views.clear()
             reconnects = self._nc.stats["reconnects"]
             if reconnects != seen:
                 seen = reconnects
+                self._views.clear()
                 ended = self._hub.resync()
                 log.warning(
                     "nats reconnected: event streams told to reconnect", extra={"streams": ended}
                 )
 
     async def _on_change(self, msg: Msg) -> None:
+        # Every change of every job passes here: only its head is read, and the whole
+        # announcement decoded only when a stream of this process waits for it.
+        raw = msg.data
         try:
-            change = self._changes.decode(msg.data)
+            head = read_head(raw)
+            self._views.offer_change(head, raw)
+            job_id, user_id = head.job.job_id, head.user_id
+            if not self._hub.watches(job_id, user_id):
+                self._hub.note_change(job_id, user_id, is_terminal(head.job.status))
+                return
+            change = decode_change(raw)
         except msgspec.DecodeError:
             log.error("undecodable job change", extra={"subject": msg.subject})
             return

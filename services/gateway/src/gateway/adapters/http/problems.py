@@ -1,0 +1,174 @@
+"""What each refusal is as an HTTP problem: the handlers' refusals (`handlers.Refused`), the
+limits' and the stream caps', each with its status, `Retry-After` where a retry helps, and a
+count in the gateway's metrics; and the wrapper giving every request one answer and one log
+line (never its token)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from gateway import handlers
+from gateway.adapters import metrics
+from gateway.limits import LimitExceeded
+from gateway.ports import BadCursor, Unavailable
+from gateway.problems import (
+    IDEMPOTENCY_CONFLICT,
+    IDEMPOTENCY_IN_PROGRESS,
+    INVALID_CURSOR,
+    JOB_FINISHED,
+    OUTPUT_TOO_LARGE,
+    STREAMS_FULL,
+    TOO_MANY_REQUESTS,
+)
+from gateway.streams import StreamsFull
+from jobs_runtime.web import (
+    INTERNAL,
+    NOT_FOUND,
+    UNAVAILABLE,
+    VALIDATION,
+    kind_for_status,
+    problem,
+    problem_response,
+)
+
+from .checks import Refusal
+
+log = logging.getLogger("gateway.http")
+
+# How long a client should wait before retrying after a `503`: NATS reconnects within about
+# a second, a restarted job-store within a few.
+RETRY_AFTER_S: Final = 2
+
+
+def not_found() -> Refusal:
+    # One answer for an unknown job and another user's: nobody learns of others' jobs.
+    return Refusal(NOT_FOUND, "no such job")
+
+
+def refusal_of(exc: Exception) -> Refusal | None:
+    """The problem `exc` answers, or `None` for an exception that is a bug (a `500`)."""
+    match exc:
+        case Refusal():
+            return exc
+        case handlers.InvalidRequest():
+            return Refusal(VALIDATION, exc.detail, errors=exc.errors)
+        case handlers.OutputTooLarge():
+            return Refusal(OUTPUT_TOO_LARGE, str(exc))
+        case handlers.JobFinished():
+            return Refusal(JOB_FINISHED, str(exc))
+        case handlers.KeyReused():
+            metrics.IDEMPOTENCY_CONFLICTS.labels("reused").inc()
+            return Refusal(IDEMPOTENCY_CONFLICT, str(exc))
+        case handlers.KeyInProgress():
+            metrics.IDEMPOTENCY_CONFLICTS.labels("in_progress").inc()
+            return Refusal(
+                IDEMPOTENCY_IN_PROGRESS, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
+        case LimitExceeded():
+            metrics.LIMITED.labels(exc.limit).inc()
+            return Refusal(
+                TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+            )
+        case StreamsFull():
+            metrics.STREAMS_FULL.inc()
+            return Refusal(STREAMS_FULL, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+        case BadCursor():
+            return Refusal(
+                INVALID_CURSOR,
+                f"the cursor is not valid for these filters: {exc}; start again without it",
+            )
+        case Unavailable():
+            return Refusal(
+                UNAVAILABLE,
+                "the job system is unavailable; retry later",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+    return None
+
+
+def refuse(outcome: handlers.Refused) -> Refusal:
+    """Raise-ready: a handler's refusal as its problem (the reason is one of `REFUSALS`)."""
+    refusal = refusal_of(outcome.reason)
+    if refusal is None:
+        raise outcome.reason
+    # The reason stays attached: the request's log line names it (`Unavailable`'s cause).
+    refusal.__cause__ = outcome.reason
+    return refusal
+
+
+# --- one answer and one log line per request ------------------------------------------------
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def log_request(request: Request, status: int, started: float, **fields: Any) -> None:
+    # A 503 is the bus being away (expected during restarts); other 5xx are bugs.
+    level = logging.INFO
+    if status == 503:
+        level = logging.WARNING
+    elif status >= 500:
+        level = logging.ERROR
+    # Nothing is built for a line that is not written: this runs on every request.
+    if not log.isEnabledFor(level):
+        return
+    extra = {
+        "method": request.method,
+        # The path only: a query string may carry an `access_token`.
+        "path": request.scope["path"],
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "user_id": getattr(request.state, "user_id", None),
+        **fields,
+    }
+    log.log(level, "request", extra=extra)
+
+
+def answered(endpoint: Endpoint) -> Endpoint:
+    """`endpoint` answering every refusal as its problem, and logging one line per request."""
+
+    async def answer(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await endpoint(request)
+        except ClientDisconnect:
+            # Gone while sending its body: nothing was admitted and nobody reads an answer.
+            log_request(request, 499, started, detail="client disconnected")
+            return Response(status_code=400)
+        except Exception as exc:
+            refusal = refusal_of(exc)
+            if refusal is None:
+                log.exception("unexpected error", extra={"path": request.scope["path"]})
+                refusal = Refusal(INTERNAL, "unexpected error")
+            fields: dict[str, Any] = {
+                "problem": refusal.problem.type,
+                "detail": refusal.problem.detail,
+            }
+            if refusal.problem.errors:
+                fields["errors"] = [
+                    f"{handlers.where(e)}: {e.detail}" for e in refusal.problem.errors
+                ]
+            cause = refusal.__cause__ if isinstance(exc, Refusal) else exc
+            if isinstance(cause, Unavailable):
+                fields["reason"] = str(cause)
+            log_request(request, refusal.problem.status, started, **fields)
+            return problem_response(refusal.problem, refusal.headers)
+        log_request(request, response.status_code, started)
+        return response
+
+    return answer
+
+
+async def framework_refusal(request: Request, exc: Exception) -> Response:
+    """Unknown routes and wrong methods, answered as problems like everything else."""
+    assert isinstance(exc, HTTPException)
+    kind = kind_for_status(exc.status_code)
+    body = problem(kind, exc.detail or kind.title)
+    log_request(request, exc.status_code, time.perf_counter(), problem=kind.type)
+    return problem_response(body, exc.headers)
