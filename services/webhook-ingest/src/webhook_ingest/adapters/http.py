@@ -256,8 +256,10 @@ class _BodyReader:
 
     async def read(self, timeout_s: float) -> bytes | _Refusal:
         declared = self._request.headers.get("content-length", "")
-        # Digits only, and few enough that `int` stays cheap on a hostile header.
-        size_declared = int(declared) if declared.isdigit() and len(declared) <= 18 else None
+        # ASCII digits only (`isdigit` also takes "²", which `int` refuses), and few enough that
+        # `int` stays cheap on a hostile header.
+        digits = declared.isascii() and declared.isdigit() and len(declared) <= 18
+        size_declared = int(declared) if digits else None
         if size_declared is not None and size_declared > self._max_bytes:
             return self._too_large()
         try:
