@@ -57,6 +57,9 @@ log = logging.getLogger("job_store")
 # The one-shot `migrate` waits about half a minute for Postgres, then fails.
 _MIGRATE_ATTEMPTS: Final = 6
 _POOL_CLOSE_S: Final = 5.0
+# Rows of running jobs kept in hand (see `PostgresJobStore`): far more than the jobs one replica
+# has running at once at any rate it sustains, and bounded, since each holds its input.
+_CACHED_ROWS: Final = 2048
 # Exit code of a job-store that refused to start (a setting contradicts the stream).
 REFUSED: Final = 3
 _refused = False
@@ -116,7 +119,8 @@ async def serve(service: Service[Settings]) -> None:
     )
     if pool is None:
         return  # stopped while waiting for Postgres: nothing was started
-    store = PostgresJobStore(pool)
+    # Rows this process wrote stay in hand, so the next event of a running job needs no read.
+    store = PostgresJobStore(pool, cached_rows=_CACHED_ROWS)
     endpoint = JobStoreEndpoints(service.nc, settings.subjects, store)
     try:
         await endpoint.start()

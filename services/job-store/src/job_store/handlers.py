@@ -130,6 +130,7 @@ class Purged(NamedTuple):
 Outcome = Change | Purged | Park | JobNotYetKnown | ResultMissing | None
 
 _INSERT_RACE_ATTEMPTS: Final = 3
+_OPTIMISTIC_ATTEMPTS: Final = 2
 
 
 async def apply_events(
@@ -167,11 +168,14 @@ async def _apply_once(
 ) -> list[Outcome]:
     optimistic = _optimistic(type(store))
     if optimistic and not any(isinstance(e, JobPurged) for e in events):
-        applied = await _apply_unless_changed(
-            events, cast(OptimisticWrites, store), results, expire
-        )
-        if applied is not None:
-            return applied
+        # A second try reads afresh what the first found changed (a store that keeps rows in
+        # hand forgets them then), which costs less than the locking transaction.
+        for attempt in range(_OPTIMISTIC_ATTEMPTS):
+            applied = await _apply_unless_changed(
+                events, cast(OptimisticWrites, store), results, expire, again=attempt > 0
+            )
+            if applied is not None:
+                return applied
     async with store.transaction() as tx:
         locked = await tx.lock_many({e.job_id for e in events})
         jobs = _jobs_in_batch(events, locked)
@@ -191,14 +195,17 @@ async def _apply_unless_changed(
     store: OptimisticWrites,
     results: ResultLoader | None,
     expire: Sequence[bool],
+    *,
+    again: bool = False,
 ) -> list[Outcome] | None:
     """The batch judged against the rows as read and written in one statement, unless one of
     its jobs changed meanwhile (another replica): then None, nothing written, and the caller
-    takes the locking transaction. Two round trips where the transaction takes four."""
+    tries `again` or takes the locking transaction. Two round trips where the transaction
+    takes four."""
     job_ids = {e.job_id for e in events}
     # A batch of requests is for new jobs but for a redelivery, which the write's check
-    # catches (the job is not absent): no read needed.
-    fresh = all(isinstance(e, JobRequested) for e in events)
+    # catches (the job is not absent): no read needed, unless that is what happened.
+    fresh = not again and all(isinstance(e, JobRequested) for e in events)
     rows = {} if fresh else await store.read_many(job_ids)
     jobs = _jobs_in_batch(events, rows)
     outcomes = await _judge_batch(events, jobs, results, expire)
