@@ -894,3 +894,56 @@ async def test_a_batch_whose_job_keeps_changing_is_applied_in_a_locking_transact
     # Two optimistic tries, both beaten; then the transaction, which locks, applies it.
     assert store.optimistic_writes == [True, False, False]
     assert store.rows[job].status == "processing"
+
+
+class GatedStore(MemoryStore):
+    """Writes of `gated`'s changes wait at `gate` (a slow commit)."""
+
+    def __init__(self, gated: uuid.UUID) -> None:
+        super().__init__()
+        self.gated = gated
+        self.gate = asyncio.Event()
+
+    async def fail_for(self, entries: Sequence[HistoryEntry]) -> None:
+        if any(e.job_id == self.gated for e in entries):
+            await self.gate.wait()
+        await super().fail_for(entries)
+
+
+async def test_with_concurrent_batches_another_job_need_not_wait_for_a_slow_commit(
+    announcer: RecordingAnnouncer,
+) -> None:
+    slow, quick = uuid.uuid4(), uuid.uuid4()
+    store = GatedStore(slow)
+    applier = EventApplier(store, announcer, concurrent_batches=2)
+    first = asyncio.create_task(applier(requested(slow)))
+    await asyncio.sleep(0.01)  # its batch is being written, held at the gate
+    then = asyncio.create_task(applier(submitted(slow)))  # its job's batch is in hand: waits
+    await asyncio.wait_for(applier(requested(quick)), 5)  # another job: committed meanwhile
+    assert not first.done()
+    assert not then.done()
+    store.gate.set()
+    await asyncio.gather(first, then)
+    await applier.drain()
+    assert [(c.job.job_id, c.job.version) for c in announcer.changes] == [
+        (quick, 1),
+        (slow, 1),
+        (slow, 2),
+    ]
+    assert store.rows[slow].status == "processing"
+
+
+async def test_with_one_batch_at_a_time_another_job_waits_for_the_commit(
+    announcer: RecordingAnnouncer,
+) -> None:
+    slow, quick = uuid.uuid4(), uuid.uuid4()
+    store = GatedStore(slow)
+    applier = EventApplier(store, announcer)
+    first = asyncio.create_task(applier(requested(slow)))
+    await asyncio.sleep(0.01)
+    other = asyncio.create_task(applier(requested(quick)))
+    await asyncio.sleep(0.01)
+    assert not other.done()
+    store.gate.set()
+    await asyncio.gather(first, other)
+    assert [c.job.job_id for c in announcer.changes] == [slow, quick]
