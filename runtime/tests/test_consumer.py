@@ -344,3 +344,98 @@ async def test_an_idle_consumer_stops_at_once(
     started = time.monotonic()
     await asyncio.wait_for(task, 5)
     assert time.monotonic() - started < 0.5
+
+
+async def test_with_overlap_a_message_is_handled_while_an_earlier_one_still_is(
+    nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    slow, quick = requested(), requested()
+    entered: list[uuid.UUID] = []
+    release = asyncio.Event()
+
+    async def handle(event: JobRequested) -> None:
+        entered.append(event.job_id)
+        if event.job_id == slow.job_id:
+            await release.wait()
+
+    await publisher.publish(slow)
+    async with running(
+        nats_client, jobs_stream_ready, subjects, {"requested": handle}, overlap=True
+    ):
+        await eventually(lambda: entered == [slow.job_id])
+        await publisher.publish(quick)
+        # Fetched and handled while the first message's handler still waits.
+        await eventually(lambda: entered == [slow.job_id, quick.job_id])
+        release.set()
+
+        async def acked() -> bool:
+            return await consumer_state(nats_client, jobs_stream_ready) == (0, 0, 0)
+
+        await eventually(acked, what="both messages are acked")
+
+
+async def test_with_overlap_handlers_are_entered_in_stream_order(
+    nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    publisher = EventPublisher(nats_client.jetstream(), subjects)
+    events = [requested() for _ in range(30)]
+    entered: list[uuid.UUID] = []
+
+    async def handle(event: JobRequested) -> None:
+        entered.append(event.job_id)
+        await asyncio.sleep(0.01)  # still in hand when the next fetch's messages arrive
+
+    for event in events[:10]:
+        await publisher.publish(event)
+    async with running(
+        nats_client,
+        jobs_stream_ready,
+        subjects,
+        {"requested": handle},
+        overlap=True,
+        batch=4,
+        max_in_hand=6,
+    ):
+        for event in events[10:]:
+            await publisher.publish(event)
+        await eventually(lambda: len(entered) == len(events))
+    assert entered == [e.job_id for e in events]
+
+
+async def test_with_overlap_stopping_finishes_the_messages_in_hand(
+    nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    release, entered = asyncio.Event(), asyncio.Event()
+    done: list[uuid.UUID] = []
+
+    async def handle(event: JobRequested) -> None:
+        entered.set()
+        await release.wait()
+        done.append(event.job_id)
+
+    event = requested()
+    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+    loop = ConsumerLoop(
+        nats_client.jetstream(),
+        stream=jobs_stream_ready.name,
+        spec=spec(subjects),
+        subjects=subjects,
+        handlers={"requested": handle},
+        fetch_timeout_s=0.2,
+        overlap=True,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    await asyncio.wait_for(entered.wait(), 10)
+    stop.set()
+    await asyncio.sleep(0.3)
+    assert not task.done()  # still finishing the message in hand
+    release.set()
+    await asyncio.wait_for(task, 10)
+    assert done == [event.job_id]
+
+    async def acked() -> bool:
+        return await consumer_state(nats_client, jobs_stream_ready) == (0, 0, 0)
+
+    await eventually(acked, what="the message in hand is acked")

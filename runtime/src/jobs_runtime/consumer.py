@@ -10,6 +10,13 @@ A handler that raises gets its message back after a growing delay (or after the 
 for with `RetryLater`); a kind this release does not
 know stays unacknowledged, so a newer replica can take it; a body that cannot be an event is
 terminated (it stays in the stream for inspection) instead of blocking the consumer forever.
+
+By default a fetched batch is handled whole before the next fetch. With `overlap`, the next
+fetch goes out as soon as a batch is handed over, so a message that arrives while a slow batch
+is handled reaches its handler at once instead of waiting for that batch and a fetch's round
+trip; up to `max_in_hand` messages are handled at a time. Handlers are still entered in stream
+order (each message's handler starts, up to its first await, before the next one's), so a
+handler that queues work in call order (the job-store's batching applier) keeps that order.
 """
 
 from __future__ import annotations
@@ -100,6 +107,8 @@ class ConsumerLoop:
         on_ready: Callable[[], None] | None = None,
         on_reject: RejectHook | None = None,
         pace: Pace | None = None,
+        overlap: bool = False,
+        max_in_hand: int | None = None,
     ) -> None:
         self._js = js
         self._stream = stream
@@ -116,6 +125,13 @@ class ConsumerLoop:
         self._on_ready = on_ready
         self._on_reject = on_reject
         self._pace = pace
+        self._overlap = overlap
+        self._max_in_hand = max(1, max_in_hand or 2 * batch)
+        # With `overlap`: messages whose handling has started and not yet settled.
+        self._in_hand: set[asyncio.Task[None]] = set()
+        # Metric children by label values: `labels()` costs a lock and a lookup per message.
+        self._timers: dict[str, Histogram] = {}
+        self._counters: dict[tuple[str, str], Counter] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and handle until `stop` is set, then finish the batch in hand and return."""
@@ -133,6 +149,15 @@ class ConsumerLoop:
             while not stop.is_set():
                 try:
                     batch = self._batch
+                    if self._overlap:
+                        room = self._max_in_hand - len(self._in_hand)
+                        if room <= 0:
+                            # As many in hand as allowed: fetch again once one settles.
+                            await asyncio.wait(
+                                {*self._in_hand, stopping}, return_when=asyncio.FIRST_COMPLETED
+                            )
+                            continue
+                        batch = min(batch, room)
                     if self._pace is not None:
                         allowance = await self._pace()
                         if allowance.count <= 0:
@@ -162,8 +187,24 @@ class ConsumerLoop:
                     continue
                 idle = False
                 pause = 0.1
-                await asyncio.gather(*(self._handle_safely(m) for m in messages))
+                if self._overlap:
+                    # Tasks start in creation order, so handlers are entered in stream order.
+                    for message in messages:
+                        task = asyncio.ensure_future(self._handle_safely(message))
+                        self._in_hand.add(task)
+                        task.add_done_callback(self._in_hand.discard)
+                else:
+                    await asyncio.gather(*(self._handle_safely(m) for m in messages))
+        except asyncio.CancelledError:
+            # Cancelled past the grace period: the messages in hand go back at once (each
+            # handler's cancellation naks its message), as they do from a cancelled gather.
+            for task in self._in_hand:
+                task.cancel()
+            raise
         finally:
+            if self._in_hand:
+                # Stopping: finish what is in hand, as the non-overlapping loop finishes its batch.
+                await asyncio.gather(*self._in_hand, return_exceptions=True)
             stopping.cancel()
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -258,7 +299,10 @@ class ConsumerLoop:
             self._count(kind, "retried")
             return
         finally:
-            HANDLER_SECONDS.labels(self._spec.durable, kind).observe(time.perf_counter() - started)
+            timer = self._timers.get(kind)
+            if timer is None:
+                timer = self._timers[kind] = HANDLER_SECONDS.labels(self._spec.durable, kind)
+            timer.observe(time.perf_counter() - started)
         await msg.ack()
         self._count(kind, "acked")
 
@@ -276,4 +320,8 @@ class ConsumerLoop:
         self._count(kind, "rejected")
 
     def _count(self, kind: str, outcome: str) -> None:
-        MESSAGES.labels(self._spec.durable, kind, outcome).inc()
+        counter = self._counters.get((kind, outcome))
+        if counter is None:
+            counter = MESSAGES.labels(self._spec.durable, kind, outcome)
+            self._counters[(kind, outcome)] = counter
+        counter.inc()

@@ -57,6 +57,12 @@ log = logging.getLogger("job_store")
 # The one-shot `migrate` waits about half a minute for Postgres, then fails.
 _MIGRATE_ATTEMPTS: Final = 6
 _POOL_CLOSE_S: Final = 5.0
+# Rows of running jobs kept in hand (see `PostgresJobStore`): far more than the jobs one replica
+# has running at once at any rate it sustains, and bounded, since each holds its input.
+_CACHED_ROWS: Final = 2048
+# Batches of other jobs written while one commits: a lone event then waits for its own commit
+# only, not for another job's flush to disk as well (Postgres flushes them together).
+_CONCURRENT_BATCHES: Final = 2
 # Exit code of a job-store that refused to start (a setting contradicts the stream).
 REFUSED: Final = 3
 _refused = False
@@ -116,7 +122,8 @@ async def serve(service: Service[Settings]) -> None:
     )
     if pool is None:
         return  # stopped while waiting for Postgres: nothing was started
-    store = PostgresJobStore(pool)
+    # Rows this process wrote stay in hand, so the next event of a running job needs no read.
+    store = PostgresJobStore(pool, cached_rows=_CACHED_ROWS)
     endpoint = JobStoreEndpoints(service.nc, settings.subjects, store)
     try:
         await endpoint.start()
@@ -135,6 +142,7 @@ async def serve(service: Service[Settings]) -> None:
             observer=PrometheusObserver(),
             parking=parking,
             orphan_after=timedelta(seconds=settings.orphan_after_s),
+            concurrent_batches=_CONCURRENT_BATCHES,
         )
         consumer = ConsumerLoop(
             service.js,
@@ -144,6 +152,9 @@ async def serve(service: Service[Settings]) -> None:
             handlers=dict.fromkeys(EVENT_KINDS, applier),
             on_ready=service.ready,
             on_reject=parking.park_message,
+            # The next fetch goes out while a batch is applied, so an event arriving meanwhile
+            # joins the next batch at once (push latency); the applier keeps stream order.
+            overlap=True,
         )
         log.info(
             "serving",

@@ -130,6 +130,7 @@ class Purged(NamedTuple):
 Outcome = Change | Purged | Park | JobNotYetKnown | ResultMissing | None
 
 _INSERT_RACE_ATTEMPTS: Final = 3
+_OPTIMISTIC_ATTEMPTS: Final = 2
 
 
 async def apply_events(
@@ -167,11 +168,14 @@ async def _apply_once(
 ) -> list[Outcome]:
     optimistic = _optimistic(type(store))
     if optimistic and not any(isinstance(e, JobPurged) for e in events):
-        applied = await _apply_unless_changed(
-            events, cast(OptimisticWrites, store), results, expire
-        )
-        if applied is not None:
-            return applied
+        # A second try reads afresh what the first found changed (a store that keeps rows in
+        # hand forgets them then), which costs less than the locking transaction.
+        for attempt in range(_OPTIMISTIC_ATTEMPTS):
+            applied = await _apply_unless_changed(
+                events, cast(OptimisticWrites, store), results, expire, again=attempt > 0
+            )
+            if applied is not None:
+                return applied
     async with store.transaction() as tx:
         locked = await tx.lock_many({e.job_id for e in events})
         jobs = _jobs_in_batch(events, locked)
@@ -191,14 +195,17 @@ async def _apply_unless_changed(
     store: OptimisticWrites,
     results: ResultLoader | None,
     expire: Sequence[bool],
+    *,
+    again: bool = False,
 ) -> list[Outcome] | None:
     """The batch judged against the rows as read and written in one statement, unless one of
     its jobs changed meanwhile (another replica): then None, nothing written, and the caller
-    takes the locking transaction. Two round trips where the transaction takes four."""
+    tries `again` or takes the locking transaction. Two round trips where the transaction
+    takes four."""
     job_ids = {e.job_id for e in events}
     # A batch of requests is for new jobs but for a redelivery, which the write's check
-    # catches (the job is not absent): no read needed.
-    fresh = all(isinstance(e, JobRequested) for e in events)
+    # catches (the job is not absent): no read needed, unless that is what happened.
+    fresh = not again and all(isinstance(e, JobRequested) for e in events)
     rows = {} if fresh else await store.read_many(job_ids)
     jobs = _jobs_in_batch(events, rows)
     outcomes = await _judge_batch(events, jobs, results, expire)
@@ -539,7 +546,11 @@ class EventApplier:
     would scramble), then handed back whole.
 
     Within a batch the events apply in arrival order, which is stream order for events of one
-    job; batches never overlap, so per-job order holds across batches too.
+    job. With `concurrent_batches` above 1, a batch of other jobs may start while one is being
+    written (so a lone event need not wait for another job's commit, and Postgres flushes their
+    commits together); an event whose job is in a batch being written waits for it, with any
+    later events of that job, so per-job order holds across batches too. With 1 (the default),
+    batches never overlap.
 
     A completion whose stored output is missing is handed back `result_misses` times; the next
     delivery ends the job `result_expired`. The count is per process: a restart starts it again,
@@ -564,6 +575,7 @@ class EventApplier:
         clock: Callable[[], float] = time.perf_counter,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         unavailable_retry_s: float = 12.0,
+        concurrent_batches: int = 1,
     ) -> None:
         self._store = store
         # Short enough that messages in hand are settled well within the consumer's ack_wait.
@@ -578,23 +590,61 @@ class EventApplier:
         self._now = now
         self._misses: dict[tuple[uuid.UUID, str], int] = {}
         self._queue: list[_Waiting] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._max_flushers = max(1, concurrent_batches)
+        self._flushers: set[asyncio.Task[None]] = set()
+        # A flusher created and not yet run: it takes what is queued once it runs, so the
+        # events handed over meanwhile (the rest of a fetch) join its batch.
+        self._starting = False
+        # Jobs of the batches being written: their later events wait, in order.
+        self._busy: set[uuid.UUID] = set()
 
     async def __call__(self, event: AnyJobEvent) -> None:
         waiting = _Waiting(event, asyncio.get_running_loop().create_future(), self._clock())
         self._queue.append(waiting)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_all())
+        self._start_flusher()
         await waiting.done
 
     async def drain(self) -> None:
-        """Wait for the flush in progress, if any (tests, shutdown)."""
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        """Wait for the flushes in progress, if any (tests, shutdown)."""
+        while self._flushers:
+            await asyncio.shield(asyncio.gather(*self._flushers, return_exceptions=True))
+
+    def _start_flusher(self) -> None:
+        if self._starting or len(self._flushers) >= self._max_flushers:
+            return
+        if not any(w.event.job_id not in self._busy for w in self._queue):
+            return  # none, or only events held for their job: its flusher takes them
+        self._starting = True
+        flusher = asyncio.create_task(self._flush_all())
+        self._flushers.add(flusher)
+        flusher.add_done_callback(self._flusher_done)
+
+    def _flusher_done(self, flusher: asyncio.Task[None]) -> None:
+        self._flushers.discard(flusher)
+        if flusher.cancelled():
+            self._starting = False  # it may have been cancelled before it ran
+        # Events held back for a job another flusher was writing may be free now.
+        self._start_flusher()
+
+    def _take(self) -> list[_Waiting]:
+        """The queued events whose jobs no other batch is writing, in order; the rest stay."""
+        if not self._busy:
+            taken, self._queue = self._queue, []
+            return taken
+        batch: list[_Waiting] = []
+        held: list[_Waiting] = []
+        for waiting in self._queue:
+            (held if waiting.event.job_id in self._busy else batch).append(waiting)
+        self._queue = held
+        return batch
 
     async def _flush_all(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
+        self._starting = False
+        while batch := self._take():
+            jobs = {w.event.job_id for w in batch}
+            self._busy |= jobs
+            # Events arriving while this batch is written may go to a flusher of their own.
+            self._start_flusher()
             try:
                 await self._flush(batch)
             except BaseException as exc:
@@ -606,6 +656,8 @@ class EventApplier:
                         )
                 if not isinstance(exc, Exception):
                     raise
+            finally:
+                self._busy -= jobs
 
     def _expire(self, event: AnyJobEvent) -> bool:
         return self._misses.get(_miss_key(event), 0) >= self._result_misses

@@ -838,7 +838,7 @@ async def test_a_batch_is_written_in_one_go_when_its_jobs_did_not_change_meanwhi
     assert [e.seq for e in store.entries] == [1, 2]
 
 
-async def test_a_batch_whose_job_changed_meanwhile_is_applied_in_a_locking_transaction(
+async def test_a_batch_whose_job_changed_meanwhile_is_judged_again_against_it(
     announcer: RecordingAnnouncer,
 ) -> None:
     store = OptimisticMemoryStore()
@@ -854,7 +854,7 @@ async def test_a_batch_whose_job_changed_meanwhile_is_applied_in_a_locking_trans
 
     store.rival = cancel_meanwhile
     # Judged against the pending row it read, `submitted` would move the job on; the write
-    # sees the version moved and writes nothing; the transaction judges it against the
+    # sees the version moved and writes nothing; read again, it is judged against the
     # canceled job, where it changes nothing.
     assert await apply_event(submitted(job), store, announcer) is None
     assert store.optimistic_writes == [True, False]
@@ -867,8 +867,83 @@ async def test_a_redelivered_request_is_written_by_nobody(announcer: RecordingAn
     job = uuid.uuid4()
     assert await apply_event(requested(job), store, announcer) is not None
     # A batch of requests is not read first: the write finds the job there and writes
-    # nothing, and the locking transaction judges the request a duplicate.
+    # nothing, and the second try reads the job and judges the request a duplicate.
     assert await apply_event(requested(job), store, announcer) is None
     assert store.optimistic_writes == [True, False]
     assert [e.kind for e in store.entries] == ["requested"]
     assert len(announcer.changes) == 1
+
+
+async def test_a_batch_whose_job_keeps_changing_is_applied_in_a_locking_transaction(
+    announcer: RecordingAnnouncer,
+) -> None:
+    job = uuid.uuid4()
+
+    class Contended(OptimisticMemoryStore):
+        async def read_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
+            found = await super().read_many(job_ids)
+            if job in self.rows:
+                # Another replica changes the job between every read and write.
+                self.rows[job] = replace(self.rows[job], version=self.rows[job].version + 1)
+            return found
+
+    store = Contended()
+    await apply_event(requested(job), store, announcer)
+    applied = await apply_event(submitted(job), store, announcer)
+    assert applied is not None
+    # Two optimistic tries, both beaten; then the transaction, which locks, applies it.
+    assert store.optimistic_writes == [True, False, False]
+    assert store.rows[job].status == "processing"
+
+
+class GatedStore(MemoryStore):
+    """Writes of `gated`'s changes wait at `gate` (a slow commit)."""
+
+    def __init__(self, gated: uuid.UUID) -> None:
+        super().__init__()
+        self.gated = gated
+        self.gate = asyncio.Event()
+
+    async def fail_for(self, entries: Sequence[HistoryEntry]) -> None:
+        if any(e.job_id == self.gated for e in entries):
+            await self.gate.wait()
+        await super().fail_for(entries)
+
+
+async def test_with_concurrent_batches_another_job_need_not_wait_for_a_slow_commit(
+    announcer: RecordingAnnouncer,
+) -> None:
+    slow, quick = uuid.uuid4(), uuid.uuid4()
+    store = GatedStore(slow)
+    applier = EventApplier(store, announcer, concurrent_batches=2)
+    first = asyncio.create_task(applier(requested(slow)))
+    await asyncio.sleep(0.01)  # its batch is being written, held at the gate
+    then = asyncio.create_task(applier(submitted(slow)))  # its job's batch is in hand: waits
+    await asyncio.wait_for(applier(requested(quick)), 5)  # another job: committed meanwhile
+    assert not first.done()
+    assert not then.done()
+    store.gate.set()
+    await asyncio.gather(first, then)
+    await applier.drain()
+    assert [(c.job.job_id, c.job.version) for c in announcer.changes] == [
+        (quick, 1),
+        (slow, 1),
+        (slow, 2),
+    ]
+    assert store.rows[slow].status == "processing"
+
+
+async def test_with_one_batch_at_a_time_another_job_waits_for_the_commit(
+    announcer: RecordingAnnouncer,
+) -> None:
+    slow, quick = uuid.uuid4(), uuid.uuid4()
+    store = GatedStore(slow)
+    applier = EventApplier(store, announcer)
+    first = asyncio.create_task(applier(requested(slow)))
+    await asyncio.sleep(0.01)
+    other = asyncio.create_task(applier(requested(quick)))
+    await asyncio.sleep(0.01)
+    assert not other.done()
+    store.gate.set()
+    await asyncio.gather(first, other)
+    assert [c.job.job_id for c in announcer.changes] == [slow, quick]

@@ -55,14 +55,32 @@ PARKED: Final = Counter(
 
 
 class PrometheusObserver:
-    """The `ApplyObserver` port: counters and a latency histogram per event kind."""
+    """The `ApplyObserver` port: counters and a latency histogram per event kind.
+
+    Each metric's child per label values is looked up once: `labels()` takes a lock and builds
+    a key on every call, several times per event otherwise.
+    """
+
+    def __init__(self) -> None:
+        self._applied: dict[tuple[str, str], Counter] = {}
+        self._seconds: dict[str, Histogram] = {}
+        self._batches: dict[str, Histogram] = {}
 
     def applied(self, kind: str, outcome: str, seconds: float) -> None:
-        EVENTS_APPLIED.labels(kind, outcome).inc()
-        APPLY_SECONDS.labels(kind).observe(seconds)
+        counter = self._applied.get((kind, outcome))
+        if counter is None:
+            counter = self._applied[(kind, outcome)] = EVENTS_APPLIED.labels(kind, outcome)
+        counter.inc()
+        timer = self._seconds.get(kind)
+        if timer is None:
+            timer = self._seconds[kind] = APPLY_SECONDS.labels(kind)
+        timer.observe(seconds)
 
     def waited(self, reason: str) -> None:
         WAITS.labels(reason).inc()
 
     def committed(self, events: int, mode: str) -> None:
-        BATCH_SIZE.labels(mode).observe(events)
+        sizes = self._batches.get(mode)
+        if sizes is None:
+            sizes = self._batches[mode] = BATCH_SIZE.labels(mode)
+        sizes.observe(events)
