@@ -128,10 +128,21 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> js_api.Stream
 
 
 async def ensure_key_value(
-    js: JetStreamContext, name: str, *, ttl_s: float | None = None, replicas: int = 1
+    js: JetStreamContext,
+    name: str,
+    *,
+    ttl_s: float | None = None,
+    replicas: int = 1,
+    direct: bool = False,
 ) -> KeyValue:
     """A KV bucket with one value per key, created by the first replica that needs it (the same
-    configuration from several at once is accepted by JetStream); `ttl_s` None: kept forever."""
+    configuration from several at once is accepted by JetStream); `ttl_s` None: kept forever.
+
+    `direct`: reads are one request answered with the raw entry (`$JS.API.DIRECT.GET`) instead
+    of a JetStream API call answering base64 inside JSON. A bucket made before without it keeps
+    API gets (`KeyValue` asks its stream which to use); a service may create a stream, not
+    always update it. On an R3 stream any replica may answer a direct get, a lagging one too:
+    only for buckets whose every write is a compare-and-set."""
     try:
         return await js.key_value(name)
     except BucketNotFoundError:
@@ -143,6 +154,7 @@ async def ensure_key_value(
             ttl=ttl_s,
             replicas=replicas,
             storage=js_api.StorageType.FILE,
+            direct=direct,
         )
     )
 

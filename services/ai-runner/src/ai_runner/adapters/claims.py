@@ -10,9 +10,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from ai_runner.adapters.direct import direct_key_value
 from ai_runner.ports import Claim, StoredClaim
 from jobs_proto.stream import DAY_S
+from jobs_runtime.bus import ensure_key_value
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Claim)
@@ -31,7 +31,11 @@ async def claims_bucket(
     Claims outlive a job's events no longer than the `JOBS` stream keeps them: a `requested`
     replayed after its claim expired would find its own stream history gone as well.
     """
-    return await direct_key_value(js, bucket_name(jobs_stream), ttl_s=max_age_s, replicas=replicas)
+    # Direct gets: claims are written by compare-and-set and their facts only accumulate, so a
+    # lagging replica's answer can make a write conflict (and read again), never win a race.
+    return await ensure_key_value(
+        js, bucket_name(jobs_stream), ttl_s=max_age_s, replicas=replicas, direct=True
+    )
 
 
 class KvClaims:

@@ -16,9 +16,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from ai_runner.adapters.direct import direct_key_value
 from ai_runner.adapters.metrics import IN_FLIGHT
 from ai_runner.ports import LimitWait
+from jobs_runtime.bus import ensure_key_value
 
 CREATIONS: Final = "creations"
 IN_FLIGHT_KEY: Final = "in_flight"
@@ -51,7 +51,9 @@ def bucket_name(jobs_stream: str) -> str:
 async def limits_bucket(js: JetStreamContext, jobs_stream: str, *, replicas: int = 1) -> KeyValue:
     """The limits bucket, created by the first runner that needs it (the same configuration
     from every replica, so a race to create it succeeds for both)."""
-    return await direct_key_value(js, bucket_name(jobs_stream), replicas=replicas)
+    # Direct gets: every limit is written by compare-and-set, so a lagging replica's answer
+    # can only make a write conflict (and read again) or a decision wait.
+    return await ensure_key_value(js, bucket_name(jobs_stream), replicas=replicas, direct=True)
 
 
 # What `capacity` answers when no limit is set: more than any fetch asks for.
