@@ -24,6 +24,7 @@ async def test_of_racing_creates_exactly_one_wins_and_updates_need_the_revision(
     buckets = await asyncio.gather(*(claims_bucket(js, jobs_stream_ready.name) for _ in range(2)))
     info = await js.stream_info(f"KV_{bucket_name(jobs_stream_ready.name)}")
     assert info.config.max_msgs_per_subject == 1  # one claim per job, no history kept
+    assert info.config.allow_direct  # a claim read is one request, not a JetStream API call
     claims = [KvClaims(b) for b in buckets]
     job_id = uuid.uuid4()
     assert await claims[0].read(job_id) is None
