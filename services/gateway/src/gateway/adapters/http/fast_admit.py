@@ -30,7 +30,7 @@ from jobs_runtime.web import INTERNAL, PROBLEM_MEDIA_TYPE
 from .checks import RATE_COUNTED, Refusal, check_content_type, decode_json
 from .fast import FastPath
 from .ports import GatewayPorts
-from .problems import refusal_of
+from .problems import refusal_of, request_log_level
 
 log = logging.getLogger("gateway.http")
 
@@ -155,12 +155,7 @@ async def _send(
 
 
 def _log(status: int, path: str, user_id: str, started: float, extra: dict[str, Any]) -> None:
-    # As `problems.log_request`: a 503 is the bus away (a warning), other 5xx are bugs.
-    level = logging.INFO
-    if status == 503:
-        level = logging.WARNING
-    elif status >= 500:
-        level = logging.ERROR
+    level = request_log_level(status)  # as `problems.log_request`
     if not log.isEnabledFor(level):
         return
     duration_ms = round((time.perf_counter() - started) * 1000, 1)

@@ -108,13 +108,16 @@ def refuse(outcome: handlers.Refused) -> Refusal:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def log_request(request: Request, status: int, started: float, **fields: Any) -> None:
-    # A 503 is the bus being away (expected during restarts); other 5xx are bugs.
-    level = logging.INFO
+def request_log_level(status: int) -> int:
+    """A request line's level: a 503 is the bus being away (expected during restarts), other
+    5xx are bugs."""
     if status == 503:
-        level = logging.WARNING
-    elif status >= 500:
-        level = logging.ERROR
+        return logging.WARNING
+    return logging.ERROR if status >= 500 else logging.INFO
+
+
+def log_request(request: Request, status: int, started: float, **fields: Any) -> None:
+    level = request_log_level(status)
     # Nothing is built for a line that is not written: this runs on every request.
     if not log.isEnabledFor(level):
         return
