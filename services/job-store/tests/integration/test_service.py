@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,20 +54,6 @@ def _env(
         "SUBJECT_PREFIX": subjects.prefix,
         "ADMIN_PORT": str(free_port()),
     }
-
-
-@pytest.fixture
-async def job_store(
-    tmp_path: Path,
-    nats_url: str,
-    database_url: str,
-    jobs_stream_ready: StreamSpec,
-    subjects: Subjects,
-) -> AsyncIterator[ServiceProcess]:
-    env = _env(nats_url, database_url, jobs_stream_ready, subjects)
-    with ServiceProcess([command_path("job-store")], env, tmp_path / "job-store.log") as process:
-        await _ready(process)
-        yield process
 
 
 async def _ready(process: ServiceProcess) -> None:
