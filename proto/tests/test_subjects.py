@@ -25,6 +25,7 @@ def test_event_subject_is_job_kind_id_under_the_prefix() -> None:
     assert Subjects("t42.").event(event) == f"t42.job.submitted.{JOB}"
     assert Subjects("t42.").kind("cancel_requested") == "t42.job.cancel_requested.>"
     assert Subjects().all_events == "job.>"
+    assert Subjects("t42.").job_event("requested", JOB) == f"t42.job.requested.{JOB}"
 
 
 def test_changes_and_progress_stay_outside_the_jobs_stream() -> None:

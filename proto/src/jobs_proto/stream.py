@@ -7,11 +7,25 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+import msgspec
+
 from jobs_proto.base import Message
 from jobs_proto.subjects import Subjects
 
 MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
 DAY_S: Final = 86_400.0
+# Room left in an event for everything but the output, headers included: a final output
+# larger than `MAX_INLINE_OUTPUT_BYTES` is stored aside in the results Object Store and the
+# event carries its reference (webhook-ingest and the ai-runner decide alike; the job-store
+# loads it back).
+EVENT_OVERHEAD_BYTES: Final = 64 * 1024
+MAX_INLINE_OUTPUT_BYTES: Final = MAX_MESSAGE_BYTES - EVENT_OVERHEAD_BYTES
+
+
+def output_fits_inline(output: str) -> bool:
+    """Whether a final output travels in its event rather than in the results store."""
+    # Measured as JSON text: quotes and control characters grow when escaped.
+    return len(msgspec.json.encode(output)) <= MAX_INLINE_OUTPUT_BYTES
 
 
 class StreamSpec(Message, frozen=True):

@@ -50,7 +50,11 @@ class Subjects:
         return f"{self.prefix}job.{kind}.>"
 
     def event(self, event: JobEvent) -> str:
-        return f"{self.prefix}job.{event.kind}.{event.job_id}"
+        return self.job_event(event.kind, event.job_id)
+
+    def job_event(self, kind: str, job_id: uuid.UUID) -> str:
+        """Where one job's events of `kind` are: a direct get of its last one reads this."""
+        return f"{self.prefix}job.{kind}.{job_id}"
 
     def parse(self, subject: str) -> tuple[str, uuid.UUID]:
         """The kind and job id of an event subject; the kind may be one this release lacks."""

@@ -1,6 +1,7 @@
 """Results too large for one bus message, kept in a JetStream Object Store and named by reference.
 
-webhook-ingest stores a final output over the event size limit here and publishes
+webhook-ingest and the ai-runner store a final output that does not fit in its event
+(`jobs_proto.stream.output_fits_inline`) here and publishes
 `JobCompleted.output_ref`; the job-store loads it back when it applies the event. The bucket's
 age limit should be at least the `JOBS` stream's, so a replayed event still finds its result.
 """
@@ -12,10 +13,6 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 
 from jobs_proto.stream import DAY_S
-
-# Room left in an event for everything but the output, headers included: an output larger than
-# `MAX_MESSAGE_BYTES - EVENT_OVERHEAD_BYTES` is stored aside.
-EVENT_OVERHEAD_BYTES = 64 * 1024
 
 
 def bucket_name(jobs_stream: str) -> str:

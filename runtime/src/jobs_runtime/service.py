@@ -25,9 +25,9 @@ from jobs_proto.permissions import inbox_prefix
 from jobs_proto.stream import jobs_stream
 from jobs_runtime.admin import Readiness, admin_app
 from jobs_runtime.bus import EventPublisher, connect, ensure_stream
+from jobs_runtime.commands import FAILED, OK, load_or_exit
 from jobs_runtime.http import HttpServer
-from jobs_runtime.logs import configure_logging
-from jobs_runtime.settings import ServiceSettings, SettingsError, load_settings
+from jobs_runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +65,26 @@ class Service(Generic[S]):
             await server.stop()
 
 
-ServiceMain = Callable[[Service[S]], Coroutine[Any, Any, None]]
+# A service's work; it may answer an exit code (`commands.REFUSED`), None meaning `OK`.
+ServiceMain = Callable[[Service[S]], Coroutine[Any, Any, int | None]]
 
 
-def run(name: str, settings_type: type[S], main: ServiceMain[S]) -> NoReturn:
-    """The body of every service's console command."""
-    try:
-        settings = load_settings(settings_type)
-    except SettingsError as exc:
-        print(f"{name}: configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    configure_logging(name, settings.log_level)
+def run_service(name: str, settings_type: type[S], main: ServiceMain[S]) -> int:
+    """Serve until SIGTERM: the exit code of a service's console command without arguments."""
+    settings = load_or_exit(name, settings_type)
     try:
         # uvloop: the same asyncio, with less CPU per message and per request.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(name, settings, main))
+            code = runner.run(serve(name, settings, main))
     except Exception:
         log.exception("crashed")
-        sys.exit(1)
-    sys.exit(0)
+        return FAILED
+    return OK if code is None else code
+
+
+def run(name: str, settings_type: type[S], main: ServiceMain[S]) -> NoReturn:
+    """Serve, then exit with `run_service`'s code."""
+    sys.exit(run_service(name, settings_type, main))
 
 
 async def _drain(nc: NATS) -> None:
@@ -96,7 +97,7 @@ async def _drain(nc: NATS) -> None:
         await nc.close()
 
 
-async def serve(name: str, settings: S, main: ServiceMain[S]) -> None:
+async def serve(name: str, settings: S, main: ServiceMain[S]) -> int | None:
     stop = asyncio.Event()
     readiness = Readiness()
 
@@ -144,15 +145,18 @@ async def serve(name: str, settings: S, main: ServiceMain[S]) -> None:
                 stack=stack,
             )
             log.info("started", extra={"admin_port": admin.port})
-            await _run_main(main(service), stop, settings.shutdown_grace_s)
+            code = await _run_main(main(service), stop, settings.shutdown_grace_s)
             readiness.stopping = True
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped")
+    return code
 
 
-async def _run_main(work: Coroutine[Any, Any, None], stop: asyncio.Event, grace_s: float) -> None:
+async def _run_main(
+    work: Coroutine[Any, Any, int | None], stop: asyncio.Event, grace_s: float
+) -> int | None:
     """Run the service's work; once `stop` is set, give it `grace_s` to finish, then cancel it."""
     task = asyncio.create_task(work)
     stopping = asyncio.create_task(stop.wait())
@@ -166,8 +170,8 @@ async def _run_main(work: Coroutine[Any, Any, None], stop: asyncio.Event, grace_
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                return
-        task.result()  # a service whose work crashed must not exit 0
+                return None
+        return task.result()  # a service whose work crashed must not exit 0
     finally:
         stopping.cancel()
 

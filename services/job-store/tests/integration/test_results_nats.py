@@ -13,8 +13,8 @@ from job_store.adapters.nats import NatsChangeAnnouncer, NatsResultLoader
 from job_store.adapters.postgres import PostgresJobStore
 from job_store.handlers import EventApplier, ResultMissing, apply_event
 from jobs_proto.events import JobCompleted
-from jobs_proto.stream import StreamSpec
-from jobs_runtime.results import EVENT_OVERHEAD_BYTES, result_store, store_result
+from jobs_proto.stream import EVENT_OVERHEAD_BYTES, StreamSpec
+from jobs_runtime.results import result_store, store_result
 from jobs_testkit.events import completed, requested, submitted
 
 

@@ -28,8 +28,7 @@ from jobs_proto.replicate import (
     joined_output,
     webhook_job_id,
 )
-from jobs_proto.stream import MAX_MESSAGE_BYTES
-from jobs_runtime.results import EVENT_OVERHEAD_BYTES
+from jobs_proto.stream import MAX_MESSAGE_BYTES, output_fits_inline
 from webhook_ingest.ports import (
     BusUnavailable,
     EventStore,
@@ -43,9 +42,6 @@ from webhook_ingest.verify import VerifiedWebhook
 # and the stream's `max_msg_size`; this leaves them ample room.
 HEADER_ALLOWANCE_BYTES: Final = 16 * 1024
 MAX_EVENT_BYTES: Final = MAX_MESSAGE_BYTES - HEADER_ALLOWANCE_BYTES
-# A final output whose JSON text is longer than this goes to the result store; the shared
-# overhead leaves room for the event's other fields and headers, as the job-store expects.
-MAX_INLINE_OUTPUT_BYTES: Final = MAX_MESSAGE_BYTES - EVENT_OVERHEAD_BYTES
 
 WebhookEvent: TypeAlias = JobStarted | JobCompleted
 
@@ -173,8 +169,7 @@ async def ingest_webhook(
 
 
 def _needs_result_store(output: str | None) -> bool:
-    # Measured as JSON text: quotes and control characters grow when escaped.
-    return output is not None and len(msgspec.json.encode(output)) > MAX_INLINE_OUTPUT_BYTES
+    return output is not None and not output_fits_inline(output)
 
 
 def _job_id(param: str | None) -> uuid.UUID | None:

@@ -3,17 +3,12 @@ it: an output too large for one event is stored there and the event carries its 
 
 from __future__ import annotations
 
-from typing import Final
-
-import msgspec
 from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
 from ai_runner.ports import TransientFailure
-from jobs_proto.stream import MAX_MESSAGE_BYTES
-from jobs_runtime.results import EVENT_OVERHEAD_BYTES, store_result
-
-MAX_INLINE_OUTPUT_BYTES: Final = MAX_MESSAGE_BYTES - EVENT_OVERHEAD_BYTES
+from jobs_proto.stream import output_fits_inline
+from jobs_runtime.results import store_result
 
 
 class ObjectStoreResults:
@@ -21,8 +16,7 @@ class ObjectStoreResults:
         self._store = store
 
     async def aside(self, prediction_id: str, output: str) -> str | None:
-        # Measured as JSON text: quotes and control characters grow when escaped.
-        if len(msgspec.json.encode(output)) <= MAX_INLINE_OUTPUT_BYTES:
+        if output_fits_inline(output):
             return None
         try:
             return await store_result(self._store, prediction_id, output)
