@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from jobs_proto.pending import MAX_INPUT_BYTES, bounded_input, pending_view
 JOB = uuid.UUID("2f1c7a52-8a4e-4f51-9a57-5e3a1d2b9c01")
 
 
-def _requested(job_input: dict[str, object], at: datetime) -> JobRequested:
+def _requested(job_input: dict[str, Any], at: datetime) -> JobRequested:
     return JobRequested(
         job_id=JOB, occurred_at=at, user_id="ada", job_type="title_generation", input=job_input
     )
