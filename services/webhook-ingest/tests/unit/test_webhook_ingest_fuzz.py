@@ -26,10 +26,10 @@ from standardwebhooks.webhooks import Webhook
 
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobEvent
+from jobs_runtime.errors import Unavailable
 from jobs_testkit import rawhttp
 from webhook_ingest.adapters.http import PATH, webhook_app
 from webhook_ingest.limits import IngressLimits
-from webhook_ingest.ports import BusUnavailable
 from webhook_ingest.verify import WebhookVerifier, parse_secrets
 
 CURRENT: Final = "whsec_" + base64.b64encode(b"fuzzed current key").decode()
@@ -52,17 +52,17 @@ class Bus:
 
     async def store(self, event: JobEvent) -> bool:
         if self.down:
-            raise BusUnavailable("nats: connection closed")
+            raise Unavailable("nats: connection closed")
         self.stored.append(event)
         return False
 
     async def send(self, progress: JobProgress) -> None:
         if self.down:
-            raise BusUnavailable("nats: connection closed")
+            raise Unavailable("nats: connection closed")
 
     async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
         if self.down:
-            raise BusUnavailable("nats: connection closed")
+            raise Unavailable("nats: connection closed")
         return False
 
 
@@ -72,7 +72,7 @@ class Results:
 
     async def store(self, prediction_id: str, output: str) -> str:
         if self._bus.down:
-            raise BusUnavailable("nats: connection closed")
+            raise Unavailable("nats: connection closed")
         return f"output/{prediction_id}"
 
 

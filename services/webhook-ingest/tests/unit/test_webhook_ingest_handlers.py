@@ -14,16 +14,16 @@ from jobs_proto.api import JobProgress
 from jobs_proto.events import JobCompleted, JobEvent, JobStarted
 from jobs_proto.stream import MAX_INLINE_OUTPUT_BYTES
 from jobs_proto.subjects import message_id
+from jobs_runtime.errors import Unavailable
 from webhook_ingest.handlers import (
     MAX_EVENT_BYTES,
+    NotStored,
     Parked,
     Rejected,
     Stored,
-    Unavailable,
     WebhookEvent,
     ingest_webhook,
 )
-from webhook_ingest.ports import BusUnavailable
 from webhook_ingest.verify import VerifiedWebhook
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -44,7 +44,7 @@ class FakeEvents:
 
     async def store(self, event: JobEvent) -> bool:
         if self.fail:
-            raise BusUnavailable("no responders")
+            raise Unavailable("no responders")
         assert isinstance(event, JobStarted | JobCompleted)
         duplicate = any(message_id(e) == message_id(event) for e in self.stored)
         if not duplicate:
@@ -59,7 +59,7 @@ class FakeProgress:
 
     async def send(self, progress: JobProgress) -> None:
         if self.fail:
-            raise BusUnavailable("disconnected")
+            raise Unavailable("disconnected")
         self.sent.append(progress)
 
 
@@ -70,7 +70,7 @@ class FakeResults:
 
     async def store(self, prediction_id: str, output: str) -> str:
         if self.fail:
-            raise BusUnavailable("object store: no responders")
+            raise Unavailable("object store: no responders")
         ref = f"output/{prediction_id}"
         self.objects[ref] = output
         return ref
@@ -83,7 +83,7 @@ class FakeParking:
 
     async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
         if self.fail:
-            raise BusUnavailable("parked stream: no responders")
+            raise Unavailable("parked stream: no responders")
         duplicate = webhook_id in self.parked
         self.parked.setdefault(webhook_id, (body, reason, detail))
         return duplicate
@@ -296,7 +296,7 @@ async def test_a_job_parameter_on_a_webhook_naming_no_job_is_refused() -> None:
 async def test_a_webhook_that_cannot_be_parked_is_unavailable() -> None:
     body = prediction("succeeded", webhook=None)
     outcome, events, _ = await ingest(body, job=None, parking=FakeParking(fail=True))
-    assert isinstance(outcome, Unavailable)
+    assert isinstance(outcome, NotStored)
     assert outcome.reason == "parking_unavailable"
     assert events.stored == []
 
@@ -305,7 +305,7 @@ async def test_a_bus_that_cannot_store_is_unavailable() -> None:
     outcome, _, progress = await ingest(
         prediction("processing", output=["a"]), events=FakeEvents(fail=True)
     )
-    assert isinstance(outcome, Unavailable)
+    assert isinstance(outcome, NotStored)
     assert outcome.reason == "bus_unavailable"
     assert progress.sent == []
 
@@ -349,7 +349,7 @@ async def test_a_result_store_that_cannot_store_stores_no_event() -> None:
     outcome, events, _ = await ingest(
         prediction("succeeded", output=output), results=FakeResults(fail=True)
     )
-    assert isinstance(outcome, Unavailable)
+    assert isinstance(outcome, NotStored)
     assert outcome.reason == "results_unavailable"
     assert events.stored == []
 
@@ -361,13 +361,13 @@ async def test_an_event_stored_aside_that_the_bus_refuses_is_unavailable() -> No
         events=FakeEvents(fail=True),
         results=results,
     )
-    assert isinstance(outcome, Unavailable)
+    assert isinstance(outcome, NotStored)
     assert outcome.reason == "bus_unavailable"
 
 
 async def test_an_event_too_large_even_without_output_is_not_stored() -> None:
     outcome, events, _ = await ingest(prediction("failed", error="e" * MAX_EVENT_BYTES))
-    assert isinstance(outcome, Unavailable)
+    assert isinstance(outcome, NotStored)
     assert outcome.reason == "too_large_for_bus"
     assert events.stored == []
 

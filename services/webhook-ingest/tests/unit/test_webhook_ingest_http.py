@@ -15,9 +15,9 @@ from standardwebhooks.webhooks import Webhook
 
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobCompleted, JobEvent
+from jobs_runtime.errors import Unavailable
 from webhook_ingest.adapters.http import PATH, webhook_app
 from webhook_ingest.handlers import MAX_EVENT_BYTES
-from webhook_ingest.ports import BusUnavailable
 from webhook_ingest.verify import WebhookVerifier, parse_secrets
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -33,7 +33,7 @@ class Events:
 
     async def store(self, event: JobEvent) -> bool:
         if self.down:
-            raise BusUnavailable("nats: no responders available for request")
+            raise Unavailable("nats: no responders available for request")
         self.stored.append(event)
         return False
 
@@ -45,7 +45,7 @@ class Results:
 
     async def store(self, prediction_id: str, output: str) -> str:
         if self.down:
-            raise BusUnavailable("object store: no responders")
+            raise Unavailable("object store: no responders")
         self.objects[f"output/{prediction_id}"] = output
         return f"output/{prediction_id}"
 

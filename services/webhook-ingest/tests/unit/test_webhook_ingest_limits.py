@@ -1,67 +1,27 @@
-"""The abuse checks' pure parts: token buckets per source in a bounded LRU, large-body slots, and
-which address a request is counted against."""
+"""The abuse checks' pure parts: the runtime's token buckets set up per source, large-body slots,
+and which address a request is counted against."""
 
 from __future__ import annotations
 
 import pytest
 
 from webhook_ingest.limits import (
+    MAX_TRACKED_SOURCES,
+    IngressLimits,
     LargeBodySlots,
-    SourceRateLimiter,
     client_source,
-    retry_after_s,
+    source_rate_limiter,
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_burst_then_the_rate() -> None:
-    clock = Clock()
-    limiter = SourceRateLimiter(2.0, 3, clock=clock)
-    assert [limiter.take("a") for _ in range(3)] == [None, None, None]
-    wait = limiter.take("a")
-    assert wait == pytest.approx(0.5)
-    clock.now += 0.5
-    assert limiter.take("a") is None
-    assert limiter.take("a") is not None
-    # Idle long enough to refill, never beyond the burst.
-    clock.now += 60
-    assert [limiter.take("a") for _ in range(3)] == [None, None, None]
-    assert limiter.take("a") is not None
-
-
-def test_sources_have_their_own_buckets() -> None:
-    limiter = SourceRateLimiter(1.0, 1, clock=Clock())
-    assert limiter.take("a") is None
-    assert limiter.take("a") is not None
-    assert limiter.take("b") is None
-
-
-def test_the_buckets_stay_bounded_and_forget_the_least_recent() -> None:
-    limiter = SourceRateLimiter(1.0, 1, max_sources=100, clock=Clock())
-    limiter.take("kept")
-    for n in range(1000):
-        limiter.take(f"10.0.{n // 256}.{n % 256}")
-        limiter.take("kept")  # seen again each time: never the least recent
-        assert len(limiter) <= 100
-    assert limiter.take("kept") is not None  # still remembered as spent
-    assert limiter.take("10.0.0.0") is None  # forgotten long ago: a fresh bucket
-
-
-def test_rate_zero_means_no_limit() -> None:
-    limiter = SourceRateLimiter(0, 1, clock=Clock())
-    assert all(limiter.take("a") is None for _ in range(10_000))
-    assert len(limiter) == 0
-
-
-def test_retry_after_is_whole_seconds_never_zero() -> None:
-    assert [retry_after_s(w) for w in (0.0, 0.01, 1.0, 1.2)] == [1, 1, 1, 2]
+def test_sources_share_the_settings_and_the_bound() -> None:
+    now = [1000.0]
+    limiter = source_rate_limiter(IngressLimits(rate_per_s=2.0, burst=3), lambda: now[0])
+    assert [limiter.take("a") for _ in range(4)][3] == pytest.approx(0.5)
+    assert limiter.take("b") is None  # a source of its own
+    for n in range(MAX_TRACKED_SOURCES + 10):
+        limiter.take(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")
+    assert len(limiter) == MAX_TRACKED_SOURCES
 
 
 def test_slots_are_bounded_and_given_back() -> None:

@@ -23,8 +23,8 @@ from jobs_proto.stream import (
 )
 from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
 from jobs_runtime.bus import EventPublisher, ensure_stream
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.results import result_store, store_result
-from webhook_ingest.ports import BusUnavailable
 
 # Timeouts, no responders, a closed connection, a payload over the server's limit, JetStream
 # refusing to store: whatever the cause, the webhook's sender should try again later.
@@ -74,11 +74,11 @@ class JetStreamEvents:
         if not self._nc.is_connected:
             # While reconnecting, nats-py would buffer the publish and wait out the timeout;
             # answering at once lets Replicate's retry find us connected again.
-            raise BusUnavailable("not connected to NATS")
+            raise Unavailable("not connected to NATS")
         try:
             ack = await self._publisher.publish(event)
         except _BUS_ERRORS as exc:
-            raise BusUnavailable(f"JetStream did not store the event: {exc!r}") from exc
+            raise Unavailable(f"JetStream did not store the event: {exc!r}") from exc
         if key is not None:
             self._started.add(key)  # only once JetStream has it
         return bool(ack.duplicate)
@@ -99,7 +99,7 @@ class ObjectStoreResults:
 
     async def store(self, prediction_id: str, output: str) -> str:
         if not self._nc.is_connected:
-            raise BusUnavailable("not connected to NATS")
+            raise Unavailable("not connected to NATS")
         try:
             if self._bucket is None:
                 self._bucket = await result_store(
@@ -107,7 +107,7 @@ class ObjectStoreResults:
                 )
             return await store_result(self._bucket, prediction_id, output)
         except _BUS_ERRORS as exc:
-            raise BusUnavailable(f"the result store did not take the output: {exc!r}") from exc
+            raise Unavailable(f"the result store did not take the output: {exc!r}") from exc
 
 
 class NatsWebhookParking:
@@ -130,7 +130,7 @@ class NatsWebhookParking:
 
     async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
         if not self._nc.is_connected:
-            raise BusUnavailable("not connected to NATS")
+            raise Unavailable("not connected to NATS")
         headers = {
             PARK_REASON_HEADER: reason,
             PARK_DETAIL_HEADER: detail,
@@ -145,7 +145,7 @@ class NatsWebhookParking:
                 self._subjects.parked(reason), body, headers=headers, stream=self._spec.name
             )
         except _BUS_ERRORS as exc:
-            raise BusUnavailable(f"the webhook could not be parked: {exc!r}") from exc
+            raise Unavailable(f"the webhook could not be parked: {exc!r}") from exc
         return bool(ack.duplicate)
 
 
@@ -159,10 +159,10 @@ class CoreNatsProgress:
     async def send(self, progress: JobProgress) -> None:
         if not self._nc.is_connected:
             # Stale by the time NATS is back: the next output webhook carries all the text.
-            raise BusUnavailable("not connected to NATS")
+            raise Unavailable("not connected to NATS")
         try:
             await self._nc.publish(
                 self._subjects.progress(progress.job_id), msgspec.json.encode(progress)
             )
         except _BUS_ERRORS as exc:
-            raise BusUnavailable(f"progress not sent: {exc!r}") from exc
+            raise Unavailable(f"progress not sent: {exc!r}") from exc

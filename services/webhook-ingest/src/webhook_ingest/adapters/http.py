@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from jobs_runtime.buckets import Monotonic, retry_after_s
 from jobs_runtime.web import (
     INTERNAL,
     PAYLOAD_TOO_LARGE,
@@ -40,21 +41,19 @@ from jobs_runtime.web import (
     problem_response,
 )
 from webhook_ingest.handlers import (
+    NotStored,
     Outcome,
     Parked,
     Rejected,
     Stored,
-    Unavailable,
     ingest_webhook,
 )
 from webhook_ingest.limits import (
     LARGE_BODY_BYTES,
     IngressLimits,
     LargeBodySlots,
-    Monotonic,
-    SourceRateLimiter,
     client_source,
-    retry_after_s,
+    source_rate_limiter,
 )
 from webhook_ingest.ports import EventStore, ProgressSink, ResultStore, WebhookParking
 from webhook_ingest.verify import (
@@ -121,7 +120,7 @@ def webhook_app(
     `clock` stamps events; `monotonic` refills the rate limiter's buckets.
     """
     limits = limits or IngressLimits()
-    rate_limiter = SourceRateLimiter(limits.rate_per_s, limits.burst, clock=monotonic)
+    rate_limiter = source_rate_limiter(limits, monotonic)
     slots = LargeBodySlots(limits.max_large_bodies, limits.max_large_bodies_per_source)
     LARGE_BODIES.set_function(lambda: slots.in_use)
 
@@ -388,7 +387,7 @@ def _answer(outcome: Outcome, context: dict[str, str]) -> Response:
             return _refused(
                 _problem(_kind(reason, _REJECTED_TITLES[reason], 400), detail), reason, context
             )
-        case Unavailable(reason=reason, detail=detail):
+        case NotStored(reason=reason, detail=detail):
             WEBHOOKS.labels(reason).inc()
             extra = {**context, "status": 503, "reason": reason, "detail": detail}
             if reason == "too_large_for_bus":
