@@ -25,6 +25,7 @@ from webhook_ingest.adapters.bus import (
     ObjectStoreResults,
 )
 from webhook_ingest.adapters.http import webhook_app
+from webhook_ingest.adapters.metrics import PrometheusObserver
 from webhook_ingest.adapters.replicate import SecretFetchError, fetch_webhook_secret
 from webhook_ingest.config import FetchSecretSettings, Settings
 from webhook_ingest.limits import IngressLimits
@@ -53,6 +54,7 @@ async def serve_webhooks(service: Service[Settings]) -> None:
             replicas=settings.stream_replicas,
         ),
         max_bytes=settings.webhook_max_bytes,
+        observer=PrometheusObserver(),
         limits=IngressLimits(
             rate_per_s=settings.webhook_rate_per_s,
             burst=settings.webhook_rate_burst,

@@ -51,3 +51,48 @@ class WebhookParking(Protocol):
         """Return once the body is kept with its reason, `True` when it already was (the same
         `webhook-id`). Raises `Unavailable` when it cannot be kept now."""
         ...
+
+
+class WebhookObserver(Protocol):
+    """Where the endpoint reports what became of each webhook (the `/metrics` figures)."""
+
+    def stored(self, duplicate: bool) -> None:
+        """A webhook's event is in `JOBS`; `duplicate` when it already was (answered `200`)."""
+        ...
+
+    def parked(self) -> None:
+        """A signed webhook naming no job of ours was parked (answered `200`)."""
+        ...
+
+    def refused(self, reason: str) -> None:
+        """A request was refused (`4xx`, or `503` for `too_many_large_bodies`), by reason:
+        `rate_limited`, `bad_signature`, `payload_too_large`, `not_a_prediction`, ..."""
+        ...
+
+    def not_stored(self, reason: str) -> None:
+        """A signed webhook could not be stored now (`503`): `bus_unavailable`,
+        `results_unavailable`, `parking_unavailable` or `too_large_for_bus`."""
+        ...
+
+    def large_bodies(self, in_progress: int) -> None:
+        """How many bodies over 1 MiB are being received or held, each time it changes."""
+        ...
+
+
+class NoObserver:
+    """A `WebhookObserver` that keeps nothing, for tests and tools."""
+
+    def stored(self, duplicate: bool) -> None:
+        pass
+
+    def parked(self) -> None:
+        pass
+
+    def refused(self, reason: str) -> None:
+        pass
+
+    def not_stored(self, reason: str) -> None:
+        pass
+
+    def large_bodies(self, in_progress: int) -> None:
+        pass

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobEvent
 from webhook_ingest.adapters.http import PATH, webhook_app
+from webhook_ingest.adapters.metrics import PrometheusObserver
 from webhook_ingest.limits import LARGE_BODY_BYTES, IngressLimits
 from webhook_ingest.verify import WebhookVerifier, parse_secrets
 
@@ -75,6 +76,7 @@ def app(limits: IngressLimits, monotonic: Monotonic | None = None) -> Starlette:
         limits=limits,
         clock=lambda: NOW,
         monotonic=monotonic or Monotonic(),
+        observer=PrometheusObserver(),
     )
 
 

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from prometheus_client import Counter, Gauge
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -55,7 +54,14 @@ from webhook_ingest.limits import (
     client_source,
     source_rate_limiter,
 )
-from webhook_ingest.ports import EventStore, ProgressSink, ResultStore, WebhookParking
+from webhook_ingest.ports import (
+    EventStore,
+    NoObserver,
+    ProgressSink,
+    ResultStore,
+    WebhookObserver,
+    WebhookParking,
+)
 from webhook_ingest.verify import (
     ID_HEADER,
     Clock,
@@ -72,16 +78,6 @@ RETRY_AFTER_S: Final = 5
 _VERIFY_INLINE_BYTES: Final = 256 * 1024
 # A sender-chosen string goes into the logs only this long.
 _LOGGED_ID_CHARS: Final = 128
-
-# `reason`: `stored`, `duplicate` or `parked` for a `200`, else why the request was refused.
-WEBHOOKS = Counter(
-    "webhook_ingest_webhooks", "Webhook requests, by what became of them", ["reason"]
-)
-
-# Set by the app last built (one per process): how near the cap large bodies are.
-LARGE_BODIES: Final = Gauge(
-    "webhook_ingest_large_bodies_in_progress", "Bodies over 1 MiB being received or held now"
-)
 
 _REJECTED_TITLES: Final = {
     "not_a_prediction": "Not a prediction",
@@ -114,15 +110,17 @@ def webhook_app(
     limits: IngressLimits | None = None,
     clock: Clock = system_clock,
     monotonic: Monotonic = time.monotonic,
+    observer: WebhookObserver | None = None,
 ) -> Starlette:
     """The Starlette app of the webhook endpoint over the given ports.
 
-    `clock` stamps events; `monotonic` refills the rate limiter's buckets.
+    `clock` stamps events; `monotonic` refills the rate limiter's buckets; `observer` is told
+    what became of each request.
     """
     limits = limits or IngressLimits()
+    observer = observer or NoObserver()
     rate_limiter = source_rate_limiter(limits, monotonic)
     slots = LargeBodySlots(limits.max_large_bodies, limits.max_large_bodies_per_source)
-    LARGE_BODIES.set_function(lambda: slots.in_use)
 
     async def replicate_webhook(request: Request) -> Response:
         source = client_source(
@@ -144,13 +142,14 @@ def webhook_app(
                 ),
                 "rate_limited",
                 context,
+                observer,
             )
 
-        reading = _BodyReader(request, max_bytes, slots, source, verifier)
+        reading = _BodyReader(request, max_bytes, slots, source, verifier, observer)
         try:
             read = await reading.read(limits.read_timeout_s)
             if isinstance(read, _Refusal):
-                return _refused(read.response, read.reason, context)
+                return _refused(read.response, read.reason, context, observer)
             return await verified_and_ingested(request, read, context)
         finally:
             # The body is held until the answer is decided; only then is its slot free.
@@ -166,7 +165,7 @@ def webhook_app(
                 webhook = verifier.verify(request.headers, body)
         except VerificationError as exc:
             refusal = _unauthenticated(exc)
-            return _refused(refusal.response, refusal.reason, context)
+            return _refused(refusal.response, refusal.reason, context, observer)
 
         outcome = await ingest_webhook(
             webhook,
@@ -177,7 +176,7 @@ def webhook_app(
             parking=parking,
             now=clock(),
         )
-        return _answer(outcome, context)
+        return _answer(outcome, context, observer)
 
     return Starlette(
         routes=[Route(PATH, replicate_webhook, methods=["POST"])],
@@ -219,8 +218,10 @@ class _BodyReader:
         slots: LargeBodySlots,
         source: str,
         verifier: WebhookVerifier,
+        observer: WebhookObserver,
     ) -> None:
         self._request = request
+        self._observer = observer
         self._max_bytes = max_bytes
         self._slots = slots
         self._source = source
@@ -231,10 +232,14 @@ class _BodyReader:
         if self._holding:
             self._slots.give_back(self._source)
             self._holding = False
+            self._observer.large_bodies(self._slots.in_use)
 
     def _large_body_refused(self) -> _Refusal | None:
-        if self._holding or self._slots.try_take(self._source):
+        if self._holding:
+            return None
+        if self._slots.try_take(self._source):
             self._holding = True
+            self._observer.large_bodies(self._slots.in_use)
             return None
         if self._slots.of(self._source) >= self._slots.per_source:
             detail = f"{self._slots.per_source} large bodies from this address are being received"
@@ -340,18 +345,20 @@ async def _internal_error(_: Request, exc: Exception) -> Response:
     return _problem(INTERNAL, "the webhook could not be handled")
 
 
-def _refused(response: Response, reason: str, context: dict[str, str]) -> Response:
-    WEBHOOKS.labels(reason).inc()
+def _refused(
+    response: Response, reason: str, context: dict[str, str], observer: WebhookObserver
+) -> Response:
+    observer.refused(reason)
     log.warning(
         "webhook refused", extra={**context, "status": response.status_code, "reason": reason}
     )
     return response
 
 
-def _answer(outcome: Outcome, context: dict[str, str]) -> Response:
+def _answer(outcome: Outcome, context: dict[str, str], observer: WebhookObserver) -> Response:
     match outcome:
         case Stored(event=event, duplicate=duplicate, progress_sent=progress_sent):
-            WEBHOOKS.labels("duplicate" if duplicate else "stored").inc()
+            observer.stored(duplicate)
             fields = {
                 **context,
                 "kind": event.kind,
@@ -369,7 +376,7 @@ def _answer(outcome: Outcome, context: dict[str, str]) -> Response:
                 )
             return Response(status_code=200)
         case Parked(reason=reason, detail=detail, prediction_id=prediction_id, duplicate=dup):
-            WEBHOOKS.labels("parked").inc()
+            observer.parked()
             # A warning, and the `parked` count, are what tell an operator to look at the
             # parked stream: a prediction in our account that is none of the system's jobs.
             log.warning(
@@ -385,10 +392,13 @@ def _answer(outcome: Outcome, context: dict[str, str]) -> Response:
             return Response(status_code=200)
         case Rejected(reason=reason, detail=detail):
             return _refused(
-                _problem(_kind(reason, _REJECTED_TITLES[reason], 400), detail), reason, context
+                _problem(_kind(reason, _REJECTED_TITLES[reason], 400), detail),
+                reason,
+                context,
+                observer,
             )
         case NotStored(reason=reason, detail=detail):
-            WEBHOOKS.labels(reason).inc()
+            observer.not_stored(reason)
             extra = {**context, "status": 503, "reason": reason, "detail": detail}
             if reason == "too_large_for_bus":
                 # Even without its output (stored aside) the event is too large: no retry helps,
