@@ -4,7 +4,6 @@ beside `JOBS` (the job-store's dead letters), progress on core NATS."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Final
 
 import msgspec
@@ -25,30 +24,11 @@ from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
 from jobs_runtime.bus import EventPublisher, ensure_stream
 from jobs_runtime.errors import Unavailable
 from jobs_runtime.results import result_store, store_result
+from webhook_ingest.recent_ids import RecentIds
 
 # Timeouts, no responders, a closed connection, a payload over the server's limit, JetStream
 # refusing to store: whatever the cause, the webhook's sender should try again later.
 _BUS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
-
-
-class RecentIds:
-    """The last `capacity` ids added, oldest forgotten first."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, key: str) -> None:
-        self._ids[key] = None
-        self._ids.move_to_end(key)
-        if len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
 
 
 class JetStreamEvents:
