@@ -20,6 +20,8 @@ from typing import Any, Final, Protocol
 
 import jwt
 
+from jobs_runtime.errors import Unavailable
+
 ALGORITHM: Final = "HS256"
 # What keys from `AUTH_JWKS_URL` may sign; anything else a JWKS holds is ignored.
 JWKS_ALGORITHMS: Final = ("RS256", "ES256")
@@ -58,8 +60,8 @@ class AuthError(Exception):
     """A missing or unacceptable token; the message says why and never contains the token."""
 
 
-class KeysUnavailable(Exception):
-    """The token's key is not cached and the JWKS cannot be fetched: not the client's fault,
+class KeysUnavailable(Unavailable):
+    """The token's key is not cached and the JWKS endpoint did not answer: not the client's fault,
     so it is answered `503` with `Retry-After` rather than `401` (a `401` would make clients
     drop a good token and log the user out while the issuer is merely unreachable)."""
 

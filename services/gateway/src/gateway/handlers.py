@@ -29,6 +29,7 @@ from jobs_proto.api import (
 )
 from jobs_proto.events import JobCancelRequested, JobRequested
 from jobs_proto.status import JOB_STATUSES, JobStatus, is_terminal
+from jobs_runtime.errors import Unavailable
 
 # Relative on purpose: `mypy --strict <path>/handlers.py` names this module after its path
 # (`services.gateway.src.gateway...`), and an absolute `gateway.` import would make mypy see
@@ -44,7 +45,6 @@ from .ports import (
     NewJobId,
     RequestedLog,
     Sleep,
-    Unavailable,
 )
 from .validation import DEFAULT_LIMIT as DEFAULT_LIMIT
 from .validation import IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER
@@ -219,7 +219,7 @@ async def admit_job_once(
     """
     waited_s = 0.0
     for _ in range(_MAX_CAS_ROUNDS):
-        stored = await keys.get(slot)
+        stored = await keys.read(slot)
         if stored is None:
             record = IdempotencyRecord(
                 fingerprint=fingerprint, job_id=new_id(), state="admitting", since=clock()

@@ -32,10 +32,11 @@ from gateway.handlers import (
 )
 from gateway.handlers import cancel as handle_cancel
 from gateway.handlers import read as handle_read
-from gateway.ports import BadCursor, Unavailable
+from gateway.ports import BadCursor
 from jobs_proto.api import GetJob, JobPage, JobReply, JobView, ListJobs, ProblemDetail
 from jobs_proto.events import JobCancelRequested, JobEvent, JobRequested
 from jobs_proto.status import JobStatus
+from jobs_runtime.errors import Unavailable
 
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 JOB_ID = uuid.UUID("6f1c1c1e-8d3c-4a57-9a53-0c3f1f2a9b10")

@@ -27,11 +27,12 @@ from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
 from gateway.handlers import pending_view
 from gateway.limits import LimitExceeded, RequestRate
-from gateway.ports import BadCursor, IdempotencyRecord, StoredRecord, Unavailable
+from gateway.ports import BadCursor, IdempotencyRecord, StoredRecord
 from gateway.streams import OpenStreams
 from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
 from jobs_proto.status import JobStatus
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.logs import JsonFormatter
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
@@ -67,7 +68,7 @@ class Fakes:
                 return
         raise AssertionError("the rate never ran out")
 
-    async def get(self, slot: str) -> StoredRecord | None:
+    async def read(self, slot: str) -> StoredRecord | None:
         self._fail()
         return self.records.get(slot)
 

@@ -26,10 +26,10 @@ from gateway.adapters.http import GatewayPorts, build_app
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
 from gateway.handlers import pending_view
-from gateway.ports import Unavailable
 from gateway.realtime import Hub, StreamPolicy
 from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
+from jobs_runtime.errors import Unavailable
 from jobs_testkit import rawhttp
 from jobs_testkit.rawhttp import LogCapture, RawRequest, send
 

@@ -22,8 +22,9 @@ from gateway.handlers import (
     request_fingerprint,
 )
 from gateway.limits import LimitExceeded
-from gateway.ports import IdempotencyRecord, StoredRecord, Unavailable
+from gateway.ports import IdempotencyRecord, StoredRecord
 from jobs_proto.events import JobEvent, JobRequested
+from jobs_runtime.errors import Unavailable
 from jobs_testkit.waiting import eventually
 
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -53,7 +54,7 @@ class FakeKeys:
         if self.down:
             raise Unavailable("no KV")
 
-    async def get(self, slot: str) -> StoredRecord | None:
+    async def read(self, slot: str) -> StoredRecord | None:
         self._check()
         self.gets += 1
         return self.records.get(slot)

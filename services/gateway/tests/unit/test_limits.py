@@ -11,9 +11,9 @@ import pytest
 
 from gateway.cache import CachedJob, FinishedJobs
 from gateway.limits import LimitExceeded, OpenJobs, RequestRate
-from gateway.ports import Unavailable
 from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, JobView, ListJobs
 from jobs_proto.status import JobStatus
+from jobs_runtime.errors import Unavailable
 
 AT = datetime(2030, 1, 2, tzinfo=UTC)
 

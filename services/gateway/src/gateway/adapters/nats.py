@@ -19,21 +19,21 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from gateway.jobviews import JobViews, decode_change, read_head
-from gateway.ports import BadCursor, Unavailable
+from gateway.ports import BadCursor
 from gateway.realtime import Hub
 from jobs_proto.api import GetJob, JobPage, JobProgress, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested, decode_event
 from jobs_proto.status import is_terminal
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
+from jobs_runtime.errors import Unavailable
+from jobs_runtime.jobstore import JobStoreClient, Refused
+from jobs_runtime.periodic import every
 
 log = logging.getLogger(__name__)
 
 # JetStream's "no message found" (the subject has none), as opposed to "stream not found".
 _NO_MESSAGE_FOUND: Final = 10037
-# NATS micro services mark an error reply with this header.
-_SERVICE_ERROR_HEADER: Final = "Nats-Service-Error"
-_SERVICE_ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
 # The job-store's error code for a cursor it refuses (`ListJobs`).
 _BAD_CURSOR: Final = "400"
 
@@ -61,61 +61,36 @@ class JetStreamEventBus:
 
 
 class NatsJobStore:
-    """The job-store's read endpoints (get-by-id, list) over NATS request/reply."""
+    """The job-store's read endpoints (get-by-id, list) through the runtime's client. A
+    refused list cursor (`400`) is `BadCursor`; any other refusal is `Unavailable` too (a
+    `422` is a request this gateway should not have sent, which a retry after a fixed release
+    may well get past), logged as an error."""
 
     def __init__(self, nc: NATS, subjects: Subjects, timeout_s: float = 2.0) -> None:
-        self._nc = nc
+        self._client = JobStoreClient(nc, timeout_s=timeout_s)
         self._get_subject = subjects.get_job
         self._list_subject = subjects.list_jobs
-        self._timeout_s = timeout_s
-        self._reply_decoder = msgspec.json.Decoder(JobReply)
-        self._page_decoder = msgspec.json.Decoder(JobPage)
-
-    async def _ask(self, subject: str, request: msgspec.Struct) -> Msg:
-        """The reply to `request`, error replies included; `Unavailable` without one."""
-        _require_connected(self._nc)
-        try:
-            return await self._nc.request(
-                subject, msgspec.json.encode(request), timeout=self._timeout_s
-            )
-        except (TimeoutError, NatsError) as exc:
-            raise Unavailable(f"job-store did not answer: {exc!r}") from exc
 
     async def get_job(self, request: GetJob) -> JobReply:
-        reply = await self._ask(self._get_subject, request)
-        _raise_service_error(reply)
         try:
-            return self._reply_decoder.decode(reply.data)
-        except msgspec.DecodeError as exc:
-            raise Unavailable(f"job-store answered something else than a JobReply: {exc}") from exc
+            return await self._client.ask(self._get_subject, request, JobReply)
+        except Refused as exc:
+            raise _unavailable(exc) from exc
 
     async def list_jobs(self, request: ListJobs) -> JobPage:
-        reply = await self._ask(self._list_subject, request)
-        headers = reply.headers or {}
-        if headers.get(_SERVICE_ERROR_CODE_HEADER) == _BAD_CURSOR:
-            raise BadCursor(headers.get(_SERVICE_ERROR_HEADER) or "the cursor is not valid")
-        _raise_service_error(reply)
         try:
-            return self._page_decoder.decode(reply.data)
-        except msgspec.DecodeError as exc:
-            raise Unavailable(f"job-store answered something else than a JobPage: {exc}") from exc
+            return await self._client.ask(self._list_subject, request, JobPage)
+        except Refused as exc:
+            if exc.code == _BAD_CURSOR:
+                raise BadCursor(exc.description or "the cursor is not valid") from exc
+            raise _unavailable(exc) from exc
 
 
-def _raise_service_error(reply: Msg) -> None:
-    """An error reply of the job-store (any code left) as `Unavailable`: a `503` is the store
-    unable to read, and a `422` a request this gateway should not have sent, which a retry
-    after a fixed release may well get past."""
-    headers = reply.headers or {}
-    if _SERVICE_ERROR_HEADER in headers or _SERVICE_ERROR_CODE_HEADER in headers:
-        code = headers.get(_SERVICE_ERROR_CODE_HEADER, "?")
-        if code not in ("503", "?"):
-            log.error(
-                "job-store refused a request",
-                extra={"code": code, "error": headers.get(_SERVICE_ERROR_HEADER)},
-            )
-        raise Unavailable(
-            f"job-store answered an error {code}: {headers.get(_SERVICE_ERROR_HEADER)}"
-        )
+def _unavailable(refused: Refused) -> Unavailable:
+    log.error(
+        "job-store refused a request", extra={"code": refused.code, "error": refused.description}
+    )
+    return Unavailable(f"job-store answered an error {refused.code}: {refused.description}")
 
 
 class StreamRequestedLog:
@@ -128,14 +103,12 @@ class StreamRequestedLog:
         self._stream = stream
         self._subjects = subjects
 
-    def _subject(self, job_id: uuid.UUID) -> str:
-        # `Subjects` builds event subjects from an event only; this is the same scheme.
-        return f"{self._subjects.prefix}job.requested.{job_id}"
-
     async def find_requested(self, job_id: uuid.UUID) -> JobRequested | None:
         _require_connected(self._nc)
         try:
-            message = await self._js.get_last_msg(self._stream, self._subject(job_id))
+            message = await self._js.get_last_msg(
+                self._stream, self._subjects.job_event("requested", job_id)
+            )
         except NotFoundError as exc:
             if exc.err_code == _NO_MESSAGE_FOUND:
                 return None
@@ -179,14 +152,15 @@ class NatsJobFeed:
         )
         await self._nc.flush()
 
-    async def watch_reconnects(self, every_s: float = 1.0) -> None:
-        """Forever: after NATS reconnected, end every open stream with a `retry:` hint.
+    async def watch_reconnects(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
+        """Until `stop`: after NATS reconnected, end every open stream with a `retry:` hint.
         Core NATS does not replay what was published while this process was away, so a
         stream may have missed a change (even the terminal one); reconnecting, its client
         reads the current state."""
         seen = self._nc.stats["reconnects"]
-        while True:
-            await asyncio.sleep(every_s)
+
+        async def look() -> None:
+            nonlocal seen
             if not self._nc.is_connected:
                 # Changes are being missed: the views must not answer from what they knew.
                 self._views.clear()
@@ -198,6 +172,8 @@ class NatsJobFeed:
                 log.warning(
                     "nats reconnected: event streams told to reconnect", extra={"streams": ended}
                 )
+
+        await every(every_s, stop, "reconnect watch", look)
 
     async def _on_change(self, msg: Msg) -> None:
         # Every change of every job passes here: only its head is read, and the whole
