@@ -19,13 +19,15 @@ from gateway.adapters.nats import (
     NatsJobStore,
     StreamRequestedLog,
 )
-from gateway.auth import JwksKeys, TokenVerifier, issue_token
+from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
 from gateway.jobviews import JobViews, ViewedJobStore
+from gateway.jwks import JwksKeys
 from gateway.limits import OpenJobs, RequestRate
 from gateway.realtime import Hub, StreamPolicy
 from gateway.streams import OpenStreams
+from gateway.tokens import issue_token
 from jobs_proto.stream import DAY_S
 from jobs_runtime import commands
 from jobs_runtime.commands import OK, USAGE, Command, load_or_exit

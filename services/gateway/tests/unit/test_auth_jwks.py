@@ -12,14 +12,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from gateway.auth import (
-    AuthError,
-    JwksFetchError,
-    JwksKeys,
-    KeysUnavailable,
-    TokenVerifier,
-    parse_jwks,
-)
+from gateway.auth import TokenVerifier
+from gateway.jwks import JwksKeys, KeysUnavailable, parse_jwks
+from gateway.ports import JwksFetchError
+from gateway.tokens import AuthError
 
 NOW = 1_800_000_000.0
 SECRET = "hs256-secret-of-at-least-thirty-two-bytes"

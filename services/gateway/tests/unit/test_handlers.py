@@ -26,13 +26,13 @@ from gateway.handlers import (
     list_jobs,
     list_page,
     parse_list_query,
-    pending_view,
     read_job,
     submit_job,
 )
 from gateway.handlers import cancel as handle_cancel
 from gateway.handlers import read as handle_read
 from gateway.ports import BadCursor
+from gateway.reads import pending_view
 from jobs_proto.api import GetJob, JobPage, JobReply, JobView, ListJobs, ProblemDetail
 from jobs_proto.events import JobCancelRequested, JobEvent, JobRequested
 from jobs_proto.status import JobStatus

@@ -25,9 +25,9 @@ import gateway
 from gateway.adapters.http import IDEATION_ROUTES, GatewayPorts, build_app
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
-from gateway.handlers import pending_view
 from gateway.limits import LimitExceeded, RequestRate
 from gateway.ports import BadCursor, IdempotencyRecord, StoredRecord
+from gateway.reads import pending_view
 from gateway.streams import OpenStreams
 from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, ListJobs
 from jobs_proto.events import JobEvent, JobRequested

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from gateway.adapters.http import GatewayPorts, build_app
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
-from gateway.handlers import pending_view
+from gateway.reads import pending_view
 from gateway.realtime import Hub, StreamPolicy
 from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested

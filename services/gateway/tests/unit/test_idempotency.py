@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway.handlers import (
-    MAX_IDEMPOTENCY_KEY,
     IdempotencyPolicy,
     InvalidRequest,
     KeyInProgress,
@@ -23,6 +22,7 @@ from gateway.handlers import (
 )
 from gateway.limits import LimitExceeded
 from gateway.ports import IdempotencyRecord, StoredRecord
+from gateway.validation import MAX_IDEMPOTENCY_KEY
 from jobs_proto.events import JobEvent, JobRequested
 from jobs_runtime.errors import Unavailable
 from jobs_testkit.waiting import eventually

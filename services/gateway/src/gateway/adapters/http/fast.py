@@ -18,11 +18,12 @@ from typing import Final
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.auth import AuthError, KeysUnavailable
 from gateway.cache import CachedJob
 from gateway.jobviews import Answer
+from gateway.jwks import KeysUnavailable
 from gateway.limits import LimitExceeded
 from gateway.ports import ReadSource
+from gateway.tokens import AuthError
 
 from .checks import etag_matches, parse_job_id
 from .ports import GatewayPorts

@@ -21,8 +21,9 @@ import msgspec
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway import handlers
-from gateway.auth import AuthError, KeysUnavailable
+from gateway.jwks import KeysUnavailable
 from gateway.limits import LimitExceeded
+from gateway.tokens import AuthError
 from jobs_runtime.errors import Unavailable
 from jobs_runtime.web import INTERNAL, PROBLEM_MEDIA_TYPE
 

@@ -1,6 +1,6 @@
 """What each refusal is as an HTTP problem: the handlers' refusals (`handlers.Refused`), the
 limits' and the stream caps', each with its status, `Retry-After` where a retry helps, and a
-count in the gateway's metrics; and the wrapper giving every request one answer and one log
+count for the gateway's metrics; and the wrapper giving every request one answer and one log
 line (never its token)."""
 
 from __future__ import annotations
@@ -17,15 +17,6 @@ from starlette.responses import Response
 from gateway import handlers
 from gateway.limits import LimitExceeded
 from gateway.ports import BadCursor, GatewayObserver, NoObserver
-from gateway.problems import (
-    IDEMPOTENCY_CONFLICT,
-    IDEMPOTENCY_IN_PROGRESS,
-    INVALID_CURSOR,
-    JOB_FINISHED,
-    OUTPUT_TOO_LARGE,
-    STREAMS_FULL,
-    TOO_MANY_REQUESTS,
-)
 from gateway.streams import StreamsFull
 from jobs_runtime.errors import Unavailable
 from jobs_runtime.web import (
@@ -33,12 +24,28 @@ from jobs_runtime.web import (
     NOT_FOUND,
     UNAVAILABLE,
     VALIDATION,
+    ProblemKind,
     kind_for_status,
     problem,
     problem_response,
 )
 
 from .checks import Refusal
+
+# The gateway's own kinds of problem, beside the shared ones of `jobs_runtime.web`.
+INVALID_CURSOR: Final = ProblemKind("invalid-cursor", "Invalid cursor", 400)
+JOB_FINISHED: Final = ProblemKind("job-finished", "Job already finished", 409)
+IDEMPOTENCY_CONFLICT: Final = ProblemKind(
+    "idempotency-key-reused", "Idempotency-Key used with another request", 409
+)
+IDEMPOTENCY_IN_PROGRESS: Final = ProblemKind(
+    "idempotency-key-in-progress", "Request with this Idempotency-Key in progress", 409
+)
+# The job's output is more than one job-store reply can carry (the request was fine).
+OUTPUT_TOO_LARGE: Final = ProblemKind("output-too-large", "Job output too large to answer", 413)
+TOO_MANY_REQUESTS: Final = ProblemKind("too-many-requests", "Too many requests", 429)
+# The process holds `MAX_STREAMS` streams; another replica may have room.
+STREAMS_FULL: Final = ProblemKind("streams-full", "Too many open streams", 503)
 
 NO_OBSERVER: Final = NoObserver()
 
