@@ -22,10 +22,10 @@ from gateway.adapters.nats import (
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
+from gateway.hub import Hub, StreamPolicy
 from gateway.jobviews import JobViews, ViewedJobStore
 from gateway.jwks import JwksKeys
 from gateway.limits import OpenJobs, RequestRate
-from gateway.realtime import Hub, StreamPolicy
 from gateway.streams import OpenStreams
 from gateway.tokens import issue_token
 from jobs_proto.stream import DAY_S

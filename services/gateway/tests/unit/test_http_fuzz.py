@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from gateway.adapters.http import GatewayPorts, build_app
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
+from gateway.hub import Hub, StreamPolicy
 from gateway.reads import pending_view
-from gateway.realtime import Hub, StreamPolicy
 from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
 from jobs_runtime.errors import Unavailable

@@ -18,9 +18,9 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
+from gateway.hub import Hub
 from gateway.jobviews import JobViews, decode_change, read_head
 from gateway.ports import BadCursor
-from gateway.realtime import Hub
 from jobs_proto.api import GetJob, JobPage, JobProgress, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested, decode_event
 from jobs_proto.status import is_terminal

@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.realtime import Hub
+from gateway.hub import Hub
 from jobs_runtime.web import EscapedQueryString
 
 from . import events, jobs, site

@@ -15,8 +15,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway import handlers, realtime
+from gateway.hub import Hub, Subscription
 from gateway.ports import GatewayObserver
-from gateway.realtime import Hub, Subscription
 from gateway.streams import StreamSlot
 from jobs_proto.api import JobView
 

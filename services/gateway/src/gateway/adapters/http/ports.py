@@ -11,6 +11,7 @@ from typing import Final
 from gateway import handlers
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
+from gateway.hub import Hub
 from gateway.jobviews import JobViews
 from gateway.limits import OpenJobs, RequestRate
 from gateway.ports import (
@@ -22,7 +23,6 @@ from gateway.ports import (
     NoObserver,
     RequestedLog,
 )
-from gateway.realtime import Hub
 from gateway.streams import OpenStreams
 
 DEFAULT_IDEMPOTENCY: Final = handlers.IdempotencyPolicy()
