@@ -12,7 +12,14 @@ from datetime import datetime
 import msgspec
 
 from gateway.limits import LimitExceeded
-from gateway.ports import BadCursor, IdempotencyRecord, JwksFetchError, StoredRecord
+from gateway.ports import (
+    BadCursor,
+    ConflictReason,
+    IdempotencyRecord,
+    JwksFetchError,
+    ReadSource,
+    StoredRecord,
+)
 from gateway.reads import pending_view
 from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, JobView, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
@@ -227,6 +234,34 @@ class RefusingAdmission:
 
     def release(self, user_id: str, job_id: uuid.UUID | None) -> None:
         self.released.append(job_id)
+
+
+@dataclass
+class RecordingObserver:
+    """The `GatewayObserver` the metrics adapter stands behind: every fact, in order."""
+
+    facts: list[tuple[str, ...]] = field(default_factory=list)
+
+    def job_admitted(self, job_type: str) -> None:
+        self.facts.append(("job_admitted", job_type))
+
+    def idempotent_replay(self) -> None:
+        self.facts.append(("idempotent_replay",))
+
+    def idempotency_conflict(self, reason: ConflictReason) -> None:
+        self.facts.append(("idempotency_conflict", reason))
+
+    def limited(self, limit: str) -> None:
+        self.facts.append(("limited", limit))
+
+    def streams_full(self) -> None:
+        self.facts.append(("streams_full",))
+
+    def job_read(self, source: ReadSource) -> None:
+        self.facts.append(("job_read", source))
+
+    def stream_opened(self) -> None:
+        self.facts.append(("stream_opened",))
 
 
 @dataclass

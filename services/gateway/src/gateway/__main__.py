@@ -9,13 +9,13 @@ import logging
 import sys
 import time
 
+from gateway.adapters.feed import NatsJobFeed
 from gateway.adapters.http import GatewayPorts, build_app
 from gateway.adapters.idempotency import KvIdempotencyKeys, idempotency_bucket
 from gateway.adapters.jwks import HttpJwksSource
 from gateway.adapters.metrics import PrometheusObserver
 from gateway.adapters.nats import (
     JetStreamEventBus,
-    NatsJobFeed,
     NatsJobStore,
     StreamRequestedLog,
 )

@@ -28,7 +28,7 @@ from gateway.limits import LimitExceeded, RequestRate
 from gateway.streams import OpenStreams
 from jobs_runtime.logs import JsonFormatter
 
-from ..fakes import FakeJobSystem
+from ..fakes import FakeJobSystem, RecordingObserver
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
 MAX_BODY_BYTES = 512
@@ -46,6 +46,7 @@ class Fakes(FakeJobSystem):
     `exhaust`)."""
 
     rate: RequestRate = field(default_factory=lambda: RequestRate(0.001, 1000))
+    observer: RecordingObserver = field(default_factory=RecordingObserver)
 
     def exhaust(self, user_id: str) -> None:
         """Use up `user_id`'s requests: their next one is `429`."""
@@ -72,6 +73,7 @@ def make_client(
         rate=fakes.rate,
         finished=FinishedJobs(1024 * 1024),
         streams=streams or OpenStreams(),
+        observer=fakes.observer,
     )
     # `raise_app_exceptions=False`: a 500 is an answer under test, not a test failure.
     transport = httpx.ASGITransport(build_app(ports), raise_app_exceptions=False)
@@ -462,6 +464,26 @@ async def test_an_idempotent_replay_is_the_first_answer(
     assert conflict.status_code == 409
     assert conflict.json()["type"] == "urn:ai-jobs:problem:idempotency-key-reused"
     assert len(fakes.published) == 2
+
+
+async def test_what_the_metrics_count_is_told_to_the_observer(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    auth = {"Authorization": f"Bearer {token()}", "Idempotency-Key": "order-8"}
+    body = {"type": "title_generation", "input": {"topic": "tides"}}
+    created = await client.post("/api/jobs", json=body, headers=auth)
+    await client.post("/api/jobs", json=body, headers=auth)
+    await client.post("/api/jobs", json={**body, "type": "video_outline"}, headers=auth)
+    await client.get(created.headers["location"], headers=auth)
+    fakes.exhaust("greedy")
+    await client.get("/api/jobs", headers={"Authorization": f"Bearer {token('greedy')}"})
+    assert fakes.observer.facts == [
+        ("job_admitted", "title_generation"),
+        ("idempotent_replay",),
+        ("idempotency_conflict", "reused"),
+        ("job_read", "job_store"),
+        ("limited", "rate"),
+    ]
 
 
 async def test_the_rate_is_checked_right_after_the_token(

@@ -1,5 +1,5 @@
-"""The gateway's NATS edge: publishing admitted jobs, asking the job-store, reading the stream,
-and the one subscription to job changes and progress that feeds the event streams.
+"""The gateway's NATS edge for its handlers: publishing admitted jobs, asking the job-store,
+reading a job's request back from the stream (`feed.py` has the subscription to job changes).
 
 Every way NATS can fail to answer (disconnected, timeout, no responders, a JetStream error)
 becomes `Unavailable`, which the HTTP side answers `503` with `Retry-After`.
@@ -7,28 +7,22 @@ becomes `Unavailable`, which the HTTP side answers `503` with `Retry-After`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from typing import Final
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
-from gateway.hub import Hub
-from gateway.jobviews import JobViews, decode_change, read_head
 from gateway.ports import BadCursor
-from jobs_proto.api import GetJob, JobPage, JobProgress, JobReply, ListJobs
+from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested, decode_event
-from jobs_proto.status import is_terminal
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
 from jobs_runtime.errors import Unavailable
 from jobs_runtime.jobstore import JobStoreClient, Refused
-from jobs_runtime.periodic import every
 
 log = logging.getLogger(__name__)
 
@@ -124,78 +118,3 @@ class StreamRequestedLog:
             log.error("requested subject holds another event", extra={"job_id": str(job_id)})
             return None
         return event
-
-
-class NatsJobFeed:
-    """The process's one subscription to the job-store's change announcements and one to
-    webhook-ingest's progress (wildcards over every job), handed to the in-memory hub that
-    fans them out to the open event streams; the changes also feed the job views (running
-    jobs answered without the job-store)."""
-
-    def __init__(
-        self, nc: NATS, subjects: Subjects, hub: Hub, views: JobViews | None = None
-    ) -> None:
-        self._nc = nc
-        self._subjects = subjects
-        self._hub = hub
-        self._views = views if views is not None else JobViews()
-        self._progress = msgspec.json.Decoder(JobProgress)
-
-    async def start(self) -> None:
-        # Callbacks only hand the message to the hub (never blocking), so the limits are
-        # a backlog bound for bursts, not for slow work.
-        await self._nc.subscribe(
-            self._subjects.all_job_changes, cb=self._on_change, pending_msgs_limit=100_000
-        )
-        await self._nc.subscribe(
-            self._subjects.all_progress, cb=self._on_progress, pending_msgs_limit=100_000
-        )
-        await self._nc.flush()
-
-    async def watch_reconnects(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
-        """Until `stop`: after NATS reconnected, end every open stream with a `retry:` hint.
-        Core NATS does not replay what was published while this process was away, so a
-        stream may have missed a change (even the terminal one); reconnecting, its client
-        reads the current state."""
-        seen = self._nc.stats["reconnects"]
-
-        async def look() -> None:
-            nonlocal seen
-            if not self._nc.is_connected:
-                # Changes are being missed: the views must not answer from what they knew.
-                self._views.clear()
-            reconnects = self._nc.stats["reconnects"]
-            if reconnects != seen:
-                seen = reconnects
-                self._views.clear()
-                ended = self._hub.resync()
-                log.warning(
-                    "nats reconnected: event streams told to reconnect", extra={"streams": ended}
-                )
-
-        await every(every_s, stop, "reconnect watch", look)
-
-    async def _on_change(self, msg: Msg) -> None:
-        # Every change of every job passes here: only its head is read, and the whole
-        # announcement decoded only when a stream of this process waits for it.
-        raw = msg.data
-        try:
-            head = read_head(raw)
-            self._views.offer_change(head, raw)
-            job_id, user_id = head.job.job_id, head.user_id
-            if not self._hub.watches(job_id, user_id):
-                self._hub.note_change(job_id, user_id, is_terminal(head.job.status))
-                return
-            change = decode_change(raw)
-        except msgspec.DecodeError:
-            log.error("undecodable job change", extra={"subject": msg.subject})
-            return
-        self._hub.publish_change(change)
-
-    async def _on_progress(self, msg: Msg) -> None:
-        try:
-            progress = self._progress.decode(msg.data)
-        except msgspec.DecodeError:
-            log.error("undecodable progress", extra={"subject": msg.subject})
-            return
-        self._hub.publish_progress(progress)
