@@ -8,31 +8,32 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Sequence
 
-from gateway.adapters import metrics
+from gateway.adapters.feed import NatsJobFeed
 from gateway.adapters.http import GatewayPorts, build_app
 from gateway.adapters.idempotency import KvIdempotencyKeys, idempotency_bucket
 from gateway.adapters.jwks import HttpJwksSource
+from gateway.adapters.metrics import PrometheusObserver
 from gateway.adapters.nats import (
     JetStreamEventBus,
-    NatsJobFeed,
     NatsJobStore,
     StreamRequestedLog,
 )
-from gateway.auth import JwksKeys, TokenVerifier, issue_token
+from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
+from gateway.hub import Hub, StreamPolicy
 from gateway.jobviews import JobViews, ViewedJobStore
+from gateway.jwks import JwksKeys
 from gateway.limits import OpenJobs, RequestRate
-from gateway.realtime import Hub, StreamPolicy
 from gateway.streams import OpenStreams
-from jobs_runtime.service import Service, run
-from jobs_runtime.settings import SettingsError, load_settings
+from gateway.tokens import issue_token
+from jobs_proto.stream import DAY_S
+from jobs_runtime import commands
+from jobs_runtime.commands import OK, USAGE, Command, load_or_exit
+from jobs_runtime.service import Service, run_service
 
 log = logging.getLogger("gateway")
-
-DAY_S = 86_400
 
 
 def _warn_about_auth(settings: Settings) -> None:
@@ -76,9 +77,9 @@ async def serve_gateway(service: Service[Settings]) -> None:
         )
     )
     streams = OpenStreams(settings.user_max_streams, settings.max_streams)
+    observer = PrometheusObserver()
     # The count the caps apply to, so the gauge shows how near `MAX_STREAMS` the process is.
-    metrics.OPEN_STREAMS.set_function(lambda: streams.open)
-    metrics.DROPPED_STREAMS.set_function(lambda: hub.dropped)
+    observer.watch_streams(lambda: streams.open, lambda: hub.dropped)
     feed = NatsJobFeed(service.nc, settings.subjects, hub, views)
     await feed.start()
     ports = GatewayPorts(
@@ -102,6 +103,7 @@ async def serve_gateway(service: Service[Settings]) -> None:
         views=views,
         streams=streams,
         demo_page=settings.demo_page_on,
+        observer=observer,
     )
 
     async def end_streams() -> None:
@@ -109,7 +111,10 @@ async def serve_gateway(service: Service[Settings]) -> None:
         await service.stop.wait()
         hub.stop()
 
-    background = [asyncio.create_task(end_streams()), asyncio.create_task(feed.watch_reconnects())]
+    background = [
+        asyncio.create_task(end_streams()),
+        asyncio.create_task(feed.watch_reconnects(service.stop)),
+    ]
     try:
         await service.serve_http(build_app(ports), settings.http_port)
     finally:
@@ -117,30 +122,25 @@ async def serve_gateway(service: Service[Settings]) -> None:
             task.cancel()
 
 
-def dev_token(argv: Sequence[str]) -> int:
-    """`gateway dev-token`: print a token for local runs; refused outside `APP_ENV=dev`."""
-    parser = argparse.ArgumentParser(
-        prog="gateway dev-token", description="Print an HS256 token the dev gateway accepts."
-    )
+def _dev_token_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sub", default="dev-user", help="the user id (default: dev-user)")
     parser.add_argument(
         "--ttl-days", type=float, default=30.0, help="validity in days (default: 30)"
     )
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(Settings)
-    except SettingsError as exc:
-        print(f"gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
+
+
+def dev_token(args: argparse.Namespace) -> int:
+    """`gateway dev-token`: print a token for local runs; refused outside `APP_ENV=dev`."""
+    settings = load_or_exit("gateway", Settings)
     if settings.app_env != "dev":
         print("gateway dev-token: refused, only available with APP_ENV=dev", file=sys.stderr)
-        return 2
+        return USAGE
     if not settings.jwt_secrets:
         print("gateway dev-token: AUTH_JWT_SECRET is empty", file=sys.stderr)
-        return 2
+        return USAGE
     if not args.sub or args.ttl_days <= 0:
         print("gateway dev-token: --sub must be non-empty and --ttl-days > 0", file=sys.stderr)
-        return 2
+        return USAGE
     token = issue_token(
         settings.jwt_secrets[0],
         subject=args.sub,
@@ -150,19 +150,22 @@ def dev_token(argv: Sequence[str]) -> int:
         audience=settings.auth_jwt_audience,
     )
     print(token)  # the command's output: `make run` prints it as DEV_TOKEN=...
-    return 0
+    return OK
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    if argv[:1] == ["dev-token"]:
-        sys.exit(dev_token(argv[1:]))
-    if argv:
-        print(
-            f"gateway: unknown arguments {argv!r}; usage: gateway [dev-token ...]", file=sys.stderr
-        )
-        sys.exit(2)
-    run("gateway", Settings, serve_gateway)
+    commands.main(
+        "gateway",
+        lambda: run_service("gateway", Settings, serve_gateway),
+        [
+            Command(
+                "dev-token",
+                "Print an HS256 token the dev gateway accepts (APP_ENV=dev only).",
+                dev_token,
+                _dev_token_arguments,
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

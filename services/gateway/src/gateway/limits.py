@@ -4,18 +4,19 @@ that the job-store may not have consumed yet). Refusals become `429` with `Retry
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from jobs_proto.api import GetJob, ListJobs
 from jobs_proto.status import TERMINAL_JOB_STATUSES, JobStatus
+from jobs_runtime.buckets import TokenBuckets
+from jobs_runtime.buckets import retry_after_s as retry_after_s_of
+from jobs_runtime.errors import Unavailable
 
-from .ports import BadCursor, JobStore, Unavailable
+from .ports import BadCursor, JobStore
 
 Monotonic = Callable[[], float]
 
@@ -31,23 +32,18 @@ class LimitExceeded(Exception):
 
     def __init__(self, detail: str, retry_after_s: float, limit: str) -> None:
         super().__init__(detail)
-        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        self.retry_after_s = retry_after_s_of(retry_after_s)
         self.limit = limit
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
-
-
 class RequestRate:
-    """A token bucket per user: `burst` requests at once, refilled at `rate_per_s`.
+    """A token bucket per user (the runtime's `TokenBuckets`): `burst` requests at once,
+    refilled at `rate_per_s`.
 
     Per replica: behind a load balancer spreading one user over `n` replicas a user may get
     up to `n` times the rate, which is what an abuse limit needs (no shared state to ask on
-    every request). At most `max_users` buckets are kept, least recently used first out; a
-    bucket pushed out comes back full, so the bound only ever errs on the lenient side.
+    every request). At most `max_users` buckets are kept; a bucket pushed out comes back
+    full, so the bound only ever errs on the lenient side.
     """
 
     def __init__(
@@ -58,30 +54,19 @@ class RequestRate:
         max_users: int = 100_000,
         monotonic: Monotonic = time.monotonic,
     ) -> None:
-        self._rate = rate_per_s
-        self._burst = max(1.0, burst)
-        self._max_users = max_users
-        self._now = monotonic
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._buckets = TokenBuckets(
+            rate_per_s, max(1.0, burst), max_keys=max_users, monotonic=monotonic
+        )
 
     def take(self, user_id: str) -> None:
         """Count one request of `user_id`; `LimitExceeded` when the bucket is empty."""
-        now = self._now()
-        bucket = self._buckets.get(user_id)
-        if bucket is None:
-            bucket = self._buckets[user_id] = _Bucket(self._burst, now)
-            if len(self._buckets) > self._max_users:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(user_id)
-            bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
-            bucket.at = now
-        if bucket.tokens < 1.0:
-            wait_s = (1.0 - bucket.tokens) / self._rate
+        wait_s = self._buckets.take(user_id)
+        if wait_s is not None:
             raise LimitExceeded(
-                f"more than {self._rate:g} requests per second; retry later", wait_s, "rate"
+                f"more than {self._buckets.rate_per_s:g} requests per second; retry later",
+                wait_s,
+                "rate",
             )
-        bucket.tokens -= 1.0
 
 
 @dataclass(slots=True)

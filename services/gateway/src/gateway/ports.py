@@ -1,4 +1,6 @@
-"""What the gateway's handlers need from the outside world, as Protocols the adapters fulfil."""
+"""What the gateway's handlers need from the outside world, as Protocols the adapters fulfil,
+and the port-level types they speak in. "Does not answer" is `jobs_runtime.errors.Unavailable`
+on every port."""
 
 from __future__ import annotations
 
@@ -15,10 +17,6 @@ from jobs_proto.events import JobEvent, JobRequested
 Clock = Callable[[], datetime]
 NewJobId = Callable[[], uuid.UUID]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class Unavailable(Exception):
-    """NATS, JetStream or the job-store did not answer; the client should retry later."""
 
 
 class BadCursor(Exception):
@@ -74,7 +72,7 @@ class IdempotencyKeys(Protocol):
     is a compare-and-set, so of two concurrent requests exactly one takes a key.
     Every method raises `Unavailable` when the store does not answer."""
 
-    async def get(self, slot: str) -> StoredRecord | None:
+    async def read(self, slot: str) -> StoredRecord | None:
         """The record, or `None` when the slot is free (never used, expired or deleted)."""
 
     async def create(self, slot: str, record: IdempotencyRecord) -> int | None:
@@ -82,3 +80,74 @@ class IdempotencyKeys(Protocol):
 
     async def update(self, slot: str, record: IdempotencyRecord, revision: int) -> int | None:
         """Replace the record if it is still at `revision`: the new revision, else `None`."""
+
+
+class Admission(Protocol):
+    """A limit on new jobs (`USER_MAX_OPEN_JOBS`): `hold` raises to refuse one, and every
+    `hold` that returned is ended by one `release` naming the job admitted, if any."""
+
+    async def hold(self, user_id: str) -> None: ...
+
+    def release(self, user_id: str, job_id: uuid.UUID | None) -> None: ...
+
+
+class JwksFetchError(Exception):
+    """The JWKS document could not be fetched; the message says why."""
+
+
+class JwksSource(Protocol):
+    async def fetch(self) -> bytes:
+        """The JWKS document (`{"keys": [...]}`) as served; raise `JwksFetchError` otherwise.
+        Must not block the event loop."""
+
+
+# Where a job's `GET` answer came from: the finished-jobs cache, the running jobs' views, or
+# the job-store.
+ReadSource = Literal["cache", "job_view", "job_store"]
+# Why a create was refused over its `Idempotency-Key`.
+ConflictReason = Literal["reused", "in_progress"]
+
+
+class GatewayObserver(Protocol):
+    """The facts the gateway's metrics count, one method each (`adapters/metrics.py`)."""
+
+    def job_admitted(self, job_type: str) -> None: ...
+
+    def idempotent_replay(self) -> None: ...
+
+    def idempotency_conflict(self, reason: ConflictReason) -> None: ...
+
+    def limited(self, limit: str) -> None:
+        """A per-user limit (`rate`, `open_jobs`, `streams`) refused a request (`429`)."""
+
+    def streams_full(self) -> None:
+        """A stream refused `503`: the process holds `MAX_STREAMS`."""
+
+    def job_read(self, source: ReadSource) -> None: ...
+
+    def stream_opened(self) -> None: ...
+
+
+class NoObserver:
+    """Counts nothing: for tests and tools that do not serve metrics."""
+
+    def job_admitted(self, job_type: str) -> None:
+        pass
+
+    def idempotent_replay(self) -> None:
+        pass
+
+    def idempotency_conflict(self, reason: ConflictReason) -> None:
+        pass
+
+    def limited(self, limit: str) -> None:
+        pass
+
+    def streams_full(self) -> None:
+        pass
+
+    def job_read(self, source: ReadSource) -> None:
+        pass
+
+    def stream_opened(self) -> None:
+        pass

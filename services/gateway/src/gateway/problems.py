@@ -1,7 +1,8 @@
 """Turns msgspec's validation messages (`... - at `$.topic``) into the JSON pointers the
 contract's `422` names (`/input/topic`).
 
-The kinds of problem themselves, shared with the other services, are in `jobs_runtime.web`.
+The kinds of problem themselves are HTTP's: `adapters/http/problems.py` (and, shared with the
+other services, `jobs_runtime.web`).
 """
 
 from __future__ import annotations
@@ -10,22 +11,6 @@ import re
 from typing import Final
 
 from jobs_proto.api import ProblemDetail
-from jobs_runtime.web import ProblemKind
-
-# The gateway's own kinds of problem, beside the shared ones of `jobs_runtime.web`.
-INVALID_CURSOR: Final = ProblemKind("invalid-cursor", "Invalid cursor", 400)
-JOB_FINISHED: Final = ProblemKind("job-finished", "Job already finished", 409)
-IDEMPOTENCY_CONFLICT: Final = ProblemKind(
-    "idempotency-key-reused", "Idempotency-Key used with another request", 409
-)
-IDEMPOTENCY_IN_PROGRESS: Final = ProblemKind(
-    "idempotency-key-in-progress", "Request with this Idempotency-Key in progress", 409
-)
-# The job's output is more than one job-store reply can carry (the request was fine).
-OUTPUT_TOO_LARGE: Final = ProblemKind("output-too-large", "Job output too large to answer", 413)
-TOO_MANY_REQUESTS: Final = ProblemKind("too-many-requests", "Too many requests", 429)
-# The process holds `MAX_STREAMS` streams; another replica may have room.
-STREAMS_FULL: Final = ProblemKind("streams-full", "Too many open streams", 503)
 
 # msgspec ends a validation message with the path of the bad value: ` - at `$.input.topic``.
 _AT: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")

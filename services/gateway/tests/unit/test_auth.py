@@ -6,14 +6,8 @@ from typing import Any
 import jwt
 import pytest
 
-from gateway.auth import (
-    AuthError,
-    TokenVerifier,
-    VerifiedToken,
-    VerifiedTokens,
-    bearer_token,
-    issue_token,
-)
+from gateway.auth import TokenVerifier
+from gateway.tokens import AuthError, VerifiedToken, VerifiedTokens, bearer_token, issue_token
 
 NOW = 1_800_000_000.0
 OLD_SECRET = "old-secret-of-at-least-thirty-two-bytes"

@@ -4,7 +4,6 @@ keys are cached, an unknown `kid` refetches once, a JWKS that cannot be fetched 
 
 import asyncio
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -12,14 +11,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from gateway.auth import (
-    AuthError,
-    JwksFetchError,
-    JwksKeys,
-    KeysUnavailable,
-    TokenVerifier,
-    parse_jwks,
-)
+from gateway.auth import TokenVerifier
+from gateway.jwks import JwksKeys, KeysUnavailable, parse_jwks
+from gateway.ports import JwksFetchError
+from gateway.tokens import AuthError
+
+from ..fakes import FakeJwksSource, Ticks
 
 NOW = 1_800_000_000.0
 SECRET = "hs256-secret-of-at-least-thirty-two-bytes"
@@ -54,41 +51,13 @@ def signed(key: PrivateKey, kid: str | None, alg: str | None = None, **claims: A
     return jwt.encode(payload, key, algorithm=alg, headers=headers)
 
 
-@dataclass
-class FakeSource:
-    """The JWKS port: serves `document`, or fails while `down`; counts the fetches."""
-
-    document: bytes
-    down: bool = False
-    fetches: int = 0
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
-        self.gate.set()
-
-    async def fetch(self) -> bytes:
-        self.fetches += 1
-        await self.gate.wait()
-        if self.down:
-            raise JwksFetchError("connection refused")
-        return self.document
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 SERVED = jwks(jwk(RSA_KEY, "rsa-1"), jwk(EC_KEY, "ec-1"))
 
 
 def setup(
     document: bytes = SERVED, secrets: tuple[str, ...] = (), **options: Any
-) -> tuple[TokenVerifier, FakeSource, Clock]:
-    source, clock = FakeSource(document), Clock()
+) -> tuple[TokenVerifier, FakeJwksSource, Ticks]:
+    source, clock = FakeJwksSource(document), Ticks(0.0)
     keys = JwksKeys(source, max_age_s=MAX_AGE_S, cooldown_s=COOLDOWN_S, clock=clock)
     return TokenVerifier(secrets, jwks=keys, clock=lambda: NOW, **options), source, clock
 

@@ -3,7 +3,6 @@ from the job-store, from the stream, `None` (404) or `Unavailable` (503), which 
 are `422` naming their parameter, and the cancel decision table."""
 
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import msgspec
@@ -26,64 +25,23 @@ from gateway.handlers import (
     list_jobs,
     list_page,
     parse_list_query,
-    pending_view,
     read_job,
     submit_job,
 )
 from gateway.handlers import cancel as handle_cancel
 from gateway.handlers import read as handle_read
-from gateway.ports import BadCursor, Unavailable
+from gateway.ports import BadCursor
+from gateway.reads import pending_view
 from jobs_proto.api import GetJob, JobPage, JobReply, JobView, ListJobs, ProblemDetail
-from jobs_proto.events import JobCancelRequested, JobEvent, JobRequested
+from jobs_proto.events import JobCancelRequested, JobRequested
 from jobs_proto.status import JobStatus
+from jobs_runtime.errors import Unavailable
+
+from ..fakes import FakeJobsStream as FakeStream
+from ..fakes import FakeJobStore
 
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 JOB_ID = uuid.UUID("6f1c1c1e-8d3c-4a57-9a53-0c3f1f2a9b10")
-
-
-@dataclass
-class FakeBus:
-    published: list[JobEvent] = field(default_factory=list)
-    down: bool = False
-
-    async def publish(self, event: JobEvent) -> None:
-        if self.down:
-            raise Unavailable("no JetStream")
-        self.published.append(event)
-
-
-@dataclass
-class FakeStore:
-    jobs: dict[tuple[uuid.UUID, str], JobView] = field(default_factory=dict)
-    down: bool = False
-    asked: list[GetJob] = field(default_factory=list)
-
-    listed: list[ListJobs] = field(default_factory=list)
-
-    async def get_job(self, request: GetJob) -> JobReply:
-        self.asked.append(request)
-        if self.down:
-            raise Unavailable("no responders")
-        return JobReply(job=self.jobs.get((request.job_id, request.user_id)))
-
-    async def list_jobs(self, request: ListJobs) -> JobPage:
-        self.listed.append(request)
-        if self.down:
-            raise Unavailable("no responders")
-        if request.cursor == "stale":
-            raise BadCursor("made for other filters")
-        return JobPage(items=[], next_cursor=None)
-
-
-@dataclass
-class FakeLog:
-    events: dict[uuid.UUID, JobRequested] = field(default_factory=dict)
-    down: bool = False
-
-    async def find_requested(self, job_id: uuid.UUID) -> JobRequested | None:
-        if self.down:
-            raise Unavailable("no stream")
-        return self.events.get(job_id)
 
 
 def requested(user_id: str = "alice") -> JobRequested:
@@ -119,7 +77,7 @@ def shown(view: JobView | None) -> object:
 
 
 async def test_admission_publishes_the_request_and_answers_pending() -> None:
-    bus = FakeBus()
+    bus = FakeStream()
     job = NewJob(job_type="video_outline", input={"topic": "tides", "sections": None})
     accepted = await admit_job("alice", job, bus, clock=lambda: AT, new_id=lambda: JOB_ID)
     assert accepted.job_id == JOB_ID
@@ -130,22 +88,23 @@ async def test_admission_publishes_the_request_and_answers_pending() -> None:
 async def test_admission_fails_when_the_event_is_not_stored() -> None:
     job = NewJob(job_type="video_outline", input={"topic": "tides"})
     with pytest.raises(Unavailable):
-        await admit_job("alice", job, FakeBus(down=True), clock=lambda: AT)
+        await admit_job("alice", job, FakeStream(down=True), clock=lambda: AT)
 
 
 async def test_a_job_the_store_knows_comes_from_the_store() -> None:
     view = pending_view(requested())
     stored = JobView(**{**{f: getattr(view, f) for f in view.__struct_fields__}, "version": 4})
-    store = FakeStore(jobs={(JOB_ID, "alice"): stored})
-    read = await read_job("alice", JOB_ID, store, FakeLog(down=True))
+    store = FakeJobStore()
+    store.put(stored)
+    read = await read_job("alice", JOB_ID, store, FakeStream(unreadable=True))
     assert read == stored
     assert shown(read) == {**PENDING_JSON, "version": 4}
     assert store.asked == [GetJob(job_id=JOB_ID, user_id="alice")]
 
 
 async def test_a_fresh_job_the_store_has_not_consumed_yet_is_pending_from_the_stream() -> None:
-    log = FakeLog(events={JOB_ID: requested()})
-    view = await read_job("alice", JOB_ID, FakeStore(), log)
+    log = FakeStream(stored=[requested()])
+    view = await read_job("alice", JOB_ID, FakeJobStore(), log)
     assert view == pending_view(requested())
     assert shown(view) == PENDING_JSON
     assert view is not None
@@ -153,27 +112,27 @@ async def test_a_fresh_job_the_store_has_not_consumed_yet_is_pending_from_the_st
 
 
 async def test_the_stream_also_answers_while_the_store_is_down() -> None:
-    log = FakeLog(events={JOB_ID: requested()})
-    view = await read_job("alice", JOB_ID, FakeStore(down=True), log)
+    log = FakeStream(stored=[requested()])
+    view = await read_job("alice", JOB_ID, FakeJobStore(down=True), log)
     assert view == pending_view(requested())
     assert shown(view) == PENDING_JSON
 
 
 async def test_another_users_job_is_not_found_even_while_the_store_is_down() -> None:
-    log = FakeLog(events={JOB_ID: requested(user_id="bob")})
-    assert await read_job("alice", JOB_ID, FakeStore(), log) is None
-    assert await read_job("alice", JOB_ID, FakeStore(down=True), log) is None
+    log = FakeStream(stored=[requested(user_id="bob")])
+    assert await read_job("alice", JOB_ID, FakeJobStore(), log) is None
+    assert await read_job("alice", JOB_ID, FakeJobStore(down=True), log) is None
 
 
 async def test_an_unknown_job_is_not_found_only_when_the_store_says_so() -> None:
-    assert await read_job("alice", JOB_ID, FakeStore(), FakeLog()) is None
+    assert await read_job("alice", JOB_ID, FakeJobStore(), FakeStream()) is None
     with pytest.raises(Unavailable):
-        await read_job("alice", JOB_ID, FakeStore(down=True), FakeLog())
+        await read_job("alice", JOB_ID, FakeJobStore(down=True), FakeStream())
 
 
 async def test_a_stream_that_cannot_be_asked_is_unavailable_not_not_found() -> None:
     with pytest.raises(Unavailable):
-        await read_job("alice", JOB_ID, FakeStore(), FakeLog(down=True))
+        await read_job("alice", JOB_ID, FakeJobStore(), FakeStream(unreadable=True))
 
 
 # --- GET /api/jobs: the query --------------------------------------------------------------
@@ -247,14 +206,14 @@ def test_an_unknown_status_names_status_and_every_bad_parameter_is_reported() ->
 
 
 async def test_a_list_asks_the_store_and_passes_its_refusals_on() -> None:
-    store = FakeStore()
+    store = FakeJobStore()
     query = ListJobs(user_id="alice", limit=3, statuses=["failed"])
     assert await list_jobs(query, store) == JobPage(items=[], next_cursor=None)
     assert store.listed == [query]
     with pytest.raises(BadCursor):
         await list_jobs(ListJobs(user_id="alice", cursor="stale"), store)
     with pytest.raises(Unavailable):
-        await list_jobs(query, FakeStore(down=True))
+        await list_jobs(query, FakeJobStore(down=True))
 
 
 # --- POST /api/jobs/{jobId}/cancel: the decision table ----------------------------------------
@@ -262,22 +221,24 @@ async def test_a_list_asks_the_store_and_passes_its_refusals_on() -> None:
 CANCEL_AT = datetime(2030, 1, 2, 3, 9, tzinfo=UTC)
 
 
-def stored(status: JobStatus, user_id: str = "alice") -> FakeStore:
+def stored(status: JobStatus, user_id: str = "alice") -> FakeJobStore:
     view = msgspec.structs.replace(pending_view(requested()), status=status, version=3)
-    return FakeStore(jobs={(JOB_ID, user_id): view})
+    store = FakeJobStore()
+    store.put(view, user_id)
+    return store
 
 
 async def cancel(
-    store: FakeStore, log: FakeLog | None = None, bus: FakeBus | None = None
+    store: FakeJobStore, log: FakeStream | None = None, bus: FakeStream | None = None
 ) -> JobView | None:
     return await cancel_job(
-        "alice", JOB_ID, store, log or FakeLog(), bus or FakeBus(), clock=lambda: CANCEL_AT
+        "alice", JOB_ID, store, log or FakeStream(), bus or FakeStream(), clock=lambda: CANCEL_AT
     )
 
 
 @pytest.mark.parametrize("status", ["pending", "processing"])
 async def test_a_running_job_is_asked_to_cancel_and_answered_as_it_is(status: JobStatus) -> None:
-    bus = FakeBus()
+    bus = FakeStream()
     view = await cancel(stored(status), bus=bus)
     assert view is not None
     assert (view.job_id, view.status, view.version) == (JOB_ID, status, 3)
@@ -287,14 +248,14 @@ async def test_a_running_job_is_asked_to_cancel_and_answered_as_it_is(status: Jo
 
 
 async def test_asking_again_publishes_the_same_deduplicated_request() -> None:
-    bus = FakeBus()
+    bus = FakeStream()
     await cancel(stored("processing"), bus=bus)
     await cancel(stored("processing"), bus=bus)
     assert bus.published[0] == bus.published[1]
 
 
 async def test_an_already_canceled_job_is_answered_without_publishing() -> None:
-    bus = FakeBus()
+    bus = FakeStream()
     view = await cancel(stored("canceled"), bus=bus)
     assert view is not None
     assert view.status == "canceled"
@@ -303,7 +264,7 @@ async def test_an_already_canceled_job_is_answered_without_publishing() -> None:
 
 @pytest.mark.parametrize("status", ["succeeded", "failed"])
 async def test_a_finished_job_cannot_be_canceled(status: JobStatus) -> None:
-    bus = FakeBus()
+    bus = FakeStream()
     with pytest.raises(JobFinished) as refused:
         await cancel(stored(status), bus=bus)
     assert refused.value.status == status
@@ -311,18 +272,18 @@ async def test_a_finished_job_cannot_be_canceled(status: JobStatus) -> None:
 
 
 async def test_an_unknown_or_another_users_job_is_not_found_and_nothing_is_published() -> None:
-    bus = FakeBus()
-    assert await cancel(FakeStore(), bus=bus) is None
+    bus = FakeStream()
+    assert await cancel(FakeJobStore(), bus=bus) is None
     assert await cancel(stored("processing", user_id="bob"), bus=bus) is None
-    log = FakeLog(events={JOB_ID: requested(user_id="bob")})
-    assert await cancel(FakeStore(down=True), log=log, bus=bus) is None
+    log = FakeStream(stored=[requested(user_id="bob")])
+    assert await cancel(FakeJobStore(down=True), log=log, bus=bus) is None
     assert bus.published == []
 
 
 async def test_a_fresh_job_only_in_the_stream_is_canceled_while_pending() -> None:
-    bus = FakeBus()
-    log = FakeLog(events={JOB_ID: requested()})
-    for store in (FakeStore(), FakeStore(down=True)):
+    bus = FakeStream()
+    log = FakeStream(stored=[requested()])
+    for store in (FakeJobStore(), FakeJobStore(down=True)):
         view = await cancel(store, log=log, bus=bus)
         assert view == pending_view(requested())
     assert len(bus.published) == 2
@@ -331,21 +292,21 @@ async def test_a_fresh_job_only_in_the_stream_is_canceled_while_pending() -> Non
 
 async def test_without_nats_a_cancel_is_unavailable() -> None:
     with pytest.raises(Unavailable):
-        await cancel(stored("processing"), bus=FakeBus(down=True))
+        await cancel(stored("processing"), bus=FakeStream(down=True))
     with pytest.raises(Unavailable):
-        await cancel(FakeStore(down=True), log=FakeLog(down=True))
+        await cancel(FakeJobStore(down=True), log=FakeStream(unreadable=True))
 
 
 # --- the message handlers: one message and the dependencies in, an outcome out ---------------
 
 
 def deps(
-    bus: FakeBus | None = None, store: FakeStore | None = None, log: FakeLog | None = None
+    bus: FakeStream | None = None, store: FakeJobStore | None = None, log: FakeStream | None = None
 ) -> Dependencies:
     return Dependencies(
-        bus=bus or FakeBus(),
-        store=store or FakeStore(),
-        requested=log or FakeLog(),
+        bus=bus or FakeStream(),
+        store=store or FakeJobStore(),
+        requested=log or FakeStream(),
         clock=lambda: AT,
         new_id=lambda: JOB_ID,
     )
@@ -353,23 +314,24 @@ def deps(
 
 async def test_submit_answers_admitted_or_a_refusal_naming_its_reason() -> None:
     job = NewJob(job_type="video_outline", input={"topic": "tides", "sections": None})
-    bus = FakeBus()
+    bus = FakeStream()
     outcome = await submit_job(SubmitJob("alice", job), deps(bus))
     assert isinstance(outcome, Admitted)
     assert outcome.accepted.job_id == JOB_ID
     assert not outcome.replayed
     assert bus.published == [requested()]
-    refused = await submit_job(SubmitJob("alice", job), deps(FakeBus(down=True)))
+    refused = await submit_job(SubmitJob("alice", job), deps(FakeStream(down=True)))
     assert isinstance(refused, Refused)
     assert isinstance(refused.reason, Unavailable)
 
 
 async def test_read_answers_found_not_found_or_refused() -> None:
     view = pending_view(requested())
-    store = FakeStore(jobs={(JOB_ID, "alice"): view})
+    store = FakeJobStore()
+    store.put(view)
     assert await handle_read(ReadJob("alice", JOB_ID), deps(store=store)) == Found(view)
     assert await handle_read(ReadJob("bob", JOB_ID), deps(store=store)) == NotFound()
-    down = await handle_read(ReadJob("alice", JOB_ID), deps(store=FakeStore(down=True)))
+    down = await handle_read(ReadJob("alice", JOB_ID), deps(store=FakeJobStore(down=True)))
     assert isinstance(down, Refused)
     assert isinstance(down.reason, Unavailable)
 
@@ -388,7 +350,7 @@ async def test_cancel_and_list_answer_outcomes_too() -> None:
 
 
 async def test_a_bug_is_not_an_outcome() -> None:
-    class Broken(FakeStore):
+    class Broken(FakeJobStore):
         async def get_job(self, request: GetJob) -> JobReply:
             raise KeyError("a bug")
 

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the workspace
 import jwt
-import msgspec
 import pytest
 from starlette.routing import Route
 
@@ -25,14 +24,11 @@ import gateway
 from gateway.adapters.http import IDEATION_ROUTES, GatewayPorts, build_app
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
-from gateway.handlers import pending_view
 from gateway.limits import LimitExceeded, RequestRate
-from gateway.ports import BadCursor, IdempotencyRecord, StoredRecord, Unavailable
 from gateway.streams import OpenStreams
-from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, ListJobs
-from jobs_proto.events import JobEvent, JobRequested
-from jobs_proto.status import JobStatus
 from jobs_runtime.logs import JsonFormatter
+
+from ..fakes import FakeJobSystem, RecordingObserver
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
 MAX_BODY_BYTES = 512
@@ -45,18 +41,12 @@ def token(sub: str = "alice", **claims: Any) -> str:
 
 
 @dataclass
-class Fakes:
-    """The ports, switchable to fail: `down` is `503`, `broken` an unexpected error (`500`)."""
+class Fakes(FakeJobSystem):
+    """The job system, and the request rate the app is built with (a generous one: see
+    `exhaust`)."""
 
-    published: list[JobEvent] = field(default_factory=list)
-    down: bool = False
-    broken: bool = False
-    # A job's status as the job-store has it, where it is not `pending`.
-    statuses: dict[uuid.UUID, JobStatus] = field(default_factory=dict)
-    asked: list[GetJob] = field(default_factory=list)
-    # Idempotency records by slot, and the request rate (a generous one: see `exhaust`).
-    records: dict[str, StoredRecord] = field(default_factory=dict)
     rate: RequestRate = field(default_factory=lambda: RequestRate(0.001, 1000))
+    observer: RecordingObserver = field(default_factory=RecordingObserver)
 
     def exhaust(self, user_id: str) -> None:
         """Use up `user_id`'s requests: their next one is `429`."""
@@ -67,79 +57,23 @@ class Fakes:
                 return
         raise AssertionError("the rate never ran out")
 
-    async def get(self, slot: str) -> StoredRecord | None:
-        self._fail()
-        return self.records.get(slot)
-
-    async def create(self, slot: str, record: IdempotencyRecord) -> int | None:
-        self._fail()
-        if slot in self.records:
-            return None
-        self.records[slot] = StoredRecord(record, 1)
-        return 1
-
-    async def update(self, slot: str, record: IdempotencyRecord, revision: int) -> int | None:
-        self._fail()
-        if self.records[slot].revision != revision:
-            return None
-        self.records[slot] = StoredRecord(record, revision + 1)
-        return revision + 1
-
-    def _fail(self) -> None:
-        if self.broken:
-            raise RuntimeError("a bug")
-        if self.down:
-            raise Unavailable("no NATS")
-
-    async def publish(self, event: JobEvent) -> None:
-        self._fail()
-        self.published.append(event)
-
-    async def get_job(self, request: GetJob) -> JobReply:
-        self.asked.append(request)
-        self._fail()
-        for event in self.published:
-            if isinstance(event, JobRequested) and event.job_id == request.job_id:
-                if event.user_id != request.user_id:
-                    return JobReply(job=None)
-                status = self.statuses.get(event.job_id, "pending")
-                return JobReply(job=msgspec.structs.replace(pending_view(event), status=status))
-        return JobReply(job=None)
-
-    async def list_jobs(self, request: ListJobs) -> JobPage:
-        self._fail()
-        if request.cursor == "bad":
-            raise BadCursor("malformed")
-        views = [
-            pending_view(e)
-            for e in reversed(self.published)
-            if isinstance(e, JobRequested) and e.user_id == request.user_id
-        ]
-        items = [
-            msgspec.convert(msgspec.to_builtins(v), JobSummary) for v in views[: request.limit]
-        ]
-        return JobPage(items=items, next_cursor="next" if len(views) > request.limit else None)
-
-    async def find_requested(self, job_id: uuid.UUID) -> JobRequested | None:
-        self._fail()
-        return None
-
 
 def make_client(
     fakes: Fakes, cors_origins: tuple[str, ...] = (), streams: OpenStreams | None = None
 ) -> httpx.AsyncClient:
     ports = GatewayPorts(
         verifier=TokenVerifier([SECRET]),
-        bus=fakes,
-        store=fakes,
-        requested=fakes,
+        bus=fakes.stream,
+        store=fakes.store,
+        requested=fakes.stream,
         max_body_bytes=MAX_BODY_BYTES,
         clock=lambda: datetime(2030, 1, 2, tzinfo=UTC),
         cors_origins=cors_origins,
-        keys=fakes,
+        keys=fakes.keys,
         rate=fakes.rate,
         finished=FinishedJobs(1024 * 1024),
         streams=streams or OpenStreams(),
+        observer=fakes.observer,
     )
     # `raise_app_exceptions=False`: a 500 is an answer under test, not a test failure.
     transport = httpx.ASGITransport(build_app(ports), raise_app_exceptions=False)
@@ -415,7 +349,7 @@ async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, st
 
     fakes.down = fakes.broken = False
     done = await client.post("/api/jobs", json=creates[0][1], headers=auth)
-    fakes.statuses[uuid.UUID(done.json()["jobId"])] = "succeeded"
+    fakes.store.statuses[uuid.UUID(done.json()["jobId"])] = "succeeded"
     cancel = f"{location}/cancel"
     answers = [
         await client.post(cancel, headers=auth),
@@ -476,7 +410,7 @@ async def test_every_answer_of_the_job_event_route_is_declared(
     )
     job_id = created.json()["jobId"]
     # Terminal, so the stream ends after its one state (the in-process client reads it all).
-    fakes.statuses[uuid.UUID(job_id)] = "succeeded"
+    fakes.store.statuses[uuid.UUID(job_id)] = "succeeded"
     url = f"/api/jobs/{job_id}/events"
     answers = {
         200: await client.get(url, headers=auth),
@@ -532,6 +466,26 @@ async def test_an_idempotent_replay_is_the_first_answer(
     assert len(fakes.published) == 2
 
 
+async def test_what_the_metrics_count_is_told_to_the_observer(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    auth = {"Authorization": f"Bearer {token()}", "Idempotency-Key": "order-8"}
+    body = {"type": "title_generation", "input": {"topic": "tides"}}
+    created = await client.post("/api/jobs", json=body, headers=auth)
+    await client.post("/api/jobs", json=body, headers=auth)
+    await client.post("/api/jobs", json={**body, "type": "video_outline"}, headers=auth)
+    await client.get(created.headers["location"], headers=auth)
+    fakes.exhaust("greedy")
+    await client.get("/api/jobs", headers={"Authorization": f"Bearer {token('greedy')}"})
+    assert fakes.observer.facts == [
+        ("job_admitted", "title_generation"),
+        ("idempotent_replay",),
+        ("idempotency_conflict", "reused"),
+        ("job_read", "job_store"),
+        ("limited", "rate"),
+    ]
+
+
 async def test_the_rate_is_checked_right_after_the_token(
     client: httpx.AsyncClient, fakes: Fakes
 ) -> None:
@@ -561,11 +515,11 @@ async def test_a_finished_job_is_answered_from_memory_for_its_owner_only(
     # Not finished yet: every read asks the job-store.
     await client.get(location, headers=auth)
     await client.get(location, headers=auth)
-    assert len(fakes.asked) == 2
-    fakes.statuses[job_id] = "succeeded"
+    assert len(fakes.store.asked) == 2
+    fakes.store.statuses[job_id] = "succeeded"
     first = await client.get(location, headers=auth)
     assert first.json()["status"] == "succeeded"
-    assert len(fakes.asked) == 3
+    assert len(fakes.store.asked) == 3
     # From now on the job-store is not asked, even while it is down.
     fakes.down = True
     again = await client.get(location, headers=auth)
@@ -576,7 +530,7 @@ async def test_a_finished_job_is_answered_from_memory_for_its_owner_only(
     assert unchanged.headers["etag"] == first.headers["etag"]
     other = await client.get(location, headers={"Authorization": f"Bearer {token('bob')}"})
     assert other.status_code == 404
-    assert len(fakes.asked) == 3
+    assert len(fakes.store.asked) == 3
 
 
 async def test_the_lean_path_answers_as_the_route_does(fakes: Fakes) -> None:
@@ -587,7 +541,7 @@ async def test_the_lean_path_answers_as_the_route_does(fakes: Fakes) -> None:
     async with make_client(fakes, cors_origins=(origin,)) as client:
         body = {"type": "title_generation", "input": {"topic": "tides"}}
         created = await client.post("/api/jobs", json=body, headers=auth)
-        fakes.statuses[uuid.UUID(created.json()["jobId"])] = "succeeded"
+        fakes.store.statuses[uuid.UUID(created.json()["jobId"])] = "succeeded"
         location = created.headers["location"]
         await client.get(location, headers=auth)  # asks the job-store, keeps the answer
         for extra in ({}, {"If-None-Match": '"other", W/"x"'}):
@@ -724,9 +678,9 @@ async def test_the_demo_page_and_its_client_are_served_only_when_on(fakes: Fakes
         assert (await off.get("/demo/jobs-client.js")).status_code == 404
     ports = GatewayPorts(
         verifier=TokenVerifier([SECRET]),
-        bus=fakes,
-        store=fakes,
-        requested=fakes,
+        bus=fakes.stream,
+        store=fakes.store,
+        requested=fakes.stream,
         max_body_bytes=MAX_BODY_BYTES,
         demo_page=True,
     )
@@ -853,7 +807,7 @@ async def test_an_event_route_gives_its_stream_slot_back_whatever_it_answers(fak
             "/api/jobs", json={"type": "title_generation", "input": {"topic": "t"}}, headers=auth
         )
         job_id = created.json()["jobId"]
-        fakes.statuses[uuid.UUID(job_id)] = "succeeded"
+        fakes.store.statuses[uuid.UUID(job_id)] = "succeeded"
         url = f"/api/jobs/{job_id}/events"
         # With one stream allowed, each of these would be refused if the one before had kept
         # its slot: a stream that ended after the terminal state, a 204, a 404, a 503.
@@ -885,7 +839,7 @@ async def test_the_stream_caps_refuse_before_the_job_store_is_asked(fakes: Fakes
             assert full.headers["content-type"] == PROBLEM
             assert full.json()["type"] == "urn:ai-jobs:problem:streams-full"
             assert int(full.headers["retry-after"]) >= 1
-    assert fakes.asked == []
+    assert fakes.store.asked == []
     assert streams.open == 2
     for slot in held:
         slot.close()

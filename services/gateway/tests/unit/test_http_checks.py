@@ -13,7 +13,7 @@ from gateway.adapters.http import (
     etag_matches,
     parse_job_id,
 )
-from gateway.handlers import pending_view
+from gateway.reads import pending_view
 from jobs_proto.events import JobRequested
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
@@ -25,13 +24,12 @@ from hypothesis import strategies as st
 from gateway.adapters.http import GatewayPorts, build_app
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
-from gateway.handlers import pending_view
-from gateway.ports import Unavailable
-from gateway.realtime import Hub, StreamPolicy
-from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
-from jobs_proto.events import JobEvent, JobRequested
+from gateway.hub import Hub, StreamPolicy
+from jobs_proto.events import JobRequested
 from jobs_testkit import rawhttp
 from jobs_testkit.rawhttp import LogCapture, RawRequest, send
+
+from ..fakes import FakeJobSystem
 
 SECRET: Final = "fuzz-secret-0123456789abcdef0123456789"
 OWNER: Final = "alice"
@@ -45,60 +43,28 @@ def token(sub: str = OWNER) -> str:
     return jwt.encode({"sub": sub, "exp": int(time.time() + 3600)}, SECRET, "HS256")
 
 
-@dataclass
-class JobSystem:
-    """The gateway's ports over memory; `down` makes each of them unavailable (a `503`)."""
-
-    down: bool = False
-    published: list[JobEvent] = field(default_factory=list)
-
-    def _check(self) -> None:
-        if self.down:
-            raise Unavailable("nats: connection closed")
-
-    async def publish(self, event: JobEvent) -> None:
-        self._check()
-        self.published.append(event)
-
-    async def get_job(self, request: GetJob) -> JobReply:
-        self._check()
-        requested = await self.find_requested(request.job_id)
-        if requested is None or requested.user_id != request.user_id:
-            return JobReply(job=None)
-        return JobReply(job=pending_view(requested))
-
-    async def list_jobs(self, request: ListJobs) -> JobPage:
-        self._check()
-        return JobPage(items=[], next_cursor=None)
-
-    async def find_requested(self, job_id: uuid.UUID) -> JobRequested | None:
-        self._check()
-        return next(
-            (e for e in self.published if isinstance(e, JobRequested) and e.job_id == job_id),
-            None,
+def reset(system: FakeJobSystem, down: bool) -> None:
+    """Only the owner's known job in the system; every port `down` or not."""
+    system.reset()
+    system.stream.stored.append(
+        JobRequested(
+            job_id=KNOWN_JOB,
+            occurred_at=datetime(2030, 1, 2, tzinfo=UTC),
+            user_id=OWNER,
+            job_type="title_generation",
+            input={"topic": "tides"},
         )
-
-    def reset(self, down: bool) -> None:
-        self.down = False
-        self.published[:] = [
-            JobRequested(
-                job_id=KNOWN_JOB,
-                occurred_at=datetime(2030, 1, 2, tzinfo=UTC),
-                user_id=OWNER,
-                job_type="title_generation",
-                input={"topic": "tides"},
-            )
-        ]
-        self.down = down
+    )
+    system.down = down
 
 
-SYSTEM: Final = JobSystem()
+SYSTEM: Final = FakeJobSystem()
 APP: Final = build_app(
     GatewayPorts(
         verifier=TokenVerifier([SECRET]),
-        bus=SYSTEM,
-        store=SYSTEM,
-        requested=SYSTEM,
+        bus=SYSTEM.stream,
+        store=SYSTEM.store,
+        requested=SYSTEM.stream,
         max_body_bytes=64 * 1024,
         cors_origins=("https://app.example",),
         finished=FinishedJobs(1024 * 1024),
@@ -152,7 +118,7 @@ def assert_no_server_error(status: int, headers: dict[bytes, bytes], down: bool)
 
 
 async def answer_without_a_server_error(request: RawRequest, down: bool) -> None:
-    SYSTEM.reset(down)
+    reset(SYSTEM, down)
     with LogCapture.installed() as log:
         answer = await send(APP, request)
     assert_no_server_error(answer.status, answer.headers, down)
@@ -208,7 +174,7 @@ JSON: Final = (*AUTH, (b"content-type", b"application/json"))
     ],
 )
 async def test_the_requests_that_answered_500(request_: RawRequest, status: int) -> None:
-    SYSTEM.reset(down=False)
+    reset(SYSTEM, down=False)
     with LogCapture.installed() as log:
         answer = await send(APP, request_)
     assert answer.status == status, answer.body[:300]

@@ -4,13 +4,11 @@ concurrent requests publish once, an abandoned key is finished by the next reque
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gateway.handlers import (
-    MAX_IDEMPOTENCY_KEY,
     IdempotencyPolicy,
     InvalidRequest,
     KeyInProgress,
@@ -22,9 +20,13 @@ from gateway.handlers import (
     request_fingerprint,
 )
 from gateway.limits import LimitExceeded
-from gateway.ports import IdempotencyRecord, StoredRecord, Unavailable
-from jobs_proto.events import JobEvent, JobRequested
+from gateway.ports import IdempotencyRecord, StoredRecord
+from gateway.validation import MAX_IDEMPOTENCY_KEY
+from jobs_proto.events import JobRequested
+from jobs_runtime.errors import Unavailable
 from jobs_testkit.waiting import eventually
+
+from ..fakes import FakeIdempotencyKeys, FakeJobsStream, ManualClock, RefusingAdmission
 
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 JOB = NewJob(job_type="title_generation", input={"topic": "tides"})
@@ -32,98 +34,14 @@ SLOT = idempotency_slot("alice", "key-1")
 FAST = IdempotencyPolicy(wait_s=0.5, stale_s=15.0, poll_s=0.01)
 
 
-@dataclass
-class Clock:
-    now: datetime = AT
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@dataclass
-class FakeKeys:
-    """A compare-and-set store like a KV bucket: every write bumps the revision."""
-
-    records: dict[str, StoredRecord] = field(default_factory=dict)
-    revision: int = 0
-    down: bool = False
-    gets: int = 0  # reads so far: a test waits on them instead of sleeping
-
-    def _check(self) -> None:
-        if self.down:
-            raise Unavailable("no KV")
-
-    async def get(self, slot: str) -> StoredRecord | None:
-        self._check()
-        self.gets += 1
-        return self.records.get(slot)
-
-    async def create(self, slot: str, record: IdempotencyRecord) -> int | None:
-        self._check()
-        if slot in self.records:
-            return None
-        self.revision += 1
-        self.records[slot] = StoredRecord(record, self.revision)
-        return self.revision
-
-    async def update(self, slot: str, record: IdempotencyRecord, revision: int) -> int | None:
-        self._check()
-        if self.records[slot].revision != revision:
-            return None
-        self.revision += 1
-        self.records[slot] = StoredRecord(record, self.revision)
-        return self.revision
-
-
-@dataclass
-class FakeBus:
-    """JetStream: `stored` is the stream; `fail` refuses, `ambiguous` stores then refuses,
-    `gate` holds every publish until set."""
-
-    stored: list[JobRequested] = field(default_factory=list)
-    fail: bool = False
-    ambiguous: bool = False
-    gate: asyncio.Event | None = None
-
-    async def publish(self, event: JobEvent) -> None:
-        assert isinstance(event, JobRequested)
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
-            raise Unavailable("no JetStream")
-        # Deduplicated by `requested:<jobId>`, as the stream does.
-        if all(e.job_id != event.job_id for e in self.stored):
-            self.stored.append(event)
-        if self.ambiguous:
-            raise Unavailable("acknowledgement lost")
-
-    async def find_requested(self, job_id: uuid.UUID) -> JobRequested | None:
-        return next((e for e in self.stored if e.job_id == job_id), None)
-
-
-@dataclass
-class Refusing:
-    """An admission limit that refuses while `refuse` is set."""
-
-    refuse: bool = True
-    released: list[uuid.UUID | None] = field(default_factory=list)
-
-    async def hold(self, user_id: str) -> None:
-        if self.refuse:
-            raise LimitExceeded("too many open jobs", 5, "open_jobs")
-
-    def release(self, user_id: str, job_id: uuid.UUID | None) -> None:
-        self.released.append(job_id)
-
-
 async def admit(
-    bus: FakeBus,
-    keys: FakeKeys,
+    bus: FakeJobsStream,
+    keys: FakeIdempotencyKeys,
     *,
     fingerprint: str = "body-1",
-    clock: Clock | None = None,
+    clock: ManualClock | None = None,
     policy: IdempotencyPolicy = FAST,
-    admission: Refusing | None = None,
+    admission: RefusingAdmission | None = None,
 ) -> tuple[uuid.UUID, bool]:
     admitted = await admit_job_once(
         "alice",
@@ -133,7 +51,7 @@ async def admit(
         bus,
         keys,
         bus,
-        clock=clock or Clock(),
+        clock=clock or ManualClock(AT),
         policy=policy,
         admission=admission,
     )
@@ -141,7 +59,7 @@ async def admit(
 
 
 async def test_the_same_key_and_body_answer_the_first_job_again() -> None:
-    bus, keys = FakeBus(), FakeKeys()
+    bus, keys = FakeJobsStream(), FakeIdempotencyKeys()
     first, replayed = await admit(bus, keys)
     assert not replayed
     assert [e.job_id for e in bus.stored] == [first]
@@ -152,7 +70,7 @@ async def test_the_same_key_and_body_answer_the_first_job_again() -> None:
 
 
 async def test_another_body_with_the_key_is_refused_and_publishes_nothing() -> None:
-    bus, keys = FakeBus(), FakeKeys()
+    bus, keys = FakeJobsStream(), FakeIdempotencyKeys()
     await admit(bus, keys)
     with pytest.raises(KeyReused):
         await admit(bus, keys, fingerprint="body-2")
@@ -160,19 +78,19 @@ async def test_another_body_with_the_key_is_refused_and_publishes_nothing() -> N
 
 
 async def test_a_failed_publish_is_not_kept_and_its_retry_reuses_the_job_id() -> None:
-    bus, keys = FakeBus(fail=True), FakeKeys()
+    bus, keys = FakeJobsStream(down=True), FakeIdempotencyKeys()
     with pytest.raises(Unavailable):
         await admit(bus, keys)
     record = keys.records[SLOT].record
     assert record.state == "failed"
-    bus.fail = False
+    bus.down = False
     job_id, replayed = await admit(bus, keys)
     assert (job_id, replayed) == (record.job_id, False)
     assert [e.job_id for e in bus.stored] == [job_id]
 
 
 async def test_an_ambiguous_publish_never_becomes_two_jobs() -> None:
-    bus, keys = FakeBus(ambiguous=True), FakeKeys()
+    bus, keys = FakeJobsStream(ambiguous=True), FakeIdempotencyKeys()
     with pytest.raises(Unavailable):
         await admit(bus, keys)
     bus.ambiguous = False
@@ -186,11 +104,11 @@ async def test_an_ambiguous_publish_never_becomes_two_jobs() -> None:
 
 
 async def test_a_failed_key_with_nothing_published_is_free_for_another_body() -> None:
-    bus, keys = FakeBus(fail=True), FakeKeys()
+    bus, keys = FakeJobsStream(down=True), FakeIdempotencyKeys()
     with pytest.raises(Unavailable):
         await admit(bus, keys)
     failed = keys.records[SLOT].record.job_id
-    bus.fail = False
+    bus.down = False
     job_id, replayed = await admit(bus, keys, fingerprint="body-2")
     assert not replayed
     assert job_id != failed
@@ -198,7 +116,7 @@ async def test_a_failed_key_with_nothing_published_is_free_for_another_body() ->
 
 
 async def test_a_limit_refusal_publishes_nothing_and_is_not_kept() -> None:
-    bus, keys, limit = FakeBus(), FakeKeys(), Refusing()
+    bus, keys, limit = FakeJobsStream(), FakeIdempotencyKeys(), RefusingAdmission()
     with pytest.raises(LimitExceeded):
         await admit(bus, keys, admission=limit)
     assert bus.stored == []
@@ -210,11 +128,11 @@ async def test_a_limit_refusal_publishes_nothing_and_is_not_kept() -> None:
 
 async def test_concurrent_requests_with_one_key_publish_one_job() -> None:
     gate = asyncio.Event()
-    bus, keys = FakeBus(gate=gate), FakeKeys()
+    bus, keys = FakeJobsStream(gate=gate), FakeIdempotencyKeys()
     requests = [asyncio.create_task(admit(bus, keys)) for _ in range(5)]
     # All five in flight before the publish may finish: the first holds the key at the gate,
     # the others have read it (tasks take their first step in the order they were created).
-    await eventually(lambda: keys.gets >= 5)
+    await eventually(lambda: keys.reads >= 5)
     gate.set()
     answers = await asyncio.gather(*requests)
     assert len({job_id for job_id, _ in answers}) == 1
@@ -224,7 +142,7 @@ async def test_concurrent_requests_with_one_key_publish_one_job() -> None:
 
 async def test_a_request_still_in_progress_after_the_wait_is_a_conflict() -> None:
     gate = asyncio.Event()
-    bus, keys = FakeBus(gate=gate), FakeKeys()
+    bus, keys = FakeJobsStream(gate=gate), FakeIdempotencyKeys()
     first = asyncio.create_task(admit(bus, keys))
     await eventually(lambda: SLOT in keys.records)  # the first holds the key at the gate
     with pytest.raises(KeyInProgress):
@@ -234,14 +152,14 @@ async def test_a_request_still_in_progress_after_the_wait_is_a_conflict() -> Non
     assert len(bus.stored) == 1
 
 
-def abandoned(keys: FakeKeys, job_id: uuid.UUID, since: datetime) -> None:
+def abandoned(keys: FakeIdempotencyKeys, job_id: uuid.UUID, since: datetime) -> None:
     record = IdempotencyRecord(fingerprint="body-1", job_id=job_id, state="admitting", since=since)
     keys.records[SLOT] = StoredRecord(record, 7)
     keys.revision = 7
 
 
 async def test_an_abandoned_key_whose_job_was_published_answers_that_job() -> None:
-    bus, keys = FakeBus(), FakeKeys()
+    bus, keys = FakeJobsStream(), FakeIdempotencyKeys()
     job_id = uuid.uuid4()
     bus.stored.append(
         JobRequested(
@@ -255,7 +173,7 @@ async def test_an_abandoned_key_whose_job_was_published_answers_that_job() -> No
 
 
 async def test_an_abandoned_key_without_its_job_publishes_it_with_its_id() -> None:
-    bus, keys = FakeBus(), FakeKeys()
+    bus, keys = FakeJobsStream(), FakeIdempotencyKeys()
     job_id = uuid.uuid4()
     abandoned(keys, job_id, AT - timedelta(seconds=20))
     assert await admit(bus, keys) == (job_id, False)
@@ -263,7 +181,7 @@ async def test_an_abandoned_key_without_its_job_publishes_it_with_its_id() -> No
 
 
 async def test_a_fresh_key_in_progress_is_not_taken_over() -> None:
-    bus, keys = FakeBus(), FakeKeys()
+    bus, keys = FakeJobsStream(), FakeIdempotencyKeys()
     abandoned(keys, uuid.uuid4(), AT - timedelta(seconds=1))
     with pytest.raises(KeyInProgress):
         await admit(bus, keys, policy=IdempotencyPolicy(wait_s=0.03, poll_s=0.01))
@@ -271,7 +189,7 @@ async def test_a_fresh_key_in_progress_is_not_taken_over() -> None:
 
 
 async def test_keys_unavailable_is_unavailable() -> None:
-    bus, keys = FakeBus(), FakeKeys(down=True)
+    bus, keys = FakeJobsStream(), FakeIdempotencyKeys(down=True)
     with pytest.raises(Unavailable):
         await admit(bus, keys)
     assert bus.stored == []

@@ -11,15 +11,10 @@ from gateway.jobviews import JobViews, read_head
 from jobs_proto.api import JobChanged, JobView
 from jobs_proto.status import JobStatus
 
+from ..fakes import Ticks
+
 JOB = uuid.UUID("00000000-0000-4000-8000-000000000001")
 AT = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def view(version: int, status: JobStatus = "processing", output: str | None = None) -> JobView:
@@ -75,7 +70,7 @@ def test_the_answer_names_the_owner_and_the_version_etag() -> None:
 
 
 def test_a_state_not_confirmed_for_max_age_is_left_to_the_job_store() -> None:
-    clock = Clock()
+    clock = Ticks()
     views = JobViews(max_age_s=30, monotonic=clock)
     announce(views, view(2))
     clock.now += 29

@@ -3,27 +3,18 @@ and `Retry-After`; the open-jobs count from the job-store plus what this replica
 and the job-store has not seen; the finished-jobs cache's bound."""
 
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import msgspec
 import pytest
 
 from gateway.cache import CachedJob, FinishedJobs
 from gateway.limits import LimitExceeded, OpenJobs, RequestRate
-from gateway.ports import Unavailable
-from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, JobView, ListJobs
+from jobs_proto.api import JobView
 from jobs_proto.status import JobStatus
 
+from ..fakes import FakeJobStore, Ticks
+
 AT = datetime(2030, 1, 2, tzinfo=UTC)
-
-
-@dataclass
-class Ticks:
-    now: float = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_user_gets_the_burst_then_the_rate() -> None:
@@ -80,34 +71,9 @@ def view(job_id: uuid.UUID, status: JobStatus) -> JobView:
     )
 
 
-@dataclass
-class FakeStore:
-    """The job-store's view: `jobs` it has consumed; pages of `page_size` at most."""
-
-    jobs: dict[uuid.UUID, JobView] = field(default_factory=dict)
-    down: bool = False
-    page_size: int = 200
-    listed: list[ListJobs] = field(default_factory=list)
-
-    async def get_job(self, request: GetJob) -> JobReply:
-        if self.down:
-            raise Unavailable("no job-store")
-        return JobReply(job=self.jobs.get(request.job_id))
-
-    async def list_jobs(self, request: ListJobs) -> JobPage:
-        self.listed.append(request)
-        if self.down:
-            raise Unavailable("no job-store")
-        matching = [v for v in self.jobs.values() if v.status in request.statuses]
-        start = int(request.cursor or 0)
-        end = start + min(request.limit, self.page_size)
-        items = [msgspec.convert(msgspec.to_builtins(v), JobSummary) for v in matching[start:end]]
-        return JobPage(items=items, next_cursor=str(end) if end < len(matching) else None)
-
-
-def add(store: FakeStore, status: JobStatus) -> uuid.UUID:
+def add(store: FakeJobStore, status: JobStatus) -> uuid.UUID:
     job_id = uuid.uuid4()
-    store.jobs[job_id] = view(job_id, status)
+    store.put(view(job_id, status))
     return job_id
 
 
@@ -119,7 +85,7 @@ async def admit(limit: OpenJobs) -> uuid.UUID:
 
 
 async def test_open_jobs_in_the_job_store_count_and_finished_ones_do_not() -> None:
-    store = FakeStore()
+    store = FakeJobStore()
     limit = OpenJobs(store, 2)
     add(store, "pending")
     for status in ("succeeded", "failed", "canceled"):
@@ -136,7 +102,7 @@ async def test_open_jobs_in_the_job_store_count_and_finished_ones_do_not() -> No
 
 async def test_jobs_admitted_here_count_until_the_job_store_has_them() -> None:
     ticks = Ticks()
-    store = FakeStore()
+    store = FakeJobStore()
     limit = OpenJobs(store, 2, recent_s=10, monotonic=ticks)
     first = await admit(limit)
     second = await admit(limit)
@@ -144,8 +110,8 @@ async def test_jobs_admitted_here_count_until_the_job_store_has_them() -> None:
     with pytest.raises(LimitExceeded):
         await limit.hold("alice")
     # Consumed, and one already finished: room for one more.
-    store.jobs[first] = view(first, "processing")
-    store.jobs[second] = view(second, "succeeded")
+    store.put(view(first, "processing"))
+    store.put(view(second, "succeeded"))
     await admit(limit)
     with pytest.raises(LimitExceeded):
         await limit.hold("alice")
@@ -155,7 +121,7 @@ async def test_jobs_admitted_here_count_until_the_job_store_has_them() -> None:
 
 
 async def test_holds_in_flight_count() -> None:
-    limit = OpenJobs(FakeStore(), 1)
+    limit = OpenJobs(FakeJobStore(), 1)
     await limit.hold("alice")
     with pytest.raises(LimitExceeded):
         await limit.hold("alice")
@@ -164,7 +130,7 @@ async def test_holds_in_flight_count() -> None:
 
 
 async def test_limits_above_a_page_follow_the_cursor() -> None:
-    store = FakeStore(page_size=2)
+    store = FakeJobStore(page_size=2)
     limit = OpenJobs(store, 5)
     for _ in range(5):
         add(store, "pending")
@@ -174,7 +140,7 @@ async def test_limits_above_a_page_follow_the_cursor() -> None:
 
 
 async def test_without_the_job_store_only_what_this_replica_knows_counts() -> None:
-    store = FakeStore()
+    store = FakeJobStore()
     limit = OpenJobs(store, 1)
     add(store, "pending")
     store.down = True

@@ -10,9 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gateway.hub import Hub, StreamPolicy
 from gateway.realtime import (
-    Hub,
-    StreamPolicy,
     already_final,
     job_events,
     known_version,

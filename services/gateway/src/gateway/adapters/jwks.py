@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Final
 
-from gateway.auth import JwksFetchError
+from gateway.ports import JwksFetchError
 
 log = logging.getLogger("gateway.jwks")
 

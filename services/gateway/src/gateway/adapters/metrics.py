@@ -1,12 +1,15 @@
-"""The gateway's Prometheus counters (default registry, served on the admin port's
-`/metrics`): admissions, idempotent replays and conflicts, per-user limit refusals, and the
-finished-jobs cache's hits."""
+"""The `GatewayObserver` port over Prometheus (default registry, served on the admin port's
+`/metrics`): admissions, idempotent replays and conflicts, per-user limit refusals, reads by
+source, and the open streams."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from prometheus_client import Counter, Gauge
+
+from gateway.ports import ConflictReason, ReadSource
 
 JOBS_ADMITTED: Final = Counter(
     "gateway_jobs_admitted_total", "Jobs admitted (their JobRequested stored)", ["job_type"]
@@ -33,8 +36,9 @@ CACHE_READS: Final = Counter(
     ["source"],  # cache (finished jobs), job_view (running jobs), job_store
 )
 STREAMS_OPENED: Final = Counter("gateway_event_streams_opened_total", "Event streams opened")
-# Set by `__main__`: how many streams are open (the count `USER_MAX_STREAMS` and `MAX_STREAMS`
-# limit, event and output streams alike), how many were dropped for falling behind (the hub).
+# Set by `PrometheusObserver.watch_streams`: how many streams are open (the count
+# `USER_MAX_STREAMS` and `MAX_STREAMS` limit, event and output streams alike), how many were
+# dropped for falling behind (the hub).
 OPEN_STREAMS: Final = Gauge(
     "gateway_event_streams_open", "Event and output streams open now (MAX_STREAMS counts these)"
 )
@@ -43,15 +47,46 @@ DROPPED_STREAMS: Final = Gauge(
 )
 
 # Label children of the hot paths, looked up once: `labels()` hashes and locks on every call.
-CACHE_HITS: Final = CACHE_READS.labels("cache")
-STORE_READS: Final = CACHE_READS.labels("job_store")
-VIEW_READS: Final = CACHE_READS.labels("job_view")
-_ADMITTED_BY_TYPE: Final[dict[str, Counter]] = {}
+_READS: Final = {
+    source: CACHE_READS.labels(source) for source in ("cache", "job_view", "job_store")
+}
+_CONFLICTS: Final = {
+    reason: IDEMPOTENCY_CONFLICTS.labels(reason) for reason in ("reused", "in_progress")
+}
 
 
-def admitted(job_type: str) -> Counter:
-    """The `gateway_jobs_admitted_total` child of `job_type`."""
-    child = _ADMITTED_BY_TYPE.get(job_type)
-    if child is None:
-        child = _ADMITTED_BY_TYPE[job_type] = JOBS_ADMITTED.labels(job_type)
-    return child
+class PrometheusObserver:
+    """Counts each fact in the process's default registry."""
+
+    def __init__(self) -> None:
+        self._admitted_by_type: dict[str, Counter] = {}
+
+    def watch_streams(self, open_now: Callable[[], int], dropped: Callable[[], int]) -> None:
+        """The stream gauges, read when scraped: open streams (what the caps count) and
+        streams dropped for falling behind (the hub's count)."""
+        OPEN_STREAMS.set_function(open_now)
+        DROPPED_STREAMS.set_function(dropped)
+
+    def job_admitted(self, job_type: str) -> None:
+        child = self._admitted_by_type.get(job_type)
+        if child is None:
+            child = self._admitted_by_type[job_type] = JOBS_ADMITTED.labels(job_type)
+        child.inc()
+
+    def idempotent_replay(self) -> None:
+        IDEMPOTENT_REPLAYS.inc()
+
+    def idempotency_conflict(self, reason: ConflictReason) -> None:
+        _CONFLICTS[reason].inc()
+
+    def limited(self, limit: str) -> None:
+        LIMITED.labels(limit).inc()
+
+    def streams_full(self) -> None:
+        STREAMS_FULL.inc()
+
+    def job_read(self, source: ReadSource) -> None:
+        _READS[source].inc()
+
+    def stream_opened(self) -> None:
+        STREAMS_OPENED.inc()

@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.realtime import Hub
+from gateway.hub import Hub
 from jobs_runtime.web import EscapedQueryString
 
 from . import events, jobs, site
@@ -79,15 +79,22 @@ class GatewayApp(Starlette):
 
 def build_app(ports: GatewayPorts) -> Starlette:
     hub = ports.hub if ports.hub is not None else Hub()
+    observer = ports.observer
     routes = [
-        Route("/api/jobs", answered(jobs.create_job(ports)), methods=["POST"]),
-        Route("/api/jobs", answered(jobs.list_jobs(ports)), methods=["GET"]),
-        Route("/api/jobs/{job_id}", answered(jobs.get_job(ports)), methods=["GET"]),
-        Route("/api/jobs/{job_id}/cancel", answered(jobs.cancel_job(ports)), methods=["POST"]),
+        Route("/api/jobs", answered(jobs.create_job(ports), observer), methods=["POST"]),
+        Route("/api/jobs", answered(jobs.list_jobs(ports), observer), methods=["GET"]),
+        Route("/api/jobs/{job_id}", answered(jobs.get_job(ports), observer), methods=["GET"]),
+        Route(
+            "/api/jobs/{job_id}/cancel",
+            answered(jobs.cancel_job(ports), observer),
+            methods=["POST"],
+        ),
         Route("/api/jobs/{job_id}/events", events.job_events(ports, hub), methods=["GET"]),
         Route("/api/events", events.user_events(ports, hub), methods=["GET"]),
         *(
-            Route(path, answered(jobs.create_typed_job(ports, job_type)), methods=["POST"])
+            Route(
+                path, answered(jobs.create_typed_job(ports, job_type), observer), methods=["POST"]
+            )
             for path, job_type in IDEATION_ROUTES.items()
         ),
         *site.documentation(IDEATION_ROUTES),

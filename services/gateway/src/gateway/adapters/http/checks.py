@@ -15,9 +15,11 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.auth import AuthError, KeysUnavailable, TokenVerifier
+from gateway.auth import TokenVerifier
 from gateway.jobviews import etag
+from gateway.jwks import KeysUnavailable
 from gateway.limits import RequestRate
+from gateway.tokens import AuthError
 from jobs_proto import wire
 from jobs_proto.api import ProblemDetail
 from jobs_runtime.web import (

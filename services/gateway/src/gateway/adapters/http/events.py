@@ -15,8 +15,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway import handlers, realtime
-from gateway.adapters import metrics
-from gateway.realtime import Hub, Subscription
+from gateway.hub import Hub, Subscription
+from gateway.ports import GatewayObserver
 from gateway.streams import StreamSlot
 from jobs_proto.api import JobView
 
@@ -51,15 +51,16 @@ class EventStream:
     is due, which the streams send after `SSE_KEEPALIVE_S` of quiet.
     """
 
-    __slots__ = ("_chunks", "_held")
+    __slots__ = ("_chunks", "_held", "_observer")
     status_code: Final = 200
 
-    def __init__(self, chunks: AsyncIterator[bytes], held: Held) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], held: Held, observer: GatewayObserver) -> None:
         self._chunks = chunks
         self._held = held
+        self._observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics.STREAMS_OPENED.inc()
+        self._observer.stream_opened()
         try:
             await send(
                 {"type": "http.response.start", "status": 200, "headers": _STREAM_RAW_HEADERS}
@@ -114,8 +115,8 @@ class StreamRoute:
 
     __slots__ = ("_open",)
 
-    def __init__(self, open_stream: Endpoint) -> None:
-        self._open = answered(open_stream)
+    def __init__(self, open_stream: Endpoint, observer: GatewayObserver) -> None:
+        self._open = answered(open_stream, observer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self._open(Request(scope, receive))
@@ -167,9 +168,9 @@ def job_events(ports: GatewayPorts, hub: Hub) -> StreamRoute:
             held.release()
             raise
         # Starlette only calls what an endpoint returns (and the log reads `status_code`).
-        return EventStream(chunks, held)  # type: ignore[return-value]
+        return EventStream(chunks, held, ports.observer)  # type: ignore[return-value]
 
-    return StreamRoute(job_events)
+    return StreamRoute(job_events, ports.observer)
 
 
 def user_events(ports: GatewayPorts, hub: Hub) -> StreamRoute:
@@ -187,6 +188,6 @@ def user_events(ports: GatewayPorts, hub: Hub) -> StreamRoute:
         except BaseException:
             held.release()
             raise
-        return EventStream(chunks, held)  # type: ignore[return-value]
+        return EventStream(chunks, held, ports.observer)  # type: ignore[return-value]
 
-    return StreamRoute(user_events)
+    return StreamRoute(user_events, ports.observer)

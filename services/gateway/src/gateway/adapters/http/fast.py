@@ -18,11 +18,12 @@ from typing import Final
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.adapters import metrics
-from gateway.auth import AuthError, KeysUnavailable
 from gateway.cache import CachedJob
 from gateway.jobviews import Answer
+from gateway.jwks import KeysUnavailable
 from gateway.limits import LimitExceeded
+from gateway.ports import ReadSource
+from gateway.tokens import AuthError
 
 from .checks import etag_matches, parse_job_id
 from .ports import GatewayPorts
@@ -43,6 +44,7 @@ FastPath = Callable[[Scope, Receive, Send], Awaitable[Receive | None]]
 def fast_job_reads(ports: GatewayPorts) -> FastPath:
     cors = bool(ports.cors_origins)
     verifier, rate, finished, views = ports.verifier, ports.rate, ports.finished, ports.views
+    observer = ports.observer
 
     async def answer(scope: Scope, receive: Receive, send: Send) -> Receive | None:
         path: str = scope["path"]
@@ -69,10 +71,10 @@ def fast_job_reads(ports: GatewayPorts) -> FastPath:
             known: CachedJob | Answer | None = None
             if finished is not None:
                 known = finished.get(job_id)
-            counter = metrics.CACHE_HITS
+            source: ReadSource = "cache"
             if known is None and views is not None:
                 known = views.answer(job_id)
-                counter = metrics.VIEW_READS
+                source = "job_view"
             if known is None or authorization is None:
                 return receive
             try:
@@ -86,7 +88,7 @@ def fast_job_reads(ports: GatewayPorts) -> FastPath:
                     rate.take(user_id)
                 except LimitExceeded:
                     return receive  # refused without counting: the route refuses it again
-            counter.inc()
+            observer.job_read(source)
             tag = known.etag.encode()
             if etag_matches(if_none_match, known.etag):
                 status, body = 304, b""

@@ -21,16 +21,16 @@ import msgspec
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway import handlers
-from gateway.adapters import metrics
-from gateway.auth import AuthError, KeysUnavailable
+from gateway.jwks import KeysUnavailable
 from gateway.limits import LimitExceeded
-from gateway.ports import Unavailable
+from gateway.tokens import AuthError
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.web import INTERNAL, PROBLEM_MEDIA_TYPE
 
 from .checks import RATE_COUNTED, Refusal, check_content_type, decode_json
 from .fast import FastPath
 from .ports import GatewayPorts
-from .problems import refusal_of, request_log_level
+from .problems import observe_refusal, refusal_of, request_log_level
 
 log = logging.getLogger("gateway.http")
 
@@ -123,6 +123,7 @@ def fast_admissions(ports: GatewayPorts, ideation_routes: Mapping[str, str]) -> 
             log.exception("unexpected error", extra={"path": path})
             outcome = handlers.Refused(exc)
         if isinstance(outcome, handlers.Refused):
+            observe_refusal(ports.observer, outcome.reason)
             refusal = refusal_of(outcome.reason) or Refusal(INTERNAL, "unexpected error")
             problem = refusal.problem
             extra: dict[str, Any] = {"problem": problem.type, "detail": problem.detail}
@@ -132,7 +133,7 @@ def fast_admissions(ports: GatewayPorts, ideation_routes: Mapping[str, str]) -> 
             _log(problem.status, path, user_id, started, extra)
             return None
         accepted = outcome.accepted
-        metrics.admitted(job.job_type).inc()
+        ports.observer.job_admitted(job.job_type)
         location = {"location": f"/api/jobs/{accepted.job_id}"}
         await _send(send, 202, msgspec.json.encode(accepted), location, json=True)
         if log.isEnabledFor(logging.INFO):

@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import handlers
-from gateway.adapters import metrics
 from gateway.cache import CachedJob
 from jobs_proto.status import is_terminal
 
@@ -46,9 +45,9 @@ async def _submit(
         raise refuse(outcome)
     accepted = outcome.accepted
     if outcome.replayed:
-        metrics.IDEMPOTENT_REPLAYS.inc()
+        ports.observer.idempotent_replay()
     else:
-        metrics.admitted(job.job_type).inc()
+        ports.observer.job_admitted(job.job_type)
     if log.isEnabledFor(logging.INFO):
         log.info(
             "job replayed" if outcome.replayed else "job admitted",
@@ -97,14 +96,14 @@ def get_job(ports: GatewayPorts) -> Endpoint:
         if ports.finished is not None and (cached := ports.finished.get(job_id)) is not None:
             if cached.user_id != user_id:
                 raise not_found()
-            metrics.CACHE_HITS.inc()
+            ports.observer.job_read("cache")
             return _job_answer(request, cached.etag, cached.body)
         if ports.views is not None and (known := ports.views.answer(job_id)) is not None:
             if known.user_id != user_id:
                 raise not_found()
-            metrics.VIEW_READS.inc()
+            ports.observer.job_read("job_view")
             return _job_answer(request, known.etag, known.body)
-        metrics.STORE_READS.inc()
+        ports.observer.job_read("job_store")
         outcome = await handlers.read(handlers.ReadJob(user_id, job_id, whole=True), ports.deps)
         if isinstance(outcome, handlers.Refused):
             raise refuse(outcome)

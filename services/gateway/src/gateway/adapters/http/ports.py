@@ -11,10 +11,18 @@ from typing import Final
 from gateway import handlers
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
+from gateway.hub import Hub
 from gateway.jobviews import JobViews
 from gateway.limits import OpenJobs, RequestRate
-from gateway.ports import Clock, EventBus, IdempotencyKeys, JobStore, RequestedLog
-from gateway.realtime import Hub
+from gateway.ports import (
+    Clock,
+    EventBus,
+    GatewayObserver,
+    IdempotencyKeys,
+    JobStore,
+    NoObserver,
+    RequestedLog,
+)
 from gateway.streams import OpenStreams
 
 DEFAULT_IDEMPOTENCY: Final = handlers.IdempotencyPolicy()
@@ -54,6 +62,8 @@ class GatewayPorts:
     streams: OpenStreams = field(default_factory=OpenStreams)
     # Serve the demo page at `/` (and the JavaScript client it is built on).
     demo_page: bool = False
+    # Counts what the metrics follow (admissions, replays, refusals, reads, streams).
+    observer: GatewayObserver = field(default_factory=NoObserver)
     # The handlers' share of the above, built once.
     deps: handlers.Dependencies = field(init=False)
 

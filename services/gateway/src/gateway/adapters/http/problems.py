@@ -1,6 +1,6 @@
 """What each refusal is as an HTTP problem: the handlers' refusals (`handlers.Refused`), the
 limits' and the stream caps', each with its status, `Retry-After` where a retry helps, and a
-count in the gateway's metrics; and the wrapper giving every request one answer and one log
+count for the gateway's metrics; and the wrapper giving every request one answer and one log
 line (never its token)."""
 
 from __future__ import annotations
@@ -15,30 +15,39 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway import handlers
-from gateway.adapters import metrics
 from gateway.limits import LimitExceeded
-from gateway.ports import BadCursor, Unavailable
-from gateway.problems import (
-    IDEMPOTENCY_CONFLICT,
-    IDEMPOTENCY_IN_PROGRESS,
-    INVALID_CURSOR,
-    JOB_FINISHED,
-    OUTPUT_TOO_LARGE,
-    STREAMS_FULL,
-    TOO_MANY_REQUESTS,
-)
+from gateway.ports import BadCursor, GatewayObserver, NoObserver
 from gateway.streams import StreamsFull
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.web import (
     INTERNAL,
     NOT_FOUND,
     UNAVAILABLE,
     VALIDATION,
+    ProblemKind,
     kind_for_status,
     problem,
     problem_response,
 )
 
 from .checks import Refusal
+
+# The gateway's own kinds of problem, beside the shared ones of `jobs_runtime.web`.
+INVALID_CURSOR: Final = ProblemKind("invalid-cursor", "Invalid cursor", 400)
+JOB_FINISHED: Final = ProblemKind("job-finished", "Job already finished", 409)
+IDEMPOTENCY_CONFLICT: Final = ProblemKind(
+    "idempotency-key-reused", "Idempotency-Key used with another request", 409
+)
+IDEMPOTENCY_IN_PROGRESS: Final = ProblemKind(
+    "idempotency-key-in-progress", "Request with this Idempotency-Key in progress", 409
+)
+# The job's output is more than one job-store reply can carry (the request was fine).
+OUTPUT_TOO_LARGE: Final = ProblemKind("output-too-large", "Job output too large to answer", 413)
+TOO_MANY_REQUESTS: Final = ProblemKind("too-many-requests", "Too many requests", 429)
+# The process holds `MAX_STREAMS` streams; another replica may have room.
+STREAMS_FULL: Final = ProblemKind("streams-full", "Too many open streams", 503)
+
+NO_OBSERVER: Final = NoObserver()
 
 log = logging.getLogger("gateway.http")
 
@@ -64,20 +73,16 @@ def refusal_of(exc: Exception) -> Refusal | None:
         case handlers.JobFinished():
             return Refusal(JOB_FINISHED, str(exc))
         case handlers.KeyReused():
-            metrics.IDEMPOTENCY_CONFLICTS.labels("reused").inc()
             return Refusal(IDEMPOTENCY_CONFLICT, str(exc))
         case handlers.KeyInProgress():
-            metrics.IDEMPOTENCY_CONFLICTS.labels("in_progress").inc()
             return Refusal(
                 IDEMPOTENCY_IN_PROGRESS, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}
             )
         case LimitExceeded():
-            metrics.LIMITED.labels(exc.limit).inc()
             return Refusal(
                 TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after_s)}
             )
         case StreamsFull():
-            metrics.STREAMS_FULL.inc()
             return Refusal(STREAMS_FULL, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
         case BadCursor():
             return Refusal(
@@ -91,6 +96,19 @@ def refusal_of(exc: Exception) -> Refusal | None:
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
     return None
+
+
+def observe_refusal(observer: GatewayObserver, reason: BaseException | None) -> None:
+    """Count a refusal the metrics follow, by the reason behind its problem."""
+    match reason:
+        case handlers.KeyReused():
+            observer.idempotency_conflict("reused")
+        case handlers.KeyInProgress():
+            observer.idempotency_conflict("in_progress")
+        case LimitExceeded():
+            observer.limited(reason.limit)
+        case StreamsFull():
+            observer.streams_full()
 
 
 def refuse(outcome: handlers.Refused) -> Refusal:
@@ -133,8 +151,9 @@ def log_request(request: Request, status: int, started: float, **fields: Any) ->
     log.log(level, "request", extra=extra)
 
 
-def answered(endpoint: Endpoint) -> Endpoint:
-    """`endpoint` answering every refusal as its problem, and logging one line per request."""
+def answered(endpoint: Endpoint, observer: GatewayObserver = NO_OBSERVER) -> Endpoint:
+    """`endpoint` answering every refusal as its problem (counted by `observer`), and logging
+    one line per request."""
 
     async def answer(request: Request) -> Response:
         started = time.perf_counter()
@@ -158,6 +177,7 @@ def answered(endpoint: Endpoint) -> Endpoint:
                     f"{handlers.where(e)}: {e.detail}" for e in refusal.problem.errors
                 ]
             cause = refusal.__cause__ if isinstance(exc, Refusal) else exc
+            observe_refusal(observer, cause)
             if isinstance(cause, Unavailable):
                 fields["reason"] = str(cause)
             log_request(request, refusal.problem.status, started, **fields)

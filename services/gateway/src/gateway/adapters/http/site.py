@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.adapters.openapi import openapi_document
 from gateway.adapters.pages import DOCS_ASSETS, docs_assets, docs_page, page_response
+from gateway.openapi import openapi_document
 
 from .checks import JSON_MEDIA_TYPE
 from .ports import GatewayPorts

@@ -22,7 +22,7 @@ from jobs_runtime.bus import EventPublisher, ensure_stream
 from jobs_testkit.processes import ServiceProcess
 from jobs_testkit.waiting import eventually
 
-from .conftest import (
+from .test_gateway_processes import (
     MAX_BODY_BYTES,
     RunningGateway,
     bearer,
@@ -31,6 +31,10 @@ from .conftest import (
     requested_in_stream,
     token,
 )
+from .test_gateway_processes import database_migrations as database_migrations
+from .test_gateway_processes import gateway as gateway
+from .test_gateway_processes import gateway_base_env as gateway_base_env
+from .test_gateway_processes import gateway_env as gateway_env
 
 PROBLEM = "application/problem+json"
 

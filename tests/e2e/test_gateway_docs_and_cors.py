@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from .conftest import RunningGateway
+from .test_gateway_processes import RunningGateway
+from .test_gateway_processes import gateway as gateway
+from .test_gateway_processes import gateway_base_env as gateway_base_env
 
 ALLOWED = "https://app.example"
 
 
 @pytest.fixture
-def gateway_env(gateway_env: dict[str, str]) -> dict[str, str]:
-    return {**gateway_env, "CORS_ORIGINS": f"{ALLOWED}, http://localhost:5173"}
+def gateway_env(gateway_base_env: dict[str, str]) -> dict[str, str]:
+    return {**gateway_base_env, "CORS_ORIGINS": f"{ALLOWED}, http://localhost:5173"}
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
-"""The gateway as a real process (its installed `gateway` command) over the test's own NATS
-stream and subject prefix, the real job-store process over the test's own migrated database,
-tokens, and stand-ins for the job-store's endpoints for the faults the real one cannot give."""
+"""What the gateway's process tests share (imported by each `test_gateway_*.py`, since
+`tests/e2e/conftest.py` is the whole stack's): the gateway as a real process (its installed
+`gateway` command) over the test's own NATS stream and subject prefix, the real job-store
+process over the test's own migrated database, tokens, and stand-ins for the job-store's
+endpoints for the faults the real one cannot give. No tests here."""
 
 import asyncio
 import time
@@ -47,7 +49,10 @@ class RunningGateway:
 
 
 @pytest.fixture
-def gateway_env(nats_url: str, jobs_stream_ready: StreamSpec, subjects: Subjects) -> dict[str, str]:
+def gateway_base_env(
+    nats_url: str, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> dict[str, str]:
+    """The gateway's environment over the test's stream, prefix and ports."""
     return {
         "NATS_URL": nats_url,
         "JOBS_STREAM": jobs_stream_ready.name,
@@ -57,6 +62,13 @@ def gateway_env(nats_url: str, jobs_stream_ready: StreamSpec, subjects: Subjects
         "AUTH_JWT_SECRET": SECRET,
         "HTTP_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
     }
+
+
+@pytest.fixture
+def gateway_env(gateway_base_env: dict[str, str]) -> dict[str, str]:
+    """What the `gateway` fixture starts with: a module changes it by defining its own
+    `gateway_env` over `gateway_base_env`."""
+    return gateway_base_env
 
 
 @pytest.fixture

@@ -22,7 +22,10 @@ from starlette.routing import Route
 from jobs_runtime.http import HttpServer
 from jobs_testkit.processes import ServiceProcess, command_path
 
-from .conftest import RunningGateway, bearer
+from .test_gateway_processes import RunningGateway, bearer
+from .test_gateway_processes import gateway as gateway
+from .test_gateway_processes import gateway_base_env as gateway_base_env
+from .test_gateway_processes import gateway_env as gateway_env
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 JOB = {"type": "video_outline", "input": {"topic": "tides", "sections": 3}}

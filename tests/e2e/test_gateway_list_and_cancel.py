@@ -30,7 +30,8 @@ from jobs_testkit import events
 from jobs_testkit.processes import ServiceProcess
 from jobs_testkit.waiting import eventually
 
-from .conftest import (
+from .test_gateway_api import assert_problem, at_version, stored_view
+from .test_gateway_processes import (
     RunningGateway,
     bearer,
     job_store_double,
@@ -38,7 +39,10 @@ from .conftest import (
     random_job_id,
     requested_in_stream,
 )
-from .test_api import assert_problem, at_version, stored_view
+from .test_gateway_processes import database_migrations as database_migrations
+from .test_gateway_processes import gateway as gateway
+from .test_gateway_processes import gateway_base_env as gateway_base_env
+from .test_gateway_processes import gateway_env as gateway_env
 
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 

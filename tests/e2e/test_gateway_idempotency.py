@@ -16,7 +16,10 @@ from jobs_proto.subjects import Subjects
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import free_port
 
-from .conftest import RunningGateway, bearer, requested_in_stream
+from .test_gateway_processes import RunningGateway, bearer, requested_in_stream
+from .test_gateway_processes import gateway as gateway
+from .test_gateway_processes import gateway_base_env as gateway_base_env
+from .test_gateway_processes import gateway_env as gateway_env
 
 JOB = {"type": "video_outline", "input": {"topic": "tides"}}
 

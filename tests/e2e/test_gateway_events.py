@@ -25,7 +25,7 @@ from jobs_testkit.servers import NatsServer, free_port
 from jobs_testkit.sse import Event, events
 from jobs_testkit.waiting import eventually
 
-from .conftest import (
+from .test_gateway_processes import (
     SECRET,
     RunningGateway,
     bearer,
@@ -33,6 +33,8 @@ from .conftest import (
     job_store_list_double,
     token,
 )
+from .test_gateway_processes import gateway as gateway
+from .test_gateway_processes import gateway_base_env as gateway_base_env
 
 KEEPALIVE_S = 0.3
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -43,8 +45,8 @@ def iso(at: datetime) -> str:
 
 
 @pytest.fixture
-def gateway_env(gateway_env: dict[str, str]) -> dict[str, str]:
-    return {**gateway_env, "SSE_KEEPALIVE_S": str(KEEPALIVE_S), "SSE_RETRY_MS": "1500"}
+def gateway_env(gateway_base_env: dict[str, str]) -> dict[str, str]:
+    return {**gateway_base_env, "SSE_KEEPALIVE_S": str(KEEPALIVE_S), "SSE_RETRY_MS": "1500"}
 
 
 def view(job_id: uuid.UUID, version: int, status: JobStatus, output: str | None = None) -> dict:

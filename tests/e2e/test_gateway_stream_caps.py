@@ -12,9 +12,11 @@ from nats.aio.client import Client as NATS
 from jobs_proto.subjects import Subjects
 from jobs_testkit.waiting import eventually
 
-from .conftest import bearer, job_store_list_double, random_job_id
-from .test_events import no_jobs
-from .test_limits_and_cache import PROBLEM, assert_too_many, gateway_with
+from .test_gateway_events import no_jobs
+from .test_gateway_limits_and_cache import PROBLEM, assert_too_many, gateway_with
+from .test_gateway_processes import bearer, job_store_list_double, random_job_id
+from .test_gateway_processes import gateway_base_env as gateway_base_env
+from .test_gateway_processes import gateway_env as gateway_env
 
 PER_USER = 3
 IN_ALL = 5

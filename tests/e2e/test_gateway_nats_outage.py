@@ -10,7 +10,10 @@ from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import NatsServer, free_port
 from jobs_testkit.waiting import eventually
 
-from .conftest import SECRET, bearer, random_job_id
+from .test_gateway_processes import SECRET, bearer, random_job_id
+from .test_gateway_processes import gateway as gateway
+from .test_gateway_processes import gateway_base_env as gateway_base_env
+from .test_gateway_processes import gateway_env as gateway_env
 
 JOB = {"type": "video_outline", "input": {"topic": "tides"}}
 

@@ -30,7 +30,11 @@ from jobs_proto.subjects import Subjects
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import free_port
 
-from .conftest import token
+from .test_gateway_processes import database_migrations as database_migrations
+from .test_gateway_processes import gateway as gateway
+from .test_gateway_processes import gateway_base_env as gateway_base_env
+from .test_gateway_processes import gateway_env as gateway_env
+from .test_gateway_processes import token
 
 # Per operation and run; 8 operations x (3 runs) comes to well over 1,000 requests (the
 # multiplexed event stream, which never ends, is left out).

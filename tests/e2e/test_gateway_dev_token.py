@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from gateway.auth import AuthError, TokenVerifier
+from gateway.auth import TokenVerifier
+from gateway.tokens import AuthError
 from jobs_testkit.processes import command_path
 
 SECRET = "dev-token-test-secret-0123456789abcdefgh"

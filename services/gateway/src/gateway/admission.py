@@ -1,0 +1,64 @@
+"""Admitting a job: its `JobRequested` published under a job id, once `Admission` (the open
+jobs limit) lets it in; the answer exists only once JetStream stored the event."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from jobs_proto.api import JobAccepted
+from jobs_proto.events import JobRequested
+
+from .ports import Admission, Clock, EventBus, NewJobId
+from .validation import NewJob
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The answer to a create, and whether it is the first one given again."""
+
+    accepted: JobAccepted
+    replayed: bool = False
+
+
+async def publish_requested(
+    user_id: str,
+    job: NewJob,
+    job_id: uuid.UUID,
+    bus: EventBus,
+    clock: Clock,
+    admission: Admission | None,
+) -> JobAccepted:
+    """Publish the job under `job_id` (new, or the one its `Idempotency-Key` holds) once
+    `admission` lets it in; `admission` learns whether it was admitted either way."""
+    if admission is not None:
+        await admission.hold(user_id)
+    admitted: uuid.UUID | None = None
+    try:
+        event = JobRequested(
+            job_id=job_id,
+            occurred_at=clock(),
+            user_id=user_id,
+            job_type=job.job_type,
+            input=job.input,
+        )
+        await bus.publish(event)
+        admitted = job_id
+    finally:
+        if admission is not None:
+            admission.release(user_id, admitted)
+    return JobAccepted(job_id=job_id)
+
+
+async def admit_job(
+    user_id: str,
+    job: NewJob,
+    bus: EventBus,
+    *,
+    clock: Clock,
+    new_id: NewJobId = uuid.uuid4,
+    admission: Admission | None = None,
+) -> JobAccepted:
+    """Publish the job's `JobRequested`; the answer exists only once JetStream stored it.
+    `admission` may refuse it first (nothing is published then)."""
+    return await publish_requested(user_id, job, new_id(), bus, clock, admission)

@@ -1,0 +1,101 @@
+"""The OpenAPI 3.1 description of the gateway's HTTP API, built from the msgspec types the
+handlers decode and encode, so the document cannot drift from the bodies on the wire.
+
+Pure: `adapters/http/site.py` serves it at `GET /openapi.json` and the page rendering it,
+`GET /docs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from jobs_proto.api import (
+    CreateJob,
+    JobAccepted,
+    JobPage,
+    JobProgress,
+    JobView,
+    Problem,
+    ProblemDetail,
+)
+from jobs_proto.job_types import JOB_TYPES
+
+from .events import job_events_operation, user_events_operation
+from .jobs import cancel_operation, create_body, create_operation, get_operation, list_operation
+from .parts import (
+    ACCESS_TOKEN_SCHEME,
+    JSON,
+    OPENAPI_VERSION,
+    PROBLEM_MEDIA_TYPE,
+    SCHEMA_REF,
+    SECURITY_SCHEME,
+    ref,
+)
+
+
+def component_schemas() -> dict[str, Any]:
+    """`components.schemas`: msgspec's JSON Schema (2020-12, which OpenAPI 3.1 uses) of every
+    body the API reads or writes, with refs already under `#/components/schemas/`."""
+    types: list[Any] = [
+        CreateJob,
+        JobAccepted,
+        JobView,
+        JobPage,
+        JobProgress,
+        Problem,
+        ProblemDetail,
+    ]
+    types += [job_type.input_type for _, job_type in sorted(JOB_TYPES.items())]
+    _, components = msgspec.json.schema_components(types, ref_template=SCHEMA_REF)
+    return components
+
+
+def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
+    """The whole document; `ideation_routes` maps each ideation path to its job type, the
+    same table the routes are built from."""
+    paths: dict[str, Any] = {
+        "/api/jobs": {
+            "post": create_operation("Create a job of any type", "createJob", create_body()),
+            "get": list_operation(),
+        },
+        "/api/jobs/{jobId}": {"get": get_operation()},
+        "/api/jobs/{jobId}/cancel": {"post": cancel_operation()},
+        "/api/jobs/{jobId}/events": {"get": job_events_operation()},
+        "/api/events": {"get": user_events_operation()},
+    }
+    for path, job_type in ideation_routes.items():
+        body = {
+            "required": True,
+            "content": {JSON: {"schema": ref(JOB_TYPES[job_type].input_type.__name__)}},
+        }
+        summary = f"Create a `{job_type}` job; the body is its input"
+        operation_id = "create_" + job_type
+        paths[path] = {"post": create_operation(summary, operation_id, body)}
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "AI jobs gateway",
+            "version": "1",
+            "description": (
+                "Admits AI jobs and answers their status. Errors are RFC 9457 "
+                f"`{PROBLEM_MEDIA_TYPE}`; checks run in the order "
+                "401, 429, 415, 413, 400, 422, 409."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": component_schemas(),
+            "securitySchemes": {
+                SECURITY_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                ACCESS_TOKEN_SCHEME: {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "access_token",
+                    "description": "The same JWT, on the two event routes only.",
+                },
+            },
+        },
+    }

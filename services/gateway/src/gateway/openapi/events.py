@@ -1,0 +1,121 @@
+"""The OpenAPI operations of the two event-stream routes (Server-Sent Events): one job's,
+and all of the caller's jobs'."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from jobs_proto.api import JobProgress, JobView
+
+from .parts import (
+    ACCESS_TOKEN_SCHEME,
+    EVENT_STREAM,
+    JSON,
+    SECURITY_SCHEME,
+    STREAMED,
+    header,
+    job_id_parameter,
+    problems,
+    ref,
+)
+
+_STREAM_FORMAT: Final = (
+    "`event: status` carries the job as `GET /api/jobs/{jobId}` answers it "
+    "(`JobView`; `output` may be null in a terminal state whose output is too large to "
+    "send), `event: progress` carries `JobProgress` (`output`: all the text so far; `seq` "
+    "grows). A comment line (`: keepalive`) follows every quiet `SSE_KEEPALIVE_S` (15 s). "
+    "When the gateway shuts down the stream ends with `retry: <ms>` so the client reconnects "
+    "(to another replica), with `Last-Event-ID`."
+)
+
+
+def _event(name: str, data: str, with_id: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "event": {"const": name},
+        "data": {"type": "string", "contentMediaType": JSON, "contentSchema": ref(data)},
+        "retry": {"type": "integer", "minimum": 0},
+    }
+    if with_id:
+        properties["id"] = {"type": "string"}
+    return {"type": "object", "properties": properties, "required": ["event", "data"]}
+
+
+def _event_stream(description: str) -> dict[str, Any]:
+    # OpenAPI 3.1 has no `itemSchema` (3.2 does): `schema` describes one event, its fields
+    # as an `EventSource` sees them, `data` being JSON of the named schema.
+    return {
+        "description": f"{description} {_STREAM_FORMAT}",
+        "headers": {"Cache-Control": header("`no-cache`.")},
+        "content": {
+            EVENT_STREAM: {
+                "schema": {
+                    "oneOf": [
+                        _event("status", JobView.__name__, with_id=True),
+                        # Progress has no `id:` of its own; a reader that carries the last
+                        # one over shows the last status event's.
+                        _event("progress", JobProgress.__name__, with_id=True),
+                    ]
+                }
+            }
+        },
+    }
+
+
+def _stream_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "description": "The last `id:` the client received (sent by `EventSource` when it "
+            "reconnects): what the client has is not sent again.",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "access_token",
+            "in": "query",
+            "required": False,
+            "description": "The token, for `EventSource` (which cannot send headers); used only "
+            "without an `Authorization` header, never logged.",
+            "schema": {"type": "string"},
+        },
+    ]
+
+
+def job_events_operation() -> dict[str, Any]:
+    return {
+        "summary": "A job's status changes and partial output, pushed",
+        "operationId": "streamJobEvents",
+        "security": [{SECURITY_SCHEME: []}, {ACCESS_TOKEN_SCHEME: []}],
+        "parameters": [job_id_parameter(), *_stream_parameters()],
+        "responses": {
+            "200": _event_stream(
+                "The job's events: `id:` is the job's `version`; the current state comes first "
+                "(unless `Last-Event-ID` is that version already), then one `status` per change; "
+                "the stream closes after the terminal state."
+            ),
+            "204": {
+                "description": "The job is terminal and `Last-Event-ID` is its final version: "
+                "nothing will follow (stops `EventSource` reconnecting)."
+            },
+            **problems({"404": "Unknown job, another user's job, or not a UUID.", **STREAMED}),
+        },
+    }
+
+
+def user_events_operation() -> dict[str, Any]:
+    return {
+        "summary": "Every job of the caller, pushed over one connection",
+        "operationId": "streamEvents",
+        "security": [{SECURITY_SCHEME: []}, {ACCESS_TOKEN_SCHEME: []}],
+        "parameters": _stream_parameters(),
+        "responses": {
+            "200": _event_stream(
+                "First the current state of each of the caller's jobs not yet terminal, then "
+                "every change and progress of any of their jobs. `id:` is an opaque position; "
+                "with `Last-Event-ID` the stream also sends again the state of the recent jobs "
+                "(the 200 newest) changed since then. It does not close by itself."
+            ),
+            **problems(STREAMED),
+        },
+    }

@@ -1,0 +1,284 @@
+"""The gateway's test doubles, once: each stands for a real adapter over memory (the `JOBS`
+stream, the job-store, the idempotency keys, the JWKS endpoint, the open-jobs limit) and can be
+told to fail the way the real one does (`Unavailable`), or like a bug (`broken`)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+
+from gateway.limits import LimitExceeded
+from gateway.ports import (
+    BadCursor,
+    ConflictReason,
+    IdempotencyRecord,
+    JwksFetchError,
+    ReadSource,
+    StoredRecord,
+)
+from gateway.reads import pending_view
+from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, JobView, ListJobs
+from jobs_proto.events import JobEvent, JobRequested
+from jobs_proto.status import JobStatus
+from jobs_proto.subjects import message_id
+from jobs_runtime.errors import Unavailable
+
+
+@dataclass
+class Failing:
+    """`down`: the dependency does not answer (`Unavailable`); `broken`: a bug (`500`)."""
+
+    down: bool = False
+    broken: bool = False
+
+    def _check(self, what: str) -> None:
+        if self.broken:
+            raise RuntimeError("a bug")
+        if self.down:
+            raise Unavailable(f"no {what}")
+
+
+@dataclass
+class FakeJobsStream(Failing):
+    """The `JOBS` stream, for both ports over it: `EventBus` and `RequestedLog`.
+
+    `stored` is the stream (a publish of a message id it holds is dropped, as JetStream's
+    duplicate window does), `published` every event stored or dropped as a duplicate.
+    `down` fails publishes and reads alike; `ambiguous` stores, then loses the
+    acknowledgement; `unreadable` fails reads only; `gate` holds every publish until set.
+    """
+
+    stored: list[JobEvent] = field(default_factory=list)
+    published: list[JobEvent] = field(default_factory=list)
+    ambiguous: bool = False
+    unreadable: bool = False
+    gate: asyncio.Event | None = None
+
+    async def publish(self, event: JobEvent) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self._check("JetStream")
+        self.published.append(event)
+        if all(message_id(e) != message_id(event) for e in self.stored):
+            self.stored.append(event)
+        if self.ambiguous:
+            raise Unavailable("acknowledgement lost")
+
+    async def find_requested(self, job_id: uuid.UUID) -> JobRequested | None:
+        self._check("stream")
+        if self.unreadable:
+            raise Unavailable("no stream")
+        return next(
+            (e for e in self.stored if isinstance(e, JobRequested) and e.job_id == job_id), None
+        )
+
+
+@dataclass
+class FakeJobStore(Failing):
+    """The job-store's reads: the jobs `put` in it and, when it `consumes` a stream, every
+    job requested there (pending, or the status `statuses` names). Lists are newest first,
+    `page_size` at most, the cursor an offset; any other cursor is `BadCursor`."""
+
+    consumes: FakeJobsStream | None = None
+    statuses: dict[uuid.UUID, JobStatus] = field(default_factory=dict)
+    page_size: int = 200
+    asked: list[GetJob] = field(default_factory=list)
+    listed: list[ListJobs] = field(default_factory=list)
+    _jobs: dict[uuid.UUID, tuple[str, JobView]] = field(default_factory=dict)
+
+    def put(self, view: JobView, user_id: str = "alice") -> None:
+        self._jobs[view.job_id] = (user_id, view)
+
+    def _all(self) -> dict[uuid.UUID, tuple[str, JobView]]:
+        jobs: dict[uuid.UUID, tuple[str, JobView]] = {}
+        for event in self.consumes.stored if self.consumes is not None else ():
+            if isinstance(event, JobRequested):
+                view = pending_view(event)
+                status = self.statuses.get(event.job_id, view.status)
+                jobs[event.job_id] = (event.user_id, msgspec.structs.replace(view, status=status))
+        return {**jobs, **self._jobs}
+
+    async def get_job(self, request: GetJob) -> JobReply:
+        self.asked.append(request)
+        self._check("job-store")
+        owner, view = self._all().get(request.job_id, ("", None))
+        return JobReply(job=view if owner == request.user_id else None)
+
+    async def list_jobs(self, request: ListJobs) -> JobPage:
+        self.listed.append(request)
+        self._check("job-store")
+        cursor = request.cursor or "0"
+        if not cursor.isdigit():
+            raise BadCursor("made for other filters")
+        views = [
+            view
+            for owner, view in reversed(self._all().values())
+            if owner == request.user_id
+            and (not request.statuses or view.status in request.statuses)
+        ]
+        start = int(cursor)
+        end = start + min(request.limit, self.page_size)
+        items = [msgspec.convert(msgspec.to_builtins(v), JobSummary) for v in views[start:end]]
+        return JobPage(items=items, next_cursor=str(end) if end < len(views) else None)
+
+
+@dataclass
+class FakeIdempotencyKeys(Failing):
+    """A compare-and-set store like a KV bucket: every write bumps the revision."""
+
+    records: dict[str, StoredRecord] = field(default_factory=dict)
+    revision: int = 0
+    reads: int = 0  # so far: a test waits on them instead of sleeping
+
+    async def read(self, slot: str) -> StoredRecord | None:
+        self._check("KV")
+        self.reads += 1
+        return self.records.get(slot)
+
+    async def create(self, slot: str, record: IdempotencyRecord) -> int | None:
+        self._check("KV")
+        if slot in self.records:
+            return None
+        return self._write(slot, record)
+
+    async def update(self, slot: str, record: IdempotencyRecord, revision: int) -> int | None:
+        self._check("KV")
+        stored = self.records.get(slot)
+        if stored is None or stored.revision != revision:
+            return None
+        return self._write(slot, record)
+
+    def _write(self, slot: str, record: IdempotencyRecord) -> int:
+        self.revision += 1
+        self.records[slot] = StoredRecord(record, self.revision)
+        return self.revision
+
+
+@dataclass
+class FakeJobSystem:
+    """Every port of the handlers at once, the job-store consuming the stream: what an HTTP
+    test builds the gateway over. `down` and `broken` apply to all of them."""
+
+    stream: FakeJobsStream = field(default_factory=FakeJobsStream)
+    keys: FakeIdempotencyKeys = field(default_factory=FakeIdempotencyKeys)
+    store: FakeJobStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = FakeJobStore(consumes=self.stream)
+
+    def _set(self, name: str, value: bool) -> None:
+        for fake in (self.stream, self.keys, self.store):
+            setattr(fake, name, value)
+
+    @property
+    def down(self) -> bool:
+        return self.stream.down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        self._set("down", value)
+
+    @property
+    def broken(self) -> bool:
+        return self.stream.broken
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        self._set("broken", value)
+
+    @property
+    def published(self) -> list[JobEvent]:
+        return self.stream.published
+
+    def reset(self) -> None:
+        self.stream.stored.clear()
+        self.stream.published.clear()
+        self.down = self.broken = False
+
+
+@dataclass
+class FakeJwksSource:
+    """The JWKS endpoint: serves `document`, or fails while `down`; counts the fetches and
+    holds them while `gate` is clear."""
+
+    document: bytes
+    down: bool = False
+    fetches: int = 0
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    async def fetch(self) -> bytes:
+        self.fetches += 1
+        await self.gate.wait()
+        if self.down:
+            raise JwksFetchError("connection refused")
+        return self.document
+
+
+@dataclass
+class RefusingAdmission:
+    """An open-jobs limit that refuses while `refuse` is set; records each release."""
+
+    refuse: bool = True
+    released: list[uuid.UUID | None] = field(default_factory=list)
+
+    async def hold(self, user_id: str) -> None:
+        if self.refuse:
+            raise LimitExceeded("too many open jobs", 5, "open_jobs")
+
+    def release(self, user_id: str, job_id: uuid.UUID | None) -> None:
+        self.released.append(job_id)
+
+
+@dataclass
+class RecordingObserver:
+    """The `GatewayObserver` the metrics adapter stands behind: every fact, in order."""
+
+    facts: list[tuple[str, ...]] = field(default_factory=list)
+
+    def job_admitted(self, job_type: str) -> None:
+        self.facts.append(("job_admitted", job_type))
+
+    def idempotent_replay(self) -> None:
+        self.facts.append(("idempotent_replay",))
+
+    def idempotency_conflict(self, reason: ConflictReason) -> None:
+        self.facts.append(("idempotency_conflict", reason))
+
+    def limited(self, limit: str) -> None:
+        self.facts.append(("limited", limit))
+
+    def streams_full(self) -> None:
+        self.facts.append(("streams_full",))
+
+    def job_read(self, source: ReadSource) -> None:
+        self.facts.append(("job_read", source))
+
+    def stream_opened(self) -> None:
+        self.facts.append(("stream_opened",))
+
+
+@dataclass
+class ManualClock:
+    """A wall clock that moves only when a test sets `now`."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Ticks:
+    """A monotonic clock in seconds that moves only when a test sets `now`."""
+
+    now: float = 100.0
+
+    def __call__(self) -> float:
+        return self.now
