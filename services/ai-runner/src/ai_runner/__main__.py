@@ -5,7 +5,6 @@ jobs and reconciles (or, without a webhook URL, polls) running predictions until
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import uuid
@@ -29,13 +28,14 @@ from ai_runner.handlers import (
     handle_requested,
     handle_started,
 )
-from ai_runner.ports import Limits, TransientFailure
+from ai_runner.ports import Limits
 from ai_runner.reconcile import Reconciler
 from jobs_proto.stream import ConsumerSpec, ai_runner_consumer
 from jobs_proto.subjects import SubjectError, Subjects
+from jobs_runtime import commands, periodic
 from jobs_runtime.consumer import ConsumerLoop, retry_delay
 from jobs_runtime.results import result_store
-from jobs_runtime.service import Service, run
+from jobs_runtime.service import Service, run_service
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +64,6 @@ def consumer_specs(settings: Settings) -> tuple[ConsumerSpec, ConsumerSpec, Cons
         filter_subjects=(subjects.kind("started"),),
     )
     return requested, cancels, started
-
-
-async def _reconcile(reconciler: Reconciler, every_s: float, stop: asyncio.Event) -> None:
-    """Sweep until `stop`; at once again when the job-store had more than one round holds."""
-    while not stop.is_set():
-        more = False
-        try:
-            more = await reconciler.sweep()
-        except TransientFailure as exc:
-            log.warning("reconciling skipped this round: %s", exc)
-        except Exception:
-            log.exception("reconciling failed this round")
-        if not more:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
 
 
 async def _release_on_end(service: Service[Settings], subjects: Subjects, limits: Limits) -> None:
@@ -207,12 +192,13 @@ async def serve(service: Service[Settings]) -> None:
         cancels.run(service.stop),
         started.run(service.stop),
         ready_when_all(),
-        _reconcile(reconciler, every_s, service.stop),
+        # A sweep answering "more" (the job-store had more than one round holds) runs again at once.
+        periodic.every(every_s, service.stop, "reconciling", reconciler.sweep, first_at_once=True),
     )
 
 
 def main() -> None:
-    run(NAME, Settings, serve)
+    commands.main(NAME, lambda: run_service(NAME, Settings, serve))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import msgspec
 from ai_runner.ports import (
     Claim,
     Claims,
+    CreateUnavailable,
     EventSink,
     JobHistory,
     Limits,
@@ -29,7 +30,6 @@ from ai_runner.ports import (
     Predictions,
     RunnerObserver,
     StoredClaim,
-    TransientFailure,
 )
 from jobs_proto.events import (
     JobCancelRequested,
@@ -212,7 +212,7 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
     The job's claim decides what this delivery does: nothing (canceled), repeat what is known
     (prediction recorded, job failed), adopt the prediction the job's events name (a create
     whose answer was lost), wait (a create may be in flight, within `binding_wait_s`), or
-    create. Raises `RetryLater` for those waits and throttling, `TransientFailure` for other
+    create. Raises `RetryLater` for those waits and throttling, `Unavailable` for other
     passing failures (and lets any unexpected error through), so the consumer loop hands the
     message back.
     """
@@ -378,10 +378,10 @@ async def _create(
         )
     except PermanentRejection as exc:
         await _fail_for_good(
-            runner, job_id, JobError(code=PREDICTION_REJECTED, message=exc.message), mine
+            runner, job_id, JobError(code=PREDICTION_REJECTED, message=str(exc)), mine
         )
         return
-    except TransientFailure as exc:
+    except CreateUnavailable as exc:
         if not exc.ambiguous:
             # Nothing was created, so nothing is in flight; an ambiguous failure keeps its
             # slot until the prediction it may have made is found or the slot expires.
@@ -398,7 +398,7 @@ async def _after_transient(
     runner: Runner,
     job_id: uuid.UUID,
     job_type: str,
-    exc: TransientFailure,
+    exc: CreateUnavailable,
     context: dict[str, str],
     mine: StoredClaim,
 ) -> bool:
@@ -411,7 +411,7 @@ async def _after_transient(
         return msgspec.structs.replace(
             claim,
             attempts=claim.attempts + (1 if counted else 0),
-            last_error=exc.message,
+            last_error=str(exc),
             # Kept when the prediction may exist, so the next delivery looks for it first.
             creating_since=claim.creating_since if exc.ambiguous else None,
         )
@@ -425,7 +425,7 @@ async def _after_transient(
             job_id,
             JobError(
                 code=ATTEMPTS_EXHAUSTED,
-                message=f"{attempts} attempts to create the prediction failed; last: {exc.message}",
+                message=f"{attempts} attempts to create the prediction failed; last: {exc}",
             ),
             stored,
         )
@@ -435,11 +435,11 @@ async def _after_transient(
         log.warning(
             "Replicate throttled the create, waiting %.0fs: %s",
             exc.retry_after_s,
-            exc.message,
+            str(exc),
             extra=context,
         )
         raise RetryLater(
-            f"throttled by Replicate: {exc.message}",
+            f"throttled by Replicate: {exc}",
             delay_s=exc.retry_after_s,
             quick_attempts=_WAIT_DELIVERIES,
         ) from exc
@@ -449,13 +449,13 @@ async def _after_transient(
     log.log(
         level,
         "could not create the prediction, will retry: %s",
-        exc.message,
+        str(exc),
         extra={**context, "attempts": attempts, "ambiguous": exc.ambiguous},
     )
     return False
 
 
-def _retry_reason(exc: TransientFailure) -> str:
+def _retry_reason(exc: CreateUnavailable) -> str:
     if exc.throttled:
         return "throttled"
     if exc.needs_operator:
@@ -512,7 +512,7 @@ async def _cancel_quietly(runner: Runner, prediction_id: str, context: dict[str,
         await runner.predictions.cancel(prediction_id)
     except PermanentRejection as exc:
         # Replicate no longer knows it (or refuses): nothing left to stop.
-        log.info("nothing to cancel: %s", exc.message, extra=context)
+        log.info("nothing to cancel: %s", str(exc), extra=context)
 
 
 async def handle_cancel_requested(event: JobCancelRequested, runner: Runner) -> None:
@@ -521,7 +521,7 @@ async def handle_cancel_requested(event: JobCancelRequested, runner: Runner) -> 
 
     The job-store already ends a pending job canceled on the request itself; a prediction
     created meanwhile is canceled by its creator when it records it. A failing cancel call
-    raises `TransientFailure` and the request comes again (the mark is kept).
+    raises `Unavailable` and the request comes again (the mark is kept).
     """
     job_id = event.job_id
     stored = await _change(runner, job_id, lambda c: msgspec.structs.replace(c, canceled=True))

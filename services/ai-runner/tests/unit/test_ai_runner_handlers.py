@@ -13,11 +13,10 @@ import pytest
 from ai_runner.handlers import Runner, handle_cancel_requested, handle_requested, handle_started
 from ai_runner.ports import (
     Claim,
+    CreateUnavailable,
     LimitWait,
     PermanentRejection,
-    PredictionFailure,
     StoredClaim,
-    TransientFailure,
 )
 from jobs_proto.events import (
     JobCancelRequested,
@@ -45,7 +44,7 @@ class Created:
 
 @dataclass
 class FakePredictions:
-    failure: PredictionFailure | None = None
+    failure: PermanentRejection | CreateUnavailable | None = None
     created: list[Created] = field(default_factory=list)
     deadlines: list[int | None] = field(default_factory=list)
     canceled: list[str] = field(default_factory=list)
@@ -208,7 +207,7 @@ async def test_a_permanent_rejection_fails_the_job_with_replicates_words() -> No
         JobFailed(
             job_id=event.job_id,
             occurred_at=NOW,
-            error=JobError(code="prediction_rejected", message=rejection.message),
+            error=JobError(code="prediction_rejected", message=str(rejection)),
         )
     ]
 
@@ -217,9 +216,9 @@ async def test_a_permanent_rejection_fails_the_job_with_replicates_words() -> No
 async def test_a_transient_failure_is_raised_for_a_retry_and_publishes_nothing(
     needs_operator: bool,
 ) -> None:
-    failure = TransientFailure("Internal Server Error", needs_operator=needs_operator)
+    failure = CreateUnavailable("Internal Server Error", needs_operator=needs_operator)
     predictions, events = FakePredictions(failure=failure), FakeEvents()
-    with pytest.raises(TransientFailure):
+    with pytest.raises(CreateUnavailable):
         await handle_requested(requested(), runner(predictions, events))
     assert events.published == []
 
@@ -287,10 +286,10 @@ async def test_after_the_binding_window_the_job_is_created_again() -> None:
 
 
 async def test_an_ambiguous_failure_keeps_the_create_in_flight_and_counts_an_attempt() -> None:
-    failure = TransientFailure("Internal Server Error", ambiguous=True)
+    failure = CreateUnavailable("Internal Server Error", ambiguous=True)
     predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
     event = requested()
-    with pytest.raises(TransientFailure):
+    with pytest.raises(CreateUnavailable):
         await handle_requested(event, runner(predictions, events, claims=claims))
     claim = claims.claim(event.job_id)
     assert claim.creating_since == NOW
@@ -302,11 +301,11 @@ async def test_an_ambiguous_failure_keeps_the_create_in_flight_and_counts_an_att
 
 
 async def test_attempts_are_counted_in_the_claim_until_the_job_fails() -> None:
-    failure = TransientFailure("no answer from Replicate: ConnectError")
+    failure = CreateUnavailable("no answer from Replicate: ConnectError")
     predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
     event = requested()
     for _ in range(2):
-        with pytest.raises(TransientFailure):
+        with pytest.raises(CreateUnavailable):
             await handle_requested(event, runner(predictions, events, claims=claims))
     assert events.published == []
     await handle_requested(event, runner(predictions, events, claims=claims))  # acked
@@ -324,17 +323,17 @@ async def test_attempts_are_counted_in_the_claim_until_the_job_fails() -> None:
 @pytest.mark.parametrize(
     "failure",
     [
-        TransientFailure("Request was throttled.", retry_after_s=7.0),
-        TransientFailure("Unauthenticated", needs_operator=True),
+        CreateUnavailable("Request was throttled.", retry_after_s=7.0),
+        CreateUnavailable("Unauthenticated", needs_operator=True),
     ],
 )
 async def test_throttling_and_refused_tokens_are_waits_not_attempts(
-    failure: TransientFailure,
+    failure: CreateUnavailable,
 ) -> None:
     predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
     event = requested()
     for _ in range(5):
-        with pytest.raises((RetryLater, TransientFailure)) as raised:
+        with pytest.raises((RetryLater, CreateUnavailable)) as raised:
             await handle_requested(event, runner(predictions, events, claims=claims))
         if failure.throttled:
             assert isinstance(raised.value, RetryLater)
@@ -448,7 +447,7 @@ async def test_what_the_handlers_did_is_counted_for_metrics() -> None:
     bound = dataclasses.replace(the_runner, history=FakeHistory({adopted.job_id: "p"}))
     await handle_requested(adopted, bound)
     await handle_cancel_requested(cancel_of(canceled), the_runner)
-    predictions.failure = TransientFailure("throttled", retry_after_s=3.0)
+    predictions.failure = CreateUnavailable("throttled", retry_after_s=3.0)
     with pytest.raises(RetryLater):
         await handle_requested(requested(), the_runner)
     assert observer.counts == {
@@ -508,9 +507,9 @@ async def test_the_submitted_event_carries_the_attempt_that_made_the_prediction(
     predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
     event = requested()
     the_runner = runner(predictions, events, claims=claims)
-    predictions.failure = TransientFailure("connection refused")
+    predictions.failure = CreateUnavailable("connection refused")
     for _ in range(2):
-        with pytest.raises(TransientFailure):
+        with pytest.raises(CreateUnavailable):
             await handle_requested(event, the_runner)
     predictions.failure = None
     await handle_requested(event, the_runner)
@@ -568,11 +567,11 @@ async def test_a_create_that_made_nothing_frees_its_in_flight_slot() -> None:
     refused, unreachable, unknown = requested(), requested(), requested()
     predictions.failure = PermanentRejection("bad input")
     await handle_requested(refused, the_runner)
-    predictions.failure = TransientFailure("connection refused")
-    with pytest.raises(TransientFailure):
+    predictions.failure = CreateUnavailable("connection refused")
+    with pytest.raises(CreateUnavailable):
         await handle_requested(unreachable, the_runner)
-    predictions.failure = TransientFailure("HTTP 500", ambiguous=True)
-    with pytest.raises(TransientFailure):
+    predictions.failure = CreateUnavailable("HTTP 500", ambiguous=True)
+    with pytest.raises(CreateUnavailable):
         await handle_requested(unknown, the_runner)
     # The 500 may have made a prediction: its slot stays until that is known.
     assert limits.released == [refused.job_id, unreachable.job_id]

@@ -13,9 +13,7 @@ import pytest
 from ai_runner.ports import (
     Claim,
     PermanentRejection,
-    PredictionFailure,
     StoredClaim,
-    TransientFailure,
 )
 from ai_runner.reconcile import Reconciler
 from jobs_proto.api import StuckJob, StuckJobs
@@ -23,6 +21,7 @@ from jobs_proto.events import JobCompleted, JobEvent, JobStarted
 from jobs_proto.replicate import ReplicatePrediction
 from jobs_proto.status import job_outcome
 from jobs_proto.subjects import message_id
+from jobs_runtime.errors import Unavailable
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -48,13 +47,13 @@ class FakeFinder:
 
 @dataclass
 class FakeReader:
-    answers: dict[str, ReplicatePrediction | PredictionFailure] = field(default_factory=dict)
+    answers: dict[str, ReplicatePrediction | Exception] = field(default_factory=dict)
     reads: list[str] = field(default_factory=list)
 
     async def get(self, prediction_id: str) -> ReplicatePrediction:
         self.reads.append(prediction_id)
         answer = self.answers[prediction_id]
-        if isinstance(answer, PredictionFailure):
+        if isinstance(answer, Exception):
             raise answer
         return answer
 
@@ -282,7 +281,7 @@ async def test_read_failures_publish_nothing_and_the_job_is_read_again_later() -
     lost, erring = stuck("gone"), stuck("flaky")
     world.finder.items = [lost, erring]
     world.reader.answers["gone"] = PermanentRejection("no such prediction")
-    world.reader.answers["flaky"] = TransientFailure("HTTP 503")
+    world.reader.answers["flaky"] = Unavailable("HTTP 503")
     reconciler = world.reconciler()
     await reconciler.sweep()
     assert world.events.published == []
