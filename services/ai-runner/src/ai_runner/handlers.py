@@ -17,6 +17,18 @@ from urllib.parse import quote, unquote_plus
 
 import msgspec
 
+from ai_runner.decide import (
+    Adopt,
+    Announce,
+    Create,
+    DeadlinePassed,
+    LookForPrediction,
+    NothingToDo,
+    RepeatFailure,
+    Wait,
+    creating,
+    decide,
+)
 from ai_runner.ports import (
     Claim,
     Claims,
@@ -232,49 +244,53 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
         return
 
     mine = await _claim_first(runner, event, job_type)
-    remaining_s = (deadline_at(event, job_type) - runner.now()).total_seconds()
+    deadline = deadline_at(event, job_type)
+    remaining_s = (deadline - runner.now()).total_seconds()
     while mine is None:
         stored = await runner.claims.read(job_id)
-        remaining_s = (deadline_at(event, job_type) - runner.now()).total_seconds()
-        if stored is None:
-            if remaining_s <= 0:
-                await _deadline_passed(runner, event, job_type)
-                return
-            await _admit(runner, job_id, job_type, remaining_s)
-            # The first to claim the job takes its create; a runner that loses this race
-            # decides on the winner's claim.
-            first = Claim(creating_since=runner.now(), job_type=job_type.name)
-            revision = await runner.claims.create(job_id, first)
-            if revision is not None:
-                mine = StoredClaim(first, revision)
-            continue
-        claim = stored.claim
-        if claim.canceled:
-            log.info("job canceled before its prediction was created; nothing to do", extra=context)
-            return
-        if claim.failed is not None:
-            await _fail(runner, job_id, claim.failed.code, claim.failed.message)
-            return
-        if claim.prediction_id is not None:
-            log.info(
-                "prediction already created; announcing it again",
-                extra={**context, "prediction_id": claim.prediction_id},
-            )
-            await _submitted(runner, job_id, claim.prediction_id, claim)
-            return
-        if claim.creating_since is not None:
+        claim = None if stored is None else stored.claim
+        now = runner.now()
+        remaining_s = (deadline - now).total_seconds()
+        decision = decide(
+            claim,
+            now,
+            deadline_at=deadline,
+            binding_wait_s=runner.binding_wait_s,
+        )
+        if isinstance(decision, LookForPrediction):
             found = await runner.history.prediction_of(job_id)
-            if found is not None:
+            decision = decide(
+                claim,
+                now,
+                deadline_at=deadline,
+                binding_wait_s=runner.binding_wait_s,
+                found=found,
+            )
+        match decision:
+            case NothingToDo():
+                log.info(
+                    "job canceled before its prediction was created; nothing to do", extra=context
+                )
+                return
+            case RepeatFailure(error):
+                await _fail(runner, job_id, error.code, error.message)
+                return
+            case Announce(prediction_id):
+                log.info(
+                    "prediction already created; announcing it again",
+                    extra={**context, "prediction_id": prediction_id},
+                )
+                await _submitted(runner, job_id, prediction_id, claim or Claim())
+                return
+            case Adopt(prediction_id):
                 log.info(
                     "found the prediction of an earlier create in the job's events; keeping it",
-                    extra={**context, "prediction_id": found},
+                    extra={**context, "prediction_id": prediction_id},
                 )
                 runner.observer.adopted(job_type.name)
-                await _record(runner, job_id, found, context, adopted=True)
+                await _record(runner, job_id, prediction_id, context, adopted=True)
                 return
-            waited = (runner.now() - claim.creating_since).total_seconds()
-            if waited < runner.binding_wait_s:
-                remaining = runner.binding_wait_s - waited
+            case Wait(remaining):
                 runner.observer.retried(job_type.name, "binding_wait")
                 raise RetryLater(
                     f"a create may be in flight or may have made a prediction; waiting "
@@ -282,20 +298,28 @@ async def handle_requested(event: JobRequested, runner: Runner) -> None:
                     delay_s=min(remaining, _BINDING_POLL_S),
                     quick_attempts=_WAIT_DELIVERIES,
                 )
-            log.warning(
-                "no prediction showed for an earlier create within the binding window; "
-                "creating again",
-                extra={**context, "waited_s": round(waited, 1)},
-            )
-        if remaining_s <= 0:
-            await _deadline_passed(runner, event, job_type)
-            return
-        await _admit(runner, job_id, job_type, remaining_s)
-        # This runner takes the create: anyone else now sees it in flight and waits.
-        taken = msgspec.structs.replace(claim, creating_since=runner.now(), job_type=job_type.name)
-        revision = await runner.claims.update(job_id, taken, stored.revision)
-        if revision is not None:
-            mine = StoredClaim(taken, revision)
+            case DeadlinePassed():
+                await _deadline_passed(runner, event, job_type)
+                return
+            case Create(waited_s):
+                if waited_s is not None:
+                    log.warning(
+                        "no prediction showed for an earlier create within the binding window; "
+                        "creating again",
+                        extra={**context, "waited_s": round(waited_s, 1)},
+                    )
+                await _admit(runner, job_id, job_type, remaining_s)
+                # The first to claim the job takes its create; a runner that loses this race
+                # (or whose claim changed meanwhile) reads again and decides on what it finds.
+                taken = creating(claim, runner.now(), job_type.name)
+                if stored is None:
+                    revision = await runner.claims.create(job_id, taken)
+                else:
+                    revision = await runner.claims.update(job_id, taken, stored.revision)
+                if revision is not None:
+                    mine = StoredClaim(taken, revision)
+            case LookForPrediction():
+                raise AssertionError("decide looks for the prediction once, then decides")
 
     await _create(
         runner, event, job_type, job_type.model_input(job_input), context, remaining_s, mine
