@@ -12,8 +12,8 @@ import uuid
 import msgspec
 from nats.aio.msg import Msg
 
+from ai_runner import pacing
 from ai_runner.adapters.claims import KvClaims, claims_bucket
-from ai_runner.adapters.consumer import paced_by
 from ai_runner.adapters.history import StreamHistory
 from ai_runner.adapters.jobstore import NatsStuckJobFinder
 from ai_runner.adapters.limits import KvLimits, limits_bucket
@@ -28,11 +28,12 @@ from ai_runner.handlers import (
     handle_requested,
     handle_started,
 )
+from ai_runner.pacing import paced_by
 from ai_runner.ports import Limits
 from ai_runner.reconcile import Reconciler
 from jobs_proto.stream import ConsumerSpec, ai_runner_consumer
 from jobs_proto.subjects import SubjectError, Subjects
-from jobs_runtime import commands, periodic
+from jobs_runtime import commands, consumer, periodic
 from jobs_runtime.consumer import ConsumerLoop, retry_delay
 from jobs_runtime.results import result_store
 from jobs_runtime.service import Service, run_service
@@ -64,6 +65,16 @@ def consumer_specs(settings: Settings) -> tuple[ConsumerSpec, ConsumerSpec, Cons
         filter_subjects=(subjects.kind("started"),),
     )
     return requested, cancels, started
+
+
+def _runtime_pace(pace: pacing.Pace) -> consumer.Pace:
+    """The pure pacing's allowances as the runtime's consumer loop takes them."""
+
+    async def allowance() -> consumer.Allowance:
+        allowed = await pace()
+        return consumer.Allowance(allowed.count, allowed.wait_s)
+
+    return allowance
 
 
 async def _release_on_end(service: Service[Settings], subjects: Subjects, limits: Limits) -> None:
@@ -116,14 +127,15 @@ async def serve(service: Service[Settings]) -> None:
     if polling:
         log.info("REPLICATE_WEBHOOK_URL is empty: polling mode, predictions are read by polling")
     replicas = settings.stream_replicas
+    observer = PrometheusObserver()
     claims = KvClaims(await claims_bucket(service.js, settings.jobs_stream, replicas=replicas))
     limits = KvLimits(
         await limits_bucket(service.js, settings.jobs_stream, replicas=replicas),
         creations_per_window=settings.creations_per_window,
         window_s=settings.creation_window_s,
         max_in_flight=settings.max_in_flight,
+        observer=observer,
     )
-    observer = PrometheusObserver()
     runner = Runner(
         predictions=predictions,
         events=service.publisher,
@@ -162,7 +174,9 @@ async def serve(service: Service[Settings]) -> None:
         subjects=settings.subjects,
         handlers={"requested": functools.partial(handle_requested, runner=runner)},
         delay=delay,
-        pace=paced_by(limits.capacity, functools.partial(observer.limit_waited, ANY_TYPE)),
+        pace=_runtime_pace(
+            paced_by(limits.capacity, functools.partial(observer.limit_waited, ANY_TYPE))
+        ),
     )
     cancels = ConsumerLoop(
         service.js,

@@ -172,6 +172,14 @@ class LimitWait:
     wait_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Creates that may start now without waiting (0: none, for `wait`)."""
+
+    free: int
+    wait: LimitWait | None
+
+
 class Limits(Protocol):
     """Replicate's account-wide limits, shared by every runner replica: prediction creations
     per window and predictions in flight."""
@@ -240,6 +248,11 @@ class RunnerObserver(Protocol):
         `started`, `running`, `unknown` (Replicate does not know the prediction), `error`."""
         ...
 
+    def in_flight(self, job_type: str, count: int) -> None:
+        """Predictions of the job type in flight across all replicas, as this replica last saw
+        the shared count."""
+        ...
+
 
 class NoObserver:
     """A `RunnerObserver` that keeps nothing, for tests and tools."""
@@ -269,4 +282,7 @@ class NoObserver:
         pass
 
     def reconciled(self, job_type: str, outcome: str) -> None:
+        pass
+
+    def in_flight(self, job_type: str, count: int) -> None:
         pass

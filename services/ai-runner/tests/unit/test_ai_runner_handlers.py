@@ -435,6 +435,9 @@ class CountingObserver:
     def reconciled(self, job_type: str, outcome: str) -> None:
         self._add(f"reconciled:{outcome}")
 
+    def in_flight(self, job_type: str, count: int) -> None:
+        self._add(f"in_flight:{job_type}:{count}")
+
 
 async def test_what_the_handlers_did_is_counted_for_metrics() -> None:
     predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()

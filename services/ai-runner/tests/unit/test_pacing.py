@@ -3,10 +3,8 @@ read serves several fetches, near them every fetch reads again."""
 
 from dataclasses import dataclass, field
 
-from ai_runner.adapters.consumer import MAX_PAUSE_S, REUSE_S, paced_by
-from ai_runner.adapters.limits import Capacity
-from ai_runner.ports import LimitWait
-from jobs_runtime.consumer import Allowance
+from ai_runner.pacing import MAX_PAUSE_S, REUSE_S, Allowance, paced_by
+from ai_runner.ports import Capacity, LimitWait
 
 
 @dataclass
