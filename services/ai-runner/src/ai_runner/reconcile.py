@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
-from ai_runner.handlers import UNKNOWN_TYPE, utc_now
+from ai_runner.handlers.runner import UNKNOWN_TYPE, utc_now
 from ai_runner.ports import (
     Claims,
     EventSink,
