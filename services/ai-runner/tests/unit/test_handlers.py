@@ -2,8 +2,6 @@
 
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,14 +12,12 @@ from ai_runner.handlers import Runner, handle_cancel_requested, handle_requested
 from ai_runner.ports import (
     Claim,
     CreateUnavailable,
-    LimitWait,
     PermanentRejection,
     StoredClaim,
 )
 from jobs_proto.events import (
     JobCancelRequested,
     JobError,
-    JobEvent,
     JobFailed,
     JobRequested,
     JobStarted,
@@ -30,88 +26,19 @@ from jobs_proto.events import (
 from jobs_proto.job_types import JOB_TYPES
 from jobs_runtime.retry import RetryLater
 
+from ..fakes import (
+    CountingClaims,
+    CountingObserver,
+    Created,
+    FakeClaims,
+    FakeEvents,
+    FakeHistory,
+    FakeLimits,
+    FakePredictions,
+)
+
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 HOOK = "https://hooks.example/api/webhooks/replicate?env=test"
-
-
-@dataclass
-class Created:
-    model: str
-    model_input: dict[str, Any]
-    webhook: str | None
-    events: list[str]
-
-
-@dataclass
-class FakePredictions:
-    failure: PermanentRejection | CreateUnavailable | None = None
-    created: list[Created] = field(default_factory=list)
-    deadlines: list[int | None] = field(default_factory=list)
-    canceled: list[str] = field(default_factory=list)
-    # Runs after a create reached "Replicate" and before its answer: a racing event.
-    meanwhile: Callable[[], Awaitable[None]] | None = None
-
-    async def create(
-        self,
-        model: str,
-        model_input: dict[str, Any],
-        webhook: str | None,
-        events: Sequence[str],
-        deadline_s: int | None = None,
-    ) -> str:
-        if self.failure is not None:
-            raise self.failure
-        self.created.append(Created(model, model_input, webhook, list(events)))
-        self.deadlines.append(deadline_s)
-        if self.meanwhile is not None:
-            await self.meanwhile()
-        return f"pred-{len(self.created)}"
-
-    async def cancel(self, prediction_id: str) -> None:
-        self.canceled.append(prediction_id)
-
-
-@dataclass
-class FakeClaims:
-    """Compare-and-set over a dict, as the KV bucket does it."""
-
-    stored: dict[uuid.UUID, StoredClaim] = field(default_factory=dict)
-
-    async def read(self, job_id: uuid.UUID) -> StoredClaim | None:
-        return self.stored.get(job_id)
-
-    async def create(self, job_id: uuid.UUID, claim: Claim) -> int | None:
-        if job_id in self.stored:
-            return None
-        self.stored[job_id] = StoredClaim(claim, 1)
-        return 1
-
-    async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
-        current = self.stored.get(job_id)
-        if current is None or current.revision != revision:
-            return None
-        self.stored[job_id] = StoredClaim(claim, revision + 1)
-        return revision + 1
-
-    def claim(self, job_id: uuid.UUID) -> Claim:
-        return self.stored[job_id].claim
-
-
-@dataclass
-class FakeHistory:
-    bound: dict[uuid.UUID, str] = field(default_factory=dict)
-
-    async def prediction_of(self, job_id: uuid.UUID) -> str | None:
-        return self.bound.get(job_id)
-
-
-@dataclass
-class FakeEvents:
-    published: list[JobEvent] = field(default_factory=list)
-
-    async def publish(self, event: JobEvent, /) -> object:
-        self.published.append(event)
-        return None
 
 
 def requested(job_type: str = "script_generation", **job_input: Any) -> JobRequested:
@@ -401,44 +328,6 @@ async def test_an_orphan_from_a_late_answer_is_canceled_and_the_recorded_one_kep
     assert claims.claim(event.job_id).prediction_id == "pred-other"
 
 
-@dataclass
-class CountingObserver:
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def _add(self, name: str) -> None:
-        self.counts[name] = self.counts.get(name, 0) + 1
-
-    def created(self, job_type: str) -> None:
-        self._add(f"created:{job_type}")
-
-    def retried(self, job_type: str, reason: str) -> None:
-        self._add(f"retried:{reason}")
-
-    def limit_waited(self, job_type: str, limit: str) -> None:
-        self._add(f"limit_waited:{limit}")
-
-    def adopted(self, job_type: str) -> None:
-        self._add("adopted")
-
-    def orphan_canceled(self, job_type: str) -> None:
-        self._add("orphan_canceled")
-
-    def canceled(self, job_type: str, before_creation: bool) -> None:
-        self._add(f"canceled:{'before' if before_creation else 'prediction'}:{job_type}")
-
-    def attempts_exhausted(self, job_type: str) -> None:
-        self._add("attempts_exhausted")
-
-    def deadline_exceeded(self, job_type: str, stage: str) -> None:
-        self._add(f"deadline_exceeded:{stage}")
-
-    def reconciled(self, job_type: str, outcome: str) -> None:
-        self._add(f"reconciled:{outcome}")
-
-    def in_flight(self, job_type: str, count: int) -> None:
-        self._add(f"in_flight:{job_type}:{count}")
-
-
 async def test_what_the_handlers_did_is_counted_for_metrics() -> None:
     predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
     observer = CountingObserver()
@@ -521,25 +410,6 @@ async def test_the_submitted_event_carries_the_attempt_that_made_the_prediction(
     assert submitted.attempt == 3
 
 
-@dataclass
-class FakeLimits:
-    """Admits while `free` lasts; records what is held and released."""
-
-    free: int = 0
-    held: dict[uuid.UUID, float] = field(default_factory=dict)
-    released: list[uuid.UUID] = field(default_factory=list)
-
-    async def admit(self, job_id: uuid.UUID, hold_s: float, job_type: str = "") -> LimitWait | None:
-        if self.free <= 0:
-            return LimitWait("creations", 7.5)
-        self.free -= 1
-        self.held[job_id] = hold_s
-        return None
-
-    async def release(self, job_id: uuid.UUID) -> None:
-        self.released.append(job_id)
-
-
 async def test_a_full_limit_makes_the_job_wait_without_marking_a_create_in_flight() -> None:
     predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
     limits, observer = FakeLimits(free=0), CountingObserver()
@@ -610,26 +480,6 @@ async def test_a_prediction_that_starts_for_a_job_bound_to_another_is_canceled_a
     assert predictions.canceled == ["stray", "late", "unwanted"]
     assert observer.counts == {"orphan_canceled": 3}
     assert events.published == []
-
-
-@dataclass
-class CountingClaims(FakeClaims):
-    """Counts the round trips a real bucket would make."""
-
-    reads: int = 0
-    writes: int = 0
-
-    async def read(self, job_id: uuid.UUID) -> StoredClaim | None:
-        self.reads += 1
-        return await super().read(job_id)
-
-    async def create(self, job_id: uuid.UUID, claim: Claim) -> int | None:
-        self.writes += 1
-        return await super().create(job_id, claim)
-
-    async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
-        self.writes += 1
-        return await super().update(job_id, claim, revision)
 
 
 async def test_a_first_delivery_claims_and_records_without_reading_the_claim() -> None:
