@@ -1,6 +1,6 @@
 """Test doubles of the ai-runner's ports, once for every test module: fakes standing for real
-adapters (`FakeClaims` for `KvClaims`, `FakeHistory` for `StreamHistory`) run the same contract
-tests as those (`tests/integration/test_*_contract.py`)."""
+adapters (`FakeClaims` for `KvClaims`, `FakeHistory` for `StreamHistory`, `FakeResults` for
+`ObjectStoreResults`) run the same contract tests as those (`integration/test_*_contract.py`)."""
 
 from __future__ import annotations
 
