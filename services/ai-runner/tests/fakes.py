@@ -13,9 +13,9 @@ from typing import Any
 from ai_runner.ports import (
     Capacity,
     Claim,
-    CreateUnavailable,
     LimitWait,
     PermanentRejection,
+    ReplicateUnavailable,
     StoredClaim,
 )
 from jobs_proto.api import StuckJob, StuckJobs
@@ -35,7 +35,7 @@ class Created:
 
 @dataclass
 class FakePredictions:
-    failure: PermanentRejection | CreateUnavailable | None = None
+    failure: PermanentRejection | ReplicateUnavailable | None = None
     created: list[Created] = field(default_factory=list)
     deadlines: list[int | None] = field(default_factory=list)
     canceled: list[str] = field(default_factory=list)

@@ -22,13 +22,13 @@ class PermanentRejection(Exception):
     sending it again gets the same answer, so the job fails with this message."""
 
 
-class CreateUnavailable(Unavailable):
-    """Replicate did not create the prediction now (`Unavailable`), with what the create's retry
-    policy needs: `needs_operator` (our token refused: nothing changes until someone fixes the
-    configuration), `ambiguous` (the request may have reached Replicate and created the
-    prediction, a 5xx or a timeout after sending, so creating again could make a second one) and
-    `retry_after_s` (how long Replicate said to wait, a 429; such a wait is not counted as a
-    failed attempt).
+class ReplicateUnavailable(Unavailable):
+    """Replicate did not create (or cancel) a prediction now: `Unavailable`, with what the
+    create's retry policy needs: `needs_operator` (our token refused: nothing changes until
+    someone fixes the configuration), `ambiguous` (the request may have reached Replicate and
+    created the prediction, a 5xx or a timeout after sending, so creating again could make a
+    second one) and `retry_after_s` (how long Replicate said to wait, a 429; such a wait is not
+    counted as a failed attempt).
     """
 
     def __init__(
@@ -64,7 +64,7 @@ class Predictions(Protocol):
 
         `webhook` None creates it without webhooks (polling mode; `events` is then ignored).
         `deadline_s`: Replicate cancels (or aborts) the prediction that long after creation.
-        Raises `PermanentRejection` or `CreateUnavailable`; anything else is a bug.
+        Raises `PermanentRejection` or `ReplicateUnavailable`; anything else is a bug.
         """
         ...
 

@@ -11,8 +11,8 @@ import pytest
 from ai_runner.handlers import Runner, handle_cancel_requested, handle_requested, handle_started
 from ai_runner.ports import (
     Claim,
-    CreateUnavailable,
     PermanentRejection,
+    ReplicateUnavailable,
     StoredClaim,
 )
 from jobs_proto.events import (
@@ -143,9 +143,9 @@ async def test_a_permanent_rejection_fails_the_job_with_replicates_words() -> No
 async def test_a_transient_failure_is_raised_for_a_retry_and_publishes_nothing(
     needs_operator: bool,
 ) -> None:
-    failure = CreateUnavailable("Internal Server Error", needs_operator=needs_operator)
+    failure = ReplicateUnavailable("Internal Server Error", needs_operator=needs_operator)
     predictions, events = FakePredictions(failure=failure), FakeEvents()
-    with pytest.raises(CreateUnavailable):
+    with pytest.raises(ReplicateUnavailable):
         await handle_requested(requested(), runner(predictions, events))
     assert events.published == []
 
@@ -213,10 +213,10 @@ async def test_after_the_binding_window_the_job_is_created_again() -> None:
 
 
 async def test_an_ambiguous_failure_keeps_the_create_in_flight_and_counts_an_attempt() -> None:
-    failure = CreateUnavailable("Internal Server Error", ambiguous=True)
+    failure = ReplicateUnavailable("Internal Server Error", ambiguous=True)
     predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
     event = requested()
-    with pytest.raises(CreateUnavailable):
+    with pytest.raises(ReplicateUnavailable):
         await handle_requested(event, runner(predictions, events, claims=claims))
     claim = claims.claim(event.job_id)
     assert claim.creating_since == NOW
@@ -228,11 +228,11 @@ async def test_an_ambiguous_failure_keeps_the_create_in_flight_and_counts_an_att
 
 
 async def test_attempts_are_counted_in_the_claim_until_the_job_fails() -> None:
-    failure = CreateUnavailable("no answer from Replicate: ConnectError")
+    failure = ReplicateUnavailable("no answer from Replicate: ConnectError")
     predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
     event = requested()
     for _ in range(2):
-        with pytest.raises(CreateUnavailable):
+        with pytest.raises(ReplicateUnavailable):
             await handle_requested(event, runner(predictions, events, claims=claims))
     assert events.published == []
     await handle_requested(event, runner(predictions, events, claims=claims))  # acked
@@ -250,17 +250,17 @@ async def test_attempts_are_counted_in_the_claim_until_the_job_fails() -> None:
 @pytest.mark.parametrize(
     "failure",
     [
-        CreateUnavailable("Request was throttled.", retry_after_s=7.0),
-        CreateUnavailable("Unauthenticated", needs_operator=True),
+        ReplicateUnavailable("Request was throttled.", retry_after_s=7.0),
+        ReplicateUnavailable("Unauthenticated", needs_operator=True),
     ],
 )
 async def test_throttling_and_refused_tokens_are_waits_not_attempts(
-    failure: CreateUnavailable,
+    failure: ReplicateUnavailable,
 ) -> None:
     predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
     event = requested()
     for _ in range(5):
-        with pytest.raises((RetryLater, CreateUnavailable)) as raised:
+        with pytest.raises((RetryLater, ReplicateUnavailable)) as raised:
             await handle_requested(event, runner(predictions, events, claims=claims))
         if failure.throttled:
             assert isinstance(raised.value, RetryLater)
@@ -339,7 +339,7 @@ async def test_what_the_handlers_did_is_counted_for_metrics() -> None:
     bound = dataclasses.replace(the_runner, history=FakeHistory({adopted.job_id: "p"}))
     await handle_requested(adopted, bound)
     await handle_cancel_requested(cancel_of(canceled), the_runner)
-    predictions.failure = CreateUnavailable("throttled", retry_after_s=3.0)
+    predictions.failure = ReplicateUnavailable("throttled", retry_after_s=3.0)
     with pytest.raises(RetryLater):
         await handle_requested(requested(), the_runner)
     assert observer.counts == {
@@ -399,9 +399,9 @@ async def test_the_submitted_event_carries_the_attempt_that_made_the_prediction(
     predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
     event = requested()
     the_runner = runner(predictions, events, claims=claims)
-    predictions.failure = CreateUnavailable("connection refused")
+    predictions.failure = ReplicateUnavailable("connection refused")
     for _ in range(2):
-        with pytest.raises(CreateUnavailable):
+        with pytest.raises(ReplicateUnavailable):
             await handle_requested(event, the_runner)
     predictions.failure = None
     await handle_requested(event, the_runner)
@@ -440,11 +440,11 @@ async def test_a_create_that_made_nothing_frees_its_in_flight_slot() -> None:
     refused, unreachable, unknown = requested(), requested(), requested()
     predictions.failure = PermanentRejection("bad input")
     await handle_requested(refused, the_runner)
-    predictions.failure = CreateUnavailable("connection refused")
-    with pytest.raises(CreateUnavailable):
+    predictions.failure = ReplicateUnavailable("connection refused")
+    with pytest.raises(ReplicateUnavailable):
         await handle_requested(unreachable, the_runner)
-    predictions.failure = CreateUnavailable("HTTP 500", ambiguous=True)
-    with pytest.raises(CreateUnavailable):
+    predictions.failure = ReplicateUnavailable("HTTP 500", ambiguous=True)
+    with pytest.raises(ReplicateUnavailable):
         await handle_requested(unknown, the_runner)
     # The 500 may have made a prediction: its slot stays until that is known.
     assert limits.released == [refused.job_id, unreachable.job_id]

@@ -20,8 +20,8 @@ from ai_runner.handlers.runner import (
 )
 from ai_runner.ports import (
     Claim,
-    CreateUnavailable,
     PermanentRejection,
+    ReplicateUnavailable,
     StoredClaim,
 )
 from jobs_proto.events import (
@@ -92,7 +92,7 @@ async def create(
             runner, job_id, JobError(code=PREDICTION_REJECTED, message=str(exc)), mine
         )
         return
-    except CreateUnavailable as exc:
+    except ReplicateUnavailable as exc:
         if not exc.ambiguous:
             # Nothing was created, so nothing is in flight; an ambiguous failure keeps its
             # slot until the prediction it may have made is found or the slot expires.
@@ -109,7 +109,7 @@ async def _after_transient(
     runner: Runner,
     job_id: uuid.UUID,
     job_type: str,
-    exc: CreateUnavailable,
+    exc: ReplicateUnavailable,
     context: dict[str, str],
     mine: StoredClaim,
 ) -> bool:
@@ -166,7 +166,7 @@ async def _after_transient(
     return False
 
 
-def _retry_reason(exc: CreateUnavailable) -> str:
+def _retry_reason(exc: ReplicateUnavailable) -> str:
     if exc.throttled:
         return "throttled"
     if exc.needs_operator:
