@@ -10,13 +10,14 @@ stderr and exit 1 (2 for a configuration or usage error).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Final, NoReturn
 
-from jobs_runtime.logs import configure_logging
-from jobs_runtime.service import Service, run
-from jobs_runtime.settings import SettingsError, load_settings
+from jobs_runtime import commands
+from jobs_runtime.commands import FAILED, OK, Command, load_or_exit
+from jobs_runtime.service import Service, run_service
 from webhook_ingest.adapters.bus import (
     CoreNatsProgress,
     JetStreamEvents,
@@ -24,6 +25,7 @@ from webhook_ingest.adapters.bus import (
     ObjectStoreResults,
 )
 from webhook_ingest.adapters.http import webhook_app
+from webhook_ingest.adapters.metrics import PrometheusObserver
 from webhook_ingest.adapters.replicate import SecretFetchError, fetch_webhook_secret
 from webhook_ingest.config import FetchSecretSettings, Settings
 from webhook_ingest.limits import IngressLimits
@@ -52,6 +54,7 @@ async def serve_webhooks(service: Service[Settings]) -> None:
             replicas=settings.stream_replicas,
         ),
         max_bytes=settings.webhook_max_bytes,
+        observer=PrometheusObserver(),
         limits=IngressLimits(
             rate_per_s=settings.webhook_rate_per_s,
             burst=settings.webhook_rate_burst,
@@ -73,15 +76,11 @@ async def serve_webhooks(service: Service[Settings]) -> None:
     await service.serve_http(app, settings.http_port)
 
 
-def fetch_secret_main() -> NoReturn:
+def fetch_secret(_: argparse.Namespace) -> int:
     """`webhook-ingest fetch-secret`: the key on stdout, or one line on stderr."""
-    try:
-        settings = load_settings(FetchSecretSettings)
-    except SettingsError as exc:
-        # The same one line the runtime writes for the service's own configuration errors.
-        sys.stderr.write(f"{NAME}: configuration error: {exc}\n")
-        sys.exit(2)
-    configure_logging(NAME, settings.log_level)
+    settings = load_or_exit(NAME, FetchSecretSettings)
+    # httpx logs its request at INFO; this command's stderr is one line, and only on failure.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         key = fetch_webhook_secret(
             settings.replicate_base_url,
@@ -90,21 +89,24 @@ def fetch_secret_main() -> NoReturn:
         )
     except SecretFetchError as exc:
         log.error("webhook secret not fetched: %s", exc)
-        sys.exit(1)
+        return FAILED
     # The command's one output, meant for `REPLICATE_WEBHOOK_SECRET=$(webhook-ingest fetch-secret)`.
     sys.stdout.write(key + "\n")
-    sys.exit(0)
+    return OK
 
 
-def main() -> None:
-    match sys.argv[1:]:
-        case []:
-            run(NAME, Settings, serve_webhooks)
-        case ["fetch-secret"]:
-            fetch_secret_main()
-        case _:
-            sys.stderr.write(f"usage: {NAME} [fetch-secret]\n")
-            sys.exit(2)
+def main() -> NoReturn:
+    commands.main(
+        NAME,
+        lambda: run_service(NAME, Settings, serve_webhooks),
+        [
+            Command(
+                "fetch-secret",
+                "print Replicate's webhook signing key (whsec_...) for REPLICATE_WEBHOOK_SECRET",
+                fetch_secret,
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -29,13 +29,8 @@ from jobs_proto.replicate import (
     webhook_job_id,
 )
 from jobs_proto.stream import MAX_MESSAGE_BYTES, output_fits_inline
-from webhook_ingest.ports import (
-    BusUnavailable,
-    EventStore,
-    ProgressSink,
-    ResultStore,
-    WebhookParking,
-)
+from jobs_runtime.errors import Unavailable
+from webhook_ingest.ports import EventStore, ProgressSink, ResultStore, WebhookParking
 from webhook_ingest.verify import VerifiedWebhook
 
 # NATS counts the headers (`Nats-Msg-Id` and the protocol's framing) against `max_payload`
@@ -78,7 +73,7 @@ class Parked:
 
 
 @dataclass(frozen=True, slots=True)
-class Unavailable:
+class NotStored:
     """Nothing stored: answer `503` so Replicate retries the webhook later."""
 
     # `too_large_for_bus`: even without its output the event is over the limit (a huge error
@@ -89,7 +84,7 @@ class Unavailable:
     detail: str
 
 
-Outcome: TypeAlias = Stored | Parked | Rejected | Unavailable
+Outcome: TypeAlias = Stored | Parked | Rejected | NotStored
 
 
 async def ingest_webhook(
@@ -129,8 +124,8 @@ async def ingest_webhook(
         detail = "the prediction's webhook URL names no job (a prediction made elsewhere)"
         try:
             duplicate = await parking.park(webhook.webhook_id, webhook.body, "no_job", detail)
-        except BusUnavailable as exc:
-            return Unavailable("parking_unavailable", str(exc))
+        except Unavailable as exc:
+            return NotStored("parking_unavailable", str(exc))
         return Parked("no_job", detail, prediction.id, duplicate)
 
     event = _event(prediction, text, job_id, webhook.webhook_id, now)
@@ -140,19 +135,19 @@ async def ingest_webhook(
             # The object before the event: an event must never name a result that is not there.
             # If the event then fails, the retry overwrites the same object.
             ref = await results.store(event.prediction_id, event.output)
-        except BusUnavailable as exc:
-            return Unavailable("results_unavailable", str(exc))
+        except Unavailable as exc:
+            return NotStored("results_unavailable", str(exc))
         event = msgspec.structs.replace(event, output=None, output_ref=ref)
     size = len(encode_event(event))
     if size > MAX_EVENT_BYTES:
-        return Unavailable(
+        return NotStored(
             "too_large_for_bus",
             f"the event would be {size} bytes, over the bus limit of {MAX_EVENT_BYTES}",
         )
     try:
         duplicate = await events.store(event)
-    except BusUnavailable as exc:
-        return Unavailable("bus_unavailable", str(exc))
+    except Unavailable as exc:
+        return NotStored("bus_unavailable", str(exc))
 
     if isinstance(event, JobCompleted):
         return Stored(event, duplicate)
@@ -161,7 +156,7 @@ async def ingest_webhook(
         return Stored(event, duplicate)
     try:
         await progress.send(update)
-    except BusUnavailable:
+    except Unavailable:
         # Progress is best effort: the next output webhook carries all the text again, and the
         # final one carries the whole result.
         return Stored(event, duplicate, progress_sent=False)

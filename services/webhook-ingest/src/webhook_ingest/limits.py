@@ -1,17 +1,17 @@
 """The endpoint's defences that run before any signature is checked: a token bucket per source
-address and a cap on how many large bodies are held in memory at once, in all and per source.
+address (the runtime's `TokenBuckets`) and a cap on how many large bodies are held in memory at
+once, in all and per source.
 
 Pure and clock-injected, so tests drive time; the HTTP adapter applies them to requests.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
+
+from jobs_runtime.buckets import Monotonic, TokenBuckets
 
 MIB: Final = 1024 * 1024
 # A body over this size needs a large-body slot: Replicate's own webhooks are far smaller
@@ -20,8 +20,6 @@ LARGE_BODY_BYTES: Final = 1 * MIB
 # Enough for every real sender; an attacker with more addresses than this only resets the
 # buckets of the least recently seen ones, while memory stays bounded.
 MAX_TRACKED_SOURCES: Final = 10_000
-
-Monotonic = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,63 +34,14 @@ class IngressLimits:
     read_timeout_s: float = 10.0
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class SourceRateLimiter:
-    """A token bucket per source: `burst` requests at once, refilled at `rate_per_s`.
-
-    Buckets live in an LRU of at most `max_sources`; a source evicted and seen again starts
-    with a full bucket, which costs an attacker as many addresses as the LRU holds.
-    """
-
-    def __init__(
-        self,
-        rate_per_s: float,
-        burst: int,
-        *,
-        max_sources: int = MAX_TRACKED_SOURCES,
-        clock: Monotonic = time.monotonic,
-    ) -> None:
-        if rate_per_s < 0 or burst < 1 or max_sources < 1:
-            raise ValueError("rate must be >= 0, burst and max_sources >= 1")
-        self._rate = rate_per_s
-        self._burst = float(burst)
-        self._max_sources = max_sources
-        self._clock = clock
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def take(self, source: str) -> float | None:
-        """Spend one token of `source`: `None` when allowed, else the seconds until one is back."""
-        if self._rate == 0:
-            return None
-        now = self._clock()
-        bucket = self._buckets.get(source)
-        if bucket is None:
-            bucket = _Bucket(self._burst, now)
-            self._buckets[source] = bucket
-            if len(self._buckets) > self._max_sources:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(source)
-            elapsed = max(0.0, now - bucket.updated)
-            bucket.tokens = min(self._burst, bucket.tokens + elapsed * self._rate)
-            bucket.updated = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return None
-        return (1 - bucket.tokens) / self._rate
-
-
-def retry_after_s(wait_s: float) -> int:
-    """`Retry-After` in whole seconds, never 0 (a 0 invites an immediate retry)."""
-    return max(1, math.ceil(wait_s))
+def source_rate_limiter(
+    limits: IngressLimits, monotonic: Monotonic = time.monotonic
+) -> TokenBuckets:
+    """A token bucket per source address: `burst` requests at once, refilled at `rate_per_s`,
+    the `MAX_TRACKED_SOURCES` most recently seen remembered."""
+    return TokenBuckets(
+        limits.rate_per_s, limits.burst, max_keys=MAX_TRACKED_SOURCES, monotonic=monotonic
+    )
 
 
 class LargeBodySlots:

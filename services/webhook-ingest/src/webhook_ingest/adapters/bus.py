@@ -4,7 +4,6 @@ beside `JOBS` (the job-store's dead letters), progress on core NATS."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Final
 
 import msgspec
@@ -23,32 +22,13 @@ from jobs_proto.stream import (
 )
 from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
 from jobs_runtime.bus import EventPublisher, ensure_stream
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.results import result_store, store_result
-from webhook_ingest.ports import BusUnavailable
+from webhook_ingest.recent_ids import RecentIds
 
 # Timeouts, no responders, a closed connection, a payload over the server's limit, JetStream
 # refusing to store: whatever the cause, the webhook's sender should try again later.
 _BUS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
-
-
-class RecentIds:
-    """The last `capacity` ids added, oldest forgotten first."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, key: str) -> None:
-        self._ids[key] = None
-        self._ids.move_to_end(key)
-        if len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
 
 
 class JetStreamEvents:
@@ -74,11 +54,11 @@ class JetStreamEvents:
         if not self._nc.is_connected:
             # While reconnecting, nats-py would buffer the publish and wait out the timeout;
             # answering at once lets Replicate's retry find us connected again.
-            raise BusUnavailable("not connected to NATS")
+            raise Unavailable("not connected to NATS")
         try:
             ack = await self._publisher.publish(event)
         except _BUS_ERRORS as exc:
-            raise BusUnavailable(f"JetStream did not store the event: {exc!r}") from exc
+            raise Unavailable(f"JetStream did not store the event: {exc!r}") from exc
         if key is not None:
             self._started.add(key)  # only once JetStream has it
         return bool(ack.duplicate)
@@ -99,7 +79,7 @@ class ObjectStoreResults:
 
     async def store(self, prediction_id: str, output: str) -> str:
         if not self._nc.is_connected:
-            raise BusUnavailable("not connected to NATS")
+            raise Unavailable("not connected to NATS")
         try:
             if self._bucket is None:
                 self._bucket = await result_store(
@@ -107,7 +87,7 @@ class ObjectStoreResults:
                 )
             return await store_result(self._bucket, prediction_id, output)
         except _BUS_ERRORS as exc:
-            raise BusUnavailable(f"the result store did not take the output: {exc!r}") from exc
+            raise Unavailable(f"the result store did not take the output: {exc!r}") from exc
 
 
 class NatsWebhookParking:
@@ -130,7 +110,7 @@ class NatsWebhookParking:
 
     async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
         if not self._nc.is_connected:
-            raise BusUnavailable("not connected to NATS")
+            raise Unavailable("not connected to NATS")
         headers = {
             PARK_REASON_HEADER: reason,
             PARK_DETAIL_HEADER: detail,
@@ -145,7 +125,7 @@ class NatsWebhookParking:
                 self._subjects.parked(reason), body, headers=headers, stream=self._spec.name
             )
         except _BUS_ERRORS as exc:
-            raise BusUnavailable(f"the webhook could not be parked: {exc!r}") from exc
+            raise Unavailable(f"the webhook could not be parked: {exc!r}") from exc
         return bool(ack.duplicate)
 
 
@@ -159,10 +139,10 @@ class CoreNatsProgress:
     async def send(self, progress: JobProgress) -> None:
         if not self._nc.is_connected:
             # Stale by the time NATS is back: the next output webhook carries all the text.
-            raise BusUnavailable("not connected to NATS")
+            raise Unavailable("not connected to NATS")
         try:
             await self._nc.publish(
                 self._subjects.progress(progress.job_id), msgspec.json.encode(progress)
             )
         except _BUS_ERRORS as exc:
-            raise BusUnavailable(f"progress not sent: {exc!r}") from exc
+            raise Unavailable(f"progress not sent: {exc!r}") from exc

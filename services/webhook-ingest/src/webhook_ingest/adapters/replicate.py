@@ -1,15 +1,14 @@
 """Replicate's API as `webhook-ingest fetch-secret` uses it: one call for the webhook signing key.
 
-The standard library's `urllib` suffices for a single blocking GET from a one-shot command, and
-keeps the service free of an HTTP client dependency it would otherwise never use.
+httpx, the HTTP client the ai-runner reaches Replicate with (through the `replicate` package);
+a blocking client suffices for a single GET from a one-shot command.
 """
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from typing import Final
 
+import httpx
 import msgspec
 
 from webhook_ingest.verify import SECRET_PREFIX, parse_secrets
@@ -27,33 +26,39 @@ class _SecretAnswer(msgspec.Struct):
     key: str
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    # urllib would resend the `Authorization` header to wherever a redirect points.
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
+def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    raw = b""
+    for chunk in response.iter_bytes():
+        raw += chunk
+        if len(raw) >= limit:
+            break
+    return raw[:limit]
 
 
 def fetch_webhook_secret(base_url: str, api_token: str, *, timeout_s: float) -> str:
     """The `whsec_...` key Replicate signs this account's webhooks with."""
     url = base_url.rstrip("/") + SECRET_PATH
-    request = urllib.request.Request(
-        url,
-        headers={
-            "Authorization": f"Bearer {api_token}",
-            "Accept": "application/json",
-            "User-Agent": "webhook-ingest fetch-secret",
-        },
-    )
-    opener = urllib.request.build_opener(_NoRedirects)
+    headers = {
+        "Authorization": f"Bearer {api_token}",
+        "Accept": "application/json",
+        "User-Agent": "webhook-ingest fetch-secret",
+    }
+    # Redirects are not followed (httpx's default): the `Authorization` header would go along
+    # to wherever they point, so a `3xx` is an answer like any other that is not `2xx`.
     try:
-        with opener.open(request, timeout=timeout_s) as response:
-            raw = response.read(_MAX_ANSWER_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise SecretFetchError(f"{url} answered {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise SecretFetchError(f"{url} could not be reached: {exc.reason}") from None
-    except (OSError, ValueError) as exc:
-        # Timeouts while reading, resets, a URL urllib cannot open.
+        with (
+            httpx.Client(timeout=timeout_s) as client,
+            client.stream("GET", url, headers=headers) as response,
+        ):
+            if not response.is_success:
+                raise SecretFetchError(
+                    f"{url} answered {response.status_code} {response.reason_phrase}"
+                )
+            raw = _read_at_most(response, _MAX_ANSWER_BYTES + 1)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise SecretFetchError(f"{url} could not be reached: {exc}") from None
+    except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+        # Timeouts while reading, resets, a URL httpx cannot open.
         raise SecretFetchError(f"{url} could not be read: {type(exc).__name__}") from None
     if len(raw) > _MAX_ANSWER_BYTES:
         raise SecretFetchError(f"{url} answered more than {_MAX_ANSWER_BYTES} bytes")

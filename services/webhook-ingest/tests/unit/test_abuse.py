@@ -14,15 +14,14 @@ from typing import Final
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 from starlette.applications import Starlette
 
-from jobs_proto.api import JobProgress
-from jobs_proto.events import JobEvent
 from webhook_ingest.adapters.http import PATH, webhook_app
 from webhook_ingest.limits import LARGE_BODY_BYTES, IngressLimits
 from webhook_ingest.verify import WebhookVerifier, parse_secrets
+
+from ..fakes import CountingObserver, FakeEvents, FakeParking, FakeProgress, FakeResults
 
 SECRET: Final = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW: Final = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -36,24 +35,8 @@ HOOK: Final = (
 )
 
 
-class Events:
-    async def store(self, event: JobEvent) -> bool:
-        return False
-
-
-class Progress:
-    async def send(self, progress: JobProgress) -> None:
-        return None
-
-
-class Results:
-    async def store(self, prediction_id: str, output: str) -> str:
-        return f"output/{prediction_id}"
-
-
-class Parking:
-    async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
-        return False
+# Every app of this module reports here; the tests compare counts before and after.
+OBSERVER: Final = CountingObserver()
 
 
 class Monotonic:
@@ -67,14 +50,15 @@ class Monotonic:
 def app(limits: IngressLimits, monotonic: Monotonic | None = None) -> Starlette:
     return webhook_app(
         verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
-        events=Events(),
-        progress=Progress(),
-        results=Results(),
-        parking=Parking(),
+        events=FakeEvents(),
+        progress=FakeProgress(),
+        results=FakeResults(),
+        parking=FakeParking(),
         max_bytes=LIMIT,
         limits=limits,
         clock=lambda: NOW,
         monotonic=monotonic or Monotonic(),
+        observer=OBSERVER,
     )
 
 
@@ -91,8 +75,8 @@ def signed(body: bytes) -> dict[str, str]:
     }
 
 
-def refusals(reason: str) -> float:
-    return REGISTRY.get_sample_value("webhook_ingest_webhooks_total", {"reason": reason}) or 0.0
+def refusals(reason: str) -> int:
+    return OBSERVER.webhooks[reason]
 
 
 def assert_problem(response: httpx.Response, status: int) -> None:
@@ -176,6 +160,7 @@ async def test_large_bodies_beyond_the_cap_get_503_and_small_ones_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     before = refusals("too_many_large_bodies")
+    reported_before = len(OBSERVER.large_bodies_seen)
     caplog.set_level(logging.INFO, logger="webhook_ingest")
     async with client(app(IngressLimits(max_large_bodies=1))) as http:
         held = HeldBody()
@@ -204,6 +189,10 @@ async def test_large_bodies_beyond_the_cap_get_503_and_small_ones_go_on(
         big = b'{"id": "p1", "status": "succeeded", %s, "output": "%s"}' % (HOOK, b"w" * (2 * MIB))
         assert (await http.post(PATH, params=JOB, content=big, headers=signed(big))).is_success
     assert refusals("too_many_large_bodies") == before + 2
+    # The gauge followed each slot taken and given back, and ends with none in use.
+    reported = OBSERVER.large_bodies_seen[reported_before:]
+    assert reported[-1] == 0
+    assert max(reported) == 1
     lines = [r for r in caplog.records if r.getMessage() == "webhook refused"]
     assert [r.__dict__["reason"] for r in lines].count("too_many_large_bodies") == 2
     assert all(r.__dict__["source"] == "203.0.113.7" for r in lines)

@@ -24,13 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
-from jobs_proto.api import JobProgress
-from jobs_proto.events import JobEvent
 from jobs_testkit import rawhttp
 from webhook_ingest.adapters.http import PATH, webhook_app
 from webhook_ingest.limits import IngressLimits
-from webhook_ingest.ports import BusUnavailable
 from webhook_ingest.verify import WebhookVerifier, parse_secrets
+
+from ..fakes import FakeBus
 
 CURRENT: Final = "whsec_" + base64.b64encode(b"fuzzed current key").decode()
 PREVIOUS: Final = "whsec_" + base64.b64encode(b"fuzzed previous key").decode()
@@ -43,46 +42,13 @@ FUZZ: Final = settings(
 )
 
 
-class Bus:
-    """Events, results and progress at once; `down` makes every one of them refuse."""
-
-    def __init__(self) -> None:
-        self.down = False
-        self.stored: list[JobEvent] = []
-
-    async def store(self, event: JobEvent) -> bool:
-        if self.down:
-            raise BusUnavailable("nats: connection closed")
-        self.stored.append(event)
-        return False
-
-    async def send(self, progress: JobProgress) -> None:
-        if self.down:
-            raise BusUnavailable("nats: connection closed")
-
-    async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
-        if self.down:
-            raise BusUnavailable("nats: connection closed")
-        return False
-
-
-class Results:
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
-
-    async def store(self, prediction_id: str, output: str) -> str:
-        if self._bus.down:
-            raise BusUnavailable("nats: connection closed")
-        return f"output/{prediction_id}"
-
-
-BUS: Final = Bus()
+BUS: Final = FakeBus()
 APP: Final = webhook_app(
     verifier=WebhookVerifier(parse_secrets(",".join(CONFIGURED)), clock=lambda: NOW),
-    events=BUS,
-    progress=BUS,
-    results=Results(BUS),
-    parking=BUS,
+    events=BUS.events,
+    progress=BUS.progress,
+    results=BUS.results,
+    parking=BUS.parking,
     max_bytes=LIMIT,
     # The rate limit has its own tests; here every example must reach the checks behind it.
     limits=IngressLimits(rate_per_s=0),
@@ -94,7 +60,7 @@ async def post(
     body: bytes, headers: dict[str, str], params: Sequence[tuple[str, str]], *, bus_down: bool
 ) -> httpx.Response:
     BUS.down = bus_down
-    BUS.stored.clear()
+    BUS.events.stored.clear()
     transport = httpx.ASGITransport(app=APP, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
         # Latin-1 bytes: httpx would refuse a non-ASCII `str`, a server must take any octet.
@@ -253,7 +219,7 @@ async def test_nothing_unsigned_gets_anything_but_401_or_413(
     response = await post(body, headers, params, bus_down=bus_down)
     assert response.status_code in (401, 413), response.text
     assert response.headers["content-type"] == "application/problem+json"
-    assert BUS.stored == []
+    assert BUS.events.stored == []
 
 
 @FUZZ
@@ -322,7 +288,7 @@ async def test_a_signed_prediction_for_a_job_id_is_stored(
     params = [("job", str(job_id)), *other_params]
     response = await post(body, headers, params, bus_down=False)
     assert response.status_code == 200, response.text
-    (event,) = BUS.stored
+    (event,) = BUS.events.stored
     assert event.job_id == job_id
 
 
@@ -352,10 +318,10 @@ async def test_a_signed_prediction_only_ever_speaks_for_its_signed_job(
     response = await post(body, headers, params, bus_down=False)
     if with_param and asked_job != signed_job:
         assert response.status_code == 400, response.text
-        assert BUS.stored == []
+        assert BUS.events.stored == []
     else:
         assert response.status_code == 200, response.text
-        assert [e.job_id for e in BUS.stored] == [signed_job]
+        assert [e.job_id for e in BUS.events.stored] == [signed_job]
 
 
 # --- byte level --------------------------------------------------------------------------------
@@ -383,13 +349,13 @@ async def test_no_unsigned_bytes_get_anything_but_401_or_413(
     request: rawhttp.RawRequest, bus_down: bool
 ) -> None:
     BUS.down = bus_down
-    BUS.stored.clear()
+    BUS.events.stored.clear()
     with rawhttp.LogCapture.installed() as log:
         answer = await rawhttp.send(APP, request)
     # A path the route does not take (a suffix) is a 404 or a redirect, never anything more.
     allowed = {401, 413} if request.raw_path == PATH.encode() else {307, 404, 405, 401, 413}
     assert answer.status in allowed, answer.body[:300]
-    assert BUS.stored == []
+    assert BUS.events.stored == []
     assert log.tracebacks() == []
 
 

@@ -13,12 +13,12 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from jobs_proto.api import JobProgress
 from jobs_proto.events import JobCompleted, JobEvent
 from webhook_ingest.adapters.http import PATH, webhook_app
 from webhook_ingest.handlers import MAX_EVENT_BYTES
-from webhook_ingest.ports import BusUnavailable
 from webhook_ingest.verify import WebhookVerifier, parse_secrets
+
+from ..fakes import FakeEvents, FakeParking, FakeProgress, FakeResults
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -26,64 +26,23 @@ LIMIT = 64 * 1024
 JOB_ID = uuid.uuid4()
 
 
-class Events:
-    def __init__(self) -> None:
-        self.stored: list[JobEvent] = []
-        self.down = False
-
-    async def store(self, event: JobEvent) -> bool:
-        if self.down:
-            raise BusUnavailable("nats: no responders available for request")
-        self.stored.append(event)
-        return False
-
-
-class Results:
-    def __init__(self) -> None:
-        self.objects: dict[str, str] = {}
-        self.down = False
-
-    async def store(self, prediction_id: str, output: str) -> str:
-        if self.down:
-            raise BusUnavailable("object store: no responders")
-        self.objects[f"output/{prediction_id}"] = output
-        return f"output/{prediction_id}"
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.sent: list[JobProgress] = []
-
-    async def send(self, progress: JobProgress) -> None:
-        self.sent.append(progress)
-
-
-class Parking:
-    def __init__(self) -> None:
-        self.parked: list[tuple[str, str]] = []
-
-    async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
-        self.parked.append((webhook_id, reason))
-        return False
+@pytest.fixture
+def parking() -> FakeParking:
+    return FakeParking()
 
 
 @pytest.fixture
-def parking() -> Parking:
-    return Parking()
+def events() -> FakeEvents:
+    return FakeEvents()
 
 
 @pytest.fixture
-def events() -> Events:
-    return Events()
-
-
-@pytest.fixture
-async def client(events: Events, parking: Parking) -> AsyncIterator[httpx.AsyncClient]:
+async def client(events: FakeEvents, parking: FakeParking) -> AsyncIterator[httpx.AsyncClient]:
     app = webhook_app(
         verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
         events=events,
-        progress=Progress(),
-        results=Results(),
+        progress=FakeProgress(),
+        results=FakeResults(),
         parking=parking,
         max_bytes=LIMIT,
         clock=lambda: NOW,
@@ -116,7 +75,7 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
     return dict(body)
 
 
-async def test_a_signed_completion_is_stored(client: httpx.AsyncClient, events: Events) -> None:
+async def test_a_signed_completion_is_stored(client: httpx.AsyncClient, events: FakeEvents) -> None:
     body = prediction(output=["a", "b"])
     response = await client.post(
         PATH, params={"job": str(JOB_ID)}, content=body, headers=signed(body)
@@ -170,7 +129,7 @@ async def test_refusals_in_order_with_distinct_details(client: httpx.AsyncClient
     assert len({details[n] for n in ("missing", "stale", "future", "bad signature")}) == 4
 
 
-async def test_signed_but_unusable_is_400(client: httpx.AsyncClient, events: Events) -> None:
+async def test_signed_but_unusable_is_400(client: httpx.AsyncClient, events: FakeEvents) -> None:
     not_prediction = b'{"hello": "world"}'
     response = await client.post(
         PATH, params={"job": str(JOB_ID)}, content=not_prediction, headers=signed(not_prediction)
@@ -189,22 +148,24 @@ async def test_signed_but_unusable_is_400(client: httpx.AsyncClient, events: Eve
 
 async def test_a_signed_webhook_naming_no_job_is_parked_with_200(
     client: httpx.AsyncClient,
-    events: Events,
-    parking: Parking,
+    events: FakeEvents,
+    parking: FakeParking,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     body = prediction(webhook="https://elsewhere.example/hook")
     caplog.set_level(logging.INFO)
     response = await client.post(PATH, content=body, headers=signed(body, "msg_elsewhere"))
     assert response.status_code == 200, response.text
-    assert parking.parked == [("msg_elsewhere", "no_job")]
+    assert [(id_, kept[1]) for id_, kept in parking.parked.items()] == [("msg_elsewhere", "no_job")]
     assert events.stored == []
     (record,) = [r for r in caplog.records if r.name.startswith("webhook_ingest")]
     assert (record.getMessage(), record.levelname) == ("webhook parked", "WARNING")
     assert (record.__dict__["reason"], record.__dict__["prediction_id"]) == ("no_job", "p1")
 
 
-async def test_bus_down_is_503_with_retry_after(client: httpx.AsyncClient, events: Events) -> None:
+async def test_bus_down_is_503_with_retry_after(
+    client: httpx.AsyncClient, events: FakeEvents
+) -> None:
     events.down = True
     response = await client.post(
         PATH, params={"job": str(JOB_ID)}, content=prediction(), headers=signed(prediction())
@@ -213,14 +174,14 @@ async def test_bus_down_is_503_with_retry_after(client: httpx.AsyncClient, event
     assert int(response.headers["retry-after"]) > 0
 
 
-async def test_a_large_result_is_stored_aside_or_answered_503(events: Events) -> None:
-    results = Results()
+async def test_a_large_result_is_stored_aside_or_answered_503(events: FakeEvents) -> None:
+    results = FakeResults()
     app = webhook_app(
         verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
         events=events,
-        progress=Progress(),
+        progress=FakeProgress(),
         results=results,
-        parking=Parking(),
+        parking=FakeParking(),
         max_bytes=MAX_EVENT_BYTES + 1024 * 1024,
     )
     body = prediction(output="w" * MAX_EVENT_BYTES)
@@ -273,16 +234,16 @@ async def test_other_paths_and_methods_answer_problems(client: httpx.AsyncClient
 
 
 async def test_a_bug_answers_a_500_problem_without_internals() -> None:
-    class Broken(Events):
+    class Broken(FakeEvents):
         async def store(self, event: JobEvent) -> bool:
             raise RuntimeError("internal detail")
 
     app = webhook_app(
         verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
         events=Broken(),
-        progress=Progress(),
-        results=Results(),
-        parking=Parking(),
+        progress=FakeProgress(),
+        results=FakeResults(),
+        parking=FakeParking(),
         max_bytes=LIMIT,
     )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -294,18 +255,14 @@ async def test_a_bug_answers_a_500_problem_without_internals() -> None:
 
 
 async def test_a_webhook_that_stores_nothing_new_is_logged_at_debug_only(
-    events: Events, parking: Parking, caplog: pytest.LogCaptureFixture
+    events: FakeEvents, parking: FakeParking, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Repeats(Events):
-        async def store(self, event: JobEvent) -> bool:
-            await super().store(event)
-            return len(self.stored) > 1  # the second `started` of the prediction
-
     app = webhook_app(
         verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
-        events=Repeats(),
-        progress=Progress(),
-        results=Results(),
+        # The second `started` of the prediction is a duplicate (the same message id).
+        events=FakeEvents(),
+        progress=FakeProgress(),
+        results=FakeResults(),
         parking=parking,
         max_bytes=LIMIT,
     )

@@ -1,6 +1,6 @@
 """The bounded memory of `started` events already stored."""
 
-from webhook_ingest.adapters.bus import RecentIds
+from webhook_ingest.recent_ids import RecentIds
 
 
 def test_recent_ids_forget_the_oldest_first() -> None:

@@ -11,20 +11,21 @@ from typing import Any
 import pytest
 
 from jobs_proto.api import JobProgress
-from jobs_proto.events import JobCompleted, JobEvent, JobStarted
+from jobs_proto.events import JobCompleted, JobStarted
 from jobs_proto.stream import MAX_INLINE_OUTPUT_BYTES
 from jobs_proto.subjects import message_id
 from webhook_ingest.handlers import (
     MAX_EVENT_BYTES,
+    NotStored,
     Parked,
     Rejected,
     Stored,
-    Unavailable,
     WebhookEvent,
     ingest_webhook,
 )
-from webhook_ingest.ports import BusUnavailable
 from webhook_ingest.verify import VerifiedWebhook
+
+from ..fakes import FakeEvents, FakeParking, FakeProgress, FakeResults
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 # Fixed ids: parallel test workers must collect the same parametrized test names.
@@ -37,56 +38,11 @@ def hook(job: uuid.UUID | str) -> str:
     return f"https://hooks.example/api/webhooks/replicate?job={job}"
 
 
-class FakeEvents:
-    def __init__(self, *, fail: bool = False) -> None:
-        self.stored: list[WebhookEvent] = []
-        self.fail = fail
-
-    async def store(self, event: JobEvent) -> bool:
-        if self.fail:
-            raise BusUnavailable("no responders")
-        assert isinstance(event, JobStarted | JobCompleted)
-        duplicate = any(message_id(e) == message_id(event) for e in self.stored)
-        if not duplicate:
-            self.stored.append(event)
-        return duplicate
-
-
-class FakeProgress:
-    def __init__(self, *, fail: bool = False) -> None:
-        self.sent: list[JobProgress] = []
-        self.fail = fail
-
-    async def send(self, progress: JobProgress) -> None:
-        if self.fail:
-            raise BusUnavailable("disconnected")
-        self.sent.append(progress)
-
-
-class FakeResults:
-    def __init__(self, *, fail: bool = False) -> None:
-        self.objects: dict[str, str] = {}
-        self.fail = fail
-
-    async def store(self, prediction_id: str, output: str) -> str:
-        if self.fail:
-            raise BusUnavailable("object store: no responders")
-        ref = f"output/{prediction_id}"
-        self.objects[ref] = output
-        return ref
-
-
-class FakeParking:
-    def __init__(self, *, fail: bool = False) -> None:
-        self.parked: dict[str, tuple[bytes, str, str]] = {}
-        self.fail = fail
-
-    async def park(self, webhook_id: str, body: bytes, reason: str, detail: str) -> bool:
-        if self.fail:
-            raise BusUnavailable("parked stream: no responders")
-        duplicate = webhook_id in self.parked
-        self.parked.setdefault(webhook_id, (body, reason, detail))
-        return duplicate
+def first(events: FakeEvents) -> WebhookEvent:
+    """The first event stored, as the handler's outcome names it."""
+    event = events.stored[0]
+    assert isinstance(event, JobStarted | JobCompleted)
+    return event
 
 
 def prediction(status: str, **fields: Any) -> bytes:
@@ -132,7 +88,7 @@ async def test_a_completed_prediction_becomes_job_completed() -> None:
         logs="secret-free logs",
     )
     outcome, events, progress = await ingest(body)
-    assert outcome == Stored(events.stored[0], duplicate=False)
+    assert outcome == Stored(first(events), duplicate=False)
     assert events.stored == [
         JobCompleted(
             job_id=JOB_ID,
@@ -197,7 +153,7 @@ async def test_output_webhooks_store_one_started_and_send_progress() -> None:
 @pytest.mark.parametrize("output", [None, [], ""])
 async def test_a_start_without_output_sends_no_progress(output: Any) -> None:
     outcome, events, progress = await ingest(prediction("starting", output=output))
-    assert outcome == Stored(events.stored[0], duplicate=False, progress_sent=None)
+    assert outcome == Stored(first(events), duplicate=False, progress_sent=None)
     assert isinstance(events.stored[0], JobStarted)
     assert progress.sent == []
 
@@ -211,9 +167,9 @@ async def test_progress_of_a_single_string_counts_its_characters() -> None:
 
 async def test_progress_that_cannot_be_sent_still_answers_stored() -> None:
     outcome, events, _ = await ingest(
-        prediction("processing", output=["a"]), progress=FakeProgress(fail=True)
+        prediction("processing", output=["a"]), progress=FakeProgress(down=True)
     )
-    assert outcome == Stored(events.stored[0], duplicate=False, progress_sent=False)
+    assert outcome == Stored(first(events), duplicate=False, progress_sent=False)
 
 
 @pytest.mark.parametrize(
@@ -295,17 +251,17 @@ async def test_a_job_parameter_on_a_webhook_naming_no_job_is_refused() -> None:
 
 async def test_a_webhook_that_cannot_be_parked_is_unavailable() -> None:
     body = prediction("succeeded", webhook=None)
-    outcome, events, _ = await ingest(body, job=None, parking=FakeParking(fail=True))
-    assert isinstance(outcome, Unavailable)
+    outcome, events, _ = await ingest(body, job=None, parking=FakeParking(down=True))
+    assert isinstance(outcome, NotStored)
     assert outcome.reason == "parking_unavailable"
     assert events.stored == []
 
 
 async def test_a_bus_that_cannot_store_is_unavailable() -> None:
     outcome, _, progress = await ingest(
-        prediction("processing", output=["a"]), events=FakeEvents(fail=True)
+        prediction("processing", output=["a"]), events=FakeEvents(down=True)
     )
-    assert isinstance(outcome, Unavailable)
+    assert isinstance(outcome, NotStored)
     assert outcome.reason == "bus_unavailable"
     assert progress.sent == []
 
@@ -347,9 +303,9 @@ async def test_escaping_counts_towards_the_inline_limit() -> None:
 async def test_a_result_store_that_cannot_store_stores_no_event() -> None:
     output = "z" * MAX_INLINE_OUTPUT_BYTES
     outcome, events, _ = await ingest(
-        prediction("succeeded", output=output), results=FakeResults(fail=True)
+        prediction("succeeded", output=output), results=FakeResults(down=True)
     )
-    assert isinstance(outcome, Unavailable)
+    assert isinstance(outcome, NotStored)
     assert outcome.reason == "results_unavailable"
     assert events.stored == []
 
@@ -358,16 +314,16 @@ async def test_an_event_stored_aside_that_the_bus_refuses_is_unavailable() -> No
     results = FakeResults()
     outcome, _, _ = await ingest(
         prediction("succeeded", output="z" * MAX_INLINE_OUTPUT_BYTES),
-        events=FakeEvents(fail=True),
+        events=FakeEvents(down=True),
         results=results,
     )
-    assert isinstance(outcome, Unavailable)
+    assert isinstance(outcome, NotStored)
     assert outcome.reason == "bus_unavailable"
 
 
 async def test_an_event_too_large_even_without_output_is_not_stored() -> None:
     outcome, events, _ = await ingest(prediction("failed", error="e" * MAX_EVENT_BYTES))
-    assert isinstance(outcome, Unavailable)
+    assert isinstance(outcome, NotStored)
     assert outcome.reason == "too_large_for_bus"
     assert events.stored == []
 

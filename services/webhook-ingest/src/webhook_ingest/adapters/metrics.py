@@ -1,0 +1,39 @@
+"""webhook-ingest's `/metrics`: webhooks by what became of them, and large bodies in progress.
+
+The `WebhookObserver` port over prometheus_client's default registry, which the runtime's admin
+port serves.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge
+
+# `reason`: `stored`, `duplicate` or `parked` for a `200`, else why the request was refused or
+# its webhook not stored.
+WEBHOOKS: Final = Counter(
+    "webhook_ingest_webhooks", "Webhook requests, by what became of them", ["reason"]
+)
+LARGE_BODIES: Final = Gauge(
+    "webhook_ingest_large_bodies_in_progress", "Bodies over 1 MiB being received or held now"
+)
+
+
+class PrometheusObserver:
+    """The `WebhookObserver` port as a counter by reason and a gauge."""
+
+    def stored(self, duplicate: bool) -> None:
+        WEBHOOKS.labels("duplicate" if duplicate else "stored").inc()
+
+    def parked(self) -> None:
+        WEBHOOKS.labels("parked").inc()
+
+    def refused(self, reason: str) -> None:
+        WEBHOOKS.labels(reason).inc()
+
+    def not_stored(self, reason: str) -> None:
+        WEBHOOKS.labels(reason).inc()
+
+    def large_bodies(self, in_progress: int) -> None:
+        LARGE_BODIES.set(in_progress)
