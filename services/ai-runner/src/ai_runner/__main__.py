@@ -5,7 +5,6 @@ jobs and reconciles (or, without a webhook URL, polls) running predictions until
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import uuid
@@ -13,8 +12,8 @@ import uuid
 import msgspec
 from nats.aio.msg import Msg
 
+from ai_runner import pacing
 from ai_runner.adapters.claims import KvClaims, claims_bucket
-from ai_runner.adapters.consumer import paced_by
 from ai_runner.adapters.history import StreamHistory
 from ai_runner.adapters.jobstore import NatsStuckJobFinder
 from ai_runner.adapters.limits import KvLimits, limits_bucket
@@ -29,13 +28,15 @@ from ai_runner.handlers import (
     handle_requested,
     handle_started,
 )
-from ai_runner.ports import Limits, TransientFailure
+from ai_runner.pacing import paced_by
+from ai_runner.ports import Limits
 from ai_runner.reconcile import Reconciler
 from jobs_proto.stream import ConsumerSpec, ai_runner_consumer
 from jobs_proto.subjects import SubjectError, Subjects
+from jobs_runtime import commands, consumer, periodic
 from jobs_runtime.consumer import ConsumerLoop, retry_delay
 from jobs_runtime.results import result_store
-from jobs_runtime.service import Service, run
+from jobs_runtime.service import Service, run_service
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +67,14 @@ def consumer_specs(settings: Settings) -> tuple[ConsumerSpec, ConsumerSpec, Cons
     return requested, cancels, started
 
 
-async def _reconcile(reconciler: Reconciler, every_s: float, stop: asyncio.Event) -> None:
-    """Sweep until `stop`; at once again when the job-store had more than one round holds."""
-    while not stop.is_set():
-        more = False
-        try:
-            more = await reconciler.sweep()
-        except TransientFailure as exc:
-            log.warning("reconciling skipped this round: %s", exc)
-        except Exception:
-            log.exception("reconciling failed this round")
-        if not more:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
+def _runtime_pace(pace: pacing.Pace) -> consumer.Pace:
+    """The pure pacing's allowances as the runtime's consumer loop takes them."""
+
+    async def allowance() -> consumer.Allowance:
+        allowed = await pace()
+        return consumer.Allowance(allowed.count, allowed.wait_s)
+
+    return allowance
 
 
 async def _release_on_end(service: Service[Settings], subjects: Subjects, limits: Limits) -> None:
@@ -131,14 +127,15 @@ async def serve(service: Service[Settings]) -> None:
     if polling:
         log.info("REPLICATE_WEBHOOK_URL is empty: polling mode, predictions are read by polling")
     replicas = settings.stream_replicas
+    observer = PrometheusObserver()
     claims = KvClaims(await claims_bucket(service.js, settings.jobs_stream, replicas=replicas))
     limits = KvLimits(
         await limits_bucket(service.js, settings.jobs_stream, replicas=replicas),
         creations_per_window=settings.creations_per_window,
         window_s=settings.creation_window_s,
         max_in_flight=settings.max_in_flight,
+        observer=observer,
     )
-    observer = PrometheusObserver()
     runner = Runner(
         predictions=predictions,
         events=service.publisher,
@@ -177,7 +174,9 @@ async def serve(service: Service[Settings]) -> None:
         subjects=settings.subjects,
         handlers={"requested": functools.partial(handle_requested, runner=runner)},
         delay=delay,
-        pace=paced_by(limits.capacity, functools.partial(observer.limit_waited, ANY_TYPE)),
+        pace=_runtime_pace(
+            paced_by(limits.capacity, functools.partial(observer.limit_waited, ANY_TYPE))
+        ),
     )
     cancels = ConsumerLoop(
         service.js,
@@ -207,12 +206,13 @@ async def serve(service: Service[Settings]) -> None:
         cancels.run(service.stop),
         started.run(service.stop),
         ready_when_all(),
-        _reconcile(reconciler, every_s, service.stop),
+        # A sweep answering "more" (the job-store had more than one round holds) runs again at once.
+        periodic.every(every_s, service.stop, "reconciling", reconciler.sweep, first_at_once=True),
     )
 
 
 def main() -> None:
-    run(NAME, Settings, serve)
+    commands.main(NAME, lambda: run_service(NAME, Settings, serve))
 
 
 if __name__ == "__main__":

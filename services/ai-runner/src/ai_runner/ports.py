@@ -14,28 +14,21 @@ import msgspec
 from jobs_proto.api import StuckJobs
 from jobs_proto.events import JobError, JobEvent
 from jobs_proto.replicate import ReplicatePrediction
+from jobs_runtime.errors import Unavailable
 
 
-class PredictionFailure(Exception):
-    """A prediction could not be created; the subclass says whether retrying can help."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class PermanentRejection(PredictionFailure):
+class PermanentRejection(Exception):
     """Replicate refused this very request (bad input, unknown model, webhook it will not call):
-    sending it again gets the same answer, so the job fails with `message`."""
+    sending it again gets the same answer, so the job fails with this message."""
 
 
-class TransientFailure(PredictionFailure):
-    """The request may succeed later: Replicate unreachable, overloaded or throttling us, or our
-    token refused (`needs_operator`: nothing changes until someone fixes the configuration).
-
-    `ambiguous`: the request may have reached Replicate and created the prediction (a 5xx, a
-    timeout after sending), so creating again could make a second one. `retry_after_s`: when
-    Replicate said how long to wait (a 429); such a wait is not counted as a failed attempt.
+class ReplicateUnavailable(Unavailable):
+    """Replicate did not create (or cancel) a prediction now: `Unavailable`, with what the
+    create's retry policy needs: `needs_operator` (our token refused: nothing changes until
+    someone fixes the configuration), `ambiguous` (the request may have reached Replicate and
+    created the prediction, a 5xx or a timeout after sending, so creating again could make a
+    second one) and `retry_after_s` (how long Replicate said to wait, a 429; such a wait is not
+    counted as a failed attempt).
     """
 
     def __init__(
@@ -71,14 +64,14 @@ class Predictions(Protocol):
 
         `webhook` None creates it without webhooks (polling mode; `events` is then ignored).
         `deadline_s`: Replicate cancels (or aborts) the prediction that long after creation.
-        Raises `PermanentRejection` or `TransientFailure`; anything else is a bug.
+        Raises `PermanentRejection` or `ReplicateUnavailable`; anything else is a bug.
         """
         ...
 
     async def cancel(self, prediction_id: str) -> None:
         """Ask Replicate to cancel a prediction; one already finished stays as it is.
 
-        Raises `PermanentRejection` (e.g. no such prediction) or `TransientFailure`.
+        Raises `PermanentRejection` (e.g. no such prediction) or `Unavailable`.
         """
         ...
 
@@ -150,7 +143,7 @@ class PredictionReader(Protocol):
     """Reads a prediction as Replicate shows it now (any status, `aborted` included)."""
 
     async def get(self, prediction_id: str) -> ReplicatePrediction:
-        """Raises `PermanentRejection` (Replicate does not know it) or `TransientFailure`."""
+        """Raises `PermanentRejection` (Replicate does not know it) or `Unavailable`."""
         ...
 
 
@@ -159,7 +152,7 @@ class ResultStore(Protocol):
 
     async def aside(self, prediction_id: str, output: str) -> str | None:
         """Store `output` aside if it is too large to travel in an event, returning its
-        reference; None when it fits in the event. Raises `TransientFailure`."""
+        reference; None when it fits in the event. Raises `Unavailable`."""
         ...
 
 
@@ -167,7 +160,7 @@ class StuckJobFinder(Protocol):
     """The job-store's stuck query: jobs `processing` for longer than `older_than_s`."""
 
     async def stuck(self, older_than_s: float, limit: int) -> StuckJobs:
-        """Raises `TransientFailure` when the job-store cannot answer now."""
+        """Raises `Unavailable` when the job-store cannot answer now."""
         ...
 
 
@@ -177,6 +170,14 @@ class LimitWait:
 
     limit: str
     wait_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Creates that may start now without waiting (0: none, for `wait`)."""
+
+    free: int
+    wait: LimitWait | None
 
 
 class Limits(Protocol):
@@ -247,6 +248,11 @@ class RunnerObserver(Protocol):
         `started`, `running`, `unknown` (Replicate does not know the prediction), `error`."""
         ...
 
+    def in_flight(self, job_type: str, count: int) -> None:
+        """Predictions of the job type in flight across all replicas, as this replica last saw
+        the shared count."""
+        ...
+
 
 class NoObserver:
     """A `RunnerObserver` that keeps nothing, for tests and tools."""
@@ -276,4 +282,7 @@ class NoObserver:
         pass
 
     def reconciled(self, job_type: str, outcome: str) -> None:
+        pass
+
+    def in_flight(self, job_type: str, count: int) -> None:
         pass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
-from ai_runner.handlers import UNKNOWN_TYPE, utc_now
+from ai_runner.handlers.runner import UNKNOWN_TYPE, utc_now
 from ai_runner.ports import (
     Claims,
     EventSink,
@@ -26,11 +26,11 @@ from ai_runner.ports import (
     ResultStore,
     RunnerObserver,
     StuckJobFinder,
-    TransientFailure,
 )
 from jobs_proto.api import StuckJob
 from jobs_proto.events import JobStarted
 from jobs_proto.replicate import ReplicatePrediction, completed_event, joined_output
+from jobs_runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Reconciler:
     async def sweep(self) -> bool:
         """One round; True when the job-store had more stuck jobs than one round takes.
 
-        Raises `TransientFailure` when the job-store cannot answer.
+        Raises `Unavailable` when the job-store cannot answer.
         """
         answer = await self.finder.stuck(self.older_than_s, _ROUND_LIMIT)
         now = self.now()
@@ -151,7 +151,7 @@ class Reconciler:
             self.observer.reconciled(job_type, "unknown")
             self._later(job.job_id, longest=True)
             return
-        except TransientFailure as exc:
+        except Unavailable as exc:
             log.warning("could not read the prediction: %s", exc, extra=context)
             self.observer.reconciled(job_type, "error")
             self._later(job.job_id)
@@ -206,10 +206,10 @@ class Reconciler:
         try:
             await self.predictions.cancel(prediction_id)
         except PermanentRejection as exc:
-            log.info("nothing to cancel: %s", exc.message, extra=context)
+            log.info("nothing to cancel: %s", exc, extra=context)
             return
-        except TransientFailure as exc:
-            log.warning("could not cancel, will try again: %s", exc.message, extra=context)
+        except Unavailable as exc:
+            log.warning("could not cancel, will try again: %s", exc, extra=context)
             return
         if not job.cancel_requested and prediction_id not in self._overdue:
             log.warning("job past its deadline; its prediction is canceled", extra=context)

@@ -1,21 +1,18 @@
 """The `Claims` port over a NATS KV bucket (`<JOBS_STREAM>_CLAIMS`): one key per job, whose
-create and revision-checked update are JetStream's compare-and-set."""
+create and revision-checked update are JetStream's compare-and-set (the runtime's
+`VersionedEntries`)."""
 
 from __future__ import annotations
 
 import uuid
 
-import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from ai_runner.ports import Claim, StoredClaim
 from jobs_proto.stream import DAY_S
 from jobs_runtime.bus import ensure_key_value
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Claim)
+from jobs_runtime.kv import VersionedEntries
 
 
 def bucket_name(jobs_stream: str) -> str:
@@ -39,28 +36,18 @@ async def claims_bucket(
 
 
 class KvClaims:
-    """Claims as JSON values keyed by job id."""
+    """Claims as JSON values keyed by job id; NATS not answering is `Unavailable`."""
 
     def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
+        # No connection check: a handler would rather wait out a reconnect than fail at once.
+        self._entries = VersionedEntries(kv, Claim, what="claims")
 
     async def read(self, job_id: uuid.UUID) -> StoredClaim | None:
-        try:
-            entry = await self._kv.get(str(job_id))
-        except KeyNotFoundError:
-            return None
-        if entry.value is None or entry.revision is None:
-            return None
-        return StoredClaim(_decoder.decode(entry.value), entry.revision)
+        entry = await self._entries.read(str(job_id))
+        return None if entry is None else StoredClaim(entry.value, entry.revision)
 
     async def create(self, job_id: uuid.UUID, claim: Claim) -> int | None:
-        try:
-            return await self._kv.create(str(job_id), _encoder.encode(claim))
-        except KeyWrongLastSequenceError:
-            return None
+        return await self._entries.create(str(job_id), claim)
 
     async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
-        try:
-            return await self._kv.update(str(job_id), _encoder.encode(claim), last=revision)
-        except KeyWrongLastSequenceError:
-            return None
+        return await self._entries.update(str(job_id), claim, revision)

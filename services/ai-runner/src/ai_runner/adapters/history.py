@@ -25,7 +25,7 @@ class StreamHistory:
 
     async def prediction_of(self, job_id: uuid.UUID) -> str | None:
         for kind in _KINDS:
-            subject = f"{self._subjects.prefix}job.{kind}.{job_id}"
+            subject = self._subjects.job_event(kind, job_id)
             try:
                 msg = await self._js.get_last_msg(self._stream, subject)
             except NotFoundError:

@@ -8,7 +8,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import msgspec
@@ -16,8 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from ai_runner.adapters.metrics import IN_FLIGHT
-from ai_runner.ports import LimitWait
+from ai_runner.ports import Capacity, LimitWait, NoObserver, RunnerObserver
 from jobs_runtime.bus import ensure_key_value
 
 CREATIONS: Final = "creations"
@@ -60,14 +58,6 @@ async def limits_bucket(js: JetStreamContext, jobs_stream: str, *, replicas: int
 _UNLIMITED: Final = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Capacity:
-    """Creates that may start now without waiting (0: none, for `wait`)."""
-
-    free: int
-    wait: LimitWait | None
-
-
 class KvLimits:
     """`creations_per_window` creates in any `window_s` (Replicate: 600 a minute; 0: no limit),
     at most `max_in_flight` predictions running (0: no limit), across every replica.
@@ -85,8 +75,10 @@ class KvLimits:
         window_s: float,
         max_in_flight: int,
         clock: Callable[[], float] = time.time,
+        observer: RunnerObserver | None = None,
     ) -> None:
         self._kv = kv
+        self._observer = observer or NoObserver()
         self._per_window = creations_per_window
         self._window_s = window_s + _GUARD_S
         self._max_in_flight = max_in_flight
@@ -168,7 +160,7 @@ class KvLimits:
             counts[hold.job_type] = counts.get(hold.job_type, 0) + 1
         self._types_seen |= counts.keys()
         for job_type in self._types_seen:
-            IN_FLIGHT.labels(job_type).set(counts.get(job_type, 0))
+            self._observer.in_flight(job_type, counts.get(job_type, 0))
 
     def _creation_wait(self, times: list[float], now: float) -> LimitWait:
         # The slot frees when the oldest create of the full window leaves it.

@@ -88,3 +88,6 @@ class PrometheusObserver:
 
     def reconciled(self, job_type: str, outcome: str) -> None:
         RECONCILED.labels(job_type, outcome).inc()
+
+    def in_flight(self, job_type: str, count: int) -> None:
+        IN_FLIGHT.labels(job_type).set(count)

@@ -10,9 +10,10 @@ import aiohttp
 import httpx
 import msgspec
 
-from ai_runner.adapters.replicate import aiohttp_transport, seconds_from_headers
-from ai_runner.ports import PermanentRejection, TransientFailure
+from ai_runner.adapters.replicate import aiohttp_transport
+from ai_runner.ports import PermanentRejection
 from jobs_proto.replicate import ReplicatePrediction, decode_prediction
+from jobs_runtime.errors import Unavailable
 
 
 class HttpPredictionReader:
@@ -31,23 +32,16 @@ class HttpPredictionReader:
         try:
             response = await self._http.get(f"/v1/predictions/{quote(prediction_id, safe='')}")
         except (httpx.HTTPError, aiohttp.ClientError) as exc:
-            raise TransientFailure(
-                f"no answer from Replicate: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise Unavailable(f"no answer from Replicate: {type(exc).__name__}: {exc}") from exc
         if response.status_code == 404:
             raise PermanentRejection(f"Replicate knows no prediction {prediction_id!r}")
         if response.status_code != 200:
-            raise TransientFailure(
-                f"Replicate answered HTTP {response.status_code} to a read",
-                needs_operator=response.status_code in (401, 402, 403),
-                retry_after_s=(
-                    seconds_from_headers(response.headers) if response.status_code == 429 else None
-                ),
-            )
+            # Only logged by the reconciler, which reads the job again later in any case.
+            raise Unavailable(f"Replicate answered HTTP {response.status_code} to a read")
         try:
             return decode_prediction(response.content)
         except msgspec.DecodeError as exc:
-            raise TransientFailure(f"Replicate's answer is not a prediction: {exc}") from exc
+            raise Unavailable(f"Replicate's answer is not a prediction: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._http.aclose()

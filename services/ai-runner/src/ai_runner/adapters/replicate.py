@@ -18,7 +18,7 @@ from httpx_aiohttp import AiohttpTransport
 from replicate.exceptions import ReplicateError
 from replicate.prediction import Predictions as ReplicatePredictionsApi
 
-from ai_runner.ports import PermanentRejection, PredictionFailure, TransientFailure
+from ai_runner.ports import PermanentRejection, ReplicateUnavailable
 
 # Replicate refused this request for what it contains: the same request gets the same answer.
 PERMANENT_STATUSES: Final = frozenset({400, 404, 409, 413, 422})
@@ -106,7 +106,7 @@ def describe(error: ReplicateError) -> str:
     return ": ".join(parts)
 
 
-def classify(error: BaseException) -> PredictionFailure | None:
+def classify(error: BaseException) -> PermanentRejection | ReplicateUnavailable | None:
     """Whether creating again can help, for an error the client raised; None for anything
     that is not about the call to Replicate (a bug, which the caller lets through).
 
@@ -126,14 +126,14 @@ def classify(error: BaseException) -> PredictionFailure | None:
             wait = error.retry_after_s if isinstance(error, Throttled) else None
             if wait is None:
                 wait = seconds_from_detail(error.detail)
-            return TransientFailure(message, retry_after_s=max(1.0, wait or 1.0))
-        return TransientFailure(
+            return ReplicateUnavailable(message, retry_after_s=max(1.0, wait or 1.0))
+        return ReplicateUnavailable(
             message,
             needs_operator=error.status in OPERATOR_STATUSES,
             ambiguous=error.status is None or error.status >= 500,
         )
     if isinstance(error, httpx.HTTPError | aiohttp.ClientError):
-        return TransientFailure(
+        return ReplicateUnavailable(
             f"no answer from Replicate: {type(error).__name__}: {error}",
             ambiguous=not was_not_sent(error),
         )

@@ -6,8 +6,8 @@ from __future__ import annotations
 from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
-from ai_runner.ports import TransientFailure
 from jobs_proto.stream import output_fits_inline
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.results import store_result
 
 
@@ -21,4 +21,4 @@ class ObjectStoreResults:
         try:
             return await store_result(self._store, prediction_id, output)
         except (NatsError, TimeoutError) as exc:
-            raise TransientFailure(f"could not store the large result: {exc!r}") from exc
+            raise Unavailable(f"could not store the large result: {exc!r}") from exc

@@ -13,6 +13,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import REGISTRY
 
 from ai_runner.adapters.limits import KvLimits, limits_bucket
+from ai_runner.adapters.metrics import PrometheusObserver
 from jobs_proto.stream import StreamSpec
 
 
@@ -67,7 +68,14 @@ async def test_in_flight_slots_are_held_per_job_released_and_expire(
     js = nats_client.jetstream()
     clock = Clock()
     bucket = await limits_bucket(js, jobs_stream_ready.name)
-    limits = KvLimits(bucket, creations_per_window=100, window_s=60, max_in_flight=2, clock=clock)
+    limits = KvLimits(
+        bucket,
+        creations_per_window=100,
+        window_s=60,
+        max_in_flight=2,
+        clock=clock,
+        observer=PrometheusObserver(),
+    )
     first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     assert await limits.admit(first, hold_s=30, job_type="outline") is None
     assert await limits.admit(second, hold_s=300, job_type="titles") is None

@@ -1,42 +1,14 @@
 """How the `requested` consumer is paced by the shared limits (no I/O): far from them a capacity
 read serves several fetches, near them every fetch reads again."""
 
-from dataclasses import dataclass, field
+from ai_runner.pacing import MAX_PAUSE_S, REUSE_S, Allowance, paced_by
+from ai_runner.ports import Capacity, LimitWait
 
-from ai_runner.adapters.consumer import MAX_PAUSE_S, REUSE_S, paced_by
-from ai_runner.adapters.limits import Capacity
-from ai_runner.ports import LimitWait
-from jobs_runtime.consumer import Allowance
-
-
-@dataclass
-class FakeCapacity:
-    answers: list[Capacity]
-    reads: int = 0
-
-    async def __call__(self) -> Capacity:
-        self.reads += 1
-        return self.answers[min(self.reads, len(self.answers)) - 1]
-
-
-@dataclass
-class Clock:
-    now: float = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Waits:
-    limits: list[str] = field(default_factory=list)
-
-    def __call__(self, limit: str) -> None:
-        self.limits.append(limit)
+from ..fakes import FakeCapacity, Ticks, Waits
 
 
 async def test_far_from_the_limits_one_read_serves_fetches_until_a_batch_could_come_near() -> None:
-    capacity, clock = FakeCapacity([Capacity(300, None)]), Clock()
+    capacity, clock = FakeCapacity([Capacity(300, None)]), Ticks()
     pace = paced_by(capacity, Waits(), batch=64, clock=clock)
     # 300 free: granted in full; then 236 and 172 left as if each fetch took a whole batch;
     # 108 is still past the margin; 44 is not, so the fifth fetch reads again.
@@ -46,7 +18,7 @@ async def test_far_from_the_limits_one_read_serves_fetches_until_a_batch_could_c
 
 
 async def test_a_read_is_reused_for_a_second_at_most() -> None:
-    capacity, clock = FakeCapacity([Capacity(10_000, None)]), Clock()
+    capacity, clock = FakeCapacity([Capacity(10_000, None)]), Ticks()
     pace = paced_by(capacity, Waits(), clock=clock)
     await pace()
     await pace()
@@ -58,7 +30,7 @@ async def test_a_read_is_reused_for_a_second_at_most() -> None:
 
 async def test_near_a_limit_every_fetch_reads_again() -> None:
     capacity = FakeCapacity([Capacity(50, None)])
-    pace = paced_by(capacity, Waits(), clock=Clock())
+    pace = paced_by(capacity, Waits(), clock=Ticks())
     assert [(await pace()).count for _ in range(3)] == [50, 50, 50]
     assert capacity.reads == 3
 
@@ -66,7 +38,7 @@ async def test_near_a_limit_every_fetch_reads_again() -> None:
 async def test_a_full_limit_holds_fetching_back_and_is_read_again_next_time() -> None:
     full = Capacity(0, LimitWait("in_flight", 5.0))
     capacity, waits = FakeCapacity([Capacity(500, None), full, Capacity(500, None)]), Waits()
-    clock = Clock()
+    clock = Ticks()
     pace = paced_by(capacity, waits, clock=clock)
     assert (await pace()).count == 500
     clock.now += REUSE_S

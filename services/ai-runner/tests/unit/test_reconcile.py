@@ -3,9 +3,8 @@ and when each job is read again."""
 
 import itertools
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,114 +12,27 @@ import pytest
 from ai_runner.ports import (
     Claim,
     PermanentRejection,
-    PredictionFailure,
     StoredClaim,
-    TransientFailure,
 )
 from ai_runner.reconcile import Reconciler
-from jobs_proto.api import StuckJob, StuckJobs
-from jobs_proto.events import JobCompleted, JobEvent, JobStarted
+from jobs_proto.api import StuckJob
+from jobs_proto.events import JobCompleted, JobStarted
 from jobs_proto.replicate import ReplicatePrediction
 from jobs_proto.status import job_outcome
 from jobs_proto.subjects import message_id
+from jobs_runtime.errors import Unavailable
 
-NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-@dataclass
-class Clock:
-    at: datetime = NOW
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
-@dataclass
-class FakeFinder:
-    items: list[StuckJob] = field(default_factory=list)
-    truncated: bool = False
-    asked: list[float] = field(default_factory=list)
-
-    async def stuck(self, older_than_s: float, limit: int) -> StuckJobs:
-        self.asked.append(older_than_s)
-        return StuckJobs(items=list(self.items), truncated=self.truncated)
-
-
-@dataclass
-class FakeReader:
-    answers: dict[str, ReplicatePrediction | PredictionFailure] = field(default_factory=dict)
-    reads: list[str] = field(default_factory=list)
-
-    async def get(self, prediction_id: str) -> ReplicatePrediction:
-        self.reads.append(prediction_id)
-        answer = self.answers[prediction_id]
-        if isinstance(answer, PredictionFailure):
-            raise answer
-        return answer
-
-
-@dataclass
-class FakePredictions:
-    canceled: list[str] = field(default_factory=list)
-
-    async def create(
-        self,
-        model: str,
-        model_input: dict[str, Any],
-        webhook: str | None,
-        events: Sequence[str],
-        deadline_s: int | None = None,
-    ) -> str:
-        raise AssertionError("the reconciler never creates")
-
-    async def cancel(self, prediction_id: str) -> None:
-        self.canceled.append(prediction_id)
-
-
-@dataclass
-class FakeEvents:
-    published: list[JobEvent] = field(default_factory=list)
-
-    async def publish(self, event: JobEvent, /) -> object:
-        self.published.append(event)
-        return None
-
-
-@dataclass
-class FakeClaims:
-    stored: dict[uuid.UUID, StoredClaim] = field(default_factory=dict)
-
-    async def read(self, job_id: uuid.UUID) -> StoredClaim | None:
-        return self.stored.get(job_id)
-
-    async def create(self, job_id: uuid.UUID, claim: Claim) -> int | None:
-        raise AssertionError("the reconciler only reads claims")
-
-    async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
-        raise AssertionError("the reconciler only reads claims")
-
-
-@dataclass
-class FakeResults:
-    limit: int = 1000
-    stored: dict[str, str] = field(default_factory=dict)
-
-    async def aside(self, prediction_id: str, output: str) -> str | None:
-        if len(output) <= self.limit:
-            return None
-        self.stored[prediction_id] = output
-        return f"results/{prediction_id}"
-
-
-@dataclass
-class FakeLimits:
-    released: list[uuid.UUID] = field(default_factory=list)
-
-    async def admit(self, job_id: uuid.UUID, hold_s: float, job_type: str = "") -> None:
-        return None
-
-    async def release(self, job_id: uuid.UUID) -> None:
-        self.released.append(job_id)
+from ..fakes import (
+    NOW,
+    Clock,
+    FakeClaims,
+    FakeEvents,
+    FakeFinder,
+    FakeLimits,
+    FakePredictions,
+    FakeReader,
+    FakeResults,
+)
 
 
 @dataclass
@@ -282,7 +194,7 @@ async def test_read_failures_publish_nothing_and_the_job_is_read_again_later() -
     lost, erring = stuck("gone"), stuck("flaky")
     world.finder.items = [lost, erring]
     world.reader.answers["gone"] = PermanentRejection("no such prediction")
-    world.reader.answers["flaky"] = TransientFailure("HTTP 503")
+    world.reader.answers["flaky"] = Unavailable("HTTP 503")
     reconciler = world.reconciler()
     await reconciler.sweep()
     assert world.events.published == []

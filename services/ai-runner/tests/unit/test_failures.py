@@ -15,7 +15,7 @@ from ai_runner.adapters.replicate import (
     seconds_from_detail,
     seconds_from_headers,
 )
-from ai_runner.ports import PermanentRejection, TransientFailure
+from ai_runner.ports import PermanentRejection, ReplicateUnavailable
 
 REQUEST = httpx.Request("POST", "http://replicate.test/v1/models/google/gemini-3-pro/predictions")
 
@@ -28,27 +28,27 @@ def refused(status: int | None, title: str = "Title", detail: str = "Detail.") -
 def test_a_refusal_of_the_request_itself_is_permanent(status: int) -> None:
     failure = classify(refused(status, "Input validation failed", "webhook must be an HTTP URL"))
     assert isinstance(failure, PermanentRejection)
-    assert failure.message == "Input validation failed: webhook must be an HTTP URL"
+    assert str(failure) == "Input validation failed: webhook must be an HTTP URL"
 
 
 @pytest.mark.parametrize("status", [401, 402, 403])
 def test_a_refused_token_or_account_is_retried_and_needs_an_operator(status: int) -> None:
     failure = classify(refused(status))
-    assert isinstance(failure, TransientFailure)
+    assert isinstance(failure, ReplicateUnavailable)
     assert failure.needs_operator
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
 def test_throttling_and_server_errors_are_retried(status: int) -> None:
     failure = classify(refused(status))
-    assert isinstance(failure, TransientFailure)
+    assert isinstance(failure, ReplicateUnavailable)
     assert not failure.needs_operator
 
 
 @pytest.mark.parametrize("status", [405, 408, 410, 418, None])
 def test_an_unlisted_status_is_retried_rather_than_failing_the_job(status: int | None) -> None:
     failure = classify(refused(status))
-    assert isinstance(failure, TransientFailure)
+    assert isinstance(failure, ReplicateUnavailable)
     assert not isinstance(failure, PermanentRejection)
 
 
@@ -65,8 +65,8 @@ def test_an_unlisted_status_is_retried_rather_than_failing_the_job(status: int |
 )
 def test_no_answer_at_all_is_retried(error: httpx.HTTPError) -> None:
     failure = classify(error)
-    assert isinstance(failure, TransientFailure)
-    assert type(error).__name__ in failure.message
+    assert isinstance(failure, ReplicateUnavailable)
+    assert type(error).__name__ in str(failure)
     assert not failure.needs_operator
 
 
@@ -108,7 +108,7 @@ def test_an_error_after_the_request_was_sent_is_ambiguous(
     error: Exception, ambiguous: bool
 ) -> None:
     failure = classify(error)
-    assert isinstance(failure, TransientFailure)
+    assert isinstance(failure, ReplicateUnavailable)
     assert failure.ambiguous is ambiguous
 
 
@@ -140,7 +140,7 @@ def test_under_the_aiohttp_transport_only_a_connection_never_made_is_unambiguous
     error: Exception, ambiguous: bool
 ) -> None:
     failure = classify(error)
-    assert isinstance(failure, TransientFailure)
+    assert isinstance(failure, ReplicateUnavailable)
     assert failure.ambiguous is ambiguous
 
 
@@ -187,7 +187,7 @@ def test_a_throttle_waits_as_the_headers_say_else_as_the_detail_says_else_a_seco
     ]
     for error, seconds in cases:
         failure = classify(error)
-        assert isinstance(failure, TransientFailure)
+        assert isinstance(failure, ReplicateUnavailable)
         assert failure.retry_after_s == seconds
         assert not failure.ambiguous
 

@@ -2,8 +2,6 @@
 
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,16 +11,13 @@ import pytest
 from ai_runner.handlers import Runner, handle_cancel_requested, handle_requested, handle_started
 from ai_runner.ports import (
     Claim,
-    LimitWait,
     PermanentRejection,
-    PredictionFailure,
+    ReplicateUnavailable,
     StoredClaim,
-    TransientFailure,
 )
 from jobs_proto.events import (
     JobCancelRequested,
     JobError,
-    JobEvent,
     JobFailed,
     JobRequested,
     JobStarted,
@@ -31,88 +26,19 @@ from jobs_proto.events import (
 from jobs_proto.job_types import JOB_TYPES
 from jobs_runtime.retry import RetryLater
 
+from ..fakes import (
+    CountingClaims,
+    CountingObserver,
+    Created,
+    FakeClaims,
+    FakeEvents,
+    FakeHistory,
+    FakeLimits,
+    FakePredictions,
+)
+
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 HOOK = "https://hooks.example/api/webhooks/replicate?env=test"
-
-
-@dataclass
-class Created:
-    model: str
-    model_input: dict[str, Any]
-    webhook: str | None
-    events: list[str]
-
-
-@dataclass
-class FakePredictions:
-    failure: PredictionFailure | None = None
-    created: list[Created] = field(default_factory=list)
-    deadlines: list[int | None] = field(default_factory=list)
-    canceled: list[str] = field(default_factory=list)
-    # Runs after a create reached "Replicate" and before its answer: a racing event.
-    meanwhile: Callable[[], Awaitable[None]] | None = None
-
-    async def create(
-        self,
-        model: str,
-        model_input: dict[str, Any],
-        webhook: str | None,
-        events: Sequence[str],
-        deadline_s: int | None = None,
-    ) -> str:
-        if self.failure is not None:
-            raise self.failure
-        self.created.append(Created(model, model_input, webhook, list(events)))
-        self.deadlines.append(deadline_s)
-        if self.meanwhile is not None:
-            await self.meanwhile()
-        return f"pred-{len(self.created)}"
-
-    async def cancel(self, prediction_id: str) -> None:
-        self.canceled.append(prediction_id)
-
-
-@dataclass
-class FakeClaims:
-    """Compare-and-set over a dict, as the KV bucket does it."""
-
-    stored: dict[uuid.UUID, StoredClaim] = field(default_factory=dict)
-
-    async def read(self, job_id: uuid.UUID) -> StoredClaim | None:
-        return self.stored.get(job_id)
-
-    async def create(self, job_id: uuid.UUID, claim: Claim) -> int | None:
-        if job_id in self.stored:
-            return None
-        self.stored[job_id] = StoredClaim(claim, 1)
-        return 1
-
-    async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
-        current = self.stored.get(job_id)
-        if current is None or current.revision != revision:
-            return None
-        self.stored[job_id] = StoredClaim(claim, revision + 1)
-        return revision + 1
-
-    def claim(self, job_id: uuid.UUID) -> Claim:
-        return self.stored[job_id].claim
-
-
-@dataclass
-class FakeHistory:
-    bound: dict[uuid.UUID, str] = field(default_factory=dict)
-
-    async def prediction_of(self, job_id: uuid.UUID) -> str | None:
-        return self.bound.get(job_id)
-
-
-@dataclass
-class FakeEvents:
-    published: list[JobEvent] = field(default_factory=list)
-
-    async def publish(self, event: JobEvent, /) -> object:
-        self.published.append(event)
-        return None
 
 
 def requested(job_type: str = "script_generation", **job_input: Any) -> JobRequested:
@@ -208,7 +134,7 @@ async def test_a_permanent_rejection_fails_the_job_with_replicates_words() -> No
         JobFailed(
             job_id=event.job_id,
             occurred_at=NOW,
-            error=JobError(code="prediction_rejected", message=rejection.message),
+            error=JobError(code="prediction_rejected", message=str(rejection)),
         )
     ]
 
@@ -217,9 +143,9 @@ async def test_a_permanent_rejection_fails_the_job_with_replicates_words() -> No
 async def test_a_transient_failure_is_raised_for_a_retry_and_publishes_nothing(
     needs_operator: bool,
 ) -> None:
-    failure = TransientFailure("Internal Server Error", needs_operator=needs_operator)
+    failure = ReplicateUnavailable("Internal Server Error", needs_operator=needs_operator)
     predictions, events = FakePredictions(failure=failure), FakeEvents()
-    with pytest.raises(TransientFailure):
+    with pytest.raises(ReplicateUnavailable):
         await handle_requested(requested(), runner(predictions, events))
     assert events.published == []
 
@@ -287,10 +213,10 @@ async def test_after_the_binding_window_the_job_is_created_again() -> None:
 
 
 async def test_an_ambiguous_failure_keeps_the_create_in_flight_and_counts_an_attempt() -> None:
-    failure = TransientFailure("Internal Server Error", ambiguous=True)
+    failure = ReplicateUnavailable("Internal Server Error", ambiguous=True)
     predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
     event = requested()
-    with pytest.raises(TransientFailure):
+    with pytest.raises(ReplicateUnavailable):
         await handle_requested(event, runner(predictions, events, claims=claims))
     claim = claims.claim(event.job_id)
     assert claim.creating_since == NOW
@@ -302,11 +228,11 @@ async def test_an_ambiguous_failure_keeps_the_create_in_flight_and_counts_an_att
 
 
 async def test_attempts_are_counted_in_the_claim_until_the_job_fails() -> None:
-    failure = TransientFailure("no answer from Replicate: ConnectError")
+    failure = ReplicateUnavailable("no answer from Replicate: ConnectError")
     predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
     event = requested()
     for _ in range(2):
-        with pytest.raises(TransientFailure):
+        with pytest.raises(ReplicateUnavailable):
             await handle_requested(event, runner(predictions, events, claims=claims))
     assert events.published == []
     await handle_requested(event, runner(predictions, events, claims=claims))  # acked
@@ -324,17 +250,17 @@ async def test_attempts_are_counted_in_the_claim_until_the_job_fails() -> None:
 @pytest.mark.parametrize(
     "failure",
     [
-        TransientFailure("Request was throttled.", retry_after_s=7.0),
-        TransientFailure("Unauthenticated", needs_operator=True),
+        ReplicateUnavailable("Request was throttled.", retry_after_s=7.0),
+        ReplicateUnavailable("Unauthenticated", needs_operator=True),
     ],
 )
 async def test_throttling_and_refused_tokens_are_waits_not_attempts(
-    failure: TransientFailure,
+    failure: ReplicateUnavailable,
 ) -> None:
     predictions, events, claims = FakePredictions(failure=failure), FakeEvents(), FakeClaims()
     event = requested()
     for _ in range(5):
-        with pytest.raises((RetryLater, TransientFailure)) as raised:
+        with pytest.raises((RetryLater, ReplicateUnavailable)) as raised:
             await handle_requested(event, runner(predictions, events, claims=claims))
         if failure.throttled:
             assert isinstance(raised.value, RetryLater)
@@ -402,41 +328,6 @@ async def test_an_orphan_from_a_late_answer_is_canceled_and_the_recorded_one_kep
     assert claims.claim(event.job_id).prediction_id == "pred-other"
 
 
-@dataclass
-class CountingObserver:
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def _add(self, name: str) -> None:
-        self.counts[name] = self.counts.get(name, 0) + 1
-
-    def created(self, job_type: str) -> None:
-        self._add(f"created:{job_type}")
-
-    def retried(self, job_type: str, reason: str) -> None:
-        self._add(f"retried:{reason}")
-
-    def limit_waited(self, job_type: str, limit: str) -> None:
-        self._add(f"limit_waited:{limit}")
-
-    def adopted(self, job_type: str) -> None:
-        self._add("adopted")
-
-    def orphan_canceled(self, job_type: str) -> None:
-        self._add("orphan_canceled")
-
-    def canceled(self, job_type: str, before_creation: bool) -> None:
-        self._add(f"canceled:{'before' if before_creation else 'prediction'}:{job_type}")
-
-    def attempts_exhausted(self, job_type: str) -> None:
-        self._add("attempts_exhausted")
-
-    def deadline_exceeded(self, job_type: str, stage: str) -> None:
-        self._add(f"deadline_exceeded:{stage}")
-
-    def reconciled(self, job_type: str, outcome: str) -> None:
-        self._add(f"reconciled:{outcome}")
-
-
 async def test_what_the_handlers_did_is_counted_for_metrics() -> None:
     predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
     observer = CountingObserver()
@@ -448,7 +339,7 @@ async def test_what_the_handlers_did_is_counted_for_metrics() -> None:
     bound = dataclasses.replace(the_runner, history=FakeHistory({adopted.job_id: "p"}))
     await handle_requested(adopted, bound)
     await handle_cancel_requested(cancel_of(canceled), the_runner)
-    predictions.failure = TransientFailure("throttled", retry_after_s=3.0)
+    predictions.failure = ReplicateUnavailable("throttled", retry_after_s=3.0)
     with pytest.raises(RetryLater):
         await handle_requested(requested(), the_runner)
     assert observer.counts == {
@@ -508,34 +399,15 @@ async def test_the_submitted_event_carries_the_attempt_that_made_the_prediction(
     predictions, events, claims = FakePredictions(), FakeEvents(), FakeClaims()
     event = requested()
     the_runner = runner(predictions, events, claims=claims)
-    predictions.failure = TransientFailure("connection refused")
+    predictions.failure = ReplicateUnavailable("connection refused")
     for _ in range(2):
-        with pytest.raises(TransientFailure):
+        with pytest.raises(ReplicateUnavailable):
             await handle_requested(event, the_runner)
     predictions.failure = None
     await handle_requested(event, the_runner)
     (submitted,) = events.published
     assert isinstance(submitted, JobSubmitted)
     assert submitted.attempt == 3
-
-
-@dataclass
-class FakeLimits:
-    """Admits while `free` lasts; records what is held and released."""
-
-    free: int = 0
-    held: dict[uuid.UUID, float] = field(default_factory=dict)
-    released: list[uuid.UUID] = field(default_factory=list)
-
-    async def admit(self, job_id: uuid.UUID, hold_s: float, job_type: str = "") -> LimitWait | None:
-        if self.free <= 0:
-            return LimitWait("creations", 7.5)
-        self.free -= 1
-        self.held[job_id] = hold_s
-        return None
-
-    async def release(self, job_id: uuid.UUID) -> None:
-        self.released.append(job_id)
 
 
 async def test_a_full_limit_makes_the_job_wait_without_marking_a_create_in_flight() -> None:
@@ -568,11 +440,11 @@ async def test_a_create_that_made_nothing_frees_its_in_flight_slot() -> None:
     refused, unreachable, unknown = requested(), requested(), requested()
     predictions.failure = PermanentRejection("bad input")
     await handle_requested(refused, the_runner)
-    predictions.failure = TransientFailure("connection refused")
-    with pytest.raises(TransientFailure):
+    predictions.failure = ReplicateUnavailable("connection refused")
+    with pytest.raises(ReplicateUnavailable):
         await handle_requested(unreachable, the_runner)
-    predictions.failure = TransientFailure("HTTP 500", ambiguous=True)
-    with pytest.raises(TransientFailure):
+    predictions.failure = ReplicateUnavailable("HTTP 500", ambiguous=True)
+    with pytest.raises(ReplicateUnavailable):
         await handle_requested(unknown, the_runner)
     # The 500 may have made a prediction: its slot stays until that is known.
     assert limits.released == [refused.job_id, unreachable.job_id]
@@ -608,26 +480,6 @@ async def test_a_prediction_that_starts_for_a_job_bound_to_another_is_canceled_a
     assert predictions.canceled == ["stray", "late", "unwanted"]
     assert observer.counts == {"orphan_canceled": 3}
     assert events.published == []
-
-
-@dataclass
-class CountingClaims(FakeClaims):
-    """Counts the round trips a real bucket would make."""
-
-    reads: int = 0
-    writes: int = 0
-
-    async def read(self, job_id: uuid.UUID) -> StoredClaim | None:
-        self.reads += 1
-        return await super().read(job_id)
-
-    async def create(self, job_id: uuid.UUID, claim: Claim) -> int | None:
-        self.writes += 1
-        return await super().create(job_id, claim)
-
-    async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
-        self.writes += 1
-        return await super().update(job_id, claim, revision)
 
 
 async def test_a_first_delivery_claims_and_records_without_reading_the_claim() -> None:
