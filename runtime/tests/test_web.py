@@ -8,15 +8,8 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from jobs_proto.api import Problem
-from jobs_runtime.web import (
-    PAYLOAD_TOO_LARGE,
-    PROBLEM_MEDIA_TYPE,
-    EscapedQueryString,
-    kind_for_status,
-    problem,
-    problem_response,
-    read_limited,
-)
+from jobs_proto.problems import PAYLOAD_TOO_LARGE, PROBLEM_MEDIA_TYPE, kind_for_status, problem
+from jobs_runtime.web import EscapedQueryString, problem_response, read_limited
 
 LIMIT = 10
 

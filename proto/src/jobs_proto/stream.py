@@ -20,6 +20,10 @@ DAY_S: Final = 86_400.0
 # loads it back).
 EVENT_OVERHEAD_BYTES: Final = 64 * 1024
 MAX_INLINE_OUTPUT_BYTES: Final = MAX_MESSAGE_BYTES - EVENT_OVERHEAD_BYTES
+# NATS counts the headers (`Nats-Msg-Id` and the protocol's framing) against `max_payload` and
+# the stream's `max_msg_size`: an event's own JSON may take what this leaves.
+HEADER_ALLOWANCE_BYTES: Final = 16 * 1024
+MAX_EVENT_BYTES: Final = MAX_MESSAGE_BYTES - HEADER_ALLOWANCE_BYTES
 
 
 def output_fits_inline(output: str) -> bool:

@@ -50,3 +50,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # Access logs carry query strings (an `access_token` among them); services log requests
     # themselves, without secrets.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request at INFO: a second line per Replicate call beside the service's
+    # own, costing a JSON record each (and noise on a command's stderr). Its warnings show.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

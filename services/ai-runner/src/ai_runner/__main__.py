@@ -106,9 +106,6 @@ async def serve(service: Service[Settings]) -> None:
     are retried), it is no reason to take the runner out of service.
     """
     settings = service.settings
-    # httpx logs every request at INFO: a second line per job beside "prediction created",
-    # costing a JSON log record each. Its warnings still show.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     predictions = ReplicatePredictions(
         api_token=settings.replicate_api_token,
         base_url=settings.replicate_base_url,

@@ -2,12 +2,6 @@
 rest of the document is checked against the app in `test_http_app.py`)."""
 
 from gateway.openapi import openapi_document
-from gateway.openapi.parts import PROBLEM_MEDIA_TYPE
-from jobs_runtime import web
-
-
-def test_problems_are_declared_with_the_media_type_they_are_sent_with() -> None:
-    assert PROBLEM_MEDIA_TYPE == web.PROBLEM_MEDIA_TYPE
 
 
 def test_every_ideation_route_is_a_create_of_its_job_type() -> None:

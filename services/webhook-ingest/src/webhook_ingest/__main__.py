@@ -79,8 +79,6 @@ async def serve_webhooks(service: Service[Settings]) -> None:
 def fetch_secret(_: argparse.Namespace) -> int:
     """`webhook-ingest fetch-secret`: the key on stdout, or one line on stderr."""
     settings = load_or_exit(NAME, FetchSecretSettings)
-    # httpx logs its request at INFO; this command's stderr is one line, and only on failure.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         key = fetch_webhook_secret(
             settings.replicate_base_url,

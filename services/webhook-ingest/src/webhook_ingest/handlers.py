@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 
@@ -28,15 +28,10 @@ from jobs_proto.replicate import (
     joined_output,
     webhook_job_id,
 )
-from jobs_proto.stream import MAX_MESSAGE_BYTES, output_fits_inline
+from jobs_proto.stream import MAX_EVENT_BYTES, output_fits_inline
 from jobs_runtime.errors import Unavailable
 from webhook_ingest.ports import EventStore, ProgressSink, ResultStore, WebhookParking
 from webhook_ingest.verify import VerifiedWebhook
-
-# NATS counts the headers (`Nats-Msg-Id` and the protocol's framing) against `max_payload`
-# and the stream's `max_msg_size`; this leaves them ample room.
-HEADER_ALLOWANCE_BYTES: Final = 16 * 1024
-MAX_EVENT_BYTES: Final = MAX_MESSAGE_BYTES - HEADER_ALLOWANCE_BYTES
 
 WebhookEvent: TypeAlias = JobStarted | JobCompleted
 

@@ -12,10 +12,9 @@ import pytest
 
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobCompleted, JobStarted
-from jobs_proto.stream import MAX_INLINE_OUTPUT_BYTES
+from jobs_proto.stream import MAX_EVENT_BYTES, MAX_INLINE_OUTPUT_BYTES
 from jobs_proto.subjects import message_id
 from webhook_ingest.handlers import (
-    MAX_EVENT_BYTES,
     NotStored,
     Parked,
     Rejected,

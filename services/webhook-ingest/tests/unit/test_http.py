@@ -14,8 +14,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from jobs_proto.events import JobCompleted, JobEvent
+from jobs_proto.stream import MAX_EVENT_BYTES
 from webhook_ingest.adapters.http import PATH, webhook_app
-from webhook_ingest.handlers import MAX_EVENT_BYTES
 from webhook_ingest.verify import WebhookVerifier, parse_secrets
 
 from ..fakes import FakeEvents, FakeParking, FakeProgress, FakeResults

@@ -22,6 +22,7 @@ from jobs_proto.api import (
     ProblemDetail,
 )
 from jobs_proto.job_types import JOB_TYPES
+from jobs_proto.problems import PROBLEM_MEDIA_TYPE
 
 from .events import job_events_operation, user_events_operation
 from .jobs import cancel_operation, create_body, create_operation, get_operation, list_operation
@@ -29,7 +30,6 @@ from .parts import (
     ACCESS_TOKEN_SCHEME,
     JSON,
     OPENAPI_VERSION,
-    PROBLEM_MEDIA_TYPE,
     SCHEMA_REF,
     SECURITY_SCHEME,
     ref,

@@ -7,10 +7,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from jobs_proto.api import Problem
+from jobs_proto.problems import PROBLEM_MEDIA_TYPE
 
-# RFC 9457's media type, as `jobs_runtime.web.PROBLEM_MEDIA_TYPE` sends it (that module is
-# Starlette's side; a test checks the two agree).
-PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 OPENAPI_VERSION: Final = "3.1.0"
 SCHEMA_REF: Final = "#/components/schemas/{name}"
 SECURITY_SCHEME: Final = "bearerAuth"

@@ -16,15 +16,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from jobs_proto.problems import INTERNAL, UNAVAILABLE, ProblemKind, kind_for_status, problem
 from jobs_runtime.buckets import retry_after_s
-from jobs_runtime.web import (
-    INTERNAL,
-    UNAVAILABLE,
-    ProblemKind,
-    kind_for_status,
-    problem,
-    problem_response,
-)
+from jobs_runtime.web import problem_response
 from webhook_ingest.handlers import NotStored, Outcome, Parked, Rejected, Stored
 from webhook_ingest.ports import WebhookObserver
 from webhook_ingest.verify import VerificationError

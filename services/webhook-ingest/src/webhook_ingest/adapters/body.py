@@ -7,7 +7,7 @@ import asyncio
 
 from starlette.requests import ClientDisconnect, Request
 
-from jobs_runtime.web import PAYLOAD_TOO_LARGE
+from jobs_proto.problems import PAYLOAD_TOO_LARGE
 from webhook_ingest.adapters.answers import (
     CLOSE,
     READ_TIMEOUT,

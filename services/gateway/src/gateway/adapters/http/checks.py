@@ -22,7 +22,7 @@ from gateway.limits import RequestRate
 from gateway.tokens import AuthError
 from jobs_proto import wire
 from jobs_proto.api import ProblemDetail
-from jobs_runtime.web import (
+from jobs_proto.problems import (
     MALFORMED_JSON,
     PAYLOAD_TOO_LARGE,
     UNAUTHORIZED,
@@ -30,8 +30,8 @@ from jobs_runtime.web import (
     UNSUPPORTED_MEDIA_TYPE,
     ProblemKind,
     problem,
-    read_limited,
 )
+from jobs_runtime.web import read_limited
 
 __all__ = ["etag"]  # re-exported: the ETag of a job's answer belongs with its check
 

@@ -24,8 +24,8 @@ from gateway import handlers
 from gateway.jwks import KeysUnavailable
 from gateway.limits import LimitExceeded
 from gateway.tokens import AuthError
+from jobs_proto.problems import INTERNAL, PROBLEM_MEDIA_TYPE
 from jobs_runtime.errors import Unavailable
-from jobs_runtime.web import INTERNAL, PROBLEM_MEDIA_TYPE
 
 from .checks import RATE_COUNTED, Refusal, check_content_type, decode_json
 from .fast import FastPath

@@ -18,8 +18,7 @@ from gateway import handlers
 from gateway.limits import LimitExceeded
 from gateway.ports import BadCursor, GatewayObserver, NoObserver
 from gateway.streams import StreamsFull
-from jobs_runtime.errors import Unavailable
-from jobs_runtime.web import (
+from jobs_proto.problems import (
     INTERNAL,
     NOT_FOUND,
     UNAVAILABLE,
@@ -27,8 +26,9 @@ from jobs_runtime.web import (
     ProblemKind,
     kind_for_status,
     problem,
-    problem_response,
 )
+from jobs_runtime.errors import Unavailable
+from jobs_runtime.web import problem_response
 
 from .checks import Refusal
 
