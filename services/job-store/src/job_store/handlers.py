@@ -32,7 +32,6 @@ from job_store.ports import (
     Parking,
     PurgePublisher,
     ResultLoader,
-    StoreUnavailable,
 )
 from job_store.transitions import Change, Park, transition
 from jobs_proto.api import (
@@ -49,6 +48,7 @@ from jobs_proto.api import (
     StuckJobs,
 )
 from jobs_proto.events import AnyJobEvent, JobCompleted, JobPurged, JobRequested
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.retry import RetryLater
 
 log = logging.getLogger(__name__)
@@ -668,7 +668,7 @@ class EventApplier:
         try:
             outcomes = list(await self._apply_when_available(events))
             self._observer.committed(len(batch), "batch")
-        except StoreUnavailable as exc:
+        except Unavailable as exc:
             log.warning("postgres unavailable, %d events handed back: %s", len(batch), exc)
             outcomes = [exc] * len(batch)
         except Exception as exc:
@@ -694,7 +694,7 @@ class EventApplier:
                     self._results,
                     expire_missing_result=[self._expire(e) for e in events],
                 )
-            except StoreUnavailable as exc:
+            except Unavailable as exc:
                 if self._clock() + delay > deadline:
                     raise
                 log.info("postgres unavailable, retrying the batch in %.1fs: %s", delay, exc)

@@ -13,11 +13,6 @@ from jobs_proto.api import JobChanged, JobSummary
 from jobs_proto.events import AnyJobEvent, JobPurged
 
 
-class StoreUnavailable(Exception):
-    """The database cannot be reached now (down, restarting, connection lost): nothing about
-    the events in hand is wrong, so they are retried as they are rather than one by one."""
-
-
 class JobTransaction(Protocol):
     """One database transaction over `jobs`; committed when its context exits cleanly."""
 
@@ -62,7 +57,9 @@ class JobStore(Protocol):
     """The jobs table: transactions for writers, plain reads for the endpoints."""
 
     def transaction(self) -> AbstractAsyncContextManager[JobTransaction]:
-        """A transaction; raises `StoreUnavailable` when the database cannot be reached."""
+        """A transaction; raises `jobs_runtime.errors.Unavailable` when the database cannot be
+        reached (down, restarting, connection lost): nothing about the events in hand is wrong,
+        so they are retried as they are rather than one by one."""
         ...
 
     async def get(self, job_id: uuid.UUID) -> JobRow | None: ...

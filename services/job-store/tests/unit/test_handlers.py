@@ -27,11 +27,11 @@ from job_store.handlers import (
     purge_finished,
 )
 from job_store.model import HistoryEntry, JobRow, job_summary
-from job_store.ports import StoreUnavailable
 from job_store.replay import replay
 from job_store.transitions import Change, transition
 from jobs_proto.api import GetJob, GetJobHistory, JobChanged, JobSummary, ListJobs
 from jobs_proto.events import AnyJobEvent, JobCompleted, JobPurged
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.retry import RetryLater
 from jobs_testkit.events import OWNER, T0, cancel, completed, requested, started, submitted
 
@@ -123,7 +123,7 @@ class MemoryStore:
     async def transaction(self) -> AsyncIterator[MemoryTransaction]:
         if self.unavailable:
             self.unavailable -= 1
-            raise StoreUnavailable("postgres is restarting")
+            raise Unavailable("postgres is restarting")
         tx = MemoryTransaction(self)
         try:
             yield tx
@@ -787,7 +787,7 @@ async def test_a_store_unavailable_for_long_hands_the_whole_batch_back(
     results = await asyncio.gather(
         applier(requested(uuid.uuid4())), applier(requested(uuid.uuid4())), return_exceptions=True
     )
-    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert all(isinstance(r, Unavailable) for r in results)
     # Not retried one by one: nothing about the events was wrong.
     assert observer.commits == []
     assert observer.applied_events == [("requested", "failed")] * 2

@@ -23,10 +23,10 @@ import msgspec
 
 from job_store.adapters.migrations import migrate_database
 from job_store.model import HistoryEntry, JobRow
-from job_store.ports import StoreUnavailable
 from jobs_proto.api import JobSummary
 from jobs_proto.events import JobError
 from jobs_proto.status import JobStatus, is_terminal
+from jobs_runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -557,7 +557,7 @@ class PostgresJobStore:
             async with self._pool.acquire() as conn, conn.transaction():
                 yield PostgresTransaction(cast(Connection, conn), self._cache)
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
+            raise Unavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
 
     async def read_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
         rows: dict[uuid.UUID, JobRow] = {}
@@ -575,7 +575,7 @@ class PostgresJobStore:
         try:
             records = await self._pool.fetch(_SELECT_MANY, missing)
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
+            raise Unavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
         for record in records:
             row = _job_row(record)
             rows[row.job_id] = row
@@ -607,7 +607,7 @@ class PostgresJobStore:
         except _UNAVAILABLE as exc:
             # Whether it committed is unknown: read those rows again next time.
             self._forget(versions)
-            raise StoreUnavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
+            raise Unavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
         except BaseException:
             self._forget(versions)
             raise
