@@ -19,6 +19,13 @@ from typing import Final
 
 from nats.js import JetStreamContext
 
+from job_store.adapters.database import (
+    Pool,
+    create_pool,
+    open_database,
+    redact,
+    with_retries,
+)
 from job_store.adapters.metrics import (
     CONSUMER_ACK_PENDING,
     CONSUMER_LAG,
@@ -28,18 +35,12 @@ from job_store.adapters.metrics import (
 from job_store.adapters.migrations import migrate_database
 from job_store.adapters.nats import JobStoreEndpoints, NatsChangeAnnouncer, NatsResultLoader
 from job_store.adapters.parking import NatsParking
-from job_store.adapters.postgres import (
-    Pool,
-    PostgresJobStore,
-    create_pool,
-    open_database,
-    redact,
-    with_retries,
-)
+from job_store.adapters.postgres import PostgresJobStore
 from job_store.adapters.stream_reader import StreamReader
+from job_store.applier import EventApplier
 from job_store.config import MigrateSettings, Settings
-from job_store.handlers import EventApplier, purge_finished
 from job_store.replay import replay
+from job_store.retention import purge_finished
 from jobs_proto.events import EVENT_KINDS
 from jobs_proto.permissions import inbox_prefix
 from jobs_proto.stream import job_store_consumer

@@ -12,9 +12,11 @@ from typing import Any
 from msgspec.structs import replace
 from nats.aio.client import Client as NATS
 
+from job_store.adapters.database import Pool, create_pool
 from job_store.adapters.nats import NatsChangeAnnouncer
-from job_store.adapters.postgres import Pool, PostgresJobStore, create_pool
-from job_store.handlers import EventApplier, apply_event
+from job_store.adapters.postgres import PostgresJobStore
+from job_store.applier import EventApplier
+from job_store.batches import apply_event
 from jobs_proto.api import JobChanged
 from jobs_proto.events import AnyJobEvent, JobPurged, JobSubmitted
 from jobs_testkit.events import cancel, completed, failed, requested, started, submitted

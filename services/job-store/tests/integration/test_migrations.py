@@ -127,7 +127,8 @@ async def test_each_migration_is_applied_once_and_recorded(fresh_database: str) 
 
 async def test_the_history_migration_is_expand_only(fresh_database: str) -> None:
     """Release 1's writes still work after 0002, and this release reads release 1's rows."""
-    from job_store.adapters.postgres import PostgresJobStore, create_pool
+    from job_store.adapters.database import create_pool
+    from job_store.adapters.postgres import PostgresJobStore
 
     first = load_migrations()[0]
     conn = await asyncpg.connect(fresh_database)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from job_store.adapters.postgres import PostgresJobStore
-from job_store.handlers import JobNotYetKnown, apply_event
+from job_store.batches import JobNotYetKnown, apply_event
 from job_store.model import HistoryEntry, JobRow
 from job_store.transitions import Change, transition
 from jobs_proto.api import JobChanged

@@ -14,20 +14,12 @@ from datetime import datetime, timedelta
 import msgspec
 import pytest
 
-from job_store.handlers import (
-    EventApplier,
-    JobNotYetKnown,
-    RequestRejected,
-    ResultMissing,
-    apply_event,
-    get_job,
-    history_view,
-    job_history,
-    list_jobs,
-    purge_finished,
-)
+from job_store.applier import EventApplier
+from job_store.batches import JobNotYetKnown, ResultMissing, apply_event
 from job_store.model import HistoryEntry, JobRow, job_summary
+from job_store.reads import RequestRejected, get_job, history_view, job_history, list_jobs
 from job_store.replay import replay
+from job_store.retention import purge_finished
 from job_store.transitions import Change, transition
 from jobs_proto.api import GetJob, GetJobHistory, JobChanged, JobSummary, ListJobs
 from jobs_proto.events import AnyJobEvent, JobCompleted, JobPurged
