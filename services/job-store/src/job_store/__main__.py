@@ -26,12 +26,7 @@ from job_store.adapters.database import (
     redact,
     with_retries,
 )
-from job_store.adapters.metrics import (
-    CONSUMER_ACK_PENDING,
-    CONSUMER_LAG,
-    PURGES_PUBLISHED,
-    PrometheusObserver,
-)
+from job_store.adapters.metrics import PrometheusObserver
 from job_store.adapters.migrations import migrate_database
 from job_store.adapters.nats import JobStoreEndpoints, NatsChangeAnnouncer, NatsResultLoader
 from job_store.adapters.parking import NatsParking
@@ -109,18 +104,20 @@ async def serve(service: Service[Settings]) -> int | None:
     try:
         await endpoint.start()
         serving = store
+        observer = PrometheusObserver()
         parking = NatsParking(
             service.js,
             settings.subjects,
             settings.jobs_stream,
             replicas=settings.stream_replicas,
+            observer=observer,
         )
         await parking.ensure()
         applier = EventApplier(
             store,
             NatsChangeAnnouncer(service.nc, settings.subjects),
             NatsResultLoader(service.js, settings.jobs_stream),
-            observer=PrometheusObserver(),
+            observer=observer,
             parking=parking,
             orphan_after=timedelta(seconds=settings.orphan_after_s),
             concurrent_batches=_CONCURRENT_BATCHES,
@@ -154,15 +151,14 @@ async def serve(service: Service[Settings]) -> int | None:
                 service.publisher,
                 retention_s=settings.job_retention_s,
                 limit=settings.retention_batch,
+                observer=observer,
             )
             if published:
-                PURGES_PUBLISHED.inc(published)
                 log.info("finished jobs past retention purged", extra={"jobs": published})
 
         async def sample_lag() -> None:
             info = await service.js.consumer_info(settings.jobs_stream, consumer_name)
-            CONSUMER_LAG.set(info.num_pending or 0)
-            CONSUMER_ACK_PENDING.set(info.num_ack_pending or 0)
+            observer.consumer_sampled(info.num_pending or 0, info.num_ack_pending or 0)
 
         consumer_name = job_store_consumer(settings.subjects).durable
         chores = [

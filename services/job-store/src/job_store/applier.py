@@ -22,23 +22,19 @@ from job_store.batches import (
     announce,
     apply_events,
 )
-from job_store.ports import ApplyObserver, ChangeAnnouncer, JobStore, Parking, ResultLoader
+from job_store.ports import (
+    ChangeAnnouncer,
+    JobStore,
+    JobStoreObserver,
+    NoObserver,
+    Parking,
+    ResultLoader,
+)
 from job_store.transitions import Change, Park
 from jobs_proto.events import AnyJobEvent, JobCompleted
 from jobs_runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
-
-
-class _NoObserver:
-    def applied(self, kind: str, outcome: str, seconds: float) -> None:
-        pass
-
-    def waited(self, reason: str) -> None:
-        pass
-
-    def committed(self, events: int, mode: str) -> None:
-        pass
 
 
 @dataclass(slots=True)
@@ -91,7 +87,7 @@ class EventApplier:
         announcer: ChangeAnnouncer,
         results: ResultLoader | None = None,
         *,
-        observer: ApplyObserver | None = None,
+        observer: JobStoreObserver | None = None,
         result_misses: int = 5,
         parking: Parking | None = None,
         orphan_after: timedelta = timedelta(hours=1),
@@ -105,7 +101,7 @@ class EventApplier:
         self._unavailable_retry_s = unavailable_retry_s
         self._announcer = announcer
         self._results = results
-        self._observer: ApplyObserver = observer or _NoObserver()
+        self._observer: JobStoreObserver = observer or NoObserver()
         self._result_misses = result_misses
         self._clock = clock
         self._parking = parking

@@ -146,8 +146,9 @@ class Parking(Protocol):
         ...
 
 
-class ApplyObserver(Protocol):
-    """Where the applier reports what it did (the `/metrics` counters), kept out of handlers."""
+class JobStoreObserver(Protocol):
+    """Where the job-store reports what it did (the `/metrics` counters), kept out of handlers
+    and adapters alike."""
 
     def applied(self, kind: str, outcome: str, seconds: float) -> None:
         """One event handled: `outcome` is `changed`, `unchanged`, `deferred` or `parked`."""
@@ -161,3 +162,38 @@ class ApplyObserver(Protocol):
         """One transaction committed `events` events: `mode` `batch` for a whole batch, or
         `single` for one event of a batch that failed and was retried one by one."""
         ...
+
+    def purges_published(self, jobs: int) -> None:
+        """A retention pass published a purge for each of `jobs` finished jobs."""
+        ...
+
+    def parked(self, reason: str) -> None:
+        """A message was put in the dead-letter stream instead of being applied."""
+        ...
+
+    def consumer_sampled(self, pending: int, ack_pending: int) -> None:
+        """The consumer's lag as last sampled: events not yet handed over, and handed over but
+        not yet acknowledged."""
+        ...
+
+
+class NoObserver:
+    """A `JobStoreObserver` that keeps nothing, for tests and tools."""
+
+    def applied(self, kind: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def waited(self, reason: str) -> None:
+        pass
+
+    def committed(self, events: int, mode: str) -> None:
+        pass
+
+    def purges_published(self, jobs: int) -> None:
+        pass
+
+    def parked(self, reason: str) -> None:
+        pass
+
+    def consumer_sampled(self, pending: int, ack_pending: int) -> None:
+        pass

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from job_store.ports import JobStore, PurgePublisher
+from job_store.ports import JobStore, JobStoreObserver, NoObserver, PurgePublisher
 from jobs_proto.events import JobPurged
 
 
 async def purge_finished(
-    store: JobStore, publisher: PurgePublisher, *, retention_s: float, limit: int
+    store: JobStore,
+    publisher: PurgePublisher,
+    *,
+    retention_s: float,
+    limit: int,
+    observer: JobStoreObserver | None = None,
 ) -> int:
     """One retention pass: a `purged` event for each of at most `limit` jobs finished more than
     `retention_s` ago; the consumer deletes them when it applies those events, so a replay of
@@ -26,4 +31,6 @@ async def purge_finished(
     now = datetime.now(UTC)
     for job_id in job_ids:
         await publisher.publish(JobPurged(job_id=job_id, occurred_at=now))
+    if job_ids:
+        (observer or NoObserver()).purges_published(len(job_ids))
     return len(job_ids)

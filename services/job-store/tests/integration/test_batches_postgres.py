@@ -17,14 +17,15 @@ from job_store.adapters.nats import NatsChangeAnnouncer
 from job_store.adapters.postgres import PostgresJobStore
 from job_store.applier import EventApplier
 from job_store.batches import apply_event
+from job_store.ports import NoObserver
 from jobs_proto.api import JobChanged
 from jobs_proto.events import AnyJobEvent, JobPurged, JobSubmitted
 from jobs_testkit.events import cancel, completed, failed, requested, started, submitted
 from jobs_testkit.waiting import eventually
 
 
-class Commits:
-    """The `ApplyObserver` as far as transactions go."""
+class Commits(NoObserver):
+    """The `JobStoreObserver` as far as transactions go."""
 
     def __init__(self) -> None:
         self.commits: list[tuple[int, str]] = []

@@ -17,6 +17,7 @@ import pytest
 from job_store.applier import EventApplier
 from job_store.batches import JobNotYetKnown, ResultMissing, apply_event
 from job_store.model import HistoryEntry, JobRow, job_summary
+from job_store.ports import NoObserver
 from job_store.reads import RequestRejected, get_job, history_view, job_history, list_jobs
 from job_store.replay import replay
 from job_store.retention import purge_finished
@@ -187,7 +188,7 @@ class MemoryResults:
         return self.objects.get(ref)
 
 
-class RecordingObserver:
+class RecordingObserver(NoObserver):
     def __init__(self) -> None:
         self.applied_events: list[tuple[str, str]] = []
         self.waits: list[str] = []

@@ -3,8 +3,10 @@ is made storable, and how a record becomes a `JobRow`, a `JobSummary` or a `Hist
 
 from __future__ import annotations
 
-from typing import Any, Final, Protocol, cast
+from collections.abc import Mapping
+from typing import Any, Final, TypeAlias, cast
 
+import asyncpg
 import msgspec
 
 from job_store.model import HistoryEntry, JobRow
@@ -12,11 +14,9 @@ from jobs_proto.api import JobSummary
 from jobs_proto.events import JobError
 from jobs_proto.status import JobStatus
 
-
-class Record(Protocol):
-    """A row as a query answers it, by column name (an `asyncpg.Record`)."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
+# A row as a query answers it, by column name; a mapping too, so a test double can read its
+# rows back through the same functions.
+Record: TypeAlias = "asyncpg.Record | Mapping[str, Any]"
 
 
 JOB_COLUMNS: Final = (
