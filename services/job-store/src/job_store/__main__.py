@@ -17,6 +17,7 @@ import signal
 from datetime import timedelta
 from typing import Final
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from job_store.adapters.database import (
@@ -43,6 +44,7 @@ from jobs_runtime import commands
 from jobs_runtime.bus import connect
 from jobs_runtime.commands import Command, load_or_exit
 from jobs_runtime.consumer import ConsumerLoop
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.periodic import every
 from jobs_runtime.service import Service, run_service
 
@@ -157,7 +159,11 @@ async def serve(service: Service[Settings]) -> int | None:
                 log.info("finished jobs past retention purged", extra={"jobs": published})
 
         async def sample_lag() -> None:
-            info = await service.js.consumer_info(settings.jobs_stream, consumer_name)
+            try:
+                info = await service.js.consumer_info(settings.jobs_stream, consumer_name)
+            except (NatsError, TimeoutError) as exc:
+                # NATS away for now: the sample is skipped with a warning, not a traceback.
+                raise Unavailable(f"consumer info: {exc!r}") from exc
             observer.consumer_sampled(info.num_pending or 0, info.num_ack_pending or 0)
 
         consumer_name = job_store_consumer(settings.subjects).durable

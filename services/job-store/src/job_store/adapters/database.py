@@ -19,6 +19,7 @@ import msgspec
 
 from job_store.adapters.columns import encode_jsonb
 from job_store.adapters.migrations import migrate_database
+from jobs_runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ UNAVAILABLE: Final = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+
+
+def unavailable(exc: BaseException) -> Unavailable:
+    """The runtime's `Unavailable` for one of `UNAVAILABLE`, naming what happened."""
+    return Unavailable(f"postgres unavailable: {type(exc).__name__}: {exc}")
 
 
 async def _init_connection(conn: Connection) -> None:

@@ -19,7 +19,7 @@ from job_store.adapters.columns import (
     row_from_record,
     summary_from_record,
 )
-from job_store.adapters.database import UNAVAILABLE, Connection, Pool
+from job_store.adapters.database import UNAVAILABLE, Connection, Pool, unavailable
 from job_store.adapters.queries import (
     FINISHED_BEFORE,
     LIST,
@@ -33,7 +33,6 @@ from job_store.adapters.transaction import PostgresTransaction
 from job_store.adapters.writes import UPDATE_UNLESS_CHANGED, WRITE_UNLESS_CHANGED, write_arguments
 from job_store.model import HistoryEntry, JobRow
 from jobs_proto.api import JobSummary
-from jobs_runtime.errors import Unavailable
 
 
 class PostgresJobStore:
@@ -53,7 +52,7 @@ class PostgresJobStore:
             async with self._pool.acquire() as conn, conn.transaction():
                 yield PostgresTransaction(cast(Connection, conn), self._cache)
         except UNAVAILABLE as exc:
-            raise Unavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
+            raise unavailable(exc) from exc
 
     async def read_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
         rows: dict[uuid.UUID, JobRow] = {}
@@ -71,7 +70,7 @@ class PostgresJobStore:
         try:
             records = await self._pool.fetch(SELECT_MANY, missing)
         except UNAVAILABLE as exc:
-            raise Unavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
+            raise unavailable(exc) from exc
         for record in records:
             row = row_from_record(record)
             rows[row.job_id] = row
@@ -103,7 +102,7 @@ class PostgresJobStore:
         except UNAVAILABLE as exc:
             # Whether it committed is unknown: read those rows again next time.
             self._forget(versions)
-            raise Unavailable(f"postgres unavailable: {type(exc).__name__}: {exc}") from exc
+            raise unavailable(exc) from exc
         except BaseException:
             self._forget(versions)
             raise
@@ -164,7 +163,12 @@ class PostgresJobStore:
         return [history_from_record(r) for r in records]
 
     async def finished_before(self, age_s: float, limit: int) -> list[uuid.UUID]:
-        return [r["id"] for r in await self._pool.fetch(FINISHED_BEFORE, age_s, limit)]
+        try:
+            records = await self._pool.fetch(FINISHED_BEFORE, age_s, limit)
+        except UNAVAILABLE as exc:
+            # The retention pass skips a round, with a warning rather than a traceback.
+            raise unavailable(exc) from exc
+        return [r["id"] for r in records]
 
     async def count_jobs(self) -> int:
         """How many jobs the database holds (replay refuses a non-empty target)."""
