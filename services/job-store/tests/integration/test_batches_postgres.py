@@ -1,10 +1,6 @@
 """`EventApplier` against real Postgres: a batch is one transaction and ends as one-by-one
 would, a poison event fails alone, purges delete, and the stuck query finds pending jobs."""
 
-# `..fakes` resolves when mypy runs from this service's folder (module `tests.fakes`), not
-# from the repository root, where a hyphenated folder makes each test file a top-level module.
-# mypy: disable-error-code="import-not-found,misc"
-
 from __future__ import annotations
 
 import asyncio

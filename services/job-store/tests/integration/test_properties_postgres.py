@@ -7,10 +7,6 @@ twice: against the pure `transition` applied in order, and against a table writt
 the contract (`ENDS`), which shares no code with the store.
 """
 
-# `..fakes` resolves when mypy runs from this service's folder (module `tests.fakes`), not
-# from the repository root, where a hyphenated folder makes each test file a top-level module.
-# mypy: disable-error-code="import-not-found,misc"
-
 from __future__ import annotations
 
 import uuid

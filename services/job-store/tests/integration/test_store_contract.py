@@ -3,10 +3,6 @@ Postgres: what the applier and the reads rely on (a transaction locking and writ
 the guarded write, a row, a page of a user's jobs, a history, stuck and finished jobs) answers
 the same from both."""
 
-# `..fakes` resolves when mypy runs from this service's folder (module `tests.fakes`), not
-# from the repository root, where a hyphenated folder makes each test file a top-level module.
-# mypy: disable-error-code="import-not-found,misc"
-
 from __future__ import annotations
 
 import uuid

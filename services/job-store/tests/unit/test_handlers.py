@@ -1,9 +1,5 @@
 """The handlers over in-memory ports: ordering per job, unknown jobs, announcements, reads."""
 
-# `..fakes` resolves when mypy runs from this service's folder (module `tests.fakes`), not
-# from the repository root, where a hyphenated folder makes each test file a top-level module.
-# mypy: disable-error-code="import-not-found,misc"
-
 from __future__ import annotations
 
 import asyncio
