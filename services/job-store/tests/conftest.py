@@ -13,9 +13,10 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from job_store.adapters.database import Pool, create_pool
 from job_store.adapters.migrations import migrate_database
 from job_store.adapters.nats import NatsChangeAnnouncer
-from job_store.adapters.postgres import Pool, PostgresJobStore, create_pool
+from job_store.adapters.postgres import PostgresJobStore
 from jobs_proto.api import JobChanged
 from jobs_proto.subjects import Subjects
 from jobs_testkit.plugin import Migrate

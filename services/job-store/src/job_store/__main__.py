@@ -10,46 +10,43 @@ the `JOBS` stream and exits.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import contextlib
 import logging
 import signal
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Final, NoReturn
+from typing import Final
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from job_store.adapters.metrics import (
-    CONSUMER_ACK_PENDING,
-    CONSUMER_LAG,
-    PURGES_PUBLISHED,
-    PrometheusObserver,
-)
-from job_store.adapters.migrations import migrate_database
-from job_store.adapters.nats import JobStoreEndpoints, NatsChangeAnnouncer, NatsResultLoader
-from job_store.adapters.parking import NatsParking
-from job_store.adapters.postgres import (
+from job_store.adapters.database import (
     Pool,
-    PostgresJobStore,
     create_pool,
     open_database,
     redact,
     with_retries,
 )
+from job_store.adapters.metrics import PrometheusObserver
+from job_store.adapters.migrations import migrate_database
+from job_store.adapters.nats import JobStoreEndpoints, NatsChangeAnnouncer, NatsResultLoader
+from job_store.adapters.parking import NatsParking
+from job_store.adapters.postgres import PostgresJobStore
 from job_store.adapters.stream_reader import StreamReader
+from job_store.applier import EventApplier
 from job_store.config import MigrateSettings, Settings
-from job_store.handlers import EventApplier, purge_finished
 from job_store.replay import replay
+from job_store.retention import purge_finished
 from jobs_proto.events import EVENT_KINDS
 from jobs_proto.permissions import inbox_prefix
 from jobs_proto.stream import job_store_consumer
+from jobs_runtime import commands
 from jobs_runtime.bus import connect
+from jobs_runtime.commands import Command, load_or_exit
 from jobs_runtime.consumer import ConsumerLoop
-from jobs_runtime.logs import configure_logging
-from jobs_runtime.service import Service, run
-from jobs_runtime.settings import SettingsError, load_settings
+from jobs_runtime.errors import Unavailable
+from jobs_runtime.periodic import every
+from jobs_runtime.service import Service, run_service
 
 NAME: Final = "job-store"
 log = logging.getLogger("job_store")
@@ -63,9 +60,6 @@ _CACHED_ROWS: Final = 2048
 # Batches of other jobs written while one commits: a lone event then waits for its own commit
 # only, not for another job's flush to disk as well (Postgres flushes them together).
 _CONCURRENT_BATCHES: Final = 2
-# Exit code of a job-store that refused to start (a setting contradicts the stream).
-REFUSED: Final = 3
-_refused = False
 
 
 async def retention_fits(js: JetStreamContext, settings: Settings) -> bool:
@@ -86,29 +80,13 @@ async def retention_fits(js: JetStreamContext, settings: Settings) -> bool:
     return False
 
 
-async def _every(
-    period_s: float, stop: asyncio.Event, name: str, work: Callable[[], Awaitable[None]]
-) -> None:
-    """Run `work` every `period_s` until `stop`; a failure is logged and the next round runs."""
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), period_s)
-        if stop.is_set():
-            return
-        try:
-            await work()
-        except Exception as exc:
-            log.warning("%s failed, trying again in %.0f s: %r", name, period_s, exc)
-
-
-async def serve(service: Service[Settings]) -> None:
-    """The service's work: database, read endpoints, then the consumer until `stop`."""
-    global _refused
+async def serve(service: Service[Settings]) -> int | None:
+    """The service's work: database, read endpoints, then the consumer until `stop`;
+    `REFUSED` when a setting contradicts the stream."""
     settings = service.settings
     serving: PostgresJobStore | None = None
     if not await retention_fits(service.js, settings):
-        _refused = True
-        return
+        return commands.REFUSED
 
     async def postgres_ready() -> None:
         # Not ready until the database is migrated and the read endpoints take requests.
@@ -121,25 +99,27 @@ async def serve(service: Service[Settings]) -> None:
         settings.database_url, pool_size=settings.database_pool_size, stop=service.stop
     )
     if pool is None:
-        return  # stopped while waiting for Postgres: nothing was started
+        return None  # stopped while waiting for Postgres: nothing was started
     # Rows this process wrote stay in hand, so the next event of a running job needs no read.
     store = PostgresJobStore(pool, cached_rows=_CACHED_ROWS)
     endpoint = JobStoreEndpoints(service.nc, settings.subjects, store)
     try:
         await endpoint.start()
         serving = store
+        observer = PrometheusObserver()
         parking = NatsParking(
             service.js,
             settings.subjects,
             settings.jobs_stream,
             replicas=settings.stream_replicas,
+            observer=observer,
         )
         await parking.ensure()
         applier = EventApplier(
             store,
             NatsChangeAnnouncer(service.nc, settings.subjects),
             NatsResultLoader(service.js, settings.jobs_stream),
-            observer=PrometheusObserver(),
+            observer=observer,
             parking=parking,
             orphan_after=timedelta(seconds=settings.orphan_after_s),
             concurrent_batches=_CONCURRENT_BATCHES,
@@ -173,23 +153,26 @@ async def serve(service: Service[Settings]) -> None:
                 service.publisher,
                 retention_s=settings.job_retention_s,
                 limit=settings.retention_batch,
+                observer=observer,
             )
             if published:
-                PURGES_PUBLISHED.inc(published)
                 log.info("finished jobs past retention purged", extra={"jobs": published})
 
         async def sample_lag() -> None:
-            info = await service.js.consumer_info(settings.jobs_stream, consumer_name)
-            CONSUMER_LAG.set(info.num_pending or 0)
-            CONSUMER_ACK_PENDING.set(info.num_ack_pending or 0)
+            try:
+                info = await service.js.consumer_info(settings.jobs_stream, consumer_name)
+            except (NatsError, TimeoutError) as exc:
+                # NATS away for now: the sample is skipped with a warning, not a traceback.
+                raise Unavailable(f"consumer info: {exc!r}") from exc
+            observer.consumer_sampled(info.num_pending or 0, info.num_ack_pending or 0)
 
         consumer_name = job_store_consumer(settings.subjects).durable
         chores = [
             asyncio.create_task(
-                _every(settings.retention_interval_s, service.stop, "retention pass", purge)
+                every(settings.retention_interval_s, service.stop, "retention pass", purge)
             ),
             asyncio.create_task(
-                _every(settings.lag_sample_s, service.stop, "lag sample", sample_lag)
+                every(settings.lag_sample_s, service.stop, "lag sample", sample_lag)
             ),
         ]
         try:
@@ -205,6 +188,7 @@ async def serve(service: Service[Settings]) -> None:
             await asyncio.wait_for(pool.close(), _POOL_CLOSE_S)
         except TimeoutError:
             pool.terminate()
+    return None
 
 
 async def migrate_command(settings: MigrateSettings) -> int:
@@ -220,23 +204,12 @@ async def migrate_command(settings: MigrateSettings) -> int:
         )
     except Exception as exc:
         log.error("migration failed: %s", redact(f"{type(exc).__name__}: {exc}", dsn))
-        return 1
+        return commands.FAILED
     if applied is None:
         log.error("stopped before migrating")
-        return 1
+        return commands.FAILED
     log.info("migrated", extra={"applied": [m.version for m in applied]})
-    return 0
-
-
-def migrate_main() -> NoReturn:
-    try:
-        settings = load_settings(MigrateSettings)
-    except SettingsError as exc:
-        # The same one line the runtime writes for the service's own configuration errors.
-        sys.stderr.write(f"{NAME}: configuration error: {exc}\n")
-        sys.exit(2)
-    configure_logging(NAME, settings.log_level)
-    sys.exit(asyncio.run(migrate_command(settings)))
+    return commands.OK
 
 
 async def replay_command(settings: Settings, *, truncate: bool) -> int:
@@ -249,7 +222,7 @@ async def replay_command(settings: Settings, *, truncate: bool) -> int:
         )
     except Exception as exc:
         log.error("replay failed: %s", redact(f"{type(exc).__name__}: {exc}", dsn))
-        return 1
+        return commands.FAILED
     assert pool is not None  # `stop` is never set here
     # The job-store's own NATS user and inbox: replay reads what the service reads.
     nc = await connect(
@@ -261,7 +234,7 @@ async def replay_command(settings: Settings, *, truncate: bool) -> int:
             await store.truncate()
         elif await store.count_jobs():
             log.error("replay needs an empty database (or --truncate to empty this one first)")
-            return 1
+            return commands.FAILED
         js = nc.jetstream()
         reader = StreamReader(js, settings.jobs_stream, settings.subjects)
         report = await replay(reader.batches(), store, NatsResultLoader(js, settings.jobs_stream))
@@ -282,7 +255,7 @@ async def replay_command(settings: Settings, *, truncate: bool) -> int:
             "foreign": report.foreign,
         },
     )
-    return 1 if report.failed else 0
+    return commands.FAILED if report.failed else commands.OK
 
 
 async def _migrated_pool(dsn: str) -> Pool:
@@ -290,41 +263,32 @@ async def _migrated_pool(dsn: str) -> Pool:
     return await create_pool(dsn, max_size=2)
 
 
-def replay_main(truncate: bool) -> NoReturn:
-    try:
-        settings = load_settings(Settings)
-    except SettingsError as exc:
-        sys.stderr.write(f"{NAME}: configuration error: {exc}\n")
-        sys.exit(2)
-    configure_logging(NAME, settings.log_level)
-    sys.exit(asyncio.run(replay_command(settings, truncate=truncate)))
-
-
-def serve_main() -> NoReturn:
-    try:
-        run(NAME, Settings, serve)
-    except SystemExit as done:
-        if done.code == 0 and _refused:
-            sys.exit(REFUSED)
-        raise
+def _replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--truncate", action="store_true", help="empty the tables first if they hold jobs"
+    )
 
 
 def main() -> None:
-    match sys.argv[1:]:
-        case []:
-            serve_main()
-        case ["migrate"]:
-            migrate_main()
-        case ["replay"]:
-            replay_main(truncate=False)
-        case ["replay", "--truncate"]:
-            replay_main(truncate=True)
-        case _:
-            configure_logging(NAME)
-            log.error(
-                "usage: job-store [migrate | replay [--truncate]]", extra={"argv": sys.argv[1:]}
-            )
-            sys.exit(2)
+    commands.main(
+        NAME,
+        lambda: run_service(NAME, Settings, serve),
+        [
+            Command(
+                "migrate",
+                "apply pending migrations to DATABASE_URL and exit",
+                lambda _: asyncio.run(migrate_command(load_or_exit(NAME, MigrateSettings))),
+            ),
+            Command(
+                "replay",
+                "rebuild the tables of DATABASE_URL from the JOBS stream and exit",
+                lambda args: asyncio.run(
+                    replay_command(load_or_exit(NAME, Settings), truncate=args.truncate)
+                ),
+                arguments=_replay_arguments,
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

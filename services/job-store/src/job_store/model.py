@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jobs_proto.api import JobSummary, JobView, StuckJob
+from jobs_proto.api import JobView, StuckJob
 from jobs_proto.events import JobError
 from jobs_proto.status import JobStatus
 
@@ -62,21 +62,6 @@ class HistoryEntry:
     message_id: str
     summary: dict[str, Any]
     recorded_at: datetime | None = None
-
-
-def job_summary(row: JobRow) -> JobSummary:
-    """The job in a list: no input, no output."""
-    return JobSummary(
-        job_id=row.job_id,
-        type=row.job_type,
-        status=row.status,
-        version=row.version,
-        error=row.error,
-        prediction_id=row.prediction_id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        completed_at=row.completed_at,
-    )
 
 
 def job_view(row: JobRow) -> JobView:

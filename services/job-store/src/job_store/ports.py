@@ -13,11 +13,6 @@ from jobs_proto.api import JobChanged, JobSummary
 from jobs_proto.events import AnyJobEvent, JobPurged
 
 
-class StoreUnavailable(Exception):
-    """The database cannot be reached now (down, restarting, connection lost): nothing about
-    the events in hand is wrong, so they are retried as they are rather than one by one."""
-
-
 class JobTransaction(Protocol):
     """One database transaction over `jobs`; committed when its context exits cleanly."""
 
@@ -62,7 +57,9 @@ class JobStore(Protocol):
     """The jobs table: transactions for writers, plain reads for the endpoints."""
 
     def transaction(self) -> AbstractAsyncContextManager[JobTransaction]:
-        """A transaction; raises `StoreUnavailable` when the database cannot be reached."""
+        """A transaction; raises `jobs_runtime.errors.Unavailable` when the database cannot be
+        reached (down, restarting, connection lost): nothing about the events in hand is wrong,
+        so they are retried as they are rather than one by one."""
         ...
 
     async def get(self, job_id: uuid.UUID) -> JobRow | None: ...
@@ -149,8 +146,9 @@ class Parking(Protocol):
         ...
 
 
-class ApplyObserver(Protocol):
-    """Where the applier reports what it did (the `/metrics` counters), kept out of handlers."""
+class JobStoreObserver(Protocol):
+    """Where the job-store reports what it did (the `/metrics` counters), kept out of handlers
+    and adapters alike."""
 
     def applied(self, kind: str, outcome: str, seconds: float) -> None:
         """One event handled: `outcome` is `changed`, `unchanged`, `deferred` or `parked`."""
@@ -164,3 +162,38 @@ class ApplyObserver(Protocol):
         """One transaction committed `events` events: `mode` `batch` for a whole batch, or
         `single` for one event of a batch that failed and was retried one by one."""
         ...
+
+    def purges_published(self, jobs: int) -> None:
+        """A retention pass published a purge for each of `jobs` finished jobs."""
+        ...
+
+    def parked(self, reason: str) -> None:
+        """A message was put in the dead-letter stream instead of being applied."""
+        ...
+
+    def consumer_sampled(self, pending: int, ack_pending: int) -> None:
+        """The consumer's lag as last sampled: events not yet handed over, and handed over but
+        not yet acknowledged."""
+        ...
+
+
+class NoObserver:
+    """A `JobStoreObserver` that keeps nothing, for tests and tools."""
+
+    def applied(self, kind: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def waited(self, reason: str) -> None:
+        pass
+
+    def committed(self, events: int, mode: str) -> None:
+        pass
+
+    def purges_published(self, jobs: int) -> None:
+        pass
+
+    def parked(self, reason: str) -> None:
+        pass
+
+    def consumer_sampled(self, pending: int, ack_pending: int) -> None:
+        pass

@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
 
-from job_store.handlers import JobNotYetKnown, Outcome, Purged, apply_events
+from job_store.batches import JobNotYetKnown, Outcome, Purged, apply_events
 from job_store.ports import JobStore, ResultLoader
 from job_store.transitions import Change, Park
 from jobs_proto.events import AnyJobEvent, JobRequested

@@ -8,9 +8,11 @@ import uuid
 import msgspec
 import pytest
 
+from job_store.adapters.database import Pool
 from job_store.adapters.nats import NatsChangeAnnouncer
-from job_store.adapters.postgres import Pool, PostgresJobStore
-from job_store.handlers import JobNotYetKnown, apply_event, get_job
+from job_store.adapters.postgres import PostgresJobStore
+from job_store.batches import JobNotYetKnown, apply_event
+from job_store.reads import get_job
 from jobs_proto.api import GetJob, JobChanged
 from jobs_proto.events import AnyJobEvent
 from jobs_proto.status import JobStatus

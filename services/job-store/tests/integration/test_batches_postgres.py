@@ -12,30 +12,17 @@ from typing import Any
 from msgspec.structs import replace
 from nats.aio.client import Client as NATS
 
+from job_store.adapters.database import Pool, create_pool
 from job_store.adapters.nats import NatsChangeAnnouncer
-from job_store.adapters.postgres import Pool, PostgresJobStore, create_pool
-from job_store.handlers import EventApplier, apply_event
+from job_store.adapters.postgres import PostgresJobStore
+from job_store.applier import EventApplier
+from job_store.batches import apply_event
 from jobs_proto.api import JobChanged
 from jobs_proto.events import AnyJobEvent, JobPurged, JobSubmitted
 from jobs_testkit.events import cancel, completed, failed, requested, started, submitted
 from jobs_testkit.waiting import eventually
 
-
-class Commits:
-    """The `ApplyObserver` as far as transactions go."""
-
-    def __init__(self) -> None:
-        self.commits: list[tuple[int, str]] = []
-        self.outcomes: list[tuple[str, str]] = []
-
-    def applied(self, kind: str, outcome: str, seconds: float) -> None:
-        self.outcomes.append((kind, outcome))
-
-    def waited(self, reason: str) -> None:
-        pass
-
-    def committed(self, events: int, mode: str) -> None:
-        self.commits.append((events, mode))
+from ..fakes import RecordingAnnouncer, RecordingObserver
 
 
 def _stream_of(jobs: list[uuid.UUID]) -> list[AnyJobEvent]:
@@ -74,7 +61,7 @@ async def test_a_batch_of_many_jobs_is_one_transaction_and_ends_as_one_by_one(
 ) -> None:
     jobs = [uuid.uuid4() for _ in range(20)]
     stream = _stream_of(jobs)
-    observer = Commits()
+    observer = RecordingObserver()
     applier = EventApplier(PostgresJobStore(pool), announcer, observer=observer)
     # As the consumer loop hands over a fetched batch: every message at once.
     await asyncio.gather(*(applier(e) for e in stream))
@@ -107,13 +94,13 @@ async def test_a_batch_of_many_jobs_is_one_transaction_and_ends_as_one_by_one(
 async def test_a_poison_event_fails_alone_and_never_blocks_its_batch(pool: Pool) -> None:
     store = PostgresJobStore(pool)
     good, bad = uuid.uuid4(), uuid.uuid4()
-    await apply_event(requested(bad), store, _Quiet())
+    await apply_event(requested(bad), store, RecordingAnnouncer())
     # Postgres refuses this one (an `attempts` beyond its integer column) on every try.
     poison = JobSubmitted(
         job_id=bad, occurred_at=submitted(bad).occurred_at, prediction_id="p", attempt=2**40
     )
-    observer = Commits()
-    applier = EventApplier(store, _Quiet(), observer=observer)
+    observer = RecordingObserver()
+    applier = EventApplier(store, RecordingAnnouncer(), observer=observer)
     for _ in range(2):  # as redelivered, again and again, with other events each time
         other = uuid.uuid4()
         results = await asyncio.gather(
@@ -133,13 +120,13 @@ async def test_a_poison_event_fails_alone_and_never_blocks_its_batch(pool: Pool)
     assert (bad_row.status, bad_row.version) == ("pending", 1)
     # Each time: the batch failed, then one transaction per event (the poison's rolled back).
     assert observer.commits == [(1, "single")] * 6
-    assert observer.outcomes.count(("submitted", "failed")) == 2
+    assert observer.applied_events.count(("submitted", "failed")) == 2
 
 
 async def test_a_purge_deletes_the_job_and_its_history_and_only_it(pool: Pool) -> None:
     store = PostgresJobStore(pool)
     gone, kept = uuid.uuid4(), uuid.uuid4()
-    applier = EventApplier(store, _Quiet())
+    applier = EventApplier(store, RecordingAnnouncer())
     purge = JobPurged(job_id=gone, occurred_at=datetime.now(UTC))
     await asyncio.gather(
         *(applier(e) for e in (requested(gone), completed(gone), requested(kept), purge))
@@ -149,8 +136,8 @@ async def test_a_purge_deletes_the_job_and_its_history_and_only_it(pool: Pool) -
     assert await store.history(gone) == []
     assert [e.seq for e in await store.history(kept)] == [1]
     # Finished jobs past their retention: oldest first; running jobs never.
-    await apply_event(requested(gone), store, _Quiet())
-    await apply_event(completed(gone), store, _Quiet())
+    await apply_event(requested(gone), store, RecordingAnnouncer())
+    await apply_event(completed(gone), store, RecordingAnnouncer())
     assert await store.finished_before(3600, 10) == [gone]
     assert await store.finished_before(10 * 365 * 86_400, 10) == []
 
@@ -166,7 +153,7 @@ async def test_stuck_jobs_can_include_jobs_left_pending(pool: Pool) -> None:
         (requested(processing), timedelta(hours=2)),
         (submitted(processing), timedelta(hours=2)),
     ):
-        await apply_event(replace(event, occurred_at=now - ago), store, _Quiet())
+        await apply_event(replace(event, occurred_at=now - ago), store, RecordingAnnouncer())
     assert [r.job_id for r in await store.stuck_jobs(600, 10)] == [processing]
     both = await store.stuck_jobs(600, 10, pending_older_than_s=60)
     assert [(r.job_id, r.status) for r in both] == [
@@ -176,11 +163,6 @@ async def test_stuck_jobs_can_include_jobs_left_pending(pool: Pool) -> None:
     assert [r.job_id for r in await store.stuck_jobs(600, 1, pending_older_than_s=60)] == [
         old_pending
     ]
-
-
-class _Quiet:
-    async def announce(self, change: JobChanged) -> None:
-        pass
 
 
 async def test_an_announcement_too_large_for_one_message_goes_out_without_its_output(

@@ -1,10 +1,8 @@
-"""Migrations: applied once, in order, under a lock, by the library and by `job-store migrate`."""
+"""Migrations: applied once, in order, by the library (the `job-store migrate` command, two at
+once under the lock among them: `tests/e2e/test_job_store_migrate.py`)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,7 +10,6 @@ import asyncpg
 import pytest
 
 from job_store.adapters.migrations import load_migrations, migrate_database
-from jobs_testkit.processes import command_path
 
 JOBS_COLUMNS = {
     "id": "uuid",
@@ -81,22 +78,6 @@ async def _ledger(dsn: str) -> list[tuple[int, str]]:
         await conn.close()
 
 
-def _migrate_command(dsn: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "APP_ENV": "dev", "DATABASE_URL": dsn}
-    return subprocess.Popen(
-        [command_path("job-store"), "migrate"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
-    output, _ = process.communicate(timeout=30)
-    return process.returncode, output
-
-
 async def test_each_migration_is_applied_once_and_recorded(fresh_database: str) -> None:
     shipped = load_migrations()
     assert [m.version for m in shipped] == list(range(1, len(shipped) + 1))
@@ -127,7 +108,8 @@ async def test_each_migration_is_applied_once_and_recorded(fresh_database: str) 
 
 async def test_the_history_migration_is_expand_only(fresh_database: str) -> None:
     """Release 1's writes still work after 0002, and this release reads release 1's rows."""
-    from job_store.adapters.postgres import PostgresJobStore, create_pool
+    from job_store.adapters.database import create_pool
+    from job_store.adapters.postgres import PostgresJobStore
 
     first = load_migrations()[0]
     conn = await asyncpg.connect(fresh_database)
@@ -160,41 +142,3 @@ async def test_the_history_migration_is_expand_only(fresh_database: str) -> None
         None,
         False,
     )
-
-
-async def test_the_migrate_command_is_idempotent(fresh_database: str) -> None:
-    first_code, first_log = await asyncio.to_thread(_finish, _migrate_command(fresh_database))
-    again_code, again_log = await asyncio.to_thread(_finish, _migrate_command(fresh_database))
-    assert first_code == 0, first_log
-    assert again_code == 0, again_log
-    assert '"msg":"applied migration"' in first_log
-    assert '"msg":"applied migration"' not in again_log
-    assert '"msg":"migrated"' in again_log
-    assert len(await _ledger(fresh_database)) == len(load_migrations())
-
-
-async def test_two_migrate_commands_at_once_apply_the_schema_once(fresh_database: str) -> None:
-    processes = [_migrate_command(fresh_database) for _ in range(2)]
-    results = await asyncio.gather(*(asyncio.to_thread(_finish, p) for p in processes))
-    for code, log in results:
-        assert code == 0, log
-    applied_lines = sum(log.count('"msg":"applied migration"') for _, log in results)
-    assert applied_lines == len(load_migrations()), "a migration ran twice, or not at all"
-    assert await _ledger(fresh_database) == [(m.version, m.name) for m in load_migrations()]
-
-
-async def test_the_migrate_command_reports_a_bad_setting_in_one_line() -> None:
-    def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [command_path("job-store"), "migrate"],
-            env={**os.environ, "APP_ENV": "prod", "DATABASE_URL": ""},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
-    result = await asyncio.to_thread(run)
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        "job-store: configuration error: DATABASE_URL: missing (required when APP_ENV=prod)"
-    ]

@@ -20,19 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from job_store.adapters.postgres import PostgresJobStore
-from job_store.handlers import JobNotYetKnown, apply_event
+from job_store.batches import JobNotYetKnown, apply_event
 from job_store.model import HistoryEntry, JobRow
 from job_store.transitions import Change, transition
-from jobs_proto.api import JobChanged
 from jobs_proto.events import AnyJobEvent, JobCancelRequested, JobStarted, JobSubmitted
 from jobs_proto.status import is_terminal
 from jobs_testkit.events import cancel, completed, failed, requested, started, submitted
 
-
-class _Silent:
-    async def announce(self, change: JobChanged) -> None:
-        pass
-
+from ..fakes import RecordingAnnouncer
 
 # The ways a job's life can go: every fact once, in the order they happened. The first event
 # is always the request and the last ends the job.
@@ -160,7 +155,7 @@ async def _deliver(store: PostgresJobStore, events: list[AnyJobEvent]) -> list[J
     while queue:
         event = queue.popleft()
         try:
-            row = await apply_event(event, store, _Silent())
+            row = await apply_event(event, store, RecordingAnnouncer())
         except JobNotYetKnown:
             waiting.append(event)
             continue

@@ -11,7 +11,8 @@ from nats.aio.client import Client as NATS
 
 from job_store.adapters.nats import NatsChangeAnnouncer, NatsResultLoader
 from job_store.adapters.postgres import PostgresJobStore
-from job_store.handlers import EventApplier, ResultMissing, apply_event
+from job_store.applier import EventApplier
+from job_store.batches import ResultMissing, apply_event
 from jobs_proto.events import JobCompleted
 from jobs_proto.stream import EVENT_OVERHEAD_BYTES, StreamSpec
 from jobs_runtime.results import result_store, store_result

@@ -9,8 +9,9 @@ from datetime import timedelta, timezone
 
 import msgspec
 
-from job_store.adapters.postgres import Pool, PostgresJobStore
-from job_store.handlers import JobNotYetKnown, apply_events
+from job_store.adapters.database import Pool
+from job_store.adapters.postgres import PostgresJobStore
+from job_store.batches import JobNotYetKnown, apply_events
 from jobs_testkit.events import cancel, completed, requested, started, submitted
 
 

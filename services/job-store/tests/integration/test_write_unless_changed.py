@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from job_store.adapters.postgres import Pool, PostgresJobStore
-from job_store.handlers import apply_events
+from job_store.adapters.database import Pool
+from job_store.adapters.postgres import PostgresJobStore
+from job_store.batches import apply_events
 from job_store.transitions import Change, transition
 from jobs_testkit.events import requested, submitted
 

@@ -5,222 +5,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import msgspec
 import pytest
 
-from job_store.handlers import (
-    EventApplier,
-    JobNotYetKnown,
-    RequestRejected,
-    ResultMissing,
-    apply_event,
-    get_job,
-    history_view,
-    job_history,
-    list_jobs,
-    purge_finished,
-)
-from job_store.model import HistoryEntry, JobRow, job_summary
-from job_store.ports import StoreUnavailable
+from job_store.applier import EventApplier
+from job_store.batches import JobNotYetKnown, ResultMissing, apply_event
+from job_store.model import JobRow
+from job_store.reads import RequestRejected, get_job, history_view, job_history, list_jobs
 from job_store.replay import replay
+from job_store.retention import purge_finished
 from job_store.transitions import Change, transition
-from jobs_proto.api import GetJob, GetJobHistory, JobChanged, JobSummary, ListJobs
+from jobs_proto.api import GetJob, GetJobHistory, JobSummary, ListJobs
 from jobs_proto.events import AnyJobEvent, JobCompleted, JobPurged
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.retry import RetryLater
 from jobs_testkit.events import OWNER, T0, cancel, completed, requested, started, submitted
 
-
-class MemoryTransaction:
-    """Read-committed like Postgres: reads see committed rows, writes show at commit, and
-    `lock` of a row that does not exist yet locks nothing."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
-        self.writes: dict[uuid.UUID, JobRow] = {}
-        self.entries: list[HistoryEntry] = []
-        self.deletes: list[uuid.UUID] = []
-        self.held: list[asyncio.Lock] = []
-
-    async def lock(self, job_id: uuid.UUID) -> JobRow | None:
-        await asyncio.sleep(0)  # a round trip: other tasks run meanwhile
-        if job_id in self.writes:
-            return self.writes[job_id]
-        if job_id not in self._store.rows:
-            return None
-        lock = self._store.row_locks[job_id]
-        if lock not in self.held:
-            await lock.acquire()
-            self.held.append(lock)
-        return self._store.rows[job_id]
-
-    async def lock_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
-        found: dict[uuid.UUID, JobRow] = {}
-        for job_id in sorted(job_ids):
-            row = await self.lock(job_id)
-            if row is not None:
-                found[job_id] = row
-        return found
-
-    async def delete(self, job_id: uuid.UUID) -> None:
-        await asyncio.sleep(0)
-        self.deletes.append(job_id)
-        self.writes.pop(job_id, None)
-
-    async def insert(self, row: JobRow) -> bool:
-        await asyncio.sleep(0)
-        if row.job_id in self._store.rows and row.job_id not in self.deletes:
-            return False
-        self.writes[row.job_id] = row
-        return True
-
-    async def update(self, row: JobRow) -> None:
-        await asyncio.sleep(0)
-        self.writes[row.job_id] = row
-
-    async def append_history(self, entry: HistoryEntry) -> None:
-        self.entries.append(replace(entry, recorded_at=entry.occurred_at))
-
-    async def append_history_many(self, entries: Sequence[HistoryEntry]) -> None:
-        await self._store.fail_for(entries)
-        for entry in entries:
-            await self.append_history(entry)
-
-    async def write(
-        self, updates: Sequence[JobRow], inserts: Sequence[JobRow], entries: Sequence[HistoryEntry]
-    ) -> bool:
-        for row in updates:
-            await self.update(row)
-        for row in inserts:
-            if not await self.insert(row):
-                return False
-        await self.append_history_many(entries)
-        return True
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.rows: dict[uuid.UUID, JobRow] = {}
-        self.entries: list[HistoryEntry] = []
-        self.row_locks: defaultdict[uuid.UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
-        # Committed transactions, each as the number of history entries it wrote.
-        self.commits: list[int] = []
-        # A job whose writes fail (a poison event, as far as the store can tell).
-        self.poison: uuid.UUID | None = None
-        # How many transactions from now on find the database unreachable.
-        self.unavailable = 0
-
-    async def fail_for(self, entries: Sequence[HistoryEntry]) -> None:
-        if any(e.job_id == self.poison for e in entries):
-            raise ValueError("the store cannot take this job's change")
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[MemoryTransaction]:
-        if self.unavailable:
-            self.unavailable -= 1
-            raise StoreUnavailable("postgres is restarting")
-        tx = MemoryTransaction(self)
-        try:
-            yield tx
-            await asyncio.sleep(0)
-            for job_id in tx.deletes:
-                self.rows.pop(job_id, None)
-                self.entries = [e for e in self.entries if e.job_id != job_id]
-            self.rows.update(tx.writes)
-            self.entries.extend(tx.entries)
-            self.commits.append(len(tx.entries))
-        finally:
-            for lock in tx.held:
-                lock.release()
-
-    async def get(self, job_id: uuid.UUID) -> JobRow | None:
-        return self.rows.get(job_id)
-
-    async def list_jobs(
-        self,
-        user_id: str,
-        *,
-        statuses: Sequence[str],
-        types: Sequence[str],
-        after: tuple[datetime, uuid.UUID] | None,
-        limit: int,
-    ) -> list[JobSummary]:
-        # The same order as the Postgres query: newest first, ties by id ascending.
-        rows = sorted(
-            (r for r in self.rows.values() if r.user_id == user_id),
-            key=lambda r: (-r.created_at.timestamp(), r.job_id),
-        )
-        rows = [r for r in rows if (not statuses or r.status in statuses)]
-        rows = [r for r in rows if (not types or r.job_type in types)]
-        if after is not None:
-            key = (-after[0].timestamp(), after[1])
-            rows = [r for r in rows if (-r.created_at.timestamp(), r.job_id) > key]
-        return [job_summary(r) for r in rows[:limit]]
-
-    async def stuck_jobs(
-        self, older_than_s: float, limit: int, *, pending_older_than_s: float | None = None
-    ) -> list[JobRow]:
-        return []
-
-    async def history(
-        self, job_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None
-    ) -> list[HistoryEntry]:
-        found = sorted(
-            (e for e in self.entries if e.job_id == job_id and e.seq > after_seq),
-            key=lambda e: e.seq,
-        )
-        return found if limit is None else found[:limit]
-
-    async def finished_before(self, age_s: float, limit: int) -> list[uuid.UUID]:
-        # "Now" is the test events' clock: T0 plus a day.
-        cutoff = T0 + timedelta(days=1) - timedelta(seconds=age_s)
-        done = [
-            r for r in self.rows.values() if r.completed_at is not None and r.completed_at < cutoff
-        ]
-        return [r.job_id for r in sorted(done, key=lambda r: (r.completed_at, r.job_id))][:limit]
-
-
-class MemoryResults:
-    def __init__(self, objects: dict[str, str] | None = None) -> None:
-        self.objects = objects or {}
-        self.loads = 0
-
-    async def load(self, ref: str) -> str | None:
-        self.loads += 1
-        return self.objects.get(ref)
-
-
-class RecordingObserver:
-    def __init__(self) -> None:
-        self.applied_events: list[tuple[str, str]] = []
-        self.waits: list[str] = []
-        self.commits: list[tuple[int, str]] = []
-
-    def applied(self, kind: str, outcome: str, seconds: float) -> None:
-        assert seconds >= 0
-        self.applied_events.append((kind, outcome))
-
-    def waited(self, reason: str) -> None:
-        self.waits.append(reason)
-
-    def committed(self, events: int, mode: str) -> None:
-        self.commits.append((events, mode))
-
-
-class RecordingAnnouncer:
-    def __init__(self, *, broken: bool = False) -> None:
-        self.changes: list[JobChanged] = []
-        self.broken = broken
-
-    async def announce(self, change: JobChanged) -> None:
-        if self.broken:
-            raise ConnectionError("nats is gone")
-        self.changes.append(change)
+from ..fakes import (
+    GatedStore,
+    MemoryResults,
+    MemoryStore,
+    OptimisticMemoryStore,
+    RecordingAnnouncer,
+    RecordingObserver,
+    RecordingParking,
+    RecordingPublisher,
+)
 
 
 @pytest.fixture
@@ -490,17 +304,6 @@ async def test_history_answers_only_the_owner(
     assert (await job_history(other, store, max_bytes=1 << 20)).entries is None
 
 
-class RecordingParking:
-    def __init__(self, *, broken: bool = False) -> None:
-        self.parked: list[tuple[AnyJobEvent, str]] = []
-        self.broken = broken
-
-    async def park(self, event: AnyJobEvent, reason: str, detail: str) -> None:
-        if self.broken:
-            raise ConnectionError("nats is gone")
-        self.parked.append((event, reason))
-
-
 async def test_an_event_of_a_job_unknown_long_after_it_happened_is_parked(
     store: MemoryStore, announcer: RecordingAnnouncer
 ) -> None:
@@ -667,15 +470,6 @@ async def test_a_job_created_and_purged_in_one_batch_leaves_nothing(
     assert store.entries == []
 
 
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.events: list[JobPurged] = []
-
-    async def publish(self, event: JobPurged) -> object:
-        self.events.append(event)
-        return None
-
-
 async def test_a_retention_pass_publishes_a_purge_per_finished_job_up_to_its_limit(
     store: MemoryStore, announcer: RecordingAnnouncer
 ) -> None:
@@ -687,9 +481,11 @@ async def test_a_retention_pass_publishes_a_purge_per_finished_job_up_to_its_lim
     await apply_event(requested(running), store, announcer)
     publisher = RecordingPublisher()
     # "Now" is T0 + 1 day: a retention of 2 hours covers every job finished at T0 + seconds.
-    assert await purge_finished(store, publisher, retention_s=7200, limit=2) == 2
+    observer = RecordingObserver()
+    assert await purge_finished(store, publisher, retention_s=7200, limit=2, observer=observer) == 2
     assert [e.job_id for e in publisher.events] == old[:2]
     assert await purge_finished(store, publisher, retention_s=2 * 86_400, limit=10) == 0
+    assert observer.purges == [2], "the metric counts what was published, once a pass"
 
 
 async def test_a_reply_too_large_comes_without_its_output_and_says_so(
@@ -787,43 +583,10 @@ async def test_a_store_unavailable_for_long_hands_the_whole_batch_back(
     results = await asyncio.gather(
         applier(requested(uuid.uuid4())), applier(requested(uuid.uuid4())), return_exceptions=True
     )
-    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert all(isinstance(r, Unavailable) for r in results)
     # Not retried one by one: nothing about the events was wrong.
     assert observer.commits == []
     assert observer.applied_events == [("requested", "failed")] * 2
-
-
-class OptimisticMemoryStore(MemoryStore):
-    """A store that also writes without a transaction when nothing changed since its read;
-    `rival` changes a job between the read and the write (another replica)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rival: Callable[[], None] | None = None
-        self.optimistic_writes: list[bool] = []
-
-    async def read_many(self, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, JobRow]:
-        found = {j: self.rows[j] for j in job_ids if j in self.rows}
-        if self.rival is not None:
-            self.rival()
-            self.rival = None
-        return found
-
-    async def write_unless_changed(
-        self,
-        versions: Mapping[uuid.UUID, int | None],
-        updates: Sequence[JobRow],
-        inserts: Sequence[JobRow],
-        entries: Sequence[HistoryEntry],
-    ) -> bool:
-        now = {j: self.rows[j].version if j in self.rows else None for j in versions}
-        written = now == dict(versions)
-        self.optimistic_writes.append(written)
-        if written:
-            self.rows.update({r.job_id: r for r in [*updates, *inserts]})
-            self.entries.extend(entries)
-            self.commits.append(len(entries))
-        return written
 
 
 async def test_a_batch_is_written_in_one_go_when_its_jobs_did_not_change_meanwhile(
@@ -894,20 +657,6 @@ async def test_a_batch_whose_job_keeps_changing_is_applied_in_a_locking_transact
     # Two optimistic tries, both beaten; then the transaction, which locks, applies it.
     assert store.optimistic_writes == [True, False, False]
     assert store.rows[job].status == "processing"
-
-
-class GatedStore(MemoryStore):
-    """Writes of `gated`'s changes wait at `gate` (a slow commit)."""
-
-    def __init__(self, gated: uuid.UUID) -> None:
-        super().__init__()
-        self.gated = gated
-        self.gate = asyncio.Event()
-
-    async def fail_for(self, entries: Sequence[HistoryEntry]) -> None:
-        if any(e.job_id == self.gated for e in entries):
-            await self.gate.wait()
-        await super().fail_for(entries)
 
 
 async def test_with_concurrent_batches_another_job_need_not_wait_for_a_slow_commit(

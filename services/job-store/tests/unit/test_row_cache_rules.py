@@ -6,7 +6,7 @@ import uuid
 from dataclasses import replace
 from datetime import timedelta, timezone
 
-from job_store.adapters.postgres import RowCache, as_read_back
+from job_store.adapters.row_cache import RowCache, as_read_back
 from job_store.model import JobRow
 from jobs_testkit.events import T0
 

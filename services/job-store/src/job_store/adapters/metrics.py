@@ -1,8 +1,8 @@
 """The job-store's `/metrics`: events applied by kind and outcome, apply latency, waits, batch
 sizes, purges and the consumer's lag.
 
-The `ApplyObserver` port over prometheus_client's default registry, which the runtime's admin
-port serves.
+The `JobStoreObserver` port over prometheus_client's default registry, which the runtime's
+admin port serves; nothing else touches these metrics.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ PARKED: Final = Counter(
 
 
 class PrometheusObserver:
-    """The `ApplyObserver` port: counters and a latency histogram per event kind.
+    """The `JobStoreObserver` port: counters and a latency histogram per event kind, purges,
+    parked messages and the consumer's lag.
 
     Each metric's child per label values is looked up once: `labels()` takes a lock and builds
     a key on every call, several times per event otherwise.
@@ -84,3 +85,13 @@ class PrometheusObserver:
         if sizes is None:
             sizes = self._batches[mode] = BATCH_SIZE.labels(mode)
         sizes.observe(events)
+
+    def purges_published(self, jobs: int) -> None:
+        PURGES_PUBLISHED.inc(jobs)
+
+    def parked(self, reason: str) -> None:
+        PARKED.labels(reason).inc()
+
+    def consumer_sampled(self, pending: int, ack_pending: int) -> None:
+        CONSUMER_LAG.set(pending)
+        CONSUMER_ACK_PENDING.set(ack_pending)

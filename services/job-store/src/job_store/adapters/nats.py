@@ -22,8 +22,8 @@ from nats.js.object_store import ObjectStore
 from nats.micro.request import Request
 from nats.micro.service import Service as MicroService
 
-from job_store.handlers import RequestRejected, get_job, job_history, list_jobs, stuck_jobs
 from job_store.ports import JobStore
+from job_store.reads import RequestRejected, get_job, job_history, list_jobs, stuck_jobs
 from jobs_proto.api import FindStuckJobs, GetJob, GetJobHistory, JobChanged, ListJobs
 from jobs_proto.subjects import Subjects
 from jobs_runtime.results import load_result, result_store

@@ -11,7 +11,7 @@ from typing import Final
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from job_store.adapters.metrics import PARKED
+from job_store.ports import JobStoreObserver, NoObserver
 from jobs_proto.events import AnyJobEvent, encode_event
 from jobs_proto.stream import (
     PARK_DETAIL_HEADER,
@@ -36,9 +36,16 @@ class NatsParking:
     """Publishes parked messages; `ensure` creates the stream (idempotent, every replica)."""
 
     def __init__(
-        self, js: JetStreamContext, subjects: Subjects, jobs_stream: str, *, replicas: int = 1
+        self,
+        js: JetStreamContext,
+        subjects: Subjects,
+        jobs_stream: str,
+        *,
+        replicas: int = 1,
+        observer: JobStoreObserver | None = None,
     ) -> None:
         self._js = js
+        self._observer = observer or NoObserver()
         self._subjects = subjects
         self._spec = parked_stream(subjects, jobs_stream, replicas=replicas)
 
@@ -81,7 +88,7 @@ class NatsParking:
             headers=headers,
             stream=self._spec.name,
         )
-        PARKED.labels(reason).inc()
+        self._observer.parked(reason)
         log.warning(
             "message parked",
             extra={"reason": reason, "detail": _one_line(detail), "original_subject": subject},

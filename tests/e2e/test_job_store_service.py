@@ -1,12 +1,14 @@
 """The `job-store` command as a real process: consumes events, answers the reads (`get`,
-`list`, `stuck`, `history`) over request/reply, announces, and counts in `/metrics`."""
+`list`, `stuck`, `history`) over request/reply, announces, and counts in `/metrics`.
+
+The test kit's `job_store` fixture starts it; the process migrates its own database."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,6 +40,20 @@ from jobs_testkit.servers import free_port
 from jobs_testkit.waiting import eventually
 
 OWNER = "user-7"
+
+
+@pytest.fixture
+async def announced(nats_client: NATS, subjects: Subjects) -> AsyncIterator[list[JobChanged]]:
+    """Every `JobChanged` on this test's `job_change.>`, as received."""
+    received: list[JobChanged] = []
+
+    async def collect(msg: Msg) -> None:
+        received.append(msgspec.json.decode(msg.data, type=JobChanged))
+
+    subscription = await nats_client.subscribe(subjects.all_job_changes, cb=collect)
+    await nats_client.flush()
+    yield received
+    await subscription.unsubscribe()
 
 
 def _now() -> datetime:
@@ -484,7 +500,12 @@ async def test_what_can_never_be_applied_is_parked_and_the_consumer_goes_on(
     assert by_reason["undecodable"].headers is not None
     assert by_reason["undecodable"].headers["Jobs-Original-Subject"].endswith(str(garbage))
     assert by_reason["no_such_job"].subject == f"{subjects.prefix}job_parked.no_such_job"
-    assert (await _get(nats_client, subjects, fine)).job is not None
+
+    async def fine_applied() -> bool:
+        # Parking the others does not wait for it: it may come in a later batch.
+        return (await _get(nats_client, subjects, fine)).job is not None
+
+    await eventually(fine_applied)
 
     async with httpx.AsyncClient() as http:
         metrics = (await http.get(_admin(job_store, "/metrics"))).text

@@ -1,6 +1,7 @@
 """The `job-store` command as a real process: retention purges finished jobs through the stream,
 a retention longer than the stream refuses to start, `job-store replay` rebuilds the same rows,
-and `/metrics` shows batches and the consumer's lag."""
+and `/metrics` shows batches and the consumer's lag. Each process migrates the database it is
+given (the service at start, `replay` before it writes)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,24 @@ def _admin(process: ServiceProcess, path: str) -> str:
 
 async def _ready(process: ServiceProcess) -> None:
     await until_serving(process, "postgres")
+
+
+@pytest.fixture
+async def other_database_url(postgres_url: str, database_template: str) -> AsyncIterator[str]:
+    """A second fresh database of this test (a replay's target)."""
+    name = f"other_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
+    finally:
+        await conn.close()
+    base, _, _ = postgres_url.rpartition("/")
+    yield f"{base}/{name}"
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
