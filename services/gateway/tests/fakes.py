@@ -20,9 +20,9 @@ from gateway.ports import (
     ReadSource,
     StoredRecord,
 )
-from gateway.reads import pending_view
 from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, JobView, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
+from jobs_proto.pending import pending_view
 from jobs_proto.status import JobStatus
 from jobs_proto.subjects import message_id
 from jobs_runtime.errors import Unavailable

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Final
 
 from jobs_proto.api import GetJob, JobPage, JobView, ListJobs
-from jobs_proto.events import JobRequested
+from jobs_proto.pending import pending_view
 from jobs_proto.status import JOB_STATUSES, is_terminal
 from jobs_runtime.errors import Unavailable
 
@@ -28,23 +28,6 @@ class OutputTooLarge(Exception):
             "can carry; GET /api/jobs lists its status without it"
         )
         self.output_bytes = output_bytes
-
-
-def pending_view(event: JobRequested) -> JobView:
-    """The job as it is right after admission, from its `JobRequested` alone."""
-    return JobView(
-        job_id=event.job_id,
-        type=event.job_type,
-        status="pending",
-        version=1,
-        input=event.input,
-        output=None,
-        error=None,
-        prediction_id=None,
-        created_at=event.occurred_at,
-        updated_at=event.occurred_at,
-        completed_at=None,
-    )
 
 
 async def read_job(

@@ -31,9 +31,9 @@ from gateway.handlers import (
 from gateway.handlers import cancel as handle_cancel
 from gateway.handlers import read as handle_read
 from gateway.ports import BadCursor
-from gateway.reads import pending_view
 from jobs_proto.api import GetJob, JobPage, JobReply, JobView, ListJobs, ProblemDetail
 from jobs_proto.events import JobCancelRequested, JobRequested
+from jobs_proto.pending import pending_view
 from jobs_proto.status import JobStatus
 from jobs_runtime.errors import Unavailable
 

@@ -13,8 +13,8 @@ from gateway.adapters.http import (
     etag_matches,
     parse_job_id,
 )
-from gateway.reads import pending_view
 from jobs_proto.events import JobRequested
+from jobs_proto.pending import pending_view
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,8 @@ class JobRow:
     deadline_at: datetime | None = None
     # Predictions created for the job so far: the highest `JobSubmitted.attempt` applied.
     attempts: int = 0
-    # The stored input is a cut-down copy: the one sent was over `MAX_INPUT_BYTES`.
+    # The stored input is a cut-down copy: the one sent was over
+    # `jobs_proto.pending.MAX_INPUT_BYTES`.
     input_truncated: bool = False
 
     @property

@@ -21,10 +21,8 @@ something an operator should look at.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
-
-import msgspec
 
 from job_store.model import HistoryEntry, JobRow
 from jobs_proto.events import (
@@ -38,6 +36,7 @@ from jobs_proto.events import (
     JobSubmitted,
 )
 from jobs_proto.job_types import JOB_TYPES
+from jobs_proto.pending import as_utc, bounded_input
 from jobs_proto.status import (
     DEADLINE_EXCEEDED,
     PREDICTION_FAILED,
@@ -56,12 +55,6 @@ RESULT_EXPIRED_MESSAGE: Final = (
     "The prediction succeeded, but Replicate removed its output before it was recorded."
 )
 PREDICTION_FAILED_MESSAGE: Final = "The prediction failed without an error message."
-
-# Inputs larger than this (encoded as JSON) are stored cut down and marked `input_truncated`.
-# The gateway admits bodies up to 64 KiB, so only events from elsewhere (an older release, a
-# hand-made publish) reach it. A constant, not a setting: a replay must cut exactly alike.
-MAX_INPUT_BYTES: Final = 64 * 1024
-_encoder: Final = msgspec.json.Encoder()
 
 
 # Why an event is parked: it reports on a prediction other than the one its job is bound to.
@@ -146,7 +139,7 @@ def history_entry(before: JobRow | None, after: JobRow, event: AnyJobEvent) -> H
         job_id=after.job_id,
         seq=after.version,
         kind=event.kind,
-        occurred_at=_utc(event.occurred_at),
+        occurred_at=as_utc(event.occurred_at),
         source=event_source(event),
         message_id=message_id(event),
         summary=summary,
@@ -171,7 +164,7 @@ def event_source(event: AnyJobEvent) -> str:
 
 def next_row(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
     """The job's row after `event`, or None when the event changes nothing."""
-    at = _utc(event.occurred_at)
+    at = as_utc(event.occurred_at)
     if row is None:
         if isinstance(event, JobRequested):
             job_type = JOB_TYPES.get(event.job_type)
@@ -216,36 +209,6 @@ def next_row(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
         case JobPurged():
             return None  # a deletion, not a change of the row: the applier carries it out
     return None  # pragma: no cover - the match is exhaustive over AnyJobEvent
-
-
-def bounded_input(
-    value: dict[str, Any], limit: int = MAX_INPUT_BYTES
-) -> tuple[dict[str, Any], bool]:
-    """The input as stored: whole when its JSON fits in `limit` bytes, else cut down (and True).
-
-    Fields are kept in order while they fit; the first that does not is cut if it is text (on a
-    character boundary), and the rest are left out. Deterministic, so a replay stores the same.
-    """
-    if len(_encoder.encode(value)) <= limit:
-        return value, False
-    budget = limit - 2  # the braces
-    kept: dict[str, Any] = {}
-    for key, item in value.items():
-        size = len(_encoder.encode({key: item})) - 1  # its `"key":value,` share
-        if size <= budget:
-            kept[key] = item
-            budget -= size
-            continue
-        if isinstance(item, str):
-            room = budget - (len(_encoder.encode({key: ""})) - 1)
-            # JSON escapes make the encoded text longer than the raw: cut until it fits.
-            text = item.encode()[: max(room, 0)].decode(errors="ignore")
-            while text and len(_encoder.encode({key: text})) - 1 > budget:
-                text = text[: len(text) * 3 // 4]
-            if text:
-                kept[key] = text
-        break
-    return kept, True
 
 
 def _submitted(row: JobRow, event: JobSubmitted, at: datetime) -> JobRow | None:
@@ -338,8 +301,3 @@ def _bumped(row: JobRow, at: datetime) -> JobRow:
     """The row counted as changed once more at `at`; callers replace what the event changes."""
     # Events from different services carry their own clocks; `updated_at` never goes back.
     return replace(row, version=row.version + 1, updated_at=max(row.updated_at, at))
-
-
-def _utc(moment: datetime) -> datetime:
-    # A timestamp without an offset is read as UTC rather than failing on every redelivery.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
