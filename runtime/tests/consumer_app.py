@@ -8,8 +8,9 @@ from pathlib import Path
 
 from jobs_proto.events import JobRequested
 from jobs_proto.stream import ConsumerSpec
+from jobs_runtime.commands import main as command_main
 from jobs_runtime.consumer import ConsumerLoop
-from jobs_runtime.service import Service, run
+from jobs_runtime.service import Service, run_service
 from jobs_runtime.settings import ServiceSettings
 
 
@@ -50,4 +51,4 @@ async def main(service: Service[Settings]) -> None:
 
 
 if __name__ == "__main__":
-    run("consumer-app", Settings, main)
+    command_main("consumer-app", lambda: run_service("consumer-app", Settings, main))

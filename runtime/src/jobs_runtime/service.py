@@ -11,11 +11,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Generic, NoReturn, TypeVar
+from typing import Any, Generic, TypeVar
 
 import uvloop
 from nats.aio.client import Client as NATS
@@ -80,11 +79,6 @@ def run_service(name: str, settings_type: type[S], main: ServiceMain[S]) -> int:
         log.exception("crashed")
         return FAILED
     return OK if code is None else code
-
-
-def run(name: str, settings_type: type[S], main: ServiceMain[S]) -> NoReturn:
-    """Serve, then exit with `run_service`'s code."""
-    sys.exit(run_service(name, settings_type, main))
 
 
 async def _drain(nc: NATS) -> None:
