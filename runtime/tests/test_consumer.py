@@ -17,7 +17,8 @@ from jobs_proto.events import JobRequested, JobSubmitted, encode_event
 from jobs_proto.stream import ConsumerSpec, StreamSpec
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
-from jobs_runtime.consumer import SUBJECT_MISMATCH, UNDECODABLE, Allowance, ConsumerLoop
+from jobs_runtime.consumer import SUBJECT_MISMATCH, UNDECODABLE, ConsumerLoop
+from jobs_runtime.pacing import Allowance
 from jobs_runtime.retry import RetryLater
 from jobs_testkit.waiting import eventually
 

@@ -6,41 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import uuid
-from collections.abc import AsyncIterator
 
-import asyncpg
-import pytest
-
-from job_store.adapters.migrations import load_migrations
+from job_store.adapters.migrations import applied_migrations, load_migrations
 from jobs_testkit.processes import command_path
-
-
-async def _execute(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def fresh_database(postgres_url: str) -> AsyncIterator[str]:
-    """An empty database: no template, no migrations."""
-    name = f"fresh_{uuid.uuid4().hex[:12]}"
-    await _execute(postgres_url, f'CREATE DATABASE "{name}"')
-    base, _, _ = postgres_url.rpartition("/")
-    yield f"{base}/{name}"
-    await _execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _ledger(dsn: str) -> list[tuple[int, str]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
-        return [(r["version"], r["name"]) for r in rows]
-    finally:
-        await conn.close()
 
 
 def _migrate_command(dsn: str) -> subprocess.Popen[str]:
@@ -59,25 +27,27 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, output
 
 
-async def test_the_migrate_command_is_idempotent(fresh_database: str) -> None:
-    first_code, first_log = await asyncio.to_thread(_finish, _migrate_command(fresh_database))
-    again_code, again_log = await asyncio.to_thread(_finish, _migrate_command(fresh_database))
+async def test_the_migrate_command_is_idempotent(empty_database_url: str) -> None:
+    first_code, first_log = await asyncio.to_thread(_finish, _migrate_command(empty_database_url))
+    again_code, again_log = await asyncio.to_thread(_finish, _migrate_command(empty_database_url))
     assert first_code == 0, first_log
     assert again_code == 0, again_log
     assert '"msg":"applied migration"' in first_log
     assert '"msg":"applied migration"' not in again_log
     assert '"msg":"migrated"' in again_log
-    assert len(await _ledger(fresh_database)) == len(load_migrations())
+    assert len(await applied_migrations(empty_database_url)) == len(load_migrations())
 
 
-async def test_two_migrate_commands_at_once_apply_the_schema_once(fresh_database: str) -> None:
-    processes = [_migrate_command(fresh_database) for _ in range(2)]
+async def test_two_migrate_commands_at_once_apply_the_schema_once(empty_database_url: str) -> None:
+    processes = [_migrate_command(empty_database_url) for _ in range(2)]
     results = await asyncio.gather(*(asyncio.to_thread(_finish, p) for p in processes))
     for code, log in results:
         assert code == 0, log
     applied_lines = sum(log.count('"msg":"applied migration"') for _, log in results)
     assert applied_lines == len(load_migrations()), "a migration ran twice, or not at all"
-    assert await _ledger(fresh_database) == [(m.version, m.name) for m in load_migrations()]
+    assert await applied_migrations(empty_database_url) == [
+        (m.version, m.name) for m in load_migrations()
+    ]
 
 
 async def test_the_migrate_command_reports_a_bad_setting_in_one_line() -> None:

@@ -67,24 +67,6 @@ async def _ready(process: ServiceProcess) -> None:
 
 
 @pytest.fixture
-async def other_database_url(postgres_url: str, database_template: str) -> AsyncIterator[str]:
-    """A second fresh database of this test (a replay's target)."""
-    name = f"other_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
-    finally:
-        await conn.close()
-    base, _, _ = postgres_url.rpartition("/")
-    yield f"{base}/{name}"
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
 async def job_store(
     tmp_path: Path,
     nats_url: str,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,20 +40,6 @@ from jobs_testkit.servers import free_port
 from jobs_testkit.waiting import eventually
 
 OWNER = "user-7"
-
-
-@pytest.fixture
-async def announced(nats_client: NATS, subjects: Subjects) -> AsyncIterator[list[JobChanged]]:
-    """Every `JobChanged` on this test's `job_change.>`, as received."""
-    received: list[JobChanged] = []
-
-    async def collect(msg: Msg) -> None:
-        received.append(msgspec.json.decode(msg.data, type=JobChanged))
-
-    subscription = await nats_client.subscribe(subjects.all_job_changes, cb=collect)
-    await nats_client.flush()
-    yield received
-    await subscription.unsubscribe()
 
 
 def _now() -> datetime:

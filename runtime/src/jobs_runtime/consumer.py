@@ -27,7 +27,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -40,6 +39,7 @@ from jobs_proto.events import decode_event
 from jobs_proto.stream import ConsumerSpec
 from jobs_proto.subjects import SubjectError, Subjects
 from jobs_runtime.bus import ensure_consumer
+from jobs_runtime.pacing import Pace
 from jobs_runtime.retry import RetryLater
 
 log = logging.getLogger(__name__)
@@ -49,18 +49,6 @@ Handler = Callable[[Any], Awaitable[None]]
 # aside (a dead-letter stream) before the loop terminates it. Raising keeps it for later.
 RejectHook = Callable[[Msg, str, str], Awaitable[None]]
 
-
-@dataclass(frozen=True, slots=True)
-class Allowance:
-    """How many messages the loop may take now; with none, how long to wait before asking again."""
-
-    count: int
-    wait_s: float = 0.0
-
-
-# Asked before each fetch, so a service with limits of its own (the ai-runner's creations) takes
-# only what it can start now and what must wait stays in the stream.
-Pace = Callable[[], Awaitable[Allowance]]
 
 # Why a message was rejected, for logs, metrics and whoever sets rejected messages aside.
 BAD_SUBJECT = "bad_subject"

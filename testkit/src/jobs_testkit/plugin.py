@@ -14,14 +14,17 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
+from jobs_proto.api import JobChanged
 from jobs_proto.stream import StreamSpec, jobs_stream
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import ensure_stream
@@ -210,10 +213,46 @@ def database_template(
     return _database_templates[key]
 
 
+@asynccontextmanager
+async def _fresh_database(postgres_url: str, template: str) -> AsyncIterator[str]:
+    name = _unique("test_")
+    await _execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield _with_database(postgres_url, name)
+    await _execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 async def database_url(postgres_url: str, database_template: str) -> AsyncIterator[str]:
     """A fresh, migrated database of this test alone."""
-    name = _unique("test_")
-    await _execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
+    async with _fresh_database(postgres_url, database_template) as url:
+        yield url
+
+
+@pytest.fixture
+async def empty_database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh database without a template's migrations: what `job-store migrate` first meets."""
+    name = _unique("empty_")
+    await _execute(postgres_url, f'CREATE DATABASE "{name}"')
     yield _with_database(postgres_url, name)
     await _execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def other_database_url(postgres_url: str, database_template: str) -> AsyncIterator[str]:
+    """A second fresh, migrated database of this test (a replay's target)."""
+    async with _fresh_database(postgres_url, database_template) as url:
+        yield url
+
+
+@pytest.fixture
+async def announced(nats_client: NATS, subjects: Subjects) -> AsyncIterator[list[JobChanged]]:
+    """Every `JobChanged` the job-store announces on this test's `job_change.>`, as received."""
+    received: list[JobChanged] = []
+
+    async def collect(msg: Msg) -> None:
+        received.append(msgspec.json.decode(msg.data, type=JobChanged))
+
+    subscription = await nats_client.subscribe(subjects.all_job_changes, cb=collect)
+    await nats_client.flush()
+    yield received
+    await subscription.unsubscribe()

@@ -12,7 +12,6 @@ import uuid
 import msgspec
 from nats.aio.msg import Msg
 
-from ai_runner import pacing
 from ai_runner.adapters.claims import KvClaims, claims_bucket
 from ai_runner.adapters.history import StreamHistory
 from ai_runner.adapters.jobstore import NatsStuckJobFinder
@@ -33,7 +32,7 @@ from ai_runner.ports import Limits
 from ai_runner.reconcile import Reconciler
 from jobs_proto.stream import ConsumerSpec, ai_runner_consumer
 from jobs_proto.subjects import SubjectError, Subjects
-from jobs_runtime import commands, consumer, periodic
+from jobs_runtime import commands, periodic
 from jobs_runtime.consumer import ConsumerLoop, retry_delay
 from jobs_runtime.results import result_store
 from jobs_runtime.service import Service, run_service
@@ -65,16 +64,6 @@ def consumer_specs(settings: Settings) -> tuple[ConsumerSpec, ConsumerSpec, Cons
         filter_subjects=(subjects.kind("started"),),
     )
     return requested, cancels, started
-
-
-def _runtime_pace(pace: pacing.Pace) -> consumer.Pace:
-    """The pure pacing's allowances as the runtime's consumer loop takes them."""
-
-    async def allowance() -> consumer.Allowance:
-        allowed = await pace()
-        return consumer.Allowance(allowed.count, allowed.wait_s)
-
-    return allowance
 
 
 async def _release_on_end(service: Service[Settings], subjects: Subjects, limits: Limits) -> None:
@@ -171,9 +160,7 @@ async def serve(service: Service[Settings]) -> None:
         subjects=settings.subjects,
         handlers={"requested": functools.partial(handle_requested, runner=runner)},
         delay=delay,
-        pace=_runtime_pace(
-            paced_by(limits.capacity, functools.partial(observer.limit_waited, ANY_TYPE))
-        ),
+        pace=paced_by(limits.capacity, functools.partial(observer.limit_waited, ANY_TYPE)),
     )
     cancels = ConsumerLoop(
         service.js,

@@ -1,14 +1,14 @@
 """Paces the `requested` consumer by the shared limits: it fetches only as many jobs as may
 start now, so jobs that must wait stay in the stream instead of being delivered and handed back.
-Pure logic over the limits' capacity; `__main__` hands it to the runtime's consumer loop."""
+Pure logic over the limits' capacity, answering the runtime's consumer loop."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from ai_runner.ports import Capacity
+from jobs_runtime.pacing import Allowance, Pace
 
 # However long a limit says to wait, look again within this: a release may come sooner.
 MAX_PAUSE_S = 1.0
@@ -19,18 +19,6 @@ MAX_PAUSE_S = 1.0
 # overestimate that `admit` catches (the job waits in the stream, as before pacing).
 REUSE_MARGIN = 100
 REUSE_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Allowance:
-    """How many requested jobs the consumer may fetch now; with none, how long to wait before
-    asking again (the runtime's `consumer.Allowance`, which a pure module cannot import)."""
-
-    count: int
-    wait_s: float = 0.0
-
-
-Pace = Callable[[], Awaitable[Allowance]]
 
 
 def paced_by(

@@ -1,8 +1,9 @@
 """How the `requested` consumer is paced by the shared limits (no I/O): far from them a capacity
 read serves several fetches, near them every fetch reads again."""
 
-from ai_runner.pacing import MAX_PAUSE_S, REUSE_S, Allowance, paced_by
+from ai_runner.pacing import MAX_PAUSE_S, REUSE_S, paced_by
 from ai_runner.ports import Capacity, LimitWait
+from jobs_runtime.pacing import Allowance
 
 from ..fakes import FakeCapacity, Ticks, Waits
 

@@ -4,12 +4,10 @@ once under the lock among them: `tests/e2e/test_job_store_migrate.py`)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
-from job_store.adapters.migrations import load_migrations, migrate_database
+from job_store.adapters.migrations import applied_migrations, load_migrations, migrate_database
 
 JOBS_COLUMNS = {
     "id": "uuid",
@@ -51,42 +49,15 @@ VALUES ($1, 'user-1', 'script_generation', 'pending', 1, '{"topic": "tides"}', f
 """
 
 
-async def _execute(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def fresh_database(postgres_url: str) -> AsyncIterator[str]:
-    """An empty database: no template, no migrations."""
-    name = f"fresh_{uuid.uuid4().hex[:12]}"
-    await _execute(postgres_url, f'CREATE DATABASE "{name}"')
-    base, _, _ = postgres_url.rpartition("/")
-    yield f"{base}/{name}"
-    await _execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _ledger(dsn: str) -> list[tuple[int, str]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
-        return [(r["version"], r["name"]) for r in rows]
-    finally:
-        await conn.close()
-
-
-async def test_each_migration_is_applied_once_and_recorded(fresh_database: str) -> None:
+async def test_each_migration_is_applied_once_and_recorded(empty_database_url: str) -> None:
     shipped = load_migrations()
     assert [m.version for m in shipped] == list(range(1, len(shipped) + 1))
-    applied = await migrate_database(fresh_database)
+    applied = await migrate_database(empty_database_url)
     assert applied == shipped
-    assert await migrate_database(fresh_database) == []
-    assert await _ledger(fresh_database) == [(m.version, m.name) for m in shipped]
+    assert await migrate_database(empty_database_url) == []
+    assert await applied_migrations(empty_database_url) == [(m.version, m.name) for m in shipped]
 
-    conn = await asyncpg.connect(fresh_database)
+    conn = await asyncpg.connect(empty_database_url)
     try:
         columns = await conn.fetch(
             "SELECT column_name, data_type FROM information_schema.columns"
@@ -106,13 +77,13 @@ async def test_each_migration_is_applied_once_and_recorded(fresh_database: str) 
     assert {c["column_name"]: c["data_type"] for c in history_columns} == HISTORY_COLUMNS
 
 
-async def test_the_history_migration_is_expand_only(fresh_database: str) -> None:
+async def test_the_history_migration_is_expand_only(empty_database_url: str) -> None:
     """Release 1's writes still work after 0002, and this release reads release 1's rows."""
     from job_store.adapters.database import create_pool
     from job_store.adapters.postgres import PostgresJobStore
 
     first = load_migrations()[0]
-    conn = await asyncpg.connect(fresh_database)
+    conn = await asyncpg.connect(empty_database_url)
     try:
         await conn.execute(first.sql)
         old_job = uuid.uuid4()
@@ -122,7 +93,7 @@ async def test_the_history_migration_is_expand_only(fresh_database: str) -> None
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         await conn.execute("INSERT INTO schema_migrations VALUES (1, $1)", first.name)
-        assert [m.version for m in await migrate_database(fresh_database)] == [2, 3]
+        assert [m.version for m in await migrate_database(empty_database_url)] == [2, 3]
         # Release 1, still running during the rollout, writes as it always did.
         await conn.execute(_RELEASE_1_INSERT, uuid.uuid4())
         await conn.execute(
@@ -130,7 +101,7 @@ async def test_the_history_migration_is_expand_only(fresh_database: str) -> None
         )
     finally:
         await conn.close()
-    pool = await create_pool(fresh_database, max_size=1)
+    pool = await create_pool(empty_database_url, max_size=1)
     try:
         row = await PostgresJobStore(pool).get(old_job)
     finally:

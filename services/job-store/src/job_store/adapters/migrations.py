@@ -114,3 +114,13 @@ async def migrate_database(dsn: str, *, timeout_s: float = 5.0) -> list[Migratio
         return await migrate(conn)
     finally:
         await conn.close()
+
+
+async def applied_migrations(dsn: str, *, timeout_s: float = 5.0) -> list[tuple[int, str]]:
+    """The ledger of `dsn`: each migration applied, as (version, name), oldest first."""
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn, timeout=timeout_s)
+    try:
+        rows = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+        return [(r["version"], r["name"]) for r in rows]
+    finally:
+        await conn.close()
