@@ -25,6 +25,8 @@ def prediction(**changes: object) -> Prediction:
         "aborts": False,
         "chunks": CHUNKS,
         "base_url": "http://sim",
+        # Two tokens a chunk, two tokens a second: a chunk a second from the start.
+        "tokens_per_s": 2.0,
     }
     fields.update(changes)
     return Prediction(**fields)  # type: ignore[arg-type]

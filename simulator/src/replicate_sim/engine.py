@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -23,8 +24,17 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from replicate_sim.config import Knobs, Settings, merge_knobs
-from replicate_sim.model import Faults, Prediction, WebhookEvent, ending, render, status_at
-from replicate_sim.outputs import output_chunks
+from replicate_sim.model import (
+    Faults,
+    FinalStatus,
+    Prediction,
+    WebhookEvent,
+    ending,
+    render,
+    status_at,
+    tokens_written,
+)
+from replicate_sim.outputs import STREAMING_MODELS, input_tokens, output_chunks
 from replicate_sim.webhooks import Later, Outgoing, WebhookSender, call_later, new_webhook_id
 
 log = logging.getLogger(__name__)
@@ -201,6 +211,9 @@ class Simulator:
                 duplicate_final=draw() < knobs.duplicate_webhook_rate,
                 reorder=knobs.reorder_webhooks,
             ),
+            streams=model in STREAMING_MODELS,
+            tokens_per_s=knobs.tokens_per_s,
+            input_tokens=input_tokens(model_input),
         )
         self._predictions[prediction.id] = prediction
         self._by_seq[prediction.seq] = prediction
@@ -250,6 +263,32 @@ class Simulator:
             timer.cancel()
             for waiting in waits:
                 waiting.cancel()
+
+    # Streams --------------------------------------------------------------------------------
+
+    def written(self, prediction: Prediction) -> tuple[int, FinalStatus | None]:
+        """Tokens of its text written so far, and the final status once it has one."""
+        now = self._now_for(prediction)
+        end, final = ending(prediction)
+        return tokens_written(prediction, now), final if now >= end else None
+
+    def clock(self) -> float:
+        return self._clock()
+
+    async def wait_end(self, prediction: Prediction, timeout_s: float) -> None:
+        """Until the prediction ends (a cancel may bring that forward), at most `timeout_s`."""
+        if self.is_final(prediction):
+            return
+        finished = self._finished.setdefault(prediction.id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), timeout_s)
+
+    def stream_cut(self, tokens: int) -> int | None:
+        """For a new stream connection: after how many tokens `streamDropRate` cuts it, if it
+        does (at least one, so the reader always gets an event first)."""
+        if self._rng.random() >= self.knobs.stream_drop_rate:
+            return None
+        return self._rng.randint(1, max(1, tokens))
 
     def page(self, cursor: str | None) -> Page:
         """Newest first, `PAGE_SIZE` a page; cursors name a position, so creations between
@@ -355,13 +394,13 @@ class Simulator:
     def _progress(self, prediction: Prediction) -> None:
         now = self._clock()
         body = render(prediction, now)
-        seen_chunks, seen_logs = self._last_progress.get(prediction.id, (0, ""))
-        chunks = len(body["output"] or [])
-        if "output" in prediction.events and chunks != seen_chunks:
+        seen_text, seen_logs = self._last_progress.get(prediction.id, (0, ""))
+        text = sum(len(chunk) for chunk in body["output"] or [])
+        if "output" in prediction.events and text != seen_text:
             self._emit(prediction, "output", body)
         elif "logs" in prediction.events and body["logs"] != seen_logs:
             self._emit(prediction, "logs", body)
-        self._last_progress[prediction.id] = (chunks, body["logs"])
+        self._last_progress[prediction.id] = (text, body["logs"])
         end, _ = ending(prediction)
         if now + PROGRESS_INTERVAL_S < end:
             handle = self._later(PROGRESS_INTERVAL_S, functools.partial(self._progress, prediction))
