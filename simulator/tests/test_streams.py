@@ -16,7 +16,7 @@ from jobs_testkit.waiting import eventually
 from replicate_sim.outputs import count_tokens
 from replicate_sim.streams import sse
 
-from .calls import create, final, get
+from .calls import create, create_many, final, get
 from .conftest import RunningSimulator, replicate_client, running_simulator, settings
 
 OUTPUT = ServerSentEvent.EventType.OUTPUT
@@ -243,6 +243,14 @@ async def test_once_the_data_is_removed_the_stream_is_404(simulator: RunningSimu
     answer = await simulator.http.get(created["urls"]["stream"], headers=ACCEPT)
     assert answer.status_code == 404
     assert shown["metrics"]["output_token_count"] > 0
+
+
+async def test_predictions_without_a_reader_hold_no_task(simulator: RunningSimulator) -> None:
+    await simulator.configure(latencyS=60)
+    before = len(asyncio.all_tasks())
+    created = await create_many(simulator, [None] * 500)
+    assert all("stream" in p["urls"] for p in created)
+    await eventually(lambda: len(asyncio.all_tasks()) <= before, what="no task per prediction")
 
 
 # Metrics -------------------------------------------------------------------------------------
