@@ -30,6 +30,9 @@ class Settings(EnvSettings, frozen=True):
     # Seconds a `urls.stream` connection may go without an event: before the first one it is
     # answered `408`, after it the connection ends (Replicate's 30 s).
     sim_stream_idle_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # A stream reader wakes at most this often: faster text shares an event. Each event costs
+    # the simulator about 0.1 ms of CPU, so a load of thousands of readers may want it longer.
+    sim_stream_tick_s: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.02
 
     @property
     def retry_delays(self) -> tuple[float, ...]:

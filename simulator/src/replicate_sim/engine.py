@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
-import contextlib
 import dataclasses
 import functools
 import itertools
@@ -49,6 +48,11 @@ RATE_WINDOW_S = 60.0
 
 def new_prediction_id() -> str:
     return base64.b32encode(secrets.token_bytes(16)).decode().lower().rstrip("=")[:26]
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def job_of(webhook: str | None) -> str | None:
@@ -109,7 +113,7 @@ class Simulator:
         self._seq = 0
         self._creations: deque[float] = deque()
         self._timers: dict[str, list[asyncio.TimerHandle]] = {}
-        self._finished: dict[str, asyncio.Event] = {}
+        self._finished: dict[str, set[asyncio.Future[None]]] = {}
         self._reordered: dict[str, list[Outgoing]] = {}
         self._last_progress: dict[str, tuple[int, str]] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -250,19 +254,20 @@ class Simulator:
         return status_at(prediction, self._now_for(prediction)) in FINAL
 
     async def wait_final(self, prediction: Prediction, timeout_s: float) -> None:
-        """What `Prefer: wait` does: hold the answer until the prediction ends or time is up."""
+        """Until the prediction ends (a cancel may bring that forward), at most `timeout_s`:
+        what `Prefer: wait` does, and how a stream reader sleeps until its next token. One
+        future and one timer a waiter, no task."""
         if self.is_final(prediction):
             return
-        finished = self._finished.setdefault(prediction.id, asyncio.Event())
-        gave_up = asyncio.Event()
-        timer = self._later(timeout_s, gave_up.set)
-        waits = [asyncio.ensure_future(finished.wait()), asyncio.ensure_future(gave_up.wait())]
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._finished.setdefault(prediction.id, set())
+        waiters.add(waiter)
+        timer = self._later(timeout_s, functools.partial(_wake, waiter))
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         finally:
             timer.cancel()
-            for waiting in waits:
-                waiting.cancel()
+            waiters.discard(waiter)
 
     # Streams --------------------------------------------------------------------------------
 
@@ -274,14 +279,6 @@ class Simulator:
 
     def clock(self) -> float:
         return self._clock()
-
-    async def wait_end(self, prediction: Prediction, timeout_s: float) -> None:
-        """Until the prediction ends (a cancel may bring that forward), at most `timeout_s`."""
-        if self.is_final(prediction):
-            return
-        finished = self._finished.setdefault(prediction.id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(finished.wait(), timeout_s)
 
     def stream_cut(self, tokens: int) -> int | None:
         """For a new stream connection: after how many tokens `streamDropRate` cuts it, if it
@@ -417,9 +414,8 @@ class Simulator:
                 prediction.data_removed_after_s, self._remove_data, prediction
             )
             self._timers[prediction.id] = [handle]
-        finished = self._finished.pop(prediction.id, None)
-        if finished is not None:
-            finished.set()
+        for waiter in self._finished.pop(prediction.id, ()):
+            _wake(waiter)
 
     def _emit(
         self,

@@ -129,8 +129,8 @@ def tokens_written(p: Prediction, now: float) -> int:
     return min(total, math.floor(elapsed * p.tokens_per_s + 1e-6))
 
 
-def token_due(p: Prediction, count: int) -> float:
-    """When the model writes its `count`-th token, on the text's own clock."""
+def token_due(p: Prediction, count: float) -> float:
+    """When the model has written `count` tokens, on the text's own clock."""
     return p.start_at + count / p.tokens_per_s
 
 

@@ -12,11 +12,13 @@ text ending in a newline ends with an empty `data:` line, so it comes back whole
 are joined with "\\n"). A failure sends `error` with `{"detail": "..."}`; every stream ends with
 `done`: `{}`, `{"reason": "canceled"}` (also for `aborted`) or `{"reason": "error"}`. An id is
 `"{n}:0"`, `n` the tokens written up to that event (`done` and `error` count one more each):
-increasing, the same for the same text on every connection, and otherwise opaque.
+increasing, naming the same place in the text on every connection, and otherwise opaque (the
+relay must count characters itself, as Replicate promises nothing about its ids).
 
 Each connection replays the text from its first token (Replicate offers no resume), then follows
-the prediction live, waking when its next token is due or when a cancel ends it; a prediction
-with no reader has no task and costs nothing but its text. A connection that gets no event for
+the prediction live, waking when its next token is due (at most every `SIM_STREAM_TICK_S`,
+0.02 s: faster text shares an event) or when a cancel ends it; a prediction with no reader has
+no task and costs nothing but its text. A connection that gets no event for
 `SIM_STREAM_IDLE_S` is answered `408` if it had none yet, and otherwise ends (the body closes
 without `done`). `streamDropRate` cuts a connection (its TCP connection closed, no `done`) after
 a random number of tokens, at least one event in.
@@ -35,8 +37,8 @@ from replicate_sim.engine import Simulator
 from replicate_sim.model import MODEL_ERROR, FinalStatus, Prediction, ending, token_due
 from replicate_sim.outputs import token_ends
 
-# Readers wake at most this often: above 50 tokens a second, several tokens share an event.
-MIN_WAKE_S = 0.02
+# Readers wake a hair after a token is due, so that the timer never wakes a reader just before it.
+WAKE_SLACK_S = 0.0005
 
 _DONE: dict[FinalStatus, dict[str, str]] = {
     "succeeded": {},
@@ -69,8 +71,9 @@ def sse(event: str, event_id: int, data: str) -> bytes:
     return f"event: {event}\nid: {event_id}:0\n{lines}\n".encode()
 
 
-async def _events(sim: Simulator, prediction: Prediction, idle_s: float) -> AsyncIterator[bytes]:
-    """The stream from its first token; returns early when nothing happens for `idle_s`."""
+async def _events(sim: Simulator, prediction: Prediction) -> AsyncIterator[bytes]:
+    """The stream from its first token; returns early when nothing happens for the idle time."""
+    idle_s, tick_s = sim.settings.sim_stream_idle_s, sim.settings.sim_stream_tick_s
     text = "".join(prediction.chunks)
     ends = token_ends(prediction.chunks)
     cut_after = sim.stream_cut(len(ends))
@@ -90,12 +93,14 @@ async def _events(sim: Simulator, prediction: Prediction, idle_s: float) -> Asyn
         idle_left = last_event + idle_s - time.monotonic()
         if idle_left <= 0:
             return
-        end = ending(prediction)[0]
+        now = sim.clock()
         # An aborted prediction never writes: nothing is due before its end.
-        more = sent < len(ends) and not prediction.aborts
-        due = token_due(prediction, sent + 1) if more else end
-        wait = max(MIN_WAKE_S, due - sim.clock())
-        await sim.wait_end(prediction, min(wait, idle_left))
+        if sent < len(ends) and not prediction.aborts:
+            # On the text's own clock, so that waking a little late never adds up.
+            due = token_due(prediction, sent + max(1, prediction.tokens_per_s * tick_s))
+        else:
+            due = ending(prediction)[0]
+        await sim.wait_final(prediction, min(max(0.0, due - now) + WAKE_SLACK_S, idle_left))
 
 
 async def _ending(final: FinalStatus, sent: int, cut: bool) -> AsyncIterator[bytes]:
@@ -111,7 +116,7 @@ async def _ending(final: FinalStatus, sent: int, cut: bool) -> AsyncIterator[byt
 
 async def serve(sim: Simulator, prediction: Prediction) -> Response | None:
     """The stream's response, or None when nothing came within the idle time (`408`)."""
-    events = _events(sim, prediction, sim.settings.sim_stream_idle_s)
+    events = _events(sim, prediction)
     try:
         first = await anext(events)
     except StopAsyncIteration:
