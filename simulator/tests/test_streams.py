@@ -126,19 +126,6 @@ async def test_the_replicate_client_streams_the_text_that_becomes_the_output(
     assert numbers == sorted(set(numbers))
 
 
-async def test_a_text_with_newlines_is_sent_as_several_data_lines(
-    simulator: RunningSimulator,
-) -> None:
-    await simulator.configure(latencyS=0.2, tokensPerS=10_000)
-    created = await create(simulator)
-    seen = await read(simulator, created["urls"]["stream"])
-    # The answer's first chunk ends with a blank line: two empty `data:` lines follow its text.
-    assert "data: " in seen.raw
-    assert "\n\n" in seen.text
-    assert seen.text == joined(await final(simulator, created["id"]))
-    assert seen.done == {}
-
-
 async def test_after_the_end_a_new_connection_replays_everything_then_done(
     simulator: RunningSimulator,
 ) -> None:
@@ -150,6 +137,9 @@ async def test_after_the_end_a_new_connection_replays_everything_then_done(
         assert [e.event for e in seen.events] == [OUTPUT, DONE]
         assert seen.text == joined(ended)
         assert seen.done == {}
+        # The answer's first chunk ends with a blank line: two empty `data:` lines.
+        assert "data: " in seen.raw
+        assert "\n\n" in seen.text
 
 
 # How it ends ---------------------------------------------------------------------------------
