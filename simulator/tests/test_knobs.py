@@ -40,6 +40,8 @@ DEFAULTS: dict[str, object] = {
     "duplicateWebhookRate": 0,
     "reorderWebhooks": False,
     "holdWebhooks": False,
+    "tokensPerS": 50,
+    "streamDropRate": 0,
     "dataRemovedAfterS": 3600,
 }
 THROTTLED = re.compile(r"^Request was throttled\. Your rate limit resets in ~(\d+)s\.$")
@@ -95,6 +97,11 @@ BAD_BODIES = {
     "negative limit": b'{"createRateLimitPerMinute": -1}',
     "negative removal delay": b'{"dataRemovedAfterS": -1}',
     "fractional limit": b'{"createRateLimitPerMinute": 2.5}',
+    "no tokens a second": b'{"tokensPerS": 0}',
+    "negative tokens a second": b'{"tokensPerS": -5}',
+    "tokens a second as a string": b'{"tokensPerS": "fast"}',
+    "drop rate above 1": b'{"streamDropRate": 1.01}',
+    "negative drop rate": b'{"streamDropRate": -0.5}',
     "not an object": b'[{"latencyS": 1}]',
     "not JSON": b'{"latencyS": 1',
 }

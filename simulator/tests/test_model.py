@@ -2,7 +2,16 @@
 
 import pytest
 
-from replicate_sim.model import Prediction, chunks_at, ending, logs_at, render, status_at
+from replicate_sim.model import (
+    Prediction,
+    chunks_at,
+    ending,
+    logs_at,
+    render,
+    status_at,
+    tokens_written,
+)
+from replicate_sim.outputs import token_ends
 
 T0 = 1_800_000_000.0
 CHUNKS = [f"chunk {i}. " for i in range(10)]
@@ -25,6 +34,8 @@ def prediction(**changes: object) -> Prediction:
         "aborts": False,
         "chunks": CHUNKS,
         "base_url": "http://sim",
+        # Two tokens a chunk, two tokens a second: a chunk a second from the start.
+        "tokens_per_s": 2.0,
     }
     fields.update(changes)
     return Prediction(**fields)  # type: ignore[arg-type]
@@ -51,6 +62,23 @@ def test_output_grows_in_chunks_and_is_complete_at_the_end() -> None:
     assert seen == sorted(seen)
     assert chunks_at(p, T0 + 0.5) == []
     assert chunks_at(p, T0 + 6) == CHUNKS[:5]
+    assert chunks_at(p, T0 + 11) == CHUNKS
+
+
+def test_the_output_is_always_the_text_written_so_far() -> None:
+    # Canceled 6.75 s after the start: 13 tokens, six chunks and half of the seventh.
+    p = prediction(deadline_at=T0 + 7.75)
+    text, ends = "".join(CHUNKS), token_ends(CHUNKS)
+    for step in range(40):
+        now = T0 + step / 4
+        written = tokens_written(p, now)
+        assert "".join(chunks_at(p, now)) == text[: ends[written - 1] if written else 0]
+    assert chunks_at(p, T0 + 100) == [*CHUNKS[:6], "chunk "]
+
+
+def test_a_success_before_the_text_is_written_writes_the_rest_at_once() -> None:
+    p = prediction(tokens_per_s=0.5)
+    assert tokens_written(p, T0 + 10.9) == 4
     assert chunks_at(p, T0 + 11) == CHUNKS
 
 

@@ -171,7 +171,8 @@ async def test_only_the_events_in_the_filter_are_sent(
 async def test_output_webhooks_come_at_most_every_500ms_with_the_output_so_far(
     simulator: RunningSimulator, receiver: Receiver
 ) -> None:
-    await simulator.configure(latencyS=3.0)
+    # Slow enough that the text (about 125 tokens) is still being written at the end.
+    await simulator.configure(latencyS=3.0, tokensPerS=30)
     job = new_job()
     created = await create(simulator, hook(receiver, job), ["output", "completed"])
 

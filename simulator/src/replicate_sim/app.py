@@ -19,6 +19,7 @@ from jobs_proto.wire import decode_json
 from jobs_runtime.web import EscapedQueryString
 from replicate_sim.engine import CursorError, Simulator
 from replicate_sim.model import Prediction, WebhookEvent
+from replicate_sim.streams import quiet_cuts, serve
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def split_version(version: str) -> tuple[str, str]:
 
 def build_app(sim: Simulator) -> Starlette:
     settings = sim.settings
+    quiet_cuts()
 
     def base_url(request: Request) -> str:
         return settings.sim_public_url.rstrip("/") or f"{request.url.scheme}://{request.url.netloc}"
@@ -200,6 +202,18 @@ def build_app(sim: Simulator) -> Starlette:
         sim.cancel(prediction.id)
         return json_response(sim.show(prediction))
 
+    async def stream(request: Request) -> Response:
+        """`urls.stream`; like Replicate's stream URLs it needs no token and has no API faults."""
+        prediction = found(request)
+        if isinstance(prediction, Response):
+            return prediction
+        if not prediction.streams or prediction.data_removed:
+            return problem(404, "Not found", "The requested resource could not be found.")
+        response = await serve(sim, prediction)
+        if response is None:
+            return problem(408, "Request Timeout", "No output within the stream's idle time.")
+        return response
+
     async def list_predictions(request: Request) -> Response:
         try:
             page = sim.page(request.query_params.get("cursor"))
@@ -274,6 +288,7 @@ def build_app(sim: Simulator) -> Starlette:
                 methods=["POST"],
             ),
             Route("/v1/webhooks/default/secret", api(webhook_secret), methods=["GET"]),
+            Route("/v1/streams/{prediction_id}", stream, methods=["GET"]),
             Route("/p/{prediction_id}", web_page, methods=["GET"]),
             Route("/_sim/config", config, methods=methods["config"]),
             Route("/_sim/reset", reset, methods=["POST"]),

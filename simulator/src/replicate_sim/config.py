@@ -27,6 +27,12 @@ class Settings(EnvSettings, frozen=True):
     # Seconds between the attempts of a final webhook that is not answered 2xx (about a
     # minute in all, as Replicate does).
     sim_webhook_retry_s: str = "1,2,4,8,15,30"
+    # Seconds a `urls.stream` connection may go without an event: before the first one it is
+    # answered `408`, after it the connection ends (Replicate's 30 s).
+    sim_stream_idle_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # A stream reader wakes at most this often: faster text shares an event. Each event costs
+    # the simulator about 0.1 ms of CPU, so a load of thousands of readers may want it longer.
+    sim_stream_tick_s: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.02
 
     @property
     def retry_delays(self) -> tuple[float, ...]:
@@ -60,6 +66,10 @@ class Knobs(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_un
     duplicate_webhook_rate: Rate = 0.0
     reorder_webhooks: bool = False
     hold_webhooks: bool = False
+    # Tokens a second at which a prediction writes its text, fixed at its creation.
+    tokens_per_s: Annotated[float, msgspec.Meta(gt=0.0, le=1_000_000.0)] = 50.0
+    # Share of `urls.stream` connections cut (the TCP connection closed) before `done`.
+    stream_drop_rate: Rate = 0.0
     # Seconds after a prediction ends at which its output and input are removed, fixed at its
     # creation. Under the `SIM_DATA_RETENTION_S` cap the sweep applies; below it a timer does,
     # so a test can make a result expire before anyone reads it.

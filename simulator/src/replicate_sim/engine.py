@@ -23,8 +23,17 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from replicate_sim.config import Knobs, Settings, merge_knobs
-from replicate_sim.model import Faults, Prediction, WebhookEvent, ending, render, status_at
-from replicate_sim.outputs import output_chunks
+from replicate_sim.model import (
+    Faults,
+    FinalStatus,
+    Prediction,
+    WebhookEvent,
+    ending,
+    render,
+    status_at,
+    tokens_written,
+)
+from replicate_sim.outputs import STREAMING_MODELS, input_tokens, output_chunks
 from replicate_sim.webhooks import Later, Outgoing, WebhookSender, call_later, new_webhook_id
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,11 @@ RATE_WINDOW_S = 60.0
 
 def new_prediction_id() -> str:
     return base64.b32encode(secrets.token_bytes(16)).decode().lower().rstrip("=")[:26]
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def job_of(webhook: str | None) -> str | None:
@@ -99,7 +113,7 @@ class Simulator:
         self._seq = 0
         self._creations: deque[float] = deque()
         self._timers: dict[str, list[asyncio.TimerHandle]] = {}
-        self._finished: dict[str, asyncio.Event] = {}
+        self._finished: dict[str, set[asyncio.Future[None]]] = {}
         self._reordered: dict[str, list[Outgoing]] = {}
         self._last_progress: dict[str, tuple[int, str]] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -201,6 +215,9 @@ class Simulator:
                 duplicate_final=draw() < knobs.duplicate_webhook_rate,
                 reorder=knobs.reorder_webhooks,
             ),
+            streams=model in STREAMING_MODELS,
+            tokens_per_s=knobs.tokens_per_s,
+            input_tokens=input_tokens(model_input),
         )
         self._predictions[prediction.id] = prediction
         self._by_seq[prediction.seq] = prediction
@@ -237,19 +254,38 @@ class Simulator:
         return status_at(prediction, self._now_for(prediction)) in FINAL
 
     async def wait_final(self, prediction: Prediction, timeout_s: float) -> None:
-        """What `Prefer: wait` does: hold the answer until the prediction ends or time is up."""
+        """Until the prediction ends (a cancel may bring that forward), at most `timeout_s`:
+        what `Prefer: wait` does, and how a stream reader sleeps until its next token. One
+        future and one timer a waiter, no task."""
         if self.is_final(prediction):
             return
-        finished = self._finished.setdefault(prediction.id, asyncio.Event())
-        gave_up = asyncio.Event()
-        timer = self._later(timeout_s, gave_up.set)
-        waits = [asyncio.ensure_future(finished.wait()), asyncio.ensure_future(gave_up.wait())]
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._finished.setdefault(prediction.id, set())
+        waiters.add(waiter)
+        timer = self._later(timeout_s, functools.partial(_wake, waiter))
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         finally:
             timer.cancel()
-            for waiting in waits:
-                waiting.cancel()
+            waiters.discard(waiter)
+
+    # Streams --------------------------------------------------------------------------------
+
+    def written(self, prediction: Prediction) -> tuple[int, FinalStatus | None]:
+        """Tokens of its text written so far, and the final status once it has one."""
+        now = self._now_for(prediction)
+        end, final = ending(prediction)
+        return tokens_written(prediction, now), final if now >= end else None
+
+    def clock(self) -> float:
+        return self._clock()
+
+    def stream_cut(self, tokens: int) -> int | None:
+        """For a new stream connection: after how many tokens `streamDropRate` cuts it, if it
+        does (at least one, so the reader always gets an event first)."""
+        if self._rng.random() >= self.knobs.stream_drop_rate:
+            return None
+        return self._rng.randint(1, max(1, tokens))
 
     def page(self, cursor: str | None) -> Page:
         """Newest first, `PAGE_SIZE` a page; cursors name a position, so creations between
@@ -355,13 +391,13 @@ class Simulator:
     def _progress(self, prediction: Prediction) -> None:
         now = self._clock()
         body = render(prediction, now)
-        seen_chunks, seen_logs = self._last_progress.get(prediction.id, (0, ""))
-        chunks = len(body["output"] or [])
-        if "output" in prediction.events and chunks != seen_chunks:
+        seen_text, seen_logs = self._last_progress.get(prediction.id, (0, ""))
+        text = sum(len(chunk) for chunk in body["output"] or [])
+        if "output" in prediction.events and text != seen_text:
             self._emit(prediction, "output", body)
         elif "logs" in prediction.events and body["logs"] != seen_logs:
             self._emit(prediction, "logs", body)
-        self._last_progress[prediction.id] = (chunks, body["logs"])
+        self._last_progress[prediction.id] = (text, body["logs"])
         end, _ = ending(prediction)
         if now + PROGRESS_INTERVAL_S < end:
             handle = self._later(PROGRESS_INTERVAL_S, functools.partial(self._progress, prediction))
@@ -378,9 +414,8 @@ class Simulator:
                 prediction.data_removed_after_s, self._remove_data, prediction
             )
             self._timers[prediction.id] = [handle]
-        finished = self._finished.pop(prediction.id, None)
-        if finished is not None:
-            finished.set()
+        for waiter in self._finished.pop(prediction.id, ()):
+            _wake(waiter)
 
     def _emit(
         self,

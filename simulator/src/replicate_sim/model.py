@@ -3,14 +3,25 @@
 A prediction is planned once at creation (when it starts, when it ends and how); what the API
 shows at a given moment is computed from that plan, so no timer has to fire for `get` to be
 right, and a cancel or a deadline only moves the end earlier.
+
+The text follows its own clock, fixed at creation by the `tokensPerS` knob: token `i` (0-based)
+is written at `start_at + (i + 1) / tokens_per_s`. The final state keeps the time `latencyS`
+gave it: a prediction that succeeds before its text is all written writes the rest at that
+moment; one whose text is written sooner stays `processing` until then; a cancel, a deadline or
+a failure stops the text where it is. `output` is always the text written so far, cut into the
+model's chunks (the last one possibly partial), so every webhook and `get` shows exactly what
+`urls.stream` has sent by then; a failed prediction's `output` is null at the end, as before.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from replicate_sim.outputs import first_tokens, token_counts
 
 Status = Literal["starting", "processing", "succeeded", "failed", "canceled", "aborted"]
 FinalStatus = Literal["succeeded", "failed", "canceled", "aborted"]
@@ -68,6 +79,16 @@ class Prediction:
     finished: bool = False
     faults: Faults = field(default_factory=Faults)
     deliveries: list[Delivery] = field(default_factory=list)
+    # A model with `urls.stream` (see `outputs.STREAMING_MODELS`).
+    streams: bool = False
+    # The `tokensPerS` knob when the prediction was created.
+    tokens_per_s: float = 50.0
+    input_tokens: int = 0
+    # Tokens up to the end of each chunk; kept when the data is removed, for `metrics`.
+    token_counts: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.token_counts = token_counts(self.chunks)
 
 
 def ending(p: Prediction) -> tuple[float, FinalStatus]:
@@ -95,25 +116,45 @@ def status_at(p: Prediction, now: float) -> Status:
     return "processing" if started(p, now) else "starting"
 
 
-def chunks_at(p: Prediction, now: float) -> list[str]:
-    """The output chunks produced by `now`: evenly spread between start and the planned end."""
-    if not started(p, now) or p.data_removed:
-        return []
+def tokens_written(p: Prediction, now: float) -> int:
+    """How many tokens of its text the model has written by `now` (see the module's doc)."""
+    if not p.token_counts or not started(p, now):
+        return 0
+    total = p.token_counts[-1]
     end, final = ending(p)
     if final == "succeeded" and now >= end:
-        return list(p.chunks)
+        return total
+    elapsed = min(now, end) - p.start_at
+    # A hair of slack: a reader woken at a token's own instant must see that token.
+    return min(total, math.floor(elapsed * p.tokens_per_s + 1e-6))
+
+
+def token_due(p: Prediction, count: float) -> float:
+    """When the model has written `count` tokens, on the text's own clock."""
+    return p.start_at + count / p.tokens_per_s
+
+
+def chunks_at(p: Prediction, now: float) -> list[str]:
+    """The output shown at `now`: the text written so far in the model's chunks."""
+    if p.data_removed:
+        return []
+    end, final = ending(p)
     if final == "failed" and now >= end:
         return []
-    span = p.end_at - p.start_at
-    progress = 1.0 if span <= 0 else (min(now, end) - p.start_at) / span
-    return p.chunks[: math.floor(len(p.chunks) * min(1.0, max(0.0, progress)))]
+    written = tokens_written(p, now)
+    whole = bisect.bisect_right(p.token_counts, written)
+    chunks = p.chunks[:whole]
+    done = p.token_counts[whole - 1] if whole else 0
+    if written > done:
+        chunks.append(first_tokens(p.chunks[whole], written - done))
+    return chunks
 
 
 def logs_at(p: Prediction, now: float) -> str:
     if p.data_removed or not started(p, now):
         return ""
-    done = len(chunks_at(p, now))
-    lines = ["Starting prediction", f"Generated {done} of {len(p.chunks)} chunks"]
+    total = p.token_counts[-1] if p.token_counts else 0
+    lines = ["Starting prediction", f"Generated {tokens_written(p, now)} of {total} tokens"]
     status = status_at(p, now)
     if status in ("succeeded", "failed", "canceled"):
         lines.append(f"Prediction {status}")
@@ -129,10 +170,27 @@ def iso(ts: float) -> str:
 
 
 def urls(p: Prediction) -> dict[str, str]:
-    return {
+    shown = {
         "get": f"{p.base_url}/v1/predictions/{p.id}",
         "cancel": f"{p.base_url}/v1/predictions/{p.id}/cancel",
         "web": f"{p.base_url}/p/{p.id}",
+    }
+    if p.streams:
+        shown["stream"] = f"{p.base_url}/v1/streams/{p.id}"
+    return shown
+
+
+def token_metrics(p: Prediction, end: float) -> dict[str, float | int]:
+    """What Replicate's official language models add to `metrics` once a prediction ended."""
+    written = tokens_written(p, end)
+    predict_time = end - p.start_at
+    one_token = 1 / p.tokens_per_s
+    return {
+        "input_token_count": p.input_tokens,
+        "output_token_count": written,
+        # Over at least one token's time: a text written all at once is not infinitely fast.
+        "tokens_per_second": round(written / max(predict_time, one_token), 3),
+        "time_to_first_token": round(min(one_token, predict_time), 6) if written else 0.0,
     }
 
 
@@ -174,4 +232,6 @@ def render(p: Prediction, now: float) -> dict[str, Any]:
         body["metrics"]["total_time"] = round(end - p.created_at, 6)
         if is_started:
             body["metrics"]["predict_time"] = round(end - p.start_at, 6)
+            if p.streams:
+                body["metrics"].update(token_metrics(p, end))
     return body
