@@ -37,9 +37,16 @@ PINNED: list[tuple[JobEvent, bytes]] = [
         b'"jobType":"script_generation","input":{"topic":"tides"}}',
     ),
     (
-        JobSubmitted(job_id=JOB, occurred_at=AT, prediction_id="p1", attempt=2),
+        JobSubmitted(
+            job_id=JOB,
+            occurred_at=AT,
+            prediction_id="p1",
+            attempt=2,
+            stream_url="https://stream.replicate.com/v1/files/abc",
+        ),
         b'{"kind":"submitted","jobId":"2f1c7a52-8a4e-4f51-9a57-5e3a1d2b9c01",'
-        b'"occurredAt":"2026-11-28T12:00:00.123000Z","predictionId":"p1","attempt":2}',
+        b'"occurredAt":"2026-11-28T12:00:00.123000Z","predictionId":"p1","attempt":2,'
+        b'"streamUrl":"https://stream.replicate.com/v1/files/abc"}',
     ),
     (
         JobStarted(job_id=JOB, occurred_at=AT, prediction_id="p1", webhook_id="msg_1"),

@@ -77,6 +77,21 @@ class JobProgress(Message, frozen=True):
     prediction_id: str | None = None
 
 
+class OutputText(Message, frozen=True):
+    """`event: output` of `GET /api/jobs/{jobId}/output`: the text after what the client has;
+    the event's `id:` counts the characters (code points) delivered up to and including it."""
+
+    text: str
+
+
+class OutputDone(Message, frozen=True):
+    """`event: done` of `GET /api/jobs/{jobId}/output`: the job's terminal status, after the
+    last text; the stream closes after it."""
+
+    status: JobStatus
+    error: JobError | None
+
+
 class JobChanged(Message, frozen=True):
     """The job-store's announcement of a committed change, for the gateway's push.
 

@@ -44,10 +44,15 @@ class JobRequested(JobEvent, frozen=True, tag="requested"):
 
 
 class JobSubmitted(JobEvent, frozen=True, tag="submitted"):
-    """The ai-runner created a prediction for the job."""
+    """The ai-runner created a prediction for the job.
+
+    `stream_url` is the prediction's `urls.stream` where its model streams its text: the
+    ai-runner's relay reads it into the job's output log.
+    """
 
     prediction_id: str
     attempt: int = 1
+    stream_url: str | None = None
 
 
 class JobStarted(JobEvent, frozen=True, tag="started"):

@@ -76,6 +76,9 @@ class JobType:
     webhook_events: tuple[WebhookEvent, ...]
     deadline_s: int
     max_output_tokens: int = 8192
+    # Whether the model writes its text to `urls.stream` as it goes (Replicate's language
+    # models do): the ai-runner relays it; otherwise the text comes from `output` webhooks.
+    streams: bool = True
 
     def parse_input(self, raw: Mapping[str, Any]) -> Message:
         """Validate a request's input; raises `msgspec.ValidationError` naming the bad field."""
@@ -129,3 +132,5 @@ JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
         )
     }
 )
+
+LONGEST_DEADLINE_S: Final = max(t.deadline_s for t in JOB_TYPES.values())

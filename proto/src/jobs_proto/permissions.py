@@ -113,6 +113,16 @@ def _object_store_reader(bucket: str) -> tuple[str, ...]:
     )
 
 
+def _output_writer(subjects: Subjects, output: str) -> tuple[str, ...]:
+    """Declare the output log, read one prediction's last chunk and append after it."""
+    return (
+        f"{subjects.prefix}job_output.*.*",
+        *_declares(output),
+        f"{_API}.DIRECT.GET.{output}",
+        f"{_API}.DIRECT.GET.{output}.>",
+    )
+
+
 def _pull_consumer(stream: str, durable: str) -> tuple[str, ...]:
     """Declare, inspect, fetch from and acknowledge one durable pull consumer."""
     return (
@@ -129,6 +139,7 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
     """Each service's allow lists under `subjects`' prefix, for the stream named `jobs_stream`
     and the parked stream, consumers and buckets named after it."""
     parked = f"{jobs_stream}_PARKED"
+    output = f"{jobs_stream}_OUTPUT"
     p = subjects.prefix
     # What every service does through the runtime: declare the jobs stream at start-up and
     # receive its replies (JetStream acks and API answers, request/reply) in its own inbox.
@@ -142,11 +153,22 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
             # Whether a job was admitted: the last `requested` of one job id.
             f"{_API}.STREAM.MSG.GET.{jobs_stream}",
             *_key_value(idempotency_bucket(jobs_stream)),
+            # `/output` reads a prediction's log from its start: an ordered consumer over one
+            # subject (created, flow-controlled, deleted), and direct gets.
+            *_declares(output),
+            f"{_API}.CONSUMER.CREATE.{output}",
+            f"{_API}.CONSUMER.CREATE.{output}.>",
+            f"{_API}.CONSUMER.DELETE.{output}.*",
+            f"{_API}.DIRECT.GET.{output}",
+            f"{_API}.DIRECT.GET.{output}.>",
+            f"$JS.FC.{output}.>",
         ),
         subscribe=(
             f"{inbox_prefix('gateway')}.>",
             subjects.all_job_changes,
             subjects.all_progress,
+            # New chunks as they are stored, live to every open `/output`.
+            subjects.all_output,
         ),
     )
     webhook_ingest = Permissions(
@@ -158,6 +180,9 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
             *_declares(jobs_stream),
             *_declares(parked),
             *_object_store_writer(results_bucket(jobs_stream)),
+            # The text of `output` webhooks, for models that do not stream (or whose stream
+            # failed): appended to the log where the relay has not written it yet.
+            *_output_writer(subjects, output),
         ),
         subscribe=(f"{inbox_prefix('webhook-ingest')}.>",),
     )
@@ -173,6 +198,9 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
             *_pull_consumer(jobs_stream, "ai-runner"),
             *_pull_consumer(jobs_stream, "ai-runner-cancels"),
             *_pull_consumer(jobs_stream, "ai-runner-started"),
+            # The relay: submitted predictions whose model streams, into the output log.
+            *_pull_consumer(jobs_stream, "ai-runner-relay"),
+            *_output_writer(subjects, output),
             *_key_value(claims_bucket(jobs_stream)),
             *_key_value(limits_bucket(jobs_stream)),
             *_object_store_writer(results_bucket(jobs_stream)),

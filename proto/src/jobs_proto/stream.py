@@ -42,6 +42,11 @@ class StreamSpec(Message, frozen=True):
     replicas: int = 1
     storage: Literal["file", "memory"] = "file"
     max_msg_size: int = MAX_MESSAGE_BYTES
+    # -1: no cap on the stream's size (`max_age_s` alone bounds it).
+    max_bytes: int = -1
+    # Direct gets answer from any replica without the leader: readers of one subject's last
+    # message (the output log's writers) spread over the cluster.
+    allow_direct: bool = False
 
 
 class ConsumerSpec(Message, frozen=True):

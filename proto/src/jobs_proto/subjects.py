@@ -25,6 +25,7 @@ from jobs_proto.events import (
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 _PREFIX = re.compile(r"^([A-Za-z0-9_-]+\.)*$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class SubjectError(ValueError):
@@ -83,6 +84,20 @@ class Subjects:
     @property
     def all_progress(self) -> str:
         return f"{self.prefix}job_progress.>"
+
+    def output(self, job_id: uuid.UUID, prediction_id: str) -> str:
+        """The output log of one prediction of a job (a stream of its own, outside `job.>`).
+
+        Keyed by the prediction too, so the text of an orphaned prediction (created twice for
+        one job) never mixes with the text of the prediction the job is bound to.
+        """
+        if not _TOKEN.match(prediction_id):
+            raise SubjectError(f"prediction id is not one subject token: {prediction_id!r}")
+        return f"{self.prefix}job_output.{job_id}.{prediction_id}"
+
+    @property
+    def all_output(self) -> str:
+        return f"{self.prefix}job_output.>"
 
     def parked(self, reason: str) -> str:
         """Where a message that must never be applied is kept, by why (outside `job.>`)."""

@@ -99,6 +99,8 @@ def stream_config(spec: StreamSpec) -> js_api.StreamConfig:
         duplicate_window=spec.duplicate_window_s,
         num_replicas=spec.replicas,
         max_msg_size=spec.max_msg_size,
+        max_bytes=spec.max_bytes,
+        allow_direct=spec.allow_direct,
     )
 
 
