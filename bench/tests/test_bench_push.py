@@ -1,5 +1,6 @@
-"""The push-latency and SSE-memory scenarios at their tiny size, so `make bench` is known to
-measure them; the figures are only reported, never asserted (the machine decides them)."""
+"""The push-latency, SSE-memory and token-latency scenarios at their tiny size, so `make bench`
+is known to measure them; the figures are only reported, never asserted (the machine decides
+them)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import pytest
 
 from jobs_bench.push import TINY_PUSH, percentile, sign
+from jobs_bench.tokens import TOKEN_SIZES, Reading, token_latencies_ms
 
 from .conftest import TinyRun
 
@@ -67,3 +69,26 @@ def test_webhook_signature_matches_a_standard_webhooks_vector() -> None:
     body = b'{"test": 2432232314}'
     expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
     assert sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == expected
+
+
+def test_tokens_run_at_tiny_size(tiny_run: TinyRun) -> None:
+    by_figure = {r["figure"]: r for r in tiny_run.rows if r["scenario"] == "token latency"}
+    jobs = TOKEN_SIZES["tiny"].jobs
+    p99 = by_figure["simulator writes a token -> /output client, p99"]
+    assert _positive(p99["value"]), p99
+    assert p99["met"] is (p99["value"] < 50.0), p99
+    # Every client's text from offset 0 is the job's output, exactly.
+    assert f"{jobs}/{jobs} clients' text equal to the job's output" in p99["note"], p99
+    assert "failed" not in p99["note"]
+    assert _positive(by_figure["simulator writes a token -> /output client, p50"]["value"])
+    assert _positive(by_figure["ai-runner CPU per 1,000 tokens relayed"]["value"])
+
+
+def test_a_token_is_timed_from_when_it_was_written() -> None:
+    clock = {"start_at": 1000.0, "tokens_per_s": 10.0, "token_ends": [4, 9, 15]}
+    reading = Reading("job", connected_at=1000.05)
+    # Token 0 (ends at 4) written at 1000.1, token 2 (ends at 15) at 1000.3; 7 ends no token.
+    reading.events = [(1000.112, 4), (1000.25, 7), (1000.31, 15)]
+    assert [round(ms) for ms in token_latencies_ms(reading, clock)] == [12, 10]
+    late = Reading("job", connected_at=1000.2, events=[(1000.21, 4), (1000.31, 15)])
+    assert [round(ms) for ms in token_latencies_ms(late, clock)] == [10]  # catch-up left out

@@ -19,7 +19,7 @@ from .conftest import TinyRun
 
 pytestmark = pytest.mark.timeout(600)
 
-PUSH_ROWS = ("push latency", "sse memory")
+PUSH_ROWS = ("push latency", "sse memory", "token latency")
 CPU_TARGET_ROW = "services + NATS + Postgres (baseline: its process + Postgres)"
 
 

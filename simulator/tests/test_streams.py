@@ -271,3 +271,20 @@ async def test_a_language_model_reports_token_metrics(simulator: RunningSimulato
     )
     other = await final(simulator, response.json()["id"])
     assert set(other["metrics"]) == {"predict_time", "total_time"}
+
+
+async def test_the_audit_tells_when_each_character_was_written(
+    simulator: RunningSimulator,
+) -> None:
+    """What the token-latency benchmark reads: the text's clock and where each token ends."""
+    await simulator.configure(latencyS=0.3, tokensPerS=200)
+    created = await create(simulator, "http://127.0.0.1:9/hook?job=audited", ["completed"])
+    ended = await final(simulator, created["id"])
+    response = await simulator.http.get("/_sim/predictions", params={"job": "audited"})
+    (record,) = response.json()["results"]
+    clock = record["sim_stream"]
+    assert clock["tokens_per_s"] == 200
+    assert abs(clock["start_at"] - time.time()) < 60
+    ends = clock["token_ends"]
+    assert ends == sorted(ends)
+    assert ends[-1] == len(joined(ended))

@@ -23,6 +23,7 @@ from jobs_bench.systems import (
     simulator_size,
     wait_for_status,
 )
+from jobs_bench.tokens import token_latency
 from jobs_bench.wrk import run_wrk
 
 # Scenarios that leave a system unfit to lend again (admission stops its consumers, and the
@@ -234,4 +235,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     # After `e2e`: push latency runs at half the sustainable rate it found.
     "push": push_latency,
     "streams": sse_memory,
+    "tokens": token_latency,
 }

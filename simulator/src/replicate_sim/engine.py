@@ -33,7 +33,7 @@ from replicate_sim.model import (
     status_at,
     tokens_written,
 )
-from replicate_sim.outputs import STREAMING_MODELS, input_tokens, output_chunks
+from replicate_sim.outputs import STREAMING_MODELS, input_tokens, output_chunks, token_ends
 from replicate_sim.webhooks import Later, Outgoing, WebhookSender, call_later, new_webhook_id
 
 log = logging.getLogger(__name__)
@@ -348,6 +348,14 @@ class Simulator:
                 for d in prediction.deliveries
             ]
             body["sim_faults"] = dataclasses.asdict(prediction.faults)
+            if prediction.streams:
+                # The text's own clock (`time.time()`), so a benchmark can tell when each
+                # character was written and time its way to a client.
+                body["sim_stream"] = {
+                    "start_at": prediction.start_at,
+                    "tokens_per_s": prediction.tokens_per_s,
+                    "token_ends": token_ends(prediction.chunks),
+                }
             results.append(body)
         return results
 
