@@ -124,3 +124,32 @@ def test_the_table_has_one_line_per_scenario() -> None:
     assert len(lines) == 4
     assert lines[0].startswith("scenario")
     assert lines[3].split()[3] == "1"  # lost
+
+
+def streamed(n: int, output: str, chunks: tuple[tuple[int, str], ...]) -> JobRecord:
+    healthy = job(n)
+    return JobRecord(
+        accepted=healthy.accepted,
+        stored=healthy.stored,
+        predictions=healthy.predictions,
+        output=output,
+        streamed=chunks,
+    )
+
+
+def test_an_output_log_is_whole_a_prefix_or_broken() -> None:
+    row = run(
+        streamed(1, "Hello, world", ((0, "Hello, "), (7, "world"))),
+        # The relay gave up halfway: the rest reaches clients from the stored output.
+        streamed(2, "Hello, world", ((0, "Hello, "),)),
+        streamed(3, "Hello, world", ((0, "Hello, "), (4, "o, world"))),  # a repeat
+        streamed(4, "Hello, world", ((0, "Hel"), (5, ", world"))),  # a gap
+        streamed(5, "Hello, world", ((0, "Hello, there"),)),  # not the output's text
+    )
+    assert (row.whole_stream, row.broken_stream) == (1, 3)
+    assert [v.kind for v in row.violations] == ["broken_stream"] * 3
+    assert "repeat" in row.violations[0].detail
+    assert "gap" in row.violations[1].detail
+    assert "character 7" in row.violations[2].detail
+    assert not row.clean
+    assert counts(row) == ZERO

@@ -48,6 +48,10 @@ class JobRecord:
     accepted: Accepted
     stored: StoredJob | None
     predictions: tuple[Prediction, ...]
+    # The job's final output, and its prediction's output log as stored: (offset, text) per
+    # chunk in the log's order; None where it was not read.
+    output: str | None = None
+    streamed: tuple[tuple[int, str], ...] | None = None
 
 
 @dataclass
@@ -69,6 +73,10 @@ class Row:
     left_running: int = 0
     stuck: int = 0
     wrong_status: int = 0
+    # Succeeded jobs whose output log has a gap, a repeat, or text the output does not have;
+    # and those whose log holds the whole output (the rest got their end from the output).
+    broken_stream: int = 0
+    whole_stream: int = 0
     longest_to_terminal_s: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     jobs_by_gateway: dict[str, int] = field(default_factory=dict)
@@ -80,7 +88,7 @@ class Row:
     @property
     def clean(self) -> bool:
         return not (self.lost or self.beyond_one or self.left_running or self.stuck) and (
-            not self.wrong_status
+            not (self.wrong_status or self.broken_stream)
         )
 
     @property
@@ -102,6 +110,26 @@ def expected_status(predictions: tuple[Prediction, ...], stored: StoredJob) -> s
             if p.id == stored.prediction_id:
                 return p.status
     return completed[0].status
+
+
+def stream_fault(chunks: tuple[tuple[int, str], ...], output: str) -> str | None:
+    """What is wrong with an output log against the job's output: a chunk that does not start
+    where the previous one ended (a gap, or characters written twice), or text that is not the
+    output's; None when the log is a prefix of the output (whole or not)."""
+    end = 0
+    for offset, text in chunks:
+        if offset != end:
+            kind = "gap" if offset > end else "repeat"
+            return f"{kind}: a chunk at {offset} after {end} characters"
+        end += len(text)
+    joined = "".join(text for _, text in chunks)
+    if not output.startswith(joined):
+        at = next(
+            (i for i, (a, b) in enumerate(zip(joined, output, strict=False)) if a != b),
+            len(output),
+        )
+        return f"the log differs from the output at character {at}"
+    return None
 
 
 def audit(
@@ -158,6 +186,13 @@ def audit(
         if terminal:
             to_terminal = max(stored.changes, default=record.accepted.at) - record.accepted.at
             row.longest_to_terminal_s = max(row.longest_to_terminal_s, to_terminal)
+            if stored.status == "succeeded" and record.streamed is not None:
+                fault = stream_fault(record.streamed, record.output or "")
+                if fault is not None:
+                    row.broken_stream += 1
+                    flag(job_id, "broken_stream", fault)
+                elif "".join(t for _, t in record.streamed) == (record.output or ""):
+                    row.whole_stream += 1
             expected = expected_status(record.predictions, stored)
             if stored.status != expected:
                 row.wrong_status += 1

@@ -10,11 +10,16 @@ from typing import Any
 
 import asyncpg
 import httpx
+import nats
+from nats.js.errors import NotFoundError
 
 from jobs_chaos.audit import RUNNING, TERMINAL, Accepted, JobRecord, StoredJob, prediction_of
+from jobs_proto.output import decode_chunk
+from jobs_proto.subjects import Subjects
 
 _JOBS = """
-SELECT id::text AS id, status, prediction_id, error_code, extract(epoch FROM created_at) AS created
+SELECT id::text AS id, status, prediction_id, error_code, extract(epoch FROM created_at) AS created,
+output
 FROM jobs WHERE id = ANY($1::uuid[])
 """
 _HISTORY = """
@@ -24,6 +29,13 @@ FROM job_history WHERE job_id = ANY($1::uuid[])
 
 
 async def stored_jobs(database_url: str, ids: list[str]) -> dict[str, StoredJob]:
+    return (await _stored(database_url, ids))[0]
+
+
+async def _stored(
+    database_url: str, ids: list[str]
+) -> tuple[dict[str, StoredJob], dict[str, str | None]]:
+    """The rows, and each job's final output."""
     conn = await asyncpg.connect(database_url, timeout=10)
     try:
         keys = [uuid.UUID(i) for i in ids]
@@ -33,7 +45,7 @@ async def stored_jobs(database_url: str, ids: list[str]) -> dict[str, StoredJob]
             changes.setdefault(h["id"], []).append(float(h["at"]))
     finally:
         await conn.close()
-    return {
+    stored = {
         r["id"]: StoredJob(
             status=r["status"],
             prediction_id=r["prediction_id"],
@@ -43,6 +55,37 @@ async def stored_jobs(database_url: str, ids: list[str]) -> dict[str, StoredJob]
         )
         for r in rows
     }
+    return stored, {r["id"]: r["output"] for r in rows}
+
+
+async def output_logs(
+    nats_url: str, subjects: Subjects, stream: str, predictions: dict[str, str]
+) -> dict[str, tuple[tuple[int, str], ...]]:
+    """Each job's prediction's output log, chunk by chunk in the stream's order (direct gets
+    of the subject's next message: the harness reads as no service does)."""
+    nc = await nats.connect(nats_url, connect_timeout=5)
+    js = nc.jetstream()
+    limit = asyncio.Semaphore(16)
+
+    async def one(job_id: str, prediction_id: str) -> tuple[str, tuple[tuple[int, str], ...]]:
+        subject = subjects.output(uuid.UUID(job_id), prediction_id)
+        chunks: list[tuple[int, str]] = []
+        seq = 1
+        async with limit:
+            while True:
+                try:
+                    msg = await js.get_msg(stream, seq, subject=subject, next=True, direct=True)
+                except NotFoundError:
+                    break
+                chunk = decode_chunk(msg.data or b"")
+                chunks.append((chunk.offset, chunk.text))
+                seq = (msg.seq or seq) + 1
+        return job_id, tuple(chunks)
+
+    try:
+        return dict(await asyncio.gather(*(one(j, p) for j, p in predictions.items())))
+    finally:
+        await nc.close()
 
 
 async def simulated(simulator_url: str, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -64,15 +107,28 @@ async def collect(
     database_url: str,
     simulator_url: str,
     accepted: list[Accepted],
+    logs: tuple[str, Subjects, str] | None = None,
 ) -> tuple[list[JobRecord], dict[str, list[dict[str, Any]]]]:
+    """The records of the accepted jobs; with `logs` (NATS URL, subjects, output stream), each
+    succeeded job's output log too."""
     ids = [a.job_id for a in accepted]
-    stored = await stored_jobs(database_url, ids)
+    stored, outputs = await _stored(database_url, ids)
     raw = await simulated(simulator_url, ids)
+    streamed: dict[str, tuple[tuple[int, str], ...]] = {}
+    if logs is not None:
+        succeeded = {
+            job_id: job.prediction_id
+            for job_id, job in stored.items()
+            if job.status == "succeeded" and job.prediction_id
+        }
+        streamed = await output_logs(*logs, succeeded)
     records = [
         JobRecord(
             accepted=a,
             stored=stored.get(a.job_id),
             predictions=tuple(prediction_of(p) for p in raw.get(a.job_id, [])),
+            output=outputs.get(a.job_id),
+            streamed=streamed.get(a.job_id),
         )
         for a in accepted
     ]

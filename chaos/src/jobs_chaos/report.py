@@ -21,6 +21,7 @@ COLUMNS = (
     ("left running", 13),
     ("stuck", 6),
     ("wrong status", 13),
+    ("broken stream", 15),
     ("longest to terminal", 20),
 )
 
@@ -40,6 +41,7 @@ def table(rows: list[Row]) -> str:
             r.left_running,
             r.stuck,
             r.wrong_status,
+            f"{r.broken_stream} ({r.whole_stream} whole)",
             f"{r.longest_to_terminal_s:.1f} s",
         )
         lines.append(

@@ -151,6 +151,7 @@ def _defaults_of(knobs: dict[str, object]) -> dict[str, object]:
         "duplicateWebhookRate": 0.0,
         "reorderWebhooks": False,
         "holdWebhooks": False,
+        "streamDropRate": 0.0,
     }
     return {k: defaults[k] for k in knobs}
 
@@ -229,6 +230,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("drop 20% of webhooks", _knobs_during_load(dropWebhookRate=0.2)),
     Scenario("duplicate webhooks (50%)", _knobs_during_load(duplicateWebhookRate=0.5)),
     Scenario("reorder webhooks", _knobs_during_load(reorderWebhooks=True)),
+    # The relay reconnects to each cut stream; Replicate's stream replays from the start.
+    Scenario("cut 30% of output streams", _knobs_during_load(streamDropRate=0.3)),
     Scenario("hold webhooks", _hold),
 )
 
@@ -327,8 +330,9 @@ async def settle(
     # Late webhooks (held, retried) reach the system before the audit, so it sees their effect.
     await asyncio.to_thread(system.wait_webhooks_sent, 15.0)
     await asyncio.sleep(0.5)
+    logs = (system.nats.url, Subjects(), f"{system.stack.jobs_stream}_OUTPUT")
     records, raw = await _retrying(
-        lambda: collect(system.database_url, system.simulator_url, load.accepted)
+        lambda: collect(system.database_url, system.simulator_url, load.accepted, logs)
     )
     stuck_after = system.timing.stuck_after_s + scenario.allowance_s(size, system.timing)
     row = audit(
