@@ -1,5 +1,6 @@
 """`make chaos` in short: every scenario once against the two-replica system, and every row
-must read zero lost, zero beyond one, zero left running, zero stuck, zero wrong status."""
+must read zero lost, zero beyond one, zero left running, zero stuck, zero wrong status, zero
+broken output streams."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ async def test_every_scenario_short(tmp_path: Path) -> None:
         assert row.jobs > 0, report
         assert (row.lost, row.beyond_one, row.left_running, row.stuck) == (0, 0, 0, 0), report
         assert row.wrong_status == 0, report
+        assert row.broken_stream == 0, report
+    # The relay kept up: most succeeded jobs' logs hold their whole output, even under faults.
+    whole = sum(r.whole_stream for r in outcome.rows)
+    succeeded = sum(r.statuses.get("succeeded", 0) for r in outcome.rows)
+    assert whole >= succeeded // 2, report
     # Across the run, every replica of every service did some of the work.
     assert not outcome.idle_replicas, report
     # Every service ran as its own NATS user, and none was ever refused what it needed.
