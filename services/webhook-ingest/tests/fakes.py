@@ -108,5 +108,8 @@ class CountingObserver:
     def not_stored(self, reason: str) -> None:
         self.webhooks[reason] += 1
 
+    def output_not_offered(self) -> None:
+        self.webhooks["output_not_offered"] += 1
+
     def large_bodies(self, in_progress: int) -> None:
         self.large_bodies_seen.append(in_progress)
