@@ -266,9 +266,11 @@ async def test_stopping_the_gateway_ends_the_stream_with_a_retry_hint() -> None:
 def test_output_subscribers_get_changes_and_chunks_but_no_progress() -> None:
     hub = Hub(POLICY)
     events, output = hub.open_job(JOB), hub.open_output(JOB)
-    assert hub.watches(JOB, "nobody") and hub.watches_output(JOB)
+    assert hub.watches(JOB, "nobody")
+    assert hub.watches_output(JOB)
     hub.publish_output(OutputAppended(JOB, "p1", OutputChunk(offset=0, text="x")))
     hub.publish_change(JobChanged(user_id="u", job=view(2)))
-    assert len(output.updates) == 2 and len(events.updates) == 1
+    assert len(output.updates) == 2
+    assert len(events.updates) == 1
     output.close()
     assert not hub.watches_output(JOB)
