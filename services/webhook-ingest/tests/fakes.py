@@ -1,15 +1,18 @@
 """The handler's ports in memory, once for every test of the service: the `JOBS` stream with its
-message-id deduplication, the results bucket, the parked stream, progress, and an observer that
-counts. `down = True` makes a port raise `Unavailable`, as the NATS adapters do while NATS is
-away; `tests/integration/test_ports_contract.py` holds each fake to its adapter's behaviour."""
+message-id deduplication, the results bucket, the parked stream, progress, the output log, and
+an observer that counts. `down = True` makes a port raise `Unavailable`, as the NATS adapters do
+while NATS is away; `tests/integration/test_ports_contract.py` holds each fake to its adapter's
+behaviour (the output log's: `tests/e2e/test_webhook_output.py`)."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobEvent
-from jobs_proto.subjects import message_id
+from jobs_proto.output import beyond
+from jobs_proto.subjects import SubjectError, message_id
 from jobs_runtime.errors import Unavailable
 
 
@@ -38,6 +41,24 @@ class FakeProgress:
         if self.down:
             raise Unavailable("nats: connection closed")
         self.sent.append(progress)
+
+
+class FakeOutput:
+    """The output log of each prediction as its text: an offer (from offset 0) appends only what
+    the text lacks, and a prediction id that is no subject token is refused, as `OutputLog` and
+    `Subjects.output` do."""
+
+    def __init__(self, *, down: bool = False) -> None:
+        self.logs: dict[tuple[uuid.UUID, str], str] = {}
+        self.down = down
+
+    async def offer(self, job_id: uuid.UUID, prediction_id: str, text: str) -> None:
+        if "." in prediction_id or not prediction_id:
+            raise SubjectError(f"prediction id is not one subject token: {prediction_id!r}")
+        if self.down:
+            raise Unavailable("output log: no responders")
+        held = self.logs.get((job_id, prediction_id), "")
+        self.logs[(job_id, prediction_id)] = held + beyond(0, text, len(held))
 
 
 class FakeResults:
@@ -107,6 +128,9 @@ class CountingObserver:
 
     def not_stored(self, reason: str) -> None:
         self.webhooks[reason] += 1
+
+    def output_not_offered(self) -> None:
+        self.webhooks["output_not_offered"] += 1
 
     def large_bodies(self, in_progress: int) -> None:
         self.large_bodies_seen.append(in_progress)

@@ -19,6 +19,7 @@ from gateway.adapters.nats import (
     NatsJobStore,
     StreamRequestedLog,
 )
+from gateway.adapters.output import NatsOutputLog
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
@@ -28,8 +29,11 @@ from gateway.jwks import JwksKeys
 from gateway.limits import OpenJobs, RequestRate
 from gateway.streams import OpenStreams
 from gateway.tokens import issue_token
+from jobs_proto.job_types import LONGEST_DEADLINE_S
+from jobs_proto.output import output_stream
 from jobs_proto.stream import DAY_S
 from jobs_runtime import commands
+from jobs_runtime.bus import ensure_stream
 from jobs_runtime.commands import OK, USAGE, Command, load_or_exit
 from jobs_runtime.service import Service, run_service
 
@@ -76,6 +80,15 @@ async def serve_gateway(service: Service[Settings]) -> None:
             retry_ms=settings.sse_retry_ms,
         )
     )
+    # The output log `/output` reads; declared here too, so a gateway started before any writer
+    # answers a running job's stream from it rather than from a missing stream's errors.
+    output_spec = output_stream(
+        settings.subjects,
+        settings.jobs_stream,
+        longest_deadline_s=LONGEST_DEADLINE_S,
+        replicas=settings.stream_replicas,
+    )
+    await ensure_stream(service.js, output_spec)
     streams = OpenStreams(settings.user_max_streams, settings.max_streams)
     observer = PrometheusObserver()
     # The count the caps apply to, so the gauge shows how near `MAX_STREAMS` the process is.
@@ -102,6 +115,7 @@ async def serve_gateway(service: Service[Settings]) -> None:
         hub=hub,
         views=views,
         streams=streams,
+        output_log=NatsOutputLog(service.nc, output_spec.name, settings.subjects),
         demo_page=settings.demo_page_on,
         observer=observer,
     )

@@ -1,8 +1,10 @@
-"""The in-memory hub of one gateway process: it fans the job-store's change announcements and
-webhook-ingest's progress out to every open event stream's subscription, never blocking (a
-subscriber that falls behind is dropped), and ends the streams when they must reconnect.
+"""The in-memory hub of one gateway process: it fans the job-store's change announcements,
+webhook-ingest's progress and the output log's new chunks out to every open stream's
+subscription, never blocking (a subscriber that falls behind is dropped), and ends the streams
+when they must reconnect.
 
-No NATS or HTTP here: the NATS adapter feeds the hub, the event streams (`realtime.py`) read it.
+No NATS or HTTP here: the NATS adapter feeds the hub, the event streams (`realtime.py`) and the
+output streams (`output.py`) read it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,20 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from jobs_proto.api import JobChanged, JobProgress
+from jobs_proto.output import OutputChunk
 from jobs_proto.status import is_terminal
 
-Update = JobChanged | JobProgress
+
+@dataclass(frozen=True, slots=True)
+class OutputAppended:
+    """A chunk just stored in the output log of `prediction_id` (of job `job_id`)."""
+
+    job_id: uuid.UUID
+    prediction_id: str
+    chunk: OutputChunk
+
+
+Update = JobChanged | JobProgress | OutputAppended
 
 # Owners remembered for routing progress to the multiplexed streams (a progress message
 # names no user): the most recent jobs, enough for every job running at once.
@@ -139,15 +152,18 @@ class Hub:
         self.policy = policy
         self._by_job: dict[uuid.UUID, set[Subscription]] = {}
         self._by_user: dict[str, set[Subscription]] = {}
+        # The `/output` streams: a job's changes and its log's chunks, never its progress.
+        self._by_output: dict[uuid.UUID, set[Subscription]] = {}
         self._owners: OrderedDict[uuid.UUID, str] = OrderedDict()
         self._stopping = False
         self.dropped = 0
 
     @property
     def open_streams(self) -> int:
-        return sum(len(s) for s in self._by_job.values()) + sum(
-            len(s) for s in self._by_user.values()
-        )
+        return sum(len(s) for index in self._indexes() for s in index.values())
+
+    def _indexes(self) -> tuple[dict[Any, set[Subscription]], ...]:
+        return (self._by_job, self._by_user, self._by_output)
 
     def note_owner(self, job_id: uuid.UUID, user_id: str) -> None:
         self._owners[job_id] = user_id
@@ -162,7 +178,7 @@ class Hub:
         return subscription
 
     def _all(self) -> Iterator[Subscription]:
-        for index in (self._by_job, self._by_user):
+        for index in self._indexes():
             for subscribers in index.values():
                 yield from subscribers
 
@@ -173,6 +189,10 @@ class Hub:
     def open_user(self, user_id: str) -> Subscription:
         """A subscription to the updates of all of a user's jobs, until its `close`."""
         return self._open(self._by_user, user_id)
+
+    def open_output(self, job_id: uuid.UUID) -> Subscription:
+        """A subscription to one job's changes and new output chunks, until its `close`."""
+        return self._open(self._by_output, job_id)
 
     def _open(self, index: dict[K, set[Subscription]], key: K) -> Subscription:
         subscription = self._subscription()
@@ -206,7 +226,12 @@ class Hub:
     def watches(self, job_id: uuid.UUID, user_id: str) -> bool:
         """Whether a stream here waits for changes of this job: when none does, its
         announcement need not even be decoded (`note_change` alone keeps the hub's books)."""
-        return job_id in self._by_job or user_id in self._by_user
+        return job_id in self._by_job or user_id in self._by_user or job_id in self._by_output
+
+    def watches_output(self, job_id: uuid.UUID) -> bool:
+        """Whether an `/output` stream here waits for this job: when none does, a chunk of its
+        log need not even be decoded."""
+        return job_id in self._by_output
 
     def note_change(self, job_id: uuid.UUID, user_id: str, terminal: bool) -> None:
         """Remember (or, once terminal, forget) who owns a job, for routing its progress."""
@@ -220,12 +245,16 @@ class Hub:
         self.note_change(job_id, change.user_id, is_terminal(change.job.status))
         self._deliver(self._by_job.get(job_id, set()), change)
         self._deliver(self._by_user.get(change.user_id, set()), change)
+        self._deliver(self._by_output.get(job_id, set()), change)
 
     def publish_progress(self, progress: JobProgress) -> None:
         self._deliver(self._by_job.get(progress.job_id, set()), progress)
         owner = self._owners.get(progress.job_id)
         if owner is not None:
             self._deliver(self._by_user.get(owner, set()), progress)
+
+    def publish_output(self, appended: OutputAppended) -> None:
+        self._deliver(self._by_output.get(appended.job_id, set()), appended)
 
     def stop(self) -> None:
         """End every stream (now and later) with a `retry:` hint: the gateway is going."""

@@ -15,7 +15,7 @@ from typing import Final
 
 import msgspec
 
-from jobs_proto.api import JobProgress, JobView
+from jobs_proto.api import JobChanged, JobProgress, JobView
 from jobs_proto.status import is_terminal
 
 from .hub import Dropped, Reconnect, StreamPolicy, Subscription
@@ -125,7 +125,7 @@ async def job_events(
                 if update.seq > seq and from_its_prediction(update, prediction):
                     seq = update.seq
                     yield progress_event(update)
-            else:
+            elif isinstance(update, JobChanged):
                 # Learnt from any announcement, even one not newer than what was sent: a job's
                 # prediction, once recorded, never changes.
                 prediction = update.job.prediction_id or prediction
@@ -199,7 +199,7 @@ async def user_events(
                 ):
                     seqs[job_id] = update.seq
                     yield progress_event(update)
-            else:
+            elif isinstance(update, JobChanged):
                 if update.job.prediction_id is not None:
                     predictions[update.job.job_id] = update.job.prediction_id
                 if update.job.version <= versions.get(update.job.job_id, 0):

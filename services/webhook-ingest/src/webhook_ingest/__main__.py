@@ -21,6 +21,7 @@ from jobs_runtime.service import Service, run_service
 from webhook_ingest.adapters.bus import (
     CoreNatsProgress,
     JetStreamEvents,
+    LoggedOutput,
     NatsWebhookParking,
     ObjectStoreResults,
 )
@@ -49,6 +50,12 @@ async def serve_webhooks(service: Service[Settings]) -> None:
         parking=NatsWebhookParking(
             service.nc,
             service.js,
+            settings.subjects,
+            settings.jobs_stream,
+            replicas=settings.stream_replicas,
+        ),
+        output=LoggedOutput(
+            service.nc,
             settings.subjects,
             settings.jobs_stream,
             replicas=settings.stream_replicas,

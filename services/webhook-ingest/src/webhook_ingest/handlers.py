@@ -4,14 +4,17 @@ The job is the one the signed body's `webhook` field names (the URL the ai-runne
 prediction with): the request URL's `?job=` is outside the signature, so it may only agree. A
 webhook naming no job of ours is parked, not refused, so Replicate stops retrying and an
 operator sees it. A final prediction becomes `JobCompleted`; any other becomes `JobStarted`,
-plus `JobProgress` (naming the prediction) when it carries output. A final output too large for
-one bus message is stored aside first and the event names it by `output_ref` (output `None`);
-the answer is `Stored` only once both are stored. The HTTP adapter turns the outcome into
+plus `JobProgress` (naming the prediction) when it carries output, whose text is also offered
+to the prediction's output log (for `/output`; best effort, after the event decided the answer:
+the next output webhook or the relay covers a failed offer). A final output too large for one
+bus message is stored aside first and the event names it by `output_ref` (output `None`); the
+answer is `Stored` only once both are stored. The HTTP adapter turns the outcome into
 Replicate's answer.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,9 +32,12 @@ from jobs_proto.replicate import (
     webhook_job_id,
 )
 from jobs_proto.stream import MAX_EVENT_BYTES, output_fits_inline
+from jobs_proto.subjects import SubjectError
 from jobs_runtime.errors import Unavailable
-from webhook_ingest.ports import EventStore, ProgressSink, ResultStore, WebhookParking
+from webhook_ingest.ports import EventStore, OutputSink, ProgressSink, ResultStore, WebhookParking
 from webhook_ingest.verify import VerifiedWebhook
+
+log = logging.getLogger(__name__)
 
 WebhookEvent: TypeAlias = JobStarted | JobCompleted
 
@@ -44,6 +50,9 @@ class Stored:
     duplicate: bool
     # `None`: the webhook carried no output to report; `False`: sending it failed.
     progress_sent: bool | None = None
+    # `None`: nothing offered to the output log (no text, a final webhook, no log);
+    # `False`: the offer failed.
+    output_offered: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,7 @@ async def ingest_webhook(
     results: ResultStore,
     parking: WebhookParking,
     now: datetime,
+    output: OutputSink | None = None,
 ) -> Outcome:
     """Store what the webhook tells about the job its signed body names; `job_param` (the
     request URL's `?job=`, None when absent) must name the same job."""
@@ -151,11 +161,30 @@ async def ingest_webhook(
         return Stored(event, duplicate)
     try:
         await progress.send(update)
+        sent = True
     except Unavailable:
         # Progress is best effort: the next output webhook carries all the text again, and the
         # final one carries the whole result.
-        return Stored(event, duplicate, progress_sent=False)
-    return Stored(event, duplicate, progress_sent=True)
+        sent = False
+    offered = None if output is None else await _offer(output, job_id, prediction.id, update.output)
+    return Stored(event, duplicate, progress_sent=sent, output_offered=offered)
+
+
+async def _offer(
+    output: OutputSink, job_id: uuid.UUID, prediction_id: str, text: str
+) -> bool | None:
+    """Offer the text so far to the output log: `None` when the prediction cannot have one."""
+    try:
+        await output.offer(job_id, prediction_id, text)
+    except SubjectError:
+        log.info(
+            "output not logged: the prediction id is not one subject token",
+            extra={"job_id": str(job_id), "prediction_id": prediction_id[:80]},
+        )
+        return None
+    except Unavailable:
+        return False
+    return True
 
 
 def _needs_result_store(output: str | None) -> bool:

@@ -7,6 +7,7 @@ Adapters over NATS implement these; tests pass fakes. Each raises
 
 from __future__ import annotations
 
+import uuid
 from typing import Protocol
 
 from jobs_proto.api import JobProgress
@@ -29,6 +30,18 @@ class ProgressSink(Protocol):
 
     async def send(self, progress: JobProgress) -> None:
         """Send it at most once; raises `Unavailable` when it cannot be sent."""
+        ...
+
+
+class OutputSink(Protocol):
+    """The output log of running predictions (`jobs_runtime.output.OutputLog`), for the text of
+    `output` webhooks: what `/output` streams for models whose own stream is not relayed."""
+
+    async def offer(self, job_id: uuid.UUID, prediction_id: str, text: str) -> None:
+        """Offer the prediction's whole text so far (from offset 0): the log appends only what
+        it lacks, so writers racing or repeating never duplicate. Raises `Unavailable` when the
+        log cannot be written now, `SubjectError` for a prediction id that is not one subject
+        token."""
         ...
 
 
@@ -74,6 +87,11 @@ class WebhookObserver(Protocol):
         `results_unavailable`, `parking_unavailable` or `too_large_for_bus`."""
         ...
 
+    def output_not_offered(self) -> None:
+        """An `output` webhook's text could not be offered to the output log (the webhook was
+        still answered by its event's storage; the next one, or the relay, covers it)."""
+        ...
+
     def large_bodies(self, in_progress: int) -> None:
         """How many bodies over 1 MiB are being received or held, each time it changes."""
         ...
@@ -92,6 +110,9 @@ class NoObserver:
         pass
 
     def not_stored(self, reason: str) -> None:
+        pass
+
+    def output_not_offered(self) -> None:
         pass
 
     def large_bodies(self, in_progress: int) -> None:

@@ -24,7 +24,7 @@ from webhook_ingest.handlers import (
 )
 from webhook_ingest.verify import VerifiedWebhook
 
-from ..fakes import FakeEvents, FakeParking, FakeProgress, FakeResults
+from ..fakes import FakeEvents, FakeOutput, FakeParking, FakeProgress, FakeResults
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 # Fixed ids: parallel test workers must collect the same parametrized test names.
@@ -348,3 +348,37 @@ async def test_a_predict_time_beyond_any_float_is_dropped_not_a_crash() -> None:
     (event,) = events.stored
     assert isinstance(event, JobCompleted)
     assert event.predict_time_s is None
+
+
+async def offered(body: bytes, output: FakeOutput, webhook_id: str = "msg_1") -> Any:
+    outcome = await ingest_webhook(
+        webhook(body, webhook_id),
+        str(JOB_ID),
+        events=FakeEvents(),
+        progress=FakeProgress(),
+        results=FakeResults(),
+        parking=FakeParking(),
+        now=NOW,
+        output=output,
+    )
+    assert isinstance(outcome, Stored)
+    return outcome.output_offered
+
+
+async def test_an_output_webhooks_text_is_offered_to_the_log_once() -> None:
+    output = FakeOutput()
+    assert await offered(prediction("processing", output=["Once ", "up"]), output) is True
+    assert await offered(prediction("processing", output=["Once ", "up"]), output) is True
+    assert await offered(prediction("processing", output="Once upon"), output, "msg_2") is True
+    assert output.logs == {(JOB_ID, "pred-1"): "Once upon"}
+    # Neither a final webhook (its output reaches `/output` from the job-store) nor one
+    # without text offers anything.
+    assert await offered(prediction("succeeded", output="Once upon a time"), output) is None
+    assert await offered(prediction("processing", output=[]), output) is None
+    assert output.logs == {(JOB_ID, "pred-1"): "Once upon"}
+
+
+async def test_an_offer_that_fails_or_cannot_be_made_still_answers_stored() -> None:
+    assert await offered(prediction("processing", output=["a"]), FakeOutput(down=True)) is False
+    dotted = prediction("processing", output=["a"], id="pred.1")
+    assert await offered(dotted, FakeOutput()) is None

@@ -18,7 +18,14 @@ from jobs_proto.stream import MAX_EVENT_BYTES
 from webhook_ingest.adapters.http import PATH, webhook_app
 from webhook_ingest.verify import WebhookVerifier, parse_secrets
 
-from ..fakes import FakeEvents, FakeParking, FakeProgress, FakeResults
+from ..fakes import (
+    CountingObserver,
+    FakeEvents,
+    FakeOutput,
+    FakeParking,
+    FakeProgress,
+    FakeResults,
+)
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -278,3 +285,28 @@ async def test_a_webhook_that_stores_nothing_new_is_logged_at_debug_only(
         (logging.INFO, False),
         (logging.DEBUG, True),
     ]
+
+
+async def test_an_output_webhook_whose_text_the_log_refuses_is_answered_200_and_counted(
+    events: FakeEvents, parking: FakeParking, caplog: pytest.LogCaptureFixture
+) -> None:
+    observer = CountingObserver()
+    app = webhook_app(
+        verifier=WebhookVerifier(parse_secrets(SECRET), clock=lambda: NOW),
+        events=events,
+        progress=FakeProgress(),
+        results=FakeResults(),
+        parking=parking,
+        max_bytes=LIMIT,
+        clock=lambda: NOW,
+        observer=observer,
+        output=FakeOutput(down=True),
+    )
+    body = prediction(status="processing", output=["Once"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://ingest"
+    ) as http:
+        response = await http.post(f"{PATH}?job={JOB_ID}", content=body, headers=signed(body))
+    assert response.status_code == 200, response.text
+    assert observer.webhooks == {"stored": 1, "output_not_offered": 1}
+    assert "its output not offered to the log" in caplog.text

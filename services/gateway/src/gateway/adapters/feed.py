@@ -1,18 +1,21 @@
-"""The process's subscriptions to job changes and progress over core NATS, feeding the event
-hub (and the running jobs' views), and the watch that ends every stream after NATS reconnected."""
+"""The process's subscriptions to job changes, progress and new output chunks over core NATS,
+feeding the event hub (and the running jobs' views), and the watch that ends every stream after
+NATS reconnected."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from gateway.hub import Hub
+from gateway.hub import Hub, OutputAppended
 from gateway.jobviews import JobViews, decode_change, read_head
 from jobs_proto.api import JobProgress
+from jobs_proto.output import decode_chunk
 from jobs_proto.status import is_terminal
 from jobs_proto.subjects import Subjects
 from jobs_runtime.periodic import every
@@ -35,6 +38,8 @@ class NatsJobFeed:
         self._hub = hub
         self._views = views if views is not None else JobViews()
         self._progress = msgspec.json.Decoder(JobProgress)
+        # `<prefix>job_output.`: what precedes `<jobId>.<predictionId>` in a chunk's subject.
+        self._output_prefix = subjects.all_output[:-1]
 
     async def start(self) -> None:
         # Callbacks only hand the message to the hub (never blocking), so the limits are
@@ -44,6 +49,13 @@ class NatsJobFeed:
         )
         await self._nc.subscribe(
             self._subjects.all_progress, cb=self._on_progress, pending_msgs_limit=100_000
+        )
+        # Every chunk stored in the output log, for the `/output` streams: one subscription
+        # for the process, not one per stream. It also sees an offer JetStream refused (a
+        # writer that lost the race for an offset); its characters are the prediction's own
+        # text at those offsets all the same, and the streams merge by offset.
+        await self._nc.subscribe(
+            self._subjects.all_output, cb=self._on_output, pending_msgs_limit=100_000
         )
         await self._nc.flush()
 
@@ -94,3 +106,20 @@ class NatsJobFeed:
             log.error("undecodable progress", extra={"subject": msg.subject})
             return
         self._hub.publish_progress(progress)
+
+    async def _on_output(self, msg: Msg) -> None:
+        # Only the subject is read for a job no `/output` stream of this process waits for.
+        job, _, prediction_id = msg.subject[len(self._output_prefix) :].partition(".")
+        try:
+            job_id = uuid.UUID(job)
+        except ValueError:
+            log.error("output chunk on a subject naming no job", extra={"subject": msg.subject})
+            return
+        if not self._hub.watches_output(job_id):
+            return
+        try:
+            chunk = decode_chunk(msg.data)
+        except msgspec.DecodeError:
+            log.error("undecodable output chunk", extra={"subject": msg.subject})
+            return
+        self._hub.publish_output(OutputAppended(job_id, prediction_id, chunk))

@@ -18,13 +18,15 @@ from jobs_proto.api import (
     JobPage,
     JobProgress,
     JobView,
+    OutputDone,
+    OutputText,
     Problem,
     ProblemDetail,
 )
 from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.problems import PROBLEM_MEDIA_TYPE
 
-from .events import job_events_operation, user_events_operation
+from .events import job_events_operation, job_output_operation, user_events_operation
 from .jobs import cancel_operation, create_body, create_operation, get_operation, list_operation
 from .parts import (
     ACCESS_TOKEN_SCHEME,
@@ -45,6 +47,8 @@ def component_schemas() -> dict[str, Any]:
         JobView,
         JobPage,
         JobProgress,
+        OutputText,
+        OutputDone,
         Problem,
         ProblemDetail,
     ]
@@ -64,6 +68,7 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
         "/api/jobs/{jobId}": {"get": get_operation()},
         "/api/jobs/{jobId}/cancel": {"post": cancel_operation()},
         "/api/jobs/{jobId}/events": {"get": job_events_operation()},
+        "/api/jobs/{jobId}/output": {"get": job_output_operation()},
         "/api/events": {"get": user_events_operation()},
     }
     for path, job_type in ideation_routes.items():
@@ -94,7 +99,7 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "query",
                     "name": "access_token",
-                    "description": "The same JWT, on the two event routes only.",
+                    "description": "The same JWT, on the event and output routes only.",
                 },
             },
         },

@@ -1,11 +1,11 @@
-"""The OpenAPI operations of the two event-stream routes (Server-Sent Events): one job's,
-and all of the caller's jobs'."""
+"""The OpenAPI operations of the event-stream routes (Server-Sent Events): one job's, all of
+the caller's jobs', and one job's output text."""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from jobs_proto.api import JobProgress, JobView
+from jobs_proto.api import JobProgress, JobView, OutputDone, OutputText
 
 from .parts import (
     ACCESS_TOKEN_SCHEME,
@@ -117,5 +117,61 @@ def user_events_operation() -> dict[str, Any]:
                 "(the 200 newest) changed since then. It does not close by itself."
             ),
             **problems(STREAMED),
+        },
+    }
+
+
+def job_output_operation() -> dict[str, Any]:
+    offset = {
+        "name": "offset",
+        "in": "query",
+        "required": False,
+        "description": "Characters (Unicode code points) of output the client already has: "
+        "the stream starts after them. `Last-Event-ID`, when sent, takes precedence.",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+    last_event_id, access_token = _stream_parameters()
+    last_event_id = {
+        **last_event_id,
+        "description": "The last `id:` the client received (characters delivered): the "
+        "stream resumes after them, nothing repeated and nothing skipped.",
+    }
+    return {
+        "summary": "A job's output text as the model writes it, pushed",
+        "operationId": "streamJobOutput",
+        "security": [{SECURITY_SCHEME: []}, {ACCESS_TOKEN_SCHEME: []}],
+        "parameters": [job_id_parameter(), offset, last_event_id, access_token],
+        "responses": {
+            "200": {
+                "description": "`event: output` carries `OutputText` (the text after what "
+                "the client has); its `id:` counts the characters delivered up to and "
+                "including it. After the last text `event: done` carries `OutputDone` (the "
+                "job's terminal status and error), then the stream closes. The texts from "
+                "offset 0 joined equal the job's `output`. An offset past the end of a "
+                "finished job's output: `done` at once; past the current end of a running "
+                "job's: the stream waits for the text to get there. A comment line "
+                "(`: keepalive`) follows every quiet `SSE_KEEPALIVE_S` (15 s); `retry: <ms>` "
+                "ends a stream the client should resume with `Last-Event-ID`.",
+                "headers": {"Cache-Control": header("`no-cache`.")},
+                "content": {
+                    EVENT_STREAM: {
+                        "schema": {
+                            "oneOf": [
+                                _event("output", OutputText.__name__, with_id=True),
+                                _event("done", OutputDone.__name__, with_id=False),
+                            ]
+                        }
+                    }
+                },
+            },
+            **problems(
+                {
+                    "404": "Unknown job, another user's job, or not a UUID.",
+                    "413": "The job's stored output is too large for the job system to send.",
+                    "422": "`offset` or `Last-Event-ID` is not a non-negative integer "
+                    "(`errors[].parameter` names it).",
+                    **STREAMED,
+                }
+            ),
         },
     }

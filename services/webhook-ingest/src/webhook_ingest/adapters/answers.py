@@ -105,7 +105,12 @@ async def internal_error(_: Request, exc: Exception) -> Response:
 
 def answer(outcome: Outcome, context: dict[str, str], observer: WebhookObserver) -> Response:
     match outcome:
-        case Stored(event=event, duplicate=duplicate, progress_sent=progress_sent):
+        case Stored(
+            event=event,
+            duplicate=duplicate,
+            progress_sent=progress_sent,
+            output_offered=output_offered,
+        ):
             observer.stored(duplicate)
             fields = {
                 **context,
@@ -114,6 +119,9 @@ def answer(outcome: Outcome, context: dict[str, str], observer: WebhookObserver)
                 "prediction_id": event.prediction_id,
                 "duplicate": duplicate,
             }
+            if output_offered is False:
+                observer.output_not_offered()
+                log.warning("webhook stored, its output not offered to the log", extra=fields)
             if progress_sent is False:
                 log.warning("webhook stored, its progress not sent", extra=fields)
             else:

@@ -1,9 +1,11 @@
 """The handler's ports over NATS: events into JetStream's `JOBS`, large results into the shared
 results Object Store (`jobs_runtime.results`), webhooks naming no job into the parked stream
-beside `JOBS` (the job-store's dead letters), progress on core NATS."""
+beside `JOBS` (the job-store's dead letters), progress on core NATS, output webhooks' text into
+the output log beside `JOBS` (`jobs_runtime.output`)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Final
 
 import msgspec
@@ -14,6 +16,8 @@ from nats.js.object_store import ObjectStore
 
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobEvent, JobStarted
+from jobs_proto.job_types import LONGEST_DEADLINE_S
+from jobs_proto.output import OutputGap, output_stream
 from jobs_proto.stream import (
     PARK_DETAIL_HEADER,
     PARK_REASON_HEADER,
@@ -23,6 +27,7 @@ from jobs_proto.stream import (
 from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
 from jobs_runtime.bus import EventPublisher, ensure_stream
 from jobs_runtime.errors import Unavailable
+from jobs_runtime.output import OutputLog
 from jobs_runtime.results import result_store, store_result
 from webhook_ingest.recent_ids import RecentIds
 
@@ -146,3 +151,46 @@ class CoreNatsProgress:
             )
         except _BUS_ERRORS as exc:
             raise Unavailable(f"progress not sent: {exc!r}") from exc
+
+
+class LoggedOutput:
+    """Offers an output webhook's whole text to the prediction's output log, which appends only
+    what it lacks (the ai-runner's relay may have written more, or the same, already).
+
+    Bounded by `timeout_s` per NATS request: the webhook's answer waits for this after its
+    event is stored, and a slow log must not hold Replicate's request for long.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        subjects: Subjects,
+        jobs_stream: str,
+        *,
+        replicas: int,
+        timeout_s: float = 1.0,
+    ) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=timeout_s)
+        self._subjects = subjects
+        self._spec = output_stream(
+            subjects, jobs_stream, longest_deadline_s=LONGEST_DEADLINE_S, replicas=replicas
+        )
+        self._log = OutputLog(self._js, self._spec.name, subjects, timeout_s=timeout_s)
+        # Declared on first use, as the parked stream is: a failure is retried with the next
+        # output webhook instead of stopping the service.
+        self._ensured = False
+
+    async def offer(self, job_id: uuid.UUID, prediction_id: str, text: str) -> None:
+        self._subjects.output(job_id, prediction_id)  # `SubjectError` before any request
+        if not self._nc.is_connected:
+            raise Unavailable("not connected to NATS")
+        try:
+            if not self._ensured:
+                await ensure_stream(self._js, self._spec)
+                self._ensured = True
+            await self._log.offer(job_id, prediction_id, 0, text)
+        except OutputGap as exc:  # never from offset 0; kept so nothing escapes as a 500
+            raise Unavailable(f"output log: {exc}") from exc
+        except _BUS_ERRORS as exc:
+            raise Unavailable(f"output not offered: {exc!r}") from exc

@@ -44,6 +44,7 @@ from webhook_ingest.limits import IngressLimits, LargeBodySlots, client_source, 
 from webhook_ingest.ports import (
     EventStore,
     NoObserver,
+    OutputSink,
     ProgressSink,
     ResultStore,
     WebhookObserver,
@@ -68,11 +69,13 @@ def webhook_app(
     clock: Clock = system_clock,
     monotonic: Monotonic = time.monotonic,
     observer: WebhookObserver | None = None,
+    output: OutputSink | None = None,
 ) -> Starlette:
     """The Starlette app of the webhook endpoint over the given ports.
 
     `clock` stamps events; `monotonic` refills the rate limiter's buckets; `observer` is told
-    what became of each request.
+    what became of each request; `output` takes the text of `output` webhooks (None: not
+    logged).
     """
     limits = limits or IngressLimits()
     observer = observer or NoObserver()
@@ -122,6 +125,7 @@ def webhook_app(
             results=results,
             parking=parking,
             now=clock(),
+            output=output,
         )
         return answer(outcome, context, observer)
 

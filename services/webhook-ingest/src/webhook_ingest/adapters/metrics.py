@@ -1,4 +1,5 @@
-"""webhook-ingest's `/metrics`: webhooks by what became of them, and large bodies in progress.
+"""webhook-ingest's `/metrics`: webhooks by what became of them, output texts not offered to the
+output log, and large bodies in progress.
 
 The `WebhookObserver` port over prometheus_client's default registry, which the runtime's admin
 port serves.
@@ -14,6 +15,10 @@ from prometheus_client import Counter, Gauge
 # its webhook not stored.
 WEBHOOKS: Final = Counter(
     "webhook_ingest_webhooks", "Webhook requests, by what became of them", ["reason"]
+)
+OUTPUT_NOT_OFFERED: Final = Counter(
+    "webhook_ingest_output_offers_failed",
+    "Output webhooks whose text could not be offered to the output log (answered all the same)",
 )
 LARGE_BODIES: Final = Gauge(
     "webhook_ingest_large_bodies_in_progress", "Bodies over 1 MiB being received or held now"
@@ -34,6 +39,9 @@ class PrometheusObserver:
 
     def not_stored(self, reason: str) -> None:
         WEBHOOKS.labels(reason).inc()
+
+    def output_not_offered(self) -> None:
+        OUTPUT_NOT_OFFERED.inc()
 
     def large_bodies(self, in_progress: int) -> None:
         LARGE_BODIES.set(in_progress)

@@ -91,6 +91,7 @@ def build_app(ports: GatewayPorts) -> Starlette:
         ),
         Route("/api/jobs/{job_id}/events", events.job_events(ports, hub), methods=["GET"]),
         Route("/api/events", events.user_events(ports, hub), methods=["GET"]),
+        Route("/api/jobs/{job_id}/output", events.job_output(ports, hub), methods=["GET"]),
         *(
             Route(
                 path, answered(jobs.create_typed_job(ports, job_type), observer), methods=["POST"]

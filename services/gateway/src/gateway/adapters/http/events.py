@@ -1,6 +1,7 @@
-"""The event routes, `GET /api/jobs/{jobId}/events` and `GET /api/events`: each takes a slot
-of the stream caps and a hub subscription, reads the current state through the handlers, and
-answers a `text/event-stream` that releases both however it ends."""
+"""The event routes, `GET /api/jobs/{jobId}/events`, `GET /api/events` and the output route
+`GET /api/jobs/{jobId}/output`: each takes a slot of the stream caps and a hub subscription,
+reads the current state through the handlers, and answers a `text/event-stream` that releases
+both however it ends."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway import handlers, realtime
+from gateway import handlers, output, realtime
 from gateway.hub import Hub, Subscription
 from gateway.ports import GatewayObserver
 from gateway.streams import StreamSlot
@@ -130,11 +131,11 @@ def hold_stream(ports: GatewayPorts, user_id: str) -> Held:
     return Held(ports.streams.take(user_id))
 
 
-def _reader(ports: GatewayPorts, user_id: str) -> realtime.Reload:
+def _reader(ports: GatewayPorts, user_id: str, *, whole: bool = False) -> realtime.Reload:
     """Reads a job again for a stream (a change announced without its output)."""
 
     async def reload(job_id: uuid.UUID) -> JobView | None:
-        outcome = await handlers.read(handlers.ReadJob(user_id, job_id), ports.deps)
+        outcome = await handlers.read(handlers.ReadJob(user_id, job_id, whole=whole), ports.deps)
         if isinstance(outcome, handlers.Refused):
             raise outcome.reason
         return outcome.view if isinstance(outcome, handlers.Found) else None
@@ -191,3 +192,42 @@ def user_events(ports: GatewayPorts, hub: Hub) -> StreamRoute:
         return EventStream(chunks, held, ports.observer)  # type: ignore[return-value]
 
     return StreamRoute(user_events, ports.observer)
+
+
+def job_output(ports: GatewayPorts, hub: Hub) -> StreamRoute:
+    async def job_output(request: Request) -> Response:
+        user_id = await authorize(ports.verifier, ports.rate, request, query_token=True)
+        job_id = parse_job_id(request.path_params["job_id"])
+        if job_id is None:
+            raise not_found()
+        try:
+            offset = output.parse_offset(
+                request.query_params.getlist(output.OFFSET_PARAMETER),
+                request.headers.get("last-event-id"),
+            )
+        except handlers.InvalidRequest as exc:
+            raise refuse(handlers.Refused(exc)) from None
+        held = hold_stream(ports, user_id)
+        try:
+            # Subscribed before the job and its log are read: no change nor chunk falls
+            # in between.
+            subscription = held.subscription = hub.open_output(job_id)
+            outcome = await handlers.read(handlers.ReadJob(user_id, job_id, whole=True), ports.deps)
+            if isinstance(outcome, handlers.Refused):
+                raise refuse(outcome)
+            if isinstance(outcome, handlers.NotFound):
+                raise not_found()
+            chunks = output.job_output(
+                outcome.view,
+                offset,
+                subscription,
+                ports.output_log,
+                _reader(ports, user_id, whole=True),
+                hub.policy,
+            )
+        except BaseException:
+            held.release()
+            raise
+        return EventStream(chunks, held, ports.observer)  # type: ignore[return-value]
+
+    return StreamRoute(job_output, ports.observer)

@@ -14,6 +14,7 @@ from gateway.cache import FinishedJobs
 from gateway.hub import Hub
 from gateway.jobviews import JobViews
 from gateway.limits import OpenJobs, RequestRate
+from gateway.output import NoOutputLog, OutputReader
 from gateway.ports import (
     Clock,
     EventBus,
@@ -57,6 +58,9 @@ class GatewayPorts:
     # Fans job changes and progress out to the event streams; `None`: a hub nobody feeds
     # (streams then send the current state and keepalives only).
     hub: Hub | None = None
+    # The output log `/output` reads while a prediction runs; default: none (the text then
+    # comes from the job's stored `output` once it ends).
+    output_log: OutputReader = field(default_factory=NoOutputLog)
     # The open streams, counted against `USER_MAX_STREAMS` and `MAX_STREAMS` (default: counted,
     # no limit).
     streams: OpenStreams = field(default_factory=OpenStreams)
