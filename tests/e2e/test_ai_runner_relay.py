@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import msgspec
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-import nats
 from ai_runner.adapters.output import LogAppender
 from ai_runner.adapters.relay import RelayConsumer
 from ai_runner.adapters.streams import HttpStreamSource
@@ -93,7 +94,7 @@ class System:
         await EventPublisher(self.nc.jetstream(), self.subjects).publish(event)
         return job_id
 
-    async def start_relay(self, ack_wait_s: float = 30.0) -> tuple[RelayConsumer, Counting]:
+    async def start_relay(self, ack_wait_s: float = 30.0) -> "RunningRelay":
         """A relay on its own NATS connection, as a replica would be; stopped after the test."""
         nc = await nats.connect(self.nats_url)
         js = nc.jetstream()
@@ -106,7 +107,7 @@ class System:
             observer=observer,
         )
         spec = relay_consumer(self.subjects, max_streams=50)
-        spec = spec.__class__(**{**_fields(spec), "ack_wait_s": ack_wait_s})
+        spec = msgspec.structs.replace(spec, ack_wait_s=ack_wait_s)
         consumer = RelayConsumer(
             nc,
             js,
@@ -130,9 +131,7 @@ class System:
                 await nc.close()
 
         self.started.append(stopped)
-        # For the crash test: the process dies, nothing is settled.
-        consumer.crash = lambda: _crash(nc, task)  # type: ignore[attr-defined]
-        return consumer, observer
+        return RunningRelay(consumer, observer, nc, task)
 
     async def text(self, job_id: uuid.UUID, prediction_id: str) -> str:
         """The log's text, its chunks checked to follow on each other from 0."""
@@ -168,15 +167,19 @@ class System:
         return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0
 
 
-def _fields(spec: Any) -> dict[str, Any]:
-    return {name: getattr(spec, name) for name in spec.__struct_fields__}
+@dataclass
+class RunningRelay:
+    consumer: RelayConsumer
+    observer: Counting
+    nc: NATS
+    task: "asyncio.Future[None]"
 
-
-async def _crash(nc: NATS, task: "asyncio.Future[None]") -> None:
-    # The connection goes first, so no nak reaches JetStream: only ack_wait frees the message.
-    await nc.close()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async def crash(self) -> None:
+        """The process dies: its connection goes first, so no nak reaches JetStream and only
+        ack_wait frees its messages."""
+        await self.nc.close()
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
 
 
 @pytest.fixture
@@ -222,7 +225,7 @@ async def relayed_exactly(system: System, prediction: dict[str, Any], job_id: uu
 async def test_streamed_text_lands_in_the_log_exactly_and_the_message_is_acknowledged(
     system: System,
 ) -> None:
-    _, observer = await system.start_relay()
+    observer = (await system.start_relay()).observer
     predictions = [await system.create(topic) for topic in ("tides", "glaciers", "moths")]
     jobs = [await system.submit(p) for p in predictions]
     for prediction, job_id in zip(predictions, jobs, strict=True):
@@ -233,7 +236,7 @@ async def test_streamed_text_lands_in_the_log_exactly_and_the_message_is_acknowl
 
 async def test_cut_connections_lose_and_repeat_nothing(system: System) -> None:
     await system.configure(streamDropRate=0.5, tokensPerS=300, latencyS=0.5)
-    _, observer = await system.start_relay()
+    observer = (await system.start_relay()).observer
     predictions = [await system.create(topic) for topic in ("tides", "glaciers", "moths", "owls")]
     jobs = [await system.submit(p) for p in predictions]
     for prediction, job_id in zip(predictions, jobs, strict=True):
@@ -246,7 +249,7 @@ async def test_a_relay_that_dies_mid_stream_is_replaced_and_the_log_stays_exact(
 ) -> None:
     # About 2 s of text (its last tokens come at the end, `latencyS`).
     await system.configure(tokensPerS=60, latencyS=2)
-    first, _ = await system.start_relay(ack_wait_s=1.0)
+    first = await system.start_relay(ack_wait_s=1.0)
     prediction = await system.create("tides")
     job_id = await system.submit(prediction)
 
@@ -254,9 +257,9 @@ async def test_a_relay_that_dies_mid_stream_is_replaced_and_the_log_stays_exact(
         return len(await system.text(job_id, prediction["id"])) > 0
 
     await eventually(some_text, within=10)
-    await first.crash()  # type: ignore[attr-defined]
+    await first.crash()
     partial = await system.text(job_id, prediction["id"])
-    _, second = await system.start_relay(ack_wait_s=1.0)
+    second = (await system.start_relay(ack_wait_s=1.0)).observer
     expected = await relayed_exactly(system, prediction, job_id)
     assert len(partial) < len(expected), "the first relay was to die mid-stream"
     assert second.ends == ["done"]
@@ -265,7 +268,7 @@ async def test_a_relay_that_dies_mid_stream_is_replaced_and_the_log_stays_exact(
 async def test_a_canceled_or_ended_job_stops_its_reader(system: System) -> None:
     # Slow enough that neither prediction finishes by itself during the test.
     await system.configure(tokensPerS=5, latencyS=8)
-    _, observer = await system.start_relay()
+    observer = (await system.start_relay()).observer
     canceled = await system.create("tides")
     ended = await system.create("glaciers")
     canceled_job = await system.submit(canceled)

@@ -105,9 +105,8 @@ async def test_replays_after_cuts_store_each_character_once() -> None:
     )
     assert await relay(source, log).follow(submitted()) == "done"
     assert log.text == "Héllo world\n\u2028end"
-    offsets = [offset for offset, _ in log.appends]
-    assert offsets == sorted(offsets)
-    assert all(a + len(t) == b for (a, t), (b, _) in zip(log.appends, log.appends[1:]))
+    ends = [offset + len(text) for offset, text in log.appends]
+    assert [offset for offset, _ in log.appends] == [0, *ends[:-1]]
 
 
 async def test_a_restarted_relay_skips_what_the_log_holds() -> None:
@@ -143,11 +142,12 @@ async def test_a_failed_write_reconnects_and_loses_nothing() -> None:
 
 
 async def test_text_arriving_during_an_append_goes_in_one_next_append() -> None:
-    log = FakeLog(gate=asyncio.Event())
+    gate = asyncio.Event()
+    log = FakeLog(gate=gate)
     appends = Appends(log, uuid.uuid4(), "p1", LogEnd(), NoObserver())
     await appends.add(0, "a")  # a lone token goes at once
     for offset, token in enumerate("bcde", start=1):
         await appends.add(offset, token)
-    log.gate.set()
+    gate.set()
     assert await appends.flush() == LogEnd(5, 2)
     assert log.appends == [(0, "a"), (1, "bcde")]
