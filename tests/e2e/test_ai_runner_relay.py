@@ -1,7 +1,8 @@
 """The ai-runner's relay in-process against the real simulator over HTTP, real NATS and the real
 output log: a streaming prediction's text lands in the log exactly once per character, in
 chunks that follow on each other from 0, whether the stream is cut, the relay is replaced
-mid-stream (redelivery) or the job ends first."""
+mid-stream (redelivery) or the job ends first; and once through the `ai-runner` process, from
+the create's `urls.stream` to the log."""
 
 import asyncio
 import uuid
@@ -34,6 +35,12 @@ from jobs_testkit.waiting import eventually
 from replicate_sim.app import build_app
 from replicate_sim.config import Settings as SimSettings
 from replicate_sim.engine import Simulator
+
+from .test_ai_runner_process import TOKEN as SIM_TOKEN
+from .test_ai_runner_process import RunningSim, StartRunner, job, settled, wait_event
+from .test_ai_runner_process import hooks as hooks
+from .test_ai_runner_process import sim as sim
+from .test_ai_runner_process import start_runner as start_runner
 
 TOKEN = "r8_relay_test"
 CREATE = "/v1/models/google/gemini-3-pro/predictions"
@@ -134,23 +141,7 @@ class System:
         return RunningRelay(consumer, observer, nc, task)
 
     async def text(self, job_id: uuid.UUID, prediction_id: str) -> str:
-        """The log's text, its chunks checked to follow on each other from 0."""
-        js = self.nc.jetstream()
-        subject = self.subjects.output(job_id, prediction_id)
-        info = await js.stream_info(self.output, subjects_filter=subject)
-        count = (info.state.subjects or {}).get(subject, 0)
-        text, end = "", 0
-        if not count:
-            return text
-        sub = await js.subscribe(subject, ordered_consumer=True, stream=self.output)
-        try:
-            for _ in range(count):
-                chunk = decode_chunk((await sub.next_msg(timeout=5)).data)
-                assert chunk.offset == end, "chunks must follow on each other"
-                text, end = text + chunk.text, chunk.end
-        finally:
-            await sub.unsubscribe()
-        return text
+        return await log_text(self.nc, self.subjects, self.output, job_id, prediction_id)
 
     async def final(self, prediction_id: str) -> dict[str, Any]:
         found: list[dict[str, Any]] = []
@@ -165,6 +156,28 @@ class System:
     async def settled(self) -> bool:
         info = await self.nc.jetstream().consumer_info(self.jobs.name, "ai-runner-relay")
         return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0
+
+
+async def log_text(
+    nc: NATS, subjects: Subjects, stream: str, job_id: uuid.UUID, prediction_id: str
+) -> str:
+    """The log's text, its chunks checked to follow on each other from 0."""
+    js = nc.jetstream()
+    subject = subjects.output(job_id, prediction_id)
+    info = await js.stream_info(stream, subjects_filter=subject)
+    count = (info.state.subjects or {}).get(subject, 0)
+    text, end = "", 0
+    if not count:
+        return text
+    sub = await js.subscribe(subject, ordered_consumer=True, stream=stream)
+    try:
+        for _ in range(count):
+            chunk = decode_chunk((await sub.next_msg(timeout=5)).data)
+            assert chunk.offset == end, "chunks must follow on each other"
+            text, end = text + chunk.text, chunk.end
+    finally:
+        await sub.unsubscribe()
+    return text
 
 
 @dataclass
@@ -297,3 +310,53 @@ async def test_a_canceled_or_ended_job_stops_its_reader(system: System) -> None:
     assert sorted(observer.ends) == ["canceled", "job_ended"]
     assert observer.open == 0
     assert (await system.prediction(ended["id"]))["status"] not in FINAL
+
+
+# The `ai-runner` process ------------------------------------------------------------------------
+
+
+async def test_the_ai_runner_process_relays_a_streaming_jobs_text(
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
+    sim: RunningSim,
+    start_runner: StartRunner,
+) -> None:
+    """The whole path in the process: the create's `urls.stream` goes out in `job.submitted`,
+    the relay reads it into the log the process made sure of."""
+    await sim.configure(latencyS=0.5, tokensPerS=1000)
+    runner = await start_runner()
+    event = job("title_generation", topic="tides", count=3)
+    await EventPublisher(nats_client.jetstream(), subjects).publish(event)
+    submitted = await wait_event(
+        nats_client, jobs_stream_ready, subjects, "submitted", event.job_id
+    )
+    assert isinstance(submitted, JobSubmitted)
+    assert submitted.stream_url == f"{sim.url}/v1/streams/{submitted.prediction_id}"
+    output = f"{jobs_stream_ready.name}_OUTPUT"
+    headers = {"Authorization": f"Bearer {SIM_TOKEN}"}
+    try:
+        found: list[dict[str, Any]] = []
+
+        async def ended() -> bool:
+            response = await sim.http.get(
+                f"/v1/predictions/{submitted.prediction_id}", headers=headers
+            )
+            found.append(response.json())
+            return found[-1]["status"] in FINAL
+
+        await eventually(ended, within=10)
+        expected = "".join(found[-1]["output"])
+
+        async def relayed() -> bool:
+            text = await log_text(
+                nats_client, subjects, output, event.job_id, submitted.prediction_id
+            )
+            return text == expected
+
+        await eventually(relayed, within=10)
+        await eventually(lambda: settled(nats_client, jobs_stream_ready, "ai-runner-relay"))
+        ended_done = 'ai_runner_relay_streams_ended_total{outcome="done"}'
+        assert await runner.metric(ended_done) == 1
+    finally:
+        await nats_client.jetstream().delete_stream(output)

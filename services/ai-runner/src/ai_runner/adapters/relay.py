@@ -67,10 +67,6 @@ class RelayConsumer:
         self._ending: dict[asyncio.Task[None], str] = {}
         self.ready = asyncio.Event()
 
-    @property
-    def streams(self) -> int:
-        return len(self._held)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Read streams until `stop` is set, then hand every held message back."""
         await ensure_consumer(self._js, self._stream, self._spec)
