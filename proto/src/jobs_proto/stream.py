@@ -108,5 +108,17 @@ def ai_runner_consumer(subjects: Subjects) -> ConsumerSpec:
     )
 
 
+def relay_consumer(subjects: Subjects, *, max_streams: int = 2000) -> ConsumerSpec:
+    """The ai-runner's relay: one submitted prediction per message, held unacknowledged (and
+    marked in progress) while its stream is read, so a crashed relay's streams are redelivered;
+    `max_ack_pending` is the most streams one deployment reads at once."""
+    return ConsumerSpec(
+        durable="ai-runner-relay",
+        filter_subjects=(subjects.kind("submitted"),),
+        ack_wait_s=30.0,
+        max_ack_pending=max_streams,
+    )
+
+
 def job_store_consumer(subjects: Subjects) -> ConsumerSpec:
     return ConsumerSpec(durable="job-store", filter_subjects=(subjects.all_events,))

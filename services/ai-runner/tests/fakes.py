@@ -14,6 +14,7 @@ from ai_runner.ports import (
     Capacity,
     Claim,
     LimitWait,
+    NewPrediction,
     PermanentRejection,
     ReplicateUnavailable,
     StoredClaim,
@@ -41,6 +42,8 @@ class FakePredictions:
     canceled: list[str] = field(default_factory=list)
     # Runs after a create reached "Replicate" and before its answer: a racing event.
     meanwhile: Callable[[], Awaitable[None]] | None = None
+    # Set: every prediction has `urls.stream`, this plus its id.
+    stream_base: str | None = None
 
     async def create(
         self,
@@ -49,14 +52,16 @@ class FakePredictions:
         webhook: str | None,
         events: Sequence[str],
         deadline_s: int | None = None,
-    ) -> str:
+    ) -> NewPrediction:
         if self.failure is not None:
             raise self.failure
         self.created.append(Created(model, model_input, webhook, list(events)))
         self.deadlines.append(deadline_s)
         if self.meanwhile is not None:
             await self.meanwhile()
-        return f"pred-{len(self.created)}"
+        prediction_id = f"pred-{len(self.created)}"
+        stream = None if self.stream_base is None else f"{self.stream_base}{prediction_id}"
+        return NewPrediction(prediction_id, stream)
 
     async def cancel(self, prediction_id: str) -> None:
         self.canceled.append(prediction_id)

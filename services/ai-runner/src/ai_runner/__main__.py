@@ -1,6 +1,7 @@
 """Entry point of the `ai-runner` command: wires Replicate, the claims and limits buckets, the
 job-store's stuck query and JetStream to the handlers; consumes requested and cancel-requested
-jobs and reconciles (or, without a webhook URL, polls) running predictions until SIGTERM."""
+jobs, relays streaming predictions' text into the output log and reconciles (or, without a
+webhook URL, polls) running predictions until SIGTERM."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from ai_runner.adapters.history import StreamHistory
 from ai_runner.adapters.jobstore import NatsStuckJobFinder
 from ai_runner.adapters.limits import KvLimits, limits_bucket
 from ai_runner.adapters.metrics import PrometheusObserver
+from ai_runner.adapters.output import LogAppender
 from ai_runner.adapters.reader import HttpPredictionReader
+from ai_runner.adapters.relay import RelayConsumer
 from ai_runner.adapters.replicate import ReplicatePredictions
 from ai_runner.adapters.results import ObjectStoreResults
+from ai_runner.adapters.streams import HttpStreamSource
 from ai_runner.config import Settings
 from ai_runner.handlers import (
     Runner,
@@ -27,19 +31,28 @@ from ai_runner.handlers import (
     handle_requested,
     handle_started,
 )
+from ai_runner.handlers.relaying import Relay
 from ai_runner.pacing import paced_by
-from ai_runner.ports import Limits
+from ai_runner.ports import Limits, RelayObserver
 from ai_runner.reconcile import Reconciler
-from jobs_proto.stream import ConsumerSpec, ai_runner_consumer
+from ai_runner.reconnect import ReconnectPolicy
+from jobs_proto.job_types import LONGEST_DEADLINE_S
+from jobs_proto.output import output_stream
+from jobs_proto.stream import ConsumerSpec, ai_runner_consumer, relay_consumer
 from jobs_proto.subjects import SubjectError, Subjects
 from jobs_runtime import commands, periodic
+from jobs_runtime.bus import ensure_stream
 from jobs_runtime.consumer import ConsumerLoop, retry_delay
+from jobs_runtime.output import OutputLog
 from jobs_runtime.results import result_store
 from jobs_runtime.service import Service, run_service
 
 log = logging.getLogger(__name__)
 
 NAME = "ai-runner"
+# A stream is read at most this long after its prediction was announced: the longest job's
+# deadline, and room for a late start.
+RELAY_MARGIN_S = 600.0
 # Any-type label of the limit waits counted where the consumer holds fetching back.
 ANY_TYPE = "any"
 
@@ -64,6 +77,52 @@ def consumer_specs(settings: Settings) -> tuple[ConsumerSpec, ConsumerSpec, Cons
         filter_subjects=(subjects.kind("started"),),
     )
     return requested, cancels, started
+
+
+def relay_spec(settings: Settings) -> ConsumerSpec:
+    spec = relay_consumer(settings.subjects, max_streams=settings.relay_max_streams)
+    if settings.consumer_ack_wait_s:
+        spec = msgspec.structs.replace(spec, ack_wait_s=settings.consumer_ack_wait_s)
+    return spec
+
+
+async def build_relay(
+    service: Service[Settings], observer: RelayObserver
+) -> tuple[RelayConsumer, HttpStreamSource]:
+    """The relay's consumer and its HTTP source (close it with `aclose` after the consumer
+    returned); makes sure the output log's stream exists."""
+    settings = service.settings
+    spec = output_stream(
+        settings.subjects,
+        settings.jobs_stream,
+        longest_deadline_s=LONGEST_DEADLINE_S,
+        replicas=settings.stream_replicas,
+    )
+    await ensure_stream(service.js, spec)
+    source = HttpStreamSource(
+        max_streams=settings.relay_max_streams, read_timeout_s=settings.relay_read_timeout_s
+    )
+    relay = Relay(
+        source=source,
+        log=LogAppender(OutputLog(service.js, spec.name, settings.subjects)),
+        policy=ReconnectPolicy(
+            base_s=settings.relay_retry_base_s,
+            cap_s=settings.relay_retry_cap_s,
+            max_failures=settings.relay_max_failures,
+            max_age_s=LONGEST_DEADLINE_S + RELAY_MARGIN_S,
+        ),
+        observer=observer,
+    )
+    consumer = RelayConsumer(
+        service.nc,
+        service.js,
+        stream=settings.jobs_stream,
+        spec=relay_spec(settings),
+        subjects=settings.subjects,
+        relay=relay,
+        observer=observer,
+    )
+    return consumer, source
 
 
 async def _release_on_end(service: Service[Settings], subjects: Subjects, limits: Limits) -> None:
@@ -109,11 +168,13 @@ async def serve(service: Service[Settings]) -> None:
     # by then, since the loops below have returned.
     service.stack.push_async_callback(predictions.aclose)
     service.stack.push_async_callback(reader.aclose)
+    observer = PrometheusObserver()
+    relay, stream_source = await build_relay(service, observer)
+    service.stack.push_async_callback(stream_source.aclose)
     polling = not settings.replicate_webhook_url
     if polling:
         log.info("REPLICATE_WEBHOOK_URL is empty: polling mode, predictions are read by polling")
     replicas = settings.stream_replicas
-    observer = PrometheusObserver()
     claims = KvClaims(await claims_bucket(service.js, settings.jobs_stream, replicas=replicas))
     limits = KvLimits(
         await limits_bucket(service.js, settings.jobs_stream, replicas=replicas),
@@ -181,7 +242,7 @@ async def serve(service: Service[Settings]) -> None:
     every_s = settings.poll_min_s if polling else settings.reconcile_interval_s
 
     async def ready_when_all() -> None:
-        for loop in (requested, cancels, started):
+        for loop in (requested, cancels, started, relay):
             await loop.ready.wait()
         service.ready()
 
@@ -189,6 +250,7 @@ async def serve(service: Service[Settings]) -> None:
         requested.run(service.stop),
         cancels.run(service.stop),
         started.run(service.stop),
+        relay.run(service.stop),
         ready_when_all(),
         # A sweep answering "more" (the job-store had more than one round holds) runs again at once.
         periodic.every(every_s, service.stop, "reconciling", reconciler.sweep, first_at_once=True),

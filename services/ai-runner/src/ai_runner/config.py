@@ -74,6 +74,18 @@ class Settings(ServiceSettings, frozen=True):
     # the consumer's configuration in `jobs_proto.stream`. Shorter only in tests of a killed
     # runner; every replica must use the same value, since each applies it to the consumer.
     consumer_ack_wait_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    # The relay (a streaming prediction's `urls.stream` into the output log): streams read at
+    # once by this replica, which is also the relay consumer's max_ack_pending (every replica
+    # must use the same value) and the size of its HTTP connection pool.
+    relay_max_streams: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    # A connection that ends early is made again after up to base * 2^(n-1) seconds (capped),
+    # n the connections in a row that brought no event; `relay_max_failures` such in a row
+    # give the stream up (the job's text then comes from `output` webhooks).
+    relay_retry_base_s: Seconds = 0.2
+    relay_retry_cap_s: Seconds = 5.0
+    relay_max_failures: Annotated[int, msgspec.Meta(ge=1)] = 8
+    # A stream connection silent this long is dead: well past Replicate's 30 s idle answer.
+    relay_read_timeout_s: Seconds = 90.0
 
     def check(self) -> None:
         super().check()

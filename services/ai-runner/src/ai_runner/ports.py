@@ -4,7 +4,7 @@ raise and the claim record they keep per job; adapters implement them, tests fak
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -49,6 +49,15 @@ class ReplicateUnavailable(Unavailable):
         return self.retry_after_s is not None
 
 
+@dataclass(frozen=True, slots=True)
+class NewPrediction:
+    """A prediction Replicate just created: its id, and its `urls.stream` when its model
+    streams its text (None otherwise)."""
+
+    id: str
+    stream_url: str | None = None
+
+
 class Predictions(Protocol):
     """Replicate's predictions, as far as the ai-runner creates and cancels them."""
 
@@ -59,8 +68,8 @@ class Predictions(Protocol):
         webhook: str | None,
         events: Sequence[str],
         deadline_s: int | None = None,
-    ) -> str:
-        """Create a prediction of `model` and return its id.
+    ) -> NewPrediction:
+        """Create a prediction of `model` and return its id and stream URL.
 
         `webhook` None creates it without webhooks (polling mode; `events` is then ignored).
         `deadline_s`: Replicate cancels (or aborts) the prediction that long after creation.
@@ -93,6 +102,7 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     - `canceled`: the owner canceled the job; a later `requested` creates nothing.
     - `failed`: the job failed for good (rejected, attempts exhausted); told again on redelivery.
     - `job_type`: for metrics by job type where only the claim is at hand (a cancel).
+    - `stream_url`: the prediction's `urls.stream`, so that announcing it again carries it.
     """
 
     prediction_id: str | None = None
@@ -102,6 +112,7 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     canceled: bool = False
     failed: JobError | None = None
     job_type: str | None = None
+    stream_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +266,7 @@ class RunnerObserver(Protocol):
 
 
 class NoObserver:
-    """A `RunnerObserver` that keeps nothing, for tests and tools."""
+    """A `RunnerObserver` (and `RelayObserver`) that keeps nothing, for tests and tools."""
 
     def created(self, job_type: str) -> None:
         pass
@@ -286,3 +297,103 @@ class NoObserver:
 
     def in_flight(self, job_type: str, count: int) -> None:
         pass
+
+    # The relay's facts (`RelayObserver`).
+
+    def stream_opened(self) -> None:
+        pass
+
+    def stream_closed(self, outcome: str) -> None:
+        pass
+
+    def appended(self, chars: int) -> None:
+        pass
+
+    def reconnected(self, reason: str) -> None:
+        pass
+
+
+# The relay: a prediction's `urls.stream` into the output log -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamText:
+    """An `output` event: the text written since the previous event."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    """An `error` event: the model failed (a `done` follows)."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDone:
+    """The `done` event: the prediction ended; `reason` "canceled", "error" or None."""
+
+    reason: str | None = None
+
+
+StreamEvent = StreamText | StreamError | StreamDone
+
+
+class StreamGone(Exception):
+    """The stream will never answer again (404, 410: the prediction's data was removed)."""
+
+
+class StreamIdle(Unavailable):
+    """The stream sent nothing within Replicate's idle time (408): connect again."""
+
+
+class StreamSource(Protocol):
+    """Connections to a prediction's `urls.stream`."""
+
+    def events(self, url: str) -> AsyncGenerator[StreamEvent, None]:
+        """One connection's events, replaying the text from its start. Ending without
+        `StreamDone` is a cut. Raises `StreamGone`, `StreamIdle` or `Unavailable` (refused,
+        reset, another status); close it with `aclose` when leaving early."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LogEnd:
+    """Where a prediction's output log ends: `end` characters, the last at sequence `seq`."""
+
+    end: int = 0
+    seq: int = 0
+
+
+class OutputAppender(Protocol):
+    """A prediction's output log, appended once per offset however often text is offered."""
+
+    async def end(self, job_id: uuid.UUID, prediction_id: str) -> LogEnd:
+        """Raises `Unavailable`."""
+        ...
+
+    async def offer(
+        self, job_id: uuid.UUID, prediction_id: str, offset: int, text: str, known: LogEnd
+    ) -> LogEnd:
+        """Append what of `text` (characters from `offset` on) the log lacks; the new end.
+        Raises `Unavailable` (or `OutputGap` when `text` starts past the log's end)."""
+        ...
+
+
+class RelayObserver(Protocol):
+    """Where the relay reports what it did (the `/metrics` of streams)."""
+
+    def stream_opened(self) -> None: ...
+
+    def stream_closed(self, outcome: str) -> None:
+        """`done`, `canceled`, `job_ended`, `gone`, `gave_up`, `job_over` or `stopped`."""
+        ...
+
+    def appended(self, chars: int) -> None:
+        """One append to the log carried `chars` new characters."""
+        ...
+
+    def reconnected(self, reason: str) -> None:
+        """A connection ended early (`cut`, `idle`, `error`, `log`) and another is made."""
+        ...

@@ -502,3 +502,15 @@ async def test_a_redelivery_reads_the_claim_once_and_announces_what_it_says() ->
     assert (claims.reads, claims.writes) == (1, 1)
     assert len(predictions.created) == 1
     assert [type(e) for e in events.published] == [JobSubmitted, JobSubmitted]
+
+
+async def test_a_streaming_job_is_announced_with_its_stream_url_also_when_announced_again() -> None:
+    predictions = FakePredictions(stream_base="https://stream.example/v1/streams/")
+    events, claims = FakeEvents(), FakeClaims()
+    event = requested()
+    assert JOB_TYPES[event.job_type].streams
+    await handle_requested(event, runner(predictions, events, claims=claims))
+    await handle_requested(event, runner(predictions, events, claims=claims))
+    urls = [e.stream_url for e in events.published if isinstance(e, JobSubmitted)]
+    assert urls == ["https://stream.example/v1/streams/pred-1"] * 2
+    assert len(predictions.created) == 1

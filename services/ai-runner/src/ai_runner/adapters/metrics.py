@@ -1,7 +1,8 @@
 """The ai-runner's `/metrics`, by job type: predictions created, retries by reason, waits for the
 shared limits, predictions in flight, adoptions, orphans, cancellations, deadlines and what the
-reconciler learnt; the `RunnerObserver` port over prometheus_client's default registry, which
-the runtime's admin port serves."""
+reconciler learnt, and the relay's streams, appends and reconnects: the `RunnerObserver` and
+`RelayObserver` ports over prometheus_client's default registry, which the runtime's admin port
+serves."""
 
 from __future__ import annotations
 
@@ -58,8 +59,28 @@ RECONCILED: Final = Counter(
 )
 
 
+RELAY_STREAMS: Final = Gauge("ai_runner_relay_streams", "Prediction streams being relayed now")
+RELAY_ENDS: Final = Counter(
+    "ai_runner_relay_streams_ended",
+    "Streams no longer relayed, by outcome (done, canceled, job_ended, gone, gave_up, job_over, "
+    "stopped, failed); gone and gave_up are streams given up",
+    ["outcome"],
+)
+RELAY_APPENDS: Final = Counter(
+    "ai_runner_relay_appends", "Appends of streamed text to the output log"
+)
+RELAY_CHARS: Final = Counter(
+    "ai_runner_relay_characters", "Characters of streamed text appended to the output log"
+)
+RELAY_RECONNECTS: Final = Counter(
+    "ai_runner_relay_reconnects",
+    "Stream connections made again after one ended early, by reason (cut, idle, error)",
+    ["reason"],
+)
+
+
 class PrometheusObserver:
-    """The `RunnerObserver` port as Prometheus counters."""
+    """The `RunnerObserver` and `RelayObserver` ports as Prometheus metrics."""
 
     def created(self, job_type: str) -> None:
         CREATED.labels(job_type).inc()
@@ -91,3 +112,17 @@ class PrometheusObserver:
 
     def in_flight(self, job_type: str, count: int) -> None:
         IN_FLIGHT.labels(job_type).set(count)
+
+    def stream_opened(self) -> None:
+        RELAY_STREAMS.inc()
+
+    def stream_closed(self, outcome: str) -> None:
+        RELAY_STREAMS.dec()
+        RELAY_ENDS.labels(outcome).inc()
+
+    def appended(self, chars: int) -> None:
+        RELAY_APPENDS.inc()
+        RELAY_CHARS.inc(chars)
+
+    def reconnected(self, reason: str) -> None:
+        RELAY_RECONNECTS.labels(reason).inc()

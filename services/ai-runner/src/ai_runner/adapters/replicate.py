@@ -18,7 +18,7 @@ from httpx_aiohttp import AiohttpTransport
 from replicate.exceptions import ReplicateError
 from replicate.prediction import Predictions as ReplicatePredictionsApi
 
-from ai_runner.ports import PermanentRejection, ReplicateUnavailable
+from ai_runner.ports import NewPrediction, PermanentRejection, ReplicateUnavailable
 
 # Replicate refused this request for what it contains: the same request gets the same answer.
 PERMANENT_STATUSES: Final = frozenset({400, 404, 409, 413, 422})
@@ -201,7 +201,7 @@ class ReplicatePredictions:
         webhook: str | None,
         events: Sequence[str],
         deadline_s: int | None = None,
-    ) -> str:
+    ) -> NewPrediction:
         params: ReplicatePredictionsApi.CreatePredictionParams = {}
         if webhook is not None:
             params["webhook"] = webhook
@@ -216,7 +216,8 @@ class ReplicatePredictions:
             if failure is None:
                 raise
             raise failure from exc
-        return prediction.id
+        stream_url = (prediction.urls or {}).get("stream")
+        return NewPrediction(prediction.id, stream_url or None)
 
     async def cancel(self, prediction_id: str) -> None:
         try:

@@ -28,19 +28,29 @@ log = logging.getLogger(__package__)
 
 
 async def submitted(
-    runner: Runner, job_id: uuid.UUID, prediction_id: str, claim: Claim, *, adopted: bool = False
+    runner: Runner,
+    job_id: uuid.UUID,
+    prediction_id: str,
+    claim: Claim,
+    *,
+    adopted: bool = False,
+    stream_url: str | None = None,
 ) -> None:
     # The same fact on every call, so its Nats-Msg-Id (`submitted:<job>:<prediction>`) makes
     # JetStream drop a repeat within the duplicate window, and the job-store ignores it after.
     # The attempt that made it: every counted failure before it, plus itself; an adopted one
     # came from the last create, which was counted as failed when its answer was lost.
     attempt = max(1, claim.attempts) if adopted else claim.attempts + 1
+    stream_url = stream_url or claim.stream_url
     await runner.events.publish(
         JobSubmitted(
             job_id=job_id,
             occurred_at=runner.now(),
             prediction_id=prediction_id,
             attempt=attempt,
+            # Where the relay reads the text from; an adopted prediction's is not known here,
+            # and its text then comes from `output` webhooks alone.
+            stream_url=stream_url,
         )
     )
 
@@ -53,6 +63,7 @@ async def record(
     *,
     adopted: bool = False,
     known: StoredClaim | None = None,
+    stream_url: str | None = None,
 ) -> None:
     """Make `prediction_id` the job's prediction and announce it; if the claim already names
     another one (a create past the binding window raced a late answer), this one is an orphan
@@ -61,7 +72,9 @@ async def record(
     def bind(claim: Claim) -> Claim:
         if claim.prediction_id is not None:
             return claim
-        return msgspec.structs.replace(claim, prediction_id=prediction_id, creating_since=None)
+        return msgspec.structs.replace(
+            claim, prediction_id=prediction_id, creating_since=None, stream_url=stream_url
+        )
 
     stored = await change_claim(runner, job_id, bind, known=known)
     claim = stored.claim
@@ -86,7 +99,7 @@ async def record(
         await cancel_quietly(runner, prediction_id, context)
         runner.observer.orphan_canceled(job_type)
         return
-    await submitted(runner, job_id, prediction_id, claim, adopted=adopted)
+    await submitted(runner, job_id, prediction_id, claim, adopted=adopted, stream_url=stream_url)
 
 
 async def handle_started(event: JobStarted, runner: Runner) -> None:

@@ -80,7 +80,7 @@ async def create(
     try:
         # `Cancel-After` is what is left of the job's deadline, so Replicate itself stops the
         # prediction when the job's time is up (the adapter raises it to Replicate's minimum).
-        prediction_id = await runner.predictions.create(
+        created = await runner.predictions.create(
             job_type.model,
             dict(model_input),
             webhook,
@@ -100,9 +100,16 @@ async def create(
         if await _after_transient(runner, job_id, job_type.name, exc, context, mine):
             return
         raise
-    log.info("prediction created", extra={**context, "prediction_id": prediction_id})
+    log.info("prediction created", extra={**context, "prediction_id": created.id})
     runner.observer.created(job_type.name)
-    await record(runner, job_id, prediction_id, context, known=mine)
+    await record(
+        runner,
+        job_id,
+        created.id,
+        context,
+        known=mine,
+        stream_url=created.stream_url if job_type.streams else None,
+    )
 
 
 async def _after_transient(

@@ -1,0 +1,153 @@
+"""The relay's reader over fake streams and a fake log: every character once, in order,
+whatever the connections replay, cut or fail; appends coalesce while one is in flight."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ai_runner.handlers.relaying import Appends, Relay
+from ai_runner.ports import (
+    LogEnd,
+    NoObserver,
+    StreamDone,
+    StreamEvent,
+    StreamGone,
+    StreamIdle,
+    StreamText,
+)
+from ai_runner.reconnect import ReconnectPolicy
+from jobs_proto.events import JobSubmitted
+from jobs_proto.output import beyond
+from jobs_runtime.errors import Unavailable
+
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@dataclass
+class FakeLog:
+    """A log that keeps text once per offset, as the real one does; `gate` holds appends."""
+
+    text: str = ""
+    appends: list[tuple[int, str]] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    fail_next: bool = False
+
+    async def end(self, job_id: uuid.UUID, prediction_id: str) -> LogEnd:
+        return LogEnd(len(self.text), len(self.appends))
+
+    async def offer(
+        self, job_id: uuid.UUID, prediction_id: str, offset: int, text: str, known: LogEnd
+    ) -> LogEnd:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_next:
+            self.fail_next = False
+            raise Unavailable("NATS away")
+        missing = beyond(offset, text, len(self.text))
+        if missing:
+            self.appends.append((len(self.text), missing))
+            self.text += missing
+        return LogEnd(len(self.text), len(self.appends))
+
+
+@dataclass
+class Script:
+    """Connections, each a list of events, then how it ends: None (cut), or an exception."""
+
+    connections: list[tuple[list[StreamEvent], BaseException | None]]
+    opened: int = 0
+
+    async def events(self, url: str) -> AsyncGenerator[StreamEvent, None]:
+        events, ending = self.connections[min(self.opened, len(self.connections) - 1)]
+        self.opened += 1
+        for event in events:
+            yield event
+        if ending is not None:
+            raise ending
+
+
+def submitted() -> JobSubmitted:
+    return JobSubmitted(
+        job_id=uuid.uuid4(), occurred_at=NOW, prediction_id="p1", stream_url="http://s/p1"
+    )
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def relay(source: Script, log: FakeLog, max_failures: int = 3) -> Relay:
+    return Relay(
+        source=source,
+        log=log,
+        policy=ReconnectPolicy(max_failures=max_failures, max_age_s=3600.0),
+        now=lambda: NOW,
+        sleep=no_sleep,
+        jitter=lambda: 0.0,
+    )
+
+
+def texts(*parts: str) -> list[StreamEvent]:
+    return [StreamText(p) for p in parts]
+
+
+async def test_replays_after_cuts_store_each_character_once() -> None:
+    log = FakeLog()
+    source = Script(
+        [
+            (texts("Hél", "lo "), None),  # cut
+            (texts("Hél", "lo wor"), Unavailable("reset")),
+            (texts("Héllo wor", "ld\n", "\u2028end"), None),
+            ([*texts("Héllo world\n\u2028end"), StreamDone()], None),
+        ]
+    )
+    assert await relay(source, log).follow(submitted()) == "done"
+    assert log.text == "Héllo world\n\u2028end"
+    ends = [offset + len(text) for offset, text in log.appends]
+    assert [offset for offset, _ in log.appends] == [0, *ends[:-1]]
+
+
+async def test_a_restarted_relay_skips_what_the_log_holds() -> None:
+    log = FakeLog(text="Hello ")
+    source = Script([([*texts("Hello ", "world"), StreamDone()], None)])
+    assert await relay(source, log).follow(submitted()) == "done"
+    assert log.appends == [(6, "world")]
+
+
+async def test_a_canceled_prediction_ends_the_reader() -> None:
+    source = Script([([*texts("Hi"), StreamDone("canceled")], None)])
+    assert await relay(source, FakeLog()).follow(submitted()) == "canceled"
+
+
+async def test_a_gone_stream_is_given_up_at_once() -> None:
+    source = Script([([], StreamGone("404"))])
+    assert await relay(source, FakeLog()).follow(submitted()) == "gone"
+    assert source.opened == 1
+
+
+async def test_connections_failing_in_a_row_give_up_but_idle_ones_do_not_count() -> None:
+    source = Script([([], StreamIdle("408"))] * 5 + [([], Unavailable("refused"))])
+    assert await relay(source, FakeLog(), max_failures=3).follow(submitted()) == "gave_up"
+    assert source.opened == 5 + 3
+
+
+async def test_a_failed_write_reconnects_and_loses_nothing() -> None:
+    log = FakeLog(fail_next=True)
+    source = Script([([*texts("abc", "def"), StreamDone()], None)])
+    assert await relay(source, log).follow(submitted()) == "done"
+    assert log.text == "abcdef"
+    assert source.opened == 2
+
+
+async def test_text_arriving_during_an_append_goes_in_one_next_append() -> None:
+    gate = asyncio.Event()
+    log = FakeLog(gate=gate)
+    appends = Appends(log, uuid.uuid4(), "p1", LogEnd(), NoObserver())
+    await appends.add(0, "a")  # a lone token goes at once
+    for offset, token in enumerate("bcde", start=1):
+        await appends.add(offset, token)
+    gate.set()
+    assert await appends.flush() == LogEnd(5, 2)
+    assert log.appends == [(0, "a"), (1, "bcde")]
