@@ -1,9 +1,9 @@
 // Types of jobs-client.js. The bodies come from api-types.d.ts, generated from the gateway's
 // /openapi.json (the tests check it is current).
 
-import type { JobAccepted, JobError, JobProgress, JobStatus, JobView, Problem } from "./api-types";
+import type { JobAccepted, JobError, JobProgress, JobStatus, JobView, Problem } from "./api-types.js";
 
-export type * from "./api-types";
+export type * from "./api-types.js";
 
 export interface JobsClientOptions {
   /** The gateway's origin, e.g. `http://127.0.0.1:8000`; empty: same origin. */

@@ -10,7 +10,7 @@ import type {
   JobView,
   JobsClient,
   OutputConnection,
-} from "./jobs-client";
+} from "./jobs-client.js";
 
 export function JobsClientProvider(props: { client: JobsClient; children?: ReactNode }): ReactNode;
 

@@ -58,7 +58,7 @@ function outputView(jobId, output) {
 async function watch(client, jobId, resumed) {
   const controller = new AbortController();
   current = { client, controller, jobId };
-  location.hash = `job=${encodeURIComponent(jobId)}`;
+  history.replaceState(null, "", `#job=${encodeURIComponent(jobId)}`);
   sessionStorage.setItem(CURRENT, jobId);
   $("job-id").textContent = jobId;
   $("cancel").disabled = false;
