@@ -1,9 +1,9 @@
 // Types of jobs-client.js. The bodies come from api-types.d.ts, generated from the gateway's
 // /openapi.json (the tests check it is current).
 
-import type { JobAccepted, JobProgress, JobView, Problem } from "./api-types";
+import type { JobAccepted, JobError, JobProgress, JobStatus, JobView, Problem } from "./api-types.js";
 
-export type * from "./api-types";
+export type * from "./api-types.js";
 
 export interface JobsClientOptions {
   /** The gateway's origin, e.g. `http://127.0.0.1:8000`; empty: same origin. */
@@ -21,6 +21,8 @@ export interface JobsClientOptions {
   reconnectMs?: number;
   /** Consecutive streams that deliver nothing before polling takes over (2). */
   maxStreamFailures?: number;
+  /** The longest wait between output stream reconnects; waits double up to it (15000 ms). */
+  maxReconnectMs?: number;
   /** How the client pauses between attempts (default: a timer that the signal cuts short). */
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
 }
@@ -61,6 +63,55 @@ export function readEvents(
   signal?: AbortSignal,
 ): AsyncGenerator<ServerSentEvent>;
 
+/** The output stream's connection, apart from the job's status. */
+export type OutputConnection = "connecting" | "open" | "reconnecting" | "closed";
+
+/** New text of `GET /api/jobs/{jobId}/output`; `offset`: code points delivered up to and including it. */
+export interface OutputPiece {
+  type: "output";
+  text: string;
+  offset: number;
+}
+
+/** The output's end: the job's terminal status; `offset`: the output's length in code points. */
+export interface OutputDone {
+  type: "done";
+  status: JobStatus;
+  error: JobError | null;
+  offset: number;
+}
+
+export interface OutputStreamOptions {
+  /** Code points already had (0): the stream resumes after them. */
+  fromOffset?: number;
+  signal?: AbortSignal;
+  onConnection?: (connection: OutputConnection) => void;
+}
+
+export interface StreamOutputOptions extends OutputStreamOptions {
+  /** Each new piece of text and the offset after it. */
+  onText?: (text: string, offset: number) => void;
+}
+
+export interface OutputResult {
+  status: JobStatus;
+  error: JobError | null;
+  /** All the text this call received (from `fromOffset`). */
+  text: string;
+  /** The output's length in code points. */
+  offset: number;
+}
+
+/** The output stream said something that cannot be true (a gap in the text). */
+export class OutputProtocolError extends Error {}
+
+/** The number of Unicode code points of `text`. */
+export function codePointLength(text: string): number;
+/** `text` without its first `count` code points. */
+export function dropCodePoints(text: string, count: number): string;
+/** An `output` event as the piece after `offset`, or null when it brings nothing new. */
+export function outputPiece(event: ServerSentEvent, offset: number): OutputPiece | null;
+
 export class JobsClient {
   constructor(options?: JobsClientOptions);
   createJob(
@@ -72,4 +123,11 @@ export class JobsClient {
   cancelJob(jobId: string, options?: { signal?: AbortSignal }): Promise<JobView>;
   /** Resolves on `succeeded`; rejects on `failed`/`canceled` (JobEndedError), timeout (WaitTimeoutError), abort, 401/404 (ApiError). */
   waitForJob(jobId: string, options?: WaitOptions): Promise<JobView>;
+  /** Resolves at the `done` event; rejects on abort (the signal's reason), 401/403/404/422 (ApiError). */
+  streamOutput(jobId: string, options?: StreamOutputOptions): Promise<OutputResult>;
+  /** Pieces of output then one `done`, resuming from the last offset across reconnects. */
+  outputStream(
+    jobId: string,
+    options?: OutputStreamOptions,
+  ): AsyncGenerator<OutputPiece | OutputDone, void, undefined>;
 }

@@ -1,7 +1,8 @@
 // A dependency-free client of the AI jobs gateway for browsers and Node 18+: create a job,
-// cancel it, and wait for its result with pushed updates (Server-Sent Events read over
-// `fetch`, so the token travels in a header), falling back to polling with backoff when the
-// stream cannot be had. Types: jobs-client.d.ts (bodies generated from /openapi.json).
+// cancel it, wait for its result with pushed updates (Server-Sent Events read over `fetch`, so
+// the token travels in a header), falling back to polling with backoff when the stream cannot
+// be had, and read a job's output text as it is written, resuming by code-point offset across
+// reconnects. Types: jobs-client.d.ts (bodies generated from /openapi.json).
 
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 
@@ -95,6 +96,36 @@ export async function* readEvents(body, signal) {
   }
 }
 
+/** The number of Unicode code points of `text` (JS strings count UTF-16 units). */
+export function codePointLength(text) {
+  let count = 0;
+  for (const _ of text) count += 1;
+  return count;
+}
+
+/** `text` without its first `count` code points. */
+export function dropCodePoints(text, count) {
+  if (count <= 0) return text;
+  let index = 0;
+  for (const character of text) {
+    if (count === 0) break;
+    index += character.length;
+    count -= 1;
+  }
+  return text.slice(index);
+}
+
+/** The output stream said something that cannot be true (a gap in the text). */
+export class OutputProtocolError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "OutputProtocolError";
+  }
+}
+
+// Answers to an output stream that no retry can fix: they end it with an ApiError.
+const FINAL_STATUSES = new Set([400, 401, 403, 404, 410, 422]);
+
 export class JobsClient {
   /**
    * @param {import("./jobs-client").JobsClientOptions} options
@@ -108,6 +139,7 @@ export class JobsClient {
     maxPollIntervalMs = 15000,
     reconnectMs = 1000,
     maxStreamFailures = 2,
+    maxReconnectMs = 15000,
     sleep: sleepImpl = sleep,
   } = {}) {
     this.baseUrl = baseUrl.replace(/\/$/, "");
@@ -118,6 +150,7 @@ export class JobsClient {
     this.maxPollIntervalMs = maxPollIntervalMs;
     this.reconnectMs = reconnectMs;
     this.maxStreamFailures = maxStreamFailures;
+    this.maxReconnectMs = maxReconnectMs;
     // Every pause between attempts goes through here, so a caller (a test) can see the
     // waits the client chose; the default is a plain timer.
     this.sleep = sleepImpl;
@@ -280,6 +313,103 @@ export class JobsClient {
     return outcome;
   }
 
+  /**
+   * Reads the job's output text (`GET /api/jobs/{jobId}/output`) from `fromOffset` (code
+   * points) until the `done` event, calling `onText(text, offset)` for each new piece.
+   * Resolves with `{status, error, text, offset}` (`text`: all the text this call received);
+   * rejects with the signal's reason on abort and `ApiError` on 401/403/404/422.
+   */
+  async streamOutput(jobId, { onText, onConnection, signal, fromOffset = 0 } = {}) {
+    let text = "";
+    for await (const piece of this.outputStream(jobId, { onConnection, signal, fromOffset })) {
+      if (piece.type === "output") {
+        text += piece.text;
+        onText?.(piece.text, piece.offset);
+      } else {
+        return { status: piece.status, error: piece.error, text, offset: piece.offset };
+      }
+    }
+    // Only an abort ends the stream without `done`, and that throws; this is for safety.
+    throw new OutputProtocolError("the output stream ended without done");
+  }
+
+  /**
+   * The job's output as an async iterator: `{type: "output", text, offset}` for each piece
+   * (`offset`: code points delivered up to and including it), then one `{type: "done",
+   * status, error, offset}`. A connection that drops is opened again from the last offset
+   * (`Last-Event-ID`), after a wait that doubles from `reconnectMs` up to `maxReconnectMs`
+   * while nothing arrives (the server's `retry:` and `Retry-After` are honoured).
+   * `onConnection` hears "connecting", "open", "reconnecting" and, at the end, "closed".
+   */
+  async *outputStream(jobId, { onConnection, signal, fromOffset = 0 } = {}) {
+    if (!Number.isInteger(fromOffset) || fromOffset < 0) {
+      throw new RangeError(`fromOffset must be a non-negative integer, not ${fromOffset}`);
+    }
+    const inner = new AbortController();
+    const stop = () => inner.abort(signal.reason);
+    if (signal?.aborted) throw signal.reason;
+    signal?.addEventListener("abort", stop, { once: true });
+    const url = `${this.baseUrl}/api/jobs/${encodeURIComponent(jobId)}/output`;
+    let offset = fromOffset;
+    let delayMs = this.reconnectMs;
+    let hintMs = null;
+    try {
+      onConnection?.("connecting");
+      while (true) {
+        let response = null;
+        try {
+          const headers = this._headers({ Accept: "text/event-stream" });
+          if (offset > 0) headers["Last-Event-ID"] = String(offset);
+          response = await this.fetch(url, { headers, signal: inner.signal });
+        } catch (error) {
+          if (inner.signal.aborted) throw inner.signal.reason;
+        }
+        let received = false;
+        if (response !== null && FINAL_STATUSES.has(response.status)) {
+          throw new ApiError(response.status, await response.json().catch(() => null));
+        }
+        const type = response?.headers.get("content-type") ?? "";
+        if (response !== null && response.ok && type.startsWith("text/event-stream")) {
+          onConnection?.("open");
+          try {
+            for await (const event of readEvents(response.body, inner.signal)) {
+              if (event.retry !== null) hintMs = event.retry;
+              if (event.event === "output") {
+                const piece = outputPiece(event, offset);
+                if (piece === null) continue;
+                received = true;
+                offset = piece.offset;
+                yield piece;
+              } else if (event.event === "done") {
+                const { status, error } = JSON.parse(event.data);
+                yield { type: "done", status, error: error ?? null, offset };
+                return;
+              }
+            }
+          } catch (error) {
+            if (inner.signal.aborted) throw inner.signal.reason;
+            if (error instanceof OutputProtocolError || error instanceof SyntaxError) throw error;
+            // The connection broke: open it again from the offset reached.
+          }
+        }
+        let retryAfter = null;
+        if (response !== null && !received && !response.bodyUsed) {
+          await response.body?.cancel().catch(() => {});
+          retryAfter = retryAfterMs(response); // for this answer only, unlike `retry:`
+        }
+        // Back off while connections bring nothing; start over once one did.
+        delayMs = received ? (hintMs ?? this.reconnectMs) : Math.max(delayMs, hintMs ?? 0);
+        onConnection?.("reconnecting");
+        await this.sleep(retryAfter ?? delayMs, inner.signal);
+        delayMs = Math.min(delayMs * 2, this.maxReconnectMs);
+      }
+    } finally {
+      signal?.removeEventListener("abort", stop);
+      inner.abort(new Error("output stream ended")); // ends any request still open
+      onConnection?.("closed");
+    }
+  }
+
   /** Polls until the job is terminal, backing off while nothing changes or on errors. */
   async _poll(jobId, seen, signal) {
     let interval = this.pollIntervalMs;
@@ -322,4 +452,25 @@ export class JobsClient {
 function settle(job) {
   if (job.status === "succeeded") return job;
   throw new JobEndedError(job);
+}
+
+/**
+ * An `output` event as a piece after `offset`, or `null` when it brings nothing new. The `id:`
+ * counts code points up to the event's end: text that overlaps what is already here is cut
+ * off; a gap (text beyond the offset asked from) is an OutputProtocolError.
+ */
+export function outputPiece(event, offset) {
+  const { text } = JSON.parse(event.data);
+  if (typeof text !== "string") throw new OutputProtocolError(`output without text: ${event.data}`);
+  const length = codePointLength(text);
+  const end = event.id === null || event.id === "" ? offset + length : Number(event.id);
+  if (!Number.isInteger(end) || end < 0) {
+    throw new OutputProtocolError(`output id is not an offset: ${event.id}`);
+  }
+  const start = end - length;
+  if (start > offset) {
+    throw new OutputProtocolError(`output from ${start} after offset ${offset}: text missing`);
+  }
+  if (end <= offset) return null;
+  return { type: "output", text: dropCodePoints(text, offset - start), offset: end };
 }

@@ -1,9 +1,16 @@
 // The demo page's script: a file of its own, since the page's CSP allows no inline script.
-import { JobsClient } from "/demo/jobs-client.js";
+// The job's status comes from its event stream (waitForJob), its text token by token from
+// `/api/jobs/{jobId}/output` (streamOutput). The job id is kept in the URL (`#job=`) and, with
+// the text and its code-point offset, in sessionStorage, so a reload mid-answer shows the text
+// so far and resumes the stream from that offset.
+import { ApiError, JobsClient } from "/demo/jobs-client.js";
 
 const $ = (id) => document.getElementById(id);
 const tokenField = $("token");
 tokenField.value = localStorage.getItem("ai-jobs-token") ?? "";
+const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+const CURRENT = "ai-jobs-demo-job";
+const outputKey = (jobId) => `ai-jobs-demo-output:${jobId}`;
 let current = null;
 
 function show(status, detail = "") {
@@ -18,17 +25,114 @@ function log(text) {
   $("log").append(item);
 }
 
-$("job-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  current?.controller.abort(new Error("replaced by a new job"));
-  const token = tokenField.value.trim();
-  localStorage.setItem("ai-jobs-token", token);
-  const client = new JobsClient({ token });
+function saved(jobId) {
+  try {
+    const { text, offset } = JSON.parse(sessionStorage.getItem(outputKey(jobId)) ?? "null");
+    if (typeof text === "string" && Number.isInteger(offset) && offset >= 0) return { text, offset };
+  } catch {
+    // Nothing usable kept: start from the beginning.
+  }
+  return { text: "", offset: 0 };
+}
+
+/** Shows `output.text` at most once per animation frame, and keeps it for a reload. */
+function outputView(jobId, output) {
+  let frame = null;
+  const draw = () => {
+    frame = null;
+    $("output").textContent = output.text;
+    $("output").dataset.offset = String(output.offset);
+    sessionStorage.setItem(outputKey(jobId), JSON.stringify(output));
+  };
+  return {
+    update() {
+      frame ??= requestAnimationFrame(draw);
+    },
+    now() {
+      if (frame !== null) cancelAnimationFrame(frame);
+      draw();
+    },
+  };
+}
+
+async function watch(client, jobId, resumed) {
   const controller = new AbortController();
+  current = { client, controller, jobId };
+  history.replaceState(null, "", `#job=${encodeURIComponent(jobId)}`);
+  sessionStorage.setItem(CURRENT, jobId);
+  $("job-id").textContent = jobId;
+  $("cancel").disabled = false;
+  $("output").dataset.resumedFrom = String(resumed.offset);
+  const output = { ...resumed };
+  const view = outputView(jobId, output);
+  view.now();
+  // Without the output route (an older gateway), partial output comes from the event stream.
+  let streamed = true;
+  const reading = client
+    .streamOutput(jobId, {
+      fromOffset: output.offset,
+      signal: controller.signal,
+      onConnection: (connection) => ($("output").dataset.connection = connection),
+      onText: (text, offset) => {
+        output.text += text;
+        output.offset = offset;
+        $("output").dataset.progress = String(Number($("output").dataset.progress) + 1);
+        view.update();
+      },
+    })
+    .then(
+      () => view.now(),
+      (error) => {
+        if (controller.signal.aborted) return;
+        streamed = false;
+        log(`output stream unavailable: ${error instanceof ApiError ? error.status : error.message}`);
+      },
+    );
+  try {
+    const job = await client
+      .waitForJob(jobId, {
+        signal: controller.signal,
+        onUpdate: (job) => {
+          log(`status ${job.status} (version ${job.version})`);
+          if (!TERMINAL.has(job.status)) show(job.status);
+        },
+        onProgress: (progress) => {
+          if (streamed) return;
+          $("output").textContent = progress.output;
+          $("output").dataset.progress = String(Number($("output").dataset.progress) + 1);
+        },
+      })
+      .catch((error) => {
+        if (error.job) return error.job;
+        throw error;
+      });
+    // The final status once the text is all here, so the page never says "succeeded" beside
+    // half an answer.
+    await reading;
+    if (!streamed && job.output !== null) $("output").textContent = job.output;
+    show(job.status, job.error ? job.error.message : "");
+  } catch (error) {
+    if (!controller.signal.aborted) show("error", error.message);
+  } finally {
+    if (current?.jobId === jobId) $("cancel").disabled = true;
+  }
+}
+
+function reset() {
+  current?.controller.abort(new Error("replaced by a new job"));
+  current = null;
   $("output").textContent = "";
   $("output").dataset.progress = "0";
   $("log").replaceChildren();
   $("job-id").textContent = "";
+}
+
+$("job-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  reset();
+  const token = tokenField.value.trim();
+  localStorage.setItem("ai-jobs-token", token);
+  const client = new JobsClient({ token });
   show("submitting");
   let jobId;
   try {
@@ -37,30 +141,8 @@ $("job-form").addEventListener("submit", async (event) => {
     show("error", error.message);
     return;
   }
-  current = { client, controller, jobId };
-  $("job-id").textContent = jobId;
-  $("cancel").disabled = false;
   log("created");
-  try {
-    const job = await client.waitForJob(jobId, {
-      signal: controller.signal,
-      onUpdate: (job) => {
-        show(job.status);
-        log(`status ${job.status} (version ${job.version})`);
-        if (job.output !== null) $("output").textContent = job.output;
-      },
-      onProgress: (progress) => {
-        $("output").textContent = progress.output;
-        $("output").dataset.progress = String(Number($("output").dataset.progress) + 1);
-      },
-    });
-    show(job.status);
-  } catch (error) {
-    if (error.job) show(error.job.status, error.job.error ? error.job.error.message : "");
-    else if (!controller.signal.aborted) show("error", error.message);
-  } finally {
-    if (current?.jobId === jobId) $("cancel").disabled = true;
-  }
+  await watch(client, jobId, { text: "", offset: 0 });
 });
 
 $("cancel").addEventListener("click", async () => {
@@ -73,3 +155,13 @@ $("cancel").addEventListener("click", async () => {
     log(`cancel refused: ${error.message}`);
   }
 });
+
+// A reload (or a link with `#job=`): pick the job up where the page left it.
+const fromUrl = new URLSearchParams(location.hash.slice(1)).get("job");
+const resumable = fromUrl ?? sessionStorage.getItem(CURRENT);
+if (resumable && tokenField.value.trim()) {
+  reset();
+  show("resuming");
+  log(`resumed after a reload at offset ${saved(resumable).offset}`);
+  watch(new JobsClient({ token: tokenField.value.trim() }), resumable, saved(resumable));
+}
