@@ -78,6 +78,23 @@ export interface JobProgress {
 }
 
 /**
+ * `event: output` of `GET /api/jobs/{jobId}/output`: the text after what the client has;
+ *     the event's `id:` counts the characters (code points) delivered up to and including it.
+ */
+export interface OutputText {
+  text: string;
+}
+
+/**
+ * `event: done` of `GET /api/jobs/{jobId}/output`: the job's terminal status, after the
+ *     last text; the stream closes after it.
+ */
+export interface OutputDone {
+  status: "canceled" | "failed" | "pending" | "processing" | "succeeded";
+  error: JobError | null;
+}
+
+/**
  * RFC 9457 problem details, the body of every error answer.
  */
 export interface Problem {

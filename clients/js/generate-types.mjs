@@ -15,6 +15,8 @@ export const TYPE_NAMES = [
   "JobPage",
   "JobError",
   "JobProgress",
+  "OutputText",
+  "OutputDone",
   "Problem",
   "ProblemDetail",
 ];

@@ -1,7 +1,16 @@
 // Types of jobs-client.js. The bodies come from api-types.d.ts, generated from the gateway's
 // /openapi.json (the tests check it is current).
 
-import type { JobAccepted, JobError, JobProgress, JobStatus, JobView, Problem } from "./api-types.js";
+import type {
+  JobAccepted,
+  JobError,
+  JobProgress,
+  JobStatus,
+  JobView,
+  OutputDone as OutputDoneEvent,
+  OutputText,
+  Problem,
+} from "./api-types.js";
 
 export type * from "./api-types.js";
 
@@ -67,17 +76,14 @@ export function readEvents(
 export type OutputConnection = "connecting" | "open" | "reconnecting" | "closed";
 
 /** New text of `GET /api/jobs/{jobId}/output`; `offset`: code points delivered up to and including it. */
-export interface OutputPiece {
+export interface OutputPiece extends OutputText {
   type: "output";
-  text: string;
   offset: number;
 }
 
 /** The output's end: the job's terminal status; `offset`: the output's length in code points. */
-export interface OutputDone {
+export interface OutputDone extends OutputDoneEvent {
   type: "done";
-  status: JobStatus;
-  error: JobError | null;
   offset: number;
 }
 
