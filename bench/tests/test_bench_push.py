@@ -9,7 +9,7 @@ import math
 import pytest
 
 from jobs_bench.push import TINY_PUSH, percentile, sign
-from jobs_bench.tokens import TOKEN_SIZES, Reading, token_latencies_ms
+from jobs_bench.tokens import TOKEN_SIZES, Reading, token_latencies_ms, tokens_between
 
 from .conftest import TinyRun
 
@@ -81,7 +81,8 @@ def test_tokens_run_at_tiny_size(tiny_run: TinyRun) -> None:
     assert f"{jobs}/{jobs} clients' text equal to the job's output" in p99["note"], p99
     assert "failed" not in p99["note"]
     assert _positive(by_figure["simulator writes a token -> /output client, p50"]["value"])
-    assert _positive(by_figure["ai-runner CPU per 1,000 tokens relayed"]["value"])
+    for name in ("ai-runner", "nats", "gateway"):
+        assert _positive(by_figure[f"{name} CPU per 1,000 tokens relayed"]["value"])
 
 
 def test_a_token_is_timed_from_when_it_was_written() -> None:
@@ -92,3 +93,12 @@ def test_a_token_is_timed_from_when_it_was_written() -> None:
     assert [round(ms) for ms in token_latencies_ms(reading, clock)] == [12, 10]
     late = Reading("job", connected_at=1000.2, events=[(1000.21, 4), (1000.31, 15)])
     assert [round(ms) for ms in token_latencies_ms(late, clock)] == [10]  # catch-up left out
+
+
+def test_tokens_in_a_window_are_counted_from_the_answers_clock() -> None:
+    # Tokens written at 1000.1, 1000.2, ..., 1001.0 (ten of them).
+    clock = {"start_at": 1000.0, "tokens_per_s": 10.0, "token_ends": list(range(1, 11))}
+    assert tokens_between(clock, 999.0, 2000.0) == 10
+    assert tokens_between(clock, 1000.25, 1000.55) == 3  # 1000.3, 1000.4, 1000.5
+    assert tokens_between(clock, 1000.3, 1000.3) == 1
+    assert tokens_between(clock, 1001.5, 1002.0) == 0
