@@ -14,16 +14,20 @@ import bisect
 import contextlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import httpx
 
+from jobs_bench import profile
 from jobs_bench.accounting import sample_cpu, tree_rss_bytes
 from jobs_bench.context import Context, Row, row
+from jobs_bench.profile import describe
 from jobs_bench.push import percentile
 from jobs_bench.streams import raise_open_files
 from jobs_bench.systems import EventDrivenSystem, set_simulator
@@ -146,9 +150,10 @@ class TokenFigures:
     idle_rss: int
     streaming_rss: int
     all_streaming: bool
+    profiles: dict[str, dict[str, Any]]
 
 
-async def _measure(system: EventDrivenSystem, size: TokenSize) -> TokenFigures:
+async def _measure(system: EventDrivenSystem, size: TokenSize, work: Path) -> TokenFigures:
     base = system.stack.gateway_url
     runner = system.stack.processes["ai-runner"].process.pid
     auth = {"Authorization": f"Bearer {system.token}"}
@@ -183,11 +188,14 @@ async def _measure(system: EventDrivenSystem, size: TokenSize) -> TokenFigures:
             await asyncio.sleep(0.2)
         all_streaming = await _count(system.database_url, job_ids, ("processing",)) == size.jobs
         roots = {name: pid for name, pid in system.roots().items() if name in RELAY_PATH}
+        services = {n: p for n, p in roots.items() if n != "nats"}
+        sampling = profile.start(services, size.window_s, work)
         began, cpu_before = time.time(), sample_cpu(roots)
         await asyncio.sleep(size.window_s / 2)
         streaming_rss = tree_rss_bytes(runner)
         await asyncio.sleep(size.window_s / 2)
         ended, cpu_s = time.time(), sample_cpu(roots).minus(cpu_before)
+        profiles = await asyncio.to_thread(profile.finish, sampling, size.window_s + 30)
         # Each answer is written well within its `latencyS`: the readers end with it.
         await asyncio.wait_for(asyncio.gather(*readers), 900)
         clocks: dict[str, dict[str, Any]] = {}
@@ -209,6 +217,7 @@ async def _measure(system: EventDrivenSystem, size: TokenSize) -> TokenFigures:
         idle_rss=idle_rss,
         streaming_rss=streaming_rss,
         all_streaming=all_streaming,
+        profiles=profiles,
     )
 
 
@@ -222,10 +231,12 @@ def token_latency(ctx: Context) -> list[Row]:
             system.simulator_url, tokensPerS=size.tokens_per_s, latencyS=seconds / 0.9 + 2
         )
         try:
-            figures = asyncio.run(_measure(system, size))
+            figures = asyncio.run(_measure(system, size, ctx.work))
         finally:
             with contextlib.suppress(httpx.HTTPError):
                 set_simulator(system.simulator_url, tokensPerS=50, latencyS=ctx.size.job_s)
+    ctx.extras["tokenProfiles"] = figures.profiles
+    print(describe(figures.profiles).replace("end-to-end load", "token streams"), file=sys.stderr)
     latencies = [
         ms
         for reading in figures.readings
