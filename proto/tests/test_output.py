@@ -10,10 +10,13 @@ from hypothesis import strategies as st
 from jobs_proto.output import (
     OutputChunk,
     OutputGap,
+    OutputWanted,
     beyond,
     chunk_message_id,
     decode_chunk,
+    decode_wanted,
     encode_chunk,
+    encode_wanted,
     output_stream,
     pieces,
 )
@@ -77,3 +80,11 @@ def test_the_log_outlives_the_longest_job() -> None:
     assert spec.replicas == 3
     assert spec.allow_direct
     assert spec.max_bytes > 0
+
+
+def test_a_wanted_output_names_the_job_and_its_prediction() -> None:
+    job = uuid.uuid4()
+    wanted = OutputWanted(job_id=job, prediction_id="abc")
+    assert decode_wanted(encode_wanted(wanted)) == wanted
+    assert Subjects("t1.").output_wanted(job) == f"t1.job_output_wanted.{job}"
+    assert Subjects("t1.").all_output_wanted == "t1.job_output_wanted.>"

@@ -19,11 +19,18 @@ async def _create_database(admin_dsn: str, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
+def stack_overrides() -> dict[str, str]:
+    """Settings a test module adds to every service of its stack (it overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def stack(
     nats_url: str,
     nats_server: NatsServer | None,
     postgres_url: str,
     tmp_path_factory: pytest.TempPathFactory,
+    stack_overrides: dict[str, str],
 ) -> Iterator[Stack]:
     """The simulator and the four services as processes, on free ports, with a database,
     stream and subject prefix of this test module alone."""
@@ -39,7 +46,7 @@ def stack(
         jobs_stream=f"JOBS_{uuid.uuid4().hex[:10]}",
         log_dir=tmp_path_factory.mktemp("stack"),
         # Short retries keep the fault scenarios quick.
-        overrides={"RETRY_BASE_S": "0.2"},
+        overrides={"RETRY_BASE_S": "0.2", **stack_overrides},
     )
     if nats_server is not None:
         # Each service as its own NATS user: the whole flow passes with permissions on.

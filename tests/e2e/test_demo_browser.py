@@ -5,25 +5,21 @@ and see the text resume, cancel another; the React example (clients/js/examples/
 with React from npm) shows the same through the hooks. Screenshots go to `test-artifacts/`
 (gitignored)."""
 
-import asyncio
 import functools
 import os
 import re
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from jobs_testkit import prerequisites
-from jobs_testkit.servers import NatsServer, free_port
-from jobs_testkit.stack import Ports, Stack
+from jobs_testkit.stack import Stack
 
 # Without these, Chromium keeps opening connections this machine's closed network refuses.
 QUIET_BROWSER = [
@@ -85,45 +81,10 @@ def example_origin(example_dir: Path) -> Iterator[str]:
         server.server_close()
 
 
-async def _create_database(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
-def stack(
-    nats_url: str,
-    nats_server: NatsServer | None,
-    postgres_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-    example_origin: str,
-) -> Iterator[Stack]:
+def stack_overrides(example_origin: str) -> dict[str, str]:
     """The e2e conftest's stack, with CORS open to the React example's origin."""
-    name = f"e2e_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_create_database(postgres_url, name))
-    base, _, _ = postgres_url.rpartition("/")
-    running = Stack(
-        nats_url=nats_url,
-        database_url=f"{base}/{name}",
-        ports=Ports(*(free_port() for _ in range(7))),
-        subject_prefix=f"t{uuid.uuid4().hex[:10]}.",
-        jobs_stream=f"JOBS_{uuid.uuid4().hex[:10]}",
-        log_dir=tmp_path_factory.mktemp("stack"),
-        overrides={"RETRY_BASE_S": "0.2", "CORS_ORIGINS": example_origin},
-    )
-    if nats_server is not None:
-        running.secure(nats_server)
-    try:
-        running.start()
-        yield running
-    finally:
-        codes = running.stop()
-        assert all(code == 0 for code in codes.values()), codes
-        if nats_server is not None:
-            assert nats_server.violations(running.subject_prefix) == []
+    return {"CORS_ORIGINS": example_origin}
 
 
 @pytest.fixture(scope="module")

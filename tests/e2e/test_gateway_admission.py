@@ -2,53 +2,20 @@
 `Idempotency-Key` answers the same job before and after it ran (one prediction in all), and
 `USER_MAX_OPEN_JOBS` counts with the real job-store, making room as jobs finish."""
 
-import asyncio
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from jobs_testkit.servers import NatsServer, free_port
-from jobs_testkit.stack import Ports, Stack
-
-from .conftest import _create_database
 from .test_job_flow import audit, job_until
 
 MAX_OPEN = 2
 
 
 @pytest.fixture(scope="module")
-def stack(
-    nats_url: str,
-    nats_server: NatsServer | None,
-    postgres_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
+def stack_overrides() -> dict[str, str]:
     """The system of `conftest.stack`, with a per-user limit on open jobs."""
-    name = f"e2e_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_create_database(postgres_url, name))
-    base, _, _ = postgres_url.rpartition("/")
-    running = Stack(
-        nats_url=nats_url,
-        database_url=f"{base}/{name}",
-        ports=Ports(*(free_port() for _ in range(7))),
-        subject_prefix=f"t{uuid.uuid4().hex[:10]}.",
-        jobs_stream=f"JOBS_{uuid.uuid4().hex[:10]}",
-        log_dir=tmp_path_factory.mktemp("stack"),
-        overrides={"USER_MAX_OPEN_JOBS": str(MAX_OPEN)},
-    )
-    if nats_server is not None:
-        # Each service as its own NATS user: the whole flow passes with permissions on.
-        running.secure(nats_server)
-    try:
-        running.start()
-        yield running
-    finally:
-        codes = running.stop()
-        assert all(code == 0 for code in codes.values()), codes
-        if nats_server is not None:
-            assert nats_server.violations(running.subject_prefix) == []
+    return {"USER_MAX_OPEN_JOBS": str(MAX_OPEN)}
 
 
 async def test_a_key_answers_the_same_job_before_and_after_it_ran(

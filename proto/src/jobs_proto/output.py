@@ -9,6 +9,7 @@ often a writer reconnects, restarts or races another.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Final
 
@@ -39,6 +40,18 @@ class OutputChunk(Message, frozen=True):
     @property
     def end(self) -> int:
         return self.offset + len(self.text)
+
+
+class OutputWanted(Message, frozen=True):
+    """A gateway has a client reading this running job's text (`/output`, `/events`): sent
+    when the client starts and again every `OUTPUT_WANTED_EVERY_S` while it reads, so a relay
+    that restarted, or took the job over, learns it too."""
+
+    job_id: uuid.UUID
+    prediction_id: str
+
+
+OUTPUT_WANTED_EVERY_S: Final = 5.0
 
 
 class OutputGap(Exception):
@@ -88,6 +101,18 @@ def output_stream(
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final[msgspec.json.Decoder[OutputChunk]] = msgspec.json.Decoder(OutputChunk)
+
+
+_wanted_decoder: Final[msgspec.json.Decoder[OutputWanted]] = msgspec.json.Decoder(OutputWanted)
+
+
+def encode_wanted(wanted: OutputWanted) -> bytes:
+    return _encoder.encode(wanted)
+
+
+def decode_wanted(data: bytes) -> OutputWanted:
+    """Raises `msgspec.DecodeError` for a body that is not an `OutputWanted`."""
+    return decode_json(data, _wanted_decoder)
 
 
 def encode_chunk(chunk: OutputChunk) -> bytes:

@@ -162,6 +162,8 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
             f"{_API}.DIRECT.GET.{output}",
             f"{_API}.DIRECT.GET.{output}.>",
             f"$JS.FC.{output}.>",
+            # A client reads a running job's text: the relay reads its stream while one does.
+            f"{p}job_output_wanted.*",
         ),
         subscribe=(
             f"{inbox_prefix('gateway')}.>",
@@ -210,6 +212,8 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
             # Ends going by on the bus free in-flight slots early.
             subjects.kind("completed"),
             subjects.kind("failed"),
+            # Which running jobs' text a client reads: the relay reads those streams.
+            subjects.all_output_wanted,
         ),
     )
     job_store = Permissions(

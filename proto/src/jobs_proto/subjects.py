@@ -99,6 +99,15 @@ class Subjects:
     def all_output(self) -> str:
         return f"{self.prefix}job_output.>"
 
+    def output_wanted(self, job_id: uuid.UUID) -> str:
+        """Where a gateway says a client reads a running job's text (core NATS): the relay
+        reads a prediction's stream only while someone does."""
+        return f"{self.prefix}job_output_wanted.{job_id}"
+
+    @property
+    def all_output_wanted(self) -> str:
+        return f"{self.prefix}job_output_wanted.>"
+
     def parked(self, reason: str) -> str:
         """Where a message that must never be applied is kept, by why (outside `job.>`)."""
         return f"{self.prefix}job_parked.{reason}"
