@@ -153,3 +153,34 @@ def test_an_output_log_is_whole_a_prefix_or_broken() -> None:
     assert "character 7" in row.violations[2].detail
     assert not row.clean
     assert counts(row) == ZERO
+
+
+def read(
+    n: int, status: str, output: str | None, got: tuple[str, str | None, str | None]
+) -> JobRecord:
+    healthy = job(n, status, ((f"p{n}", status),), prediction_id=f"p{n}")
+    return JobRecord(
+        accepted=healthy.accepted,
+        stored=healthy.stored,
+        predictions=healthy.predictions,
+        output=output,
+        read=got,
+    )
+
+
+def test_what_a_client_read_must_be_the_output_and_end_with_the_jobs_status() -> None:
+    row = run(
+        read(1, "succeeded", "Hello", ("Hello", "succeeded", None)),
+        # A failed job's text stops where the model failed; its `done` says so.
+        read(2, "failed", None, ("Hel", "failed", None)),
+        read(3, "succeeded", "Hello", ("Help", "succeeded", None)),
+        read(4, "succeeded", "Hello", ("Hello", "failed", None)),
+        read(5, "succeeded", "Hello", ("He", None, None)),
+        read(6, "succeeded", "Hello", ("", None, "id 9 after 4 characters")),
+    )
+    assert row.broken_stream == 4
+    details = [v.detail for v in row.violations]
+    assert "differs from the output at character 3" in details[0]
+    assert "done said failed, the job is succeeded" in details[1]
+    assert "cut off" in details[2]
+    assert "id 9 after 4 characters" in details[3]

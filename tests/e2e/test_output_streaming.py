@@ -4,13 +4,13 @@ through cut upstream streams, and still whole after Replicate removed the predic
 Every service a real process."""
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from jobs_testkit.sse import events
 from jobs_testkit.stack import Stack
 
 from .test_job_flow import audit, job_until, submit
@@ -48,27 +48,17 @@ async def read_output(
     ) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
-        event, data, event_id = "", [], ""
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            elif line.startswith("id:"):
-                event_id = line[3:].strip()
-            elif not line and event:
-                body = json.loads("\n".join(data))
-                if event == "output":
-                    seen.texts.append((int(event_id), body["text"]))
-                    if len(seen.texts) == 1:
-                        job = (await gateway.get(f"/api/jobs/{job_id}")).json()
-                        seen.status_at_first_text = job["status"]
-                    if stop_after is not None and len(seen.texts) >= stop_after:
-                        return seen
-                elif event == "done":
-                    seen.done = body
+        async for event in events(response):
+            if event.event == "output":
+                seen.texts.append((int(event.id or "-1"), event.json()["text"]))
+                if len(seen.texts) == 1:
+                    job = (await gateway.get(f"/api/jobs/{job_id}")).json()
+                    seen.status_at_first_text = job["status"]
+                if stop_after is not None and len(seen.texts) >= stop_after:
                     return seen
-                event, data, event_id = "", [], ""
+            elif event.event == "done":
+                seen.done = event.json()
+                return seen
     return seen
 
 

@@ -52,6 +52,9 @@ class JobRecord:
     # chunk in the log's order; None where it was not read.
     output: str | None = None
     streamed: tuple[tuple[int, str], ...] | None = None
+    # What a client reading `/output` from offset 0 got: the text, and the `done` status or
+    # why it gave up; None where no client read.
+    read: tuple[str, str | None, str | None] | None = None
 
 
 @dataclass
@@ -132,6 +135,23 @@ def stream_fault(chunks: tuple[tuple[int, str], ...], output: str) -> str | None
     return None
 
 
+def read_fault(read: tuple[str, str | None, str | None], status: str, output: str) -> str | None:
+    """What is wrong with what a client read from `/output`: it never got `done`, its `done`
+    named another status than the job's, or a succeeded job's text differs from the output."""
+    text, done, error = read
+    if error is not None or done is None:
+        return f"the reader got no done: {error or 'cut off'}"
+    if done != status:
+        return f"done said {done}, the job is {status}"
+    if status == "succeeded" and text != output:
+        at = next(
+            (i for i, (a, b) in enumerate(zip(text, output, strict=False)) if a != b),
+            min(len(text), len(output)),
+        )
+        return f"the text read differs from the output at character {at}"
+    return None
+
+
 def audit(
     scenario: str,
     records: list[JobRecord],
@@ -186,6 +206,11 @@ def audit(
         if terminal:
             to_terminal = max(stored.changes, default=record.accepted.at) - record.accepted.at
             row.longest_to_terminal_s = max(row.longest_to_terminal_s, to_terminal)
+            if record.read is not None:
+                fault = read_fault(record.read, stored.status, record.output or "")
+                if fault is not None:
+                    row.broken_stream += 1
+                    flag(job_id, "broken_stream", fault)
             if stored.status == "succeeded" and record.streamed is not None:
                 fault = stream_fault(record.streamed, record.output or "")
                 if fault is not None:

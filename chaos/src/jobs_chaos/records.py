@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -14,6 +15,7 @@ import nats
 from nats.js.errors import NotFoundError
 
 from jobs_chaos.audit import RUNNING, TERMINAL, Accepted, JobRecord, StoredJob, prediction_of
+from jobs_chaos.load import Reading
 from jobs_proto.output import decode_chunk
 from jobs_proto.subjects import Subjects
 
@@ -108,6 +110,7 @@ async def collect(
     simulator_url: str,
     accepted: list[Accepted],
     logs: tuple[str, Subjects, str] | None = None,
+    readings: Mapping[str, Reading] | None = None,
 ) -> tuple[list[JobRecord], dict[str, list[dict[str, Any]]]]:
     """The records of the accepted jobs; with `logs` (NATS URL, subjects, output stream), each
     succeeded job's output log too."""
@@ -129,10 +132,18 @@ async def collect(
             predictions=tuple(prediction_of(p) for p in raw.get(a.job_id, [])),
             output=outputs.get(a.job_id),
             streamed=streamed.get(a.job_id),
+            read=_read(readings, a.job_id),
         )
         for a in accepted
     ]
     return records, raw
+
+
+def _read(
+    readings: Mapping[str, Reading] | None, job_id: str
+) -> tuple[str, str | None, str | None] | None:
+    reading = None if readings is None else readings.get(job_id)
+    return None if reading is None else (reading.text, reading.status, reading.error)
 
 
 async def wait_quiet(

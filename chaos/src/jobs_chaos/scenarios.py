@@ -330,9 +330,13 @@ async def settle(
     # Late webhooks (held, retried) reach the system before the audit, so it sees their effect.
     await asyncio.to_thread(system.wait_webhooks_sent, 15.0)
     await asyncio.sleep(0.5)
+    # Every job is over: each reader has its `done`, or gets it within a few reconnects.
+    await load.read_all(timeout_s=30.0)
     logs = (system.nats.url, Subjects(), f"{system.stack.jobs_stream}_OUTPUT")
     records, raw = await _retrying(
-        lambda: collect(system.database_url, system.simulator_url, load.accepted, logs)
+        lambda: collect(
+            system.database_url, system.simulator_url, load.accepted, logs, load.readings
+        )
     )
     stuck_after = system.timing.stuck_after_s + scenario.allowance_s(size, system.timing)
     row = audit(
