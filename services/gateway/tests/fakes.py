@@ -263,6 +263,9 @@ class RecordingObserver:
     def stream_opened(self) -> None:
         self.facts.append(("stream_opened",))
 
+    def output_wanted(self, published: int, failed: int) -> None:
+        self.facts.append(("output_wanted", str(published), str(failed)))
+
 
 @dataclass
 class ManualClock:

@@ -20,6 +20,7 @@ from gateway.adapters.nats import (
     StreamRequestedLog,
 )
 from gateway.adapters.output import NatsOutputLog
+from gateway.adapters.wanted import NatsOutputWanted
 from gateway.auth import TokenVerifier
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
@@ -93,7 +94,12 @@ async def serve_gateway(service: Service[Settings]) -> None:
     observer = PrometheusObserver()
     # The count the caps apply to, so the gauge shows how near `MAX_STREAMS` the process is.
     observer.watch_streams(lambda: streams.open, lambda: hub.dropped)
+    observer.watch_wanted(lambda: hub.wanted.watched)
     feed = NatsJobFeed(service.nc, settings.subjects, hub, views)
+    # The relay reads a prediction's text only while a stream here (or elsewhere) reads it.
+    wanted = NatsOutputWanted(
+        service.nc, settings.subjects, hub.wanted, settings.output_wanted_every_s, observer
+    )
     await feed.start()
     ports = GatewayPorts(
         verifier=_verifier(settings),
@@ -128,6 +134,7 @@ async def serve_gateway(service: Service[Settings]) -> None:
     background = [
         asyncio.create_task(end_streams()),
         asyncio.create_task(feed.watch_reconnects(service.stop)),
+        asyncio.create_task(wanted.run(service.stop)),
     ]
     try:
         await service.serve_http(build_app(ports), settings.http_port)

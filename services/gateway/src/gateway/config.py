@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Final
 
 import msgspec
 
+from jobs_proto.output import OUTPUT_WANTED_EVERY_S
 from jobs_runtime.secrets import HS256Secret
 from jobs_runtime.settings import Port, ServiceSettings, SettingsError
 
@@ -65,6 +66,10 @@ class Settings(ServiceSettings, frozen=True):
     sse_keepalive_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     sse_queue_size: Annotated[int, msgspec.Meta(ge=1)] = 256
     sse_retry_ms: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    # A running job's text some stream here reads is announced to the relay (`OutputWanted`)
+    # at once and again every this many seconds while read. The relay times its patience by
+    # proto's `OUTPUT_WANTED_EVERY_S`: change this only in tests.
+    output_wanted_every_s: Annotated[float, msgspec.Meta(gt=0)] = OUTPUT_WANTED_EVERY_S
     # The demo page at `/`; unset: on in dev, off in prod.
     demo_page: bool | None = None
 

@@ -1,7 +1,8 @@
 """The in-memory hub of one gateway process: it fans the job-store's change announcements,
 webhook-ingest's progress and the output log's new chunks out to every open stream's
 subscription, never blocking (a subscriber that falls behind is dropped), and ends the streams
-when they must reconnect.
+when they must reconnect. It also knows which running jobs' text its streams read
+(`wanted.py`), for the relay.
 
 No NATS or HTTP here: the NATS adapter feeds the hub, the event streams (`realtime.py`) and the
 output streams (`output.py`) read it.
@@ -18,9 +19,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from jobs_proto.api import JobChanged, JobProgress
+from jobs_proto.api import JobChanged, JobProgress, JobView
 from jobs_proto.output import OutputChunk
 from jobs_proto.status import is_terminal
+
+from .wanted import WantedOutput
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +160,8 @@ class Hub:
         self._owners: OrderedDict[uuid.UUID, str] = OrderedDict()
         self._stopping = False
         self.dropped = 0
+        # The running jobs whose text a stream here reads (the relay reads only those).
+        self.wanted = WantedOutput(self._reads_text)
 
     @property
     def open_streams(self) -> int:
@@ -164,6 +169,15 @@ class Hub:
 
     def _indexes(self) -> tuple[dict[Any, set[Subscription]], ...]:
         return (self._by_job, self._by_user, self._by_output)
+
+    def _reads_text(self, job_id: uuid.UUID) -> bool:
+        # Every stream kind shows the job's text as it is written: `/output` its chunks, the
+        # event streams its progress (relayed too). The owner is known for running jobs only.
+        return (
+            job_id in self._by_output
+            or job_id in self._by_job
+            or self._owners.get(job_id) in self._by_user
+        )
 
     def note_owner(self, job_id: uuid.UUID, user_id: str) -> None:
         self._owners[job_id] = user_id
@@ -184,7 +198,9 @@ class Hub:
 
     def open_job(self, job_id: uuid.UUID) -> Subscription:
         """A subscription to one job's updates, until its `close`."""
-        return self._open(self._by_job, job_id)
+        subscription = self._open(self._by_job, job_id)
+        self.wanted.look(job_id)
+        return subscription
 
     def open_user(self, user_id: str) -> Subscription:
         """A subscription to the updates of all of a user's jobs, until its `close`."""
@@ -192,7 +208,9 @@ class Hub:
 
     def open_output(self, job_id: uuid.UUID) -> Subscription:
         """A subscription to one job's changes and new output chunks, until its `close`."""
-        return self._open(self._by_output, job_id)
+        subscription = self._open(self._by_output, job_id)
+        self.wanted.look(job_id)
+        return subscription
 
     def _open(self, index: dict[K, set[Subscription]], key: K) -> Subscription:
         subscription = self._subscription()
@@ -233,16 +251,26 @@ class Hub:
         log need not even be decoded."""
         return job_id in self._by_output
 
-    def note_change(self, job_id: uuid.UUID, user_id: str, terminal: bool) -> None:
-        """Remember (or, once terminal, forget) who owns a job, for routing its progress."""
+    def note_change(
+        self, job_id: uuid.UUID, user_id: str, terminal: bool, prediction_id: str | None = None
+    ) -> None:
+        """Remember (or, once terminal, forget) who owns a job, for routing its progress, and
+        its prediction once known, for the watched set."""
         if terminal:
             self._owners.pop(job_id, None)
         else:
             self.note_owner(job_id, user_id)
+        self.wanted.learn(job_id, prediction_id, terminal)
+
+    def note_view(self, view: JobView, user_id: str) -> None:
+        """A stream read the job's state (its owner's): what the announcements may not have
+        told this process (it started later, or nobody watched the job then)."""
+        self.note_change(view.job_id, user_id, is_terminal(view.status), view.prediction_id)
 
     def publish_change(self, change: JobChanged) -> None:
-        job_id = change.job.job_id
-        self.note_change(job_id, change.user_id, is_terminal(change.job.status))
+        job = change.job
+        job_id = job.job_id
+        self.note_change(job_id, change.user_id, is_terminal(job.status), job.prediction_id)
         self._deliver(self._by_job.get(job_id, set()), change)
         self._deliver(self._by_user.get(change.user_id, set()), change)
         self._deliver(self._by_output.get(job_id, set()), change)

@@ -127,6 +127,9 @@ class GatewayObserver(Protocol):
 
     def stream_opened(self) -> None: ...
 
+    def output_wanted(self, published: int, failed: int) -> None:
+        """`OutputWanted` messages published in one go, and those that could not be."""
+
 
 class NoObserver:
     """Counts nothing: for tests and tools that do not serve metrics."""
@@ -150,4 +153,7 @@ class NoObserver:
         pass
 
     def stream_opened(self) -> None:
+        pass
+
+    def output_wanted(self, published: int, failed: int) -> None:
         pass

@@ -32,6 +32,11 @@ def test_each_fact_is_counted_under_its_metric() -> None:
             counted("gateway_finished_job_reads_total", source="job_view"),
         ),
         (observer.stream_opened, counted("gateway_event_streams_opened_total")),
+        (
+            lambda: observer.output_wanted(1, 0),
+            counted("gateway_output_wanted_published_total"),
+        ),
+        (lambda: observer.output_wanted(0, 1), counted("gateway_output_wanted_failed_total")),
     ]
     for fact, value in facts:
         before = value()
@@ -47,3 +52,8 @@ def test_the_stream_gauges_read_the_counts_when_scraped() -> None:
     open_now[0] = 5
     assert REGISTRY.get_sample_value("gateway_event_streams_open") == 5
     assert REGISTRY.get_sample_value("gateway_event_streams_dropped") == 7
+
+
+def test_the_watched_jobs_gauge_reads_the_hubs_set_when_scraped() -> None:
+    PrometheusObserver().watch_wanted(lambda: 4)
+    assert REGISTRY.get_sample_value("gateway_output_watched_jobs") == 4

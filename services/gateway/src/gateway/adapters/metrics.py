@@ -1,6 +1,6 @@
 """The `GatewayObserver` port over Prometheus (default registry, served on the admin port's
 `/metrics`): admissions, idempotent replays and conflicts, per-user limit refusals, reads by
-source, and the open streams."""
+source, the open streams, and the `OutputWanted` messages that keep the relay reading."""
 
 from __future__ import annotations
 
@@ -45,6 +45,17 @@ OPEN_STREAMS: Final = Gauge(
 DROPPED_STREAMS: Final = Gauge(
     "gateway_event_streams_dropped", "Event streams ended because their client fell behind"
 )
+OUTPUT_WANTED: Final = Counter(
+    "gateway_output_wanted_published_total",
+    "OutputWanted messages published (a running job's text is read here)",
+)
+OUTPUT_WANTED_FAILED: Final = Counter(
+    "gateway_output_wanted_failed_total",
+    "OutputWanted messages not published (NATS disconnected or refusing)",
+)
+WATCHED_JOBS: Final = Gauge(
+    "gateway_output_watched_jobs", "Running jobs whose text a stream of this process reads"
+)
 
 # Label children of the hot paths, looked up once: `labels()` hashes and locks on every call.
 _READS: Final = {
@@ -66,6 +77,10 @@ class PrometheusObserver:
         streams dropped for falling behind (the hub's count)."""
         OPEN_STREAMS.set_function(open_now)
         DROPPED_STREAMS.set_function(dropped)
+
+    def watch_wanted(self, watched: Callable[[], int]) -> None:
+        """The watched jobs' gauge, read when scraped (the hub's watched set)."""
+        WATCHED_JOBS.set_function(watched)
 
     def job_admitted(self, job_type: str) -> None:
         child = self._admitted_by_type.get(job_type)
@@ -90,3 +105,9 @@ class PrometheusObserver:
 
     def stream_opened(self) -> None:
         STREAMS_OPENED.inc()
+
+    def output_wanted(self, published: int, failed: int) -> None:
+        if published:
+            OUTPUT_WANTED.inc(published)
+        if failed:
+            OUTPUT_WANTED_FAILED.inc(failed)

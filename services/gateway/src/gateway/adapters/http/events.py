@@ -159,6 +159,7 @@ def job_events(ports: GatewayPorts, hub: Hub) -> StreamRoute:
             if isinstance(outcome, handlers.NotFound):
                 raise not_found()
             view = outcome.view
+            hub.note_view(view, user_id)
             known = realtime.known_version(request.headers.get("last-event-id"), view)
             if realtime.already_final(view, known):
                 held.release()
@@ -183,7 +184,8 @@ def user_events(ports: GatewayPorts, hub: Hub) -> StreamRoute:
             since = realtime.parse_position(request.headers.get("last-event-id"))
             views = await handlers.jobs_to_replay(user_id, ports.store, since)
             for view in views:
-                hub.note_owner(view.job_id, user_id)
+                # Owners and predictions: the user's running jobs become watched.
+                hub.note_view(view, user_id)
             reload = _reader(ports, user_id)
             chunks = realtime.user_events(views, subscription, reload, hub.policy)
         except BaseException:
@@ -217,6 +219,7 @@ def job_output(ports: GatewayPorts, hub: Hub) -> StreamRoute:
                 raise refuse(outcome)
             if isinstance(outcome, handlers.NotFound):
                 raise not_found()
+            hub.note_view(outcome.view, user_id)
             chunks = output.job_output(
                 outcome.view,
                 offset,
