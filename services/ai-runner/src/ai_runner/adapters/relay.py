@@ -4,7 +4,8 @@ progress) while the stream is read, so the streams of a replica that dies are re
 
 A message is acknowledged once its stream is done or given up, or once its job ends (completed
 or failed going by on core NATS); on SIGTERM each is handed back at once, for another replica
-(or the restarted process) to read on from the log's end.
+(or the restarted process) to read on from the log's end. One timer for all streams marks their
+messages in progress, another sends their progress (`event: progress` of `/events`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, DrainTimeoutError
 from nats.js import JetStreamContext
 
+from ai_runner.handlers.progress import PROGRESS_EVERY_S
 from ai_runner.handlers.relaying import Relay
 from ai_runner.ports import RelayObserver
 from jobs_proto.events import JobSubmitted, decode_event
@@ -75,12 +77,16 @@ class RelayConsumer:
             await self._nc.subscribe(self._subjects.kind(kind), cb=self._job_ended)
             for kind in ("completed", "failed")
         ]
-        ticker = asyncio.ensure_future(self._mark_in_progress(stop))
+        tickers = [
+            asyncio.ensure_future(self._mark_in_progress(stop)),
+            asyncio.ensure_future(self._send_progress(stop)),
+        ]
         self.ready.set()
         try:
             await self._fetch_until(stop, pull)
         finally:
-            ticker.cancel()
+            for ticker in tickers:
+                ticker.cancel()
             for task in list(self._held):
                 self._ending.setdefault(task, STOPPED)
                 task.cancel()
@@ -202,6 +208,21 @@ class RelayConsumer:
                 return
             for msg in list(self._messages.values()):
                 await _settle(msg.in_progress())
+
+    async def _send_progress(self, stop: asyncio.Event) -> None:
+        """Each stream's progress, if it got text, every `PROGRESS_EVERY_S`: one timer for all
+        streams, as Replicate's `output` webhooks came at most every 500 ms per prediction."""
+        board = self._relay.progress
+        if board is None:
+            return
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PROGRESS_EVERY_S)
+                return
+            try:
+                await board.tick()
+            except Exception:
+                log.exception("progress tick failed; the next one sends the text again")
 
 
 def _retrieve(future: asyncio.Future[list[Msg]]) -> None:
