@@ -393,7 +393,8 @@ class RelayObserver(Protocol):
     def stream_opened(self) -> None: ...
 
     def stream_closed(self, outcome: str) -> None:
-        """`done`, `canceled`, `job_ended`, `gone`, `gave_up`, `job_over` or `stopped`."""
+        """`done`, `canceled`, `job_ended`, `gone`, `gave_up`, `job_over`, `no_stream` or
+        `stopped`."""
         ...
 
     def appended(self, chars: int) -> None:

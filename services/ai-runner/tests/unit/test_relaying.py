@@ -256,3 +256,13 @@ async def test_reads_failing_in_a_row_stop_the_fallback() -> None:
     assert await worker.follow(submitted()) == "gone"
     assert reader.reads == 3
     assert observer.fallbacks == ["gave_up"]
+
+
+async def test_a_prediction_without_a_stream_url_is_read_instead() -> None:
+    log, observer = FakeLog(), Ends()
+    event = JobSubmitted(job_id=uuid.uuid4(), occurred_at=NOW, prediction_id="p1")
+    reader = Reads([read("processing", "ab"), read("succeeded", "ab", "c")])
+    worker = relay(Script([]), log, reader=reader, observer=observer)
+    assert await worker.follow(event) == "no_stream"
+    assert log.text == "abc"
+    assert observer.fallbacks == ["ended"]

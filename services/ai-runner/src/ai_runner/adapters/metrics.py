@@ -63,7 +63,8 @@ RELAY_STREAMS: Final = Gauge("ai_runner_relay_streams", "Prediction streams bein
 RELAY_ENDS: Final = Counter(
     "ai_runner_relay_streams_ended",
     "Streams no longer relayed, by outcome (done, canceled, job_ended, gone, gave_up, job_over, "
-    "stopped, failed); gone and gave_up are streams given up",
+    "no_stream, stopped, failed); gone and gave_up are streams given up, no_stream predictions "
+    "without a known stream URL (adopted): those three are read instead while they run",
     ["outcome"],
 )
 RELAY_APPENDS: Final = Counter(

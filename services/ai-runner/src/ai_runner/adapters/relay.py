@@ -1,6 +1,7 @@
 """The relay's consumer: the durable `ai-runner-relay` over `job.submitted.>`, one reader task per
-submitted prediction whose model streams, its message held unacknowledged (and marked in
-progress) while the stream is read, so the streams of a replica that dies are redelivered.
+submitted prediction (its stream read, or without a stream URL the prediction itself), its
+message held unacknowledged (and marked in progress) meanwhile, so the streams of a replica that
+dies are redelivered.
 
 A message is acknowledged once its stream is done or given up, or once its job ends (completed
 or failed going by on core NATS); on SIGTERM each is handed back at once, for another replica
@@ -146,8 +147,12 @@ class RelayConsumer:
             log.error("not a submitted event, skipped: %s", exc)
             await _settle(msg.term())
             return
-        if not isinstance(event, JobSubmitted) or event.job_id != job_id or not event.stream_url:
-            # No stream to read: the text comes from `output` webhooks (webhook-ingest).
+        if not isinstance(event, JobSubmitted) or event.job_id != job_id:
+            await _settle(msg.ack())
+            return
+        if not event.stream_url and self._relay.reader is None:
+            # Nothing to read: the text comes from `output` webhooks (webhook-ingest) or with
+            # the job's result.
             await _settle(msg.ack())
             return
         task = asyncio.ensure_future(self._follow(msg, event))

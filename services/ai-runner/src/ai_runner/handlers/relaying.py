@@ -53,6 +53,7 @@ log = logging.getLogger(__package__)
 DONE: Final = "done"
 CANCELED: Final = "canceled"
 GONE: Final = "gone"
+NO_STREAM: Final = "no_stream"
 # Text gathered while an append is in flight, at most: past it the reader waits for the append,
 # so a stream never holds more than about one chunk whatever the token rate.
 MAX_GATHERED_CHARS: Final = MAX_CHUNK_CHARS
@@ -189,16 +190,19 @@ class Relay:
 
     async def follow(self, event: JobSubmitted) -> str:
         """Read the prediction's stream until it is done or cannot be read any more; the
-        outcome: `done`, `canceled`, `gone` (404/410), `gave_up` or `job_over`. A stream lost
-        for good (`gone`, `gave_up`) is followed by reading the prediction until it ends
-        (with a `reader`). Progress goes out meanwhile (with a `progress` board). Cancel the
-        call to stop it earlier (the job ended, the service stops)."""
+        outcome: `done`, `canceled`, `gone` (404/410), `gave_up`, `job_over` or `no_stream`
+        (no URL). A stream lost for good (`gone`, `gave_up`) or unknown is followed by reading
+        the prediction until it ends (with a `reader`). Progress goes out meanwhile (with a
+        `progress` board). Cancel the call to stop it earlier (the job ended, the service
+        stops)."""
         feed = None
         if self.progress is not None:
             feed = self.progress.open(event.job_id, event.prediction_id)
         try:
-            outcome = await self._read(event, feed)
-            if outcome in (GONE, GAVE_UP) and self.reader is not None:
+            # Without a URL (an adopted prediction, whose create answer was lost) there is no
+            # stream to read: the prediction is read instead, as for a stream lost for good.
+            outcome = NO_STREAM if event.stream_url is None else await self._read(event, feed)
+            if outcome in (GONE, GAVE_UP, NO_STREAM) and self.reader is not None:
                 await self._poll(event, self.reader, feed)
             if self.progress is not None and feed is not None:
                 await self.progress.finish(feed)
