@@ -1,9 +1,16 @@
+import dataclasses
 from typing import Any
 
 import msgspec
 import pytest
 
-from jobs_proto.job_types import JOB_TYPES, ScriptGenerationInput, TitleGenerationInput
+from jobs_proto.job_types import (
+    JOB_TYPES,
+    NON_STREAMING_EVENTS,
+    STREAMING_EVENTS,
+    ScriptGenerationInput,
+    TitleGenerationInput,
+)
 
 
 def test_the_three_contract_types_run_gemini() -> None:
@@ -12,6 +19,22 @@ def test_the_three_contract_types_run_gemini() -> None:
         assert job_type.model == "google/gemini-3-pro"
         assert {"start", "completed"} <= set(job_type.webhook_events)
         assert job_type.deadline_s >= 5  # Replicate's Cancel-After minimum
+
+
+@pytest.mark.parametrize("name", sorted(JOB_TYPES))
+def test_only_types_whose_model_does_not_stream_ask_for_output_webhooks(name: str) -> None:
+    # The relay carries a streaming model's text and progress: `output` webhooks, the whole
+    # text every 500 ms per prediction, would only load webhook-ingest.
+    job_type = JOB_TYPES[name]
+    assert job_type.streams
+    assert job_type.webhook_events == ("start", "completed")
+    quiet = dataclasses.replace(job_type, streams=False)
+    assert quiet.webhook_events == ("start", "output", "completed")
+
+
+def test_the_two_event_lists_differ_only_in_output() -> None:
+    assert set(NON_STREAMING_EVENTS) - set(STREAMING_EVENTS) == {"output"}
+    assert set(STREAMING_EVENTS) < set(NON_STREAMING_EVENTS)
 
 
 @pytest.mark.parametrize("name", sorted(JOB_TYPES))

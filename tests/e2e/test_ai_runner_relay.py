@@ -1,8 +1,9 @@
 """The ai-runner's relay in-process against the real simulator over HTTP, real NATS and the real
 output log: a streaming prediction's text lands in the log exactly once per character, in
 chunks that follow on each other from 0, whether the stream is cut, the relay is replaced
-mid-stream (redelivery) or the job ends first; and once through the `ai-runner` process, from
-the create's `urls.stream` to the log."""
+mid-stream (redelivery) or the job ends first; progress of the text so far on core NATS; a
+stream that answers 404 replaced by reading the prediction; and once through the `ai-runner`
+process, from the create's `urls.stream` to the log."""
 
 import asyncio
 import uuid
@@ -16,13 +17,19 @@ import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from ai_runner.adapters.output import LogAppender
+from ai_runner.adapters.progress import CoreNatsProgress
+from ai_runner.adapters.reader import HttpPredictionReader
 from ai_runner.adapters.relay import RelayConsumer
 from ai_runner.adapters.streams import HttpStreamSource
+from ai_runner.fallback import FallbackPolicy
+from ai_runner.handlers.progress import ProgressBoard
 from ai_runner.handlers.relaying import Relay
 from ai_runner.ports import NoObserver
 from ai_runner.reconnect import ReconnectPolicy
+from jobs_proto.api import JobProgress
 from jobs_proto.events import JobCompleted, JobSubmitted
 from jobs_proto.output import decode_chunk, output_stream
 from jobs_proto.stream import StreamSpec, relay_consumer
@@ -54,6 +61,7 @@ class Counting(NoObserver):
         self.open = 0
         self.ends: list[str] = []
         self.reconnects: list[str] = []
+        self.fallbacks: list[str] = []
 
     def stream_opened(self) -> None:
         self.open += 1
@@ -64,6 +72,9 @@ class Counting(NoObserver):
 
     def reconnected(self, reason: str) -> None:
         self.reconnects.append(reason)
+
+    def fallback_ended(self, outcome: str) -> None:
+        self.fallbacks.append(outcome)
 
 
 @dataclass
@@ -90,13 +101,13 @@ class System:
         answer: dict[str, Any] = (await self.http.get(f"/v1/predictions/{prediction_id}")).json()
         return answer
 
-    async def submit(self, prediction: dict[str, Any]) -> uuid.UUID:
+    async def submit(self, prediction: dict[str, Any], stream_url: str | None = None) -> uuid.UUID:
         job_id = uuid.uuid4()
         event = JobSubmitted(
             job_id=job_id,
             occurred_at=datetime.now(UTC),
             prediction_id=prediction["id"],
-            stream_url=prediction["urls"]["stream"],
+            stream_url=stream_url or prediction["urls"]["stream"],
         )
         await EventPublisher(self.nc.jetstream(), self.subjects).publish(event)
         return job_id
@@ -106,12 +117,18 @@ class System:
         nc = await nats.connect(self.nats_url)
         js = nc.jetstream()
         source = HttpStreamSource(max_streams=50, read_timeout_s=10.0)
+        reader = HttpPredictionReader(
+            api_token=TOKEN, base_url=str(self.http.base_url), timeout_s=5.0
+        )
         observer = Counting()
         relay = Relay(
             source=source,
             log=LogAppender(OutputLog(js, self.output, self.subjects)),
             policy=ReconnectPolicy(base_s=0.05, cap_s=0.2, max_failures=5),
             observer=observer,
+            progress=ProgressBoard(CoreNatsProgress(nc, self.subjects), observer),
+            reader=reader,
+            fallback=FallbackPolicy(every_s=0.2),
         )
         spec = relay_consumer(self.subjects, max_streams=50)
         spec = msgspec.structs.replace(spec, ack_wait_s=ack_wait_s)
@@ -134,6 +151,7 @@ class System:
             if not task.done():
                 await task
             await source.aclose()
+            await reader.aclose()
             if not nc.is_closed:
                 await nc.close()
 
@@ -276,6 +294,61 @@ async def test_a_relay_that_dies_mid_stream_is_replaced_and_the_log_stays_exact(
     expected = await relayed_exactly(system, prediction, job_id)
     assert len(partial) < len(expected), "the first relay was to die mid-stream"
     assert second.ends == ["done"]
+
+
+async def test_progress_of_the_text_so_far_goes_out_on_core_nats(system: System) -> None:
+    # About 1.5 s of text: several ticks of progress.
+    await system.configure(tokensPerS=60, latencyS=1.5)
+    received: list[JobProgress] = []
+    sub = await system.nc.subscribe(system.subjects.all_progress, cb=collect(received))
+    try:
+        await system.start_relay()
+        prediction = await system.create("tides")
+        job_id = await system.submit(prediction)
+        expected = await relayed_exactly(system, prediction, job_id)
+
+        async def last_arrived() -> bool:
+            return bool(received) and received[-1].output == expected
+
+        await eventually(last_arrived, within=5)
+    finally:
+        await sub.unsubscribe()
+    assert len(received) >= 2, "the text came in one piece"
+    assert {(p.job_id, p.prediction_id) for p in received} == {(job_id, prediction["id"])}
+    seqs = [p.seq for p in received]
+    assert seqs == sorted(set(seqs)), "seq grows with every message"
+    assert all(expected.startswith(p.output) and p.seq == len(p.output) for p in received)
+
+
+async def test_a_stream_that_answers_404_is_replaced_by_reading_the_prediction(
+    system: System,
+) -> None:
+    # Running for about 1.5 s: the first reads find part of the text, the last all of it.
+    await system.configure(tokensPerS=60, latencyS=1.5)
+    observer = (await system.start_relay()).observer
+    received: list[JobProgress] = []
+    sub = await system.nc.subscribe(system.subjects.all_progress, cb=collect(received))
+    try:
+        prediction = await system.create("tides")
+        lost = f"{system.http.base_url}/v1/streams/{prediction['id']}-removed"
+        job_id = await system.submit(prediction, stream_url=lost)
+        expected = await relayed_exactly(system, prediction, job_id)
+
+        async def last_arrived() -> bool:
+            return bool(received) and received[-1].output == expected
+
+        await eventually(last_arrived, within=5)
+    finally:
+        await sub.unsubscribe()
+    assert observer.ends == ["gone"]
+    assert observer.fallbacks == ["ended"]
+
+
+def collect(into: list[JobProgress]) -> Callable[[Msg], Awaitable[None]]:
+    async def received(msg: Msg) -> None:
+        into.append(msgspec.json.decode(msg.data, type=JobProgress))
+
+    return received
 
 
 async def test_a_canceled_or_ended_job_stops_its_reader(system: System) -> None:

@@ -1,7 +1,7 @@
 """The job-type registry: which model each job type runs, its input, its prompt and its deadline.
 
 Adding a job type is adding an entry here; the gateway validates against `input_type`, the
-ai-runner sends `model_input(...)` to `model` with the webhook events listed.
+ai-runner sends `model_input(...)` to `model` with the webhook events its type asks for.
 """
 
 from __future__ import annotations
@@ -73,12 +73,19 @@ class JobType:
     input_type: type[Message]
     prompt: Callable[[Any], str]
     system_instruction: str
-    webhook_events: tuple[WebhookEvent, ...]
     deadline_s: int
     max_output_tokens: int = 8192
     # Whether the model writes its text to `urls.stream` as it goes (Replicate's language
     # models do): the ai-runner relays it; otherwise the text comes from `output` webhooks.
     streams: bool = True
+
+    @property
+    def webhook_events(self) -> tuple[WebhookEvent, ...]:
+        """The events asked of Replicate, one rule for every type: a streaming model's text
+        comes through the relay (which also sends its progress), so its `output` webhooks,
+        one every 500 ms per prediction with the whole text so far, would only load the
+        system; a model that does not stream gets its text from them."""
+        return STREAMING_EVENTS if self.streams else NON_STREAMING_EVENTS
 
     def parse_input(self, raw: Mapping[str, Any]) -> Message:
         """Validate a request's input; raises `msgspec.ValidationError` naming the bad field."""
@@ -94,7 +101,8 @@ class JobType:
         }
 
 
-_STREAMING: Final[tuple[WebhookEvent, ...]] = ("start", "output", "completed")
+STREAMING_EVENTS: Final[tuple[WebhookEvent, ...]] = ("start", "completed")
+NON_STREAMING_EVENTS: Final[tuple[WebhookEvent, ...]] = ("start", "output", "completed")
 _GEMINI: Final = "google/gemini-3-pro"
 
 JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
@@ -107,7 +115,6 @@ JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
                 input_type=ScriptGenerationInput,
                 prompt=_script_prompt,
                 system_instruction="You write engaging, well-structured video scripts.",
-                webhook_events=_STREAMING,
                 deadline_s=600,
             ),
             JobType(
@@ -116,7 +123,6 @@ JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
                 input_type=VideoOutlineInput,
                 prompt=_outline_prompt,
                 system_instruction="You plan clear, well-paced video outlines.",
-                webhook_events=_STREAMING,
                 deadline_s=300,
             ),
             JobType(
@@ -125,7 +131,6 @@ JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
                 input_type=TitleGenerationInput,
                 prompt=_titles_prompt,
                 system_instruction="You write short, specific, honest video titles.",
-                webhook_events=_STREAMING,
                 deadline_s=180,
                 max_output_tokens=1024,
             ),

@@ -1,7 +1,7 @@
 """Entry point of the `ai-runner` command: wires Replicate, the claims and limits buckets, the
 job-store's stuck query and JetStream to the handlers; consumes requested and cancel-requested
-jobs, relays streaming predictions' text into the output log and reconciles (or, without a
-webhook URL, polls) running predictions until SIGTERM."""
+jobs, relays streaming predictions' text into the output log (and their progress to core NATS)
+and reconciles (or, without a webhook URL, polls) running predictions until SIGTERM."""
 
 from __future__ import annotations
 
@@ -19,21 +19,24 @@ from ai_runner.adapters.jobstore import NatsStuckJobFinder
 from ai_runner.adapters.limits import KvLimits, limits_bucket
 from ai_runner.adapters.metrics import PrometheusObserver
 from ai_runner.adapters.output import LogAppender
+from ai_runner.adapters.progress import CoreNatsProgress
 from ai_runner.adapters.reader import HttpPredictionReader
 from ai_runner.adapters.relay import RelayConsumer
 from ai_runner.adapters.replicate import ReplicatePredictions
 from ai_runner.adapters.results import ObjectStoreResults
 from ai_runner.adapters.streams import HttpStreamSource
 from ai_runner.config import Settings
+from ai_runner.fallback import FallbackPolicy, ReadPace
 from ai_runner.handlers import (
     Runner,
     handle_cancel_requested,
     handle_requested,
     handle_started,
 )
+from ai_runner.handlers.progress import ProgressBoard
 from ai_runner.handlers.relaying import Relay
 from ai_runner.pacing import paced_by
-from ai_runner.ports import Limits, RelayObserver
+from ai_runner.ports import Limits, PredictionReader, RelayObserver
 from ai_runner.reconcile import Reconciler
 from ai_runner.reconnect import ReconnectPolicy
 from jobs_proto.job_types import LONGEST_DEADLINE_S
@@ -87,10 +90,11 @@ def relay_spec(settings: Settings) -> ConsumerSpec:
 
 
 async def build_relay(
-    service: Service[Settings], observer: RelayObserver
+    service: Service[Settings], observer: RelayObserver, reader: PredictionReader
 ) -> tuple[RelayConsumer, HttpStreamSource]:
     """The relay's consumer and its HTTP source (close it with `aclose` after the consumer
-    returned); makes sure the output log's stream exists."""
+    returned); makes sure the output log's stream exists. `reader` reads the predictions whose
+    stream is lost for good."""
     settings = service.settings
     spec = output_stream(
         settings.subjects,
@@ -112,6 +116,13 @@ async def build_relay(
             max_age_s=LONGEST_DEADLINE_S + RELAY_MARGIN_S,
         ),
         observer=observer,
+        progress=ProgressBoard(CoreNatsProgress(service.nc, settings.subjects), observer),
+        reader=reader,
+        fallback=FallbackPolicy(
+            every_s=settings.relay_fallback_every_s,
+            max_age_s=LONGEST_DEADLINE_S + RELAY_MARGIN_S,
+        ),
+        pace=ReadPace(settings.relay_fallback_reads_per_s),
     )
     consumer = RelayConsumer(
         service.nc,
@@ -169,7 +180,7 @@ async def serve(service: Service[Settings]) -> None:
     service.stack.push_async_callback(predictions.aclose)
     service.stack.push_async_callback(reader.aclose)
     observer = PrometheusObserver()
-    relay, stream_source = await build_relay(service, observer)
+    relay, stream_source = await build_relay(service, observer, reader)
     service.stack.push_async_callback(stream_source.aclose)
     polling = not settings.replicate_webhook_url
     if polling:

@@ -80,12 +80,18 @@ class Settings(ServiceSettings, frozen=True):
     relay_max_streams: Annotated[int, msgspec.Meta(ge=1)] = 2000
     # A connection that ends early is made again after up to base * 2^(n-1) seconds (capped),
     # n the connections in a row that brought no event; `relay_max_failures` such in a row
-    # give the stream up (the job's text then comes from `output` webhooks).
+    # give the stream up (the job's text then comes from reading the prediction, below).
     relay_retry_base_s: Seconds = 0.2
     relay_retry_cap_s: Seconds = 5.0
     relay_max_failures: Annotated[int, msgspec.Meta(ge=1)] = 8
     # A stream connection silent this long is dead: well past Replicate's 30 s idle answer.
     relay_read_timeout_s: Seconds = 90.0
+    # A stream given up (or gone) while its prediction runs: the prediction is read about
+    # this often instead, its text offered to the log, until it ends (streaming job types get
+    # no `output` webhooks). Such reads from this replica, per second at most, whatever the
+    # number of streams lost (Replicate allows 3,000 reads a minute per account).
+    relay_fallback_every_s: Seconds = 1.5
+    relay_fallback_reads_per_s: Seconds = 10.0
 
     def check(self) -> None:
         super().check()

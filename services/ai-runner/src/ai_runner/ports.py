@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from jobs_proto.api import StuckJobs
+from jobs_proto.api import JobProgress, StuckJobs
 from jobs_proto.events import JobError, JobEvent
 from jobs_proto.replicate import ReplicatePrediction
 from jobs_runtime.errors import Unavailable
@@ -312,6 +312,12 @@ class NoObserver:
     def reconnected(self, reason: str) -> None:
         pass
 
+    def progress_sent(self, ok: bool) -> None:
+        pass
+
+    def fallback_ended(self, outcome: str) -> None:
+        pass
+
 
 # The relay: a prediction's `urls.stream` into the output log -----------------------------------
 
@@ -387,7 +393,8 @@ class RelayObserver(Protocol):
     def stream_opened(self) -> None: ...
 
     def stream_closed(self, outcome: str) -> None:
-        """`done`, `canceled`, `job_ended`, `gone`, `gave_up`, `job_over` or `stopped`."""
+        """`done`, `canceled`, `job_ended`, `gone`, `gave_up`, `job_over`, `no_stream` or
+        `stopped`."""
         ...
 
     def appended(self, chars: int) -> None:
@@ -396,4 +403,22 @@ class RelayObserver(Protocol):
 
     def reconnected(self, reason: str) -> None:
         """A connection ended early (`cut`, `idle`, `error`, `log`) and another is made."""
+        ...
+
+    def progress_sent(self, ok: bool) -> None:
+        """One progress message was published (`ok`) or could not be."""
+        ...
+
+    def fallback_ended(self, outcome: str) -> None:
+        """Polling a prediction whose stream failed for good stopped: `ended` (it reached a
+        final status), `gone` (Replicate no longer knows it), `gave_up` or `job_over`."""
+        ...
+
+
+class ProgressSink(Protocol):
+    """Where the relay sends `JobProgress` (`job_progress.<jobId>`, core NATS): fire and forget,
+    no reply waited for."""
+
+    async def send(self, progress: JobProgress) -> None:
+        """Raises `Unavailable` when the message could not be handed to NATS."""
         ...

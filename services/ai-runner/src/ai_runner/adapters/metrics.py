@@ -1,8 +1,8 @@
 """The ai-runner's `/metrics`, by job type: predictions created, retries by reason, waits for the
 shared limits, predictions in flight, adoptions, orphans, cancellations, deadlines and what the
-reconciler learnt, and the relay's streams, appends and reconnects: the `RunnerObserver` and
-`RelayObserver` ports over prometheus_client's default registry, which the runtime's admin port
-serves."""
+reconciler learnt, and the relay's streams, appends, reconnects, progress and fallback reads:
+the `RunnerObserver` and `RelayObserver` ports over prometheus_client's default registry, which
+the runtime's admin port serves."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ RELAY_STREAMS: Final = Gauge("ai_runner_relay_streams", "Prediction streams bein
 RELAY_ENDS: Final = Counter(
     "ai_runner_relay_streams_ended",
     "Streams no longer relayed, by outcome (done, canceled, job_ended, gone, gave_up, job_over, "
-    "stopped, failed); gone and gave_up are streams given up",
+    "no_stream, stopped, failed); gone and gave_up are streams given up, no_stream predictions "
+    "without a known stream URL (adopted): those three are read instead while they run",
     ["outcome"],
 )
 RELAY_APPENDS: Final = Counter(
@@ -76,6 +77,17 @@ RELAY_RECONNECTS: Final = Counter(
     "ai_runner_relay_reconnects",
     "Stream connections made again after one ended early, by reason (cut, idle, error)",
     ["reason"],
+)
+RELAY_PROGRESS: Final = Counter(
+    "ai_runner_relay_progress",
+    "Progress messages of relayed streams, by outcome (sent, failed)",
+    ["outcome"],
+)
+RELAY_FALLBACKS: Final = Counter(
+    "ai_runner_relay_fallbacks_ended",
+    "Predictions read instead of their lost stream, by why reading stopped "
+    "(ended, gone, gave_up, job_over)",
+    ["outcome"],
 )
 
 
@@ -126,3 +138,9 @@ class PrometheusObserver:
 
     def reconnected(self, reason: str) -> None:
         RELAY_RECONNECTS.labels(reason).inc()
+
+    def progress_sent(self, ok: bool) -> None:
+        RELAY_PROGRESS.labels("sent" if ok else "failed").inc()
+
+    def fallback_ended(self, outcome: str) -> None:
+        RELAY_FALLBACKS.labels(outcome).inc()

@@ -1,10 +1,12 @@
 """The relay's consumer: the durable `ai-runner-relay` over `job.submitted.>`, one reader task per
-submitted prediction whose model streams, its message held unacknowledged (and marked in
-progress) while the stream is read, so the streams of a replica that dies are redelivered.
+submitted prediction (its stream read, or without a stream URL the prediction itself), its
+message held unacknowledged (and marked in progress) meanwhile, so the streams of a replica that
+dies are redelivered.
 
 A message is acknowledged once its stream is done or given up, or once its job ends (completed
 or failed going by on core NATS); on SIGTERM each is handed back at once, for another replica
-(or the restarted process) to read on from the log's end.
+(or the restarted process) to read on from the log's end. One timer for all streams marks their
+messages in progress, another sends their progress (`event: progress` of `/events`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, DrainTimeoutError
 from nats.js import JetStreamContext
 
+from ai_runner.handlers.progress import PROGRESS_EVERY_S
 from ai_runner.handlers.relaying import Relay
 from ai_runner.ports import RelayObserver
 from jobs_proto.events import JobSubmitted, decode_event
@@ -75,12 +78,16 @@ class RelayConsumer:
             await self._nc.subscribe(self._subjects.kind(kind), cb=self._job_ended)
             for kind in ("completed", "failed")
         ]
-        ticker = asyncio.ensure_future(self._mark_in_progress(stop))
+        tickers = [
+            asyncio.ensure_future(self._mark_in_progress(stop)),
+            asyncio.ensure_future(self._send_progress(stop)),
+        ]
         self.ready.set()
         try:
             await self._fetch_until(stop, pull)
         finally:
-            ticker.cancel()
+            for ticker in tickers:
+                ticker.cancel()
             for task in list(self._held):
                 self._ending.setdefault(task, STOPPED)
                 task.cancel()
@@ -140,8 +147,12 @@ class RelayConsumer:
             log.error("not a submitted event, skipped: %s", exc)
             await _settle(msg.term())
             return
-        if not isinstance(event, JobSubmitted) or event.job_id != job_id or not event.stream_url:
-            # No stream to read: the text comes from `output` webhooks (webhook-ingest).
+        if not isinstance(event, JobSubmitted) or event.job_id != job_id:
+            await _settle(msg.ack())
+            return
+        if not event.stream_url and self._relay.reader is None:
+            # Nothing to read: the text comes from `output` webhooks (webhook-ingest) or with
+            # the job's result.
             await _settle(msg.ack())
             return
         task = asyncio.ensure_future(self._follow(msg, event))
@@ -202,6 +213,21 @@ class RelayConsumer:
                 return
             for msg in list(self._messages.values()):
                 await _settle(msg.in_progress())
+
+    async def _send_progress(self, stop: asyncio.Event) -> None:
+        """Each stream's progress, if it got text, every `PROGRESS_EVERY_S`: one timer for all
+        streams, as Replicate's `output` webhooks came at most every 500 ms per prediction."""
+        board = self._relay.progress
+        if board is None:
+            return
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PROGRESS_EVERY_S)
+                return
+            try:
+                await board.tick()
+            except Exception:
+                log.exception("progress tick failed; the next one sends the text again")
 
 
 def _retrieve(future: asyncio.Future[list[Msg]]) -> None:

@@ -5,6 +5,10 @@ Replicate replays a stream from its first character on every connection and prom
 about its event ids, so the reader counts the characters (code points) of each connection itself
 and offers each event's text at that offset; the log keeps what it lacks. What the log already
 held when the connection opened is skipped without a write.
+
+Alongside, each stream's text so far feeds its progress (`handlers/progress.py`); a stream lost
+for good while the prediction runs is replaced by reading the prediction (`fallback.py`), since
+streaming job types get no `output` webhooks.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
+from ai_runner.fallback import FallbackPolicy, PollStop, ReadPace
+from ai_runner.handlers.progress import ProgressBoard, ProgressFeed
 from ai_runner.handlers.runner import utc_now
 from ai_runner.ports import (
     LogEnd,
     NoObserver,
     OutputAppender,
+    PermanentRejection,
+    PredictionReader,
     RelayObserver,
     StreamDone,
     StreamError,
@@ -32,9 +40,10 @@ from ai_runner.ports import (
     StreamSource,
     StreamText,
 )
-from ai_runner.reconnect import JOB_OVER, GiveUp, ReconnectPolicy
+from ai_runner.reconnect import GAVE_UP, JOB_OVER, GiveUp, ReconnectPolicy
 from jobs_proto.events import JobSubmitted
 from jobs_proto.output import MAX_CHUNK_CHARS, OutputGap, beyond
+from jobs_proto.replicate import joined_output
 from jobs_runtime.errors import Unavailable
 
 # One logger for every handler module: operators and tests select the handlers' lines by it.
@@ -44,6 +53,7 @@ log = logging.getLogger(__package__)
 DONE: Final = "done"
 CANCELED: Final = "canceled"
 GONE: Final = "gone"
+NO_STREAM: Final = "no_stream"
 # Text gathered while an append is in flight, at most: past it the reader waits for the append,
 # so a stream never holds more than about one chunk whatever the token rate.
 MAX_GATHERED_CHARS: Final = MAX_CHUNK_CHARS
@@ -171,11 +181,37 @@ class Relay:
     now: Callable[[], datetime] = field(default=utc_now)
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
     jitter: Callable[[], float] = field(default=random.random)
+    # Progress of every stream (None: none sent).
+    progress: ProgressBoard | None = None
+    # Reads of a prediction whose stream is lost for good (None: none, the log waits).
+    reader: PredictionReader | None = None
+    fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
+    pace: ReadPace = field(default_factory=ReadPace)
 
     async def follow(self, event: JobSubmitted) -> str:
         """Read the prediction's stream until it is done or cannot be read any more; the
-        outcome: `done`, `canceled`, `gone` (404/410), `gave_up` or `job_over`. Cancel the
-        call to stop it earlier (the job ended, the service stops)."""
+        outcome: `done`, `canceled`, `gone` (404/410), `gave_up`, `job_over` or `no_stream`
+        (no URL). A stream lost for good (`gone`, `gave_up`) or unknown is followed by reading
+        the prediction until it ends (with a `reader`). Progress goes out meanwhile (with a
+        `progress` board). Cancel the call to stop it earlier (the job ended, the service
+        stops)."""
+        feed = None
+        if self.progress is not None:
+            feed = self.progress.open(event.job_id, event.prediction_id)
+        try:
+            # Without a URL (an adopted prediction, whose create answer was lost) there is no
+            # stream to read: the prediction is read instead, as for a stream lost for good.
+            outcome = NO_STREAM if event.stream_url is None else await self._read(event, feed)
+            if outcome in (GONE, GAVE_UP, NO_STREAM) and self.reader is not None:
+                await self._poll(event, self.reader, feed)
+            if self.progress is not None and feed is not None:
+                await self.progress.finish(feed)
+            return outcome
+        finally:
+            if self.progress is not None and feed is not None:
+                self.progress.close(feed)
+
+    async def _read(self, event: JobSubmitted, feed: ProgressFeed | None) -> str:
         assert event.stream_url is not None
         url = event.stream_url
         job_id, prediction_id = event.job_id, event.prediction_id
@@ -200,6 +236,8 @@ class Relay:
                         got_events = True
                         match item:
                             case StreamText(text):
+                                if feed is not None:
+                                    feed.add(seen, text)
                                 await appends.add(seen, text)
                                 seen += len(text)
                             case StreamError(detail):
@@ -228,3 +266,65 @@ class Relay:
                 return step.reason
             self.observer.reconnected(reason)
             await self.sleep(step.delay_s)
+
+    async def _poll(
+        self, event: JobSubmitted, reader: PredictionReader, feed: ProgressFeed | None
+    ) -> None:
+        """The stream is lost but the prediction may still run: read it (paced) until it
+        ends, offering its whole text to the log (which keeps what it lacks) and the feed."""
+        job_id, prediction_id = event.job_id, event.prediction_id
+        context = {"job_id": str(job_id), "prediction_id": prediction_id}
+        log.info("reading the prediction instead of its stream", extra=context)
+        known: LogEnd | None = None
+        failures = 0
+        while True:
+            await self.sleep(self.pace.delay())
+            final = unknown = False
+            try:
+                prediction = await reader.get(prediction_id)
+            except PermanentRejection:
+                unknown = True
+            except Unavailable as exc:
+                failures += 1
+                log.info("fallback read failed: %s", exc, extra=context)
+            else:
+                failures = 0
+                final = prediction.is_final
+                text = joined_output(prediction.output) or ""
+                if feed is not None:
+                    feed.add(0, text)
+                known = await self._offer_whole(job_id, prediction_id, text, known, context)
+            age_s = (self.now() - event.occurred_at).total_seconds()
+            step = self.fallback.next_step(
+                final=final, unknown=unknown, failures=failures, age_s=age_s, jitter=self.jitter()
+            )
+            if isinstance(step, PollStop):
+                log.info("stopped reading the prediction: %s", step.reason, extra=context)
+                self.observer.fallback_ended(step.reason)
+                return
+            await self.sleep(step.delay_s)
+
+    async def _offer_whole(
+        self,
+        job_id: uuid.UUID,
+        prediction_id: str,
+        text: str,
+        known: LogEnd | None,
+        context: dict[str, str],
+    ) -> LogEnd | None:
+        """Offer the text at offset 0; the log's end, or None when it is unknown (a failed
+        write: the next read offers everything again, and the log skips what it holds)."""
+        if not text:
+            return known
+        try:
+            if known is None:
+                known = await self.log.end(job_id, prediction_id)
+            if len(text) <= known.end:
+                return known
+            before = known.end
+            known = await self.log.offer(job_id, prediction_id, 0, text, known)
+            self.observer.appended(max(0, known.end - before))
+            return known
+        except (Unavailable, OutputGap) as exc:
+            log.info("fallback append failed: %s", exc, extra=context)
+            return None
