@@ -140,7 +140,6 @@ def _forbidden_publishes(ns: Namespace) -> list[tuple[str, str]]:
         ("ai-runner", s.get_job),
         ("ai-runner", s.list_jobs),
         ("ai-runner", s.job_change(JOB)),
-        ("ai-runner", s.progress(JOB)),
         ("ai-runner", f"$JS.ACK.{jobs}.job-store.1.1.1.1.0"),
         ("ai-runner", purge_jobs),
         # The job-store records facts, it never makes them.

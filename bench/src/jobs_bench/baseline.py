@@ -77,7 +77,7 @@ def build_app(
             model=kind.model,
             input=model_input,
             webhook=f"{webhook_url}?job={job_id}",
-            # The job type's own filter, as the system asks: start, streamed output, completed.
+            # The job type's own filter, as the system asks (a streaming model: start, completed).
             webhook_events_filter=list(kind.webhook_events),
         )
         # With a fast model the webhook can land before this update: never undo its result.

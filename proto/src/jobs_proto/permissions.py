@@ -203,6 +203,8 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
             # The relay: submitted predictions whose model streams, into the output log.
             *_pull_consumer(jobs_stream, "ai-runner-relay"),
             *_output_writer(subjects, output),
+            # The relay's progress of each stream (streaming types get no `output` webhooks).
+            f"{p}job_progress.*",
             *_key_value(claims_bucket(jobs_stream)),
             *_key_value(limits_bucket(jobs_stream)),
             *_object_store_writer(results_bucket(jobs_stream)),
