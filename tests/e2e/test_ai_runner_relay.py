@@ -31,7 +31,7 @@ from ai_runner.ports import NoObserver
 from ai_runner.reconnect import ReconnectPolicy
 from jobs_proto.api import JobProgress
 from jobs_proto.events import JobCompleted, JobSubmitted
-from jobs_proto.output import decode_chunk, output_stream
+from jobs_proto.output import OutputWanted, decode_chunk, encode_wanted, output_stream
 from jobs_proto.stream import StreamSpec, relay_consumer
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher, ensure_stream
@@ -112,7 +112,15 @@ class System:
         await EventPublisher(self.nc.jetstream(), self.subjects).publish(event)
         return job_id
 
-    async def start_relay(self, ack_wait_s: float = 30.0) -> "RunningRelay":
+    async def want(self, job_id: uuid.UUID, prediction: dict[str, Any]) -> None:
+        """What a gateway says when a client starts reading the job's text."""
+        wanted = OutputWanted(job_id=job_id, prediction_id=prediction["id"])
+        await self.nc.publish(self.subjects.output_wanted(job_id), encode_wanted(wanted))
+        await self.nc.flush()
+
+    async def start_relay(
+        self, ack_wait_s: float = 30.0, *, on_demand: bool = False
+    ) -> "RunningRelay":
         """A relay on its own NATS connection, as a replica would be; stopped after the test."""
         nc = await nats.connect(self.nats_url)
         js = nc.jetstream()
@@ -141,6 +149,7 @@ class System:
             relay=relay,
             observer=observer,
             fetch_timeout_s=0.5,
+            on_demand=on_demand,
         )
         stop = asyncio.Event()
         task = asyncio.ensure_future(consumer.run(stop))
@@ -241,6 +250,14 @@ async def system(
 
 
 async def relayed_exactly(system: System, prediction: dict[str, Any], job_id: uuid.UUID) -> str:
+    return await relayed_exactly_when(system, prediction, job_id, settled=True)
+
+
+async def relayed_exactly_when(
+    system: System, prediction: dict[str, Any], job_id: uuid.UUID, *, settled: bool
+) -> str:
+    """The log holds the prediction's final output exactly (and, with `settled`, every relay
+    message is acknowledged)."""
     final = await system.final(prediction["id"])
     expected = "".join(final["output"] or [])
     assert expected
@@ -249,7 +266,8 @@ async def relayed_exactly(system: System, prediction: dict[str, Any], job_id: uu
         return await system.text(job_id, prediction["id"]) == expected
 
     await eventually(complete, within=10)
-    await eventually(system.settled, within=10)
+    if settled:
+        await eventually(system.settled, within=10)
     return expected
 
 
@@ -263,6 +281,35 @@ async def test_streamed_text_lands_in_the_log_exactly_and_the_message_is_acknowl
         await relayed_exactly(system, prediction, job_id)
     assert observer.ends == ["done"] * 3
     assert observer.open == 0
+
+
+async def test_on_demand_a_stream_is_read_only_once_a_client_reads_its_text(
+    system: System,
+) -> None:
+    await system.configure(tokensPerS=200, latencyS=1.5)
+    running = await system.start_relay(on_demand=True)
+    watched, unwatched = await system.create("tides"), await system.create("glaciers")
+    watched_job, unwatched_job = await system.submit(watched), await system.submit(unwatched)
+    # Both are held; neither stream is opened while nobody reads.
+    await eventually(lambda: running.consumer.waiting == 2)
+    assert running.observer.open == 0
+    await system.want(watched_job, watched)
+    # Replicate's stream replays from its start: nothing is lost by starting late.
+    await relayed_exactly_when(system, watched, watched_job, settled=False)
+    assert await system.text(unwatched_job, unwatched["id"]) == ""
+    assert running.consumer.waiting == 1
+    # The unwatched job ends (its result goes by on the bus): its message is let go unread.
+    await EventPublisher(system.nc.jetstream(), system.subjects).publish(
+        JobCompleted(
+            job_id=unwatched_job,
+            occurred_at=datetime.now(UTC),
+            prediction_id=unwatched["id"],
+            prediction_status="succeeded",
+        )
+    )
+    await eventually(system.settled, within=10)
+    assert running.consumer.waiting == 0
+    assert running.observer.ends == ["done"]
 
 
 async def test_cut_connections_lose_and_repeat_nothing(system: System) -> None:
@@ -408,6 +455,9 @@ async def test_the_ai_runner_process_relays_a_streaming_jobs_text(
     )
     assert isinstance(submitted, JobSubmitted)
     assert submitted.stream_url == f"{sim.url}/v1/streams/{submitted.prediction_id}"
+    # A client reads the job's text: a gateway says so (the relay reads on demand).
+    wanted = OutputWanted(job_id=event.job_id, prediction_id=submitted.prediction_id)
+    await nats_client.publish(subjects.output_wanted(event.job_id), encode_wanted(wanted))
     output = f"{jobs_stream_ready.name}_OUTPUT"
     headers = {"Authorization": f"Bearer {SIM_TOKEN}"}
     try:

@@ -132,6 +132,7 @@ async def build_relay(
         subjects=settings.subjects,
         relay=relay,
         observer=observer,
+        on_demand=settings.relay_on_demand,
     )
     return consumer, source
 

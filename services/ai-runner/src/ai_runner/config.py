@@ -74,10 +74,14 @@ class Settings(ServiceSettings, frozen=True):
     # the consumer's configuration in `jobs_proto.stream`. Shorter only in tests of a killed
     # runner; every replica must use the same value, since each applies it to the consumer.
     consumer_ack_wait_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
-    # The relay (a streaming prediction's `urls.stream` into the output log): streams read at
-    # once by this replica, which is also the relay consumer's max_ack_pending (every replica
-    # must use the same value) and the size of its HTTP connection pool.
-    relay_max_streams: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    # The relay (a streaming prediction's `urls.stream` into the output log): submitted
+    # predictions one replica holds at once, read or waiting for a reader, which is also the
+    # relay consumer's max_ack_pending (every replica must use the same value) and the size of
+    # its HTTP connection pool.
+    relay_max_streams: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    # Read a stream only while a client reads its job's text (gateways say so, `OutputWanted`);
+    # false: read every streaming prediction's text whether anyone reads it or not.
+    relay_on_demand: bool = True
     # A connection that ends early is made again after up to base * 2^(n-1) seconds (capped),
     # n the connections in a row that brought no event; `relay_max_failures` such in a row
     # give the stream up (the job's text then comes from reading the prediction, below).

@@ -3,10 +3,13 @@ submitted prediction (its stream read, or without a stream URL the prediction it
 message held unacknowledged (and marked in progress) meanwhile, so the streams of a replica that
 dies are redelivered.
 
-A message is acknowledged once its stream is done or given up, or once its job ends (completed
-or failed going by on core NATS); on SIGTERM each is handed back at once, for another replica
-(or the restarted process) to read on from the log's end. One timer for all streams marks their
-messages in progress, another sends their progress (`event: progress` of `/events`).
+A stream is read only once some client reads its job's text (a gateway's `OutputWanted` on
+core NATS, see `ai_runner.demand`), unless `on_demand` is off; until then its message is held
+unread, costing nothing but its place. A message is acknowledged once its stream is done or
+given up, or once its job ends (completed or failed going by on core NATS); on SIGTERM each is
+handed back at once, for another replica (or the restarted process) to read on from the log's
+end. One timer for all streams marks their messages in progress, another sends their progress
+(`event: progress` of `/events`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable
 from typing import Final
@@ -24,10 +28,12 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, DrainTimeoutError
 from nats.js import JetStreamContext
 
+from ai_runner.demand import RecentlyWanted, start_now
 from ai_runner.handlers.progress import PROGRESS_EVERY_S
 from ai_runner.handlers.relaying import Relay
 from ai_runner.ports import RelayObserver
 from jobs_proto.events import JobSubmitted, decode_event
+from jobs_proto.output import OUTPUT_WANTED_EVERY_S, decode_wanted
 from jobs_proto.stream import ConsumerSpec
 from jobs_proto.subjects import SubjectError, Subjects
 from jobs_runtime.bus import ensure_consumer
@@ -53,6 +59,8 @@ class RelayConsumer:
         relay: Relay,
         observer: RelayObserver,
         fetch_timeout_s: float = 5.0,
+        on_demand: bool = True,
+        wanted_every_s: float = OUTPUT_WANTED_EVERY_S,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -68,7 +76,16 @@ class RelayConsumer:
         self._messages: dict[asyncio.Task[None], Msg] = {}
         self._by_job: dict[uuid.UUID, set[asyncio.Task[None]]] = {}
         self._ending: dict[asyncio.Task[None], str] = {}
+        # Submitted predictions nobody reads yet, held unread by job.
+        self._on_demand = on_demand
+        self._wanted = RecentlyWanted(wanted_every_s)
+        self._waiting: dict[uuid.UUID, list[tuple[Msg, JobSubmitted]]] = {}
         self.ready = asyncio.Event()
+
+    @property
+    def waiting(self) -> int:
+        """Held messages whose stream nobody reads yet."""
+        return sum(len(held) for held in self._waiting.values())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read streams until `stop` is set, then hand every held message back."""
@@ -78,6 +95,10 @@ class RelayConsumer:
             await self._nc.subscribe(self._subjects.kind(kind), cb=self._job_ended)
             for kind in ("completed", "failed")
         ]
+        if self._on_demand:
+            ends.append(
+                await self._nc.subscribe(self._subjects.all_output_wanted, cb=self._on_wanted)
+            )
         tickers = [
             asyncio.ensure_future(self._mark_in_progress(stop)),
             asyncio.ensure_future(self._send_progress(stop)),
@@ -91,6 +112,10 @@ class RelayConsumer:
             for task in list(self._held):
                 self._ending.setdefault(task, STOPPED)
                 task.cancel()
+            for held in self._waiting.values():
+                for msg, _ in held:
+                    await _settle(msg.nak())
+            self._waiting.clear()
             if self._held:
                 await asyncio.gather(*self._held, return_exceptions=True)
             for end in ends:
@@ -107,9 +132,14 @@ class RelayConsumer:
         pause = 0.1
         try:
             while not stop.is_set():
-                room = self._spec.max_ack_pending - len(self._held)
+                room = self._spec.max_ack_pending - len(self._held) - self.waiting
                 if room <= 0:
-                    await asyncio.wait({*self._held, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    # Readers end, or waiting messages are settled when their jobs end.
+                    await asyncio.wait(
+                        {*self._held, stopping},
+                        timeout=1.0,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                     continue
                 fetch = asyncio.ensure_future(
                     pull.fetch(min(room, FETCH_BATCH), timeout=self._fetch_timeout_s)
@@ -155,6 +185,37 @@ class RelayConsumer:
             # the job's result.
             await _settle(msg.ack())
             return
+        if not await self._read_now(event):
+            self._waiting.setdefault(job_id, []).append((msg, event))
+            return
+        self._start(msg, event)
+
+    async def _read_now(self, event: JobSubmitted) -> bool:
+        if not self._on_demand:
+            return True
+        if self._wanted.wanted(event.job_id, time.monotonic()):
+            return True
+        try:
+            logged = (await self._relay.log.end(event.job_id, event.prediction_id)).end
+        except Exception as exc:
+            # Unknown: reading costs some CPU, not reading may cost a reader its text.
+            log.warning("output log unreadable, the stream is read at once: %r", exc)
+            return True
+        return start_now(on_demand=True, wanted=False, logged_chars=logged)
+
+    async def _on_wanted(self, msg: Msg) -> None:
+        """A gateway has a client reading a job's text: read its waiting streams."""
+        try:
+            wanted = decode_wanted(msg.data)
+        except msgspec.DecodeError as exc:
+            log.warning("not an OutputWanted, ignored: %s", exc)
+            return
+        self._wanted.note(wanted.job_id, time.monotonic())
+        for held, event in self._waiting.pop(wanted.job_id, ()):
+            self._start(held, event)
+
+    def _start(self, msg: Msg, event: JobSubmitted) -> None:
+        job_id = event.job_id
         task = asyncio.ensure_future(self._follow(msg, event))
         self._held[task] = job_id
         self._messages[task] = msg
@@ -202,6 +263,9 @@ class RelayConsumer:
         for task in self._by_job.get(job_id, ()):
             self._ending[task] = JOB_ENDED
             task.cancel()
+        # Nobody read these: the text comes with the job's result.
+        for held, _ in self._waiting.pop(job_id, ()):
+            await _settle(held.ack())
 
     async def _mark_in_progress(self, stop: asyncio.Event) -> None:
         """Tell JetStream every held message is still being worked on, well within ack_wait:
@@ -213,6 +277,21 @@ class RelayConsumer:
                 return
             for msg in list(self._messages.values()):
                 await _settle(msg.in_progress())
+            await self._sweep_waiting()
+
+    async def _sweep_waiting(self) -> None:
+        """Marks the waiting messages in progress, and lets go of those whose job must be over
+        by now (its end on core NATS was missed): nobody will read them."""
+        now = self._relay.now()
+        for job_id, held in list(self._waiting.items()):
+            for msg, event in list(held):
+                if self._relay.policy.is_over((now - event.occurred_at).total_seconds()):
+                    held.remove((msg, event))
+                    await _settle(msg.ack())
+                else:
+                    await _settle(msg.in_progress())
+            if not held:
+                self._waiting.pop(job_id, None)
 
     async def _send_progress(self, stop: asyncio.Event) -> None:
         """Each stream's progress, if it got text, every `PROGRESS_EVERY_S`: one timer for all
