@@ -20,7 +20,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from ai_runner.adapters.output import LogAppender
-from ai_runner.adapters.progress import CoreNatsProgress
 from ai_runner.adapters.reader import HttpPredictionReader
 from ai_runner.adapters.relay import RelayConsumer
 from ai_runner.adapters.streams import HttpStreamSource
@@ -37,6 +36,7 @@ from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher, ensure_stream
 from jobs_runtime.http import HttpServer
 from jobs_runtime.output import OutputLog
+from jobs_runtime.progress import CoreNatsProgress
 from jobs_runtime.settings import load_settings
 from jobs_testkit.waiting import eventually
 from replicate_sim.app import build_app

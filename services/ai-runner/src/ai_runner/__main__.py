@@ -19,7 +19,6 @@ from ai_runner.adapters.jobstore import NatsStuckJobFinder
 from ai_runner.adapters.limits import KvLimits, limits_bucket
 from ai_runner.adapters.metrics import PrometheusObserver
 from ai_runner.adapters.output import LogAppender
-from ai_runner.adapters.progress import CoreNatsProgress
 from ai_runner.adapters.reader import HttpPredictionReader
 from ai_runner.adapters.relay import RelayConsumer
 from ai_runner.adapters.replicate import ReplicatePredictions
@@ -47,6 +46,7 @@ from jobs_runtime import commands, periodic
 from jobs_runtime.bus import ensure_stream
 from jobs_runtime.consumer import ConsumerLoop, retry_delay
 from jobs_runtime.output import OutputLog
+from jobs_runtime.progress import CoreNatsProgress
 from jobs_runtime.results import result_store
 from jobs_runtime.service import Service, run_service
 

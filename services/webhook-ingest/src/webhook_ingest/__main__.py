@@ -17,9 +17,9 @@ from typing import Final, NoReturn
 
 from jobs_runtime import commands
 from jobs_runtime.commands import FAILED, OK, Command, load_or_exit
+from jobs_runtime.progress import CoreNatsProgress
 from jobs_runtime.service import Service, run_service
 from webhook_ingest.adapters.bus import (
-    CoreNatsProgress,
     JetStreamEvents,
     LoggedOutput,
     NatsWebhookParking,

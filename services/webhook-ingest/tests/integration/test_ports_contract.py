@@ -21,9 +21,9 @@ from jobs_proto.stream import StreamSpec, parked_stream
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
 from jobs_runtime.errors import Unavailable
+from jobs_runtime.progress import CoreNatsProgress
 from jobs_runtime.results import bucket_name, load_result, result_ref, result_store
 from webhook_ingest.adapters.bus import (
-    CoreNatsProgress,
     JetStreamEvents,
     NatsWebhookParking,
     ObjectStoreResults,

@@ -8,13 +8,11 @@ from __future__ import annotations
 import uuid
 from typing import Final
 
-import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
-from jobs_proto.api import JobProgress
 from jobs_proto.events import JobEvent, JobStarted
 from jobs_proto.job_types import LONGEST_DEADLINE_S
 from jobs_proto.output import OutputGap, output_stream
@@ -132,25 +130,6 @@ class NatsWebhookParking:
         except _BUS_ERRORS as exc:
             raise Unavailable(f"the webhook could not be parked: {exc!r}") from exc
         return bool(ack.duplicate)
-
-
-class CoreNatsProgress:
-    """Publishes partial output on `job_progress.<jobId>`, fire and forget."""
-
-    def __init__(self, nc: NATS, subjects: Subjects) -> None:
-        self._nc = nc
-        self._subjects = subjects
-
-    async def send(self, progress: JobProgress) -> None:
-        if not self._nc.is_connected:
-            # Stale by the time NATS is back: the next output webhook carries all the text.
-            raise Unavailable("not connected to NATS")
-        try:
-            await self._nc.publish(
-                self._subjects.progress(progress.job_id), msgspec.json.encode(progress)
-            )
-        except _BUS_ERRORS as exc:
-            raise Unavailable(f"progress not sent: {exc!r}") from exc
 
 
 class LoggedOutput:

@@ -1,5 +1,6 @@
-"""The `ProgressSink` port on core NATS: `JobProgress` published on `job_progress.<jobId>`, fire
-and forget (no reply waited for), as webhook-ingest published it from `output` webhooks."""
+"""Partial output on core NATS: `JobProgress` published on `job_progress.<jobId>`, fire and
+forget (no reply waited for); the ai-runner's relay (streaming models) and webhook-ingest
+(`output` webhooks of the others) send it, the gateway's `/events` pushes it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ _encode = msgspec.json.Encoder().encode
 
 class CoreNatsProgress:
     """Publishes progress; raises `Unavailable` when NATS cannot take it now (stale by the time
-    it is back: the next tick sends the text again)."""
+    it is back: the next progress carries all the text again)."""
 
     def __init__(self, nc: NATS, subjects: Subjects) -> None:
         self._nc = nc
