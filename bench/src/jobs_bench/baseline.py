@@ -52,6 +52,9 @@ _FINAL = {"succeeded": "succeeded", "failed": "failed", "canceled": "canceled"}
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+# What the original design asked Replicate for: its text came from `output` webhooks.
+ORIGINAL_WEBHOOK_EVENTS = ("start", "output", "completed")
+
 
 def build_app(
     pool: asyncpg.Pool, client: replicate.Client, webhook_url: str, secret: str
@@ -77,8 +80,9 @@ def build_app(
             model=kind.model,
             input=model_input,
             webhook=f"{webhook_url}?job={job_id}",
-            # The job type's own filter, as the system asks (a streaming model: start, completed).
-            webhook_events_filter=list(kind.webhook_events),
+            # The original design shows a job's text only through `output` webhooks (it has no
+            # relay): it asks for them whatever the system's job types ask for.
+            webhook_events_filter=list(ORIGINAL_WEBHOOK_EVENTS),
         )
         # With a fast model the webhook can land before this update: never undo its result.
         await pool.execute(
