@@ -153,7 +153,9 @@ class TokenFigures:
     profiles: dict[str, dict[str, Any]]
 
 
-async def _measure(system: EventDrivenSystem, size: TokenSize, work: Path) -> TokenFigures:
+async def _measure(
+    system: EventDrivenSystem, size: TokenSize, work: Path, latency_s: float
+) -> TokenFigures:
     base = system.stack.gateway_url
     runner = system.stack.processes["ai-runner"].process.pid
     auth = {"Authorization": f"Bearer {system.token}"}
@@ -187,6 +189,9 @@ async def _measure(system: EventDrivenSystem, size: TokenSize, work: Path) -> To
                 break
             await asyncio.sleep(0.2)
         all_streaming = await _count(system.database_url, job_ids, ("processing",)) == size.jobs
+        # A prediction starts writing a tenth of its `latencyS` after its creation: the last
+        # one created has begun by then.
+        await asyncio.sleep(latency_s * 0.1)
         roots = {name: pid for name, pid in system.roots().items() if name in RELAY_PATH}
         services = {n: p for n, p in roots.items() if n != "nats"}
         sampling = profile.start(services, size.window_s, work)
@@ -225,13 +230,12 @@ def token_latency(ctx: Context) -> list[Row]:
     size = TOKEN_SIZES[ctx.size.name]
     raise_open_files(4 * size.jobs + 1000)
     seconds = ANSWER_TOKENS / size.tokens_per_s
+    # The final state comes after the whole answer is written (it starts at a tenth).
+    latency_s = seconds / 0.9 + 2
     with ctx.event_driven() as system:
-        # The final state comes after the whole answer is written (it starts at a tenth).
-        set_simulator(
-            system.simulator_url, tokensPerS=size.tokens_per_s, latencyS=seconds / 0.9 + 2
-        )
+        set_simulator(system.simulator_url, tokensPerS=size.tokens_per_s, latencyS=latency_s)
         try:
-            figures = asyncio.run(_measure(system, size, ctx.work))
+            figures = asyncio.run(_measure(system, size, ctx.work, latency_s))
         finally:
             with contextlib.suppress(httpx.HTTPError):
                 set_simulator(system.simulator_url, tokensPerS=50, latencyS=ctx.size.job_s)
