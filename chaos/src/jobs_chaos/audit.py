@@ -115,6 +115,15 @@ def expected_status(predictions: tuple[Prediction, ...], stored: StoredJob) -> s
     return completed[0].status
 
 
+def first_difference(one: str, other: str) -> int:
+    """The first character at which two texts differ (where the shorter ends, if one is the
+    other's start)."""
+    return next(
+        (i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b),
+        min(len(one), len(other)),
+    )
+
+
 def stream_fault(chunks: tuple[tuple[int, str], ...], output: str) -> str | None:
     """What is wrong with an output log against the job's output: a chunk that does not start
     where the previous one ended (a gap, or characters written twice), or text that is not the
@@ -127,11 +136,7 @@ def stream_fault(chunks: tuple[tuple[int, str], ...], output: str) -> str | None
         end += len(text)
     joined = "".join(text for _, text in chunks)
     if not output.startswith(joined):
-        at = next(
-            (i for i, (a, b) in enumerate(zip(joined, output, strict=False)) if a != b),
-            len(output),
-        )
-        return f"the log differs from the output at character {at}"
+        return f"the log differs from the output at character {first_difference(joined, output)}"
     return None
 
 
@@ -144,10 +149,7 @@ def read_fault(read: tuple[str, str | None, str | None], status: str, output: st
     if done != status:
         return f"done said {done}, the job is {status}"
     if status == "succeeded" and text != output:
-        at = next(
-            (i for i, (a, b) in enumerate(zip(text, output, strict=False)) if a != b),
-            min(len(text), len(output)),
-        )
+        at = first_difference(text, output)
         return f"the text read differs from the output at character {at}"
     return None
 

@@ -191,17 +191,17 @@ class RelayConsumer:
         self._start(msg, event)
 
     async def _read_now(self, event: JobSubmitted) -> bool:
-        if not self._on_demand:
-            return True
-        if self._wanted.wanted(event.job_id, time.monotonic()):
-            return True
-        try:
-            logged = (await self._relay.log.end(event.job_id, event.prediction_id)).end
-        except Exception as exc:
-            # Unknown: reading costs some CPU, not reading may cost a reader its text.
-            log.warning("output log unreadable, the stream is read at once: %r", exc)
-            return True
-        return start_now(on_demand=True, wanted=False, logged_chars=logged)
+        wanted = self._wanted.wanted(event.job_id, time.monotonic())
+        logged = 0
+        # The log is asked only when its answer can decide.
+        if self._on_demand and not wanted:
+            try:
+                logged = (await self._relay.log.end(event.job_id, event.prediction_id)).end
+            except Exception as exc:
+                # Unknown: reading costs some CPU, not reading may cost a reader its text.
+                log.warning("output log unreadable, the stream is read at once: %r", exc)
+                return True
+        return start_now(on_demand=self._on_demand, wanted=wanted, logged_chars=logged)
 
     async def _on_wanted(self, msg: Msg) -> None:
         """A gateway has a client reading a job's text: read its waiting streams."""
