@@ -6,6 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
+from jobs_testkit.plugin import delete_streams_at
 from jobs_testkit.servers import NatsServer, free_port
 from jobs_testkit.stack import Ports, Stack
 
@@ -56,6 +57,7 @@ def stack(
         yield running
     finally:
         codes = running.stop()
+        asyncio.run(delete_streams_at(nats_url, running.jobs_stream))
         assert all(code == 0 for code in codes.values()), codes
         if nats_server is not None:
             assert nats_server.violations(running.subject_prefix) == []

@@ -23,6 +23,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from jobs_proto.api import JobChanged
 from jobs_proto.stream import StreamSpec, jobs_stream
@@ -159,11 +160,36 @@ async def nats_client(nats_url: str) -> AsyncIterator[NATS]:
 async def jobs_stream_ready(
     nats_client: NATS, stream_spec: StreamSpec
 ) -> AsyncIterator[StreamSpec]:
-    """This test's own `JOBS` stream, created as the services create it, deleted afterwards."""
+    """This test's own `JOBS` stream, created as the services create it, deleted afterwards
+    with every stream, bucket and object store the services named after it."""
     js = nats_client.jetstream()
     await ensure_stream(js, stream_spec)
     yield stream_spec
-    await js.delete_stream(stream_spec.name)
+    await delete_streams_of(js, stream_spec.name)
+
+
+async def delete_streams_of(js: JetStreamContext, jobs_stream: str) -> None:
+    """Delete `jobs_stream` and its companions (`<JOBS>_OUTPUT`, `_PARKED`, `KV_<JOBS>_CLAIMS`,
+    ...): each holds its `max_bytes` (the output log a whole GiB) of the server's storage as long
+    as it lives, so a session that left them behind runs out of it."""
+    names: list[str] = []
+    while True:
+        page = await js.streams_info(offset=len(names))
+        names += [info.config.name for info in page if info.config.name]
+        if not page:
+            break
+    for name in names:
+        if name == jobs_stream or f"{jobs_stream}_" in name:
+            await js.delete_stream(name)
+
+
+async def delete_streams_at(nats_url: str, jobs_stream: str) -> None:
+    """`delete_streams_of` over a connection of its own, for fixtures that outlive a test's."""
+    nc = await nats.connect(nats_url)
+    try:
+        await delete_streams_of(nc.jetstream(), jobs_stream)
+    finally:
+        await nc.close()
 
 
 @pytest.fixture(scope="session")
