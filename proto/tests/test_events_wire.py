@@ -1,5 +1,6 @@
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import msgspec
 import pytest
@@ -18,6 +19,7 @@ from jobs_proto.events import (
     decode_event,
     encode_event,
 )
+from jobs_proto.spend import Price
 
 JOB = uuid.UUID("2f1c7a52-8a4e-4f51-9a57-5e3a1d2b9c01")
 AT = datetime(2026, 11, 28, 12, 0, 0, 123000, tzinfo=UTC)
@@ -31,10 +33,14 @@ PINNED: list[tuple[JobEvent, bytes]] = [
             user_id="user-1",
             job_type="script_generation",
             input={"topic": "tides"},
+            price=Price(per_output_token_usd=Decimal("0.000012")),
+            reserved_micros=110_000,
         ),
         b'{"kind":"requested","jobId":"2f1c7a52-8a4e-4f51-9a57-5e3a1d2b9c01",'
         b'"occurredAt":"2026-11-28T12:00:00.123000Z","userId":"user-1",'
-        b'"jobType":"script_generation","input":{"topic":"tides"}}',
+        b'"jobType":"script_generation","input":{"topic":"tides"},'
+        b'"price":{"perInputTokenUsd":null,"perOutputTokenUsd":"0.000012",'
+        b'"perPredictSecondUsd":null},"reservedMicros":110000}',
     ),
     (
         JobSubmitted(
@@ -62,11 +68,14 @@ PINNED: list[tuple[JobEvent, bytes]] = [
             output="Once upon a tide",
             webhook_id="msg_2",
             predict_time_s=1.5,
+            input_tokens=12,
+            output_tokens=340,
         ),
         b'{"kind":"completed","jobId":"2f1c7a52-8a4e-4f51-9a57-5e3a1d2b9c01",'
         b'"occurredAt":"2026-11-28T12:00:00.123000Z","predictionId":"p1",'
         b'"predictionStatus":"succeeded","output":"Once upon a tide","outputRef":null,'
-        b'"error":null,"dataRemoved":false,"webhookId":"msg_2","predictTimeS":1.5}',
+        b'"error":null,"dataRemoved":false,"webhookId":"msg_2","predictTimeS":1.5,'
+        b'"inputTokens":12,"outputTokens":340}',
     ),
     (
         JobFailed(

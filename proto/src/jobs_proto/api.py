@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -41,6 +41,18 @@ class JobView(Message, frozen=True):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    # null until the prediction ends; a job that never ran ends with a zero cost.
+    usage: JobUsage | None = None
+
+
+class JobUsage(Message, frozen=True):
+    """What a job's final prediction reported in its `metrics`, and what that cost (the
+    contract's formula over the type's price when the job was admitted; `failed`: 0)."""
+
+    predict_time_s: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float
 
 
 class JobSummary(Message, frozen=True):
@@ -120,6 +132,9 @@ class Problem(Message, frozen=True, omit_defaults=True):
     status: int
     detail: str
     errors: list[ProblemDetail] | None = None
+    # `budget-exceeded` only: the budget the job would pass, and what is left of it.
+    limit_usd: float | None = None
+    remaining_usd: float | None = None
 
 
 class HealthStatus(Message, frozen=True):
@@ -264,3 +279,58 @@ class JobHistory(Message, frozen=True):
     entries: list[JobHistoryEntry] | None
     truncated: bool = False
     next_cursor: str | None = None
+
+
+class PriceView(Message, frozen=True):
+    """A job type's price per unit in dollars (`null`: not charged that way)."""
+
+    per_input_token_usd: float | None
+    per_output_token_usd: float | None
+    per_predict_second_usd: float | None
+
+
+class JobTypeView(Message, frozen=True):
+    """One job type as `GET /api/job-types` shows it, so a page can show the price first."""
+
+    type: str
+    model: str
+    streams: bool
+    deadline_s: int
+    input_schema: dict[str, Any]
+    price: PriceView
+    max_cost_usd: float
+
+
+class JobTypeList(Message, frozen=True):
+    """Answer to `GET /api/job-types`."""
+
+    items: list[JobTypeView]
+
+
+class TypeUsageView(Message, frozen=True):
+    jobs: int
+    cost_usd: float
+
+
+class BudgetView(Message, frozen=True):
+    """The caller's budget for the current calendar month (UTC)."""
+
+    period_start: date
+    limit_usd: float
+    spent_usd: float
+    reserved_usd: float
+    remaining_usd: float
+
+
+class UsageView(Message, frozen=True):
+    """Answer to `GET /api/usage`: the caller's ended jobs admitted from `from` to `to` (UTC
+    days, inclusive), in all, by type and by day, and the month's budget (`null`: none)."""
+
+    from_: date = msgspec.field(name="from")
+    to: date
+    jobs: int
+    cost_usd: float
+    by_type: dict[str, TypeUsageView]
+    # Days with ended jobs only (`YYYY-MM-DD`): the page's spend-per-day chart.
+    by_day: dict[date, TypeUsageView]
+    budget: BudgetView | None

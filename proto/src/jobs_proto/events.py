@@ -13,6 +13,7 @@ from typing import Any, Final, TypeAlias, cast
 import msgspec
 
 from jobs_proto.base import Message
+from jobs_proto.spend import Price
 from jobs_proto.status import FinalPredictionStatus
 from jobs_proto.wire import decode_json
 
@@ -41,6 +42,10 @@ class JobRequested(JobEvent, frozen=True, tag="requested"):
     user_id: str
     job_type: str
     input: dict[str, Any]
+    # The type's price and the budget reserved at admission, so the job-store (and a replay)
+    # charges the job as it was priced when admitted; None in events older than prices.
+    price: Price | None = None
+    reserved_micros: int | None = None
 
 
 class JobSubmitted(JobEvent, frozen=True, tag="submitted"):
@@ -77,6 +82,9 @@ class JobCompleted(JobEvent, frozen=True, tag="completed"):
     data_removed: bool = False
     webhook_id: str | None = None
     predict_time_s: float | None = None
+    # The prediction's `metrics` token counts (language models report them): what it is billed.
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 class JobFailed(JobEvent, frozen=True, tag="failed"):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from jobs_proto.base import Message
+from jobs_proto.spend import Price
 
 WebhookEvent = Literal["start", "output", "logs", "completed"]
 
@@ -74,6 +76,10 @@ class JobType:
     prompt: Callable[[Any], str]
     system_instruction: str
     deadline_s: int
+    # What its model costs at Replicate, and the most one job may cost: admission reserves
+    # `max_cost_usd` against the user's budget, the job's end settles it to the real cost.
+    price: Price
+    max_cost_usd: Decimal
     max_output_tokens: int = 8192
     # Whether the model writes its text to `urls.stream` as it goes (Replicate's language
     # models do): the ai-runner relays it; otherwise the text comes from `output` webhooks.
@@ -104,6 +110,12 @@ class JobType:
 STREAMING_EVENTS: Final[tuple[WebhookEvent, ...]] = ("start", "completed")
 NON_STREAMING_EVENTS: Final[tuple[WebhookEvent, ...]] = ("start", "output", "completed")
 _GEMINI: Final = "google/gemini-3-pro"
+# EXAMPLE PRICES, TO REPLACE with the ones on the model's Replicate page before anyone is billed
+# by them (README, "Prices and budgets"): Gemini 3 Pro's published rate, $2 per million input
+# tokens and $12 per million output tokens, no per-second charge.
+_GEMINI_PRICE: Final = Price(
+    per_input_token_usd=Decimal("0.000002"), per_output_token_usd=Decimal("0.000012")
+)
 
 JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
     {
@@ -116,6 +128,8 @@ JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
                 prompt=_script_prompt,
                 system_instruction="You write engaging, well-structured video scripts.",
                 deadline_s=600,
+                price=_GEMINI_PRICE,
+                max_cost_usd=Decimal("0.11"),
             ),
             JobType(
                 name="video_outline",
@@ -124,6 +138,8 @@ JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
                 prompt=_outline_prompt,
                 system_instruction="You plan clear, well-paced video outlines.",
                 deadline_s=300,
+                price=_GEMINI_PRICE,
+                max_cost_usd=Decimal("0.11"),
             ),
             JobType(
                 name="title_generation",
@@ -132,6 +148,8 @@ JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
                 prompt=_titles_prompt,
                 system_instruction="You write short, specific, honest video titles.",
                 deadline_s=180,
+                price=_GEMINI_PRICE,
+                max_cost_usd=Decimal("0.02"),
                 max_output_tokens=1024,
             ),
         )

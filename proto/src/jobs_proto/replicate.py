@@ -49,6 +49,22 @@ class ReplicatePrediction(msgspec.Struct, frozen=True, kw_only=True):
     def is_final(self) -> bool:
         return self.status in FINAL_PREDICTION_STATUSES
 
+    def _count(self, name: str) -> int | None:
+        value = (self.metrics or {}).get(name)
+        # bool is an int to Python, never a count to Replicate.
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return None
+        return value
+
+    @property
+    def input_tokens(self) -> int | None:
+        """`metrics.input_token_count` (official language models report it), if a count."""
+        return self._count("input_token_count")
+
+    @property
+    def output_tokens(self) -> int | None:
+        return self._count("output_token_count")
+
     @property
     def predict_time_s(self) -> float | None:
         value = (self.metrics or {}).get("predict_time")
@@ -147,4 +163,6 @@ def completed_event(
         data_removed=prediction.data_removed,
         webhook_id=webhook_id,
         predict_time_s=predict_time_s,
+        input_tokens=prediction.input_tokens,
+        output_tokens=prediction.output_tokens,
     )

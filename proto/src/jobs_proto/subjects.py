@@ -136,6 +136,21 @@ class Subjects:
         return self.request("job-store", "stuck")
 
     @property
+    def reserve_budget(self) -> str:
+        """The job-store's budget reservation (`ReserveBudget` in, `BudgetDecision` out)."""
+        return self.request("job-store", "reserve")
+
+    @property
+    def release_budget(self) -> str:
+        """Frees an unpublished job's reservation (`ReleaseBudget` in, `BudgetDecision` out)."""
+        return self.request("job-store", "release")
+
+    @property
+    def usage(self) -> str:
+        """A user's spend and budget (`GetUsage` in, `UsageReport` out)."""
+        return self.request("job-store", "usage")
+
+    @property
     def job_history(self) -> str:
         """The job-store's history endpoint (`GetJobHistory` in, `JobHistory` out)."""
         return self.request("job-store", "history")
