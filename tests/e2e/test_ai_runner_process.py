@@ -663,12 +663,16 @@ async def test_a_job_canceled_before_the_runner_took_it_never_gets_a_prediction(
     sim: RunningSim,
     start_runner: StartRunner,
 ) -> None:
-    await start_runner()
+    runner = await start_runner()
     publisher = EventPublisher(nats_client.jetstream(), subjects)
     event = job()
     # The cancel is handled first (a `requested` that reaches the runner late, e.g.
     # redelivered); both in one batch would race, and the loser's prediction is canceled.
+    # Waiting for the handler's count, not the consumer's: a consumer learns of a new message
+    # a moment after the publish is acknowledged, so "nothing pending" can come before it.
     await publisher.publish(cancel_of(event))
+    handled = 'ai_runner_cancellations_total{job_type="unknown",stage="before_creation"}'
+    await eventually(lambda: _counted(runner, handled))
     await eventually(lambda: settled(nats_client, jobs_stream_ready, "ai-runner-cancels"))
     await publisher.publish(event)
     await eventually(lambda: settled(nats_client, jobs_stream_ready))
@@ -676,6 +680,10 @@ async def test_a_job_canceled_before_the_runner_took_it_never_gets_a_prediction(
     assert sim.creates.started == 0
     assert await sim.audit(event.job_id) == []
     assert await events_of_kind(nats_client, jobs_stream_ready, subjects, "submitted") == 0
+
+
+async def _counted(runner: RunnerProcess, sample: str) -> bool:
+    return await runner.metric(sample) == 1
 
 
 # Attempts and Replicate's limits -----------------------------------------------------------------
