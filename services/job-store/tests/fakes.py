@@ -47,6 +47,14 @@ def _columns(row: JobRow) -> dict[str, Any]:
         "deadline_at": row.deadline_at,
         "attempts": row.attempts,
         "input_truncated": row.input_truncated,
+        "price_input_token_usd": row.price_input_token_usd,
+        "price_output_token_usd": row.price_output_token_usd,
+        "price_predict_second_usd": row.price_predict_second_usd,
+        "reserved_micros": row.reserved_micros,
+        "predict_time_s": row.predict_time_s,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "cost_micros": row.cost_micros,
     }
 
 
