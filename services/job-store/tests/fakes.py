@@ -312,6 +312,8 @@ class RecordingObserver(NoObserver):
         self.waits: list[str] = []
         self.commits: list[tuple[int, str]] = []
         self.purges: list[int] = []
+        self.spend: list[tuple[str, int]] = []
+        self.released: list[int] = []
 
     def applied(self, kind: str, outcome: str, seconds: float) -> None:
         assert seconds >= 0
@@ -325,6 +327,12 @@ class RecordingObserver(NoObserver):
 
     def purges_published(self, jobs: int) -> None:
         self.purges.append(jobs)
+
+    def spent(self, job_type: str, micros: int) -> None:
+        self.spend.append((job_type, micros))
+
+    def reservations_released(self, count: int) -> None:
+        self.released.append(count)
 
 
 class RecordingAnnouncer:

@@ -123,7 +123,12 @@ def fits(amount_micros: int, limit_micros: int | None, totals: Totals) -> bool:
     return totals.spent_micros + totals.reserved_micros + amount_micros <= limit_micros
 
 
-def refusal(scope: BudgetScope, limit_micros: int, totals: Totals) -> BudgetDecision:
+def refusal(
+    scope: BudgetScope, amount_micros: int, limit_micros: int | None, totals: Totals
+) -> BudgetDecision | None:
+    """The refusal when reserving `amount_micros` would pass the period's limit, else None."""
+    if limit_micros is None or fits(amount_micros, limit_micros, totals):
+        return None
     return BudgetDecision(
         admitted=False,
         exceeded=scope,

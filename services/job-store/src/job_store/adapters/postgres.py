@@ -180,8 +180,12 @@ class PostgresJobStore:
         return int(await self._pool.fetchval("SELECT count(*) FROM jobs"))
 
     async def truncate(self) -> None:
-        """Empty `jobs` and `job_history` (replay's `--truncate`)."""
-        await self._pool.execute("TRUNCATE jobs, job_history")
+        """Empty `jobs`, `job_history` and what is summed from them, budgets and usage
+        (replay's `--truncate`): the replay rebuilds them all."""
+        await self._pool.execute(
+            "TRUNCATE jobs, job_history, budget_reservations, budget_months, budget_days,"
+            " usage_days"
+        )
 
     async def ping(self) -> None:
         """Readiness: the pool hands out a connection and Postgres answers."""
