@@ -4,6 +4,7 @@ replay that rebuilds the same sums to the micro-dollar."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -397,3 +398,31 @@ async def test_a_replay_rebuilds_budgets_and_usage_to_the_micro_dollar(
         assert await sums(target) == live
     finally:
         await target.close()
+
+
+async def test_concurrent_reservations_and_settlements_queue_without_deadlocks(
+    store: PostgresJobStore, budgets: PostgresBudgets, pool: Pool
+) -> None:
+    # Batches that end jobs of several users in opposite orders, beside reservations for those
+    # users and a global limit: all take reservation, month and day rows in one order.
+    users = [f"user-{i}" for i in range(4)]
+    jobs = {uuid.uuid4(): users[i % 4] for i in range(24)}
+    for job, user in jobs.items():
+        await _apply(store, _requested(job, user=user), submitted(job))
+    ids = list(jobs)
+    ends = [[_ran(j) for j in ids[k::3]] for k in range(3)]
+    ends[1].reverse()
+    newcomers = [uuid.uuid4() for _ in range(12)]
+    results = await asyncio.gather(
+        *(apply_events(batch, store) for batch in ends),
+        *(apply_events(batch, LockingOnly(store)) for batch in ([*reversed(ends[0])],)),
+        *(
+            budgets.reserve(_reserve(j, user=users[i % 4], global_limit=10**9))
+            for i, j in enumerate(newcomers)
+        ),
+        return_exceptions=True,
+    )
+    assert not [r for r in results if isinstance(r, BaseException)]
+    for user in users:
+        assert await budgets.month(user, MONTH) == Totals(6 * COST, 3 * AMOUNT)
+    assert await budgets.day(DAY) == Totals(24 * COST, 12 * AMOUNT)
