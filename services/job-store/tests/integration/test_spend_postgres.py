@@ -375,13 +375,14 @@ async def test_a_replay_rebuilds_budgets_and_usage_to_the_micro_dollar(
         # The gateway reserves first (all but one: budgets off for it), then publishes.
         if i != 3:
             assert (await budgets.reserve(_reserve(job, user=user, at_=at(s)))).admitted
-        ends: list[AnyJobEvent] = [
+        stories: list[list[AnyJobEvent]] = [
             [submitted(job, s=s + 1), _ran(job, s=s + 5)],
             [submitted(job, s=s + 1), _ran(job, "failed", s=s + 5)],
             [cancel(job, s=s + 1), _ran(job, "canceled", s=s + 9)],
             [failed(job, s=s + 2)],
             [submitted(job, s=s + 1)],  # still running: its reservation stays
-        ][i % 5]
+        ]
+        ends = stories[i % 5]
         log += [request, *ends]
     # Live: one event at a time, some twice (redelivery).
     for event in log:
