@@ -4,11 +4,15 @@ and the sweep releasing a reservation whose job never came."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 from nats.aio.client import Client as NATS
@@ -65,8 +69,35 @@ def _metric(process: ServiceProcess, line_start: str) -> float | None:
     return None
 
 
-async def test_a_reserved_job_is_settled_from_the_stream_and_counted(
-    job_store: ServiceProcess, nats_client: NATS, subjects: Subjects
+async def _sums(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    queries = {
+        "months": "SELECT * FROM budget_months ORDER BY user_id, month",
+        "days": "SELECT * FROM budget_days ORDER BY day",
+        "usage": "SELECT * FROM usage_days ORDER BY user_id, day, job_type",
+        "reservations": "SELECT job_id, user_id, month, day, amount_micros"
+        " FROM budget_reservations ORDER BY job_id",
+        "jobs": "SELECT id, reserved_micros, predict_time_s, input_tokens, output_tokens,"
+        " cost_micros FROM jobs ORDER BY id",
+    }
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {name: [tuple(r) for r in await conn.fetch(q)] for name, q in queries.items()}
+    finally:
+        await conn.close()
+
+
+def _replay(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [command_path("job-store"), "replay", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_a_reserved_job_is_settled_from_the_stream_and_counted_and_replayed(
+    job_store: ServiceProcess, nats_client: NATS, subjects: Subjects, other_database_url: str
 ) -> None:
     job = uuid.uuid4()
     now = datetime.now(UTC)
@@ -125,6 +156,15 @@ async def test_a_reserved_job_is_settled_from_the_stream_and_counted(
     spent = _metric(job_store, 'jobs_spend_usd_total{job_type="script_generation"}')
     assert spent is not None
     assert abs(spent - cost / 1e6) < 1e-9
+
+    # `job-store replay` rebuilds the same sums from the stream, to the micro-dollar, and
+    # again after `--truncate` (which empties the sums with the jobs).
+    live = await _sums(job_store.env["DATABASE_URL"])
+    env = {**job_store.env, "DATABASE_URL": other_database_url}
+    for args in ((), ("--truncate",)):
+        replayed = await asyncio.to_thread(_replay, env, *args)
+        assert replayed.returncode == 0, replayed.stderr
+        assert await _sums(other_database_url) == live
 
 
 async def test_the_sweep_releases_a_reservation_whose_job_never_came(
