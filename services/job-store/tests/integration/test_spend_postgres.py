@@ -15,8 +15,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from job_store.adapters.budgets import PostgresBudgets
+from job_store.adapters.budgets import BUDGETS_LOCK_KEY, PostgresBudgets
 from job_store.adapters.database import Pool, create_pool
+from job_store.adapters.migrations import load_migrations
 from job_store.adapters.postgres import PostgresJobStore
 from job_store.batches import apply_events
 from job_store.budgets import release_budget, release_stale_reservations, usage_report
@@ -427,3 +428,34 @@ async def test_concurrent_reservations_and_settlements_queue_without_deadlocks(
     for user in users:
         assert await budgets.month(user, MONTH) == Totals(6 * COST, 3 * AMOUNT)
     assert await budgets.day(DAY) == Totals(24 * COST, 12 * AMOUNT)
+
+
+async def test_mixed_batches_of_requests_and_ends_run_side_by_side_without_deadlocks(
+    store: PostgresJobStore, budgets: PostgresBudgets
+) -> None:
+    # Budgets off at the gateway: each request reserves in the statement that inserts it, the
+    # same statement that settles the batch's ends (two trigger firings, one transaction).
+    users = [f"user-{i}" for i in range(6)]
+    rounds = 8
+    for _ in range(rounds):
+        running = {uuid.uuid4(): users[i % 6] for i in range(36)}
+        for job, user in running.items():
+            await _apply(store, _requested(job, user=user), submitted(job))
+        ids = list(running)
+        batches: list[list[AnyJobEvent]] = []
+        for k in range(6):
+            ends: list[AnyJobEvent] = [_ran(j) for j in ids[k::6]]
+            new: list[AnyJobEvent] = [
+                _requested(uuid.uuid4(), user=users[(k + 3 + i) % 6]) for i in range(3)
+            ]
+            batches.append(new + ends if k % 2 else list(reversed(ends)) + new)
+        results = await asyncio.gather(
+            *(apply_events(batch, store) for batch in batches), return_exceptions=True
+        )
+        assert not [r for r in results if isinstance(r, BaseException)]
+    assert await budgets.day(DAY) == Totals(rounds * 36 * COST, rounds * 18 * AMOUNT)
+
+
+def test_the_reservation_and_the_triggers_take_the_same_advisory_lock() -> None:
+    spend = next(m for m in load_migrations() if m.name == "spend")
+    assert f"pg_advisory_xact_lock({BUDGETS_LOCK_KEY})" in spend.sql

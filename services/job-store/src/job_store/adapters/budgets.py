@@ -1,8 +1,9 @@
 """Postgres behind the `BudgetStore` port: reservations against a user's month and everyone's
 day under row locks, their release, and the usage sums.
 
-Lock order, shared with the settlement triggers of migration 0004: a reservation row, then
-month rows, then day rows (each in key order), so concurrent writers queue, never deadlock.
+Lock order, shared with the settlement triggers of migration 0004: a reservation row, the
+budgets' advisory lock, then month rows, then day rows (each in key order), so concurrent
+writers queue rather than deadlock.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $1)
 ON CONFLICT (job_id) DO NOTHING
 RETURNING true
 """
-# Upsert and lock in one round trip: the no-op update takes the row lock `FOR UPDATE` would.
-_LOCK_MONTH: Final = """
-INSERT INTO budget_months AS m (user_id, month) VALUES ($1, $2)
+# The budgets' advisory lock (migration 0004's `spend_add` takes it too): every writer of month
+# and day rows holds it first, which is what keeps them from deadlocking.
+BUDGETS_LOCK_KEY: Final = int.from_bytes(b"budgets!", "big")
+# Upsert and lock in one round trip, after the advisory lock: the no-op update takes the row
+# lock `FOR UPDATE` would.
+_LOCK_MONTH: Final = f"""
+INSERT INTO budget_months AS m (user_id, month)
+SELECT $1, $2 FROM (SELECT pg_advisory_xact_lock({BUDGETS_LOCK_KEY})) AS budgets
 ON CONFLICT (user_id, month) DO UPDATE SET spent_micros = m.spent_micros
 RETURNING spent_micros, reserved_micros
 """

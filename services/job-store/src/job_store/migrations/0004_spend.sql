@@ -55,12 +55,19 @@ CREATE TABLE usage_days (
     PRIMARY KEY (user_id, day, job_type)
 );
 
--- Adds to the month and day sums. Every writer of these rows (this, the reservation request,
--- the release and the sweep) locks months before days, each in key order, so they queue and
--- never deadlock.
+-- Adds to the month and day sums. Every writer of these rows (this, and the reservation
+-- request) first takes the budgets' transaction-level advisory lock (the key is "budgets!"),
+-- then months, then days, each in key order. The lock is what keeps them from deadlocking: one
+-- statement of the store can fire both triggers below (a batch that inserts and updates jobs),
+-- each adding to months and days, so one transaction may come back to a month row after a day
+-- row; with the lock held from the first, no other writer can hold that month meanwhile. It
+-- serializes little that the day row, which every reservation and settlement changes, does
+-- not serialize already.
 CREATE FUNCTION spend_add(
     p_users text[], p_months date[], p_days date[], p_spent bigint[], p_reserved bigint[]
 ) RETURNS void LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(7094687183238624033)
+    WHERE EXISTS (SELECT 1 FROM unnest(p_spent, p_reserved) AS d(s, r) WHERE s <> 0 OR r <> 0);
     INSERT INTO budget_months AS m (user_id, month, spent_micros, reserved_micros)
     SELECT u, mo, sum(s), sum(r)
     FROM unnest(p_users, p_months, p_spent, p_reserved) AS d(u, mo, s, r)
