@@ -18,15 +18,16 @@ import pytest
 from job_store.adapters.budgets import BUDGETS_LOCK_KEY, PostgresBudgets
 from job_store.adapters.database import Pool, create_pool
 from job_store.adapters.migrations import load_migrations
+from job_store.adapters.nats import NatsChangeAnnouncer
 from job_store.adapters.postgres import PostgresJobStore
-from job_store.batches import apply_events
+from job_store.batches import apply_event, apply_events
 from job_store.budgets import release_budget, release_stale_reservations, usage_report
 from job_store.model import JobRow
 from job_store.ports import JobTransaction
 from job_store.reads import RequestRejected, get_job
 from job_store.replay import replay
 from job_store.spend import Totals
-from jobs_proto.api import GetJob, JobUsage
+from jobs_proto.api import GetJob, JobChanged, JobUsage
 from jobs_proto.events import AnyJobEvent, JobCompleted
 from jobs_proto.spend import (
     BudgetDecision,
@@ -38,6 +39,7 @@ from jobs_proto.spend import (
 )
 from jobs_proto.status import FinalPredictionStatus
 from jobs_testkit.events import OWNER, T0, at, cancel, completed, failed, requested, submitted
+from jobs_testkit.waiting import eventually
 
 from ..fakes import RecordingObserver
 
@@ -459,3 +461,16 @@ async def test_mixed_batches_of_requests_and_ends_run_side_by_side_without_deadl
 def test_the_reservation_and_the_triggers_take_the_same_advisory_lock() -> None:
     spend = next(m for m in load_migrations() if m.name == "spend")
     assert f"pg_advisory_xact_lock({BUDGETS_LOCK_KEY})" in spend.sql
+
+
+async def test_the_announced_end_carries_the_usage(
+    store: PostgresJobStore, announcer: NatsChangeAnnouncer, announced: list[JobChanged]
+) -> None:
+    job = uuid.uuid4()
+    for event in (_requested(job), submitted(job), _ran(job)):
+        await apply_event(event, store, announcer)
+    await eventually(lambda: len(announced) == 3)
+    assert [c.job.usage for c in announced[:2]] == [None, None]
+    assert announced[-1].job.usage == JobUsage(
+        predict_time_s=2.5, input_tokens=100, output_tokens=250, cost_usd=0.00135
+    )
