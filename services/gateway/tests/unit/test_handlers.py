@@ -68,6 +68,8 @@ PENDING_JSON: dict[str, object] = {
     "createdAt": "2030-01-02T03:04:05Z",
     "updatedAt": "2030-01-02T03:04:05Z",
     "completedAt": None,
+    # No prediction has ended: nothing was spent yet.
+    "usage": None,
 }
 
 
