@@ -23,7 +23,7 @@ from gateway.adapters.nats import (
 from gateway.adapters.output import NatsOutputLog
 from gateway.adapters.wanted import NatsOutputWanted
 from gateway.auth import TokenVerifier
-from gateway.budgets import Spending
+from gateway.budgets import MAX_BUDGET_USD, Spending
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
 from gateway.hub import Hub, StreamPolicy
@@ -156,6 +156,12 @@ def _dev_token_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ttl-days", type=float, default=30.0, help="validity in days (default: 30)"
     )
+    parser.add_argument(
+        "--budget-usd",
+        type=float,
+        default=None,
+        help="a monthly budget in the token's AUTH_BUDGET_CLAIM claim (default: none)",
+    )
 
 
 def dev_token(args: argparse.Namespace) -> int:
@@ -170,6 +176,10 @@ def dev_token(args: argparse.Namespace) -> int:
     if not args.sub or args.ttl_days <= 0:
         print("gateway dev-token: --sub must be non-empty and --ttl-days > 0", file=sys.stderr)
         return USAGE
+    if args.budget_usd is not None and not 0 <= args.budget_usd <= MAX_BUDGET_USD:
+        print(f"gateway dev-token: --budget-usd must be 0 to {MAX_BUDGET_USD}", file=sys.stderr)
+        return USAGE
+    claims = {} if args.budget_usd is None else {settings.auth_budget_claim: args.budget_usd}
     token = issue_token(
         settings.jwt_secrets[0],
         subject=args.sub,
@@ -177,6 +187,7 @@ def dev_token(args: argparse.Namespace) -> int:
         now=time.time(),
         issuer=settings.auth_jwt_issuer,
         audience=settings.auth_jwt_audience,
+        claims=claims,
     )
     print(token)  # the command's output: `make run` prints it as DEV_TOKEN=...
     return OK

@@ -5,7 +5,7 @@ for `gateway dev-token`. Pure: the clock is the caller's."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -103,13 +103,20 @@ def issue_token(
     now: float,
     issuer: str = "",
     audience: str = "",
+    claims: Mapping[str, Any] | None = None,
 ) -> str:
-    """An HS256 token the gateway configured with `secret` (and `issuer`/`audience`) accepts."""
-    claims: dict[str, Any] = {"sub": subject, "iat": int(now), "exp": int(now + ttl_s)}
+    """An HS256 token the gateway configured with `secret` (and `issuer`/`audience`) accepts,
+    with `claims` besides (a budget claim)."""
+    payload: dict[str, Any] = {
+        **(claims or {}),
+        "sub": subject,
+        "iat": int(now),
+        "exp": int(now + ttl_s),
+    }
     if issuer:
-        claims["iss"] = issuer
+        payload["iss"] = issuer
     if audience:
-        claims["aud"] = audience
+        payload["aud"] = audience
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
-        return jwt.encode(claims, secret, algorithm=ALGORITHM)
+        return jwt.encode(payload, secret, algorithm=ALGORITHM)
