@@ -63,6 +63,8 @@ def view(job_id: uuid.UUID, version: int, status: JobStatus, output: str | None 
         "createdAt": iso(T0),
         "updatedAt": iso(at),
         "completedAt": iso(at) if status in ("succeeded", "failed", "canceled") else None,
+        # What the prediction cost: none of these jobs' predictions ends here.
+        "usage": None,
     }
 
 

@@ -16,12 +16,14 @@ from gateway.adapters.jwks import HttpJwksSource
 from gateway.adapters.metrics import PrometheusObserver
 from gateway.adapters.nats import (
     JetStreamEventBus,
+    NatsBudgets,
     NatsJobStore,
     StreamRequestedLog,
 )
 from gateway.adapters.output import NatsOutputLog
 from gateway.adapters.wanted import NatsOutputWanted
 from gateway.auth import TokenVerifier
+from gateway.budgets import MAX_BUDGET_USD, Spending
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
 from gateway.hub import Hub, StreamPolicy
@@ -61,6 +63,7 @@ def _verifier(settings: Settings) -> TokenVerifier:
         jwks=jwks,
         issuer=settings.auth_jwt_issuer,
         audience=settings.auth_jwt_audience,
+        budget_claim=settings.auth_budget_claim,
     )
 
 
@@ -114,6 +117,11 @@ async def serve_gateway(service: Service[Settings]) -> None:
             if settings.user_requests_per_s > 0
             else None
         ),
+        spending=Spending(
+            NatsBudgets(service.nc, settings.subjects),
+            user_micros=settings.user_budget_micros,
+            global_micros=settings.global_budget_micros,
+        ),
         open_jobs=(
             OpenJobs(store, settings.user_max_open_jobs) if settings.user_max_open_jobs else None
         ),
@@ -148,6 +156,12 @@ def _dev_token_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ttl-days", type=float, default=30.0, help="validity in days (default: 30)"
     )
+    parser.add_argument(
+        "--budget-usd",
+        type=float,
+        default=None,
+        help="a monthly budget in the token's AUTH_BUDGET_CLAIM claim (default: none)",
+    )
 
 
 def dev_token(args: argparse.Namespace) -> int:
@@ -162,6 +176,10 @@ def dev_token(args: argparse.Namespace) -> int:
     if not args.sub or args.ttl_days <= 0:
         print("gateway dev-token: --sub must be non-empty and --ttl-days > 0", file=sys.stderr)
         return USAGE
+    if args.budget_usd is not None and not 0 <= args.budget_usd <= MAX_BUDGET_USD:
+        print(f"gateway dev-token: --budget-usd must be 0 to {MAX_BUDGET_USD}", file=sys.stderr)
+        return USAGE
+    claims = {} if args.budget_usd is None else {settings.auth_budget_claim: args.budget_usd}
     token = issue_token(
         settings.jwt_secrets[0],
         subject=args.sub,
@@ -169,6 +187,7 @@ def dev_token(args: argparse.Namespace) -> int:
         now=time.time(),
         issuer=settings.auth_jwt_issuer,
         audience=settings.auth_jwt_audience,
+        claims=claims,
     )
     print(token)  # the command's output: `make run` prints it as DEV_TOKEN=...
     return OK

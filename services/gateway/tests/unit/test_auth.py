@@ -1,13 +1,22 @@
 """Token verification: HS256 with rotation, `exp` required, `iss`/`aud` only when configured,
-`sub` as the user id; every refusal explains itself without repeating the token."""
+`sub` as the user id, the budget claim when it is a non-negative number; every refusal explains
+itself without repeating the token."""
 
+import logging
 from typing import Any
 
 import jwt
 import pytest
 
 from gateway.auth import TokenVerifier
-from gateway.tokens import AuthError, VerifiedToken, VerifiedTokens, bearer_token, issue_token
+from gateway.tokens import (
+    AuthError,
+    Caller,
+    VerifiedToken,
+    VerifiedTokens,
+    bearer_token,
+    issue_token,
+)
 
 NOW = 1_800_000_000.0
 OLD_SECRET = "old-secret-of-at-least-thirty-two-bytes"
@@ -125,6 +134,36 @@ async def test_issued_dev_tokens_pass_the_same_checks() -> None:
     )
 
 
+async def test_the_budget_claim_is_the_callers_budget_when_a_non_negative_number() -> None:
+    verify = verifier()
+    assert await verify.verify_caller(token()) == Caller("alice")
+    assert await verify.verify_caller(token(budget_usd=2.5)) == Caller("alice", 2_500_000)
+    assert await verify.verify_caller(token(budget_usd=0)) == Caller("alice", 0)
+    # Kept with the token: the cached answer carries it too.
+    assert await verify.identify(f"Bearer {token(budget_usd=2.5)}") == Caller("alice", 2_500_000)
+    named = verifier(budget_claim="https://example.com/plan_usd")
+    plan: dict[str, Any] = {"https://example.com/plan_usd": 7, "budget_usd": 1}
+    claimed = token(**plan)
+    assert await named.verify_caller(claimed) == Caller("alice", 7_000_000)
+
+
+@pytest.mark.parametrize("claim", ["10", -1, True, [1], {"usd": 1}])
+async def test_any_other_budget_claim_is_ignored_with_a_warning(
+    claim: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.auth")
+    # Still a good token: the configured budget applies.
+    assert await verifier().verify_caller(token(budget_usd=claim)) == Caller("alice")
+    [record] = caplog.records
+    assert record.message == "token budget claim ignored"
+    assert record.__dict__["user_id"] == "alice"
+
+
+async def test_issued_dev_tokens_may_carry_a_budget_claim() -> None:
+    issued = issue_token(OLD_SECRET, subject="u", ttl_s=60, now=NOW, claims={"budget_usd": 3})
+    assert await verifier().verify_caller(issued) == Caller("u", 3_000_000)
+
+
 # --- the cache of verified tokens ------------------------------------------------------------
 
 
@@ -165,7 +204,7 @@ def test_the_cache_is_bounded_oldest_first_out() -> None:
         kept.keep(name, VerifiedToken(name, expires_at=NOW + 60, reverify_at=NOW + 60))
     assert len(kept) == 2
     assert kept.lookup("a", NOW) is None
-    assert kept.lookup("c", NOW) == "c"
+    assert kept.lookup("c", NOW) == Caller("c")
     with pytest.raises(AuthError):
         kept.lookup("b", NOW + 60)
     assert kept.lookup("b", NOW) is None
