@@ -1,5 +1,6 @@
 """The job-store's `/metrics`: events applied by kind and outcome, apply latency, waits, batch
-sizes, purges, the consumer's lag, and the time from a job's admission to its result.
+sizes, purges, the consumer's lag, the time from a job's admission to its result, spend by job
+type and reservations the sweep released.
 
 The `JobStoreObserver` port over prometheus_client's default registry, which the runtime's
 admin port serves; nothing else touches these metrics.
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Final
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from jobs_proto.spend import MICROS_PER_USD
 
 EVENTS_APPLIED: Final = Counter(
     "job_store_events",
@@ -61,6 +64,20 @@ PARKED: Final = Counter(
     ["reason"],
 )
 
+# Names pinned: a Grafana dashboard and an alert query `jobs_spend_usd_total` (prometheus_client
+# adds `_total` to a counter's name).
+SPEND_USD: Final = Counter(
+    "jobs_spend_usd",
+    "What ended jobs cost at their admission price, in dollars, counted when the job-store"
+    " settles them (a job's end, or metrics reported after it), by job type",
+    ["job_type"],
+)
+RESERVATIONS_RELEASED: Final = Counter(
+    "jobs_budget_reservations_released",
+    "Budget reservations the sweep released because their job never came (older than"
+    " RESERVATION_GRACE_S with no job)",
+)
+
 
 class PrometheusObserver:
     """The `JobStoreObserver` port: counters and a latency histogram per event kind, purges,
@@ -106,3 +123,10 @@ class PrometheusObserver:
     def consumer_sampled(self, pending: int, ack_pending: int) -> None:
         CONSUMER_LAG.set(pending)
         CONSUMER_ACK_PENDING.set(ack_pending)
+
+    def spent(self, job_type: str, micros: int) -> None:
+        # Dollars as floats only here, for Prometheus; every sum that matters is integer.
+        SPEND_USD.labels(job_type).inc(micros / MICROS_PER_USD)
+
+    def reservations_released(self, count: int) -> None:
+        RESERVATIONS_RELEASED.inc(count)
