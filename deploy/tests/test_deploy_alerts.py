@@ -74,6 +74,7 @@ def test_what_the_issue_asks_to_page_on_is_covered() -> None:
         "reconcile backlog": "ai_runner_reconciled_total",
         "parked events": "job_store_parked_total",
         "orphan predictions": "ai_runner_orphans_canceled_total",
+        "daily spend": "jobs_spend_usd_total",
     }
     for what, needle in covered.items():
         assert any(needle in expr for expr in by_name.values()), what
@@ -102,3 +103,16 @@ def test_the_rules_file_is_loaded_by_name() -> None:
     readme = (DEPLOY / "README.md").read_text()
     assert "deploy/monitoring/alerts.yaml" in readme
     assert "deploy/examples/prometheusrule.yaml" in readme
+
+
+def test_the_daily_spend_alert_compares_a_days_spend_with_a_threshold() -> None:
+    # The job-store's counter of settled costs, in dollars, over a rolling day; the threshold is
+    # the operator's (an example until set). tests/e2e/test_monitoring_metrics.py checks the
+    # counter against what the running job-store exports.
+    (rule,) = [rule for rule in rules() if rule["alert"] == "DailySpendHigh"]
+    match = re.fullmatch(
+        r"sum\(increase\(jobs_spend_usd_total\[1d\]\)\) > (\d+(?:\.\d+)?)", rule["expr"]
+    )
+    assert match is not None, rule["expr"]
+    assert float(match.group(1)) > 0
+    assert rule["labels"]["severity"] == "warning"

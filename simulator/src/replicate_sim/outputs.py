@@ -3,6 +3,9 @@
 Language models on Replicate return their output as a list of string chunks; clients join them.
 The model writes its text token by token: a token is a word with the whitespace around it
 (`TOKEN`), and tokens never span chunks, so a chunk is complete when its last token is written.
+Like a real model it stops at the input's output-token limit, and it counts what it was given
+(the prompt and the system instruction) and what it wrote in the same tokens, so the `metrics`
+a test bills are computed from the text, not made up.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ STREAMING_MODELS = frozenset(
         "meta/meta-llama-3-70b-instruct",
     }
 )
+
+# The input fields Replicate's official language models read their limit and their system text
+# from: Gemini's names first, then those of the Claude, Llama and GPT models.
+MAX_TOKENS_FIELDS = ("max_output_tokens", "max_tokens", "max_completion_tokens")
+SYSTEM_FIELDS = ("system_instruction", "system_prompt")
 
 # Leading whitespace, a word, trailing whitespace; a text of whitespace only is one token.
 TOKEN = re.compile(r"\s*\S+\s*|\s+")
@@ -53,8 +61,40 @@ def count_tokens(text: str) -> int:
 
 
 def input_tokens(model_input: dict[str, Any]) -> int:
-    """The prompt's length in tokens, for `metrics.input_token_count`."""
-    return count_tokens(_subject(model_input))
+    """What the model reads, in tokens, for `metrics.input_token_count`: the whole prompt and
+    the system instruction (an input without a prompt counts as the text it is answered on)."""
+    prompt = model_input.get("prompt")
+    count = count_tokens(prompt) if isinstance(prompt, str) else count_tokens(_subject(model_input))
+    for name in SYSTEM_FIELDS:
+        system = model_input.get(name)
+        if isinstance(system, str):
+            count += count_tokens(system)
+    return count
+
+
+def max_output_tokens(model_input: dict[str, Any]) -> int | None:
+    """The most tokens the model may write: the first limit field holding a positive integer
+    (anything else there is no limit, as a model with a default would have)."""
+    for name in MAX_TOKENS_FIELDS:
+        value = model_input.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def truncated(chunks: list[str], limit: int | None) -> list[str]:
+    """The chunks cut after `limit` tokens: where a real model stops writing."""
+    if limit is None:
+        return chunks
+    kept: list[str] = []
+    left = limit
+    for chunk in chunks:
+        if left <= 0:
+            break
+        tokens = count_tokens(chunk)
+        kept.append(chunk if tokens <= left else first_tokens(chunk, left))
+        left -= tokens
+    return kept
 
 
 def token_counts(chunks: list[str]) -> tuple[int, ...]:
@@ -81,8 +121,11 @@ def first_tokens(chunk: str, count: int) -> str:
 
 
 def output_chunks(model_input: dict[str, Any], words: int = 120) -> list[str]:
-    """The chunks a simulated language model streams for `model_input`, one sentence each."""
-    canonical = json.dumps(model_input, sort_keys=True, default=str).encode()
+    """The chunks a simulated language model streams for `model_input`, one sentence each, at
+    most the input's `max_output_tokens` tokens in all."""
+    # The words do not depend on the limit, so a limited text is the start of the whole one.
+    unlimited = {k: v for k, v in model_input.items() if k not in MAX_TOKENS_FIELDS}
+    canonical = json.dumps(unlimited, sort_keys=True, default=str).encode()
     # One byte of an extendable hash per word choice and per sentence length: deterministic,
     # and cheap enough for hundreds of creations a second.
     noise = hashlib.shake_256(canonical).digest(2 * words)
@@ -97,4 +140,4 @@ def output_chunks(model_input: dict[str, Any], words: int = 120) -> list[str]:
             length = 6 + noise[words + i] % 9
     if sentence:
         chunks.append(" ".join(sentence).capitalize() + ".")
-    return chunks
+    return truncated(chunks, max_output_tokens(model_input))

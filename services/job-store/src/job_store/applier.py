@@ -33,6 +33,7 @@ from job_store.ports import (
 from job_store.spend import settled_micros
 from job_store.transitions import Change, Park
 from jobs_proto.events import AnyJobEvent, JobCompleted
+from jobs_proto.status import is_terminal
 from jobs_runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,11 @@ class EventApplier:
                 self._observer.spent(outcome.row.job_type, settled)
             await announce(outcome.row, self._announcer)
             label = "changed"
+            row = outcome.row
+            # A terminal row never changes again, so this is the job's one ending.
+            if is_terminal(row.status) and row.completed_at is not None:
+                waited = (row.completed_at - row.created_at).total_seconds()
+                self._observer.job_ended(row.job_type, row.status, max(0.0, waited))
         elif isinstance(outcome, Purged):
             label = "changed"
         elif outcome is None:

@@ -190,6 +190,10 @@ class JobStoreObserver(Protocol):
         """One event handled: `outcome` is `changed`, `unchanged`, `deferred` or `parked`."""
         ...
 
+    def job_ended(self, job_type: str, status: str, seconds: float) -> None:
+        """A job reached its terminal `status`, `seconds` after it was admitted."""
+        ...
+
     def waited(self, reason: str) -> None:
         """An event handed back to come again (`job_not_yet_known`, `result_missing`)."""
         ...
@@ -225,6 +229,9 @@ class NoObserver:
     """A `JobStoreObserver` that keeps nothing, for tests and tools."""
 
     def applied(self, kind: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def job_ended(self, job_type: str, status: str, seconds: float) -> None:
         pass
 
     def waited(self, reason: str) -> None:

@@ -1,5 +1,6 @@
 """The job-store's `/metrics`: events applied by kind and outcome, apply latency, waits, batch
-sizes, purges, the consumer's lag, spend by job type and reservations the sweep released.
+sizes, purges, the consumer's lag, the time from a job's admission to its result, spend by job
+type and reservations the sweep released.
 
 The `JobStoreObserver` port over prometheus_client's default registry, which the runtime's
 admin port serves; nothing else touches these metrics.
@@ -23,6 +24,14 @@ APPLY_SECONDS: Final = Histogram(
     "Time to apply one event (transaction, history, announcement), by kind",
     ["kind"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+# What a user waits for: from admission (`job.requested`) to the job's terminal status, both
+# by the events' own clocks; the dashboard's "time to result" and "jobs ended".
+TIME_TO_RESULT: Final = Histogram(
+    "job_store_time_to_result_seconds",
+    "Time from a job's admission to its terminal status, by job type and status",
+    ["job_type", "status"],
+    buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0),
 )
 WAITS: Final = Counter(
     "job_store_waits",
@@ -92,6 +101,9 @@ class PrometheusObserver:
         if timer is None:
             timer = self._seconds[kind] = APPLY_SECONDS.labels(kind)
         timer.observe(seconds)
+
+    def job_ended(self, job_type: str, status: str, seconds: float) -> None:
+        TIME_TO_RESULT.labels(job_type, status).observe(seconds)
 
     def waited(self, reason: str) -> None:
         WAITS.labels(reason).inc()
