@@ -6,7 +6,8 @@ drawn by the vendored uPlot on a canvas with the budget line on it. The screensh
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -69,6 +70,13 @@ def submit_and_wait(stack: Stack, token: str, jobs: list[tuple[str, str]]) -> li
                 for _ in events.iter_lines():
                     pass
     return ids
+
+
+def wait_until(check: Callable[[], bool], within: float, what: str) -> None:
+    """The testkit's `eventually`, from this synchronous test: in a thread of its own, since
+    Playwright's synchronous API keeps an event loop in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(eventually(check, within=within, what=what))).result()
 
 
 def get(stack: Stack, token: str, path: str) -> dict[str, object]:
@@ -137,12 +145,12 @@ def test_my_jobs_lists_filters_and_pages_the_jobs_shows_history_cost_and_the_spe
     costs = {job_id: job["usage"]["costUsd"] for job_id, job in jobs.items()}  # type: ignore[index]
     assert all(cost > 0 for cost in costs.values()), costs
 
-    async def counted() -> bool:
-        usage = get(stack, token, "/api/usage")
-        return usage["jobs"] == len(ids)
-
     # The month's aggregate is kept as jobs end; it may trail the job's own row a moment.
-    asyncio.run(eventually(counted, within=10, what="/api/usage counts the three jobs"))
+    wait_until(
+        lambda: get(stack, token, "/api/usage")["jobs"] == len(ids),
+        within=10,
+        what="/api/usage counts the three jobs",
+    )
 
     context = browser.new_context(viewport={"width": 900, "height": 1000})
     try:
