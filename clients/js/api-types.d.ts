@@ -31,6 +31,18 @@ export interface JobView {
   createdAt: string;
   updatedAt: string;
   completedAt: string | null;
+  usage?: JobUsage | null;
+}
+
+/**
+ * What a job's final prediction reported in its `metrics`, and what that cost (the
+ *     contract's formula over the type's price when the job was admitted; `failed`: 0).
+ */
+export interface JobUsage {
+  predictTimeS: number | null;
+  inputTokens: number | null;
+  outputTokens: number | null;
+  costUsd: number;
 }
 
 /**
@@ -103,6 +115,8 @@ export interface Problem {
   status: number;
   detail: string;
   errors?: Array<ProblemDetail> | null;
+  limitUsd?: number | null;
+  remainingUsd?: number | null;
 }
 
 /**
@@ -112,6 +126,65 @@ export interface ProblemDetail {
   detail: string;
   pointer?: string | null;
   parameter?: string | null;
+}
+
+/**
+ * Answer to `GET /api/job-types`.
+ */
+export interface JobTypeList {
+  items: Array<JobTypeView>;
+}
+
+/**
+ * One job type as `GET /api/job-types` shows it, so a page can show the price first.
+ */
+export interface JobTypeView {
+  type: string;
+  model: string;
+  streams: boolean;
+  deadlineS: number;
+  inputSchema: Record<string, unknown>;
+  price: PriceView;
+  maxCostUsd: number;
+}
+
+/**
+ * A job type's price per unit in dollars (`null`: not charged that way).
+ */
+export interface PriceView {
+  perInputTokenUsd: number | null;
+  perOutputTokenUsd: number | null;
+  perPredictSecondUsd: number | null;
+}
+
+/**
+ * Answer to `GET /api/usage`: the caller's ended jobs admitted from `from` to `to` (UTC
+ *     days, inclusive), in all, by type and by day, and the month's budget (`null`: none).
+ */
+export interface UsageView {
+  from: string;
+  to: string;
+  jobs: number;
+  costUsd: number;
+  byType: Record<string, TypeUsageView>;
+  byDay: Record<string, TypeUsageView>;
+  budget: BudgetView | null;
+}
+
+export interface TypeUsageView {
+  jobs: number;
+  costUsd: number;
+}
+
+/**
+ * The caller's budget for the current calendar month (UTC).
+ */
+export interface BudgetView {
+  periodStart: string;
+  limitUsd: number;
+  spentUsd: number;
+  reservedUsd: number;
+  remainingUsd: number;
 }
 
 export type JobStatus = JobView["status"];

@@ -11,6 +11,7 @@ export const TYPE_NAMES = [
   "CreateJob",
   "JobAccepted",
   "JobView",
+  "JobUsage",
   "JobSummary",
   "JobPage",
   "JobError",
@@ -19,6 +20,12 @@ export const TYPE_NAMES = [
   "OutputDone",
   "Problem",
   "ProblemDetail",
+  "JobTypeList",
+  "JobTypeView",
+  "PriceView",
+  "UsageView",
+  "TypeUsageView",
+  "BudgetView",
 ];
 
 const REF = "#/components/schemas/";
@@ -41,8 +48,11 @@ export function tsType(schema) {
       return "null";
     case "array":
       return `Array<${tsType(schema.items ?? {})}>`;
-    case "object":
-      return "Record<string, unknown>";
+    case "object": {
+      const values = schema.additionalProperties;
+      const typed = values && typeof values === "object" && Object.keys(values).length > 0;
+      return `Record<string, ${typed ? tsType(values) : "unknown"}>`;
+    }
     default:
       return "unknown";
   }

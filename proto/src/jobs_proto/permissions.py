@@ -149,6 +149,10 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
             f"{p}job.cancel_requested.*",
             subjects.get_job,
             subjects.list_jobs,
+            # Budgets: reserve at admission, release when the publish failed, usage.
+            subjects.reserve_budget,
+            subjects.release_budget,
+            subjects.usage,
             *_declares(jobs_stream),
             # Whether a job was admitted: the last `requested` of one job id.
             f"{_API}.STREAM.MSG.GET.{jobs_stream}",

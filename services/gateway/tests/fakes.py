@@ -1,5 +1,6 @@
 """The gateway's test doubles, once: each stands for a real adapter over memory (the `JOBS`
-stream, the job-store, the idempotency keys, the JWKS endpoint, the open-jobs limit) and can be
+stream, the job-store and its budgets, the idempotency keys, the JWKS endpoint, the open-jobs
+limit) and can be
 told to fail the way the real one does (`Unavailable`), or like a bug (`broken`)."""
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ from gateway.ports import (
 from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, JobView, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
 from jobs_proto.pending import pending_view
+from jobs_proto.spend import (
+    BudgetDecision,
+    BudgetScope,
+    BudgetState,
+    GetUsage,
+    ReleaseBudget,
+    ReserveBudget,
+    UsageReport,
+    month_start,
+)
 from jobs_proto.status import JobStatus
 from jobs_proto.subjects import message_id
 from jobs_runtime.errors import Unavailable
@@ -159,19 +170,89 @@ class FakeIdempotencyKeys(Failing):
 
 
 @dataclass
+class FakeBudgets(Failing):
+    """The job-store's budgets over memory, as the contract has them: a reservation per job id
+    (asked again: admitted, nothing more held), held against the user's month and everyone's
+    day; `spent` counts as held too (ended jobs' costs, by user). `report` is what `usage`
+    answers, with the month's budget filled in when a limit is asked for."""
+
+    reservations: dict[uuid.UUID, ReserveBudget] = field(default_factory=dict)
+    spent: dict[str, int] = field(default_factory=dict)
+    asked: list[ReserveBudget] = field(default_factory=list)
+    released: list[ReleaseBudget] = field(default_factory=list)
+    usages: list[GetUsage] = field(default_factory=list)
+    report: UsageReport = field(default_factory=lambda: UsageReport(by_type={}, by_day={}))
+
+    def _held(self, request: ReserveBudget, scope: BudgetScope) -> int:
+        if scope == "user":
+            month = month_start(request.at.date())
+            return self.spent.get(request.user_id, 0) + sum(
+                r.amount_micros
+                for r in self.reservations.values()
+                if r.user_id == request.user_id and month_start(r.at.date()) == month
+            )
+        day = request.at.date()
+        return sum(r.amount_micros for r in self.reservations.values() if r.at.date() == day)
+
+    async def reserve(self, request: ReserveBudget) -> BudgetDecision:
+        self.asked.append(request)
+        self._check("job-store")
+        if request.job_id in self.reservations:
+            return BudgetDecision(admitted=True)
+        limits: list[tuple[BudgetScope, int | None]] = [
+            ("user", request.user_limit_micros),
+            ("global", request.global_limit_micros),
+        ]
+        for scope, limit in limits:
+            held = self._held(request, scope)
+            if limit is not None and held + request.amount_micros > limit:
+                remaining = max(0, limit - held)
+                return BudgetDecision(
+                    admitted=False, exceeded=scope, limit_micros=limit, remaining_micros=remaining
+                )
+        self.reservations[request.job_id] = request
+        return BudgetDecision(admitted=True)
+
+    async def release(self, request: ReleaseBudget) -> None:
+        self._check("job-store")
+        self.released.append(request)
+        self.reservations.pop(request.job_id, None)
+
+    async def usage(self, request: GetUsage) -> UsageReport:
+        self.usages.append(request)
+        self._check("job-store")
+        if request.limit_micros is None:
+            return self.report
+        month = month_start(request.today)
+        reserved = sum(
+            r.amount_micros
+            for r in self.reservations.values()
+            if r.user_id == request.user_id and month_start(r.at.date()) == month
+        )
+        state = BudgetState(
+            period_start=month,
+            limit_micros=request.limit_micros,
+            spent_micros=self.spent.get(request.user_id, 0),
+            reserved_micros=reserved,
+        )
+        return msgspec.structs.replace(self.report, budget=state)
+
+
+@dataclass
 class FakeJobSystem:
     """Every port of the handlers at once, the job-store consuming the stream: what an HTTP
     test builds the gateway over. `down` and `broken` apply to all of them."""
 
     stream: FakeJobsStream = field(default_factory=FakeJobsStream)
     keys: FakeIdempotencyKeys = field(default_factory=FakeIdempotencyKeys)
+    budgets: FakeBudgets = field(default_factory=FakeBudgets)
     store: FakeJobStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = FakeJobStore(consumes=self.stream)
 
     def _set(self, name: str, value: bool) -> None:
-        for fake in (self.stream, self.keys, self.store):
+        for fake in (self.stream, self.keys, self.store, self.budgets):
             setattr(fake, name, value)
 
     @property
@@ -197,6 +278,7 @@ class FakeJobSystem:
     def reset(self) -> None:
         self.stream.stored.clear()
         self.stream.published.clear()
+        self.budgets.reservations.clear()
         self.down = self.broken = False
 
 
@@ -256,6 +338,9 @@ class RecordingObserver:
 
     def streams_full(self) -> None:
         self.facts.append(("streams_full",))
+
+    def budget_exceeded(self, scope: BudgetScope) -> None:
+        self.facts.append(("budget_exceeded", scope))
 
     def job_read(self, source: ReadSource) -> None:
         self.facts.append(("job_read", source))

@@ -47,6 +47,14 @@ def _columns(row: JobRow) -> dict[str, Any]:
         "deadline_at": row.deadline_at,
         "attempts": row.attempts,
         "input_truncated": row.input_truncated,
+        "price_input_token_usd": row.price_input_token_usd,
+        "price_output_token_usd": row.price_output_token_usd,
+        "price_predict_second_usd": row.price_predict_second_usd,
+        "reserved_micros": row.reserved_micros,
+        "predict_time_s": row.predict_time_s,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "cost_micros": row.cost_micros,
     }
 
 
@@ -304,6 +312,8 @@ class RecordingObserver(NoObserver):
         self.waits: list[str] = []
         self.commits: list[tuple[int, str]] = []
         self.purges: list[int] = []
+        self.spend: list[tuple[str, int]] = []
+        self.released: list[int] = []
 
     def applied(self, kind: str, outcome: str, seconds: float) -> None:
         assert seconds >= 0
@@ -317,6 +327,12 @@ class RecordingObserver(NoObserver):
 
     def purges_published(self, jobs: int) -> None:
         self.purges.append(jobs)
+
+    def spent(self, job_type: str, micros: int) -> None:
+        self.spend.append((job_type, micros))
+
+    def reservations_released(self, count: int) -> None:
+        self.released.append(count)
 
 
 class RecordingAnnouncer:

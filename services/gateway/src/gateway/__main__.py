@@ -16,12 +16,14 @@ from gateway.adapters.jwks import HttpJwksSource
 from gateway.adapters.metrics import PrometheusObserver
 from gateway.adapters.nats import (
     JetStreamEventBus,
+    NatsBudgets,
     NatsJobStore,
     StreamRequestedLog,
 )
 from gateway.adapters.output import NatsOutputLog
 from gateway.adapters.wanted import NatsOutputWanted
 from gateway.auth import TokenVerifier
+from gateway.budgets import Spending
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
 from gateway.hub import Hub, StreamPolicy
@@ -61,6 +63,7 @@ def _verifier(settings: Settings) -> TokenVerifier:
         jwks=jwks,
         issuer=settings.auth_jwt_issuer,
         audience=settings.auth_jwt_audience,
+        budget_claim=settings.auth_budget_claim,
     )
 
 
@@ -113,6 +116,11 @@ async def serve_gateway(service: Service[Settings]) -> None:
             RequestRate(settings.user_requests_per_s, settings.request_burst)
             if settings.user_requests_per_s > 0
             else None
+        ),
+        spending=Spending(
+            NatsBudgets(service.nc, settings.subjects),
+            user_micros=settings.user_budget_micros,
+            global_micros=settings.global_budget_micros,
         ),
         open_jobs=(
             OpenJobs(store, settings.user_max_open_jobs) if settings.user_max_open_jobs else None

@@ -1,5 +1,6 @@
 """Admitting a job: its `JobRequested` published under a job id, once `Admission` (the open
-jobs limit) lets it in; the answer exists only once JetStream stored the event."""
+jobs limit) lets it in and, when a budget applies, the job-store reserved the type's
+`maxCostUsd` (`BudgetGuard`); the answer exists only once JetStream stored the event."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from dataclasses import dataclass
 
 from jobs_proto.api import JobAccepted
 from jobs_proto.events import JobRequested
+from jobs_proto.job_types import JOB_TYPES
+from jobs_proto.spend import usd_to_micros
 
+from .budgets import BudgetGuard
 from .ports import Admission, Clock, EventBus, NewJobId
 from .validation import NewJob
 
@@ -28,21 +32,37 @@ async def publish_requested(
     bus: EventBus,
     clock: Clock,
     admission: Admission | None,
+    budget: BudgetGuard | None = None,
 ) -> JobAccepted:
     """Publish the job under `job_id` (new, or the one its `Idempotency-Key` holds) once
-    `admission` lets it in; `admission` learns whether it was admitted either way."""
+    `admission` lets it in and `budget` (if any) holds its maximum cost; `admission` learns
+    whether it was admitted either way, and a reservation whose job was not published is
+    released."""
     if admission is not None:
         await admission.hold(user_id)
     admitted: uuid.UUID | None = None
     try:
+        job_type = JOB_TYPES[job.job_type]
+        at = clock()
+        reserved = 0
+        if budget is not None:
+            reserved = usd_to_micros(job_type.max_cost_usd)
+            await budget.reserve(user_id, job.job_type, job_id, reserved, at)
         event = JobRequested(
             job_id=job_id,
-            occurred_at=clock(),
+            occurred_at=at,
             user_id=user_id,
             job_type=job.job_type,
             input=job.input,
+            price=job_type.price,
+            reserved_micros=reserved,
         )
-        await bus.publish(event)
+        try:
+            await bus.publish(event)
+        except BaseException:
+            if budget is not None:
+                await budget.release(user_id, job_id)
+            raise
         admitted = job_id
     finally:
         if admission is not None:
@@ -58,7 +78,8 @@ async def admit_job(
     clock: Clock,
     new_id: NewJobId = uuid.uuid4,
     admission: Admission | None = None,
+    budget: BudgetGuard | None = None,
 ) -> JobAccepted:
     """Publish the job's `JobRequested`; the answer exists only once JetStream stored it.
-    `admission` may refuse it first (nothing is published then)."""
-    return await publish_requested(user_id, job, new_id(), bus, clock, admission)
+    `admission` and `budget` may refuse it first (nothing is published then)."""
+    return await publish_requested(user_id, job, new_id(), bus, clock, admission, budget)

@@ -8,6 +8,7 @@ whichever key signed the token, so tests need no sleeping.
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Final
 
 import jwt
 
+from .budgets import DEFAULT_BUDGET_CLAIM, budget_claim_micros
 from .jwks import JWKS_ALGORITHMS, JwksKeys
 from .tokens import (
     ALGORITHM,
@@ -22,11 +24,14 @@ from .tokens import (
     DEFAULT_TOKEN_CACHE_S,
     DEFAULT_TOKEN_CACHE_SIZE,
     AuthError,
+    Caller,
     Clock,
     VerifiedToken,
     VerifiedTokens,
     bearer_token,
 )
+
+log = logging.getLogger(__name__)
 
 # Signature only: the claims are checked in `_check_claims` against the injected clock.
 _SIGNATURE_ONLY: Final[Any] = {
@@ -49,7 +54,9 @@ def _is_number(value: object) -> bool:
 class TokenVerifier:
     """Verifies JWTs and names their user (`sub`): HS256 signed with any of `secrets`, or
     RS256/ES256 signed with a key of `jwks`; the token header's `alg` chooses which. An HS256
-    token that verified is remembered for `cache_s` (see `VerifiedTokens`)."""
+    token that verified is remembered for `cache_s` (see `VerifiedTokens`). The claim named
+    `budget_claim`, when a non-negative number, is the caller's monthly budget; any other
+    value is ignored with a warning (the token is still good)."""
 
     def __init__(
         self,
@@ -62,6 +69,7 @@ class TokenVerifier:
         clock: Clock = time.time,
         cache_size: int = DEFAULT_TOKEN_CACHE_SIZE,
         cache_s: float = DEFAULT_TOKEN_CACHE_S,
+        budget_claim: str = DEFAULT_BUDGET_CLAIM,
     ) -> None:
         self._verified = VerifiedTokens(cache_size)
         self._cache_s = cache_s
@@ -71,21 +79,30 @@ class TokenVerifier:
         self._audience = audience
         self._leeway_s = leeway_s
         self._clock = clock
+        self._budget_claim = budget_claim
 
     async def authenticate(self, authorization: str | None) -> str:
         """The user id of a request's `Authorization` header; raises `AuthError` (or
         `KeysUnavailable`)."""
-        return await self.verify(bearer_token(authorization))
+        return (await self.identify(authorization)).user_id
+
+    async def identify(self, authorization: str | None) -> Caller:
+        """The caller of a request's `Authorization` header, budget claim included."""
+        return await self.verify_caller(bearer_token(authorization))
 
     async def verify(self, token: str) -> str:
         """The user id (`sub`) of a valid token; raises `AuthError`, or `KeysUnavailable`
         when its JWKS key cannot be looked up."""
+        return (await self.verify_caller(token)).user_id
+
+    async def verify_caller(self, token: str) -> Caller:
+        """`verify`, with the budget the token's claim names."""
         if not self._secrets and self._jwks is None:
             raise AuthError("no token verification key is configured")
         now = self._clock()
-        user_id = self._verified.lookup(token, now)
-        if user_id is not None:
-            return user_id
+        caller = self._verified.lookup(token, now)
+        if caller is not None:
+            return caller
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -93,13 +110,16 @@ class TokenVerifier:
         alg = header.get("alg")
         if alg == ALGORITHM and self._secrets:
             claims = self._hs256_claims(token)
-            user_id = self._check_claims(claims, now)
+            caller = self._caller(claims, now)
             expires_at = claims["exp"] + self._leeway_s  # a number: `_check_claims` made sure
-            self._verified.keep(token, VerifiedToken(user_id, expires_at, now + self._cache_s))
-            return user_id
+            kept = VerifiedToken(
+                caller.user_id, expires_at, now + self._cache_s, caller.budget_micros
+            )
+            self._verified.keep(token, kept)
+            return caller
         if alg in JWKS_ALGORITHMS and self._jwks is not None:
             claims = await self._jwks_claims(token, alg, header.get("kid"))
-            return self._check_claims(claims, now)
+            return self._caller(claims, now)
         raise AuthError(f"token algorithm must be one of {', '.join(self._algorithms())}")
 
     def _algorithms(self) -> tuple[str, ...]:
@@ -137,6 +157,22 @@ class TokenVerifier:
             raise AuthError("token signature does not match") from None
         except jwt.InvalidTokenError:
             raise AuthError("malformed token") from None
+
+    def _caller(self, claims: Mapping[str, Any], now: float) -> Caller:
+        user_id = self._check_claims(claims, now)
+        if self._budget_claim not in claims:
+            return Caller(user_id)
+        try:
+            budget = budget_claim_micros(claims[self._budget_claim])
+        except ValueError as exc:
+            # The issuer's mistake, not the caller's: the configured budget applies. Once per
+            # verification (an HS256 token is verified again after `cache_s`).
+            log.warning(
+                "token budget claim ignored",
+                extra={"claim": self._budget_claim, "reason": str(exc), "user_id": user_id},
+            )
+            return Caller(user_id)
+        return Caller(user_id, budget)
 
     def _check_claims(self, claims: Mapping[str, Any], now: float) -> str:
         exp = claims.get("exp")

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, ClassVar, Final
 
 import msgspec
 
 from jobs_proto.output import OUTPUT_WANTED_EVERY_S
+from jobs_proto.spend import usd_to_micros
 from jobs_runtime.secrets import HS256Secret
 from jobs_runtime.settings import Port, ServiceSettings, SettingsError
+
+from .budgets import DEFAULT_BUDGET_CLAIM, MAX_BUDGET_USD
 
 # Signs `gateway dev-token` output and the tokens of local runs when AUTH_JWT_SECRET is unset;
 # published, so prod refuses it (`jobs_runtime.secrets`).
 DEV_JWT_SECRET: Final = "dev-only-jwt-secret"
+# A JWT claim name: what `AUTH_BUDGET_CLAIM` may be.
+_CLAIM_NAME: Final = r"^[A-Za-z0-9_:./-]{1,100}$"
 
 
 class Settings(ServiceSettings, frozen=True):
@@ -45,6 +51,12 @@ class Settings(ServiceSettings, frozen=True):
     user_requests_per_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     user_requests_burst: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     user_max_open_jobs: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Budgets (`402` past them; 0: none). A user's per calendar month (UTC), overridden for a
+    # user by a non-negative number in their token's `AUTH_BUDGET_CLAIM` claim (a SaaS puts
+    # each customer's plan there); everyone's together per UTC day.
+    user_budget_usd: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    auth_budget_claim: Annotated[str, msgspec.Meta(pattern=_CLAIM_NAME)] = DEFAULT_BUDGET_CLAIM
+    global_budget_usd_per_day: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     # Open event and output streams, per user (`429`) and in this process (`503`), both with
     # `Retry-After` (0: none). On by default, unlike the limits above: a stream never ends by
     # itself and holds memory (about 24 KiB each, measured by the benchmark), so one token
@@ -78,6 +90,18 @@ class Settings(ServiceSettings, frozen=True):
         return self.demo_page if self.demo_page is not None else self.app_env == "dev"
 
     @property
+    def user_budget_micros(self) -> int | None:
+        """`USER_BUDGET_USD` in micro-dollars; `None`: no budget unless a token names one."""
+        return usd_to_micros(self.user_budget_usd) if self.user_budget_usd > 0 else None
+
+    @property
+    def global_budget_micros(self) -> int | None:
+        """`GLOBAL_BUDGET_USD_PER_DAY` in micro-dollars; `None`: none."""
+        if self.global_budget_usd_per_day <= 0:
+            return None
+        return usd_to_micros(self.global_budget_usd_per_day)
+
+    @property
     def request_burst(self) -> float:
         """Requests a user may send at once before `USER_REQUESTS_PER_S` applies."""
         return self.user_requests_burst or max(1.0, 2 * self.user_requests_per_s)
@@ -96,6 +120,13 @@ class Settings(ServiceSettings, frozen=True):
 
     def check(self) -> None:
         super().check()
+        for name, usd in (
+            ("USER_BUDGET_USD", self.user_budget_usd),
+            ("GLOBAL_BUDGET_USD_PER_DAY", self.global_budget_usd_per_day),
+        ):
+            # `inf` passes `ge=0`; a budget must be a real amount of money.
+            if not math.isfinite(usd) or usd > MAX_BUDGET_USD:
+                raise SettingsError(f"{name}: must be a number of dollars up to {MAX_BUDGET_USD}")
         if self.app_env == "prod" and not self.jwt_secrets and not self.auth_jwks_url:
             raise SettingsError("AUTH_JWT_SECRET: empty, and no AUTH_JWKS_URL (APP_ENV=prod)")
         if self.auth_jwks_url and not self.auth_jwks_url.startswith(("https://", "http://")):

@@ -1,7 +1,8 @@
 """The gateway's use cases as message handlers: one message and the `Dependencies` built in
 `__main__` in, an outcome out (`Admitted | Found | NotFound | Refused`, a refusal naming its
-reason). The HTTP adapters call only these (`submit_job`, `read`, `cancel`, `list_page`);
-their parts are `admission`, `idempotency`, `reads` and `cancellation`. Validation
+reason). The HTTP adapters call only these (`submit_job`, `read`, `cancel`, `list_page`,
+`usage`); their parts are `admission`, `budgets`, `idempotency`, `reads`, `cancellation` and
+`usage`. Validation
 (`parse_create_job`, `parse_list_query`, ...) raises `InvalidRequest` before any message is
 built. No HTTP or NATS here.
 """
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, date
 from typing import Final
 
-from jobs_proto.api import JobPage, JobView, ListJobs
+from jobs_proto.api import JobPage, JobView, ListJobs, UsageView
 from jobs_runtime.errors import Unavailable
 
 # Relative on purpose: `mypy --strict <path>/handlers.py` names this module after its path
@@ -20,6 +22,8 @@ from jobs_runtime.errors import Unavailable
 # the package twice under two names.
 from .admission import Admitted as Admitted
 from .admission import admit_job
+from .budgets import BudgetExceeded as BudgetExceeded
+from .budgets import Spending as Spending
 from .cancellation import JobFinished as JobFinished
 from .cancellation import cancel_job
 from .idempotency import IdempotencyPolicy as IdempotencyPolicy
@@ -41,6 +45,8 @@ from .ports import (
 from .reads import OutputTooLarge as OutputTooLarge
 from .reads import jobs_to_replay as jobs_to_replay
 from .reads import list_jobs, read_job
+from .usage import parse_usage_span as parse_usage_span
+from .usage import read_usage
 from .validation import IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER
 from .validation import InvalidRequest as InvalidRequest
 from .validation import NewJob as NewJob
@@ -58,6 +64,7 @@ REFUSALS: Final = (
     KeyReused,
     KeyInProgress,
     LimitExceeded,
+    BudgetExceeded,
     BadCursor,
     Unavailable,
 )
@@ -76,17 +83,21 @@ class Dependencies:
     idempotency: IdempotencyPolicy = field(default_factory=IdempotencyPolicy)
     # `USER_MAX_OPEN_JOBS`; `None`: off.
     admission: Admission | None = None
+    # The budgets and the job-store keeping them; `None`: no budgets, and no usage to read.
+    spending: Spending | None = None
     new_id: NewJobId = uuid.uuid4
 
 
 @dataclass(frozen=True, slots=True)
 class SubmitJob:
-    """Admit `job` for `user_id`; `fingerprint` tells the same request again under `key`."""
+    """Admit `job` for `user_id`; `fingerprint` tells the same request again under `key`;
+    `budget_micros` is the budget the caller's token names (`None`: the configured one)."""
 
     user_id: str
     job: NewJob
     key: str | None = None
     fingerprint: str = ""
+    budget_micros: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +116,17 @@ class CancelJob:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadUsage:
+    """The user's spend over UTC days `first`..`last`, and this month's budget (the token's
+    `budget_micros`, else the configured one)."""
+
+    user_id: str
+    first: date
+    last: date
+    budget_micros: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Found:
     """The job as its owner sees it."""
 
@@ -120,7 +142,7 @@ class NotFound:
 class Refused:
     """The request cannot be done as asked; `reason` names the exception saying why (one of
     `InvalidRequest`, `OutputTooLarge`, `JobFinished`, `KeyReused`, `KeyInProgress`, a limit,
-    `BadCursor`, `Unavailable`), which the adapter answers as its problem."""
+    `BudgetExceeded`, `BadCursor`, `Unavailable`), which the adapter answers as its problem."""
 
     reason: Exception
 
@@ -129,11 +151,17 @@ SubmitOutcome = Admitted | Refused
 ReadOutcome = Found | NotFound | Refused
 CancelOutcome = Found | NotFound | Refused
 ListOutcome = JobPage | Refused
+UsageOutcome = UsageView | Refused
 
 
 async def submit_job(message: SubmitJob, deps: Dependencies) -> SubmitOutcome:
     """Admit a validated job, once per `Idempotency-Key` when the message has one (and keys
     are kept)."""
+    budget = (
+        None
+        if deps.spending is None
+        else deps.spending.guard(message.budget_micros, deps.requested)
+    )
     try:
         if message.key is None or deps.keys is None:
             accepted = await admit_job(
@@ -143,6 +171,7 @@ async def submit_job(message: SubmitJob, deps: Dependencies) -> SubmitOutcome:
                 clock=deps.clock,
                 new_id=deps.new_id,
                 admission=deps.admission,
+                budget=budget,
             )
             return Admitted(accepted)
         return await admit_job_once(
@@ -156,6 +185,7 @@ async def submit_job(message: SubmitJob, deps: Dependencies) -> SubmitOutcome:
             clock=deps.clock,
             new_id=deps.new_id,
             admission=deps.admission,
+            budget=budget,
             policy=deps.idempotency,
         )
     except REFUSALS as exc:
@@ -185,5 +215,21 @@ async def cancel(message: CancelJob, deps: Dependencies) -> CancelOutcome:
 async def list_page(query: ListJobs, deps: Dependencies) -> ListOutcome:
     try:
         return await list_jobs(query, deps.store)
+    except REFUSALS as exc:
+        return Refused(exc)
+
+
+async def usage(message: ReadUsage, deps: Dependencies) -> UsageOutcome:
+    try:
+        if deps.spending is None:
+            raise Unavailable("no job-store to read usage from")
+        return await read_usage(
+            message.user_id,
+            message.first,
+            message.last,
+            deps.clock().astimezone(UTC).date(),
+            deps.spending.user_limit(message.budget_micros),
+            deps.spending.budgets,
+        )
     except REFUSALS as exc:
         return Refused(exc)

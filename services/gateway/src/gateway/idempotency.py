@@ -17,6 +17,7 @@ from jobs_proto.api import JobAccepted
 from jobs_runtime.errors import Unavailable
 
 from .admission import Admitted, publish_requested
+from .budgets import BudgetGuard
 from .ports import (
     Admission,
     Clock,
@@ -91,6 +92,7 @@ async def admit_job_once(
     clock: Clock,
     new_id: NewJobId = uuid.uuid4,
     admission: Admission | None = None,
+    budget: BudgetGuard | None = None,
     policy: IdempotencyPolicy = IdempotencyPolicy(),
     sleep: Sleep = asyncio.sleep,
 ) -> Admitted:
@@ -113,7 +115,9 @@ async def admit_job_once(
             revision = await keys.create(slot, record)
             if revision is None:
                 continue  # another request took the key in between: look at its record
-            return await _finish(user_id, slot, record, revision, job, bus, keys, clock, admission)
+            return await _finish(
+                user_id, slot, record, revision, job, bus, keys, clock, admission, budget
+            )
         record, revision = stored
         same = record.fingerprint == fingerprint
         if not same and record.state != "failed":
@@ -142,7 +146,7 @@ async def admit_job_once(
             if new_revision is None:
                 continue  # another request took it over first
             return await _finish(
-                user_id, slot, taken, new_revision, job, bus, keys, clock, admission
+                user_id, slot, taken, new_revision, job, bus, keys, clock, admission, budget
             )
         if waited_s >= policy.wait_s:
             raise KeyInProgress(
@@ -164,10 +168,13 @@ async def _finish(
     keys: IdempotencyKeys,
     clock: Clock,
     admission: Admission | None,
+    budget: BudgetGuard | None,
 ) -> Admitted:
     """Publish the job of a key this request holds and record the outcome."""
     try:
-        accepted = await publish_requested(user_id, job, record.job_id, bus, clock, admission)
+        accepted = await publish_requested(
+            user_id, job, record.job_id, bus, clock, admission, budget
+        )
     except BaseException:
         # Not an answer to keep: the next request with the key takes it over at once.
         with contextlib.suppress(Unavailable):

@@ -13,6 +13,14 @@ import msgspec
 
 from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
+from jobs_proto.spend import (
+    BudgetDecision,
+    BudgetScope,
+    GetUsage,
+    ReleaseBudget,
+    ReserveBudget,
+    UsageReport,
+)
 
 Clock = Callable[[], datetime]
 NewJobId = Callable[[], uuid.UUID]
@@ -37,6 +45,21 @@ class JobStore(Protocol):
     async def list_jobs(self, request: ListJobs) -> JobPage:
         """One page of the user's jobs, newest first; `BadCursor` when the job-store refuses
         the cursor, `Unavailable` when it does not answer or cannot read."""
+
+
+class Budgets(Protocol):
+    """The job-store's budgets and usage (`svc.job-store.reserve|release|usage`); each
+    raises `Unavailable` when it does not answer."""
+
+    async def reserve(self, request: ReserveBudget) -> BudgetDecision:
+        """Reserve a job's maximum cost, or the budget it would pass; atomic across
+        replicas and idempotent per job id."""
+
+    async def release(self, request: ReleaseBudget) -> None:
+        """Free the reservation of a job that was never published."""
+
+    async def usage(self, request: GetUsage) -> UsageReport:
+        """A user's ended jobs' cost over a span of days, and their month's budget."""
 
 
 class RequestedLog(Protocol):
@@ -123,6 +146,10 @@ class GatewayObserver(Protocol):
     def streams_full(self) -> None:
         """A stream refused `503`: the process holds `MAX_STREAMS`."""
 
+    def budget_exceeded(self, scope: BudgetScope) -> None:
+        """A job refused `402`: it would pass the user's (`user`) or the day's (`global`)
+        budget."""
+
     def job_read(self, source: ReadSource) -> None: ...
 
     def stream_opened(self) -> None: ...
@@ -147,6 +174,9 @@ class NoObserver:
         pass
 
     def streams_full(self) -> None:
+        pass
+
+    def budget_exceeded(self, scope: BudgetScope) -> None:
         pass
 
     def job_read(self, source: ReadSource) -> None:

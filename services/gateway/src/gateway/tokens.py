@@ -42,6 +42,15 @@ def bearer_token(authorization: str | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a verified token speaks for: the user (`sub`), and the monthly budget its budget
+    claim names in micro-dollars (`None`: no usable claim, the configured budget applies)."""
+
+    user_id: str
+    budget_micros: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedToken:
     """What a verified token still needs checking on each use: its expiry (`exp`, leeway
     included) against the clock, and how long it may be used without verifying it again."""
@@ -49,6 +58,7 @@ class VerifiedToken:
     user_id: str
     expires_at: float
     reverify_at: float
+    budget_micros: int | None = None
 
 
 class VerifiedTokens:
@@ -63,8 +73,8 @@ class VerifiedTokens:
     def __len__(self) -> int:
         return len(self._tokens)
 
-    def lookup(self, token: str, now: float) -> str | None:
-        """The user of a kept token still to be trusted at `now`; `None`: verify it (again).
+    def lookup(self, token: str, now: float) -> Caller | None:
+        """The caller of a kept token still to be trusted at `now`; `None`: verify it (again).
         Raises `AuthError` for a kept token that has expired since."""
         kept = self._tokens.get(token)
         if kept is None:
@@ -75,7 +85,7 @@ class VerifiedTokens:
         if now >= kept.reverify_at:
             del self._tokens[token]
             return None
-        return kept.user_id
+        return Caller(kept.user_id, kept.budget_micros)
 
     def keep(self, token: str, verified: VerifiedToken) -> None:
         if self._max_size <= 0:

@@ -7,7 +7,14 @@ import jwt
 import pytest
 
 from gateway.auth import TokenVerifier
-from gateway.tokens import AuthError, VerifiedToken, VerifiedTokens, bearer_token, issue_token
+from gateway.tokens import (
+    AuthError,
+    Caller,
+    VerifiedToken,
+    VerifiedTokens,
+    bearer_token,
+    issue_token,
+)
 
 NOW = 1_800_000_000.0
 OLD_SECRET = "old-secret-of-at-least-thirty-two-bytes"
@@ -165,7 +172,7 @@ def test_the_cache_is_bounded_oldest_first_out() -> None:
         kept.keep(name, VerifiedToken(name, expires_at=NOW + 60, reverify_at=NOW + 60))
     assert len(kept) == 2
     assert kept.lookup("a", NOW) is None
-    assert kept.lookup("c", NOW) == "c"
+    assert kept.lookup("c", NOW) == Caller("c")
     with pytest.raises(AuthError):
         kept.lookup("b", NOW + 60)
     assert kept.lookup("b", NOW) is None

@@ -169,3 +169,36 @@ def test_stream_caps_are_on_by_default_and_zero_turns_them_off() -> None:
     for name in ("USER_MAX_STREAMS", "MAX_STREAMS"):
         with pytest.raises(SettingsError, match=name):
             load_settings(Settings, {name: "-1"})
+
+
+def test_budgets_are_off_by_default_and_in_micro_dollars_when_set() -> None:
+    default = load_settings(Settings, {})
+    assert (default.user_budget_micros, default.global_budget_micros) == (None, None)
+    assert default.auth_budget_claim == "budget_usd"
+    settings = load_settings(
+        Settings,
+        {
+            "USER_BUDGET_USD": "12.5",
+            "GLOBAL_BUDGET_USD_PER_DAY": "0.1",
+            "AUTH_BUDGET_CLAIM": "https://example.com/plan_usd",
+        },
+    )
+    assert (settings.user_budget_micros, settings.global_budget_micros) == (12_500_000, 100_000)
+    assert settings.auth_budget_claim == "https://example.com/plan_usd"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("USER_BUDGET_USD", "-1"),
+        ("USER_BUDGET_USD", "inf"),
+        ("USER_BUDGET_USD", "ten"),
+        ("GLOBAL_BUDGET_USD_PER_DAY", "nan"),
+        ("GLOBAL_BUDGET_USD_PER_DAY", "1e13"),
+        ("AUTH_BUDGET_CLAIM", ""),
+        ("AUTH_BUDGET_CLAIM", "two words"),
+    ],
+)
+def test_a_bad_budget_setting_is_named(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(Settings, {variable: value})

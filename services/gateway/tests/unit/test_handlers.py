@@ -33,6 +33,7 @@ from gateway.handlers import read as handle_read
 from gateway.ports import BadCursor
 from jobs_proto.api import GetJob, JobPage, JobReply, JobView, ListJobs, ProblemDetail
 from jobs_proto.events import JobCancelRequested, JobRequested
+from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.pending import pending_view
 from jobs_proto.status import JobStatus
 from jobs_runtime.errors import Unavailable
@@ -51,6 +52,9 @@ def requested(user_id: str = "alice") -> JobRequested:
         user_id=user_id,
         job_type="video_outline",
         input={"topic": "tides", "sections": None},
+        price=JOB_TYPES["video_outline"].price,
+        # No budget applies: nothing reserved.
+        reserved_micros=0,
     )
 
 
@@ -68,6 +72,8 @@ PENDING_JSON: dict[str, object] = {
     "createdAt": "2030-01-02T03:04:05Z",
     "updatedAt": "2030-01-02T03:04:05Z",
     "completedAt": None,
+    # No prediction has ended: nothing was spent yet.
+    "usage": None,
 }
 
 

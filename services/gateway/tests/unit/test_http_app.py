@@ -23,6 +23,7 @@ from starlette.routing import Route
 import gateway
 from gateway.adapters.http import IDEATION_ROUTES, GatewayPorts, build_app
 from gateway.auth import TokenVerifier
+from gateway.budgets import Spending
 from gateway.cache import FinishedJobs
 from gateway.limits import LimitExceeded, RequestRate
 from gateway.streams import OpenStreams
@@ -73,6 +74,8 @@ def make_client(
         rate=fakes.rate,
         finished=FinishedJobs(1024 * 1024),
         streams=streams or OpenStreams(),
+        # No budget configured: only a token's budget claim makes admission reserve.
+        spending=Spending(fakes.budgets),
         observer=fakes.observer,
     )
     # `raise_app_exceptions=False`: a 500 is an answer under test, not a test failure.
@@ -238,11 +241,13 @@ async def test_the_document_is_openapi_31(document: dict[str, Any]) -> None:
     }
     for path, item in document["paths"].items():
         for operation in item.values():
-            # Every API route checks a token (the event routes also take it in the query, for
-            # `EventSource`), and its path parameters are all declared.
+            # Every API route but the job types' checks a token (the event routes also take it
+            # in the query, for `EventSource`), and its path parameters are all declared.
             security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
             if path.endswith(("events", "output")):
                 security.append({"accessToken": []})
+            if path == "/api/job-types":
+                security = []
             assert operation["security"] == security, path
             declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
             assert declared == set(re.findall(r"\{([^}]+)\}", path)), path
@@ -285,6 +290,8 @@ async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, st
     auth = {"Authorization": f"Bearer {token()}"}
     fakes.exhaust("greedy")
     greedy = {"Authorization": f"Bearer {token('greedy')}"}
+    # A budget of nothing, from the token: every create is past it.
+    broke = {"Authorization": f"Bearer {token('broke', budget_usd=0)}"}
     seen: list[tuple[str, str, Any]] = []
     creates = [("/api/jobs", {"type": "title_generation", "input": {"topic": "tides"}})]
     creates += [(path, {"topic": "tides"}) for path in IDEATION_ROUTES]
@@ -308,6 +315,7 @@ async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, st
             await client.post(path, json=other, headers=keyed),
             await client.post(path, json=good, headers={**auth, "Idempotency-Key": "k" * 256}),
             await client.post(path, json=good, headers=greedy),
+            await client.post(path, json=good, headers=broke),
         ]
         fakes.down = True
         answers.append(await client.post(path, json=good, headers=auth))
@@ -364,6 +372,22 @@ async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, st
     fakes.down, fakes.broken = False, True
     answers.append(await client.post(cancel, headers=auth))
     seen += [("post", "/api/jobs/{jobId}/cancel", a) for a in answers]
+
+    fakes.down = fakes.broken = False
+    answers = [
+        await client.get("/api/usage", headers=auth),
+        await client.get("/api/usage?from=2030-01-01&to=2030-01-31", headers=broke),
+        await client.get("/api/usage"),
+        await client.get("/api/usage?from=2030-02-30", headers=auth),
+        await client.get("/api/usage", headers=greedy),
+    ]
+    fakes.down = True
+    answers.append(await client.get("/api/usage", headers=auth))
+    fakes.down, fakes.broken = False, True
+    answers.append(await client.get("/api/usage", headers=auth))
+    seen += [("get", "/api/usage", a) for a in answers]
+    fakes.down = fakes.broken = False
+    seen.append(("get", "/api/job-types", await client.get("/api/job-types")))
     return seen
 
 
@@ -392,12 +416,14 @@ async def test_every_answer_is_declared_with_its_body(
         schema = {**answer["content"][media_type]["schema"], "components": document["components"]}
         jsonschema.Draft202012Validator(schema).validate(response.json())
     # The run did reach every answer of the contract that exists today.
-    creates = {202, 400, 401, 409, 413, 415, 422, 429, 500, 503}
+    creates = {202, 400, 401, 402, 409, 413, 415, 422, 429, 500, 503}
     assert statuses[("post", "/api/jobs")] == creates
     assert all(statuses[("post", p)] == creates for p in IDEATION_ROUTES)
     assert statuses[("get", "/api/jobs/{jobId}")] == {200, 304, 401, 404, 429, 500, 503}
     assert statuses[("get", "/api/jobs")] == {200, 400, 401, 422, 429, 500, 503}
     assert statuses[("post", "/api/jobs/{jobId}/cancel")] == {202, 401, 404, 409, 429, 500, 503}
+    assert statuses[("get", "/api/usage")] == {200, 401, 422, 429, 500, 503}
+    assert statuses[("get", "/api/job-types")] == {200}
 
 
 async def test_every_answer_of_the_job_event_route_is_declared(

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from gateway.adapters.http import GatewayPorts, build_app
 from gateway.auth import TokenVerifier
+from gateway.budgets import Spending
 from gateway.cache import FinishedJobs
 from gateway.hub import Hub, StreamPolicy
 from jobs_proto.events import JobRequested
@@ -68,6 +69,8 @@ APP: Final = build_app(
         max_body_bytes=64 * 1024,
         cors_origins=("https://app.example",),
         finished=FinishedJobs(1024 * 1024),
+        # A budget, so admissions go through the reservation too.
+        spending=Spending(SYSTEM.budgets, user_micros=1_000_000_000),
         demo_page=True,
         # A quiet stream sends its first bytes (a keepalive) at once, and the fuzz client, seeing
         # them, hangs up: no example waits 15 s for a stream that has nothing to say.

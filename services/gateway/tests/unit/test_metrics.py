@@ -28,6 +28,10 @@ def test_each_fact_is_counted_under_its_metric() -> None:
         (lambda: observer.limited("streams"), counted("gateway_limited_total", limit="streams")),
         (observer.streams_full, counted("gateway_streams_full_total")),
         (
+            lambda: observer.budget_exceeded("global"),
+            counted("gateway_budget_exceeded_total", scope="global"),
+        ),
+        (
             lambda: observer.job_read("job_view"),
             counted("gateway_finished_job_reads_total", source="job_view"),
         ),

@@ -20,6 +20,7 @@ from typing import Final
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from job_store.adapters.budgets import PostgresBudgets
 from job_store.adapters.database import (
     Pool,
     create_pool,
@@ -34,6 +35,7 @@ from job_store.adapters.parking import NatsParking
 from job_store.adapters.postgres import PostgresJobStore
 from job_store.adapters.stream_reader import StreamReader
 from job_store.applier import EventApplier
+from job_store.budgets import release_stale_reservations
 from job_store.config import MigrateSettings, Settings
 from job_store.replay import replay
 from job_store.retention import purge_finished
@@ -102,7 +104,9 @@ async def serve(service: Service[Settings]) -> int | None:
         return None  # stopped while waiting for Postgres: nothing was started
     # Rows this process wrote stay in hand, so the next event of a running job needs no read.
     store = PostgresJobStore(pool, cached_rows=_CACHED_ROWS)
-    endpoint = JobStoreEndpoints(service.nc, settings.subjects, store)
+    endpoint = JobStoreEndpoints(
+        service.nc, settings.subjects, store, budgets=PostgresBudgets(pool)
+    )
     try:
         await endpoint.start()
         serving = store
@@ -143,6 +147,7 @@ async def serve(service: Service[Settings]) -> int | None:
                 "list_subject": settings.subjects.list_jobs,
                 "stuck_subject": settings.subjects.stuck_jobs,
                 "history_subject": settings.subjects.job_history,
+                "reserve_subject": settings.subjects.reserve_budget,
                 "job_retention_s": settings.job_retention_s,
             },
         )
@@ -157,6 +162,15 @@ async def serve(service: Service[Settings]) -> int | None:
             )
             if published:
                 log.info("finished jobs past retention purged", extra={"jobs": published})
+
+        async def sweep_reservations() -> bool:
+            # A full batch: more may be waiting, so the next round starts at once.
+            return settings.reservation_sweep_batch <= await release_stale_reservations(
+                PostgresBudgets(pool),
+                grace_s=settings.reservation_grace_s,
+                limit=settings.reservation_sweep_batch,
+                observer=observer,
+            )
 
         async def sample_lag() -> None:
             try:
@@ -173,6 +187,14 @@ async def serve(service: Service[Settings]) -> int | None:
             ),
             asyncio.create_task(
                 every(settings.lag_sample_s, service.stop, "lag sample", sample_lag)
+            ),
+            asyncio.create_task(
+                every(
+                    settings.reservation_sweep_s,
+                    service.stop,
+                    "reservation sweep",
+                    sweep_reservations,
+                )
             ),
         ]
         try:

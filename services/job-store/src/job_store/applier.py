@@ -30,6 +30,7 @@ from job_store.ports import (
     Parking,
     ResultLoader,
 )
+from job_store.spend import settled_micros
 from job_store.transitions import Change, Park
 from jobs_proto.events import AnyJobEvent, JobCompleted
 from jobs_runtime.errors import Unavailable
@@ -241,6 +242,10 @@ class EventApplier:
         error: Exception | None = None
         if isinstance(outcome, Change):
             self._misses.pop(key, None)
+            settled = settled_micros(outcome.row, outcome.entry.summary)
+            if settled is not None:
+                # Committed, so counted once: a redelivery of the end changes nothing.
+                self._observer.spent(outcome.row.job_type, settled)
             await announce(outcome.row, self._announcer)
             label = "changed"
         elif isinstance(outcome, Purged):

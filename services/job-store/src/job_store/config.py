@@ -34,6 +34,12 @@ class Settings(ServiceSettings, frozen=True):
     retention_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     # How often the consumer's lag (`job_store_consumer_lag`) is sampled.
     lag_sample_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    # A budget reservation whose job is still unknown this long after it was made is released
+    # (its gateway died between reserving and publishing); the sweep runs every
+    # `RESERVATION_SWEEP_S` and frees at most `RESERVATION_SWEEP_BATCH` per run.
+    reservation_grace_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    reservation_sweep_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    reservation_sweep_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
 
 
 class MigrateSettings(EnvSettings, frozen=True):

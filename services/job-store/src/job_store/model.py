@@ -6,10 +6,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from jobs_proto.api import JobView, StuckJob
+from jobs_proto.api import JobUsage, JobView, StuckJob
 from jobs_proto.events import JobError
+from jobs_proto.spend import Metrics, Price, micros_to_usd
 from jobs_proto.status import JobStatus
 
 
@@ -40,12 +42,52 @@ class JobRow:
     # The stored input is a cut-down copy: the one sent was over
     # `jobs_proto.pending.MAX_INPUT_BYTES`.
     input_truncated: bool = False
+    # The price the job was admitted with (None: not charged that way, or unknown).
+    price_input_token_usd: Decimal | None = None
+    price_output_token_usd: Decimal | None = None
+    price_predict_second_usd: Decimal | None = None
+    # What admitting the job reserved against its budgets (None: nothing).
+    reserved_micros: int | None = None
+    # What the final prediction's `metrics` reported, and what that cost: all None until the
+    # job ends, then `cost_micros` is set (0 for a job that never ran).
+    predict_time_s: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_micros: int | None = None
 
     @property
     def error(self) -> JobError | None:
         if self.error_code is None:
             return None
         return JobError(code=self.error_code, message=self.error_message or "")
+
+    @property
+    def price(self) -> Price:
+        return Price(
+            per_input_token_usd=self.price_input_token_usd,
+            per_output_token_usd=self.price_output_token_usd,
+            per_predict_second_usd=self.price_predict_second_usd,
+        )
+
+    @property
+    def metrics(self) -> Metrics:
+        return Metrics(
+            predict_time_s=self.predict_time_s,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+        )
+
+    @property
+    def usage(self) -> JobUsage | None:
+        """What the job used and cost, once it ended."""
+        if self.cost_micros is None:
+            return None
+        return JobUsage(
+            predict_time_s=self.predict_time_s,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=micros_to_usd(self.cost_micros),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +121,7 @@ def job_view(row: JobRow) -> JobView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         completed_at=row.completed_at,
+        usage=row.usage,
     )
 
 

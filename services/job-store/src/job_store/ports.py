@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
 from job_store.model import HistoryEntry, JobRow
+from job_store.spend import Totals
 from jobs_proto.api import JobChanged, JobSummary
 from jobs_proto.events import AnyJobEvent, JobPurged
+from jobs_proto.spend import BudgetDecision, ReserveBudget, TypeUsage
 
 
 class JobTransaction(Protocol):
@@ -118,6 +120,40 @@ class OptimisticWrites(Protocol):
         ...
 
 
+class BudgetStore(Protocol):
+    """Budgets and usage: reservations under row locks, their release, the sums per period.
+
+    Settlement is not here: the store settles a job in the transaction that writes its end.
+    Each method raises `jobs_runtime.errors.Unavailable` when the database cannot be reached.
+    """
+
+    async def reserve(self, request: ReserveBudget) -> BudgetDecision:
+        """Reserve for a job, or refuse it, in one transaction: the user's month row locked,
+        then (with a global limit) the day's; a job known or already reserved is admitted
+        without a second reservation."""
+        ...
+
+    async def release(self, job_id: uuid.UUID, user_id: str) -> bool:
+        """Free the user's reservation for a job unless the job is known (its end settles
+        it); True when the job is known (so still admitted)."""
+        ...
+
+    async def release_stale(self, older_than_s: float, limit: int) -> list[uuid.UUID]:
+        """Free up to `limit` reservations older than `older_than_s` (database clock) whose job
+        is unknown; the jobs whose reservation was freed."""
+        ...
+
+    async def usage(
+        self, user_id: str, first: date, last: date
+    ) -> tuple[dict[str, TypeUsage], dict[date, TypeUsage]]:
+        """The user's ended jobs admitted on days `first`..`last`: by type, and by day."""
+        ...
+
+    async def month(self, user_id: str, month: date) -> Totals:
+        """The user's sums for the month starting `month`."""
+        ...
+
+
 class PurgePublisher(Protocol):
     """Puts a purge into the `JOBS` stream (the store applies it like any event)."""
 
@@ -176,6 +212,14 @@ class JobStoreObserver(Protocol):
         not yet acknowledged."""
         ...
 
+    def spent(self, job_type: str, micros: int) -> None:
+        """A committed change settled `micros` of spend for a job of `job_type`."""
+        ...
+
+    def reservations_released(self, count: int) -> None:
+        """The sweep freed `count` reservations of jobs that never came."""
+        ...
+
 
 class NoObserver:
     """A `JobStoreObserver` that keeps nothing, for tests and tools."""
@@ -196,4 +240,10 @@ class NoObserver:
         pass
 
     def consumer_sampled(self, pending: int, ack_pending: int) -> None:
+        pass
+
+    def spent(self, job_type: str, micros: int) -> None:
+        pass
+
+    def reservations_released(self, count: int) -> None:
         pass

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 from job_store.model import HistoryEntry, JobRow
+from job_store.spend import admitted_with, ended, records_late_usage, with_price
 from jobs_proto.events import (
     AnyJobEvent,
     JobCancelRequested,
@@ -133,6 +134,9 @@ def history_entry(before: JobRow | None, after: JobRow, event: AnyJobEvent) -> H
             pass
     if after.error_code is not None:
         summary["errorCode"] = after.error_code
+    if before is not None and is_terminal(before.status):
+        # The only change an ended job takes: metrics its prediction reported late.
+        summary["usageRecorded"] = True
     if after.cancel_requested and (before is None or not before.cancel_requested):
         summary["cancelRequested"] = True
     return HistoryEntry(
@@ -169,7 +173,7 @@ def next_row(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
         if isinstance(event, JobRequested):
             job_type = JOB_TYPES.get(event.job_type)
             stored_input, truncated = bounded_input(event.input)
-            return JobRow(
+            created = JobRow(
                 job_id=event.job_id,
                 user_id=event.user_id,
                 job_type=event.job_type,
@@ -183,8 +187,11 @@ def next_row(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
                 if job_type is None
                 else at + timedelta(seconds=job_type.deadline_s),
             )
+            return with_price(created, *admitted_with(event))
         return None
     if is_terminal(row.status):
+        if isinstance(event, JobCompleted) and records_late_usage(row, event):
+            return _late_usage(row, event, at)
         return None
     match event:
         case JobRequested():
@@ -196,7 +203,7 @@ def next_row(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
         case JobCompleted():
             return _completed(row, event, at)
         case JobFailed():
-            return replace(
+            failed = replace(
                 _bumped(row, at),
                 status="failed",
                 error_code=event.error.code,
@@ -204,6 +211,7 @@ def next_row(row: JobRow | None, event: AnyJobEvent) -> JobRow | None:
                 prediction_id=row.prediction_id or event.prediction_id,
                 completed_at=at,
             )
+            return ended(failed, None)
         case JobCancelRequested():
             return _cancel_requested(row, event, at)
         case JobPurged():
@@ -257,7 +265,7 @@ def _completed(row: JobRow, event: JobCompleted, at: datetime) -> JobRow | None:
         data_removed=event.data_removed,
         has_output=has_output,
     )
-    return replace(
+    done = replace(
         _bumped(row, at),
         status=status,
         output=event.output,
@@ -266,6 +274,14 @@ def _completed(row: JobRow, event: JobCompleted, at: datetime) -> JobRow | None:
         prediction_id=row.prediction_id or event.prediction_id,
         completed_at=at,
     )
+    return ended(done, event)
+
+
+def _late_usage(row: JobRow, event: JobCompleted, at: datetime) -> JobRow:
+    """An ended job whose prediction reports its metrics after the job's end: the spend that
+    happened is recorded (and settled by the database: the cost is added to what was spent);
+    nothing else of the job changes."""
+    return ended(_bumped(row, at), event)
 
 
 def _completion_message(event: JobCompleted, code: str | None) -> str | None:
@@ -286,7 +302,10 @@ def _cancel_requested(row: JobRow, event: JobCancelRequested, at: datetime) -> J
         return None
     if row.status == "pending":
         # No prediction exists yet, so nothing will report an end: the job ends here.
-        return replace(_bumped(row, at), status="canceled", cancel_requested=True, completed_at=at)
+        canceled = replace(
+            _bumped(row, at), status="canceled", cancel_requested=True, completed_at=at
+        )
+        return ended(canceled, None)
     if row.cancel_requested:
         return None
     # Processing: the ai-runner cancels the prediction and its completion ends the job.

@@ -29,6 +29,14 @@ JOBS_COLUMNS = {
     "deadline_at": "timestamp with time zone",
     "attempts": "integer",
     "input_truncated": "boolean",
+    "price_input_token_usd": "numeric",
+    "price_output_token_usd": "numeric",
+    "price_predict_second_usd": "numeric",
+    "reserved_micros": "bigint",
+    "predict_time_s": "double precision",
+    "input_tokens": "bigint",
+    "output_tokens": "bigint",
+    "cost_micros": "bigint",
 }
 HISTORY_COLUMNS = {
     "job_id": "uuid",
@@ -93,7 +101,7 @@ async def test_the_history_migration_is_expand_only(empty_database_url: str) -> 
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         await conn.execute("INSERT INTO schema_migrations VALUES (1, $1)", first.name)
-        assert [m.version for m in await migrate_database(empty_database_url)] == [2, 3]
+        assert [m.version for m in await migrate_database(empty_database_url)] == [2, 3, 4]
         # Release 1, still running during the rollout, writes as it always did.
         await conn.execute(_RELEASE_1_INSERT, uuid.uuid4())
         await conn.execute(

@@ -23,7 +23,9 @@ from job_store.transitions import (
     transition,
 )
 from jobs_proto.events import EVENT_KINDS, AnyJobEvent, JobCompleted, JobPurged, JobStarted
+from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.pending import MAX_INPUT_BYTES, bounded_input, pending_view
+from jobs_proto.spend import usd_to_micros
 from jobs_proto.status import JOB_STATUSES, JobStatus, is_terminal
 from jobs_testkit.events import (
     OWNER,
@@ -39,6 +41,7 @@ from jobs_testkit.events import (
 )
 
 JOB = uuid.UUID("00000000-0000-4000-8000-000000000001")
+SCRIPT = JOB_TYPES["script_generation"]
 
 
 def row_in(status: JobStatus, **changes: object) -> JobRow:
@@ -140,6 +143,11 @@ def test_requested_creates_a_pending_job_at_version_1() -> None:
         updated_at=T0,
         # script_generation's deadline is 600 s after the request.
         deadline_at=at(600),
+        # An event without a price: the type's as configured, and its maximum reserved.
+        price_input_token_usd=SCRIPT.price.per_input_token_usd,
+        price_output_token_usd=SCRIPT.price.per_output_token_usd,
+        price_predict_second_usd=SCRIPT.price.per_predict_second_usd,
+        reserved_micros=usd_to_micros(SCRIPT.max_cost_usd),
     )
 
 

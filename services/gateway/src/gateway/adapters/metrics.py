@@ -1,6 +1,6 @@
 """The `GatewayObserver` port over Prometheus (default registry, served on the admin port's
-`/metrics`): admissions, idempotent replays and conflicts, per-user limit refusals, reads by
-source, the open streams, and the `OutputWanted` messages that keep the relay reading."""
+`/metrics`): admissions, idempotent replays and conflicts, per-user limit and budget refusals,
+reads by source, the open streams, and the `OutputWanted` messages that keep the relay reading."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Final
 from prometheus_client import Counter, Gauge
 
 from gateway.ports import ConflictReason, ReadSource
+from jobs_proto.spend import BudgetScope
 
 JOBS_ADMITTED: Final = Counter(
     "gateway_jobs_admitted_total", "Jobs admitted (their JobRequested stored)", ["job_type"]
@@ -26,6 +27,11 @@ LIMITED: Final = Counter(
     "gateway_limited_total",
     "Requests refused 429 by a per-user limit",
     ["limit"],  # rate, open_jobs, streams
+)
+BUDGET_EXCEEDED: Final = Counter(
+    "gateway_budget_exceeded_total",
+    "Jobs refused 402: admitting them would pass a budget",
+    ["scope"],  # user (the user's month), global (everyone's day)
 )
 STREAMS_FULL: Final = Counter(
     "gateway_streams_full_total", "Streams refused 503: the process holds MAX_STREAMS"
@@ -61,6 +67,7 @@ WATCHED_JOBS: Final = Gauge(
 _READS: Final = {
     source: CACHE_READS.labels(source) for source in ("cache", "job_view", "job_store")
 }
+_BUDGETS: Final = {scope: BUDGET_EXCEEDED.labels(scope) for scope in ("user", "global")}
 _CONFLICTS: Final = {
     reason: IDEMPOTENCY_CONFLICTS.labels(reason) for reason in ("reused", "in_progress")
 }
@@ -99,6 +106,9 @@ class PrometheusObserver:
 
     def streams_full(self) -> None:
         STREAMS_FULL.inc()
+
+    def budget_exceeded(self, scope: BudgetScope) -> None:
+        _BUDGETS[scope].inc()
 
     def job_read(self, source: ReadSource) -> None:
         _READS[source].inc()

@@ -1,5 +1,6 @@
-"""The gateway's NATS edge for its handlers: publishing admitted jobs, asking the job-store,
-reading a job's request back from the stream (`feed.py` has the subscription to job changes).
+"""The gateway's NATS edge for its handlers: publishing admitted jobs, asking the job-store
+(reads, budgets, usage), reading a job's request back from the stream (`feed.py` has the
+subscription to job changes).
 
 Every way NATS can fail to answer (disconnected, timeout, no responders, a JetStream error)
 becomes `Unavailable`, which the HTTP side answers `503` with `Retry-After`.
@@ -19,6 +20,13 @@ from nats.js.errors import NotFoundError
 from gateway.ports import BadCursor
 from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested, decode_event
+from jobs_proto.spend import (
+    BudgetDecision,
+    GetUsage,
+    ReleaseBudget,
+    ReserveBudget,
+    UsageReport,
+)
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher
 from jobs_runtime.errors import Unavailable
@@ -77,6 +85,40 @@ class NatsJobStore:
         except Refused as exc:
             if exc.code == _BAD_CURSOR:
                 raise BadCursor(exc.description or "the cursor is not valid") from exc
+            raise _unavailable(exc) from exc
+
+
+class _Released(msgspec.Struct):
+    """Whatever the job-store answers a release with: only that it answered matters."""
+
+
+class NatsBudgets:
+    """The job-store's budget and usage endpoints. Any refusal is `Unavailable` (logged as an
+    error): the gateway only sends requests it validated, so a `4xx` is a bug of one side, and
+    a budget must never be taken as granted on it."""
+
+    def __init__(self, nc: NATS, subjects: Subjects, timeout_s: float = 2.0) -> None:
+        self._client = JobStoreClient(nc, timeout_s=timeout_s)
+        self._reserve_subject = subjects.reserve_budget
+        self._release_subject = subjects.release_budget
+        self._usage_subject = subjects.usage
+
+    async def reserve(self, request: ReserveBudget) -> BudgetDecision:
+        try:
+            return await self._client.ask(self._reserve_subject, request, BudgetDecision)
+        except Refused as exc:
+            raise _unavailable(exc) from exc
+
+    async def release(self, request: ReleaseBudget) -> None:
+        try:
+            await self._client.ask(self._release_subject, request, _Released)
+        except Refused as exc:
+            raise _unavailable(exc) from exc
+
+    async def usage(self, request: GetUsage) -> UsageReport:
+        try:
+            return await self._client.ask(self._usage_subject, request, UsageReport)
+        except Refused as exc:
             raise _unavailable(exc) from exc
 
 

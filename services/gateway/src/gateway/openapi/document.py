@@ -17,11 +17,13 @@ from jobs_proto.api import (
     JobAccepted,
     JobPage,
     JobProgress,
+    JobTypeList,
     JobView,
     OutputDone,
     OutputText,
     Problem,
     ProblemDetail,
+    UsageView,
 )
 from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.problems import PROBLEM_MEDIA_TYPE
@@ -36,6 +38,7 @@ from .parts import (
     SECURITY_SCHEME,
     ref,
 )
+from .spend import job_types_operation, usage_operation
 
 
 def component_schemas() -> dict[str, Any]:
@@ -51,6 +54,8 @@ def component_schemas() -> dict[str, Any]:
         OutputDone,
         Problem,
         ProblemDetail,
+        JobTypeList,
+        UsageView,
     ]
     types += [job_type.input_type for _, job_type in sorted(JOB_TYPES.items())]
     _, components = msgspec.json.schema_components(types, ref_template=SCHEMA_REF)
@@ -70,6 +75,8 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
         "/api/jobs/{jobId}/events": {"get": job_events_operation()},
         "/api/jobs/{jobId}/output": {"get": job_output_operation()},
         "/api/events": {"get": user_events_operation()},
+        "/api/job-types": {"get": job_types_operation()},
+        "/api/usage": {"get": usage_operation()},
     }
     for path, job_type in ideation_routes.items():
         body = {
@@ -87,7 +94,7 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
             "description": (
                 "Admits AI jobs and answers their status. Errors are RFC 9457 "
                 f"`{PROBLEM_MEDIA_TYPE}`; checks run in the order "
-                "401, 429, 415, 413, 400, 422, 409."
+                "401, 429, 415, 413, 400, 422, 409, 402."
             ),
         },
         "paths": paths,

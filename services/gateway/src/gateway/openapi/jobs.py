@@ -11,6 +11,7 @@ from jobs_proto.status import JOB_STATUSES
 
 from .parts import (
     AUTHENTICATED,
+    BUDGETED,
     JSON,
     SECURITY_SCHEME,
     WITH_BODY,
@@ -68,7 +69,10 @@ def create_operation(summary: str, operation_id: str, body: dict[str, Any]) -> d
             }
         ],
         "requestBody": body,
-        "responses": {"202": _accepted(), **problems({**WITH_BODY, **AUTHENTICATED})},
+        "responses": {
+            "202": _accepted(),
+            **problems({**WITH_BODY, **BUDGETED, **AUTHENTICATED}),
+        },
     }
 
 
@@ -90,7 +94,7 @@ def get_operation() -> dict[str, Any]:
         ],
         "responses": {
             "200": {
-                "description": "The job.",
+                "description": "The job; `usage` is null until its prediction ends.",
                 "headers": etag,
                 "content": {JSON: {"schema": ref(JobView.__name__)}},
             },

@@ -17,7 +17,7 @@ JSON: Final = "application/json"
 EVENT_STREAM: Final = "text/event-stream"
 
 # What every route that checks a token may answer besides its success, and what a route
-# with a body adds (the contract's order: 401, 429, 415, 413, 400, 422, 409). 500 is a bug,
+# with a body adds (the contract's order: 401, 429, 415, 413, 400, 422, 409, 402). 500 is a bug,
 # but a client still receives a problem body for it, so it is declared too.
 AUTHENTICATED: Final = {
     "401": "Missing or invalid token (`WWW-Authenticate: Bearer`).",
@@ -43,6 +43,14 @@ WITH_BODY: Final = {
     "`parameter`).",
     "409": "The `Idempotency-Key` was used with another body, or its first request is still "
     "being admitted (then with `Retry-After`).",
+}
+# What a create adds: its reservation against the budgets, checked last.
+BUDGETED: Final = {
+    "402": "Reserving the type's `maxCostUsd` would pass the caller's monthly budget "
+    "(`USER_BUDGET_USD` or the token's budget claim) or everyone's day "
+    "(`GLOBAL_BUDGET_USD_PER_DAY`): `type` ends in `budget-exceeded`, `limitUsd` is that "
+    "budget and `remainingUsd` what is left of it. Nothing was published. An idempotent "
+    "replay of an admitted job is never refused so.",
 }
 
 

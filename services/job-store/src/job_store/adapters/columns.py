@@ -22,7 +22,9 @@ Record: TypeAlias = "asyncpg.Record | Mapping[str, Any]"
 JOB_COLUMNS: Final = (
     "id, user_id, type, status, version, input, output, error_code, error_message,"
     " prediction_id, cancel_requested, created_at, updated_at, submitted_at, started_at,"
-    " completed_at, deadline_at, attempts, input_truncated"
+    " completed_at, deadline_at, attempts, input_truncated, price_input_token_usd,"
+    " price_output_token_usd, price_predict_second_usd, reserved_micros, predict_time_s,"
+    " input_tokens, output_tokens, cost_micros"
 )
 SELECT_JOB: Final = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
 
@@ -72,6 +74,14 @@ def row_from_record(record: Record) -> JobRow:
         # Rows from before migration 0002 have nulls here.
         attempts=record["attempts"] or 0,
         input_truncated=bool(record["input_truncated"]),
+        price_input_token_usd=record["price_input_token_usd"],
+        price_output_token_usd=record["price_output_token_usd"],
+        price_predict_second_usd=record["price_predict_second_usd"],
+        reserved_micros=record["reserved_micros"],
+        predict_time_s=record["predict_time_s"],
+        input_tokens=record["input_tokens"],
+        output_tokens=record["output_tokens"],
+        cost_micros=record["cost_micros"],
     )
 
 

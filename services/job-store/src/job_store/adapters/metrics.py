@@ -1,5 +1,5 @@
 """The job-store's `/metrics`: events applied by kind and outcome, apply latency, waits, batch
-sizes, purges and the consumer's lag.
+sizes, purges, the consumer's lag, spend by job type and reservations the sweep released.
 
 The `JobStoreObserver` port over prometheus_client's default registry, which the runtime's
 admin port serves; nothing else touches these metrics.
@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Final
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from jobs_proto.spend import MICROS_PER_USD
 
 EVENTS_APPLIED: Final = Counter(
     "job_store_events",
@@ -51,6 +53,20 @@ PARKED: Final = Counter(
     "job_store_parked",
     "Messages parked in the dead-letter stream instead of being applied, by reason",
     ["reason"],
+)
+
+# Names pinned: a Grafana dashboard and an alert query `jobs_spend_usd_total` (prometheus_client
+# adds `_total` to a counter's name).
+SPEND_USD: Final = Counter(
+    "jobs_spend_usd",
+    "What ended jobs cost at their admission price, in dollars, counted when the job-store"
+    " settles them (a job's end, or metrics reported after it), by job type",
+    ["job_type"],
+)
+RESERVATIONS_RELEASED: Final = Counter(
+    "jobs_budget_reservations_released",
+    "Budget reservations the sweep released because their job never came (older than"
+    " RESERVATION_GRACE_S with no job)",
 )
 
 
@@ -95,3 +111,10 @@ class PrometheusObserver:
     def consumer_sampled(self, pending: int, ack_pending: int) -> None:
         CONSUMER_LAG.set(pending)
         CONSUMER_ACK_PENDING.set(ack_pending)
+
+    def spent(self, job_type: str, micros: int) -> None:
+        # Dollars as floats only here, for Prometheus; every sum that matters is integer.
+        SPEND_USD.labels(job_type).inc(micros / MICROS_PER_USD)
+
+    def reservations_released(self, count: int) -> None:
+        RESERVATIONS_RELEASED.inc(count)

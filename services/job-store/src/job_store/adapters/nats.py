@@ -22,9 +22,11 @@ from nats.js.object_store import ObjectStore
 from nats.micro.request import Request
 from nats.micro.service import Service as MicroService
 
-from job_store.ports import JobStore
+from job_store.budgets import release_budget, reserve_budget, usage_report
+from job_store.ports import BudgetStore, JobStore
 from job_store.reads import RequestRejected, get_job, job_history, list_jobs, stuck_jobs
 from jobs_proto.api import FindStuckJobs, GetJob, GetJobHistory, JobChanged, ListJobs
+from jobs_proto.spend import GetUsage, ReleaseBudget, ReserveBudget
 from jobs_proto.subjects import Subjects
 from jobs_runtime.results import load_result, result_store
 
@@ -81,7 +83,9 @@ _Answer = Callable[[Any, int], Awaitable[msgspec.Struct]]
 
 class JobStoreEndpoints:
     """Serves the reads: `get` (`GetJob` -> `JobReply`), `list` (`ListJobs` -> `JobPage`),
-    `stuck` (`FindStuckJobs` -> `StuckJobs`), `history` (`GetJobHistory` -> `JobHistory`).
+    `stuck` (`FindStuckJobs` -> `StuckJobs`), `history` (`GetJobHistory` -> `JobHistory`);
+    and with `budgets` the budget requests: `reserve` (`ReserveBudget` -> `BudgetDecision`),
+    `release` (`ReleaseBudget` -> `BudgetDecision`), `usage` (`GetUsage` -> `UsageReport`).
 
     A request that does not decode gets a `400` error reply on `get` (as before) and `422` on
     the others (their docstrings in `jobs_proto.api` list the codes); a handler's
@@ -91,11 +95,18 @@ class JobStoreEndpoints:
     """
 
     def __init__(
-        self, nc: NATS, subjects: Subjects, store: JobStore, *, concurrency: int = 64
+        self,
+        nc: NATS,
+        subjects: Subjects,
+        store: JobStore,
+        *,
+        budgets: BudgetStore | None = None,
+        concurrency: int = 64,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
         self._store = store
+        self._budgets = budgets
         self._slots = asyncio.Semaphore(concurrency)
         self._in_hand: set[asyncio.Task[None]] = set()
         self._service: MicroService | None = None
@@ -138,6 +149,31 @@ class JobStoreEndpoints:
                 lambda q, n: job_history(q, store, max_bytes=n),
             ),
         ]
+        budgets = self._budgets
+        if budgets is not None:
+            endpoints += [
+                (
+                    "reserve",
+                    self._subjects.reserve_budget,
+                    ReserveBudget,
+                    "422",
+                    lambda q, n: reserve_budget(q, budgets),
+                ),
+                (
+                    "release",
+                    self._subjects.release_budget,
+                    ReleaseBudget,
+                    "422",
+                    lambda q, n: release_budget(q, budgets),
+                ),
+                (
+                    "usage",
+                    self._subjects.usage,
+                    GetUsage,
+                    "422",
+                    lambda q, n: usage_report(q, budgets),
+                ),
+            ]
         for name, subject, request_type, bad_request, answer in endpoints:
             await self._service.add_endpoint(
                 name=name,

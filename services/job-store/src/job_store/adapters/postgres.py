@@ -30,7 +30,12 @@ from job_store.adapters.queries import (
 )
 from job_store.adapters.row_cache import RowCache, as_read_back
 from job_store.adapters.transaction import PostgresTransaction
-from job_store.adapters.writes import UPDATE_UNLESS_CHANGED, WRITE_UNLESS_CHANGED, write_arguments
+from job_store.adapters.writes import (
+    UPDATE_UNLESS_CHANGED,
+    WRITE_UNLESS_CHANGED,
+    without_inserts,
+    write_arguments,
+)
 from job_store.model import HistoryEntry, JobRow
 from jobs_proto.api import JobSummary
 
@@ -90,7 +95,7 @@ class PostgresJobStore:
             statement = WRITE_UNLESS_CHANGED
         else:
             statement = UPDATE_UNLESS_CHANGED
-            arguments = arguments[:13] + arguments[32:]  # the updates' and entries' arrays
+            arguments = without_inserts(arguments)
         try:
             record = await self._pool.fetchrow(
                 statement, *arguments, list(versions), list(versions.values())
@@ -175,8 +180,12 @@ class PostgresJobStore:
         return int(await self._pool.fetchval("SELECT count(*) FROM jobs"))
 
     async def truncate(self) -> None:
-        """Empty `jobs` and `job_history` (replay's `--truncate`)."""
-        await self._pool.execute("TRUNCATE jobs, job_history")
+        """Empty `jobs`, `job_history` and what is summed from them, budgets and usage
+        (replay's `--truncate`): the replay rebuilds them all."""
+        await self._pool.execute(
+            "TRUNCATE jobs, job_history, budget_reservations, budget_months, budget_days,"
+            " usage_days"
+        )
 
     async def ping(self) -> None:
         """Readiness: the pool hands out a connection and Postgres answers."""

@@ -22,6 +22,7 @@ from job_store.adapters.writes import (
     LOCK_MANY,
     UPDATE,
     WRITE,
+    updated_values,
     write_arguments,
 )
 from job_store.model import HistoryEntry, JobRow
@@ -73,26 +74,19 @@ class PostgresTransaction:
             row.deadline_at,
             row.attempts,
             row.input_truncated,
+            row.price_input_token_usd,
+            row.price_output_token_usd,
+            row.price_predict_second_usd,
+            row.reserved_micros,
+            row.predict_time_s,
+            row.input_tokens,
+            row.output_tokens,
+            row.cost_micros,
         )
         return inserted is not None
 
     async def update(self, row: JobRow) -> None:
-        await self._conn.execute(
-            UPDATE,
-            row.job_id,
-            row.status,
-            row.version,
-            pg_optional_text(row.output),
-            pg_optional_text(row.error_code),
-            pg_optional_text(row.error_message),
-            pg_optional_text(row.prediction_id),
-            row.cancel_requested,
-            row.updated_at,
-            row.submitted_at,
-            row.started_at,
-            row.completed_at,
-            row.attempts,
-        )
+        await self._conn.execute(UPDATE, *updated_values(row))
 
     async def write(
         self, updates: Sequence[JobRow], inserts: Sequence[JobRow], entries: Sequence[HistoryEntry]

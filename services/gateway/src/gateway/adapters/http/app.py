@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.hub import Hub
 from jobs_runtime.web import EscapedQueryString
 
-from . import events, jobs, site
+from . import events, jobs, site, spend
 from .fast import FastPath, fast_job_reads
 from .fast_admit import fast_admissions
 from .ports import GatewayPorts
@@ -91,6 +91,8 @@ def build_app(ports: GatewayPorts) -> Starlette:
         ),
         Route("/api/jobs/{job_id}/events", events.job_events(ports, hub), methods=["GET"]),
         Route("/api/events", events.user_events(ports, hub), methods=["GET"]),
+        Route("/api/job-types", answered(spend.job_types(), observer), methods=["GET"]),
+        Route("/api/usage", answered(spend.usage(ports), observer), methods=["GET"]),
         Route("/api/jobs/{job_id}/output", events.job_output(ports, hub), methods=["GET"]),
         *(
             Route(

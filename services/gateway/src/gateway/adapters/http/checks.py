@@ -19,7 +19,7 @@ from gateway.auth import TokenVerifier
 from gateway.jobviews import etag
 from gateway.jwks import KeysUnavailable
 from gateway.limits import RequestRate
-from gateway.tokens import AuthError
+from gateway.tokens import AuthError, Caller
 from jobs_proto import wire
 from jobs_proto.api import ProblemDetail
 from jobs_proto.problems import (
@@ -70,10 +70,10 @@ def json_response(
     return Response(msgspec.json.encode(body), status, headers=headers, media_type=JSON_MEDIA_TYPE)
 
 
-async def authenticate(
+async def identify(
     verifier: TokenVerifier, request: Request, *, query_token: bool = False
-) -> str:
-    """The caller's user id, or `401` with `WWW-Authenticate: Bearer`; `503` with
+) -> Caller:
+    """The caller (user id and budget claim), or `401` with `WWW-Authenticate: Bearer`; `503` with
     `Retry-After` when the token's JWKS key is unknown and the JWKS cannot be fetched (see
     `KeysUnavailable`: the token may well be good, so the client keeps it and retries).
 
@@ -84,7 +84,7 @@ async def authenticate(
     if authorization is None and query_token and (given := request.query_params.get(ACCESS_TOKEN)):
         authorization = f"Bearer {given}"
     try:
-        user_id = await verifier.authenticate(authorization)
+        caller = await verifier.identify(authorization)
     except KeysUnavailable as exc:
         log.warning("token keys unavailable", extra={"reason": str(exc)})
         raise Refusal(
@@ -96,8 +96,30 @@ async def authenticate(
         # RFC 6750: name the error only when a token was presented.
         challenge = 'Bearer error="invalid_token"' if authorization else "Bearer"
         raise Refusal(UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": challenge}) from None
-    request.state.user_id = user_id
-    return user_id
+    request.state.user_id = caller.user_id
+    return caller
+
+
+async def authenticate(
+    verifier: TokenVerifier, request: Request, *, query_token: bool = False
+) -> str:
+    """The caller's user id (see `identify`)."""
+    return (await identify(verifier, request, query_token=query_token)).user_id
+
+
+async def authorize_caller(
+    verifier: TokenVerifier,
+    rate: RequestRate | None,
+    request: Request,
+    *,
+    query_token: bool = False,
+) -> Caller:
+    """The caller once its token is good (`401`) and its request rate allows one more
+    (`429`, counted per replica), the first two checks of every API route."""
+    caller = await identify(verifier, request, query_token=query_token)
+    if rate is not None and not request.scope.get(RATE_COUNTED):
+        rate.take(caller.user_id)
+    return caller
 
 
 async def authorize(
@@ -107,12 +129,9 @@ async def authorize(
     *,
     query_token: bool = False,
 ) -> str:
-    """The caller's user id once its token is good (`401`) and its request rate allows one
-    more (`429`, counted per replica), the first two checks of every API route."""
-    user_id = await authenticate(verifier, request, query_token=query_token)
-    if rate is not None and not request.scope.get(RATE_COUNTED):
-        rate.take(user_id)
-    return user_id
+    """The caller's user id (see `authorize_caller`)."""
+    caller = await authorize_caller(verifier, rate, request, query_token=query_token)
+    return caller.user_id
 
 
 def check_content_type(content_type: str | None) -> None:

@@ -6,8 +6,10 @@ Anything else goes to the route declared in `app.py`, with the body it was sent 
 is replayed): a token that does not verify, a refused rate, another content type, a body
 without `Content-Length` or over the limit, bad JSON, an invalid job, an `Idempotency-Key`, a
 CORS request. Once the rate was counted here the route is told so (`RATE_COUNTED`), so a request
-counts once. Only an admission the handler refuses (open jobs, NATS away) is answered here as
-its problem, since handing it on would admit it again.
+counts once. Only an admission the handler refuses is answered here as its problem, since
+handing it on would admit it again: open jobs, a budget (`402`), NATS or the job-store away.
+With no budget applying nothing more is asked than before; with one, the job-store's
+reservation is the one round trip added.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def fast_admissions(ports: GatewayPorts, ideation_routes: Mapping[str, str]) -> 
         ):
             return receive
         try:
-            user_id = await verifier.authenticate(headers[b"authorization"].decode("latin-1"))
+            caller = await verifier.identify(headers[b"authorization"].decode("latin-1"))
+            user_id = caller.user_id
             check_content_type(headers.get(b"content-type", b"").decode("latin-1"))
             if rate is not None:
                 rate.take(user_id)
@@ -116,7 +119,8 @@ def fast_admissions(ports: GatewayPorts, ideation_routes: Mapping[str, str]) -> 
         except (Refusal, handlers.InvalidRequest):
             return _replaying(messages, receive)
         try:
-            outcome = await handlers.submit_job(handlers.SubmitJob(user_id, job), ports.deps)
+            message = handlers.SubmitJob(user_id, job, budget_micros=caller.budget_micros)
+            outcome = await handlers.submit_job(message, ports.deps)
         except Exception as exc:
             # A bug: answered as the route's wrapper answers one (the job may be admitted, so
             # the request cannot go to the route again).

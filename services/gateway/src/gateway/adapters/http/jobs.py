@@ -14,11 +14,13 @@ from starlette.responses import Response
 
 from gateway import handlers
 from gateway.cache import CachedJob
+from gateway.tokens import Caller
 from jobs_proto.status import is_terminal
 
 from .checks import (
     JSON_MEDIA_TYPE,
     authorize,
+    authorize_caller,
     etag,
     etag_matches,
     json_body,
@@ -34,12 +36,13 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 async def _submit(
-    ports: GatewayPorts, request: Request, user_id: str, job: handlers.NewJob, body: object
+    ports: GatewayPorts, request: Request, caller: Caller, job: handlers.NewJob, body: object
 ) -> Response:
     """Admit a validated job, once per `Idempotency-Key` when the request has one."""
+    user_id = caller.user_id
     key = handlers.check_idempotency_key(request.headers.get(handlers.IDEMPOTENCY_HEADER))
     fingerprint = "" if key is None else handlers.request_fingerprint(request.url.path, body)
-    message = handlers.SubmitJob(user_id, job, key, fingerprint)
+    message = handlers.SubmitJob(user_id, job, key, fingerprint, caller.budget_micros)
     outcome = await handlers.submit_job(message, ports.deps)
     if isinstance(outcome, handlers.Refused):
         raise refuse(outcome)
@@ -61,19 +64,19 @@ async def _submit(
 
 def create_job(ports: GatewayPorts) -> Endpoint:
     async def create_job(request: Request) -> Response:
-        user_id = await authorize(ports.verifier, ports.rate, request)
+        caller = await authorize_caller(ports.verifier, ports.rate, request)
         body = await json_body(request, ports.max_body_bytes)
-        return await _submit(ports, request, user_id, handlers.parse_create_job(body), body)
+        return await _submit(ports, request, caller, handlers.parse_create_job(body), body)
 
     return create_job
 
 
 def create_typed_job(ports: GatewayPorts, job_type: str) -> Endpoint:
     async def create_typed_job(request: Request) -> Response:
-        user_id = await authorize(ports.verifier, ports.rate, request)
+        caller = await authorize_caller(ports.verifier, ports.rate, request)
         body = await json_body(request, ports.max_body_bytes)
         job = handlers.parse_job_input(job_type, body)
-        return await _submit(ports, request, user_id, job, body)
+        return await _submit(ports, request, caller, job, body)
 
     return create_typed_job
 

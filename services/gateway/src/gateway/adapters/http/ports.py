@@ -10,6 +10,7 @@ from typing import Final
 
 from gateway import handlers
 from gateway.auth import TokenVerifier
+from gateway.budgets import Spending
 from gateway.cache import FinishedJobs
 from gateway.hub import Hub
 from gateway.jobviews import JobViews
@@ -51,6 +52,9 @@ class GatewayPorts:
     # `USER_REQUESTS_PER_S` and `USER_MAX_OPEN_JOBS`; `None`: off.
     rate: RequestRate | None = None
     open_jobs: OpenJobs | None = None
+    # The budgets (`USER_BUDGET_USD`, `GLOBAL_BUDGET_USD_PER_DAY`, a token's budget claim) and
+    # the job-store keeping them and the usage; `None`: no budgets, `/api/usage` answers 503.
+    spending: Spending | None = None
     # Answers of finished jobs; `None`: every read asks the job-store.
     finished: FinishedJobs | None = None
     # Running jobs known from announcements and replies; `None`: every read asks the job-store.
@@ -80,5 +84,6 @@ class GatewayPorts:
             keys=self.keys,
             idempotency=self.idempotency,
             admission=self.open_jobs,
+            spending=self.spending,
         )
         object.__setattr__(self, "deps", deps)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -27,6 +28,7 @@ from jobs_proto.problems import (
     kind_for_status,
     problem,
 )
+from jobs_proto.spend import micros_to_usd
 from jobs_runtime.errors import Unavailable
 from jobs_runtime.web import problem_response
 
@@ -41,6 +43,9 @@ IDEMPOTENCY_CONFLICT: Final = ProblemKind(
 IDEMPOTENCY_IN_PROGRESS: Final = ProblemKind(
     "idempotency-key-in-progress", "Request with this Idempotency-Key in progress", 409
 )
+# Admitting the job would pass the user's or the day's budget; `limitUsd` and `remainingUsd`
+# say which numbers (RFC 9110's 402, which the contract gives budgets).
+BUDGET_EXCEEDED: Final = ProblemKind("budget-exceeded", "Budget exceeded", 402)
 # The job's output is more than one job-store reply can carry (the request was fine).
 OUTPUT_TOO_LARGE: Final = ProblemKind("output-too-large", "Job output too large to answer", 413)
 TOO_MANY_REQUESTS: Final = ProblemKind("too-many-requests", "Too many requests", 429)
@@ -84,6 +89,8 @@ def refusal_of(exc: Exception) -> Refusal | None:
             )
         case StreamsFull():
             return Refusal(STREAMS_FULL, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+        case handlers.BudgetExceeded():
+            return budget_refusal(exc)
         case BadCursor():
             return Refusal(
                 INVALID_CURSOR,
@@ -98,6 +105,17 @@ def refusal_of(exc: Exception) -> Refusal | None:
     return None
 
 
+def budget_refusal(exc: handlers.BudgetExceeded) -> Refusal:
+    """`402`, with the budget the job would pass and what is left of it, in dollars."""
+    refusal = Refusal(BUDGET_EXCEEDED, str(exc))
+    refusal.problem = msgspec.structs.replace(
+        refusal.problem,
+        limit_usd=micros_to_usd(exc.limit_micros),
+        remaining_usd=micros_to_usd(exc.remaining_micros),
+    )
+    return refusal
+
+
 def observe_refusal(observer: GatewayObserver, reason: BaseException | None) -> None:
     """Count a refusal the metrics follow, by the reason behind its problem."""
     match reason:
@@ -109,6 +127,8 @@ def observe_refusal(observer: GatewayObserver, reason: BaseException | None) -> 
             observer.limited(reason.limit)
         case StreamsFull():
             observer.streams_full()
+        case handlers.BudgetExceeded():
+            observer.budget_exceeded(reason.scope)
 
 
 def refuse(outcome: handlers.Refused) -> Refusal:
