@@ -2,8 +2,9 @@
 // The job's status comes from its event stream (waitForJob), its text token by token from
 // `/api/jobs/{jobId}/output` (streamOutput). The job id is kept in the URL (`#job=`) and, with
 // the text and its code-point offset, in sessionStorage, so a reload mid-answer shows the text
-// so far and resumes the stream from that offset.
+// so far and resumes the stream from that offset. The "My jobs" view is my-jobs.js.
 import { ApiError, JobsClient } from "/demo/jobs-client.js";
+import { refreshMyJobs, setUpMyJobs } from "/demo/my-jobs.js";
 
 const $ = (id) => document.getElementById(id);
 const tokenField = $("token");
@@ -116,6 +117,8 @@ async function watch(client, jobId, resumed) {
   } finally {
     if (current?.jobId === jobId) $("cancel").disabled = true;
   }
+  // The list and the month's spend now include this job.
+  await refreshMyJobs();
 }
 
 function reset() {
@@ -155,6 +158,11 @@ $("cancel").addEventListener("click", async () => {
     log(`cancel refused: ${error.message}`);
   }
 });
+
+setUpMyJobs(
+  () => tokenField.value.trim(),
+  [...$("type").options].map((option) => option.value),
+);
 
 // A reload (or a link with `#job=`): pick the job up where the page left it.
 const fromUrl = new URLSearchParams(location.hash.slice(1)).get("job");

@@ -1,6 +1,7 @@
 """The public pages: the OpenAPI document (`/openapi.json`), its page (`/docs`) with the
-Swagger UI files it loads, and the dev demo page (`/`) with its script, style and the client it
-is built on. No token needed: a client can be written before it has one."""
+Swagger UI files it loads, and the dev demo page (`/`) with its scripts, style, the client it
+is built on and the chart library it draws with. No token needed: a client can be written
+before it has one."""
 
 from __future__ import annotations
 
@@ -30,8 +31,17 @@ DEMO_DIR: Final = Path("services", "gateway", "demo")
 DEMO_PAGE_FILE: Final = DEMO_DIR / "index.html"
 CLIENT_FILE: Final = Path("clients", "js", "jobs-client.js")
 DEMO_CLIENT_PATH: Final = "/demo/jobs-client.js"
+# uPlot, vendored unchanged under `demo/vendor/uplot/` (its README says from where and how to
+# update it): the "My jobs" view's chart.
+UPLOT_VERSION: Final = "1.6.32"
 # Served at `/demo/<name>`, with their media types.
-DEMO_ASSETS: Final = {"demo.js": "text/javascript", "demo.css": "text/css"}
+DEMO_ASSETS: Final = {
+    "demo.js": "text/javascript",
+    "demo.css": "text/css",
+    "my-jobs.js": "text/javascript",
+    "vendor/uplot/uPlot.esm.js": "text/javascript",
+    "vendor/uplot/uPlot.min.css": "text/css",
+}
 
 
 def documentation(ideation_routes: Mapping[str, str]) -> list[Route]:
