@@ -56,9 +56,10 @@ async def _keep_session(conn: Connection) -> None:
     """The pool's reset on release: nothing beyond asyncpg's own rollback of an open transaction.
 
     asyncpg's default sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every
-    release, a round trip per transaction; this store never takes advisory locks, keeps cursors,
-    listens or changes settings on pooled connections (migrations use a connection of their own),
-    so there is nothing to reset.
+    release, a round trip per transaction; this store takes only transaction-level advisory
+    locks (the budgets', released at commit or rollback), and never keeps cursors, listens or
+    changes settings on pooled connections (migrations use a connection of their own), so there
+    is nothing to reset.
     """
 
 
