@@ -87,7 +87,7 @@ def get(stack: Stack, token: str, path: str) -> dict[str, object]:
 
 
 def expected_404(url: str) -> bool:
-    return url.endswith("/history") or url.endswith("/favicon.ico")
+    return url.endswith("/favicon.ico")
 
 
 def row_ids(page: Page) -> list[str]:
@@ -161,8 +161,8 @@ def test_my_jobs_lists_filters_and_pages_the_jobs_shows_history_cost_and_the_spe
         page = context.new_page()
         problems: list[str] = []
         page.on("pageerror", lambda error: problems.append(str(error)))
-        # Expected 404s: the gateway has no `/api/jobs/{jobId}/history` (the page then shows
-        # the history the job view holds), nor a favicon (the browser's own request).
+        # The one expected 404: the gateway has no favicon (the browser's own request). The
+        # history of a finished job is the job-store's, never the page's fallback.
         page.on(
             "console",
             lambda message: (
@@ -202,9 +202,14 @@ def test_my_jobs_lists_filters_and_pages_the_jobs_shows_history_cost_and_the_spe
         assert page.locator("#detail-cost").inner_text() == f"${cost:.6f}"
         assert float(page.locator("#detail-cost").get_attribute("data-cost-usd") or 0) == cost
         assert re.search(r"\d+ tokens out", page.locator("#detail-usage").inner_text())
+        # The job-store's history, every change applied, not the one the page makes up.
+        expect(page.locator("#job-history")).to_have_attribute("data-source", "history")
         history = page.locator("#job-history li")
-        assert history.count() >= 2
-        assert "succeeded" in history.last.inner_text()
+        real = get(stack, token, f"/api/jobs/{ids[2]}/history")["entries"]
+        assert isinstance(real, list)
+        expect(history).to_have_count(len(real))
+        assert "requested → pending (gateway)" in history.first.inner_text()
+        assert "completed → succeeded" in history.last.inner_text()
 
         # The month's spend per day against the budget, drawn by uPlot on a canvas.
         chart = page.locator("#spend-chart")

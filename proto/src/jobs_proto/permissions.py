@@ -149,6 +149,7 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
             f"{p}job.cancel_requested.*",
             subjects.get_job,
             subjects.list_jobs,
+            subjects.job_history,
             # Budgets: reserve at admission, release when the publish failed, usage.
             subjects.reserve_budget,
             subjects.release_budget,

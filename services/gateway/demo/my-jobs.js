@@ -82,8 +82,9 @@ async function loadPage(token, filters, cursor) {
   setState("loaded", `${shown} job${shown === 1 ? "" : "s"}${page.nextCursor ? ", more below" : ""}`);
 }
 
-/** Entries of `GET /api/jobs/{jobId}/history` when the gateway has that route; otherwise
- * the job's own timestamps (the contract's job view) make a shorter history. */
+/** Entries of `GET /api/jobs/{jobId}/history`. On its `404` (a job the job-store has not
+ * stored yet, whose `GET` the gateway answers from the stream, or a gateway older than that
+ * route) the job's own timestamps (the contract's job view) make a shorter history. */
 async function historyOf(token, job) {
   try {
     const answer = await getJson(token, `/api/jobs/${encodeURIComponent(job.jobId)}/history`);

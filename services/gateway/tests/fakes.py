@@ -21,7 +21,17 @@ from gateway.ports import (
     ReadSource,
     StoredRecord,
 )
-from jobs_proto.api import GetJob, JobPage, JobReply, JobSummary, JobView, ListJobs
+from jobs_proto.api import (
+    GetJob,
+    GetJobHistory,
+    JobHistory,
+    JobHistoryEntry,
+    JobPage,
+    JobReply,
+    JobSummary,
+    JobView,
+    ListJobs,
+)
 from jobs_proto.events import JobEvent, JobRequested
 from jobs_proto.pending import pending_view
 from jobs_proto.spend import (
@@ -92,13 +102,17 @@ class FakeJobsStream(Failing):
 class FakeJobStore(Failing):
     """The job-store's reads: the jobs `put` in it and, when it `consumes` a stream, every
     job requested there (pending, or the status `statuses` names). Lists are newest first,
-    `page_size` at most, the cursor an offset; any other cursor is `BadCursor`."""
+    `page_size` at most, the cursor an offset; any other cursor is `BadCursor`. A job's
+    history is what `histories` holds for it, else its `requested` entry alone; its cursor is
+    the last `seq` sent, as the job-store's."""
 
     consumes: FakeJobsStream | None = None
     statuses: dict[uuid.UUID, JobStatus] = field(default_factory=dict)
     page_size: int = 200
     asked: list[GetJob] = field(default_factory=list)
     listed: list[ListJobs] = field(default_factory=list)
+    histories: dict[uuid.UUID, list[JobHistoryEntry]] = field(default_factory=dict)
+    histories_asked: list[GetJobHistory] = field(default_factory=list)
     _jobs: dict[uuid.UUID, tuple[str, JobView]] = field(default_factory=dict)
 
     def put(self, view: JobView, user_id: str = "alice") -> None:
@@ -135,6 +149,36 @@ class FakeJobStore(Failing):
         end = start + min(request.limit, self.page_size)
         items = [msgspec.convert(msgspec.to_builtins(v), JobSummary) for v in views[start:end]]
         return JobPage(items=items, next_cursor=str(end) if end < len(views) else None)
+
+    async def job_history(self, request: GetJobHistory) -> JobHistory:
+        self.histories_asked.append(request)
+        self._check("job-store")
+        cursor = request.cursor or "0"
+        if not cursor.isdigit():
+            raise BadCursor("not a cursor of this history")
+        owner, view = self._all().get(request.job_id, ("", None))
+        if view is None or owner != request.user_id:
+            return JobHistory(entries=None)
+        entries = self.histories.get(request.job_id) or [requested_entry(view)]
+        after = [e for e in entries if e.seq > int(cursor)]
+        kept = after[: request.limit]
+        more = len(after) > len(kept)
+        return JobHistory(
+            entries=kept, truncated=more, next_cursor=str(kept[-1].seq) if more else None
+        )
+
+
+def requested_entry(view: JobView) -> JobHistoryEntry:
+    """The first entry of every job's history, as the job-store records it."""
+    return JobHistoryEntry(
+        seq=1,
+        kind="requested",
+        occurred_at=view.created_at,
+        recorded_at=view.created_at,
+        source="gateway",
+        message_id=f"{view.job_id}:requested",
+        summary={"to": "pending"},
+    )
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """The gateway's use cases as message handlers: one message and the `Dependencies` built in
 `__main__` in, an outcome out (`Admitted | Found | NotFound | Refused`, a refusal naming its
 reason). The HTTP adapters call only these (`submit_job`, `read`, `cancel`, `list_page`,
-`usage`); their parts are `admission`, `budgets`, `idempotency`, `reads`, `cancellation` and
-`usage`. Validation
-(`parse_create_job`, `parse_list_query`, ...) raises `InvalidRequest` before any message is
-built. No HTTP or NATS here.
+`history`, `usage`); their parts are `admission`, `budgets`, `idempotency`, `reads`,
+`cancellation` and `usage`. Validation (`parse_create_job`, `parse_list_query`,
+`parse_history_query`, ...) raises `InvalidRequest` before any message is built. No HTTP or
+NATS here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date
 from typing import Final
 
-from jobs_proto.api import JobPage, JobView, ListJobs, UsageView
+from jobs_proto.api import GetJobHistory, JobHistory, JobPage, JobView, ListJobs, UsageView
 from jobs_runtime.errors import Unavailable
 
 # Relative on purpose: `mypy --strict <path>/handlers.py` names this module after its path
@@ -43,6 +43,7 @@ from .ports import (
     RequestedLog,
 )
 from .reads import OutputTooLarge as OutputTooLarge
+from .reads import job_history as job_history
 from .reads import jobs_to_replay as jobs_to_replay
 from .reads import list_jobs, read_job
 from .usage import parse_usage_span as parse_usage_span
@@ -52,6 +53,7 @@ from .validation import InvalidRequest as InvalidRequest
 from .validation import NewJob as NewJob
 from .validation import check_idempotency_key as check_idempotency_key
 from .validation import parse_create_job as parse_create_job
+from .validation import parse_history_query as parse_history_query
 from .validation import parse_job_input as parse_job_input
 from .validation import parse_list_query as parse_list_query
 from .validation import where as where
@@ -151,6 +153,7 @@ SubmitOutcome = Admitted | Refused
 ReadOutcome = Found | NotFound | Refused
 CancelOutcome = Found | NotFound | Refused
 ListOutcome = JobPage | Refused
+HistoryOutcome = JobHistory | NotFound | Refused
 UsageOutcome = UsageView | Refused
 
 
@@ -217,6 +220,16 @@ async def list_page(query: ListJobs, deps: Dependencies) -> ListOutcome:
         return await list_jobs(query, deps.store)
     except REFUSALS as exc:
         return Refused(exc)
+
+
+async def history(query: GetJobHistory, deps: Dependencies) -> HistoryOutcome:
+    """A page of the job's history (`entries` never null), or `NotFound` for an unknown job
+    and another user's alike."""
+    try:
+        page = await job_history(query, deps.store)
+    except REFUSALS as exc:
+        return Refused(exc)
+    return NotFound() if page is None else page
 
 
 async def usage(message: ReadUsage, deps: Dependencies) -> UsageOutcome:

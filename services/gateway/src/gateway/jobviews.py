@@ -26,7 +26,16 @@ from typing import Final
 
 import msgspec
 
-from jobs_proto.api import GetJob, JobChanged, JobPage, JobReply, JobView, ListJobs
+from jobs_proto.api import (
+    GetJob,
+    GetJobHistory,
+    JobChanged,
+    JobHistory,
+    JobPage,
+    JobReply,
+    JobView,
+    ListJobs,
+)
 from jobs_proto.status import JobStatus, is_terminal
 
 from .ports import JobStore
@@ -197,3 +206,6 @@ class ViewedJobStore:
 
     async def list_jobs(self, request: ListJobs) -> JobPage:
         return await self._store.list_jobs(request)
+
+    async def job_history(self, request: GetJobHistory) -> JobHistory:
+        return await self._store.job_history(request)

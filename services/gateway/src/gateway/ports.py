@@ -11,7 +11,7 @@ from typing import Literal, NamedTuple, Protocol
 
 import msgspec
 
-from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
+from jobs_proto.api import GetJob, GetJobHistory, JobHistory, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested
 from jobs_proto.spend import (
     BudgetDecision,
@@ -28,7 +28,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class BadCursor(Exception):
-    """The job-store refused a list cursor: malformed, or made for another user or other
+    """The job-store refused a cursor: malformed, or (a list's) made for another user or other
     filters (`400`)."""
 
 
@@ -45,6 +45,11 @@ class JobStore(Protocol):
     async def list_jobs(self, request: ListJobs) -> JobPage:
         """One page of the user's jobs, newest first; `BadCursor` when the job-store refuses
         the cursor, `Unavailable` when it does not answer or cannot read."""
+
+    async def job_history(self, request: GetJobHistory) -> JobHistory:
+        """One page of a job's applied changes, oldest first (`entries` null: unknown or not
+        this user's); `BadCursor` when the job-store refuses the cursor, `Unavailable` when
+        it does not answer or cannot read."""
 
 
 class Budgets(Protocol):

@@ -1,5 +1,6 @@
 """Reading jobs for their owner: one job (from the job-store, or from its `JobRequested` while
-the job-store has not caught up), a page of them, and what an event stream sends first."""
+the job-store has not caught up), a page of them, a page of one's history, and what an event
+stream sends first."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Final
 
-from jobs_proto.api import GetJob, JobPage, JobView, ListJobs
+from jobs_proto.api import GetJob, GetJobHistory, JobHistory, JobPage, JobView, ListJobs
 from jobs_proto.pending import pending_view
 from jobs_proto.status import JOB_STATUSES, is_terminal
 from jobs_runtime.errors import Unavailable
@@ -115,3 +116,15 @@ async def jobs_to_replay(
 async def list_jobs(query: ListJobs, store: JobStore) -> JobPage:
     """One page of the caller's jobs, newest first, as the job-store answers it."""
     return await store.list_jobs(query)
+
+
+async def job_history(query: GetJobHistory, store: JobStore) -> JobHistory | None:
+    """One page of a job's applied changes for its owner, oldest first; `None` for an unknown
+    job and another user's alike.
+
+    Only the job-store keeps a history: a job it has not consumed yet has none to show, so it
+    is `None` too (its `GET` may still answer from the stream), and a store that does not
+    answer is `Unavailable`, never a `None` it did not say.
+    """
+    page = await store.job_history(query)
+    return None if page.entries is None else page

@@ -1,19 +1,20 @@
-"""What makes a request a job or a list query: a body validated as a job type's input, the
-query of `GET /api/jobs`, the `Idempotency-Key` header. Each refusal is `InvalidRequest`
-(`422`), naming the body's pointer or the parameter. Pure: no I/O; the handlers take what
-passes.
+"""What makes a request a job or a query: a body validated as a job type's input, the
+queries of `GET /api/jobs` and `GET /api/jobs/{jobId}/history`, the `Idempotency-Key`
+header. Each refusal is `InvalidRequest` (`422`), naming the body's pointer or the
+parameter. Pure: no I/O; the handlers take what passes.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 
-from jobs_proto.api import CreateJob, ListJobs, ProblemDetail
+from jobs_proto.api import CreateJob, GetJobHistory, ListJobs, ProblemDetail
 from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.status import JOB_STATUSES, JobStatus
 
@@ -24,6 +25,9 @@ from .problems import validation_detail
 MIN_LIMIT: Final = 1
 MAX_LIMIT: Final = 200
 DEFAULT_LIMIT: Final = 50
+# `GET /api/jobs/{jobId}/history?limit=`: the bounds of `GetJobHistory.limit`; the default is
+# the most, as a job's whole history is usually a handful of entries.
+MAX_HISTORY_LIMIT: Final = 1000
 _INTEGER: Final = re.compile(r"[+-]?[0-9]+")
 # More significant digits than any bound of a query parameter has: out of range without
 # `int`, which refuses strings past 4,300 digits (a `ValueError`) and is slow long before.
@@ -110,26 +114,47 @@ def _parameter_error(parameter: str, detail: str) -> ProblemDetail:
     return ProblemDetail(parameter=parameter, detail=detail)
 
 
-def _parse_limit(values: list[str], errors: list[ProblemDetail]) -> int:
+def _parse_limit(
+    values: list[str],
+    errors: list[ProblemDetail],
+    *,
+    most: int = MAX_LIMIT,
+    default: int = DEFAULT_LIMIT,
+) -> int:
     if not values:
-        return DEFAULT_LIMIT
+        return default
     if len(values) > 1:
         errors.append(_parameter_error("limit", "give `limit` at most once"))
-        return DEFAULT_LIMIT
+        return default
     raw = values[0].strip()
     if not _INTEGER.fullmatch(raw):
         errors.append(_parameter_error("limit", f"must be an integer, got {values[0][:40]!r}"))
-        return DEFAULT_LIMIT
+        return default
     # Leading zeros count towards `int`'s limit too, so only the significant digits reach it.
     digits = raw.lstrip("+-").lstrip("0") or "0"
     sign = -1 if raw.startswith("-") else 1
     limit = sign * int(digits) if len(digits) <= _MAX_DIGITS else None
-    if limit is None or not MIN_LIMIT <= limit <= MAX_LIMIT:
+    if limit is None or not MIN_LIMIT <= limit <= most:
         shown = limit if limit is not None else f"a number of {len(digits)} digits"
-        detail = f"must be between {MIN_LIMIT} and {MAX_LIMIT}, got {shown}"
+        detail = f"must be between {MIN_LIMIT} and {most}, got {shown}"
         errors.append(_parameter_error("limit", detail))
-        return DEFAULT_LIMIT
+        return default
     return limit
+
+
+def _parse_cursor(values: list[str], errors: list[ProblemDetail]) -> str | None:
+    # Opaque here: whether it is good only the job-store can tell (`BadCursor`). An empty
+    # `cursor=` is the first page, as if absent.
+    if len(values) > 1:
+        errors.append(_parameter_error("cursor", "give `cursor` at most once"))
+    return values[0] if len(values) == 1 and values[0] else None
+
+
+def _given(parameters: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    given: dict[str, list[str]] = {}
+    for name, value in parameters:
+        given.setdefault(name, []).append(value)
+    return given
 
 
 def parse_list_query(user_id: str, parameters: Iterable[tuple[str, str]]) -> ListJobs:
@@ -139,15 +164,10 @@ def parse_list_query(user_id: str, parameters: Iterable[tuple[str, str]]) -> Lis
     `cursor` is opaque here: whether it is good only the job-store can tell (`BadCursor`).
     An empty `cursor=` is the first page, as if absent.
     """
-    given: dict[str, list[str]] = {}
-    for name, value in parameters:
-        given.setdefault(name, []).append(value)
+    given = _given(parameters)
     errors: list[ProblemDetail] = []
     limit = _parse_limit(given.get("limit", []), errors)
-    cursors = given.get("cursor", [])
-    if len(cursors) > 1:
-        errors.append(_parameter_error("cursor", "give `cursor` at most once"))
-    cursor = cursors[0] if len(cursors) == 1 and cursors[0] else None
+    cursor = _parse_cursor(given.get("cursor", []), errors)
     statuses: list[JobStatus] = []
     for value in given.get("status", []):
         status = next((s for s in JOB_STATUSES if s == value), None)
@@ -170,3 +190,20 @@ def parse_list_query(user_id: str, parameters: Iterable[tuple[str, str]]) -> Lis
     if errors:
         raise InvalidRequest(errors, "the query parameters are not valid")
     return ListJobs(user_id=user_id, limit=limit, cursor=cursor, statuses=statuses, types=types)
+
+
+def parse_history_query(
+    user_id: str, job_id: uuid.UUID, parameters: Iterable[tuple[str, str]]
+) -> GetJobHistory:
+    """The query of `GET /api/jobs/{jobId}/history` as a `GetJobHistory` of `user_id`'s job:
+    `limit` 1 to 1000 (default 1000) and an opaque `cursor`, as in `parse_list_query`; every
+    bad parameter is one `422` entry naming it, others are ignored."""
+    given = _given(parameters)
+    errors: list[ProblemDetail] = []
+    limit = _parse_limit(
+        given.get("limit", []), errors, most=MAX_HISTORY_LIMIT, default=MAX_HISTORY_LIMIT
+    )
+    cursor = _parse_cursor(given.get("cursor", []), errors)
+    if errors:
+        raise InvalidRequest(errors, "the query parameters are not valid")
+    return GetJobHistory(job_id=job_id, user_id=user_id, cursor=cursor, limit=limit)

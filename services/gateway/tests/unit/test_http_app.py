@@ -356,6 +356,23 @@ async def observe(client: httpx.AsyncClient, fakes: Fakes) -> list[tuple[str, st
     seen += [("get", "/api/jobs", a) for a in answers]
 
     fakes.down = fakes.broken = False
+    history = f"{location}/history"
+    answers = [
+        await client.get(history, headers=auth),
+        await client.get(history),
+        await client.get(history, headers={"Authorization": f"Bearer {token('bob')}"}),
+        await client.get("/api/jobs/not-a-uuid/history", headers=auth),
+        await client.get(f"{history}?cursor=bad", headers=auth),
+        await client.get(f"{history}?limit=1001", headers=auth),
+        await client.get(history, headers=greedy),
+    ]
+    fakes.down = True
+    answers.append(await client.get(history, headers=auth))
+    fakes.down, fakes.broken = False, True
+    answers.append(await client.get(history, headers=auth))
+    seen += [("get", "/api/jobs/{jobId}/history", a) for a in answers]
+
+    fakes.down = fakes.broken = False
     done = await client.post("/api/jobs", json=creates[0][1], headers=auth)
     fakes.store.statuses[uuid.UUID(done.json()["jobId"])] = "succeeded"
     cancel = f"{location}/cancel"
@@ -421,6 +438,8 @@ async def test_every_answer_is_declared_with_its_body(
     assert all(statuses[("post", p)] == creates for p in IDEATION_ROUTES)
     assert statuses[("get", "/api/jobs/{jobId}")] == {200, 304, 401, 404, 429, 500, 503}
     assert statuses[("get", "/api/jobs")] == {200, 400, 401, 422, 429, 500, 503}
+    history = {200, 400, 401, 404, 422, 429, 500, 503}
+    assert statuses[("get", "/api/jobs/{jobId}/history")] == history
     assert statuses[("post", "/api/jobs/{jobId}/cancel")] == {202, 401, 404, 409, 429, 500, 503}
     assert statuses[("get", "/api/usage")] == {200, 401, 422, 429, 500, 503}
     assert statuses[("get", "/api/job-types")] == {200}
@@ -869,3 +888,32 @@ async def test_the_stream_caps_refuse_before_the_job_store_is_asked(fakes: Fakes
     assert streams.open == 2
     for slot in held:
         slot.close()
+
+
+async def test_a_history_is_private_and_checked_in_the_reads_order(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    auth = {"Authorization": f"Bearer {token()}"}
+    body = {"type": "title_generation", "input": {"topic": "tides"}}
+    history = (
+        f"{(await client.post('/api/jobs', json=body, headers=auth)).headers['location']}/history"
+    )
+    page = await client.get(history, headers=auth)
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "private, no-store"
+    assert [e["kind"] for e in page.json()["entries"]] == ["requested"]
+    assert (page.json()["truncated"], page.json()["nextCursor"]) == (False, None)
+    # 401 before anything; 429 before the job id, the query or the job-store are looked at.
+    fakes.exhaust("greedy")
+    greedy = {"Authorization": f"Bearer {token('greedy')}"}
+    assert (await client.get("/api/jobs/x/history?limit=0")).status_code == 401
+    assert (await client.get("/api/jobs/x/history?limit=0", headers=greedy)).status_code == 429
+    assert (await client.get("/api/jobs/x/history?limit=0", headers=auth)).status_code == 404
+    refused = await client.get(f"{history}?limit=0&cursor=a&cursor=b", headers=auth)
+    assert refused.status_code == 422
+    assert [e["parameter"] for e in refused.json()["errors"]] == ["limit", "cursor"]
+    asked = len(fakes.store.histories_asked)
+    bad = await client.get(f"{history}?cursor=zzz", headers=auth)
+    assert bad.status_code == 400
+    assert bad.json()["type"].endswith("invalid-cursor")
+    assert len(fakes.store.histories_asked) == asked + 1

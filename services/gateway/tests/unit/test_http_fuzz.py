@@ -82,6 +82,7 @@ ROUTES: Final = [
     *rawhttp.route_table(APP),
     ("GET", f"/api/jobs/{KNOWN_JOB}"),
     ("GET", f"/api/jobs/{KNOWN_JOB}/events"),
+    ("GET", f"/api/jobs/{KNOWN_JOB}/history"),
     ("POST", f"/api/jobs/{KNOWN_JOB}/cancel"),
 ]
 HEADER_NAMES: Final = (
@@ -174,6 +175,15 @@ JSON: Final = (*AUTH, (b"content-type", b"application/json"))
         (RawRequest("POST", f"/api/jobs/{KNOWN_JOB}%0A/cancel".encode(), headers=AUTH), 404),
         (RawRequest("GET", f"/api/jobs/{KNOWN_JOB}%0A/events".encode(), headers=AUTH), 404),
         (RawRequest("GET", b"/api/jobs", query=b"limit=" + b"9" * 5000, headers=AUTH), 422),
+        (
+            RawRequest(
+                "GET",
+                f"/api/jobs/{KNOWN_JOB}/history".encode(),
+                query=b"limit=" + b"9" * 5000,
+                headers=AUTH,
+            ),
+            422,
+        ),
     ],
 )
 async def test_the_requests_that_answered_500(request_: RawRequest, status: int) -> None:

@@ -18,7 +18,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from gateway.ports import BadCursor
-from jobs_proto.api import GetJob, JobPage, JobReply, ListJobs
+from jobs_proto.api import GetJob, GetJobHistory, JobHistory, JobPage, JobReply, ListJobs
 from jobs_proto.events import JobEvent, JobRequested, decode_event
 from jobs_proto.spend import (
     BudgetDecision,
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # JetStream's "no message found" (the subject has none), as opposed to "stream not found".
 _NO_MESSAGE_FOUND: Final = 10037
-# The job-store's error code for a cursor it refuses (`ListJobs`).
+# The job-store's error code for a cursor it refuses (`ListJobs`, `GetJobHistory`).
 _BAD_CURSOR: Final = "400"
 
 
@@ -63,8 +63,8 @@ class JetStreamEventBus:
 
 
 class NatsJobStore:
-    """The job-store's read endpoints (get-by-id, list) through the runtime's client. A
-    refused list cursor (`400`) is `BadCursor`; any other refusal is `Unavailable` too (a
+    """The job-store's read endpoints (get-by-id, list, history) through the runtime's
+    client. A refused cursor (`400`) is `BadCursor`; any other refusal is `Unavailable` too (a
     `422` is a request this gateway should not have sent, which a retry after a fixed release
     may well get past), logged as an error."""
 
@@ -72,6 +72,7 @@ class NatsJobStore:
         self._client = JobStoreClient(nc, timeout_s=timeout_s)
         self._get_subject = subjects.get_job
         self._list_subject = subjects.list_jobs
+        self._history_subject = subjects.job_history
 
     async def get_job(self, request: GetJob) -> JobReply:
         try:
@@ -83,9 +84,19 @@ class NatsJobStore:
         try:
             return await self._client.ask(self._list_subject, request, JobPage)
         except Refused as exc:
-            if exc.code == _BAD_CURSOR:
-                raise BadCursor(exc.description or "the cursor is not valid") from exc
-            raise _unavailable(exc) from exc
+            raise _cursor_or_unavailable(exc) from exc
+
+    async def job_history(self, request: GetJobHistory) -> JobHistory:
+        try:
+            return await self._client.ask(self._history_subject, request, JobHistory)
+        except Refused as exc:
+            raise _cursor_or_unavailable(exc) from exc
+
+
+def _cursor_or_unavailable(refused: Refused) -> Exception:
+    if refused.code == _BAD_CURSOR:
+        return BadCursor(refused.description or "the cursor is not valid")
+    return _unavailable(refused)
 
 
 class _Released(msgspec.Struct):

@@ -15,6 +15,7 @@ import msgspec
 from jobs_proto.api import (
     CreateJob,
     JobAccepted,
+    JobHistory,
     JobPage,
     JobProgress,
     JobTypeList,
@@ -29,7 +30,14 @@ from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.problems import PROBLEM_MEDIA_TYPE
 
 from .events import job_events_operation, job_output_operation, user_events_operation
-from .jobs import cancel_operation, create_body, create_operation, get_operation, list_operation
+from .jobs import (
+    cancel_operation,
+    create_body,
+    create_operation,
+    get_operation,
+    history_operation,
+    list_operation,
+)
 from .parts import (
     ACCESS_TOKEN_SCHEME,
     JSON,
@@ -49,6 +57,7 @@ def component_schemas() -> dict[str, Any]:
         JobAccepted,
         JobView,
         JobPage,
+        JobHistory,
         JobProgress,
         OutputText,
         OutputDone,
@@ -71,6 +80,7 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
             "get": list_operation(),
         },
         "/api/jobs/{jobId}": {"get": get_operation()},
+        "/api/jobs/{jobId}/history": {"get": history_operation()},
         "/api/jobs/{jobId}/cancel": {"post": cancel_operation()},
         "/api/jobs/{jobId}/events": {"get": job_events_operation()},
         "/api/jobs/{jobId}/output": {"get": job_output_operation()},

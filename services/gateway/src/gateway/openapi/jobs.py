@@ -1,11 +1,11 @@
 """The OpenAPI operations of the job routes: create (any type, or one ideation type), get,
-list and cancel."""
+list, history and cancel."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from jobs_proto.api import CreateJob, JobAccepted, JobPage, JobView
+from jobs_proto.api import CreateJob, JobAccepted, JobHistory, JobPage, JobView
 from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.status import JOB_STATUSES
 
@@ -160,6 +160,49 @@ def list_operation() -> dict[str, Any]:
             **problems(
                 {
                     "400": "The cursor is malformed, or was made for another user or filters.",
+                    "422": "A bad query parameter; `errors` names each by `parameter`.",
+                    **AUTHENTICATED,
+                }
+            ),
+        },
+    }
+
+
+def history_operation() -> dict[str, Any]:
+    return {
+        "summary": "A job's history, for its owner: every change the job-store applied",
+        "operationId": "getJobHistory",
+        "security": [{SECURITY_SCHEME: []}],
+        "parameters": [
+            job_id_parameter(),
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": "Most entries in one answer; one may hold fewer and still go on.",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000},
+            },
+            {
+                "name": "cursor",
+                "in": "query",
+                "required": False,
+                "description": "A previous answer's `nextCursor`, for the entries after it.",
+                "schema": {"type": "string"},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": (
+                    "Entries oldest first (by `seq`, the job's version each produced; never "
+                    "null here); `truncated` when more follow, and `nextCursor` then asks "
+                    "for them. A job just created may not have one yet (`404`)."
+                ),
+                "content": {JSON: {"schema": ref(JobHistory.__name__)}},
+            },
+            **problems(
+                {
+                    "400": "The cursor is not one of this history's.",
+                    "404": "Unknown job, another user's job, or not a UUID.",
                     "422": "A bad query parameter; `errors` names each by `parameter`.",
                     **AUTHENTICATED,
                 }

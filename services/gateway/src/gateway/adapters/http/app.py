@@ -85,6 +85,11 @@ def build_app(ports: GatewayPorts) -> Starlette:
         Route("/api/jobs", answered(jobs.list_jobs(ports), observer), methods=["GET"]),
         Route("/api/jobs/{job_id}", answered(jobs.get_job(ports), observer), methods=["GET"]),
         Route(
+            "/api/jobs/{job_id}/history",
+            answered(jobs.job_history(ports), observer),
+            methods=["GET"],
+        ),
+        Route(
             "/api/jobs/{job_id}/cancel",
             answered(jobs.cancel_job(ports), observer),
             methods=["POST"],

@@ -1,7 +1,8 @@
 """The job routes: create (`POST /api/jobs` and the ideation routes), read (with `ETag` and
-`304`), list and cancel. Each endpoint only turns the request into a handler's message and the
-outcome into an answer; a read of a finished or running job is answered from memory (the
-finished-jobs cache, the job views) when this gateway knows it, before any handler runs."""
+`304`), list, history and cancel. Each endpoint only turns the request into a handler's
+message and the outcome into an answer; a read of a finished or running job is answered from
+memory (the finished-jobs cache, the job views) when this gateway knows it, before any
+handler runs."""
 
 from __future__ import annotations
 
@@ -132,6 +133,24 @@ def list_jobs(ports: GatewayPorts) -> Endpoint:
         return json_response(outcome, headers={"Cache-Control": "private, no-store"})
 
     return list_jobs
+
+
+def job_history(ports: GatewayPorts) -> Endpoint:
+    async def job_history(request: Request) -> Response:
+        user_id = await authorize(ports.verifier, ports.rate, request)
+        job_id = parse_job_id(request.path_params["job_id"])
+        if job_id is None:
+            raise not_found()
+        query = handlers.parse_history_query(user_id, job_id, request.query_params.multi_items())
+        outcome = await handlers.history(query, ports.deps)
+        if isinstance(outcome, handlers.Refused):
+            raise refuse(outcome)
+        if isinstance(outcome, handlers.NotFound):
+            raise not_found()
+        # Per user, and grows while the job runs.
+        return json_response(outcome, headers={"Cache-Control": "private, no-store"})
+
+    return job_history
 
 
 def cancel_job(ports: GatewayPorts) -> Endpoint:

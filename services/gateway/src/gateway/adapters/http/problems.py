@@ -94,7 +94,8 @@ def refusal_of(exc: Exception) -> Refusal | None:
         case BadCursor():
             return Refusal(
                 INVALID_CURSOR,
-                f"the cursor is not valid for these filters: {exc}; start again without it",
+                # The job-store's reason says which way (malformed, other filters, ...).
+                f"the cursor is not valid: {exc}; start again without it",
             )
         case Unavailable():
             return Refusal(
