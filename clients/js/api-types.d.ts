@@ -187,4 +187,31 @@ export interface BudgetView {
   remainingUsd: number;
 }
 
+/**
+ * Answer to `GetJobHistory`, by `seq`: `entries` is null for an unknown job or another
+ *     user's job (the gateway answers both `404`); `truncated` when more entries follow (the
+ *     limit, or the message size), and `next_cursor` then asks for them.
+ */
+export interface JobHistory {
+  entries: Array<JobHistoryEntry> | null;
+  truncated?: boolean;
+  nextCursor?: string | null;
+}
+
+/**
+ * One applied change: `seq` is the job's version it produced (1 for `requested`);
+ *     `source` the service that published the event; `summary` what changed (`from`, `to`,
+ *     and per kind `predictionId`, `predictionStatus`, `errorCode`, ...; never input or output;
+ *     readers must accept fields they do not know).
+ */
+export interface JobHistoryEntry {
+  seq: number;
+  kind: string;
+  occurredAt: string;
+  recordedAt: string;
+  source: string;
+  messageId: string;
+  summary: Record<string, unknown>;
+}
+
 export type JobStatus = JobView["status"];

@@ -26,6 +26,8 @@ export const TYPE_NAMES = [
   "UsageView",
   "TypeUsageView",
   "BudgetView",
+  "JobHistory",
+  "JobHistoryEntry",
 ];
 
 const REF = "#/components/schemas/";

@@ -4,12 +4,16 @@
 import type {
   JobAccepted,
   JobError,
+  JobHistory,
+  JobPage,
   JobProgress,
   JobStatus,
+  JobTypeList,
   JobView,
   OutputDone as OutputDoneEvent,
   OutputText,
   Problem,
+  UsageView,
 } from "./api-types.js";
 
 export type * from "./api-types.js";
@@ -126,6 +130,23 @@ export class JobsClient {
     options?: { idempotencyKey?: string; signal?: AbortSignal },
   ): Promise<JobAccepted>;
   getJob(jobId: string, options?: { signal?: AbortSignal }): Promise<JobView>;
+  /** One page of the caller's jobs, newest first; `nextCursor` asks for the next. */
+  listJobs(options?: {
+    status?: JobStatus | JobStatus[];
+    type?: string | string[];
+    limit?: number;
+    cursor?: string | null;
+    signal?: AbortSignal;
+  }): Promise<JobPage>;
+  /** The changes the job went through, oldest first. */
+  getJobHistory(
+    jobId: string,
+    options?: { limit?: number; cursor?: string | null; signal?: AbortSignal },
+  ): Promise<JobHistory>;
+  /** Every job type with its input schema, price and `maxCostUsd` (no token needed). */
+  listJobTypes(options?: { signal?: AbortSignal }): Promise<JobTypeList>;
+  /** The caller's spend over UTC days (`YYYY-MM-DD`; default the current month) and budget. */
+  getUsage(options?: { from?: string; to?: string; signal?: AbortSignal }): Promise<UsageView>;
   cancelJob(jobId: string, options?: { signal?: AbortSignal }): Promise<JobView>;
   /** Resolves on `succeeded`; rejects on `failed`/`canceled` (JobEndedError), timeout (WaitTimeoutError), abort, 401/404 (ApiError). */
   waitForJob(jobId: string, options?: WaitOptions): Promise<JobView>;

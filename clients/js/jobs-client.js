@@ -126,6 +126,11 @@ export class OutputProtocolError extends Error {
 // Answers to an output stream that no retry can fix: they end it with an ApiError.
 const FINAL_STATUSES = new Set([400, 401, 403, 404, 410, 422]);
 
+function withQuery(path, query) {
+  const text = query.toString();
+  return text ? `${path}?${text}` : path;
+}
+
 export class JobsClient {
   /**
    * @param {import("./jobs-client").JobsClientOptions} options
@@ -197,6 +202,44 @@ export class JobsClient {
   /** `GET /api/jobs/{jobId}`. */
   getJob(jobId, { signal } = {}) {
     return this._json("GET", `/api/jobs/${encodeURIComponent(jobId)}`, { signal });
+  }
+
+  /**
+   * `GET /api/jobs`: one page of the caller's jobs, newest first; `status` and `type` each a
+   * value or a list; pass the answer's `nextCursor` as `cursor` for the next page.
+   */
+  listJobs({ status, type, limit, cursor, signal } = {}) {
+    const query = new URLSearchParams();
+    for (const value of [status ?? []].flat()) query.append("status", value);
+    for (const value of [type ?? []].flat()) query.append("type", value);
+    if (limit !== undefined) query.set("limit", String(limit));
+    if (cursor) query.set("cursor", cursor);
+    return this._json("GET", withQuery("/api/jobs", query), { signal });
+  }
+
+  /** `GET /api/jobs/{jobId}/history`: the changes the job went through, oldest first. */
+  getJobHistory(jobId, { limit, cursor, signal } = {}) {
+    const query = new URLSearchParams();
+    if (limit !== undefined) query.set("limit", String(limit));
+    if (cursor) query.set("cursor", cursor);
+    const path = `/api/jobs/${encodeURIComponent(jobId)}/history`;
+    return this._json("GET", withQuery(path, query), { signal });
+  }
+
+  /** `GET /api/job-types`: every type with its input schema, price and `maxCostUsd`. */
+  listJobTypes({ signal } = {}) {
+    return this._json("GET", "/api/job-types", { signal });
+  }
+
+  /**
+   * `GET /api/usage`: the caller's spend from `from` to `to` (UTC days, `YYYY-MM-DD`,
+   * inclusive; both omitted: the current month) and the month's budget.
+   */
+  getUsage({ from, to, signal } = {}) {
+    const query = new URLSearchParams();
+    if (from) query.set("from", from);
+    if (to) query.set("to", to);
+    return this._json("GET", withQuery("/api/usage", query), { signal });
   }
 
   /** `POST /api/jobs/{jobId}/cancel`: the job as it was when asked (`202`). */

@@ -246,3 +246,47 @@ test("without streams it polls, with backoff, until the job is done", async () =
   assert.equal(updates.at(-1).status, "succeeded");
   assert.ok(requests.every((r) => !r.open));
 });
+
+test("a page reads the types' prices, a finished job's cost, history and place in the list, and the month's spend", async () => {
+  const jobs = client();
+  const { items: types } = await new JobsClient({ baseUrl: GATEWAY_URL }).listJobTypes();
+  const titles = types.find((t) => t.type === "title_generation");
+  assert.ok(titles, "the types include title_generation");
+  assert.ok(titles.maxCostUsd > 0);
+  assert.ok("perOutputTokenUsd" in titles.price);
+  assert.deepEqual(titles.inputSchema.required, ["topic"]);
+
+  const { jobId } = await jobs.createJob("title_generation", { topic: "spend" });
+  const job = await jobs.waitForJob(jobId, { timeoutMs: 20_000 });
+  // The job-store settles the cost with the job's end; the pushed end may come first.
+  let usage = job.usage;
+  for (let i = 0; !usage && i < 50; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    usage = (await jobs.getJob(jobId)).usage;
+  }
+  assert.ok(usage, "the finished job has its usage");
+  const expected =
+    usage.inputTokens * (titles.price.perInputTokenUsd ?? 0) +
+    usage.outputTokens * (titles.price.perOutputTokenUsd ?? 0);
+  assert.ok(Math.abs(usage.costUsd - expected) < 0.000001, `${usage.costUsd} vs ${expected}`);
+  assert.ok(usage.costUsd <= titles.maxCostUsd);
+
+  const history = await jobs.getJobHistory(jobId);
+  assert.equal(history.entries[0].kind, "requested");
+  assert.equal(history.entries.at(-1).kind, "completed");
+  const firstPage = await jobs.getJobHistory(jobId, { limit: 1 });
+  assert.equal(firstPage.entries.length, 1);
+  const second = await jobs.getJobHistory(jobId, { limit: 1, cursor: firstPage.nextCursor });
+  assert.equal(second.entries[0].seq, history.entries[1].seq);
+
+  const page = await jobs.listJobs({ type: "title_generation", status: ["succeeded"], limit: 5 });
+  assert.ok(page.items.some((item) => item.jobId === jobId));
+  assert.ok(page.items.every((item) => item.type === "title_generation"));
+
+  const day = job.createdAt.slice(0, 10);
+  const spend = await jobs.getUsage({ from: day, to: day });
+  assert.equal(spend.from, day);
+  assert.ok(spend.byType.title_generation.jobs >= 1);
+  assert.ok(spend.byDay[day].costUsd >= usage.costUsd);
+  await assert.rejects(jobs.getUsage({ from: "2026-02-30" }), (error) => error.status === 422);
+});
