@@ -1,17 +1,24 @@
-# syntax=docker/dockerfile:1
 # One image per service, built from the repository root with that service's locked
 # dependencies alone:
 #   docker build --build-arg SERVICE=gateway -t ai-jobs/gateway:0.1.0 .
 # SERVICE is a workspace member whose command has the same name: gateway, ai-runner,
 # webhook-ingest, job-store or replicate-sim (the simulator, for dev clusters only).
-# deploy/tests/test_image.py replays these steps with uv on every test run.
+# deploy/tests/test_deploy_image.py replays these steps with uv on every test run; `make images`
+# (deploy/images/build.py) builds them all, on local bases where these defaults cannot be pulled.
+# No `# syntax=` line: every BuildKit's built-in frontend reads this file, and naming a frontend
+# image would make the build pull it, which fails where no registry is reachable.
 
 # checkov:skip=CKV_DOCKER_2: Kubernetes ignores HEALTHCHECK; the manifests probe /healthz and /readyz on the admin port.
 
-FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+# The bases are build arguments: any image with a Python 3.11 on its PATH, `groupadd` and
+# `useradd`, and any image with /uv, will do.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+
+FROM ${UV_IMAGE} AS uv
 
 # The same Python image in both stages: /app/bin/python links to its interpreter.
-FROM python:3.11-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 ARG SERVICE
 # Bytecode is compiled here, once: at run time the root filesystem is read-only.
 ENV UV_COMPILE_BYTECODE=1 \
@@ -33,16 +40,22 @@ COPY services/webhook-ingest/pyproject.toml services/webhook-ingest/
 COPY services/job-store/pyproject.toml services/job-store/
 COPY bench/pyproject.toml bench/
 COPY chaos/pyproject.toml chaos/
+# Behind a proxy that re-signs TLS, `make images` hands in the CA bundle SSL_CERT_FILE names as
+# the secret `ca-certificates`: read during the step, never stored in a layer.
 RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=secret,id=ca-certificates \
     test -n "${SERVICE}" \
+    && if [ -s /run/secrets/ca-certificates ]; then export SSL_CERT_FILE=/run/secrets/ca-certificates; fi \
     && uv sync --locked --package "${SERVICE}" --no-dev --no-install-workspace
 COPY . .
 # Non-editable: the workspace packages are copied into /app, which is all the final stage takes.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --package "${SERVICE}" --no-dev --no-editable \
+    --mount=type=secret,id=ca-certificates \
+    if [ -s /run/secrets/ca-certificates ]; then export SSL_CERT_FILE=/run/secrets/ca-certificates; fi \
+    && uv sync --locked --package "${SERVICE}" --no-dev --no-editable \
     && ln -s "/app/bin/${SERVICE}" /app/bin/service
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 ARG SERVICE
 LABEL org.opencontainers.image.title="ai-jobs ${SERVICE}" \
       org.opencontainers.image.source="https://github.com/example/ai-jobs"

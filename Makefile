@@ -13,7 +13,7 @@ PACKAGES := -p jobs_testkit -p jobs_bench -p jobs_chaos -p gateway -p ai_runner 
 PURE_MODULES := $(shell find services/*/src/* -name '*.py' -not -path '*/adapters/*' -not -name '__main__.py' -not -name '__init__.py' | sort)
 TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests $(wildcard deploy/tests bench/tests chaos/tests services/*/tests)
 
-.PHONY: help uv sync prerequisites lint typecheck schema nats-users dev-secrets deploy-check test check-fresh run bench chaos clean
+.PHONY: help uv sync prerequisites lint typecheck schema nats-users dev-secrets deploy-check images test check-fresh run bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ dev-secrets: sync ## random secrets for deploy/overlays/dev, once (git ignores t
 
 deploy-check: sync ## deploy/: render the overlays, validate, checkov, hadolint, image installs
 	$(RUN) pytest deploy/tests -q
+
+images: sync ## every service's image (ai-jobs/<service>:0.1.0 and :dev), NATS and Postgres for tests; local bases where none can be pulled
+	UV=$(UV) $(RUN) python deploy/images/build.py
 
 # Two workers on two cores: most tests wait on servers and processes, so 2 cut the suite from
 # about 11.5 to 7 minutes here. A module stays on one worker (module-scoped systems), and

@@ -91,6 +91,14 @@ def _run(command: Sequence[str]) -> int:
     return subprocess.call(list(command), env=env, stdout=sys.stderr)
 
 
+def apt_get_install(packages: Sequence[str], run: Run = _run) -> None:
+    """Installs Debian packages where this process may (root, apt-get); `Missing` otherwise."""
+    if not _can_apt_install():
+        raise Missing(f"run `sudo apt-get install {' '.join(packages)}`")
+    if run(["apt-get", "update", "-q"]) != 0 or run(["apt-get", "install", "-y", "-q", *packages]):
+        raise Missing(f"apt-get install {' '.join(packages)} failed: run it yourself, then again")
+
+
 def apt_install(names: Sequence[str], run: Run = _run) -> dict[str, Found]:
     """Installs Debian's packages for the named prerequisites and returns where they landed."""
     packages = [DEBIAN_PACKAGES[name][0] for name in names]

