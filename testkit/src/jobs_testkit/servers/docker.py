@@ -60,6 +60,37 @@ def docker_available() -> bool:
     return False
 
 
+REQUIRE_DOCKER = "JOBS_REQUIRE_DOCKER"
+
+
+def require_docker() -> None:
+    """Skips the calling test where no Docker engine answers, or fails it when
+    `JOBS_REQUIRE_DOCKER` is set (CI sets it: there a missing engine is a broken setup)."""
+    import pytest
+
+    if docker_available():
+        return
+    message = "no Docker engine answers: the image and testcontainers checks did not run"
+    if os.environ.get(REQUIRE_DOCKER):
+        pytest.fail(f"{message} ({REQUIRE_DOCKER} is set)")
+    pytest.skip(message)
+
+
+def image_present(image: str) -> bool:
+    """Whether the engine holds `image` already (nothing is pulled)."""
+    import docker
+    import docker.errors
+
+    client = docker.from_env(timeout=30)
+    try:
+        client.images.get(image)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+    finally:
+        client.close()
+
+
 class _DockerServer(ServerContext):
     """Lifecycle shared by the Docker servers: one container, stopped and started in place.
 
