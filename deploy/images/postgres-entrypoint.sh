@@ -28,4 +28,9 @@ fi
 if [ "${1:-}" = postgres ]; then
     shift
 fi
-exec postgres -D "$PGDATA" -c listen_addresses='*' "$@"
+# Debian's socket directory, where the manifests mount one; /tmp where nothing does (/run is root's).
+sockets=/var/run/postgresql
+if [ ! -w "$sockets" ]; then
+    sockets=/tmp
+fi
+exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories="$sockets" "$@"
