@@ -136,7 +136,26 @@ def main() -> int:
         return 2
     for item in found:
         print(f"prerequisites: {item.name} {item.path} ({item.how})", file=sys.stderr)
+    print(f"prerequisites: {docker_engine()}", file=sys.stderr)
     return 0
+
+
+def docker_engine() -> str:
+    """One line on the image and testcontainers checks: run, or skipped for want of an engine.
+
+    The engine itself is not installed or started here: a daemon is the machine's to run
+    (Debian: `apt-get install docker.io mmdebstrap`, then `dockerd &`); CI starts one and sets
+    JOBS_REQUIRE_DOCKER, which turns the skips into failures."""
+    from jobs_testkit.servers.docker import REQUIRE_DOCKER, docker_available
+
+    if docker_available():
+        return "docker: an engine answers: the image and testcontainers checks run (`make images`)"
+    if os.environ.get(REQUIRE_DOCKER):
+        return f"docker: NO engine answers and {REQUIRE_DOCKER} is set: those checks will fail"
+    return (
+        "docker: no engine answers: the image and testcontainers checks are SKIPPED "
+        "(deploy/tests/test_deploy_containers.py, tests/containers)"
+    )
 
 
 if __name__ == "__main__":
