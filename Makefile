@@ -39,6 +39,7 @@ typecheck: sync ## mypy: strict on proto/, the runtime library and every service
 	$(RUN) mypy $(PACKAGES)
 	$(if $(PURE_MODULES),$(RUN) mypy --strict $(PURE_MODULES))
 	$(RUN) mypy $(filter-out services/%,$(TEST_DIRS))
+	$(RUN) mypy --strict deploy/images/build.py
 	@# One run per service, from its folder: its tests import their fakes relatively
 	@# (`from ..fakes import ...`), which mypy resolves only under a base without a hyphen. One
 	@# cache for all runs halves a fresh clone's type check; an entry made from another service's
