@@ -114,7 +114,6 @@ def _forbidden_publishes(ns: Namespace) -> list[tuple[str, str]]:
         ("gateway", f"{p}job.purged.{JOB}"),
         ("gateway", s.job_change(JOB)),
         ("gateway", s.stuck_jobs),
-        ("gateway", s.job_history),
         ("gateway", delete_jobs),
         ("gateway", purge_jobs),
         ("gateway", f"$JS.API.CONSUMER.MSG.NEXT.{jobs}.ai-runner"),
@@ -133,9 +132,9 @@ def _forbidden_publishes(ns: Namespace) -> list[tuple[str, str]]:
         ("webhook-ingest", f"$JS.API.CONSUMER.CREATE.{jobs}"),
         ("webhook-ingest", f"$KV.{permissions.idempotency_bucket(jobs)}.key"),
         ("webhook-ingest", delete_jobs),
-        # The ai-runner: no admissions, no webhook facts, no reading users' jobs.
+        # The ai-runner: no admissions, no reading users' jobs (the facts it learns by polling,
+        # `started` and `completed`, it may publish).
         ("ai-runner", f"{p}job.requested.{JOB}"),
-        ("ai-runner", f"{p}job.started.{JOB}"),
         ("ai-runner", f"{p}job.purged.{JOB}"),
         ("ai-runner", s.get_job),
         ("ai-runner", s.list_jobs),

@@ -197,7 +197,9 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
         publish=(
             f"{p}job.submitted.*",
             f"{p}job.failed.*",
-            # What it learns by polling a prediction whose webhook never came.
+            # What it learns by polling a prediction whose webhook never came: that it started
+            # (polling mode has no `start` webhook), and its end.
+            f"{p}job.started.*",
             f"{p}job.completed.*",
             subjects.stuck_jobs,
             *_declares(jobs_stream),

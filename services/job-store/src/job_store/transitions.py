@@ -259,14 +259,16 @@ def _completed(row: JobRow, event: JobCompleted, at: datetime) -> JobRow | None:
         # The job is bound to the prediction recorded first; another one's end is not its end.
         return None
     has_output = event.output is not None or event.output_ref is not None
+    cancel_requested = row.cancel_requested or _canceled_by_its_user(row, event, at)
     status, code = job_outcome(
         event.prediction_status,
-        cancel_requested=row.cancel_requested,
+        cancel_requested=cancel_requested,
         data_removed=event.data_removed,
         has_output=has_output,
     )
     done = replace(
         _bumped(row, at),
+        cancel_requested=cancel_requested,
         status=status,
         output=event.output,
         error_code=code,
@@ -275,6 +277,23 @@ def _completed(row: JobRow, event: JobCompleted, at: datetime) -> JobRow | None:
         completed_at=at,
     )
     return ended(done, event)
+
+
+# Replicate's `Cancel-After` counts from the create, which comes after the admission the
+# deadline counts from: a deadline's cancel never lands before `deadline_at`; the slack covers
+# the clocks of Replicate and of this system.
+DEADLINE_SLACK: Final = timedelta(seconds=2)
+
+
+def _canceled_by_its_user(row: JobRow, event: JobCompleted, at: datetime) -> bool:
+    """A bound prediction canceled well before the job's deadline was canceled for its user:
+    the cancel request is on its way (replicas of the job-store may apply one job's events in
+    another order than the stream's), so the job ends `canceled`, not `deadline_exceeded`."""
+    return (
+        event.prediction_status == "canceled"
+        and row.deadline_at is not None
+        and at < row.deadline_at - DEADLINE_SLACK
+    )
 
 
 def _late_usage(row: JobRow, event: JobCompleted, at: datetime) -> JobRow:

@@ -366,6 +366,24 @@ def test_cancel_of_a_processing_job_waits_for_the_prediction() -> None:
     assert (row.status, row.cancel_requested, row.completed_at) == ("processing", True, None)
 
 
+def test_a_prediction_canceled_before_the_deadline_ends_the_job_canceled_ahead_of_its_request() -> (
+    None
+):
+    # Two job-store replicas may apply the prediction's end before the user's cancel request.
+    row = next_row(row_in("processing", deadline_at=at(600)), completed(JOB, "canceled", s=20))
+    assert row is not None
+    assert (row.status, row.cancel_requested, row.error_code) == ("canceled", True, None)
+    assert next_row(row, cancel(JOB, s=21)) is None
+
+
+def test_a_prediction_canceled_at_the_deadline_is_the_deadlines() -> None:
+    for ended_at in (599, 650):
+        ended = completed(JOB, "canceled", s=ended_at)
+        row = next_row(row_in("processing", deadline_at=at(600)), ended)
+        assert row is not None
+        assert (row.status, row.error_code) == ("failed", "deadline_exceeded"), ended_at
+
+
 def test_cancel_by_another_user_is_never_honoured() -> None:
     assert next_row(row_in("pending"), cancel(JOB, user="intruder")) is None
 
