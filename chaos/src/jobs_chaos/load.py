@@ -117,12 +117,14 @@ def plan(
     through pending (at once), processing (somewhere in the prediction) and its end (around
     the prediction's expected end, before or after it)."""
     jobs = []
+    # Where the turn of moments starts, so that a short load's two cancels differ by scenario.
+    turn = rng.randrange(len(MOMENTS))
     for n in range(count):
         latency = None if latency_s is None else round(rng.uniform(*latency_s), 2)
         length = base_latency_s if latency is None else latency
         cancel = None
         if n % CANCEL_EVERY == CANCEL_EVERY // 2:
-            moment = MOMENTS[(n // CANCEL_EVERY) % len(MOMENTS)]
+            moment = MOMENTS[(turn + n // CANCEL_EVERY) % len(MOMENTS)]
             if moment == "pending":
                 delay = 0.0
             elif moment == "processing":
