@@ -361,7 +361,13 @@ def audit(
                     job_id,
                     "wrong_status",
                     f"{stored.status} ({stored.error_code}), the simulator says {expected}: "
-                    + ", ".join(f"{p.id}={p.status}" for p in record.predictions),
+                    + ", ".join(f"{p.id}={p.status}" for p in record.predictions)
+                    + (
+                        ""
+                        if cancel is None
+                        else f"; its user's cancel answered {cancel.status_code or 'nothing'}"
+                        f" (aimed at {cancel.moment or '?'})"
+                    ),
                 )
     row.statuses = dict(statuses)
     row.jobs_by_gateway = dict(gateways)
