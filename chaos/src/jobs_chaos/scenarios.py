@@ -72,7 +72,8 @@ SIZES = {
     ),
 }
 # Every scenario runs with these, so a failed prediction's path is audited too.
-BASE_KNOBS: dict[str, object] = {"latencyS": 2.0, "predictionFailRate": 0.1}
+BASE_LATENCY_S = 2.0
+BASE_KNOBS: dict[str, object] = {"latencyS": BASE_LATENCY_S, "predictionFailRate": 0.1}
 # Replicate's rate-limit window, which the simulator copies: a throttled create waits for it.
 RATE_WINDOW_S = 60.0
 # The ai-runner's default MAX_ATTEMPTS, which the system here keeps.
@@ -331,7 +332,7 @@ async def inject(system: ChaosSystem, scenario: Scenario, size: Size, token: str
             duration_s=size.load_s,
             label=label_of(scenario),
             latency_s=size.latency_s,
-            base_latency_s=float(str(BASE_KNOBS["latencyS"])),
+            base_latency_s=BASE_LATENCY_S,
             simulator_url=system.simulator_url,
             seed=zlib.crc32(scenario.name.encode()),
         )
