@@ -218,6 +218,8 @@ async def cancel_one(
     until a definitive answer: `202`, `409`, or anything but a `503` or no answer."""
     await asyncio.sleep(delay_s)
     sent = time.time()
+    # Sent, so far without an answer: what stays if the wait for one is cut off.
+    load.cancels[job_id] = Cancel(sent, None, None, moment)
     deadline = time.monotonic() + PATIENCE_S
     code: int | None = None
     for attempt in itertools.count():
