@@ -358,3 +358,24 @@ def test_the_table_shows_cancels() -> None:
     text = table([run_cancels(canceled_job(1, "canceled", (ran("succeeded"),), 202))])
     assert "cancel lost" in text.splitlines()[0]
     assert "1 (of 1)" in text.splitlines()[2]
+
+
+def test_a_change_after_the_end_is_no_wait() -> None:
+    # Canceled pending; its prediction's spend recorded 90 s later, when its webhook came.
+    record = JobRecord(
+        accepted=Accepted("job-1", "gateway-0", T0),
+        stored=StoredJob("canceled", None, None, T0, (T0 + 0.1, T0 + 1.0, T0 + 90.0), T0 + 1.0),
+        predictions=(Prediction("p1", "canceled", T0 + 0.2, T0 + 1.1),),
+        cancel=Cancel(T0 + 0.9, T0 + 1.0, 202, "pending"),
+    )
+    row = run(record)
+    assert row.violations == []
+    assert row.longest_to_terminal_s == pytest.approx(1.0)
+    # Without the end known, the late change counts as it always did.
+    unknown = JobRecord(
+        accepted=record.accepted,
+        stored=StoredJob("canceled", None, None, T0, (T0 + 0.1, T0 + 1.0, T0 + 90.0)),
+        predictions=record.predictions,
+        cancel=record.cancel,
+    )
+    assert run(unknown).stuck == 1

@@ -54,6 +54,16 @@ class StoredJob:
     error_code: str | None
     created_at: float
     changes: tuple[float, ...]
+    # When it reached its terminal status (None: not yet, or not known): a change after it
+    # (the spend of a prediction that reported after a cancel) is no wait of the job's.
+    ended_at: float | None = None
+
+    @property
+    def waited_changes(self) -> tuple[float, ...]:
+        """The changes up to the job's end."""
+        if self.ended_at is None:
+            return self.changes
+        return tuple(c for c in self.changes if c <= self.ended_at + 1e-3)
 
 
 @dataclass(frozen=True)
@@ -321,7 +331,7 @@ def audit(
             flag(job_id, "lost", f"still {stored.status} after quiet")
         # Times between the 202 and each change, and from the last change to now while the
         # job is still open.
-        times = sorted({record.accepted.at, *stored.changes})
+        times = sorted({record.accepted.at, *stored.waited_changes})
         if not terminal:
             times.append(now)
         runs = [
@@ -334,7 +344,9 @@ def audit(
             row.stuck += 1
             flag(job_id, "stuck", f"{longest_gap:.1f} s without a change (status {stored.status})")
         if terminal:
-            to_terminal = max(stored.changes, default=record.accepted.at) - record.accepted.at
+            to_terminal = (
+                max(stored.waited_changes, default=record.accepted.at) - record.accepted.at
+            )
             row.longest_to_terminal_s = max(row.longest_to_terminal_s, to_terminal)
             if record.read is not None:
                 fault = read_fault(record.read, stored.status, record.output or "")

@@ -29,7 +29,7 @@ from jobs_proto.subjects import Subjects
 
 _JOBS = """
 SELECT id::text AS id, status, prediction_id, error_code, extract(epoch FROM created_at) AS created,
-output
+extract(epoch FROM completed_at) AS completed, output
 FROM jobs WHERE id = ANY($1::uuid[])
 """
 _BY_TOPIC = """
@@ -65,6 +65,7 @@ async def _stored(
             error_code=r["error_code"],
             created_at=float(r["created"]),
             changes=tuple(sorted(changes.get(r["id"], []))),
+            ended_at=None if r["completed"] is None else float(r["completed"]),
         )
         for r in rows
     }
