@@ -379,3 +379,14 @@ def test_a_change_after_the_end_is_no_wait() -> None:
         cancel=record.cancel,
     )
     assert run(unknown).stuck == 1
+
+
+def test_the_change_that_ended_the_job_counts_though_recorded_after_its_end() -> None:
+    # The end is the event's time; the store records it a moment later.
+    stored = StoredJob("succeeded", "p1", None, T0, (T0 + 0.1, T0 + 0.5, T0 + 30.02), T0 + 30.0)
+    assert stored.waited_changes == (T0 + 0.1, T0 + 0.5, T0 + 30.02)
+    row = run(
+        JobRecord(Accepted("job-1", "gateway-0", T0), stored, (Prediction("p1", "succeeded"),))
+    )
+    assert row.stuck == 1
+    assert row.longest_to_terminal_s == pytest.approx(30.02)

@@ -60,10 +60,14 @@ class StoredJob:
 
     @property
     def waited_changes(self) -> tuple[float, ...]:
-        """The changes up to the job's end."""
+        """The changes up to the one that ended the job: the first recorded at or after its
+        end (the end is the event's time, the record the store's, a little later)."""
         if self.ended_at is None:
             return self.changes
-        return tuple(c for c in self.changes if c <= self.ended_at + 1e-3)
+        ended = self.ended_at
+        before = tuple(c for c in self.changes if c < ended)
+        after = [c for c in self.changes if c >= ended]
+        return before + tuple(after[:1])
 
 
 @dataclass(frozen=True)
