@@ -1,6 +1,6 @@
 """`make chaos` in short: every scenario once against the two-replica system, and every row
 must read zero lost, zero beyond one, zero left running, zero stuck, zero wrong status, zero
-broken output streams."""
+user cancels not honoured, zero broken output streams."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ async def test_every_scenario_short(tmp_path: Path) -> None:
         assert row.jobs > 0, report
         assert (row.lost, row.beyond_one, row.left_running, row.stuck) == (0, 0, 0, 0), report
         assert row.wrong_status == 0, report
+        assert row.cancel_lost == 0, report
         assert row.broken_stream == 0, report
+    # A fifth of the jobs were canceled by their users, each with a definitive answer.
+    cancels = sum(r.cancels for r in outcome.rows)
+    assert cancels >= sum(r.jobs for r in outcome.rows) // 8, report
+    assert sum(r.cancel_answers.get("none", 0) for r in outcome.rows) == 0, report
     # The relay kept up: most succeeded jobs' logs hold their whole output, even under faults.
     whole = sum(r.whole_stream for r in outcome.rows)
     succeeded = sum(r.statuses.get("succeeded", 0) for r in outcome.rows)

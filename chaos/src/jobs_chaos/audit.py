@@ -4,6 +4,7 @@ bad record proves each check can fail."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +23,26 @@ class Accepted:
     job_id: str
     gateway: str
     at: float
+    # What the job was asked to write about: one per submission, so that a second job for the
+    # same submission (an idempotency key not honoured) shows.
+    topic: str = ""
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """A user's `POST /api/jobs/{id}/cancel`, as the load generator saw it: when it was first
+    sent, when its definitive answer came and what it was (`202`: accepted, `409`: the job had
+    already ended; None: no definitive answer before the client gave up), and the moment aimed
+    at (`pending`, `processing`, `end`)."""
+
+    sent_at: float
+    answered_at: float | None
+    status_code: int | None
+    moment: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.status_code == 202
 
 
 @dataclass(frozen=True)
@@ -33,6 +54,20 @@ class StoredJob:
     error_code: str | None
     created_at: float
     changes: tuple[float, ...]
+    # When it reached its terminal status (None: not yet, or not known): a change after it
+    # (the spend of a prediction that reported after a cancel) is no wait of the job's.
+    ended_at: float | None = None
+
+    @property
+    def waited_changes(self) -> tuple[float, ...]:
+        """The changes up to the one that ended the job: the first recorded at or after its
+        end (the end is the event's time, the record the store's, a little later)."""
+        if self.ended_at is None:
+            return self.changes
+        ended = self.ended_at
+        before = tuple(c for c in self.changes if c < ended)
+        after = [c for c in self.changes if c >= ended]
+        return before + tuple(after[:1])
 
 
 @dataclass(frozen=True)
@@ -41,6 +76,9 @@ class Prediction:
 
     id: str
     status: str
+    # Wall-clock times from the simulator: creation, and the end (None while running).
+    created_at: float | None = None
+    completed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +93,8 @@ class JobRecord:
     # What a client reading `/output` from offset 0 got: the text, and the `done` status or
     # why it gave up; None where no client read.
     read: tuple[str, str | None, str | None] | None = None
+    # The user's cancel, where the load asked for one.
+    cancel: Cancel | None = None
 
 
 @dataclass
@@ -80,18 +120,27 @@ class Row:
     # and those whose log holds the whole output (the rest got their end from the output).
     broken_stream: int = 0
     whole_stream: int = 0
+    # User cancels: asked, and those not honoured (see `cancel_fault`); `cancels_raced` are
+    # accepted cancels whose prediction ended on its own before the cancel could reach it.
+    cancels: int = 0
+    cancel_lost: int = 0
+    cancels_raced: int = 0
+    cancel_answers: dict[str, int] = field(default_factory=dict)
+    # Jobs in the store for a submission this scenario made that the client was not told of.
+    unanswered_jobs: int = 0
     longest_to_terminal_s: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     jobs_by_gateway: dict[str, int] = field(default_factory=dict)
     # Work each replica did during the scenario, from its own metrics: `{service: {replica: n}}`.
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
     stuck_after_s: float = 0.0
+    cancel_window_s: float = 0.0
     violations: list[Violation] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (self.lost or self.beyond_one or self.left_running or self.stuck) and (
-            not (self.wrong_status or self.broken_stream)
+            not (self.wrong_status or self.broken_stream or self.cancel_lost)
         )
 
     @property
@@ -100,11 +149,18 @@ class Row:
         return sorted(r for by in self.shares.values() for r, n in by.items() if n <= 0)
 
 
-def expected_status(predictions: tuple[Prediction, ...], stored: StoredJob) -> str:
-    """What the contract's table makes of what the simulator did (no job here is canceled by
-    its user): the one completed prediction's status; none completed, `failed` (every create
-    failed, or the prediction was aborted or canceled by its deadline)."""
+def expected_status(
+    predictions: tuple[Prediction, ...], stored: StoredJob, cancel: Cancel | None = None
+) -> str:
+    """What the contract's table makes of what the simulator did: the one completed
+    prediction's status; none completed, `canceled` if its user's cancel was accepted (or may
+    have been: no answer), else `failed` (every create failed, or the prediction was aborted or
+    canceled by its deadline). A job its user canceled may end `canceled` whatever its
+    predictions did: `cancel_fault` judges those."""
     completed = [p for p in predictions if p.status in COMPLETED]
+    user_canceled = cancel is not None and cancel.status_code in (202, None)
+    if user_canceled and (stored.status == "canceled" or not completed):
+        return "canceled"
     if not completed:
         return "failed"
     if len(completed) > 1:
@@ -154,6 +210,66 @@ def read_fault(read: tuple[str, str | None, str | None], status: str, output: st
     return None
 
 
+def cancel_fault(
+    cancel: Cancel, stored: StoredJob, predictions: tuple[Prediction, ...], window_s: float
+) -> tuple[str | None, bool]:
+    """Whether a user's cancel was honoured: the fault (None: honoured), and whether it was a
+    race the system may lose (accepted, but the prediction ended on its own first).
+
+    - `202`: end `canceled` with no prediction of it completed (each one canceled, or none
+      made); or end as its prediction did where that prediction ended before the cancel was
+      accepted, or within `window_s` after (the cancel on its way to Replicate: a race);
+    - `409`: have ended `succeeded` or `failed`;
+    - none (the client gave up): end `canceled` with no prediction completed, or as its
+      prediction did;
+    - anything else: the answer itself is the fault.
+    """
+    completed = [p for p in predictions if p.status in COMPLETED]
+    if cancel.status_code == 409:
+        if stored.status == "canceled":
+            return "the cancel was answered 409 (already ended), yet the job ended canceled", False
+        return None, False
+    if cancel.status_code not in (202, None):
+        return f"the cancel was answered {cancel.status_code}", False
+    if stored.status == "canceled":
+        if completed:
+            ran = ", ".join(f"{p.id}={p.status}" for p in completed)
+            return f"canceled, yet its prediction ran to the end: {ran}", False
+        return None, False
+    if cancel.status_code is None or stored.status not in COMPLETED or not completed:
+        # No answer: either outcome is the user's; no completed prediction: the status rule
+        # judges (the job should have ended canceled).
+        return None, False
+    bound = [p for p in completed if p.id == stored.prediction_id] or completed
+    ended = bound[0].completed_at
+    accepted = cancel.answered_at if cancel.answered_at is not None else cancel.sent_at
+    if ended is None:
+        return f"{stored.status} after the cancel was accepted, the prediction's end unknown", False
+    late = ended - accepted
+    if late > window_s:
+        return (
+            f"{stored.status}: the cancel was accepted {late:.1f} s before its prediction "
+            f"{bound[0].id} ended on its own (allowed {window_s:.1f} s)"
+        ), False
+    return None, late > 0
+
+
+def idle_gaps(times: list[float], running: list[tuple[float, float]]) -> list[float]:
+    """The gaps between consecutive `times`, less the parts during which one of the job's
+    predictions was running: a model's own time is not the system's delay."""
+    gaps = []
+    for a, b in itertools.pairwise(times):
+        covered = 0.0
+        cursor = a
+        for start, end in sorted(running):
+            start, end = max(start, cursor), min(end, b)
+            if end > start:
+                covered += end - start
+                cursor = end
+        gaps.append(b - a - covered)
+    return gaps
+
+
 def audit(
     scenario: str,
     records: list[JobRecord],
@@ -161,12 +277,30 @@ def audit(
     refused: int,
     now: float,
     stuck_after_s: float,
+    cancel_window_s: float = 0.0,
+    unanswered_jobs: int = 0,
+    duplicate_jobs: tuple[str, ...] = (),
 ) -> Row:
     """Count, per kind, the jobs that break a promise: lost (accepted but absent or not
     terminal), more than one completed prediction, a prediction still running after quiet,
-    a job without a change for longer than `stuck_after_s`, and a terminal status the
-    contract's table does not give for what the simulator did."""
-    row = Row(scenario=scenario, jobs=len(records), refused=refused, stuck_after_s=stuck_after_s)
+    a job without a change for longer than `stuck_after_s` while none of its predictions ran,
+    a terminal status the contract's table does not give for what the simulator did, and a
+    user's cancel not honoured (`cancel_fault`, with `cancel_window_s`). `duplicate_jobs`, a
+    second job for a submission already answered with another, count beyond one."""
+    row = Row(
+        scenario=scenario,
+        jobs=len(records),
+        refused=refused,
+        stuck_after_s=stuck_after_s,
+        cancel_window_s=cancel_window_s,
+        unanswered_jobs=unanswered_jobs,
+    )
+    answers: Counter[str] = Counter()
+    for job_id in duplicate_jobs:
+        row.beyond_one += 1
+        row.violations.append(
+            Violation(job_id, "beyond_one", "a second job for a submission already answered")
+        )
     statuses: Counter[str] = Counter()
     gateways: Counter[str] = Counter()
 
@@ -185,6 +319,10 @@ def audit(
         if running:
             row.left_running += len(running)
             flag(job_id, "left_running", ", ".join(f"{p.id}={p.status}" for p in running))
+        cancel = record.cancel
+        if cancel is not None:
+            row.cancels += 1
+            answers[str(cancel.status_code or "none")] += 1
         if stored is None:
             row.lost += 1
             statuses["missing"] += 1
@@ -197,16 +335,22 @@ def audit(
             flag(job_id, "lost", f"still {stored.status} after quiet")
         # Times between the 202 and each change, and from the last change to now while the
         # job is still open.
-        times = sorted({record.accepted.at, *stored.changes})
+        times = sorted({record.accepted.at, *stored.waited_changes})
         if not terminal:
             times.append(now)
-        gaps = [b - a for a, b in itertools.pairwise(times)]
-        longest_gap = max(gaps, default=0.0)
+        runs = [
+            (p.created_at, p.completed_at if p.completed_at is not None else now)
+            for p in record.predictions
+            if p.created_at is not None
+        ]
+        longest_gap = max(idle_gaps(times, runs), default=0.0)
         if longest_gap > stuck_after_s:
             row.stuck += 1
             flag(job_id, "stuck", f"{longest_gap:.1f} s without a change (status {stored.status})")
         if terminal:
-            to_terminal = max(stored.changes, default=record.accepted.at) - record.accepted.at
+            to_terminal = (
+                max(stored.waited_changes, default=record.accepted.at) - record.accepted.at
+            )
             row.longest_to_terminal_s = max(row.longest_to_terminal_s, to_terminal)
             if record.read is not None:
                 fault = read_fault(record.read, stored.status, record.output or "")
@@ -220,19 +364,43 @@ def audit(
                     flag(job_id, "broken_stream", fault)
                 elif "".join(t for _, t in record.streamed) == (record.output or ""):
                     row.whole_stream += 1
-            expected = expected_status(record.predictions, stored)
+            if cancel is not None:
+                fault, raced = cancel_fault(cancel, stored, record.predictions, cancel_window_s)
+                row.cancels_raced += raced
+                if fault is not None:
+                    row.cancel_lost += 1
+                    flag(job_id, "cancel_lost", f"{fault} (aimed at {cancel.moment or '?'})")
+            expected = expected_status(record.predictions, stored, cancel)
             if stored.status != expected:
                 row.wrong_status += 1
                 flag(
                     job_id,
                     "wrong_status",
                     f"{stored.status} ({stored.error_code}), the simulator says {expected}: "
-                    + ", ".join(f"{p.id}={p.status}" for p in record.predictions),
+                    + ", ".join(f"{p.id}={p.status}" for p in record.predictions)
+                    + (
+                        ""
+                        if cancel is None
+                        else f"; its user's cancel answered {cancel.status_code or 'nothing'}"
+                        f" (aimed at {cancel.moment or '?'})"
+                    ),
                 )
     row.statuses = dict(statuses)
     row.jobs_by_gateway = dict(gateways)
+    row.cancel_answers = dict(answers)
     return row
 
 
+def _epoch(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    return dt.datetime.fromisoformat(value).timestamp()
+
+
 def prediction_of(raw: dict[str, Any]) -> Prediction:
-    return Prediction(id=str(raw["id"]), status=str(raw["status"]))
+    return Prediction(
+        id=str(raw["id"]),
+        status=str(raw["status"]),
+        created_at=_epoch(raw.get("created_at")),
+        completed_at=_epoch(raw.get("completed_at")),
+    )

@@ -14,15 +14,26 @@ import httpx
 import nats
 from nats.js.errors import NotFoundError
 
-from jobs_chaos.audit import RUNNING, TERMINAL, Accepted, JobRecord, StoredJob, prediction_of
+from jobs_chaos.audit import (
+    RUNNING,
+    TERMINAL,
+    Accepted,
+    Cancel,
+    JobRecord,
+    StoredJob,
+    prediction_of,
+)
 from jobs_chaos.load import Reading
 from jobs_proto.output import decode_chunk
 from jobs_proto.subjects import Subjects
 
 _JOBS = """
 SELECT id::text AS id, status, prediction_id, error_code, extract(epoch FROM created_at) AS created,
-output
+extract(epoch FROM completed_at) AS completed, output
 FROM jobs WHERE id = ANY($1::uuid[])
+"""
+_BY_TOPIC = """
+SELECT id::text AS id, input->>'topic' AS topic FROM jobs WHERE input->>'topic' LIKE $1
 """
 _HISTORY = """
 SELECT job_id::text AS id, extract(epoch FROM recorded_at) AS at
@@ -54,10 +65,31 @@ async def _stored(
             error_code=r["error_code"],
             created_at=float(r["created"]),
             changes=tuple(sorted(changes.get(r["id"], []))),
+            ended_at=None if r["completed"] is None else float(r["completed"]),
         )
         for r in rows
     }
     return stored, {r["id"]: r["output"] for r in rows}
+
+
+async def jobs_by_topic(database_url: str, prefix: str) -> dict[str, str]:
+    """Every stored job whose topic starts with `prefix` (one scenario's submissions), by id."""
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        rows = await conn.fetch(_BY_TOPIC, prefix.replace("%", r"\%") + "%")
+    finally:
+        await conn.close()
+    return {r["id"]: r["topic"] for r in rows}
+
+
+def unaccounted(accepted: list[Accepted], stored: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Stored jobs the client was never told of: those of a submission that was answered with
+    another job (a duplicate: its key not honoured), and those of one never answered."""
+    ids = {a.job_id for a in accepted}
+    topics = {a.topic for a in accepted}
+    extra = [job_id for job_id in stored if job_id not in ids]
+    duplicates = [j for j in extra if stored[j] in topics]
+    return sorted(duplicates), sorted(j for j in extra if stored[j] not in topics)
 
 
 async def output_logs(
@@ -111,6 +143,7 @@ async def collect(
     accepted: list[Accepted],
     logs: tuple[str, Subjects, str] | None = None,
     readings: Mapping[str, Reading] | None = None,
+    cancels: Mapping[str, Cancel] | None = None,
 ) -> tuple[list[JobRecord], dict[str, list[dict[str, Any]]]]:
     """The records of the accepted jobs; with `logs` (NATS URL, subjects, output stream), each
     succeeded job's output log too."""
@@ -133,6 +166,7 @@ async def collect(
             output=outputs.get(a.job_id),
             streamed=streamed.get(a.job_id),
             read=_read(readings, a.job_id),
+            cancel=None if cancels is None else cancels.get(a.job_id),
         )
         for a in accepted
     ]

@@ -21,6 +21,7 @@ COLUMNS = (
     ("left running", 13),
     ("stuck", 6),
     ("wrong status", 13),
+    ("cancel lost", 16),
     ("broken stream", 15),
     ("longest to terminal", 20),
 )
@@ -28,7 +29,8 @@ COLUMNS = (
 
 def table(rows: list[Row]) -> str:
     """One line per scenario; `refused` are requests the gateway did not admit (a `503` while
-    NATS restarts), which the client knows to retry and which are not jobs."""
+    NATS restarts), which the client knows to retry and which are not jobs; `cancel lost`, of
+    the user cancels asked, those not honoured."""
     header = " ".join(name.ljust(width) for name, width in COLUMNS)
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -41,6 +43,7 @@ def table(rows: list[Row]) -> str:
             r.left_running,
             r.stuck,
             r.wrong_status,
+            f"{r.cancel_lost} (of {r.cancels})",
             f"{r.broken_stream} ({r.whole_stream} whole)",
             f"{r.longest_to_terminal_s:.1f} s",
         )

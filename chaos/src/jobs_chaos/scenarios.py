@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -15,7 +17,14 @@ import httpx
 
 from jobs_chaos.audit import Row, audit
 from jobs_chaos.load import Load, run_load
-from jobs_chaos.records import collect, evidence, history, wait_quiet
+from jobs_chaos.records import (
+    collect,
+    evidence,
+    history,
+    jobs_by_topic,
+    unaccounted,
+    wait_quiet,
+)
 from jobs_chaos.system import FAMILIES, SERVICES, ChaosSystem, Timing
 from jobs_proto.stream import job_store_consumer
 from jobs_proto.subjects import Subjects
@@ -36,9 +45,12 @@ class Size:
     overlap_slow: bool = False
     # Share of the load sent before the fault strikes.
     fault_at: float = 0.4
+    # Each prediction's length, drawn per job (None: `BASE_KNOBS`' latency for all).
+    latency_s: tuple[float, float] | None = None
 
 
 SIZES = {
+    # 12 jobs a scenario, 2 of them canceled by their user.
     "short": Size(
         "short",
         rate_per_s=4.0,
@@ -48,12 +60,20 @@ SIZES = {
         quiet_timeout_s=90,
         overlap_slow=True,
     ),
+    # 1,000 jobs a scenario, 200 of them canceled, predictions of 5 to 30 s.
     "full": Size(
-        "full", rate_per_s=2.0, load_s=30.0, pause_s=30.0, hold_s=120.0, quiet_timeout_s=300
+        "full",
+        rate_per_s=10.0,
+        load_s=100.0,
+        pause_s=30.0,
+        hold_s=120.0,
+        quiet_timeout_s=300,
+        latency_s=(5.0, 30.0),
     ),
 }
 # Every scenario runs with these, so a failed prediction's path is audited too.
-BASE_KNOBS: dict[str, object] = {"latencyS": 2.0, "predictionFailRate": 0.1}
+BASE_LATENCY_S = 2.0
+BASE_KNOBS: dict[str, object] = {"latencyS": BASE_LATENCY_S, "predictionFailRate": 0.1}
 # Replicate's rate-limit window, which the simulator copies: a throttled create waits for it.
 RATE_WINDOW_S = 60.0
 # The ai-runner's default MAX_ATTEMPTS, which the system here keeps.
@@ -192,18 +212,21 @@ def _kill_scenario(service: str) -> Scenario:
     return Scenario(name, _kill_and_restart(service))
 
 
+def _pause_scenario(service: str) -> Scenario:
+    # Whatever the stopped replica holds (a fetched message, a request, a webhook) waits for it.
+    return Scenario(
+        f"SIGSTOP {service} (one replica), SIGCONT",
+        _pause(service),
+        allowance_s=lambda size, _timing: size.pause_s,
+    )
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     *(_kill_scenario(s) for s in SERVICES),
-    Scenario(
-        "SIGSTOP ai-runner (one replica), SIGCONT",
-        _pause("ai-runner"),
-        allowance_s=lambda size, _timing: size.pause_s,
-    ),
-    Scenario(
-        "SIGSTOP job-store (one replica), SIGCONT",
-        _pause("job-store"),
-        allowance_s=lambda size, _timing: size.pause_s,
-    ),
+    _pause_scenario("ai-runner"),
+    _pause_scenario("job-store"),
+    _pause_scenario("gateway"),
+    _pause_scenario("webhook-ingest"),
     Scenario(
         "SIGKILL one replica of every service",
         _kill_one_of_each,
@@ -284,6 +307,16 @@ class Injected:
     started: float
 
 
+def label_of(scenario: Scenario) -> str:
+    """The scenario's mark in its jobs' topics, one of its own (for the search for jobs the
+    client was never told of)."""
+    return re.sub(r"[^a-z0-9]+", "-", scenario.name.lower()).strip("-")
+
+
+def topic_prefix(scenario: Scenario) -> str:
+    return f"chaos {label_of(scenario)} job "
+
+
 async def inject(system: ChaosSystem, scenario: Scenario, size: Size, token: str) -> Injected:
     """Normal knobs, then the load with the fault during it; every replica running after."""
     started = time.monotonic()
@@ -291,14 +324,17 @@ async def inject(system: ChaosSystem, scenario: Scenario, size: Size, token: str
     await asyncio.to_thread(system.set_knobs, **BASE_KNOBS)
     before = await asyncio.to_thread(_metrics, system)
     ctx = Context(system, size)
-    label = scenario.name.split()[0].lower()
     load_task = asyncio.create_task(
         run_load(
             system.gateway_urls,
             token,
             rate_per_s=size.rate_per_s,
             duration_s=size.load_s,
-            label=label,
+            label=label_of(scenario),
+            latency_s=size.latency_s,
+            base_latency_s=BASE_LATENCY_S,
+            simulator_url=system.simulator_url,
+            seed=zlib.crc32(scenario.name.encode()),
         )
     )
     try:
@@ -330,21 +366,36 @@ async def settle(
     # Late webhooks (held, retried) reach the system before the audit, so it sees their effect.
     await asyncio.to_thread(system.wait_webhooks_sent, 15.0)
     await asyncio.sleep(0.5)
-    # Every job is over: each reader has its `done`, or gets it within a few reconnects.
+    # Every job is over: each reader has its `done`, or gets it within a few reconnects; each
+    # cancel has its answer.
     await load.read_all(timeout_s=30.0)
+    await load.cancels_done(timeout_s=30.0)
     logs = (system.nats.url, Subjects(), f"{system.stack.jobs_stream}_OUTPUT")
     records, raw = await _retrying(
         lambda: collect(
-            system.database_url, system.simulator_url, load.accepted, logs, load.readings
+            system.database_url,
+            system.simulator_url,
+            load.accepted,
+            logs,
+            load.readings,
+            load.cancels,
         )
     )
-    stuck_after = system.timing.stuck_after_s + scenario.allowance_s(size, system.timing)
+    by_topic = await _retrying(lambda: jobs_by_topic(system.database_url, topic_prefix(scenario)))
+    duplicates, unanswered = unaccounted(load.accepted, by_topic)
+    allowance = scenario.allowance_s(size, system.timing)
+    stuck_after = system.timing.stuck_after_s + allowance
     row = audit(
         scenario.name,
         records,
         refused=load.refused_total,
         now=time.time(),
         stuck_after_s=stuck_after,
+        # A cancel on its way to Replicate may wait for a redelivery, and for what the
+        # scenario declares; a prediction ending on its own meanwhile wins the race.
+        cancel_window_s=system.timing.ack_wait_s + allowance,
+        unanswered_jobs=len(unanswered),
+        duplicate_jobs=tuple(duplicates),
     )
     after = await asyncio.to_thread(_metrics, system)
     row.shares = _shares(injected.before, after)
@@ -352,6 +403,10 @@ async def settle(
         "quiet": quiet,
         "signals": _signals(injected.before, after),
         "refused": load.refused,
+        "resent": load.resent,
+        "unanswered_jobs": unanswered[:20],
+        "cancel_answers": row.cancel_answers,
+        "cancels_raced": row.cancels_raced,
         "revived": injected.revived,
         "elapsed_s": round(time.monotonic() - injected.started, 1),
         "violations": [],
