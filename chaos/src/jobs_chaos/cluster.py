@@ -39,8 +39,28 @@ async def _jobs_follower(cluster: NatsCluster, stream: str) -> int:
 
 
 async def _claims_leader(cluster: NatsCluster, stream: str) -> int:
-    # The claims bucket `<JOBS>_CLAIMS` is the KV stream `KV_<JOBS>_CLAIMS`.
-    return await cluster.leader(f"KV_{stream}_CLAIMS")
+    """The claims bucket's leader (`<JOBS>_CLAIMS` is the KV stream `KV_<JOBS>_CLAIMS`), once
+    `JOBS` is led elsewhere: a leader of both would repeat the JOBS leader's scenario."""
+    claims = f"KV_{stream}_CLAIMS"
+    for _ in range(5):
+        node = await cluster.leader(claims)
+        if await cluster.leader(stream) != node:
+            return node
+        await cluster.step_down(stream)
+        await _until_led(cluster, stream)
+    raise RuntimeError(f"{stream} and {claims} stayed on one leader")
+
+
+async def _until_led(cluster: NatsCluster, stream: str, within_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        try:
+            await cluster.leader(stream)
+            return
+        except RuntimeError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 async def _back_and_current(cluster: NatsCluster) -> None:

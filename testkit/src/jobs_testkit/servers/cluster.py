@@ -376,6 +376,17 @@ class NatsCluster(ServerContext):
             seen.append(info.get("cluster"))
         raise RuntimeError(f"stream {stream} has no leader now: {seen}")
 
+    async def step_down(self, stream: str) -> None:
+        """Ask `stream`'s leader to hand over (`$JS.API.STREAM.LEADER.STEPDOWN.<stream>`)."""
+        nc = await nats.connect(servers=self.urls, connect_timeout=5, max_reconnect_attempts=3)
+        try:
+            reply = await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=10)
+        finally:
+            await nc.close()
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            raise RuntimeError(f"step down {stream}: {answer['error']}")
+
     async def followers(self, stream: str) -> list[int]:
         lead = await self.leader(stream)
         return [n.index for n in self.nodes if n.index != lead]
