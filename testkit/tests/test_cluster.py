@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,7 +106,13 @@ async def test_leader_killed_wiped_and_cut_off(cluster: NatsCluster) -> None:
         cut = (await cluster.leader("EVENTS") + 1) % 3
         cluster.cut(cut)
         await eventually(lambda: not cluster.nodes[cut].healthy(), within=20, what="cut off")
-        await js.publish("events.one", b"while one node is cut off")
+        # Through the nodes still together: a client of the cut-off node waits with it.
+        rest = [n.client_url for n in cluster.nodes if n.index != cut]
+        other = await nats.connect(servers=rest)
+        try:
+            await other.jetstream().publish("events.one", b"while one node is cut off")
+        finally:
+            await other.close()
         cluster.heal(cut)
         await asyncio.to_thread(cluster.wait_healthy, [cut], 30)
         assert await _messages_on(cluster, "EVENTS", cut) == 12
@@ -163,3 +170,13 @@ async def test_services_make_every_stream_r3(
         codes = await asyncio.to_thread(stack.stop)
     assert set(codes.values()) == {0}, codes
     assert cluster.violations() == []
+
+
+async def test_with_tls_every_node_serves_the_one_certificate(tmp_path: Path) -> None:
+    with NatsCluster(tmp_path / "cluster", tls=True) as cluster:
+        assert cluster.certificate is not None
+        context = ssl.create_default_context(cafile=str(cluster.certificate.ca_file))
+        for url in cluster.urls:
+            assert url.startswith("tls://")
+            nc = await nats.connect(servers=[url], tls=context)
+            await nc.close()

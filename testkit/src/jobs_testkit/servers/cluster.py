@@ -26,6 +26,7 @@ from jobs_proto.permissions import NatsUser
 from jobs_testkit.servers.base import LOOPBACK, ServerContext, free_port
 from jobs_testkit.servers.nats import NatsServer, _nats_server_binary
 from jobs_testkit.servers.proctree import POLL_INTERVAL
+from jobs_testkit.servers.tls import ServerCertificate
 
 # The one source of the cluster's settings: what production's StatefulSet mounts.
 DEPLOY_NATS_CONF = Path(__file__).resolve().parents[4] / "deploy" / "base" / "nats" / "nats.conf"
@@ -86,10 +87,11 @@ class ClusterNode(NatsServer):
         *,
         index: int,
         cluster: NatsCluster,
+        anonymous: bool,
         tls: bool,
         gid: int | None,
     ) -> None:
-        super().__init__(workdir, tls=tls)
+        super().__init__(workdir, anonymous=anonymous, tls=tls)
         self.index = index
         self.name = f"nats-{index}"
         self.monitor_port = free_port()
@@ -181,16 +183,13 @@ class NatsCluster(ServerContext):
                 self.workdir / f"nats-{i}",
                 index=i,
                 cluster=self,
-                tls=tls,
+                anonymous=anonymous,
+                # One certificate for the whole cluster, so clients trust every node.
+                tls=tls and i == 0,
                 gid=_FIRST_GID + i if self.partitionable else None,
             )
-            node._anonymous = anonymous
+            node.certificate = self.nodes[0].certificate if self.nodes else node.certificate
             self.nodes.append(node)
-        if tls:
-            # One authority for the whole cluster, so clients trust every node.
-            first = self.nodes[0].certificate
-            for node in self.nodes[1:]:
-                node.certificate = first
         self._cut: dict[int, list[list[str]]] = {}
 
     # Lifecycle --------------------------------------------------------------------------
@@ -208,7 +207,8 @@ class NatsCluster(ServerContext):
         return all(n.running for n in self.nodes)
 
     @property
-    def certificate(self) -> Any:
+    def certificate(self) -> ServerCertificate | None:
+        """What clients verify every node with (`NATS_TLS_CA`), when started with TLS."""
         return self.nodes[0].certificate
 
     def start(self, timeout: float = 60.0) -> None:
