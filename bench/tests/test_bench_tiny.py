@@ -23,6 +23,7 @@ from .conftest import TinyRun
 pytestmark = pytest.mark.timeout(600)
 
 PUSH_ROWS = ("push latency", "sse memory", "token latency")
+REPLICAS_RATE_ROW = "highest sustainable rate, R3 on 3 nodes (baseline: R1 on 1)"
 CPU_TARGET_ROW = "services + NATS + Postgres (baseline: its process + Postgres)"
 
 
@@ -40,6 +41,7 @@ def test_every_other_scenario_runs_at_tiny_size(tiny_run: TinyRun, tmp_path: Pat
         "admission",
         "burst",
         "memory",
+        "replicas",
     }
     assert by_figure[("idle", "services + NATS + Postgres, no jobs")]["value"] >= 0
     whole = by_figure[("cpu per job", CPU_TARGET_ROW)]
@@ -52,6 +54,13 @@ def test_every_other_scenario_runs_at_tiny_size(tiny_run: TinyRun, tmp_path: Pat
         assert by_figure[("cpu per job", f"load generator ({arm})")]["value"] > 0
     widest = by_figure[("cpu per job", "with the simulator and the load generator")]
     assert widest["value"] > by_figure[("cpu per job", "with the simulator")]["value"]
+
+    # R3 on the three-node cluster against R1 on one server, both measured in this run.
+    r3_cpu = by_figure[("replicas", "CPU per job, services + NATS + Postgres, R3 (baseline: R1)")]
+    assert r3_cpu["value"] > 0
+    assert r3_cpu["baseline"] > 0
+    assert f"{{'succeeded': {TINY.cpu_jobs}}}" in r3_cpu["note"]
+    assert "R3: 4/s" in by_figure[("replicas", REPLICAS_RATE_ROW)]["note"]
 
     sustainable = by_figure[("end to end", "highest sustainable rate")]
     assert sustainable["target"] == ">= 1.0x baseline"

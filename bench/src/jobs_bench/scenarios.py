@@ -237,3 +237,13 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "streams": sse_memory,
     "tokens": token_latency,
 }
+
+
+def _replicas(ctx: Context) -> list[Row]:
+    # Imported here: jobs_bench.replicas builds on this module's CPU measure.
+    from jobs_bench.replicas import replicas
+
+    return replicas(ctx)
+
+
+SCENARIOS["replicas"] = _replicas

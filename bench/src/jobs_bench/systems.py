@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 
 from jobs_testkit.processes import ServiceProcess
-from jobs_testkit.servers import NatsServer, PostgresServer
+from jobs_testkit.servers import NatsCluster, NatsServer, PostgresServer
 from jobs_testkit.servers.base import free_port
 from jobs_testkit.stack import Ports, Stack
 
@@ -45,12 +45,16 @@ class Servers:
     and database on them."""
 
     workdir: Path
-    nats: NatsServer = field(init=False)
+    # More than one: a JetStream cluster of that many nodes (the `replicas` scenario's R3).
+    nodes: int = 1
+    nats: NatsServer | NatsCluster = field(init=False)
     postgres: PostgresServer = field(init=False)
 
     def __enter__(self) -> Servers:
         (self.workdir / "postgres").mkdir(parents=True, exist_ok=True)
         self.nats = NatsServer(self.workdir / "nats")
+        if self.nodes > 1:
+            self.nats = NatsCluster(self.workdir / "nats", self.nodes)
         self.nats.start()
         # fsync and full-page writes on, as deployed: every commit pays its flush.
         self.postgres = PostgresServer(self.workdir / "postgres", durable=True)
@@ -62,8 +66,14 @@ class Servers:
         self.nats.close()
 
     def roots(self) -> dict[str, int]:
-        assert self.nats.pid is not None
         assert self.postgres.pid is not None
+        if isinstance(self.nats, NatsCluster):
+            pids = {node.name: node.pid for node in self.nats.nodes}
+            assert None not in pids.values()
+            return {name: pid for name, pid in pids.items() if pid is not None} | {
+                "postgres": self.postgres.pid
+            }
+        assert self.nats.pid is not None
         return {"nats": self.nats.pid, "postgres": self.postgres.pid}
 
     def new_database(self) -> str:

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from jobs_chaos.audit import Row
+from jobs_chaos.cluster import CLUSTER_SCENARIOS
 from jobs_chaos.report import table
-from jobs_chaos.run import RESULTS_DIR, run_all
+from jobs_chaos.run import RESULTS_DIR, run_grouped
 from jobs_chaos.scenarios import SCENARIOS, SIZES
 
 
@@ -25,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    chosen = [s for s in SCENARIOS if not args.only or any(o in s.name for o in args.only)]
+    chosen = [
+        s
+        for s in (*SCENARIOS, *CLUSTER_SCENARIOS)
+        if not args.only or any(o in s.name for o in args.only)
+    ]
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
 
@@ -33,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done: {table([row]).splitlines()[-1]}", file=sys.stderr, flush=True)
 
     outcome = asyncio.run(
-        run_all(workdir, SIZES[args.size], chosen, keep=args.keep, progress=progress)
+        run_grouped(workdir, SIZES[args.size], chosen, keep=args.keep, progress=progress)
     )
     print(outcome.table)
     path = outcome.write(args.results, time.monotonic() - started)

@@ -97,7 +97,8 @@ async def output_logs(
 ) -> dict[str, tuple[tuple[int, str], ...]]:
     """Each job's prediction's output log, chunk by chunk in the stream's order (direct gets
     of the subject's next message: the harness reads as no service does)."""
-    nc = await nats.connect(nats_url, connect_timeout=5)
+    # A cluster's URL is its seed list.
+    nc = await nats.connect(nats_url.split(","), connect_timeout=5)
     js = nc.jetstream()
     limit = asyncio.Semaphore(16)
 

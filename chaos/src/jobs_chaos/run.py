@@ -85,9 +85,10 @@ async def run_all(
     *,
     keep: bool = False,
     progress: Callable[[Row], None] | None = None,
+    nodes: int = 1,
 ) -> Outcome:
     outcome = Outcome(size, workdir=workdir)
-    system = ChaosSystem(workdir)
+    system = ChaosSystem(workdir, nodes=nodes)
     try:
         await asyncio.to_thread(system.start)
         token = await asyncio.to_thread(system.dev_token)
@@ -121,4 +122,28 @@ async def run_all(
             outcome.nats_refusals = system.nats.violations()
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    return outcome
+
+
+async def run_grouped(
+    workdir: Path,
+    size: Size,
+    scenarios: list[Scenario],
+    *,
+    keep: bool = False,
+    progress: Callable[[Row], None] | None = None,
+) -> Outcome:
+    """`run_all` once per system the scenarios need (one NATS server, then the cluster's), in
+    one outcome: the cluster's stop codes and refusals are named `cluster/...`."""
+    outcome = Outcome(size, workdir=workdir)
+    for nodes in sorted({s.nodes for s in scenarios}):
+        group = [s for s in scenarios if s.nodes == nodes]
+        name = "" if nodes == 1 else "cluster/"
+        part = await run_all(
+            workdir / f"nodes-{nodes}", size, group, keep=keep, progress=progress, nodes=nodes
+        )
+        outcome.rows += part.rows
+        outcome.details += part.details
+        outcome.stop_codes |= {f"{name}{k}": v for k, v in part.stop_codes.items()}
+        outcome.nats_refusals += [f"{name}{line}" for line in part.nats_refusals]
     return outcome

@@ -107,6 +107,8 @@ class Scenario:
     allowance_s: Callable[[Size, Timing], float] = lambda _size, _timing: 0.0
     # Mostly waiting once its load is in (see `Size.overlap_slow`).
     slow: bool = False
+    # NATS nodes of the system it runs on (jobs_chaos.cluster's scenarios: 3).
+    nodes: int = 1
 
 
 def _kill_and_restart(service: str) -> Fault:

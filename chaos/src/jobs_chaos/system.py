@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 
 from jobs_testkit.processes import ServiceProcess, command_path
-from jobs_testkit.servers import NatsServer, PostgresServer, free_port
+from jobs_testkit.servers import NatsCluster, NatsServer, PostgresServer, free_port
 from jobs_testkit.stack import Ports, Stack
 
 SERVICES = ("job-store", "ai-runner", "webhook-ingest", "gateway")
@@ -144,7 +144,9 @@ class ChaosSystem:
     workdir: Path
     timing: Timing = field(default_factory=Timing)
     overrides: Mapping[str, str] = field(default_factory=dict)
-    nats: NatsServer = field(init=False)
+    # NATS nodes: more than one is a JetStream cluster (jobs_chaos.cluster), every stream R3.
+    nodes: int = 1
+    nats: NatsServer | NatsCluster = field(init=False)
     postgres: PostgresServer = field(init=False)
     stack: Stack = field(init=False)
     simulator: Replica = field(init=False)
@@ -167,6 +169,10 @@ class ChaosSystem:
         for sub in ("nats", "postgres", "logs"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self.nats = NatsServer(self.workdir / "nats")
+        replicas = {}
+        if self.nodes > 1:
+            self.nats = NatsCluster(self.workdir / "nats", self.nodes)
+            replicas = {"STREAM_REPLICAS": str(min(self.nodes, 3))}
         self.nats.start()
         self.postgres = PostgresServer(self.workdir / "postgres")
         self.postgres.start()
@@ -182,6 +188,7 @@ class ChaosSystem:
                 # Faults, not guards, are under test: per-user limits would refuse the load.
                 "USER_REQUESTS_PER_S": "0",
                 "USER_MAX_OPEN_JOBS": "0",
+                **replicas,
                 **self.overrides,
             },
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 from jobs_proto.permissions import NatsUser, service_users
 from jobs_proto.subjects import Subjects
 from jobs_testkit.processes import ServiceProcess, command_path
+from jobs_testkit.servers.cluster import NatsCluster
 from jobs_testkit.servers.nats import NatsServer
 
 SERVICES = ("job-store", "ai-runner", "webhook-ingest", "gateway")
@@ -113,7 +114,7 @@ class Stack:
             user_prefix=self.subject_prefix,
         )
 
-    def secure(self, server: NatsServer) -> None:
+    def secure(self, server: NatsServer | NatsCluster) -> None:
         """Give `server` this stack's users and run every service as its own from now on."""
         server.authorize(self.nats_users())
         self.nats_auth = True

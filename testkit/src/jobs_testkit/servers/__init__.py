@@ -6,6 +6,7 @@ Every server can be stopped, killed, paused and restarted with its data kept (se
 
 from jobs_testkit.servers.base import LOOPBACK as LOOPBACK
 from jobs_testkit.servers.base import RestartableServer, free_port
+from jobs_testkit.servers.cluster import NatsCluster
 from jobs_testkit.servers.docker import DockerNatsServer, DockerPostgresServer, docker_available
 from jobs_testkit.servers.nats import NATS_MAX_PAYLOAD as NATS_MAX_PAYLOAD
 from jobs_testkit.servers.nats import NatsServer
@@ -15,6 +16,7 @@ from jobs_testkit.servers.postgres import PostgresServer
 __all__ = [
     "DockerNatsServer",
     "DockerPostgresServer",
+    "NatsCluster",
     "NatsServer",
     "PostgresServer",
     "RestartableServer",
