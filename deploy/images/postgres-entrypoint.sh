@@ -8,7 +8,7 @@ set -eu
 : "${POSTGRES_DB:=$POSTGRES_USER}"
 export PGDATA
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-    if [ -z "${POSTGRES_PASSWORD:-}" ]; then
+    if [ -z "${POSTGRES_PASSWORD-}" ]; then
         echo "postgres: POSTGRES_PASSWORD must be set" >&2
         exit 1
     fi

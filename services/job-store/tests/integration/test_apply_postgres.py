@@ -15,6 +15,7 @@ from job_store.batches import JobNotYetKnown, apply_event
 from job_store.reads import get_job
 from jobs_proto.api import GetJob, JobChanged
 from jobs_proto.events import AnyJobEvent
+from jobs_proto.pending import as_utc
 from jobs_proto.status import JobStatus
 from jobs_testkit.events import (
     OWNER,
@@ -126,7 +127,8 @@ async def test_an_event_before_its_request_waits_for_it(
             "The prediction was aborted: the job's deadline passed before it started.",
         ),
         (
-            completed(uuid.UUID(int=0), "canceled"),
+            # After the deadline (script_generation's 600 s): a cancel before it is the user's.
+            completed(uuid.UUID(int=0), "canceled", s=700),
             "failed",
             "deadline_exceeded",
             "The prediction was canceled because the job's deadline passed.",
@@ -152,7 +154,7 @@ async def test_a_prediction_that_did_not_succeed_fails_the_job(
         message,
         None,
     )
-    assert (row.version, row.completed_at) == (3, at(3))
+    assert (row.version, row.completed_at) == (3, as_utc(ending.occurred_at))
 
 
 async def test_a_cancel_then_a_canceled_prediction_cancels_the_job(
