@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any
+from typing import Any, Final
 
 import nats
 from nats.aio.client import Client as NATS
@@ -42,6 +42,9 @@ def _auth_options(auth: NatsAuth | None) -> dict[str, Any]:
     return options
 
 
+DRAIN_TIMEOUT_S: Final = 5.0
+
+
 async def connect(
     url: str,
     name: str,
@@ -75,6 +78,9 @@ async def connect(
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 connect_timeout=2,
+                # A drain takes milliseconds; one stuck behind a reconnect (a node cut off,
+                # say) must not outlast the shutdown grace: after this it is closed instead.
+                drain_timeout=DRAIN_TIMEOUT_S,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
