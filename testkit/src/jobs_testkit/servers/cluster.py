@@ -24,7 +24,7 @@ import nats.errors
 
 from jobs_proto.permissions import NatsUser
 from jobs_testkit.servers.base import LOOPBACK, ServerContext, free_port
-from jobs_testkit.servers.nats import NatsServer, _nats_server_binary
+from jobs_testkit.servers.nats import NatsServer
 from jobs_testkit.servers.proctree import POLL_INTERVAL
 from jobs_testkit.servers.tls import ServerCertificate
 
@@ -119,19 +119,10 @@ class ClusterNode(NatsServer):
         super()._prepare()
         self.store_dir.mkdir(parents=True, exist_ok=True)
 
-    def _launch(self) -> subprocess.Popen[bytes]:
-        self._write_config()
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                [_nats_server_binary(), "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                # Root still (it reads the test's private directories); only the group is
-                # the node's own, which the firewall's owner match tells apart.
-                group=self.gid,
-            )
+    def _launch_group(self) -> int | None:
+        # Root still (it reads the test's private directories); only the group is the node's
+        # own, which the firewall's owner match tells apart.
+        return self.gid
 
     def wait_exit(self, timeout: float) -> None:
         """Wait up to `timeout` for the server to end by itself (after lame duck, say)."""

@@ -165,7 +165,12 @@ class NatsServer(ProcessServer):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self._workdir,
+                group=self._launch_group(),
             )
+
+    def _launch_group(self) -> int | None:
+        """The group the server runs as; None: this process's (a cluster node has its own)."""
+        return None
 
     def _is_ready(self, log_offset: int) -> bool:
         return "Server is ready" in read_from(self.log_path, log_offset) and tcp_accepts(
