@@ -106,13 +106,16 @@ test("a canceled job rejects the wait", async () => {
   const jobs = client();
   const { jobId } = await jobs.createJob("video_outline", { topic: "cancel me" });
   const waiting = jobs.waitForJob(jobId, { timeoutMs: 20_000 });
-  const asked = await jobs.cancelJob(jobId);
-  assert.equal(asked.jobId, jobId);
-  await assert.rejects(waiting, (error) => {
+  // Watched before the cancel: a pending job ends at once, so the wait may reject before the
+  // cancel's answer arrives, and an unwatched rejection fails the run.
+  const rejected = assert.rejects(waiting, (error) => {
     assert.equal(error.name, "JobCanceledError");
     assert.equal(error.job.status, "canceled");
     return true;
   });
+  const asked = await jobs.cancelJob(jobId);
+  assert.equal(asked.jobId, jobId);
+  await rejected;
 });
 
 test("waitForJob gives up after timeoutMs and closes its stream", async () => {

@@ -154,7 +154,8 @@ class FakeJobStore(Failing):
         self.histories_asked.append(request)
         self._check("job-store")
         cursor = request.cursor or "0"
-        if not cursor.isdigit():
+        # The job-store's rule (`job_store.reads._history_after`): at most 9 decimal digits.
+        if not cursor.isdecimal() or len(cursor) > 9:
             raise BadCursor("not a cursor of this history")
         owner, view = self._all().get(request.job_id, ("", None))
         if view is None or owner != request.user_id:
