@@ -61,8 +61,9 @@ def start(service: str, endpoint: str, service_name: str = "") -> bool:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name or service}))
-    # The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT itself and appends `/v1/traces`.
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    # The path OTLP/HTTP gives traces under a base endpoint, as the exporter would append it.
+    exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     _provider = provider
     _tracer = provider.get_tracer("jobs")
     ENABLED = True
