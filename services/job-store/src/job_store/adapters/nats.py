@@ -56,7 +56,8 @@ class NatsChangeAnnouncer:
             await self._nc.publish(subject, body)
             return
         # The gateway's push of this change to its event streams follows from this span.
-        with tracing.span("announce job_change", kind="producer"):
+        attributes = {"job.id": str(change.job.job_id), "job.status": change.job.status}
+        with tracing.span("announce job_change", kind="producer", attributes=attributes):
             await self._nc.publish(subject, body, headers=tracing.inject({}))
 
 

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from jobs_proto.replicate import webhook_traceparent
+from jobs_proto.replicate import webhook_job_id, webhook_traceparent
 from jobs_runtime import tracing
 from jobs_runtime.buckets import Monotonic
 from jobs_runtime.web import EscapedQueryString
@@ -74,14 +74,13 @@ class _WebhookField(msgspec.Struct):
 _webhook_field: Final = msgspec.json.Decoder(_WebhookField)
 
 
-def signed_traceparent(body: bytes) -> str | None:
-    """The trace the prediction was created in: the `traceparent` of the signed body's
-    `webhook` URL (never the request URL's, which is outside the signature); None without."""
+def signed_webhook_url(body: bytes) -> str | None:
+    """The signed body's `webhook` URL, whose `traceparent` is the trace the prediction was
+    created in (never the request URL's, which is outside the signature); None without."""
     try:
-        url = _webhook_field.decode(body).webhook
+        return _webhook_field.decode(body).webhook
     except (msgspec.DecodeError, RecursionError):
         return None  # the handler refuses such a body
-    return webhook_traceparent(url)
 
 
 def webhook_app(
@@ -147,11 +146,15 @@ def webhook_app(
         job_param = request.query_params.get("job")
         if not tracing.ENABLED:
             return await ingested(webhook, job_param, context)
+        url = signed_webhook_url(webhook.body)
+        attributes = {"http.request.method": "POST", "http.route": PATH}
+        if (job_id := webhook_job_id(url)) is not None:
+            attributes["job.id"] = str(job_id)
         with tracing.span(
             f"POST {PATH}",
             kind="server",
-            parent=tracing.from_traceparent(signed_traceparent(webhook.body)),
-            attributes={"http.request.method": "POST", "http.route": PATH},
+            parent=tracing.from_traceparent(webhook_traceparent(url)),
+            attributes=attributes,
         ):
             return await ingested(webhook, job_param, context)
 
