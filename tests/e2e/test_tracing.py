@@ -3,6 +3,7 @@ submitted with a browser's `traceparent` and watched over SSE; its spans from th
 ai-runner, webhook-ingest and the job-store form one tree under the browser's span."""
 
 import asyncio
+import json
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from jobs_testkit.otlp import OtlpReceiver, ReceivedSpan, running_otlp_receiver
 from jobs_testkit.sse import events
+from jobs_testkit.stack import Stack
 from jobs_testkit.waiting import eventually
 
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -50,7 +52,7 @@ def _tree_is_whole(spans: list[ReceivedSpan], browser_span: str) -> bool:
 
 
 async def test_one_job_is_one_trace_from_admission_to_the_sse_push(
-    gateway: httpx.AsyncClient, simulator: httpx.AsyncClient, otlp: OtlpReceiver
+    gateway: httpx.AsyncClient, simulator: httpx.AsyncClient, otlp: OtlpReceiver, stack: Stack
 ) -> None:
     await simulator.put("/_sim/config", json={"latencyS": 0.3})
     trace_id, browser_span = secrets.token_hex(16), secrets.token_hex(8)
@@ -132,3 +134,20 @@ async def test_one_job_is_one_trace_from_admission_to_the_sse_push(
     (create,) = [s for s in spans if s.name == "replicate create"]
     assert create.kind == "client"
     assert ancestors(create)[0] == ("ai-runner", "process job.requested")
+
+    # The ai-runner's log line of the create names the trace and the span it was logged in.
+    (handling,) = [
+        s for s in spans if s.name == "process job.requested" and s.service == "ai-runner"
+    ]
+
+    def logged() -> list[dict[str, Any]]:
+        assert stack.log_dir is not None
+        lines = (stack.log_dir / "ai-runner.log").read_text().splitlines()
+        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        return [
+            e for e in entries if e.get("msg") == "prediction created" and e.get("job_id") == job_id
+        ]
+
+    await eventually(logged, what="the ai-runner logged the create")
+    (line,) = logged()
+    assert (line["trace_id"], line["span_id"]) == (trace_id, handling.span_id)
