@@ -148,6 +148,6 @@ async def test_one_job_is_one_trace_from_admission_to_the_sse_push(
             e for e in entries if e.get("msg") == "prediction created" and e.get("job_id") == job_id
         ]
 
-    await eventually(logged, what="the ai-runner logged the create")
+    await eventually(lambda: bool(logged()), what="the ai-runner logged the create")
     (line,) = logged()
     assert (line["trace_id"], line["span_id"]) == (trace_id, handling.span_id)
