@@ -9,6 +9,7 @@ import pytest
 
 from jobs_runtime import tracing
 from jobs_runtime.logs import JsonFormatter
+from jobs_runtime.settings import ServiceSettings, SettingsError, load_settings
 from jobs_testkit.otlp import OtlpReceiver, running_otlp_receiver
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -120,3 +121,18 @@ def test_a_malformed_traceparent_starts_no_trace_of_its_own(receiver: OtlpReceiv
     (root,) = receiver.received()
     assert root.parent_id == ""
     assert root.service == "unit"
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [("", False), ("http://otel-collector:4318", False), ("grpc://collector:4317", True)],
+)
+def test_the_endpoint_setting_is_an_http_url_or_empty(value: str, refused: bool) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": value, "OTEL_SERVICE_NAME": "gw-eu"}
+    if refused:
+        with pytest.raises(SettingsError, match=r"^OTEL_EXPORTER_OTLP_ENDPOINT: "):
+            load_settings(ServiceSettings, environ)
+        return
+    settings = load_settings(ServiceSettings, environ)
+    assert settings.otel_exporter_otlp_endpoint == value
+    assert settings.otel_service_name == "gw-eu"

@@ -44,6 +44,8 @@ _KINDS: Final = {
 }
 Attributes = Mapping[str, str | int | float | bool]
 
+EXPORT_TIMEOUT_S: Final = 2.0
+
 _provider: Any = None
 _tracer: trace.Tracer = trace.NoOpTracer()
 
@@ -62,7 +64,11 @@ def start(service: str, endpoint: str, service_name: str = "") -> bool:
 
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name or service}))
     # The path OTLP/HTTP gives traces under a base endpoint, as the exporter would append it.
-    exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
+    # A short deadline per export: with the collector away, the last flush on the way out
+    # gives up within the shutdown budget instead of the SDK's 10 s of retries.
+    exporter = OTLPSpanExporter(
+        endpoint=f"{endpoint.rstrip('/')}/v1/traces", timeout=EXPORT_TIMEOUT_S
+    )
     provider.add_span_processor(BatchSpanProcessor(exporter))
     _provider = provider
     _tracer = provider.get_tracer("jobs")
@@ -71,7 +77,7 @@ def start(service: str, endpoint: str, service_name: str = "") -> bool:
     return True
 
 
-def stop(timeout_ms: int = 5000) -> None:
+def stop(timeout_ms: int = 2000) -> None:
     """Export the spans still queued and stop: on the way out of a service."""
     global ENABLED, _provider, _tracer
     provider, _provider = _provider, None
