@@ -98,6 +98,7 @@ async def test_one_job_is_one_trace_from_admission_to_the_sse_push(
     )
     assert root.parent_id == browser_span
     assert root.attributes["http.response.status_code"] == 202
+    assert root.attributes["job.id"] == job_id
     assert not any(s.error for s in spans), [s for s in spans if s.error]
 
     def ancestors(span: ReceivedSpan) -> list[tuple[str, str]]:
