@@ -9,6 +9,7 @@ from jobs_proto.replicate import (
     decode_prediction,
     joined_output,
     webhook_job_id,
+    webhook_traceparent,
 )
 from jobs_proto.subjects import message_id
 
@@ -101,3 +102,18 @@ def test_the_webhook_field_is_read_from_the_body() -> None:
 )
 def test_the_job_a_webhook_url_names(url: str | None, job: uuid.UUID | None) -> None:
     assert webhook_job_id(url) == job
+
+
+@pytest.mark.parametrize(
+    ("url", "traceparent"),
+    [
+        (None, None),
+        ("https://h/hook?job=x", None),
+        ("https://h/hook?job=x&traceparent=00-a-b-01", "00-a-b-01"),
+        # The first one counts, as for `job`; the reader checks its form.
+        ("https://h/hook?traceparent=first&traceparent=second", "first"),
+        ("http://[::1/hook?traceparent=x", None),
+    ],
+)
+def test_the_traceparent_a_webhook_url_carries(url: str | None, traceparent: str | None) -> None:
+    assert webhook_traceparent(url) == traceparent

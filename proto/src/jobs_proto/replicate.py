@@ -102,6 +102,26 @@ def webhook_job_id(url: str | None) -> uuid.UUID | None:
     return None
 
 
+# Beside `job`: the W3C traceparent of the span that created the prediction, so the webhook's
+# span joins the job's trace (signed like the job: it is read from the body's `webhook` field).
+WEBHOOK_TRACE_PARAMETER: Final = "traceparent"
+
+
+def webhook_traceparent(url: str | None) -> str | None:
+    """The first `traceparent` query parameter of a webhook URL, as it is (the reader checks
+    its form), or None when there is none."""
+    if not url or WEBHOOK_TRACE_PARAMETER not in url:
+        return None
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return None
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == WEBHOOK_TRACE_PARAMETER:
+            return value
+    return None
+
+
 _decoder: Final[msgspec.json.Decoder[ReplicatePrediction]] = msgspec.json.Decoder(
     ReplicatePrediction
 )

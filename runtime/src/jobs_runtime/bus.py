@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from jobs_proto.events import JobEvent, encode_event
 from jobs_proto.stream import ConsumerSpec, StreamSpec
 from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
+from jobs_runtime import tracing
 from jobs_runtime.settings import NatsAuth
 
 log = logging.getLogger(__name__)
@@ -183,10 +184,18 @@ class EventPublisher:
         self._timeout = timeout
 
     async def publish(self, event: JobEvent) -> js_api.PubAck:
-        """Returns once JetStream has stored the event (or recognised it as a duplicate)."""
+        """Returns once JetStream has stored the event (or recognised it as a duplicate).
+
+        Traced, the publish is a producer span of the job's trace and its `traceparent` goes
+        in the message headers, for the consumers' spans to follow from."""
+        headers = {MSG_ID_HEADER: message_id(event)}
+        if not tracing.ENABLED:
+            return await self._send(event, headers)
+        attributes = {"messaging.system": "nats", "job.id": str(event.job_id)}
+        with tracing.span(f"publish job.{event.kind}", kind="producer", attributes=attributes):
+            return await self._send(event, tracing.inject(headers))
+
+    async def _send(self, event: JobEvent, headers: dict[str, str]) -> js_api.PubAck:
         return await self._js.publish(
-            self._subjects.event(event),
-            encode_event(event),
-            timeout=self._timeout,
-            headers={MSG_ID_HEADER: message_id(event)},
+            self._subjects.event(event), encode_event(event), timeout=self._timeout, headers=headers
         )

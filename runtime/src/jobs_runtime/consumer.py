@@ -38,6 +38,7 @@ from prometheus_client import Counter, Histogram
 from jobs_proto.events import decode_event
 from jobs_proto.stream import ConsumerSpec
 from jobs_proto.subjects import SubjectError, Subjects
+from jobs_runtime import tracing
 from jobs_runtime.bus import ensure_consumer
 from jobs_runtime.pacing import Pace
 from jobs_runtime.retry import RetryLater
@@ -260,7 +261,10 @@ class ConsumerLoop:
             return
         started = time.perf_counter()
         try:
-            await handler(event)
+            if tracing.ENABLED:
+                await self._traced(handler, event, msg, kind)
+            else:
+                await handler(event)
         except RetryLater as wait:
             delivered = msg.metadata.num_delivered
             quick = delivered <= wait.quick_attempts
@@ -293,6 +297,23 @@ class ConsumerLoop:
             timer.observe(time.perf_counter() - started)
         await msg.ack()
         self._count(kind, "acked")
+
+    async def _traced(self, handler: Handler, event: Any, msg: Msg, kind: str) -> None:
+        """The handler inside a consumer span following from the publisher's `traceparent`
+        (a redelivery is a span of its own in the same trace)."""
+        attributes: tracing.Attributes = {
+            "messaging.system": "nats",
+            "messaging.consumer.group.name": self._spec.durable,
+            "messaging.message.delivery_count": msg.metadata.num_delivered or 1,
+            "job.id": str(event.job_id),
+        }
+        with tracing.span(
+            f"process job.{kind}",
+            kind="consumer",
+            parent=tracing.extract(msg.headers),
+            attributes=attributes,
+        ):
+            await handler(event)
 
     async def _reject(self, msg: Msg, kind: str, reason: str, detail: str) -> None:
         if self._on_reject is not None:

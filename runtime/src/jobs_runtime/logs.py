@@ -1,4 +1,5 @@
-"""JSON logs, one object per line on stderr, with the service name and any `extra` fields."""
+"""JSON logs, one object per line on stderr, with the service name, any `extra` fields and,
+while a span is current, its `trace_id` and `span_id`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+
+from jobs_runtime import tracing
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 # uvicorn adds `color_message`, a copy of the message with terminal colours.
@@ -36,6 +39,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         entry.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
+        if tracing.ENABLED and (ids := tracing.log_ids()) is not None:
+            entry.update(ids)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return _encoder.encode(entry).decode()

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 
 from jobs_proto.permissions import inbox_prefix
 from jobs_proto.stream import jobs_stream
+from jobs_runtime import tracing
 from jobs_runtime.admin import Readiness, admin_app
 from jobs_runtime.bus import EventPublisher, connect, ensure_stream
 from jobs_runtime.commands import FAILED, OK, load_or_exit
@@ -71,6 +72,7 @@ ServiceMain = Callable[[Service[S]], Coroutine[Any, Any, int | None]]
 def run_service(name: str, settings_type: type[S], main: ServiceMain[S]) -> int:
     """Serve until SIGTERM: the exit code of a service's console command without arguments."""
     settings = load_or_exit(name, settings_type)
+    tracing.start(name, settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
     try:
         # uvloop: the same asyncio, with less CPU per message and per request.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -78,6 +80,9 @@ def run_service(name: str, settings_type: type[S], main: ServiceMain[S]) -> int:
     except Exception:
         log.exception("crashed")
         return FAILED
+    finally:
+        # The spans of the last jobs in hand, exported before the process exits.
+        tracing.stop()
     return OK if code is None else code
 
 

@@ -36,6 +36,12 @@ class EnvSettings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     app_env: Literal["dev", "prod"] = "dev"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
+    # OpenTelemetry (`jobs_runtime.tracing`): spans go by OTLP/HTTP to this base URL (the
+    # exporter appends `/v1/traces`); empty, tracing is off and costs nothing. The SDK reads
+    # the other OTEL_* variables itself (OTEL_BSP_SCHEDULE_DELAY, OTEL_EXPORTER_OTLP_HEADERS).
+    otel_exporter_otlp_endpoint: Annotated[str, msgspec.Meta(pattern=r"^(https?://\S+)?$")] = ""
+    # The `service.name` spans carry; empty: the service's own name.
+    otel_service_name: str = ""
 
     def check(self) -> None:
         """Cross-field rules; raise `SettingsError` naming the variable."""

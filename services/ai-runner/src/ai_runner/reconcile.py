@@ -30,6 +30,7 @@ from ai_runner.ports import (
 from jobs_proto.api import StuckJob
 from jobs_proto.events import JobStarted
 from jobs_proto.replicate import ReplicatePrediction, completed_event, joined_output
+from jobs_runtime import tracing
 from jobs_runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,14 @@ class Reconciler:
             async with gate:
                 await self._pace()
                 try:
-                    await self.check(job)
+                    # A trace of its own (the job's context is not stored), found by job.id;
+                    # what it publishes follows from it, to the job-store and the SSE push.
+                    attributes = {
+                        "job.id": str(job.job_id),
+                        "replicate.prediction.id": job.prediction_id or "",
+                    }
+                    with tracing.span("reconcile job", attributes=attributes):
+                        await self.check(job)
                 except Exception:
                     # NATS or the result store failing mid-way: this job is read again
                     # later; the others of the round go on.

@@ -1,11 +1,12 @@
-"""The webhook URL a prediction is created with: the configured URL plus `job=<jobId>`."""
+"""The webhook URL a prediction is created with: the configured URL plus `job=<jobId>` (and,
+traced, `traceparent=<it>`)."""
 
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from ai_runner.handlers import webhook_url
-from jobs_proto.replicate import webhook_job_id
+from jobs_proto.replicate import webhook_job_id, webhook_traceparent
 
 JOB = "0b7c6d0e-5a3f-4f57-9a53-2f1d3c7e9b21"
 
@@ -70,3 +71,26 @@ def test_webhook_ingest_reads_back_the_job_the_runner_wrote(base: str) -> None:
     """The body's `webhook` field is how webhook-ingest learns the job: writer and reader agree,
     whatever the configured URL already holds."""
     assert str(webhook_job_id(webhook_url(base, JOB))) == JOB
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_a_traceparent_goes_beside_the_job_and_reads_back() -> None:
+    url = webhook_url("https://h.example/hook?env=dev", JOB, TRACEPARENT)
+    assert url == f"https://h.example/hook?env=dev&job={JOB}&traceparent={TRACEPARENT}"
+    assert str(webhook_job_id(url)) == JOB
+    assert webhook_traceparent(url) == TRACEPARENT
+
+
+def test_a_traceparent_already_in_the_base_is_replaced() -> None:
+    base = "https://h.example/hook?traceparent=00-old-old-00&a=1"
+    url = webhook_url(base, JOB, TRACEPARENT)
+    assert url == f"https://h.example/hook?a=1&job={JOB}&traceparent={TRACEPARENT}"
+    assert webhook_traceparent(url) == TRACEPARENT
+
+
+def test_without_a_trace_the_url_names_the_job_alone() -> None:
+    url = webhook_url("https://h.example/hook", JOB, None)
+    assert url == f"https://h.example/hook?job={JOB}"
+    assert webhook_traceparent(url) is None

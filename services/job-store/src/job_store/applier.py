@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from opentelemetry.context import Context
+
 from job_store.batches import (
     JobNotYetKnown,
     Outcome,
@@ -34,6 +36,7 @@ from job_store.spend import settled_micros
 from job_store.transitions import Change, Park
 from jobs_proto.events import AnyJobEvent, JobCompleted
 from jobs_proto.status import is_terminal
+from jobs_runtime import tracing
 from jobs_runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ class _Waiting:
     event: AnyJobEvent
     done: asyncio.Future[None]
     started: float
+    # The trace of the delivery that handed it over (None: tracing off), for its commit span.
+    trace: Context | None = None
 
 
 class EventApplier:
@@ -120,7 +125,9 @@ class EventApplier:
         self._busy: set[uuid.UUID] = set()
 
     async def __call__(self, event: AnyJobEvent) -> None:
-        waiting = _Waiting(event, asyncio.get_running_loop().create_future(), self._clock())
+        waiting = _Waiting(
+            event, asyncio.get_running_loop().create_future(), self._clock(), tracing.current()
+        )
         self._queue.append(waiting)
         self._start_flusher()
         await waiting.done
@@ -186,6 +193,7 @@ class EventApplier:
     async def _flush(self, batch: list[_Waiting]) -> None:
         events = [w.event for w in batch]
         outcomes: list[Outcome | Exception]
+        begun = tracing.now_ns() if tracing.ENABLED else 0
         try:
             outcomes = list(await self._apply_when_available(events))
             self._observer.committed(len(batch), "batch")
@@ -200,8 +208,29 @@ class EventApplier:
                     "batch of %d events failed, applying them one by one: %r", len(batch), exc
                 )
                 outcomes = [await self._apply_alone(e) for e in events]
+        if not tracing.ENABLED:
+            for waiting, outcome in zip(batch, outcomes, strict=True):
+                await self._settle(waiting, outcome)
+            return
+        ended = tracing.now_ns()
         for waiting, outcome in zip(batch, outcomes, strict=True):
-            await self._settle(waiting, outcome)
+            # One transaction for many jobs: each event's trace gets a span of that commit,
+            # and its change is announced from it.
+            committed = tracing.finished_span(
+                "job-store commit",
+                parent=waiting.trace,
+                start_ns=begun,
+                end_ns=ended,
+                attributes={
+                    "db.system": "postgresql",
+                    "job.id": str(waiting.event.job_id),
+                    "job.event.kind": waiting.event.kind,
+                    "job_store.batch_size": len(batch),
+                },
+                error=repr(outcome) if isinstance(outcome, Exception) else None,
+            )
+            with tracing.attached(committed):
+                await self._settle(waiting, outcome)
 
     async def _apply_when_available(self, events: list[AnyJobEvent]) -> list[Outcome]:
         """`apply_events`, retried in place while the store is unavailable, for a while."""

@@ -19,6 +19,7 @@ from replicate.exceptions import ReplicateError
 from replicate.prediction import Predictions as ReplicatePredictionsApi
 
 from ai_runner.ports import NewPrediction, PermanentRejection, ReplicateUnavailable
+from jobs_runtime import tracing
 
 # Replicate refused this request for what it contains: the same request gets the same answer.
 PERMANENT_STATUSES: Final = frozenset({400, 404, 409, 413, 422})
@@ -206,11 +207,13 @@ class ReplicatePredictions:
         if webhook is not None:
             params["webhook"] = webhook
             params["webhook_events_filter"] = list(events)
+        attributes = {"replicate.model": model, "server.address": self._base_url}
         try:
-            # The client never retries a POST, so one call is one attempt at most.
-            prediction = await self._client(deadline_s).models.predictions.async_create(
-                model=model, input=model_input, **params
-            )
+            with tracing.span("replicate create", kind="client", attributes=attributes):
+                # The client never retries a POST, so one call is one attempt at most.
+                prediction = await self._client(deadline_s).models.predictions.async_create(
+                    model=model, input=model_input, **params
+                )
         except Exception as exc:
             failure = classify(exc)
             if failure is None:

@@ -29,8 +29,9 @@ from jobs_proto.events import (
     JobRequested,
 )
 from jobs_proto.job_types import JobType
-from jobs_proto.replicate import WEBHOOK_JOB_PARAMETER
+from jobs_proto.replicate import WEBHOOK_JOB_PARAMETER, WEBHOOK_TRACE_PARAMETER
 from jobs_proto.status import PREDICTION_REJECTED
+from jobs_runtime import tracing
 from jobs_runtime.retry import RetryLater
 
 # One logger for every handler module: operators and tests select the handlers' lines by it.
@@ -43,23 +44,29 @@ ATTEMPTS_EXHAUSTED: Final = "attempts_exhausted"
 JOB_PARAMETER: Final = WEBHOOK_JOB_PARAMETER
 
 
-def webhook_url(base: str, job_id: str) -> str:
+def webhook_url(base: str, job_id: str, traceparent: str | None = None) -> str:
     """`base` with `job=<job_id>` added to its query, so webhook-ingest (from the signed body's
     `webhook` field, see `jobs_proto.replicate.webhook_job_id`) and the simulator's audit can
-    tell the job from the URL alone.
+    tell the job from the URL alone; with `traceparent` (tracing on), `traceparent=<it>` after
+    it, so the webhook's span joins the job's trace (`webhook_traceparent`).
 
     Everything else is kept byte for byte: other query parameters in their order and encoding,
-    path, fragment. A `job` parameter already there is replaced, since a reader takes the first.
+    path, fragment. A `job` or `traceparent` parameter already there is replaced, since a
+    reader takes the first.
     """
     # Plain string surgery rather than urlsplit/urlunsplit, which would normalise the rest.
     head, hash_sign, fragment = base.partition("#")
     address, _, query = head.partition("?")
+    ours = (JOB_PARAMETER, WEBHOOK_TRACE_PARAMETER)
     kept = [
         pair
         for pair in query.split("&")
-        if pair and unquote_plus(pair.partition("=")[0]) != JOB_PARAMETER
+        if pair and unquote_plus(pair.partition("=")[0]) not in ours
     ]
-    query = "&".join([*kept, f"{JOB_PARAMETER}={quote(job_id, safe='')}"])
+    added = [f"{JOB_PARAMETER}={quote(job_id, safe='')}"]
+    if traceparent:
+        added.append(f"{WEBHOOK_TRACE_PARAMETER}={quote(traceparent, safe='')}")
+    query = "&".join([*kept, *added])
     return f"{address}?{query}{hash_sign}{fragment}"
 
 
@@ -76,7 +83,11 @@ async def create(
     this runner is creating it."""
     job_id = event.job_id
     # Polling mode (no webhook base): the runner's poller learns the outcome instead.
-    webhook = webhook_url(runner.webhook_base, str(job_id)) if runner.webhook_base else None
+    webhook = (
+        webhook_url(runner.webhook_base, str(job_id), tracing.traceparent())
+        if runner.webhook_base
+        else None
+    )
     try:
         # `Cancel-After` is what is left of the job's deadline, so Replicate itself stops the
         # prediction when the job's time is up (the adapter raises it to Replicate's minimum).

@@ -18,6 +18,7 @@ from jobs_proto.api import JobProgress
 from jobs_proto.output import decode_chunk
 from jobs_proto.status import is_terminal
 from jobs_proto.subjects import Subjects
+from jobs_runtime import tracing
 from jobs_runtime.periodic import every
 
 # The logger it wrote to before it had a module of its own: log queries keep working.
@@ -97,7 +98,17 @@ class NatsJobFeed:
         except msgspec.DecodeError:
             log.error("undecodable job change", extra={"subject": msg.subject})
             return
-        self._hub.publish_change(change)
+        if not tracing.ENABLED:
+            self._hub.publish_change(change)
+            return
+        # Handed to this process's open event streams: the last hop of the job's trace.
+        with tracing.span(
+            "sse push",
+            kind="consumer",
+            parent=tracing.extract(msg.headers),
+            attributes={"job.id": str(job_id), "job.status": head.job.status},
+        ):
+            self._hub.publish_change(change)
 
     async def _on_progress(self, msg: Msg) -> None:
         try:

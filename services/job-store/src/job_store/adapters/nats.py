@@ -28,6 +28,7 @@ from job_store.reads import RequestRejected, get_job, job_history, list_jobs, st
 from jobs_proto.api import FindStuckJobs, GetJob, GetJobHistory, JobChanged, ListJobs
 from jobs_proto.spend import GetUsage, ReleaseBudget, ReserveBudget
 from jobs_proto.subjects import Subjects
+from jobs_runtime import tracing
 from jobs_runtime.results import load_result, result_store
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,14 @@ class NatsChangeAnnouncer:
             # want it read the job, whose reply says the same if it cannot carry it either).
             job = msgspec.structs.replace(change.job, output=None)
             body = _encoder.encode(msgspec.structs.replace(change, job=job, output_omitted=True))
-        await self._nc.publish(self._subjects.job_change(change.job.job_id), body)
+        subject = self._subjects.job_change(change.job.job_id)
+        if not tracing.ENABLED:
+            await self._nc.publish(subject, body)
+            return
+        # The gateway's push of this change to its event streams follows from this span.
+        attributes = {"job.id": str(change.job.job_id), "job.status": change.job.status}
+        with tracing.span("announce job_change", kind="producer", attributes=attributes):
+            await self._nc.publish(subject, body, headers=tracing.inject({}))
 
 
 class NatsResultLoader:

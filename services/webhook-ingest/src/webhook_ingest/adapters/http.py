@@ -19,6 +19,7 @@ import asyncio
 import time
 from typing import Final
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -26,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from jobs_proto.replicate import webhook_job_id, webhook_traceparent
+from jobs_runtime import tracing
 from jobs_runtime.buckets import Monotonic
 from jobs_runtime.web import EscapedQueryString
 from webhook_ingest.adapters.answers import (
@@ -50,11 +53,34 @@ from webhook_ingest.ports import (
     WebhookObserver,
     WebhookParking,
 )
-from webhook_ingest.verify import ID_HEADER, Clock, VerificationError, WebhookVerifier, system_clock
+from webhook_ingest.verify import (
+    ID_HEADER,
+    Clock,
+    VerificationError,
+    VerifiedWebhook,
+    WebhookVerifier,
+    system_clock,
+)
 
 PATH: Final = "/api/webhooks/replicate"
 # HMAC over a big body takes milliseconds; beyond this size it runs off the event loop.
 _VERIFY_INLINE_BYTES: Final = 256 * 1024
+
+
+class _WebhookField(msgspec.Struct):
+    webhook: str | None = None
+
+
+_webhook_field: Final = msgspec.json.Decoder(_WebhookField)
+
+
+def signed_webhook_url(body: bytes) -> str | None:
+    """The signed body's `webhook` URL, whose `traceparent` is the trace the prediction was
+    created in (never the request URL's, which is outside the signature); None without."""
+    try:
+        return _webhook_field.decode(body).webhook
+    except (msgspec.DecodeError, RecursionError):
+        return None  # the handler refuses such a body
 
 
 def webhook_app(
@@ -117,9 +143,27 @@ def webhook_app(
         except VerificationError as exc:
             return refused(unauthenticated(exc), context, observer)
 
+        job_param = request.query_params.get("job")
+        if not tracing.ENABLED:
+            return await ingested(webhook, job_param, context)
+        url = signed_webhook_url(webhook.body)
+        attributes = {"http.request.method": "POST", "http.route": PATH}
+        if (job_id := webhook_job_id(url)) is not None:
+            attributes["job.id"] = str(job_id)
+        with tracing.span(
+            f"POST {PATH}",
+            kind="server",
+            parent=tracing.from_traceparent(webhook_traceparent(url)),
+            attributes=attributes,
+        ):
+            return await ingested(webhook, job_param, context)
+
+    async def ingested(
+        webhook: VerifiedWebhook, job_param: str | None, context: dict[str, str]
+    ) -> Response:
         outcome = await ingest_webhook(
             webhook,
-            request.query_params.get("job"),
+            job_param,
             events=events,
             progress=progress,
             results=results,

@@ -12,9 +12,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.hub import Hub
+from jobs_runtime import tracing
 from jobs_runtime.web import EscapedQueryString
 
 from . import events, jobs, site, spend
@@ -63,11 +64,42 @@ def _middleware(ports: GatewayPorts) -> list[Middleware]:
 class GatewayApp(Starlette):
     """The Starlette app, with the lean path (`fast.py`) tried first for each request."""
 
-    def __init__(self, fast_paths: Sequence[FastPath], **options: Any) -> None:
+    def __init__(
+        self, fast_paths: Sequence[FastPath], traced: frozenset[str] = frozenset(), **options: Any
+    ) -> None:
         super().__init__(**options)
         self._fast_paths = tuple(fast_paths)
+        # Paths whose `POST` starts (or, with a browser's `traceparent`, joins) a job's trace.
+        self._traced = traced
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            tracing.ENABLED
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in self._traced
+        ):
+            await self._traced_admission(scope, receive, send)
+            return
+        await self._answer(scope, receive, send)
+
+    async def _traced_admission(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+
+        async def send_noting_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                tracing.annotate("http.response.status_code", message["status"])
+            await send(message)
+
+        with tracing.span(
+            f"POST {path}",
+            kind="server",
+            parent=tracing.extract_asgi(scope["headers"]),
+            attributes={"http.request.method": "POST", "http.route": path},
+        ):
+            await self._answer(scope, receive, send_noting_status)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             for fast_path in self._fast_paths:
                 continued = await fast_path(scope, receive, send)
@@ -110,6 +142,7 @@ def build_app(ports: GatewayPorts) -> Starlette:
     ]
     return GatewayApp(
         [fast_job_reads(ports), fast_admissions(ports, IDEATION_ROUTES)],
+        traced=frozenset({"/api/jobs", *IDEATION_ROUTES}),
         routes=routes,
         middleware=_middleware(ports),
         exception_handlers={HTTPException: framework_refusal},

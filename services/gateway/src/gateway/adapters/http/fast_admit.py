@@ -27,6 +27,7 @@ from gateway.jwks import KeysUnavailable
 from gateway.limits import LimitExceeded
 from gateway.tokens import AuthError
 from jobs_proto.problems import INTERNAL, PROBLEM_MEDIA_TYPE
+from jobs_runtime import tracing
 from jobs_runtime.errors import Unavailable
 
 from .checks import RATE_COUNTED, Refusal, check_content_type, decode_json
@@ -138,6 +139,8 @@ def fast_admissions(ports: GatewayPorts, ideation_routes: Mapping[str, str]) -> 
             return None
         accepted = outcome.accepted
         ports.observer.job_admitted(job.job_type)
+        if tracing.ENABLED:
+            tracing.annotate("job.id", str(accepted.job_id))
         location = {"location": f"/api/jobs/{accepted.job_id}"}
         await _send(send, 202, msgspec.json.encode(accepted), location, json=True)
         if log.isEnabledFor(logging.INFO):

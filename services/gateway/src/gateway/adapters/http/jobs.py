@@ -17,6 +17,7 @@ from gateway import handlers
 from gateway.cache import CachedJob
 from gateway.tokens import Caller
 from jobs_proto.status import is_terminal
+from jobs_runtime import tracing
 
 from .checks import (
     JSON_MEDIA_TYPE,
@@ -48,6 +49,8 @@ async def _submit(
     if isinstance(outcome, handlers.Refused):
         raise refuse(outcome)
     accepted = outcome.accepted
+    if tracing.ENABLED:
+        tracing.annotate("job.id", str(accepted.job_id))
     if outcome.replayed:
         ports.observer.idempotent_replay()
     else:
