@@ -642,3 +642,21 @@ def test_examples_outside_the_kustomizations() -> None:
     assert plain
     for obj in plain:
         kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[1], strict=True)
+
+
+def test_the_first_apply_selector_holds_back_the_services_alone(
+    rendered: dict[str, Rendered],
+) -> None:
+    """deploy/README.md applies NATS first with `-l 'app.kubernetes.io/component notin (...)'`:
+    it must leave out the four services' Deployments and nothing else."""
+    readme = (DEPLOY / "README.md").read_text()
+    found = re.search(r"-l 'app\.kubernetes\.io/component notin \(([\w,]+)\)'", readme)
+    assert found is not None
+    held_back = set(found[1].split(","))
+    for name in ("prod", PROD_WITH_COMPONENTS):
+        left_out = {
+            (o["kind"], o["metadata"]["name"])
+            for o in rendered[name].objects
+            if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") in held_back
+        }
+        assert left_out == {("Deployment", service) for service in SERVICES}, name
