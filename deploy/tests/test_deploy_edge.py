@@ -14,7 +14,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import yaml  # type: ignore[import-untyped]
 
 from .conftest import DEPLOY, PROD_WITH_COMPONENTS, Obj, Rendered
@@ -138,7 +138,8 @@ def validate_http_route(route: Obj) -> None:
             assert request == 0 or seconds(timeouts["backendRequest"]) <= request
         for ref in rule["backendRefs"]:
             # A Service needs its port (the CRD's CEL rule).
-            assert ref.get("group", "") == "" and ref.get("kind", "Service") == "Service"
+            assert ref.get("group", "") == ""
+            assert ref.get("kind", "Service") == "Service"
             assert "port" in ref
 
 

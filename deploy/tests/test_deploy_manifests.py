@@ -271,7 +271,8 @@ def test_the_gateway_memory_limit_holds_max_streams(
     ) * MEMORY_HEADROOM
     limit = mebibytes(container["resources"]["limits"]["memory"])
     assert needed <= limit <= needed * MEMORY_HEADROOM_AT_MOST, (needed, limit)
-    assert container["resources"]["requests"]["memory"] == container["resources"]["limits"]["memory"]
+    resources = container["resources"]
+    assert resources["requests"]["memory"] == resources["limits"]["memory"]
 
 
 def test_keda_scales_the_gateway_on_streams(rendered: dict[str, Rendered], tmp_path: Path) -> None:
@@ -312,7 +313,7 @@ def test_keda_scales_the_gateway_on_streams(rendered: dict[str, Rendered], tmp_p
     prometheus = triggers["prometheus"]["metadata"]
     assert set(prometheus) <= {"serverAddress", "query", "threshold", "ignoreNullValues"}
     assert re.fullmatch(r"https?://[\w.-]+(:\d+)?", prometheus["serverAddress"])
-    metric = OPEN_STREAMS.describe()[0].name
+    (metric,) = [m.name for m in OPEN_STREAMS.describe()]
     assert prometheus["query"] == f'sum({metric}{{namespace="{scaled["metadata"]["namespace"]}"}})'
     max_streams = loaded_settings(r, "gateway", tmp_path).max_streams
     # Room on each pod for the streams that arrive while a new pod starts.
