@@ -24,6 +24,10 @@ from jobs_testkit.stack import nats_password
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("dev", "prod")
+# The optional kustomize components (deploy/components) the prod overlay lists, commented out.
+COMPONENTS = ("gateway-api", "keda-gateway")
+# The prod overlay with every component enabled: a key of the `rendered` fixture.
+PROD_WITH_COMPONENTS = "prod+components"
 DEV_SECRETS = DEPLOY / "overlays" / "dev" / "secrets"
 # Each service of the contract: its command (also its image and Deployment name), admin port
 # and public HTTP port (None: no HTTP API).
@@ -145,7 +149,21 @@ def deploy_with_dev_secrets(parent: Path) -> Path:
     return copy
 
 
+def enable_components(overlay: Path) -> None:
+    """Uncomment the overlay's `components:` list, as an operator choosing them does."""
+    kustomization = overlay / "kustomization.yaml"
+    text = kustomization.read_text()
+    listed = "# components:\n" + "".join(f"#   - ../../components/{c}\n" for c in COMPONENTS)
+    assert listed in text, "the prod overlay lists every component, commented out"
+    kustomization.write_text(text.replace(listed, listed.replace("# ", "").replace("#", "")))
+
+
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
+    """Each overlay, and the prod overlay with every component (`PROD_WITH_COMPONENTS`)."""
     deploy = deploy_with_dev_secrets(tmp_path_factory.mktemp("rendered"))
-    return {name: Rendered(name, render(deploy / "overlays" / name)) for name in OVERLAYS}
+    overlays = {name: Rendered(name, render(deploy / "overlays" / name)) for name in OVERLAYS}
+    with_components = deploy_with_dev_secrets(tmp_path_factory.mktemp("components"))
+    enable_components(with_components / "overlays" / "prod")
+    prod = render(with_components / "overlays" / "prod")
+    return {**overlays, PROD_WITH_COMPONENTS: Rendered(PROD_WITH_COMPONENTS, prod)}

@@ -5,6 +5,7 @@ budgets, the Ingress, NATS and Postgres per environment), with settings the serv
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shlex
@@ -19,10 +20,13 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from ai_runner.config import Settings as AiRunnerSettings
+from gateway.adapters.metrics import OPEN_STREAMS
 from gateway.config import Settings as GatewaySettings
 from job_store.config import MigrateSettings
 from job_store.config import Settings as JobStoreSettings
 from jobs_proto.permissions import render_deploy_authorization
+from jobs_runtime.bus import DRAIN_TIMEOUT_S
+from jobs_runtime.http import GRACEFUL_CLOSE_S
 from jobs_runtime.secrets import SecretKind, refusal
 from jobs_runtime.settings import EnvSettings, load_settings
 from jobs_testkit import cluster_secrets
@@ -30,7 +34,7 @@ from jobs_testkit.servers.tls import make_server_certificate
 from replicate_sim.config import Settings as SimulatorSettings
 from webhook_ingest.config import Settings as WebhookIngestSettings
 
-from .conftest import DEPLOY, OVERLAYS, SERVICES, Obj, Rendered
+from .conftest import DEPLOY, OVERLAYS, PROD_WITH_COMPONENTS, ROOT, SERVICES, Obj, Rendered
 
 SETTINGS: dict[str, type[EnvSettings]] = {
     "gateway": GatewaySettings,
@@ -40,8 +44,16 @@ SETTINGS: dict[str, type[EnvSettings]] = {
 }
 # The oldest Kubernetes these manifests claim to work on, and the newest schemas installed.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
-# What uvicorn gives requests in hand to finish after SIGTERM (jobs_runtime.http).
-HTTP_GRACEFUL_CLOSE_S = 10
+# API groups of custom resources (Gateway API, KEDA): not in kubernetes-validate's schemas,
+# checked structurally instead (test_deploy_edge.py, test_keda_scales_the_gateway_on_streams).
+CUSTOM_GROUPS = ("gateway.networking.k8s.io", "keda.sh")
+# What the kubelet's grace period must leave after the worst-case shutdown.
+SHUTDOWN_MARGIN_S = 5
+# The headroom the gateway's memory limit keeps over its measured needs (requests in hand,
+# slow clients' queues, heap fragmentation), and the most it may keep (past it, MAX_STREAMS
+# should grow with the limit).
+MEMORY_HEADROOM = 1.25
+MEMORY_HEADROOM_AT_MOST = 1.25 * MEMORY_HEADROOM
 
 
 def deployment(r: Rendered, name: str) -> Obj:
@@ -62,12 +74,14 @@ def field_names(settings: type[EnvSettings]) -> set[str]:
     return {f.encode_name for f in msgspec.structs.fields(settings)}
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", [*OVERLAYS, PROD_WITH_COMPONENTS])
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_object_is_valid_for_kubernetes(
     rendered: dict[str, Rendered], overlay: str, version: str
 ) -> None:
     for obj in rendered[overlay].objects:
+        if obj["apiVersion"].split("/")[0] in CUSTOM_GROUPS:
+            continue
         # strict: an unknown or misplaced field is an error, not silently dropped by the API.
         kubernetes_validate.validate(obj, version, strict=True)
 
@@ -142,16 +156,8 @@ def test_service_deployment(rendered: dict[str, Rendered], overlay: str, service
         assert "emptyDir" in volumes[mounts["/tmp"]], c["name"]
         assert "resources" in c, c["name"]
 
-    # Graceful shutdown: endpoints drop the pod during the preStop sleep, then SIGTERM gives
-    # the service SHUTDOWN_GRACE_S (and the HTTP listener its own close); the kubelet must wait
-    # longer than all of it before SIGKILL.
-    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    env = r.environment(container)
-    drain = int(pre_stop[1]) + float(env["SHUTDOWN_GRACE_S"])
-    if http_port is not None:
-        drain += HTTP_GRACEFUL_CLOSE_S
-    assert spec["terminationGracePeriodSeconds"] > drain
+    # Graceful shutdown: test_the_shutdown_fits_the_grace_period.
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
 
     # Spread over zones and nodes.
     spread = {c["topologyKey"]: c for c in spec["topologySpreadConstraints"]}
@@ -169,6 +175,154 @@ def test_service_deployment(rendered: dict[str, Rendered], overlay: str, service
     svc_ports = {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]}
     assert svc_ports["admin"] == "admin"
     assert ("http" in svc_ports) == (http_port is not None)
+
+
+def loaded_settings(r: Rendered, service: str, tmp_path: Path) -> Any:
+    """The settings the service's container loads (its `NATS_TLS_CA` a stand-in file: the
+    settings check only that it exists)."""
+    env = r.environment(main_container(deployment(r, service), service))
+    if "NATS_TLS_CA" in env:
+        env["NATS_TLS_CA"] = str(tmp_path / "ca.crt")
+        (tmp_path / "ca.crt").write_text("")
+    return load_settings(SETTINGS[service], env)
+
+
+def worst_case_shutdown_s(pre_stop_s: float, shutdown_grace_s: float, http: bool) -> float:
+    """The longest a service's pod can take to stop, preStop included, as
+    `jobs_runtime.service.serve` stops: after SIGTERM the service's work (for an HTTP service,
+    its listener's graceful close among it) gets SHUTDOWN_GRACE_S before it is cancelled; then
+    the NATS connection drains, then the admin listener closes."""
+    work = shutdown_grace_s
+    if http:
+        # The public listener closes inside the work's grace, or past it when that is shorter.
+        work = max(work, GRACEFUL_CLOSE_S)
+    return pre_stop_s + work + DRAIN_TIMEOUT_S + GRACEFUL_CLOSE_S
+
+
+def test_the_shutdown_arithmetic() -> None:
+    # What base/*.yaml's comments add up: 5 + 20 + 5 + 10.
+    assert worst_case_shutdown_s(5, 20, http=True) == 40
+    assert worst_case_shutdown_s(5, 20, http=False) == 40
+    assert worst_case_shutdown_s(5, 2, http=True) == 5 + GRACEFUL_CLOSE_S + 5 + 10
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_shutdown_fits_the_grace_period(
+    rendered: dict[str, Rendered], overlay: str, service: str, tmp_path: Path
+) -> None:
+    """The kubelet's grace period counts from the preStop hook: the preStop sleep (endpoints
+    and the edge drop the pod), then the whole shutdown after SIGTERM must fit it, with a
+    margin, or SIGKILL cuts the NATS drain (unflushed acks and publishes)."""
+    r = rendered[overlay]
+    workload = deployment(r, service)
+    container = main_container(workload, service)
+    (command, seconds) = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command == "sleep"
+    settings = loaded_settings(r, service, tmp_path)
+    http = SERVICES[service][1] is not None
+    needed = worst_case_shutdown_s(float(seconds), settings.shutdown_grace_s, http)
+    grace = pod_spec(workload)["terminationGracePeriodSeconds"]
+    assert grace >= needed + SHUTDOWN_MARGIN_S, (service, grace, needed)
+
+
+def mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity in MiB (the binary suffixes the manifests use)."""
+    units = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def measured_stream_memory() -> tuple[float, float]:
+    """The most the benchmark's `sse memory` scenario measured (bench/results): the idle
+    gateway's RSS in MiB, and the RSS each open stream added, in KiB."""
+    idle_mib, per_stream_kib = 0.0, 0.0
+    for path in sorted((ROOT / "bench" / "results").glob("*.json")):
+        rows = [r for r in json.loads(path.read_text())["rows"] if r["scenario"] == "sse memory"]
+        by_figure = {r["figure"]: r for r in rows}
+        idle = by_figure.get("gateway RSS, no stream open")
+        holding = [r for r in rows if re.fullmatch(r"gateway RSS holding \d+ streams", r["figure"])]
+        if idle is None or not holding:
+            continue
+        to_mib = {"MiB": 1.0, "MB": 1e6 / 2**20}
+        idle_value = idle["value"] * to_mib[idle["unit"]]
+        streams = int(holding[0]["figure"].split()[3])
+        added_kib = (holding[0]["value"] * to_mib[holding[0]["unit"]] - idle_value) * 1024
+        idle_mib = max(idle_mib, idle_value)
+        per_stream_kib = max(per_stream_kib, added_kib / streams)
+    assert per_stream_kib > 0, "no `sse memory` figures in bench/results"
+    return idle_mib, per_stream_kib
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_memory_limit_holds_max_streams(
+    rendered: dict[str, Rendered], overlay: str, tmp_path: Path
+) -> None:
+    """MAX_STREAMS open streams, the finished jobs' cache and the idle process, from the
+    benchmark's figures, with headroom, fit the memory limit (base/gateway.yaml shows the
+    math); and the limit is not far above it (MAX_STREAMS would then refuse streams the pod
+    has room for). The request equals the limit."""
+    r = rendered[overlay]
+    container = main_container(deployment(r, "gateway"), "gateway")
+    settings = loaded_settings(r, "gateway", tmp_path)
+    assert settings.max_streams > 0, "MAX_STREAMS bounds the memory streams take"
+    idle_mib, per_stream_kib = measured_stream_memory()
+    needed = (
+        idle_mib + settings.job_cache_bytes / 2**20 + settings.max_streams * per_stream_kib / 1024
+    ) * MEMORY_HEADROOM
+    limit = mebibytes(container["resources"]["limits"]["memory"])
+    assert needed <= limit <= needed * MEMORY_HEADROOM_AT_MOST, (needed, limit)
+    resources = container["resources"]
+    assert resources["requests"]["memory"] == resources["limits"]["memory"]
+
+
+def test_keda_scales_the_gateway_on_streams(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    """The keda-gateway component: a ScaledObject on the gateway's open streams (the gauge the
+    gateway exports), below MAX_STREAMS, in place of the CPU HPA, never beside it."""
+    r = rendered[PROD_WITH_COMPONENTS]
+    assert r.find("HorizontalPodAutoscaler", "gateway") is None
+    hpas = {h["spec"]["scaleTargetRef"]["name"] for h in r.of_kind("HorizontalPodAutoscaler")}
+    assert hpas == {"webhook-ingest"}
+    (scaled,) = r.of_kind("ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["metadata"]["namespace"] == "ai-jobs"
+    spec = scaled["spec"]
+    assert set(spec) <= {
+        "scaleTargetRef",
+        "minReplicaCount",
+        "maxReplicaCount",
+        "pollingInterval",
+        "cooldownPeriod",
+        "advanced",
+        "triggers",
+        "fallback",
+    }
+    assert spec["scaleTargetRef"] == {"name": "gateway"}
+    assert "replicas" not in deployment(r, "gateway")["spec"]
+    base_hpa = rendered["prod"].get("HorizontalPodAutoscaler", "gateway")["spec"]
+    assert spec["minReplicaCount"] == base_hpa["minReplicas"]
+    assert spec["maxReplicaCount"] == base_hpa["maxReplicas"]
+    # The same slow scale-down as the HPA's (KEDA hands it to the HPA it makes), valid as one.
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior == base_hpa["behavior"]
+    as_hpa = {**rendered["prod"].get("HorizontalPodAutoscaler", "gateway")}
+    kubernetes_validate.validate(
+        {**as_hpa, "spec": {**base_hpa, "behavior": behavior}}, KUBERNETES_VERSIONS[1], strict=True
+    )
+    triggers = {t["type"]: t for t in spec["triggers"]}
+    assert set(triggers) == {"prometheus", "cpu"}
+    prometheus = triggers["prometheus"]["metadata"]
+    assert set(prometheus) <= {"serverAddress", "query", "threshold", "ignoreNullValues"}
+    assert re.fullmatch(r"https?://[\w.-]+(:\d+)?", prometheus["serverAddress"])
+    (metric,) = [m.name for m in OPEN_STREAMS.describe()]
+    assert prometheus["query"] == f'sum({metric}{{namespace="{scaled["metadata"]["namespace"]}"}})'
+    max_streams = loaded_settings(r, "gateway", tmp_path).max_streams
+    # Room on each pod for the streams that arrive while a new pod starts.
+    assert 0 < int(prometheus["threshold"]) <= 0.75 * max_streams
+    cpu = triggers["cpu"]
+    assert cpu["metricType"] == "Utilization"
+    assert cpu["metadata"]["value"] == str(
+        base_hpa["metrics"][0]["resource"]["target"]["averageUtilization"]
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -283,43 +437,9 @@ def test_every_workload_has_a_disruption_budget(
         key = tuple(sorted(workload["spec"]["selector"]["matchLabels"].items()))
         assert key in budgets, name
         assert budgets[key]["spec"]["maxUnavailable"] == 1
-
-
-def test_ingress_routes_and_server_sent_events(rendered: dict[str, Rendered]) -> None:
-    r = rendered["prod"]
-    routes: dict[str, tuple[str, str, dict[str, str]]] = {}
-    hosts = set()
-    for ingress in r.of_kind("Ingress"):
-        assert ingress["spec"]["ingressClassName"] == "nginx"
-        annotations = ingress["metadata"].get("annotations", {})
-        for rule in ingress["spec"]["rules"]:
-            hosts.add(rule["host"])
-            for path in rule["http"]["paths"]:
-                backend = path["backend"]["service"]
-                routes[path["path"]] = (backend["name"], backend["port"]["name"], annotations)
-                assert path["pathType"] == "Prefix"
-        assert {h for t in ingress["spec"]["tls"] for h in t["hosts"]} == hosts
-    assert len(hosts) == 1
-    assert {p: (s, port) for p, (s, port, _) in routes.items()} == {
-        "/api/webhooks/": ("webhook-ingest", "http"),
-        "/api": ("gateway", "http"),
-        "/": ("gateway", "http"),
-    }
-    # SSE through ingress-nginx: unbuffered, HTTP/1.1 upstream, streams held open for long.
-    sse = routes["/api"][2]
-    assert sse["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
-    assert sse["nginx.ingress.kubernetes.io/proxy-http-version"] == "1.1"
-    assert int(sse["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
-    # The webhook body limit is webhook-ingest's own (it answers the 413, at least 10 MiB).
-    limit = routes["/api/webhooks/"][2]["nginx.ingress.kubernetes.io/proxy-body-size"]
-    assert limit.endswith("m")
-    webhook_env = r.environment(main_container(deployment(r, "webhook-ingest"), "webhook-ingest"))
-    assert int(limit[:-1]) * 1024 * 1024 > int(webhook_env["WEBHOOK_MAX_BYTES"])
-    # Replicate is told to call this host.
-    runner = r.environment(main_container(deployment(r, "ai-runner"), "ai-runner"))
-    (host,) = hosts
-    assert runner["REPLICATE_WEBHOOK_URL"] == f"https://{host}/api/webhooks/replicate"
-    assert runner["REPLICATE_BASE_URL"] == "https://api.replicate.com"
+        # An unready pod may always be evicted: an outage that makes every pod unready must
+        # not block node drains.
+        assert budgets[key]["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", name
 
 
 def test_dev_has_no_public_entry(rendered: dict[str, Rendered]) -> None:
@@ -374,26 +494,6 @@ def test_dev_secrets_are_made_once_and_kept(tmp_path: Path) -> None:
     again = {p.name: p.read_text() for p in folder.iterdir()}
     assert again.keys() == first.keys()
     assert again["job-store-database.env"] != first["job-store-database.env"]
-
-
-# Dev has no Ingress at all (test_dev_has_no_public_entry).
-@pytest.mark.parametrize("overlay", ["prod"])
-def test_no_ingress_access_log_writes_a_query_string(
-    rendered: dict[str, Rendered], overlay: str
-) -> None:
-    """The event routes take a token as `?access_token=`; ingress-nginx's default access log
-    writes `$request`, query string and all. The gateway's Ingress logs nothing (the gateway
-    logs requests itself, path only); the controller-wide format offered instead has no
-    variable that holds the query string."""
-    gateway = rendered[overlay].get("Ingress", "gateway")
-    assert gateway["metadata"]["annotations"]["nginx.ingress.kubernetes.io/enable-access-log"] == (
-        "false"
-    )
-    example = yaml.safe_load((DEPLOY / "examples" / "ingress-nginx-log-format.yaml").read_text())
-    log_format = example["data"]["log-format-upstream"]
-    assert "$uri" in log_format
-    for variable in ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$arg_"):
-        assert variable not in log_format, variable
 
 
 def test_prod_services_trust_the_nats_certificate_authority_alone(
@@ -543,3 +643,21 @@ def test_examples_outside_the_kustomizations() -> None:
     assert plain
     for obj in plain:
         kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[1], strict=True)
+
+
+def test_the_first_apply_selector_holds_back_the_services_alone(
+    rendered: dict[str, Rendered],
+) -> None:
+    """deploy/README.md applies NATS first with `-l 'app.kubernetes.io/component notin (...)'`:
+    it must leave out the four services' Deployments and nothing else."""
+    readme = (DEPLOY / "README.md").read_text()
+    found = re.search(r"-l 'app\.kubernetes\.io/component notin \(([\w,]+)\)'", readme)
+    assert found is not None
+    held_back = set(found[1].split(","))
+    for name in ("prod", PROD_WITH_COMPONENTS):
+        left_out = {
+            (o["kind"], o["metadata"]["name"])
+            for o in rendered[name].objects
+            if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") in held_back
+        }
+        assert left_out == {("Deployment", service) for service in SERVICES}, name

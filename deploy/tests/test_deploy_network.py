@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import OVERLAYS, Obj, Rendered
+from .conftest import OVERLAYS, PROD_WITH_COMPONENTS, Obj, Rendered
 
 NAME = "app.kubernetes.io/name"
 NAMESPACE = "kubernetes.io/metadata.name"
@@ -29,6 +29,8 @@ def app(name: str) -> Peer:
 
 
 INGRESS_NGINX = Peer("ingress-nginx", {NAME: "ingress-nginx"})
+# Envoy Gateway's proxies, the data plane of the gateway-api component's Gateway.
+ENVOY_GATEWAY = Peer("envoy-gateway-system", {NAME: "envoy"})
 PROMETHEUS = Peer("monitoring", {NAME: "prometheus"})
 KUBE_DNS = Peer("kube-system", {"k8s-app": "kube-dns"})
 OTHER_NAMESPACE = Peer("someone-else", {NAME: "gateway"})
@@ -122,7 +124,7 @@ class Network:
         )
 
 
-@pytest.fixture(params=OVERLAYS)
+@pytest.fixture(params=[*OVERLAYS, PROD_WITH_COMPONENTS])
 def network(request: pytest.FixtureRequest, rendered: dict[str, Rendered]) -> Network:
     return Network(rendered[request.param])
 
@@ -175,6 +177,21 @@ def test_the_ingress_controller_reaches_the_public_ports_in_prod_only(
     # Dev has no Ingress (its secrets are for development): nothing comes in that way.
     assert not dev.allowed(INGRESS_NGINX, app("gateway"), 8000)
     assert not dev.allowed(INGRESS_NGINX, app("webhook-ingest"), 8001)
+
+
+def test_with_the_gateway_api_its_proxies_replace_the_ingress_controller(
+    rendered: dict[str, Rendered],
+) -> None:
+    network = Network(rendered[PROD_WITH_COMPONENTS])
+    assert network.allowed(ENVOY_GATEWAY, app("gateway"), 8000)
+    assert network.allowed(ENVOY_GATEWAY, app("webhook-ingest"), 8001)
+    assert not network.allowed(INGRESS_NGINX, app("gateway"), 8000)
+    assert not network.allowed(INGRESS_NGINX, app("webhook-ingest"), 8001)
+    # The admin ports stay unrouted, and only the proxies of that namespace get in.
+    assert not network.allowed(ENVOY_GATEWAY, app("gateway"), 9000)
+    assert not network.allowed(ENVOY_GATEWAY, app("nats"), 4222)
+    assert not network.allowed(Peer("envoy-gateway-system", {NAME: "other"}), app("gateway"), 8000)
+    assert not network.allowed(Peer("someone-else", {NAME: "envoy"}), app("gateway"), 8000)
 
 
 def test_the_job_store_alone_reaches_postgres(rendered: dict[str, Rendered]) -> None:
