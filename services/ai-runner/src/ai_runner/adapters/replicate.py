@@ -154,7 +154,17 @@ def was_not_sent(error: BaseException) -> bool:
 def aiohttp_transport() -> AiohttpTransport:
     """An httpx transport over one aiohttp connection pool, opened on first use (so inside the
     service's event loop); close it with `aclose`."""
-    return AiohttpTransport()
+    return AiohttpTransport(client=_proxy_aware_session)
+
+
+def _proxy_aware_session() -> aiohttp.ClientSession:
+    # The transport's own session ignores HTTPS_PROXY / NO_PROXY, and a cluster whose egress
+    # goes through a proxy reaches Replicate only through it (httpx, the stream reader's client,
+    # reads them by default). Pool size and keep-alive as the transport's defaults.
+    connector = aiohttp.TCPConnector(
+        limit=100, keepalive_timeout=5.0, ssl=httpx.create_ssl_context()
+    )
+    return aiohttp.ClientSession(connector=connector, trust_env=True)
 
 
 def cancel_after(deadline_s: int) -> str:
