@@ -61,8 +61,9 @@ class Settings(ServiceSettings, frozen=True):
     # `Retry-After` (0: none). On by default, unlike the limits above: a stream never ends by
     # itself and holds memory (about 24 KiB each, measured by the benchmark), so one token
     # could otherwise open streams until the process runs out of memory. 20 is several tabs'
-    # worth (a page needs one `/api/events`); 4,000 is about 94 MiB, which with the finished
-    # jobs' cache (64 MiB) and the idle process fits the 256 MiB limit of deploy/base.
+    # worth (a page needs one `/api/events`); 4,000 is about 94 MiB. deploy/base sets 6,000
+    # and sizes the pod's memory from it (the arithmetic is in gateway.yaml, checked by
+    # deploy/tests).
     user_max_streams: Annotated[int, msgspec.Meta(ge=0)] = 20
     max_streams: Annotated[int, msgspec.Meta(ge=0)] = 4000
     # Memory for the encoded answers of finished jobs (they never change); 0: no cache.
