@@ -1,5 +1,5 @@
 """The statements that read: rows by id, a user's jobs by keyset, stuck jobs, a history,
-what retention purges next."""
+what retention purges next, open jobs past their deadline."""
 
 from __future__ import annotations
 
@@ -59,4 +59,11 @@ SELECT * FROM (
 ) AS stuck
 ORDER BY since, id
 LIMIT $2
+"""
+# Jobs still open after their type's deadline (the ai-runner ends a job by then): each count
+# walks one partial index of open jobs (migrations 0002, 0003), never the finished ones.
+PAST_DEADLINE: Final = """
+SELECT
+    (SELECT count(*) FROM jobs WHERE status = 'pending' AND deadline_at < now()) AS pending,
+    (SELECT count(*) FROM jobs WHERE status = 'processing' AND deadline_at < now()) AS processing
 """
