@@ -1,20 +1,21 @@
 """The Prometheus alert rules: valid to `promtool check rules`, the same in the rules file and the
 PrometheusRule example, covering what pages an on-call engineer, each with its runbook section,
 and naming only series that exist: the services' own metrics (found in their source) or those
-of the external exporters listed here. Expressions are read by a PromQL parser, not patterns."""
+of the external exporters the test kit lists (`jobs_testkit.promql`). Expressions are read by
+a PromQL parser, not patterns."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import promql_parser
 import pytest
 import yaml  # type: ignore[import-untyped]
+
+from jobs_testkit.promql import EXTERNAL, selectors
 
 from .conftest import DEPLOY, ROOT
 
@@ -26,61 +27,11 @@ RUNBOOK_PREFIX = "deploy/RUNBOOK.md#"
 SERVICE_JOBS = ("gateway", "webhook-ingest", "ai-runner", "job-store")
 JOBS = (*SERVICE_JOBS, "nats")
 
-# Series from outside the code, by who exports them: only those the rules use, named as in the
-# exporter's source at the deployed version. None of them exists in a test run (no exporter, no
-# cluster); tests/e2e/test_monitoring_prometheus.py says so too.
-# prometheus-nats-exporter 0.16 with `-jsz=all` (collector/jsz.go): server series carry
-# server_name, cluster, meta_leader, is_meta_leader; stream series stream_name; consumer
-# series consumer_name.
-NATS_EXPORTER = frozenset(
-    {
-        "jetstream_server_jetstream_disabled",
-        "jetstream_server_total_message_bytes",
-        "jetstream_server_max_storage",
-        "jetstream_consumer_num_pending",
-        "jetstream_consumer_num_ack_pending",
-        "jetstream_consumer_ack_floor_stream_seq",
-    }
-)
-# kube-state-metrics (kube-prometheus-stack ships it).
-KUBE_STATE_METRICS = frozenset(
-    {"kube_pod_container_status_last_terminated_reason", "kube_pod_container_status_restarts_total"}
-)
-# The kubelet's volume statistics (kube-prometheus-stack's kubelet ServiceMonitor).
-KUBELET = frozenset({"kubelet_volume_stats_used_bytes", "kubelet_volume_stats_capacity_bytes"})
-# Prometheus itself, one per target and scrape.
-PROMETHEUS = frozenset({"up"})
-EXTERNAL = NATS_EXPORTER | KUBE_STATE_METRICS | KUBELET | PROMETHEUS
-
 # prometheus_client exposes a Counter `x` as `x_total`, a Histogram as `x_bucket` and the like.
 SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
 # Labels whose values the services set in code: a value a rule filters on must be one of them.
 CHECKED_LABELS = ("reason", "outcome", "stage")
 SOURCES = [ROOT / "runtime" / "src", *(ROOT / "services").glob("*/src")]
-
-
-@dataclass(frozen=True)
-class Selector:
-    """One vector selector of an expression: its metric name and its label matchers."""
-
-    name: str
-    matchers: tuple[tuple[str, str, str], ...]  # (label, MatchOp name, value)
-
-
-def selectors(expr: str) -> list[Selector]:
-    """Every vector selector in `expr`, range and subquery ones included, as parsed."""
-    found: list[Selector] = []
-
-    def visit(node: promql_parser.Expr) -> None:
-        if isinstance(node, promql_parser.VectorSelector):
-            matchers = tuple(
-                (m.name, str(m.op).rpartition(".")[2], m.value) for m in node.matchers.matchers
-            )
-            name = node.name or next((v for k, _, v in matchers if k == "__name__"), "")
-            found.append(Selector(name, matchers))
-
-    promql_parser.walk(promql_parser.parse(expr), visit)
-    return found
 
 
 def rules(path: Path = ALERTS) -> list[dict[str, Any]]:
