@@ -60,8 +60,9 @@ SELECT * FROM (
 ORDER BY since, id
 LIMIT $2
 """
-# Jobs still open after their type's deadline (the ai-runner ends a job by then): each count
-# walks one partial index of open jobs (migrations 0002, 0003), never the finished ones.
+# Jobs still open after their type's deadline (the ai-runner ends a job by then). Each count is
+# of one open status, which a partial index covers (migrations 0002, 0003): the planner can
+# walk the open jobs alone, never the finished ones that make up most of the table.
 PAST_DEADLINE: Final = """
 SELECT
     (SELECT count(*) FROM jobs WHERE status = 'pending' AND deadline_at < now()) AS pending,
