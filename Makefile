@@ -27,7 +27,7 @@ uv: $(UV) ## install uv into .tools/ when it is missing
 sync: uv ## install every workspace member from the lock file
 	$(UV) sync --all-packages --locked --quiet
 
-prerequisites: sync ## Node (from PyPI), wrk and Chromium: found, or installed from Debian as root
+prerequisites: sync ## Node (from PyPI), wrk, Chromium and Prometheus: found, or installed from Debian as root
 	$(RUN) python -m jobs_testkit.prerequisites
 
 lint: sync ## ruff: lint and formatting

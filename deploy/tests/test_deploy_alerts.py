@@ -1,36 +1,41 @@
-"""The Prometheus alert rules: well formed, the same in the rules file and the PrometheusRule
-example, covering what pages an on-call engineer, and naming only series that exist (the
-services' own metrics, found in their source, or the NATS exporter's)."""
+"""The Prometheus alert rules: valid to `promtool check rules`, the same in the rules file and the
+PrometheusRule example, covering what pages an on-call engineer, each with its runbook section,
+and naming only series that exist: the services' own metrics (found in their source) or those
+of the external exporters the test kit lists (`jobs_testkit.promql`). Expressions are read by
+a PromQL parser, not patterns."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml  # type: ignore[import-untyped]
+
+from jobs_testkit.promql import EXTERNAL, selectors
 
 from .conftest import DEPLOY, ROOT
 
 ALERTS = DEPLOY / "monitoring" / "alerts.yaml"
 RULE_EXAMPLE = DEPLOY / "examples" / "prometheusrule.yaml"
-# Series of prometheus-nats-exporter with `-jsz=all` (labels stream_name, consumer_name).
-NATS_EXPORTER = {
-    "jetstream_consumer_num_pending",
-    "jetstream_consumer_num_ack_pending",
-    "jetstream_consumer_num_redelivered",
-    "jetstream_consumer_ack_floor_stream_seq",
-    "jetstream_consumer_delivered_stream_seq",
-    "jetstream_stream_total_messages",
-}
+RUNBOOK = DEPLOY / "RUNBOOK.md"
+RUNBOOK_PREFIX = "deploy/RUNBOOK.md#"
+# The scrape jobs (deploy/monitoring/prometheus.yaml, the PodMonitors' `jobLabel`).
+SERVICE_JOBS = ("gateway", "webhook-ingest", "ai-runner", "job-store")
+JOBS = (*SERVICE_JOBS, "nats")
+
 # prometheus_client exposes a Counter `x` as `x_total`, a Histogram as `x_bucket` and the like.
 SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
-METRIC = re.compile(r"\b((?:ai_runner|job_store|webhook_ingest|jobs_consumer|jetstream)_\w+)")
-LABEL_VALUE = re.compile(r'\b(reason|outcome|stage)(=~|=|!=)"([^"]+)"')
+# Labels whose values the services set in code: a value a rule filters on must be one of them.
+CHECKED_LABELS = ("reason", "outcome", "stage")
 SOURCES = [ROOT / "runtime" / "src", *(ROOT / "services").glob("*/src")]
 
 
-def rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+def rules(path: Path = ALERTS) -> list[dict[str, Any]]:
+    groups = yaml.safe_load(path.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"]]
 
 
@@ -44,6 +49,62 @@ def exported_metrics() -> dict[str, str]:
     return found
 
 
+def unknown_series(expr: str, exported: dict[str, str]) -> list[str]:
+    """What `expr` selects that nothing exports, and label values no owning service sets."""
+    problems = []
+    for selector in selectors(expr):
+        if selector.name in EXTERNAL:
+            continue
+        base = next(
+            (selector.name[: -len(s)] for s in SUFFIXES if selector.name.endswith(s)),
+            selector.name,
+        )
+        if base not in exported:
+            problems.append(f"{selector.name} is exported by nothing known")
+            continue
+        for label, op, values in selector.matchers:
+            if label not in CHECKED_LABELS or op not in ("Equal", "Re"):
+                continue
+            for value in values.split("|"):
+                if f'"{value}"' not in exported[base]:
+                    problems.append(f"{selector.name}: no service sets {label}={value}")
+    return problems
+
+
+def promtool() -> str:
+    found = shutil.which("promtool") or shutil.which("promtool", path="/usr/bin")
+    if found is None:
+        pytest.fail("promtool is missing: `make prerequisites` installs Debian's prometheus")
+    return found
+
+
+def runbook_sections() -> set[str]:
+    """The anchors of deploy/RUNBOOK.md's headings, as GitHub makes them (for one-word ones)."""
+    headings = re.findall(r"^#{2,3} (\S+)\s*$", RUNBOOK.read_text(), flags=re.MULTILINE)
+    return {heading.lower() for heading in headings}
+
+
+def test_promtool_accepts_the_rules_file_and_the_example(tmp_path: Path) -> None:
+    spec = yaml.safe_load(RULE_EXAMPLE.read_text())["spec"]
+    example = tmp_path / "prometheusrule-spec.yaml"
+    example.write_text(yaml.safe_dump({"groups": spec["groups"]}))
+    for path in (ALERTS, example):
+        done = subprocess.run(
+            [promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"SUCCESS: {len(rules())} rules found" in done.stdout
+
+
+def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:
+    # The check above can fail: a bad expression is refused.
+    broken = tmp_path / "broken.yaml"
+    rule = {"alert": "Broken", "expr": "sum(rate(x_total[5m])"}
+    broken.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [rule]}]}))
+    done = subprocess.run([promtool(), "check", "rules", str(broken)], capture_output=True)
+    assert done.returncode != 0
+
+
 def test_the_example_holds_the_same_rules() -> None:
     example = yaml.safe_load(RULE_EXAMPLE.read_text())
     assert example["kind"] == "PrometheusRule"
@@ -51,51 +112,93 @@ def test_the_example_holds_the_same_rules() -> None:
 
 
 def test_every_rule_is_actionable() -> None:
-    names = [rule["alert"] for rule in rules()]
-    assert len(names) == len(set(names))
+    # One alert name may have several rules (TargetAbsent, one per job), told apart by labels.
+    keys = [(rule["alert"], tuple(sorted(rule["labels"].items()))) for rule in rules()]
+    assert len(keys) == len(set(keys))
+    sections = runbook_sections()
     for rule in rules():
         assert rule["labels"]["severity"] in ("page", "warning"), rule["alert"]
-        assert rule["annotations"]["summary"], rule["alert"]
-        assert rule["annotations"]["description"], rule["alert"]
-        # Balanced parentheses and braces: a cheap stand-in for promtool, which is not here.
-        expr = rule["expr"]
-        assert expr.count("(") == expr.count(")"), rule["alert"]
-        assert expr.count("{") == expr.count("}"), rule["alert"]
+        annotations = rule["annotations"]
+        assert annotations["summary"], rule["alert"]
+        assert annotations["description"], rule["alert"]
+        url = annotations["runbook_url"]
+        assert url == RUNBOOK_PREFIX + rule["alert"].lower(), rule["alert"]
+        assert url.removeprefix(RUNBOOK_PREFIX) in sections, rule["alert"]
 
 
 def test_what_the_issue_asks_to_page_on_is_covered() -> None:
-    by_name = {rule["alert"]: rule["expr"] for rule in rules()}
+    by_name: dict[str, list[str]] = {}
+    for rule in rules():
+        by_name.setdefault(rule["alert"], []).append(rule["expr"])
+
+    def selected(alert: str) -> set[str]:
+        return {s.name for expr in by_name[alert] for s in selectors(expr)}
+
+    # A target down, and every job's absence, each a rule of its own.
+    assert "up" in selected("TargetDown")
+    assert "== 0" in by_name["TargetDown"][0]
+    assert sorted(by_name["TargetAbsent"]) == sorted(f'absent(up{{job="{j}"}})' for j in JOBS)
     covered = {
-        "consumer lag": "jetstream_consumer_num_pending",
-        "oldest unacked age": "jetstream_consumer_ack_floor_stream_seq",
-        "webhook 401 spike": "bad_signature",
-        "Replicate 429": 'reason="throttled"',
-        "Replicate 5xx": "transient",
-        "reconcile backlog": "ai_runner_reconciled_total",
-        "parked events": "job_store_parked_total",
-        "orphan predictions": "ai_runner_orphans_canceled_total",
-        "daily spend": "jobs_spend_usd_total",
+        "NatsServerDown": "jetstream_server_jetstream_disabled",
+        "JetStreamDisabled": "jetstream_server_jetstream_disabled",
+        "JetStreamNoMetaLeader": "jetstream_server_jetstream_disabled",
+        "JetStreamStorageHigh": "jetstream_server_max_storage",
+        "PersistentVolumeFilling": "kubelet_volume_stats_used_bytes",
+        "ContainerOOMKilled": "kube_pod_container_status_last_terminated_reason",
+        "GatewayErrors": "gateway_http_requests_total",
+        "JobsStuck": "job_store_jobs_past_deadline",
+        "JobEventsParked": "job_store_parked_total",
+        "JobsConsumerLag": "jetstream_consumer_num_pending",
+        "JobsOldestUnackedStuck": "jetstream_consumer_ack_floor_stream_seq",
+        "WebhookSignaturesFailing": "webhook_ingest_webhooks_total",
+        "ReplicateThrottling": "ai_runner_create_retries_total",
+        "ReplicateErrors": "ai_runner_create_retries_total",
+        "ReconcileBacklogNearDataLimit": "ai_runner_reconciled_total",
+        "OrphanPredictions": "ai_runner_orphans_canceled_total",
+        "DailySpendHigh": "jobs_spend_usd_total",
     }
-    for what, needle in covered.items():
-        assert any(needle in expr for expr in by_name.values()), what
+    for alert, metric in covered.items():
+        assert metric in selected(alert), alert
+    # The ingress 5xx are the gateway's own answers by status class.
+    (errors,) = by_name["GatewayErrors"]
+    statuses = {m for s in selectors(errors) for m in s.matchers if m[0] == "status"}
+    assert statuses == {("status", "Re", "5..")}
 
 
 def test_rules_name_only_series_that_exist() -> None:
     exported = exported_metrics()
-    for rule in rules():
-        expr = rule["expr"]
-        owners = []
-        for series in METRIC.findall(expr):
-            if series.startswith("jetstream_"):
-                assert series in NATS_EXPORTER, (rule["alert"], series)
-                continue
-            base = next((series[: -len(s)] for s in SUFFIXES if series.endswith(s)), series)
-            assert base in exported, (rule["alert"], series)
-            owners.append(exported[base])
-        # A label value the rule filters on is one the owning service sets somewhere.
-        for _, _, values in LABEL_VALUE.findall(expr):
-            for value in values.split("|"):
-                assert any(f'"{value}"' in text for text in owners), (rule["alert"], value)
+    problems = [f"{r['alert']}: {p}" for r in rules() for p in unknown_series(r["expr"], exported)]
+    assert problems == []
+
+
+def test_the_check_reads_expressions_as_prometheus_does() -> None:
+    exported = exported_metrics()
+    expr = (
+        'max by (le) (rate(job_store_parked_total{reason="x{y}"}[5m] offset 1h)) / on ()'
+        " max_over_time(no_such_metric[1h:5m]) unless absent(up) and -bogus_total"
+    )
+    assert {s.name for s in selectors(expr)} == {
+        "job_store_parked_total",
+        "no_such_metric",
+        "up",
+        "bogus_total",
+    }
+    assert unknown_series(expr, exported) == [
+        "job_store_parked_total: no service sets reason=x{y}",
+        "no_such_metric is exported by nothing known",
+        "bogus_total is exported by nothing known",
+    ]
+    with pytest.raises(ValueError, match=r".+"):
+        selectors("sum(rate(x[5m])")
+
+
+def test_every_scrape_job_has_a_target_alert() -> None:
+    # The jobs the alerts name are the scrape config's, which the PodMonitors' tests match.
+    config = yaml.safe_load((DEPLOY / "monitoring" / "prometheus.yaml").read_text())
+    assert [job["job_name"] for job in config["scrape_configs"]] == list(JOBS)
+    (down,) = [rule["expr"] for rule in rules() if rule["alert"] == "TargetDown"]
+    ((_, _, jobs),) = [m for s in selectors(down) for m in s.matchers if m[0] == "job"]
+    assert sorted(jobs.split("|")) == sorted(JOBS)
 
 
 def test_the_rules_file_is_loaded_by_name() -> None:

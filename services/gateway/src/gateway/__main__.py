@@ -13,7 +13,7 @@ from gateway.adapters.feed import NatsJobFeed
 from gateway.adapters.http import GatewayPorts, build_app
 from gateway.adapters.idempotency import KvIdempotencyKeys, idempotency_bucket
 from gateway.adapters.jwks import HttpJwksSource
-from gateway.adapters.metrics import PrometheusObserver
+from gateway.adapters.metrics import HTTP_REQUESTS, HTTP_SECONDS, PrometheusObserver
 from gateway.adapters.nats import (
     JetStreamEventBus,
     NatsBudgets,
@@ -38,6 +38,7 @@ from jobs_proto.stream import DAY_S
 from jobs_runtime import commands
 from jobs_runtime.bus import ensure_stream
 from jobs_runtime.commands import OK, USAGE, Command, load_or_exit
+from jobs_runtime.red import with_red_metrics
 from jobs_runtime.service import Service, run_service
 
 log = logging.getLogger("gateway")
@@ -145,7 +146,8 @@ async def serve_gateway(service: Service[Settings]) -> None:
         asyncio.create_task(wanted.run(service.stop)),
     ]
     try:
-        await service.serve_http(build_app(ports), settings.http_port)
+        app = with_red_metrics(build_app(ports), HTTP_REQUESTS, HTTP_SECONDS)
+        await service.serve_http(app, settings.http_port)
     finally:
         for task in background:
             task.cancel()

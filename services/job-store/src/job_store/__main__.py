@@ -180,6 +180,9 @@ async def serve(service: Service[Settings]) -> int | None:
                 raise Unavailable(f"consumer info: {exc!r}") from exc
             observer.consumer_sampled(info.num_pending or 0, info.num_ack_pending or 0)
 
+        async def sample_past_deadline() -> None:
+            observer.past_deadline(*await store.past_deadline())
+
         consumer_name = job_store_consumer(settings.subjects).durable
         chores = [
             asyncio.create_task(
@@ -187,6 +190,15 @@ async def serve(service: Service[Settings]) -> int | None:
             ),
             asyncio.create_task(
                 every(settings.lag_sample_s, service.stop, "lag sample", sample_lag)
+            ),
+            asyncio.create_task(
+                every(
+                    settings.lag_sample_s,
+                    service.stop,
+                    "stuck jobs",
+                    sample_past_deadline,
+                    first_at_once=True,
+                )
             ),
             asyncio.create_task(
                 every(

@@ -165,6 +165,24 @@ async def test_stuck_jobs_can_include_jobs_left_pending(pool: Pool) -> None:
     ]
 
 
+async def test_open_jobs_past_their_deadline_are_counted_by_status(pool: Pool) -> None:
+    # What the `job_store_jobs_past_deadline` gauge samples: open jobs only, and only once
+    # their type's deadline (minutes) has passed.
+    store = PostgresJobStore(pool)
+    now = datetime.now(UTC)
+    old_pending, new_pending, processing, finished = (uuid.uuid4() for _ in range(4))
+    for event, ago in (
+        (requested(old_pending), timedelta(days=1)),
+        (requested(new_pending), timedelta(seconds=5)),
+        (requested(processing), timedelta(days=1)),
+        (submitted(processing), timedelta(days=1)),
+        (requested(finished), timedelta(days=1)),
+        (completed(finished), timedelta(days=1)),
+    ):
+        await apply_event(replace(event, occurred_at=now - ago), store, RecordingAnnouncer())
+    assert await store.past_deadline() == (1, 1)
+
+
 async def test_an_announcement_too_large_for_one_message_goes_out_without_its_output(
     store: PostgresJobStore,
     announcer: NatsChangeAnnouncer,

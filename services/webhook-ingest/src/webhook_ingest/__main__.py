@@ -18,6 +18,7 @@ from typing import Final, NoReturn
 from jobs_runtime import commands
 from jobs_runtime.commands import FAILED, OK, Command, load_or_exit
 from jobs_runtime.progress import CoreNatsProgress
+from jobs_runtime.red import with_red_metrics
 from jobs_runtime.service import Service, run_service
 from webhook_ingest.adapters.bus import (
     JetStreamEvents,
@@ -26,7 +27,7 @@ from webhook_ingest.adapters.bus import (
     ObjectStoreResults,
 )
 from webhook_ingest.adapters.http import webhook_app
-from webhook_ingest.adapters.metrics import PrometheusObserver
+from webhook_ingest.adapters.metrics import HTTP_REQUESTS, HTTP_SECONDS, PrometheusObserver
 from webhook_ingest.adapters.replicate import SecretFetchError, fetch_webhook_secret
 from webhook_ingest.config import FetchSecretSettings, Settings
 from webhook_ingest.limits import IngressLimits
@@ -80,7 +81,7 @@ async def serve_webhooks(service: Service[Settings]) -> None:
         await service.js.stream_info(settings.jobs_stream)
 
     service.readiness.add("jetstream", jetstream_ready)
-    await service.serve_http(app, settings.http_port)
+    await service.serve_http(with_red_metrics(app, HTTP_REQUESTS, HTTP_SECONDS), settings.http_port)
 
 
 def fetch_secret(_: argparse.Namespace) -> int:

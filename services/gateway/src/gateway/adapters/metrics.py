@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from gateway.ports import ConflictReason, ReadSource
 from jobs_proto.spend import BudgetScope
+from jobs_runtime.red import DURATION_BUCKETS, DURATION_LABELS, REQUEST_LABELS
 
 JOBS_ADMITTED: Final = Counter(
     "gateway_jobs_admitted_total", "Jobs admitted (their JobRequested stored)", ["job_type"]
@@ -61,6 +62,19 @@ OUTPUT_WANTED_FAILED: Final = Counter(
 )
 WATCHED_JOBS: Final = Gauge(
     "gateway_output_watched_jobs", "Running jobs whose text a stream of this process reads"
+)
+# The public API's RED metrics (`jobs_runtime.red`): every request, the lean paths' included.
+HTTP_REQUESTS: Final = Counter(
+    "gateway_http_requests",
+    "Public HTTP requests by route template, method and status",
+    REQUEST_LABELS,
+)
+HTTP_SECONDS: Final = Histogram(
+    "gateway_http_request_duration_seconds",
+    "Time to the start of the response (for event and output streams: to open them), by route"
+    " template and method",
+    DURATION_LABELS,
+    buckets=DURATION_BUCKETS,
 )
 
 # Label children of the hot paths, looked up once: `labels()` hashes and locks on every call.

@@ -1,6 +1,6 @@
 """The job-store's `/metrics`: events applied by kind and outcome, apply latency, waits, batch
-sizes, purges, the consumer's lag, the time from a job's admission to its result, spend by job
-type and reservations the sweep released.
+sizes, purges, the consumer's lag, jobs past their deadline, the time from a job's admission to
+its result, spend by job type and reservations the sweep released.
 
 The `JobStoreObserver` port over prometheus_client's default registry, which the runtime's
 admin port serves; nothing else touches these metrics.
@@ -57,6 +57,12 @@ CONSUMER_LAG: Final = Gauge(
 CONSUMER_ACK_PENDING: Final = Gauge(
     "job_store_consumer_ack_pending",
     "Events handed to the job-store and not yet acknowledged (num_ack_pending), sampled",
+)
+JOBS_PAST_DEADLINE: Final = Gauge(
+    "job_store_jobs_past_deadline",
+    "Jobs still pending or processing after their type's deadline (stuck), by status, sampled"
+    " every LAG_SAMPLE_S",
+    ["status"],
 )
 PARKED: Final = Counter(
     "job_store_parked",
@@ -123,6 +129,11 @@ class PrometheusObserver:
     def consumer_sampled(self, pending: int, ack_pending: int) -> None:
         CONSUMER_LAG.set(pending)
         CONSUMER_ACK_PENDING.set(ack_pending)
+
+    def past_deadline(self, pending: int, processing: int) -> None:
+        """The stuck jobs' gauge, as last sampled (`PostgresJobStore.past_deadline`)."""
+        JOBS_PAST_DEADLINE.labels("pending").set(pending)
+        JOBS_PAST_DEADLINE.labels("processing").set(processing)
 
     def spent(self, job_type: str, micros: int) -> None:
         # Dollars as floats only here, for Prometheus; every sum that matters is integer.

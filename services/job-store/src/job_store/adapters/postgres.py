@@ -23,6 +23,7 @@ from job_store.adapters.database import UNAVAILABLE, Connection, Pool, unavailab
 from job_store.adapters.queries import (
     FINISHED_BEFORE,
     LIST,
+    PAST_DEADLINE,
     SELECT_HISTORY,
     SELECT_MANY,
     STUCK,
@@ -174,6 +175,14 @@ class PostgresJobStore:
             # The retention pass skips a round, with a warning rather than a traceback.
             raise unavailable(exc) from exc
         return [r["id"] for r in records]
+
+    async def past_deadline(self) -> tuple[int, int]:
+        """How many jobs are still pending, and processing, after their deadline."""
+        try:
+            (record,) = await self._pool.fetch(PAST_DEADLINE)
+        except UNAVAILABLE as exc:
+            raise unavailable(exc) from exc
+        return int(record["pending"]), int(record["processing"])
 
     async def count_jobs(self) -> int:
         """How many jobs the database holds (replay refuses a non-empty target)."""

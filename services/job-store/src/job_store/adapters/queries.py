@@ -1,5 +1,5 @@
 """The statements that read: rows by id, a user's jobs by keyset, stuck jobs, a history,
-what retention purges next."""
+what retention purges next, open jobs past their deadline."""
 
 from __future__ import annotations
 
@@ -59,4 +59,12 @@ SELECT * FROM (
 ) AS stuck
 ORDER BY since, id
 LIMIT $2
+"""
+# Jobs still open after their type's deadline (the ai-runner ends a job by then). Each count is
+# of one open status, which a partial index covers (migrations 0002, 0003): the planner can
+# walk the open jobs alone, never the finished ones that make up most of the table.
+PAST_DEADLINE: Final = """
+SELECT
+    (SELECT count(*) FROM jobs WHERE status = 'pending' AND deadline_at < now()) AS pending,
+    (SELECT count(*) FROM jobs WHERE status = 'processing' AND deadline_at < now()) AS processing
 """

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
+
+from jobs_runtime.red import DURATION_BUCKETS, DURATION_LABELS, REQUEST_LABELS
 
 # `reason`: `stored`, `duplicate` or `parked` for a `200`, else why the request was refused or
 # its webhook not stored.
@@ -22,6 +24,19 @@ OUTPUT_NOT_OFFERED: Final = Counter(
 )
 LARGE_BODIES: Final = Gauge(
     "webhook_ingest_large_bodies_in_progress", "Bodies over 1 MiB being received or held now"
+)
+
+# The public endpoint's RED metrics (`jobs_runtime.red`).
+HTTP_REQUESTS: Final = Counter(
+    "webhook_ingest_http_requests",
+    "Public HTTP requests by route template, method and status",
+    REQUEST_LABELS,
+)
+HTTP_SECONDS: Final = Histogram(
+    "webhook_ingest_http_request_duration_seconds",
+    "Time to the start of the response, by route template and method",
+    DURATION_LABELS,
+    buckets=DURATION_BUCKETS,
 )
 
 
