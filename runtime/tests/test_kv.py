@@ -22,9 +22,8 @@ async def test_create_and_update_are_compare_and_set(
 ) -> None:
     js = nats_client.jetstream()
     name = f"{jobs_stream_ready.name}_KV_{int(direct)}"
-    entries = VersionedEntries(
-        await ensure_key_value(js, name, ttl_s=600, max_bytes=MIB, direct=direct), Record, what="records"
-    )
+    kv = await ensure_key_value(js, name, ttl_s=600, max_bytes=MIB, direct=direct)
+    entries = VersionedEntries(kv, Record, what="records")
     assert await entries.read("job-1") is None
     first = await entries.create("job-1", Record("runner-a"))
     assert first is not None

@@ -39,7 +39,8 @@ def not_ready_yet(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError | nats.errors.TimeoutError | nats.errors.ConnectionClosedError):
         return True
     if isinstance(exc, APIError):
-        return exc.err_code in _NOT_YET or (exc.code is not None and exc.code >= 500)
+        # Not "insufficient storage" (10047): limits beyond what a node may reserve stay so.
+        return exc.err_code in _NOT_YET
     return False
 
 
