@@ -51,13 +51,15 @@ async def until_set_up(
     within_s: float,
     stop: asyncio.Event | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    first_delay_s: float = FIRST_DELAY_S,
+    max_delay_s: float = MAX_DELAY_S,
 ) -> T:
     """`attempt()` until it succeeds, retrying with backoff while JetStream is not ready yet.
 
     Any other error is raised at once (a bad configuration does not heal by waiting). After
     `within_s`, or once `stop` is set, the last error is raised as `SetupTimedOut`."""
     started = monotonic()
-    delay = FIRST_DELAY_S
+    delay = first_delay_s
     last_log = -LOG_EVERY_S
     attempts = 0
     while True:
@@ -87,4 +89,4 @@ async def until_set_up(
         else:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay_s)
-        delay = min(delay * 2, MAX_DELAY_S)
+        delay = min(delay * 2, max_delay_s)
