@@ -96,7 +96,7 @@ async def test_another_error_is_raised_at_once() -> None:
 
 async def test_after_its_bound_it_gives_up_naming_what_it_waited_for() -> None:
     clock = Clock()
-    attempt, calls = failing([nats.errors.TimeoutError()] * 100, clock, step_s=10.0)
+    attempt, _ = failing([nats.errors.TimeoutError()] * 100, clock, step_s=10.0)
     with pytest.raises(SetupTimedOut) as error:
         await until_set_up(
             "claims bucket",
