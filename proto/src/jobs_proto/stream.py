@@ -36,20 +36,20 @@ def output_fits_inline(output: str) -> bool:
 
 class Capacity(Message, frozen=True):
     """The most bytes each stream, bucket and Object Store of one jobs stream may hold (per
-    replica), and their replica count. The defaults are development's: together about 2.7 GiB,
-    inside a test server's store and the dev overlay's 4 GB `max_file_store`; production's are
-    in deploy/base/config/common.env."""
+    replica), and their replica count. The defaults are development's: together under 2 GiB,
+    inside the dev overlay's 4 GB `max_file_store`, and small because a test server reserves
+    them again for every test's own stream; production's are in deploy/base/config/common.env."""
 
     replicas: int = 1
-    jobs_stream_max_bytes: int = 1024 * MIB
+    jobs_stream_max_bytes: int = 512 * MIB
     # The output log of every running prediction together: old chunks go first.
     output_stream_max_bytes: int = 1024 * MIB
     parked_stream_max_bytes: int = 64 * MIB
     idempotency_bucket_max_bytes: int = 64 * MIB
-    claims_bucket_max_bytes: int = 128 * MIB
+    claims_bucket_max_bytes: int = 64 * MIB
     # Two keys (the creation log and the in-flight set), each kept at its last value.
     limits_bucket_max_bytes: int = 16 * MIB
-    results_store_max_bytes: int = 512 * MIB
+    results_store_max_bytes: int = 256 * MIB
 
     @property
     def per_node_bytes(self) -> int:
