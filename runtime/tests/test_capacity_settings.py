@@ -87,3 +87,16 @@ def test_production_limits_fit_each_node_of_the_deploy_cluster() -> None:
     assert settings.jetstream_max_file_store == _bytes(store)
     assert settings.stream_replicas == 3
     assert settings.capacity.per_node_bytes <= 0.9 * _bytes(store)
+
+
+def test_the_dev_overlay_sets_the_development_defaults() -> None:
+    text = (DEPLOY.parent / "overlays" / "dev" / "kustomization.yaml").read_text()
+    literals = dict(re.findall(r"^\s+- ([A-Z_]+)=(\S+)$", text, re.M))
+    for name in LIMITS:
+        assert int(literals[name]) == getattr(DEV_CAPACITY, name.lower()), name
+    (store,) = re.findall(
+        r"^\s*max_file_store: (\S+)$",
+        (DEPLOY.parent / "overlays" / "dev" / "nats.conf").read_text(),
+        re.M,
+    )
+    assert int(literals["JETSTREAM_MAX_FILE_STORE"]) == _bytes(store)
