@@ -43,10 +43,11 @@ async def test_a_full_jobs_stream_answers_503_and_keeps_what_it_holds(
                 try:
                     await js.publish(f"{subjects.prefix}job.requested.{uuid.uuid4()}", b"x" * size)
                 except APIError as exc:
-                    assert exc.description == "maximum bytes exceeded", exc
+                    refused = exc
                     break
             else:
                 pytest.fail(f"1 MiB took 1000 more messages of {size} bytes")
+            assert refused.description == "maximum bytes exceeded", refused
         response = await api.post("/api/jobs", json=JOB)
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
