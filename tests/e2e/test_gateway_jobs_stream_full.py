@@ -58,5 +58,5 @@ async def test_a_full_jobs_stream_answers_503_and_keeps_what_it_holds(
     info = await js.stream_info(jobs_stream_ready.name)
     assert info.state.first_seq == 1
     first = await js.get_msg(jobs_stream_ready.name, 1)
-    assert first.subject.startswith(f"{subjects.prefix}job.requested.")
+    assert (first.subject or "").startswith(f"{subjects.prefix}job.requested.")
     assert info.state.bytes <= MIB
