@@ -5,7 +5,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
-from jobs_proto.stream import StreamSpec
+from jobs_proto.stream import MIB, StreamSpec
 from jobs_runtime.bus import ensure_key_value
 from jobs_runtime.errors import Unavailable
 from jobs_runtime.kv import Versioned, VersionedEntries
@@ -22,9 +22,8 @@ async def test_create_and_update_are_compare_and_set(
 ) -> None:
     js = nats_client.jetstream()
     name = f"{jobs_stream_ready.name}_KV_{int(direct)}"
-    entries = VersionedEntries(
-        await ensure_key_value(js, name, ttl_s=600, direct=direct), Record, what="records"
-    )
+    kv = await ensure_key_value(js, name, ttl_s=600, max_bytes=MIB, direct=direct)
+    entries = VersionedEntries(kv, Record, what="records")
     assert await entries.read("job-1") is None
     first = await entries.create("job-1", Record("runner-a"))
     assert first is not None
@@ -44,7 +43,7 @@ async def test_a_deleted_key_reads_as_absent_and_can_be_created_again(
 ) -> None:
     js = nats_client.jetstream()
     name = f"{jobs_stream_ready.name}_KV_DELETED"
-    kv = await ensure_key_value(js, name, ttl_s=600)
+    kv = await ensure_key_value(js, name, ttl_s=600, max_bytes=MIB)
     entries = VersionedEntries(kv, Record, what="records")
     assert await entries.create("slot", Record("a")) is not None
     await kv.delete("slot")
@@ -61,7 +60,7 @@ async def test_an_undecodable_value_is_unavailable_not_a_crash(
 ) -> None:
     js = nats_client.jetstream()
     name = f"{jobs_stream_ready.name}_KV_GARBAGE"
-    kv = await ensure_key_value(js, name, ttl_s=600)
+    kv = await ensure_key_value(js, name, ttl_s=600, max_bytes=MIB)
     await kv.put("slot", b"\xff not json")
     with pytest.raises(Unavailable, match="records entry slot unreadable"):
         await VersionedEntries(kv, Record, what="records").read("slot")
@@ -74,7 +73,7 @@ async def test_a_closed_connection_is_unavailable_at_once(
     nc = NATS()
     await nc.connect(nats_url)
     name = f"{jobs_stream_ready.name}_KV_CLOSED"
-    kv = await ensure_key_value(nc.jetstream(), name, ttl_s=600)
+    kv = await ensure_key_value(nc.jetstream(), name, ttl_s=600, max_bytes=MIB)
     entries = VersionedEntries(kv, Record, what="records", nc=nc)
     await nc.jetstream().delete_key_value(name)
     await nc.close()

@@ -132,6 +132,28 @@ async def database(postgres_url: str) -> str:
     return f"{base}/{name}"
 
 
+MIB = 1024 * 1024
+# Each limit its own size, so a stream given another's limit shows.
+LIMITS = {
+    "JOBS_STREAM_MAX_BYTES": 11 * MIB,
+    "OUTPUT_STREAM_MAX_BYTES": 12 * MIB,
+    "PARKED_STREAM_MAX_BYTES": 13 * MIB,
+    "IDEMPOTENCY_BUCKET_MAX_BYTES": 14 * MIB,
+    "CLAIMS_BUCKET_MAX_BYTES": 15 * MIB,
+    "LIMITS_BUCKET_MAX_BYTES": 16 * MIB,
+    "RESULTS_STORE_MAX_BYTES": 17 * MIB,
+}
+_LIMIT_OF = {
+    "JOBS": "JOBS_STREAM_MAX_BYTES",
+    "JOBS_OUTPUT": "OUTPUT_STREAM_MAX_BYTES",
+    "JOBS_PARKED": "PARKED_STREAM_MAX_BYTES",
+    "KV_JOBS_IDEMPOTENCY": "IDEMPOTENCY_BUCKET_MAX_BYTES",
+    "KV_JOBS_CLAIMS": "CLAIMS_BUCKET_MAX_BYTES",
+    "KV_JOBS_LIMITS": "LIMITS_BUCKET_MAX_BYTES",
+    "OBJ_JOBS_RESULTS": "RESULTS_STORE_MAX_BYTES",
+}
+
+
 @pytest.mark.timeout(60)
 async def test_services_make_every_stream_r3(
     cluster: NatsCluster, database: str, tmp_path: Path
@@ -141,7 +163,7 @@ async def test_services_make_every_stream_r3(
         database_url=database,
         ports=Ports(*(free_port() for _ in range(7))),
         log_dir=tmp_path,
-        overrides={"STREAM_REPLICAS": "3"},
+        overrides={"STREAM_REPLICAS": "3", **{name: str(size) for name, size in LIMITS.items()}},
     )
     stack.secure(cluster)
     await asyncio.to_thread(stack.start)
@@ -151,18 +173,12 @@ async def test_services_make_every_stream_r3(
             streams = {str(s.config.name): s for s in await nc.jetstream().streams_info()}
         finally:
             await nc.close()
-        expected = {
-            "JOBS",
-            "JOBS_OUTPUT",
-            "JOBS_PARKED",
-            "KV_JOBS_IDEMPOTENCY",
-            "KV_JOBS_CLAIMS",
-            "KV_JOBS_LIMITS",
-            "OBJ_JOBS_RESULTS",
-        }
-        assert expected <= set(streams), sorted(streams)
+        assert set(_LIMIT_OF) <= set(streams), sorted(streams)
         for name, info in streams.items():
             assert info.config.num_replicas == 3, name
+            # Every stream, bucket and Object Store bounded, each by its own setting.
+            assert name in _LIMIT_OF, f"{name}: a stream without a capacity setting"
+            assert info.config.max_bytes == LIMITS[_LIMIT_OF[name]], name
             assert info.cluster is not None, name
             assert info.cluster.leader is not None, name
             assert len(info.cluster.replicas or []) == 2, name

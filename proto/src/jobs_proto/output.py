@@ -16,7 +16,7 @@ from typing import Final
 import msgspec
 
 from jobs_proto.base import Message
-from jobs_proto.stream import DAY_S, StreamSpec
+from jobs_proto.stream import DAY_S, DEV_CAPACITY, StreamSpec
 from jobs_proto.subjects import Subjects
 from jobs_proto.wire import decode_json
 
@@ -26,8 +26,6 @@ MAX_CHUNK_CHARS: Final = 16 * 1024
 # The margin kept after the longest deadline: a job's text is read from the log while it runs,
 # and from its stored `output` once it has ended.
 OUTPUT_RETENTION_MARGIN_S: Final = 3600.0
-# The log of every job together, whatever its rate of writing: old chunks go first.
-OUTPUT_MAX_BYTES: Final = 1024 * 1024 * 1024
 OUTPUT_MAX_MESSAGE_BYTES: Final = 256 * 1024
 
 
@@ -83,7 +81,7 @@ def output_stream(
     *,
     longest_deadline_s: float,
     replicas: int = 1,
-    max_bytes: int = OUTPUT_MAX_BYTES,
+    max_bytes: int = DEV_CAPACITY.output_stream_max_bytes,
 ) -> StreamSpec:
     """The log of every running prediction's text, beside `jobs_stream`; kept for the longest
     job's life plus a margin (afterwards `/output` serves the stored `output`)."""
@@ -95,6 +93,9 @@ def output_stream(
         replicas=replicas,
         max_msg_size=OUTPUT_MAX_MESSAGE_BYTES,
         max_bytes=max_bytes,
+        # The log of every job together, whatever its rate of writing: full, old chunks go
+        # first (a finished job's text is served from its stored `output` by then).
+        discard="old",
         allow_direct=True,
     )
 

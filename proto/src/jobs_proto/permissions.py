@@ -68,10 +68,12 @@ def _declares(stream: str) -> tuple[str, ...]:
 
 
 def _key_value(bucket: str) -> tuple[str, ...]:
-    """Open, create, read and write one KV bucket (its stream is `KV_<bucket>`)."""
+    """Open, create (or bring to its replicas and limits), read and write one KV bucket (its
+    stream is `KV_<bucket>`)."""
     stream = f"KV_{bucket}"
     return (
         f"{_API}.STREAM.CREATE.{stream}",
+        f"{_API}.STREAM.UPDATE.{stream}",
         f"{_API}.STREAM.INFO.{stream}",
         f"{_API}.STREAM.MSG.GET.{stream}",
         f"{_API}.DIRECT.GET.{stream}",
@@ -81,10 +83,12 @@ def _key_value(bucket: str) -> tuple[str, ...]:
 
 
 def _object_store_writer(bucket: str) -> tuple[str, ...]:
-    """Open, create and put into one object store; a put over an object purges its old chunks."""
+    """Open, create (or bring to its replicas and limits) and put into one object store; a put
+    over an object purges its old chunks."""
     stream = f"OBJ_{bucket}"
     return (
         f"{_API}.STREAM.CREATE.{stream}",
+        f"{_API}.STREAM.UPDATE.{stream}",
         f"{_API}.STREAM.INFO.{stream}",
         f"{_API}.STREAM.MSG.GET.{stream}",
         f"{_API}.STREAM.PURGE.{stream}",

@@ -107,6 +107,7 @@ def stream_config(spec: StreamSpec) -> js_api.StreamConfig:
         num_replicas=spec.replicas,
         max_msg_size=spec.max_msg_size,
         max_bytes=spec.max_bytes,
+        discard=js_api.DiscardPolicy.NEW if spec.discard == "new" else js_api.DiscardPolicy.OLD,
         allow_direct=spec.allow_direct,
     )
 
@@ -140,12 +141,15 @@ async def ensure_key_value(
     js: JetStreamContext,
     name: str,
     *,
+    max_bytes: int,
     ttl_s: float | None = None,
     replicas: int = 1,
     direct: bool = False,
 ) -> KeyValue:
     """A KV bucket with one value per key, created by the first replica that needs it (the same
     configuration from several at once is accepted by JetStream); `ttl_s` None: kept forever.
+    A bucket that exists is brought to `replicas`, `max_bytes` and `ttl_s` (`reconcile_store`),
+    as `ensure_stream` brings a stream: JetStream keeps a bucket as it was first created.
 
     `direct`: reads are one request answered with the raw entry (`$JS.API.DIRECT.GET`) instead
     of a JetStream API call answering base64 inside JSON. A bucket made before without it keeps
@@ -153,18 +157,57 @@ async def ensure_key_value(
     always update it. On an R3 stream any replica may answer a direct get, a lagging one too:
     only for buckets whose every write is a compare-and-set."""
     try:
-        return await js.key_value(name)
+        kv = await js.key_value(name)
     except BucketNotFoundError:
         pass
+    else:
+        await reconcile_store(
+            js, f"KV_{name}", replicas=replicas, max_bytes=max_bytes, max_age_s=ttl_s
+        )
+        return kv
     return await js.create_key_value(
         js_api.KeyValueConfig(
             bucket=name,
             history=1,
             ttl=ttl_s,
+            max_bytes=max_bytes,
             replicas=replicas,
             storage=js_api.StorageType.FILE,
             direct=direct,
         )
+    )
+
+
+async def reconcile_store(
+    js: JetStreamContext,
+    stream: str,
+    *,
+    replicas: int,
+    max_bytes: int,
+    max_age_s: float | None,
+) -> js_api.StreamInfo:
+    """Bring the stream under a KV bucket (`KV_<bucket>`) or Object Store (`OBJ_<name>`) to the
+    replica count and limits asked for, keeping the rest of its configuration; JetStream moves
+    the data to new replicas itself. Without a change, nothing is sent."""
+    info = await js.stream_info(stream)
+    config = info.config
+    age = max_age_s or 0.0
+    if (
+        config.num_replicas == replicas
+        and config.max_bytes == max_bytes
+        and abs((config.max_age or 0.0) - age) < 1e-3
+    ):
+        return info
+    log.info(
+        "updating %s to its configuration",
+        stream,
+        extra={
+            "replicas": f"{config.num_replicas} -> {replicas}",
+            "max_bytes": f"{config.max_bytes} -> {max_bytes}",
+        },
+    )
+    return await js.update_stream(
+        config.evolve(num_replicas=replicas, max_bytes=max_bytes, max_age=age)
     )
 
 

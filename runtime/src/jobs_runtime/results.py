@@ -12,7 +12,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 
-from jobs_proto.stream import DAY_S
+from jobs_proto.stream import DAY_S, DEV_CAPACITY
+from jobs_runtime.bus import reconcile_store
 
 
 def bucket_name(jobs_stream: str) -> str:
@@ -21,14 +22,29 @@ def bucket_name(jobs_stream: str) -> str:
 
 
 async def result_store(
-    js: JetStreamContext, jobs_stream: str, *, max_age_s: float = 30 * DAY_S, replicas: int = 1
+    js: JetStreamContext,
+    jobs_stream: str,
+    *,
+    max_age_s: float = 30 * DAY_S,
+    replicas: int = 1,
+    max_bytes: int = DEV_CAPACITY.results_store_max_bytes,
+    reconcile: bool = True,
 ) -> ObjectStore:
-    """The results bucket, created on first use by whichever service needs it first."""
+    """The results bucket, created on first use by whichever service needs it first. Its
+    writers (`reconcile`) bring one that exists to `replicas`, `max_bytes` and `max_age_s`, as
+    `ensure_stream` does a stream; its reader, the job-store, may not change it."""
     name = bucket_name(jobs_stream)
     try:
-        return await js.object_store(name)
+        store = await js.object_store(name)
     except BucketNotFoundError:
-        return await js.create_object_store(name, ttl=max_age_s, replicas=replicas)
+        return await js.create_object_store(
+            name, ttl=max_age_s, replicas=replicas, max_bytes=max_bytes
+        )
+    if reconcile:
+        await reconcile_store(
+            js, f"OBJ_{name}", replicas=replicas, max_bytes=max_bytes, max_age_s=max_age_s
+        )
+    return store
 
 
 def result_ref(prediction_id: str) -> str:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -28,10 +28,12 @@ from jobs_runtime.bus import EventPublisher, connect, ensure_stream
 from jobs_runtime.commands import FAILED, OK, load_or_exit
 from jobs_runtime.http import HttpServer
 from jobs_runtime.settings import ServiceSettings
+from jobs_runtime.setup import until_set_up
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=ServiceSettings)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,16 @@ class Service(Generic[S]):
     readiness: Readiness
     stop: asyncio.Event
     stack: AsyncExitStack
+
+    async def set_up(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Declare a stream, bucket or Object Store at start, waiting (not ready) while JetStream
+        cannot take it yet, up to `JETSTREAM_SETUP_TIMEOUT_S`."""
+        return await until_set_up(
+            what,
+            attempt,
+            within_s=self.settings.jetstream_setup_timeout_s,
+            stop=self.stop,
+        )
 
     def ready(self) -> None:
         """Called by the service once it takes work: from then on `/readyz` runs its checks."""
@@ -118,14 +130,20 @@ async def serve(name: str, settings: S, main: ServiceMain[S]) -> int | None:
             )
             stack.push_async_callback(_drain, nc)
             js = nc.jetstream()
-            await ensure_stream(
-                js,
-                jobs_stream(
-                    settings.subjects,
-                    name=settings.jobs_stream,
-                    replicas=settings.stream_replicas,
-                    max_age_s=settings.stream_max_age_s,
-                ),
+            spec = jobs_stream(
+                settings.subjects,
+                name=settings.jobs_stream,
+                replicas=settings.stream_replicas,
+                max_age_s=settings.stream_max_age_s,
+                max_bytes=settings.jobs_stream_max_bytes,
+            )
+            # A first apply starts the services with the NATS nodes: until all of them are up an
+            # R3 stream cannot be placed, and the service waits here, not ready.
+            await until_set_up(
+                f"stream {spec.name}",
+                lambda: ensure_stream(js, spec),
+                within_s=settings.jetstream_setup_timeout_s,
+                stop=stop,
             )
 
             async def nats_ready() -> None:

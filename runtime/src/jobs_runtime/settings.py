@@ -16,11 +16,14 @@ from typing import Annotated, ClassVar, Literal, TypeVar
 
 import msgspec
 
-from jobs_proto.stream import DAY_S
+from jobs_proto.stream import DAY_S, DEV_CAPACITY, MIB, Capacity
 from jobs_proto.subjects import Subjects
 from jobs_runtime.secrets import Secret, check_secrets
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+# A stream's or bucket's `max_bytes`: never 0 or negative (JetStream's "no limit"), and room
+# for at least one message of the largest size.
+StoreBytes = Annotated[int, msgspec.Meta(ge=MIB)]
 
 
 class SettingsError(Exception):
@@ -69,10 +72,45 @@ class ServiceSettings(EnvSettings, frozen=True):
     # the job-store's JOB_RETENTION_S (it refuses to start otherwise).
     stream_max_age_s: Annotated[float, msgspec.Meta(gt=0)] = 30 * DAY_S
     admin_port: Port = 0
+    # JetStream capacity: the most bytes each stream, bucket and Object Store may hold, per
+    # replica. JetStream reserves each `max_bytes` on every node holding a replica, so together
+    # they must fit in one node's `max_file_store` (`JETSTREAM_MAX_FILE_STORE`); every service
+    # declares them alike, so these belong in the settings all services share. Dev defaults fit
+    # a test server; deploy/README.md "Capacity" sizes them from jobs per day.
+    jobs_stream_max_bytes: StoreBytes = DEV_CAPACITY.jobs_stream_max_bytes
+    output_stream_max_bytes: StoreBytes = DEV_CAPACITY.output_stream_max_bytes
+    parked_stream_max_bytes: StoreBytes = DEV_CAPACITY.parked_stream_max_bytes
+    idempotency_bucket_max_bytes: StoreBytes = DEV_CAPACITY.idempotency_bucket_max_bytes
+    claims_bucket_max_bytes: StoreBytes = DEV_CAPACITY.claims_bucket_max_bytes
+    limits_bucket_max_bytes: StoreBytes = DEV_CAPACITY.limits_bucket_max_bytes
+    results_store_max_bytes: StoreBytes = DEV_CAPACITY.results_store_max_bytes
+    # One node's `max_file_store` (deploy/base/nats/nats.conf): the limits above must add up to
+    # at most `STORE_SHARE` of it, the rest left for consumer state and Raft logs.
+    jetstream_max_file_store: StoreBytes = 4096 * MIB
+    # How long a service waits at start for JetStream to take its streams and buckets (a cluster
+    # whose nodes are still starting refuses an R3 stream), not ready meanwhile, then exits.
+    jetstream_setup_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+
+    # The share of `JETSTREAM_MAX_FILE_STORE` the limits may reserve together.
+    STORE_SHARE: ClassVar[float] = 0.9
 
     @property
     def subjects(self) -> Subjects:
         return Subjects(self.subject_prefix)
+
+    @property
+    def capacity(self) -> Capacity:
+        """Every stream's, bucket's and Object Store's limits, with the replica count."""
+        return Capacity(
+            replicas=self.stream_replicas,
+            jobs_stream_max_bytes=self.jobs_stream_max_bytes,
+            output_stream_max_bytes=self.output_stream_max_bytes,
+            parked_stream_max_bytes=self.parked_stream_max_bytes,
+            idempotency_bucket_max_bytes=self.idempotency_bucket_max_bytes,
+            claims_bucket_max_bytes=self.claims_bucket_max_bytes,
+            limits_bucket_max_bytes=self.limits_bucket_max_bytes,
+            results_store_max_bytes=self.results_store_max_bytes,
+        )
 
     def check(self) -> None:
         """Cross-field rules; raise `SettingsError` naming the variable."""
@@ -80,6 +118,16 @@ class ServiceSettings(EnvSettings, frozen=True):
             Subjects(self.subject_prefix)
         except ValueError as exc:
             raise SettingsError(f"SUBJECT_PREFIX: {exc}") from None
+        # Each node holds at most one replica of every stream, whatever the replica count: the
+        # limits' sum is what one node reserves.
+        reserved = self.capacity.per_node_bytes
+        allowed = int(self.jetstream_max_file_store * self.STORE_SHARE)
+        if reserved > allowed:
+            raise SettingsError(
+                f"JETSTREAM_MAX_FILE_STORE: the stream, bucket and Object Store limits"
+                f" (*_MAX_BYTES) add up to {reserved} bytes per node, more than"
+                f" {self.STORE_SHARE:.0%} of its {self.jetstream_max_file_store}"
+            )
         if self.nats_user and self.nats_creds:
             raise SettingsError("NATS_CREDS: set either NATS_CREDS or NATS_USER, not both")
         if self.nats_user and not self.nats_password:

@@ -101,8 +101,9 @@ async def build_relay(
         settings.jobs_stream,
         longest_deadline_s=LONGEST_DEADLINE_S,
         replicas=settings.stream_replicas,
+        max_bytes=settings.output_stream_max_bytes,
     )
-    await ensure_stream(service.js, spec)
+    await service.set_up(f"stream {spec.name}", lambda: ensure_stream(service.js, spec))
     source = HttpStreamSource(
         max_streams=settings.relay_max_streams, read_timeout_s=settings.relay_read_timeout_s
     )
@@ -187,9 +188,27 @@ async def serve(service: Service[Settings]) -> None:
     if polling:
         log.info("REPLICATE_WEBHOOK_URL is empty: polling mode, predictions are read by polling")
     replicas = settings.stream_replicas
-    claims = KvClaims(await claims_bucket(service.js, settings.jobs_stream, replicas=replicas))
+    claims = KvClaims(
+        await service.set_up(
+            "claims bucket",
+            lambda: claims_bucket(
+                service.js,
+                settings.jobs_stream,
+                replicas=replicas,
+                max_bytes=settings.claims_bucket_max_bytes,
+            ),
+        )
+    )
     limits = KvLimits(
-        await limits_bucket(service.js, settings.jobs_stream, replicas=replicas),
+        await service.set_up(
+            "limits bucket",
+            lambda: limits_bucket(
+                service.js,
+                settings.jobs_stream,
+                replicas=replicas,
+                max_bytes=settings.limits_bucket_max_bytes,
+            ),
+        ),
         creations_per_window=settings.creations_per_window,
         window_s=settings.creation_window_s,
         max_in_flight=settings.max_in_flight,
@@ -213,7 +232,15 @@ async def serve(service: Service[Settings]) -> None:
         events=service.publisher,
         claims=claims,
         results=ObjectStoreResults(
-            await result_store(service.js, settings.jobs_stream, replicas=replicas)
+            await service.set_up(
+                "results store",
+                lambda: result_store(
+                    service.js,
+                    settings.jobs_stream,
+                    replicas=replicas,
+                    max_bytes=settings.results_store_max_bytes,
+                ),
+            )
         ),
         older_than_s=settings.poll_min_s if polling else settings.reconcile_after_s,
         min_interval_s=settings.poll_min_s,

@@ -75,8 +75,14 @@ async def serve_gateway(service: Service[Settings]) -> None:
     # Running jobs this gateway knows from the announcements and the job-store's replies.
     views = JobViews()
     store = ViewedJobStore(NatsJobStore(service.nc, settings.subjects), views)
-    keys = await idempotency_bucket(
-        service.nc, settings.jobs_stream, replicas=settings.stream_replicas
+    keys = await service.set_up(
+        "idempotency bucket",
+        lambda: idempotency_bucket(
+            service.nc,
+            settings.jobs_stream,
+            replicas=settings.stream_replicas,
+            max_bytes=settings.idempotency_bucket_max_bytes,
+        ),
     )
     hub = Hub(
         StreamPolicy(
@@ -92,8 +98,11 @@ async def serve_gateway(service: Service[Settings]) -> None:
         settings.jobs_stream,
         longest_deadline_s=LONGEST_DEADLINE_S,
         replicas=settings.stream_replicas,
+        max_bytes=settings.output_stream_max_bytes,
     )
-    await ensure_stream(service.js, output_spec)
+    await service.set_up(
+        f"stream {output_spec.name}", lambda: ensure_stream(service.js, output_spec)
+    )
     streams = OpenStreams(settings.user_max_streams, settings.max_streams)
     observer = PrometheusObserver()
     # The count the caps apply to, so the gauge shows how near `MAX_STREAMS` the process is.

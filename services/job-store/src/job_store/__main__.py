@@ -116,13 +116,14 @@ async def serve(service: Service[Settings]) -> int | None:
             settings.subjects,
             settings.jobs_stream,
             replicas=settings.stream_replicas,
+            max_bytes=settings.parked_stream_max_bytes,
             observer=observer,
         )
-        await parking.ensure()
+        await service.set_up(f"stream {parking.stream}", parking.ensure)
         applier = EventApplier(
             store,
             NatsChangeAnnouncer(service.nc, settings.subjects),
-            NatsResultLoader(service.js, settings.jobs_stream),
+            NatsResultLoader(service.js, settings.jobs_stream, settings.capacity),
             observer=observer,
             parking=parking,
             orphan_after=timedelta(seconds=settings.orphan_after_s),
@@ -271,7 +272,8 @@ async def replay_command(settings: Settings, *, truncate: bool) -> int:
             return commands.FAILED
         js = nc.jetstream()
         reader = StreamReader(js, settings.jobs_stream, settings.subjects)
-        report = await replay(reader.batches(), store, NatsResultLoader(js, settings.jobs_stream))
+        results = NatsResultLoader(js, settings.jobs_stream, settings.capacity)
+        report = await replay(reader.batches(), store, results)
         report.skipped = reader.skipped
     finally:
         await nc.close()

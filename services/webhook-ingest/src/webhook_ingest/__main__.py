@@ -46,7 +46,11 @@ async def serve_webhooks(service: Service[Settings]) -> None:
         progress=CoreNatsProgress(service.nc, settings.subjects),
         # As many replicas as the stream, so a result is as durable as the event naming it.
         results=ObjectStoreResults(
-            service.nc, service.js, settings.jobs_stream, replicas=settings.stream_replicas
+            service.nc,
+            service.js,
+            settings.jobs_stream,
+            replicas=settings.stream_replicas,
+            max_bytes=settings.results_store_max_bytes,
         ),
         parking=NatsWebhookParking(
             service.nc,
@@ -54,12 +58,14 @@ async def serve_webhooks(service: Service[Settings]) -> None:
             settings.subjects,
             settings.jobs_stream,
             replicas=settings.stream_replicas,
+            max_bytes=settings.parked_stream_max_bytes,
         ),
         output=LoggedOutput(
             service.nc,
             settings.subjects,
             settings.jobs_stream,
             replicas=settings.stream_replicas,
+            max_bytes=settings.output_stream_max_bytes,
         ),
         max_bytes=settings.webhook_max_bytes,
         observer=PrometheusObserver(),

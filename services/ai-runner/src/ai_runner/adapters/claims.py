@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from ai_runner.ports import Claim, StoredClaim
-from jobs_proto.stream import DAY_S
+from jobs_proto.stream import DAY_S, DEV_CAPACITY
 from jobs_runtime.bus import ensure_key_value
 from jobs_runtime.kv import VersionedEntries
 
@@ -21,7 +21,12 @@ def bucket_name(jobs_stream: str) -> str:
 
 
 async def claims_bucket(
-    js: JetStreamContext, jobs_stream: str, *, max_age_s: float = 30 * DAY_S, replicas: int = 1
+    js: JetStreamContext,
+    jobs_stream: str,
+    *,
+    max_age_s: float = 30 * DAY_S,
+    replicas: int = 1,
+    max_bytes: int = DEV_CAPACITY.claims_bucket_max_bytes,
 ) -> KeyValue:
     """The claims bucket, created by the first runner that needs it.
 
@@ -31,7 +36,12 @@ async def claims_bucket(
     # Direct gets: claims are written by compare-and-set and their facts only accumulate, so a
     # lagging replica's answer can make a write conflict (and read again), never win a race.
     return await ensure_key_value(
-        js, bucket_name(jobs_stream), ttl_s=max_age_s, replicas=replicas, direct=True
+        js,
+        bucket_name(jobs_stream),
+        ttl_s=max_age_s,
+        replicas=replicas,
+        max_bytes=max_bytes,
+        direct=True,
     )
 
 

@@ -16,6 +16,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from ai_runner.ports import Capacity, LimitWait, NoObserver, RunnerObserver
+from jobs_proto.stream import DEV_CAPACITY
 from jobs_runtime.bus import ensure_key_value
 
 CREATIONS: Final = "creations"
@@ -46,12 +47,20 @@ def bucket_name(jobs_stream: str) -> str:
     return f"{jobs_stream}_LIMITS"
 
 
-async def limits_bucket(js: JetStreamContext, jobs_stream: str, *, replicas: int = 1) -> KeyValue:
+async def limits_bucket(
+    js: JetStreamContext,
+    jobs_stream: str,
+    *,
+    replicas: int = 1,
+    max_bytes: int = DEV_CAPACITY.limits_bucket_max_bytes,
+) -> KeyValue:
     """The limits bucket, created by the first runner that needs it (the same configuration
     from every replica, so a race to create it succeeds for both)."""
     # Direct gets: every limit is written by compare-and-set, so a lagging replica's answer
     # can only make a write conflict (and read again) or a decision wait.
-    return await ensure_key_value(js, bucket_name(jobs_stream), replicas=replicas, direct=True)
+    return await ensure_key_value(
+        js, bucket_name(jobs_stream), replicas=replicas, max_bytes=max_bytes, direct=True
+    )
 
 
 # What `capacity` answers when no limit is set: more than any fetch asks for.

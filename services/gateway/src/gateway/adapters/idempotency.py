@@ -8,7 +8,7 @@ from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
 from gateway.ports import IdempotencyRecord, StoredRecord
-from jobs_proto.stream import DAY_S
+from jobs_proto.stream import DAY_S, DEV_CAPACITY
 from jobs_runtime.bus import ensure_key_value
 from jobs_runtime.kv import VersionedEntries
 
@@ -19,11 +19,21 @@ def bucket_name(jobs_stream: str) -> str:
 
 
 async def idempotency_bucket(
-    nc: NATS, jobs_stream: str, *, ttl_s: float = DAY_S, replicas: int = 1
+    nc: NATS,
+    jobs_stream: str,
+    *,
+    ttl_s: float = DAY_S,
+    replicas: int = 1,
+    max_bytes: int = DEV_CAPACITY.idempotency_bucket_max_bytes,
 ) -> KeyValue:
-    """The bucket, created by the first gateway that starts."""
+    """The bucket, created by the first gateway that starts (brought to `replicas` and
+    `max_bytes` by every one)."""
     return await ensure_key_value(
-        nc.jetstream(), bucket_name(jobs_stream), ttl_s=ttl_s, replicas=replicas
+        nc.jetstream(),
+        bucket_name(jobs_stream),
+        ttl_s=ttl_s,
+        replicas=replicas,
+        max_bytes=max_bytes,
     )
 
 

@@ -27,6 +27,7 @@ from job_store.ports import BudgetStore, JobStore
 from job_store.reads import RequestRejected, get_job, job_history, list_jobs, stuck_jobs
 from jobs_proto.api import FindStuckJobs, GetJob, GetJobHistory, JobChanged, ListJobs
 from jobs_proto.spend import GetUsage, ReleaseBudget, ReserveBudget
+from jobs_proto.stream import DEV_CAPACITY, Capacity
 from jobs_proto.subjects import Subjects
 from jobs_runtime import tracing
 from jobs_runtime.results import load_result, result_store
@@ -64,15 +65,25 @@ class NatsChangeAnnouncer:
 class NatsResultLoader:
     """The `ResultLoader` port: outputs stored aside in the jobs stream's results bucket."""
 
-    def __init__(self, js: JetStreamContext, jobs_stream: str) -> None:
+    def __init__(
+        self, js: JetStreamContext, jobs_stream: str, capacity: Capacity = DEV_CAPACITY
+    ) -> None:
         self._js = js
         self._jobs_stream = jobs_stream
+        self._capacity = capacity
         self._store: ObjectStore | None = None
 
     async def load(self, ref: str) -> str | None:
         if self._store is None:
             # Opened (or created) on first use: most completions carry their output inline.
-            self._store = await result_store(self._js, self._jobs_stream)
+            # Created as its writers create it, never changed from here: its writers own it.
+            self._store = await result_store(
+                self._js,
+                self._jobs_stream,
+                replicas=self._capacity.replicas,
+                max_bytes=self._capacity.results_store_max_bytes,
+                reconcile=False,
+            )
         try:
             return await load_result(self._store, ref)
         except ObjectNotFoundError:

@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from job_store.ports import JobStoreObserver, NoObserver
 from jobs_proto.events import AnyJobEvent, encode_event
 from jobs_proto.stream import (
+    DEV_CAPACITY,
     PARK_DETAIL_HEADER,
     PARK_REASON_HEADER,
     PARK_SUBJECT_HEADER,
@@ -42,12 +43,13 @@ class NatsParking:
         jobs_stream: str,
         *,
         replicas: int = 1,
+        max_bytes: int = DEV_CAPACITY.parked_stream_max_bytes,
         observer: JobStoreObserver | None = None,
     ) -> None:
         self._js = js
         self._observer = observer or NoObserver()
         self._subjects = subjects
-        self._spec = parked_stream(subjects, jobs_stream, replicas=replicas)
+        self._spec = parked_stream(subjects, jobs_stream, replicas=replicas, max_bytes=max_bytes)
 
     @property
     def stream(self) -> str:

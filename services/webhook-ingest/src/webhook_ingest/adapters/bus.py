@@ -17,6 +17,7 @@ from jobs_proto.events import JobEvent, JobStarted
 from jobs_proto.job_types import LONGEST_DEADLINE_S
 from jobs_proto.output import OutputGap, output_stream
 from jobs_proto.stream import (
+    DEV_CAPACITY,
     PARK_DETAIL_HEADER,
     PARK_REASON_HEADER,
     PARK_SUBJECT_HEADER,
@@ -71,11 +72,20 @@ class ObjectStoreResults:
     """Puts a final output into the results bucket of the jobs stream, under one name per
     prediction, and returns once every chunk is stored."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext, jobs_stream: str, *, replicas: int) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        jobs_stream: str,
+        *,
+        replicas: int,
+        max_bytes: int = DEV_CAPACITY.results_store_max_bytes,
+    ) -> None:
         self._nc = nc
         self._js = js
         self._jobs_stream = jobs_stream
         self._replicas = replicas
+        self._max_bytes = max_bytes
         # Opened on first use: most webhooks never need it, and a failed open is retried with
         # the next large result instead of stopping the service.
         self._bucket: ObjectStore | None = None
@@ -86,7 +96,7 @@ class ObjectStoreResults:
         try:
             if self._bucket is None:
                 self._bucket = await result_store(
-                    self._js, self._jobs_stream, replicas=self._replicas
+                    self._js, self._jobs_stream, replicas=self._replicas, max_bytes=self._max_bytes
                 )
             return await store_result(self._bucket, prediction_id, output)
         except _BUS_ERRORS as exc:
@@ -101,12 +111,19 @@ class NatsWebhookParking:
     ORIGIN: Final = "POST /api/webhooks/replicate"
 
     def __init__(
-        self, nc: NATS, js: JetStreamContext, subjects: Subjects, jobs_stream: str, *, replicas: int
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        subjects: Subjects,
+        jobs_stream: str,
+        *,
+        replicas: int,
+        max_bytes: int = DEV_CAPACITY.parked_stream_max_bytes,
     ) -> None:
         self._nc = nc
         self._js = js
         self._subjects = subjects
-        self._spec = parked_stream(subjects, jobs_stream, replicas=replicas)
+        self._spec = parked_stream(subjects, jobs_stream, replicas=replicas, max_bytes=max_bytes)
         # Made sure of on first use: parking is rare, and a failed attempt is retried with the
         # next webhook (Replicate retries this one) instead of stopping the service.
         self._ensured = False
@@ -147,13 +164,18 @@ class LoggedOutput:
         jobs_stream: str,
         *,
         replicas: int,
+        max_bytes: int = DEV_CAPACITY.output_stream_max_bytes,
         timeout_s: float = 1.0,
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=timeout_s)
         self._subjects = subjects
         self._spec = output_stream(
-            subjects, jobs_stream, longest_deadline_s=LONGEST_DEADLINE_S, replicas=replicas
+            subjects,
+            jobs_stream,
+            longest_deadline_s=LONGEST_DEADLINE_S,
+            replicas=replicas,
+            max_bytes=max_bytes,
         )
         self._log = OutputLog(self._js, self._spec.name, subjects, timeout_s=timeout_s)
         # Declared on first use, as the parked stream is: a failure is retried with the next
