@@ -41,6 +41,10 @@ def _nats_server_binary() -> str:
 HARNESS_USER = "harness"
 
 
+# Accounting only: nothing is written until messages are.
+TEST_MAX_FILE_STORE: Final = "1TB"
+
+
 class NatsServer(ProcessServer):
     """A local nats-server with JetStream on file storage and an 8 MiB max payload.
 
@@ -144,6 +148,10 @@ class NatsServer(ProcessServer):
                 f"log_file: {json.dumps(str(self.log_path))}",
                 "jetstream {",
                 f"  store_dir: {json.dumps(str(self.store_dir))}",
+                # Streams reserve their `max_bytes` against this at creation (about 2 GiB per
+                # test's stream family at the dev limits); unset, it is 75% of the disk free
+                # when the server starts, so a full disk would refuse streams that never fill.
+                f"  max_file_store: {TEST_MAX_FILE_STORE}",
                 "}",
                 *self._tls(),
                 *self._authorization(),
