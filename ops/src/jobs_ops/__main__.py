@@ -2,7 +2,8 @@
 (NATS always; Postgres and Replicate when configured), prints the report as text or `--json`.
 
 Exit codes: 0 answered; 1 could not answer (NATS unreachable, the job-store down, the job
-unknown everywhere); 2 bad arguments or configuration; 3 `health` found a problem.
+unknown everywhere, a replayed message not applied); 2 bad arguments or configuration; 3
+`health` found a problem.
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> tuple[Report, st
                 replayed = await replay_parked(bus, None if args.all else args.seq)
                 if args.seq is not None and not replayed.items:
                     raise Failed(f"no parked message with seq {args.seq}")
-                return replayed, replay_text(replayed), OK
+                kept = any(r.outcome == "kept" for r in replayed.items)
+                return replayed, replay_text(replayed), FAILED if kept else OK
             case "parked":
                 listed = await parked_report(bus)
                 return listed, parked_text(listed), OK

@@ -188,8 +188,9 @@ def replay_target(subjects: Subjects, original_subject: str | None) -> str | Non
     return original_subject
 
 
-def replay_message_id(parked_stream: str, seq: int) -> str:
-    """The `Nats-Msg-Id` of a replay: never the original's. Within the jobs stream's duplicate
-    window the original id would make JetStream drop the replay as a retried publish; this one
-    is fixed per parked message, so a replay retried after a crash is stored once."""
-    return f"replay:{parked_stream}:{seq}"
+def replay_message_id(parked_stream: str, seq: int, attempt: str) -> str:
+    """The `Nats-Msg-Id` of one replay attempt: never the original's, nor an earlier
+    attempt's. Within the jobs stream's duplicate window either would make JetStream drop the
+    replay as a retried publish, so a replay tried again once its job exists would never reach
+    the job-store. Consumers make a message seen twice harmless."""
+    return f"replay:{parked_stream}:{seq}:{attempt}"

@@ -104,11 +104,11 @@ class ParkedReport(Report, frozen=True):
 
 class Replayed(Report, frozen=True):
     """What replaying one parked message did: `replayed` (stored again under its original
-    subject, then removed from the parked stream), `duplicate` (JetStream had already stored
-    this replay: removed too), or `skipped` with why (kept)."""
+    subject, applied, and removed from the parked stream), `kept` (published, but not applied:
+    still parked), or `skipped` (not published: it has nowhere to go back to)."""
 
     seq: int
-    outcome: Literal["replayed", "duplicate", "skipped"]
+    outcome: Literal["replayed", "kept", "skipped"]
     subject: str | None
     detail: str = ""
 

@@ -5,7 +5,6 @@ and the streams' and consumers' state."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import uuid
 from dataclasses import dataclass, field
@@ -48,12 +47,19 @@ from jobs_proto.api import (
     JobReply,
     StuckJobs,
 )
-from jobs_proto.events import JobRequested, JobSubmitted, decode_event
+from jobs_proto.events import AnyJobEvent, JobRequested, JobSubmitted, decode_event
 from jobs_proto.permissions import inbox_prefix
-from jobs_proto.stream import PARK_DETAIL_HEADER, PARK_REASON_HEADER, PARK_SUBJECT_HEADER
-from jobs_proto.subjects import MSG_ID_HEADER
+from jobs_proto.stream import (
+    PARK_DETAIL_HEADER,
+    PARK_REASON_HEADER,
+    PARK_SUBJECT_HEADER,
+    job_store_consumer,
+)
+from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
 
 OPS_USER: Final = "ops"
+# The durable consumer that applies events to the store (`jobs_proto.stream`).
+JOB_STORE_CONSUMER: Final = job_store_consumer(Subjects()).durable
 _ERROR_CODE: Final = "Nats-Service-Error-Code"
 _ERROR_TEXT: Final = "Nats-Service-Error"
 _encoder: Final = msgspec.json.Encoder()
@@ -112,6 +118,8 @@ class Bus:
         self._subjects = settings.subjects
         self._stream = settings.jobs_stream
         self._timeout = settings.ops_timeout_s
+        # Names this run's replays (`replay_message_id`).
+        self._attempt = uuid.uuid4().hex[:12]
 
     @property
     def parked_stream(self) -> str:
@@ -157,7 +165,7 @@ class Bus:
             stream=stream,
             ordered_consumer=True,
             deliver_policy=js_api.DeliverPolicy.ALL,
-            inactive_threshold=30.0,
+            inactive_threshold=5.0,
         )
         messages: list[Msg] = []
         try:
@@ -167,12 +175,9 @@ class Bus:
                 if msg.metadata.num_pending == 0:
                     break
         finally:
+            # The server deletes the consumer once idle for `inactive_threshold`: `jobsctl` has no
+            # right to delete consumers, so it can never remove a service's durable one.
             await sub.unsubscribe()
-            if messages:
-                # Gone by itself after `inactive_threshold`; deleted now so `health` does not
-                # list it.
-                with contextlib.suppress(Exception):
-                    await self._js.delete_consumer(stream, messages[-1].metadata.consumer)
         return messages
 
     # -- the job-store's endpoints -----------------------------------------------------------
@@ -241,8 +246,14 @@ class Bus:
         return found
 
     async def replay(self, parked: ParkedMessage, msg: Msg) -> Replayed:
-        """Publish the parked body to its original subject, then remove it from the parked
-        stream (only once JetStream has stored it)."""
+        """Publish the parked body to its original subject; remove the parked copy once the
+        job-store has applied it.
+
+        The job-store parks an event under an id derived from the event itself, so one that
+        fails again within the parked stream's duplicate window is dropped as a duplicate
+        rather than parked anew: removing the copy before knowing would lose it from the dead
+        letters. So this waits for the job-store's consumer to pass the replay, and keeps the
+        copy unless the job's history now holds the event."""
         target = replay_target(self._subjects, parked.original_subject)
         if target is None:
             return Replayed(
@@ -254,16 +265,52 @@ class Bus:
         ack = await self._js.publish(
             target,
             msg.data,
-            headers={MSG_ID_HEADER: replay_message_id(self.parked_stream, parked.seq)},
+            headers={
+                MSG_ID_HEADER: replay_message_id(self.parked_stream, parked.seq, self._attempt)
+            },
             stream=self._stream,
         )
+        at = f"{self._stream} seq {ack.seq}"
+        try:
+            event = decode_event(msg.data)
+        except msgspec.DecodeError:
+            event = None  # parked as it came: parked again, it gets a new id (its new seq)
+        if event is not None:
+            if not await self._consumed(ack.seq):
+                return Replayed(
+                    seq=parked.seq,
+                    outcome="kept",
+                    subject=target,
+                    detail=f"{at}; the job-store has not consumed it yet: replay it again later",
+                )
+            if not await self._applied(event):
+                return Replayed(
+                    seq=parked.seq,
+                    outcome="kept",
+                    subject=target,
+                    detail=f"{at}; the job-store did not apply it (parked again): kept here",
+                )
         await self._js.delete_msg(self.parked_stream, parked.seq)
-        return Replayed(
-            seq=parked.seq,
-            outcome="duplicate" if ack.duplicate else "replayed",
-            subject=target,
-            detail=f"{self._stream} seq {ack.seq}",
-        )
+        return Replayed(seq=parked.seq, outcome="replayed", subject=target, detail=at)
+
+    async def _consumed(self, seq: int) -> bool:
+        """Whether the job-store's consumer has settled everything up to `seq` (waited for)."""
+        deadline = asyncio.get_running_loop().time() + max(self._timeout, 10.0)
+        while True:
+            info = await self._js.consumer_info(self._stream, JOB_STORE_CONSUMER)
+            if info.ack_floor is not None and info.ack_floor.stream_seq >= seq:
+                return True
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+
+    async def _applied(self, event: AnyJobEvent) -> bool:
+        """Whether the job's history holds `event` (applied now, or before)."""
+        owner = (await self.job_events(event.job_id)).owner
+        if owner is None:
+            return False
+        history = await self.history(event.job_id, owner)
+        return any(entry.message_id == message_id(event) for entry in history or [])
 
     # -- health ------------------------------------------------------------------------------
 
