@@ -179,3 +179,37 @@ async def test_health_shows_every_stream_and_the_durable_consumers(
     [jobs] = [s for s in report["streams"] if s["name"] == stack.jobs_stream]
     consumers = {c["name"] for c in jobs["consumers"] if c["durable"]}
     assert {"job-store", "ai-runner"} <= consumers
+
+
+async def test_a_job_whose_webhook_never_came_is_stuck_and_says_so(
+    stack: Stack, jobsctl: Jobsctl
+) -> None:
+    headers = {"Authorization": f"Bearer {stack.dev_token('ops-user')}"}
+    async with (
+        httpx.AsyncClient(base_url=stack.simulator_url) as simulator,
+        httpx.AsyncClient(base_url=stack.gateway_url, headers=headers) as gateway,
+    ):
+        # The prediction ends at once; its webhooks are held, and the reconciler asks only
+        # after minutes: the job stays `processing` while Replicate has finished it.
+        await simulator.put("/_sim/config", json={"holdWebhooks": True, "latencyS": 0.2})
+        try:
+            created = await gateway.post(
+                "/api/jobs", json={"type": "title_generation", "input": {"topic": "silence"}}
+            )
+            job_id = created.json()["jobId"]
+
+            async def reported() -> bool:
+                answer = await jobsctl.run("stuck", "--older-than", "0.5", "--json")
+                assert answer.returncode == 0, answer.stderr
+                items = json.loads(answer.stdout)["items"]
+                return any(
+                    i["job"]["jobId"] == job_id and i["reason"] == "webhook_never_came"
+                    for i in items
+                )
+
+            await eventually(reported, within=90, what="jobsctl stuck names the job")
+            text = await jobsctl.run("stuck", "--older-than", "0.5")
+        finally:
+            await simulator.post("/_sim/reset")
+    assert f"{job_id}  processing  title_generation  user ops-user" in text.stdout
+    assert "webhook_never_came: prediction" in text.stdout
