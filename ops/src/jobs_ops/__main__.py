@@ -18,11 +18,12 @@ from typing import Final, NoReturn
 
 import msgspec
 
-from jobs_ops.adapters.bus import Bus, StoreUnavailable, Unreachable, connect
+from jobs_ops.adapters.bus import Bus, Unreachable, connect
 from jobs_ops.adapters.replicate import PredictionReader
 from jobs_ops.adapters.store import DatabaseReader
 from jobs_ops.commands import job_report, parked_report, replay_parked, stuck_report
 from jobs_ops.config import Settings
+from jobs_ops.ports import StoreUnavailable
 from jobs_ops.render import health_text, job_text, parked_text, replay_text, stuck_text
 from jobs_ops.reports import Report
 from jobs_runtime.commands import FAILED, OK, REFUSED, USAGE

@@ -9,10 +9,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from jobs_ops.adapters.bus import Bus, StoreUnavailable
-from jobs_ops.adapters.replicate import PredictionReader
-from jobs_ops.adapters.store import DatabaseReader
 from jobs_ops.diagnosis import stuck_entry, stuck_since
+from jobs_ops.ports import Bus, Database, Predictions, StoreUnavailable
 from jobs_ops.reports import (
     JobReport,
     ParkedReport,
@@ -34,8 +32,8 @@ async def job_report(
     bus: Bus,
     *,
     user_id: str | None = None,
-    database: DatabaseReader | None = None,
-    replicate: PredictionReader | None = None,
+    database: Database | None = None,
+    replicate: Predictions | None = None,
 ) -> JobReport:
     """What happened to one job: the store's row and history (Postgres when given, else the
     job-store asked as the job's owner), its predictions at Replicate, its stream events."""
@@ -104,9 +102,7 @@ def _prediction_ids(
     return list(dict.fromkeys(ids))
 
 
-async def _predictions(
-    ids: list[str], replicate: PredictionReader | None
-) -> list[PredictionReport]:
+async def _predictions(ids: list[str], replicate: Predictions | None) -> list[PredictionReport]:
     if replicate is None:
         return [PredictionReport(prediction_id=i, problem="not read") for i in ids]
     return [await replicate.get(i) for i in ids]
@@ -116,8 +112,8 @@ async def stuck_report(
     older_than_s: float,
     bus: Bus,
     *,
-    database: DatabaseReader | None = None,
-    replicate: PredictionReader | None = None,
+    database: Database | None = None,
+    replicate: Predictions | None = None,
     now: datetime | None = None,
 ) -> StuckReport:
     """Jobs not yet terminal past their deadline or older than `older_than_s`, each with why."""
@@ -149,6 +145,6 @@ async def parked_report(bus: Bus) -> ParkedReport:
 async def replay_parked(bus: Bus, seq: int | None) -> ReplayReport:
     """Republish one parked message (`seq`) or all of them (None) to where they were bound."""
     found = await bus.parked()
-    chosen = [(p, m) for p, m in found if seq is None or p.seq == seq]
-    items: list[Replayed] = [await bus.replay(p, m) for p, m in chosen]
+    chosen = [(p, body) for p, body in found if seq is None or p.seq == seq]
+    items: list[Replayed] = [await bus.replay(p, body) for p, body in chosen]
     return ReplayReport(stream=bus.parked_stream, items=items)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -30,6 +29,8 @@ from jobs_ops.diagnosis import (
     short,
     stream_problems,
 )
+from jobs_ops.events import JobInStream
+from jobs_ops.ports import StoreUnavailable
 from jobs_ops.reports import (
     HealthReport,
     ParkedMessage,
@@ -47,7 +48,7 @@ from jobs_proto.api import (
     JobReply,
     StuckJobs,
 )
-from jobs_proto.events import AnyJobEvent, JobRequested, JobSubmitted, decode_event
+from jobs_proto.events import AnyJobEvent, decode_event
 from jobs_proto.permissions import inbox_prefix
 from jobs_proto.stream import (
     PARK_DETAIL_HEADER,
@@ -68,10 +69,6 @@ R = TypeVar("R")
 
 class Unreachable(Exception):
     """NATS does not answer, or refuses this user: nothing can be read."""
-
-
-class StoreUnavailable(Exception):
-    """The job-store did not answer a read (down, or answering an error)."""
 
 
 async def connect(settings: Settings) -> NATS:
@@ -223,7 +220,7 @@ class Bus:
 
     # -- the parked stream -------------------------------------------------------------------
 
-    async def parked(self) -> list[tuple[ParkedMessage, Msg]]:
+    async def parked(self) -> list[tuple[ParkedMessage, bytes]]:
         found = []
         for msg in await self._read_all(self.parked_stream, self._subjects.all_parked):
             headers = msg.headers or {}
@@ -240,12 +237,12 @@ class Bus:
                         body=short(msg.data),
                         replayable=replay_target(self._subjects, original) is not None,
                     ),
-                    msg,
+                    msg.data,
                 )
             )
         return found
 
-    async def replay(self, parked: ParkedMessage, msg: Msg) -> Replayed:
+    async def replay(self, parked: ParkedMessage, body: bytes) -> Replayed:
         """Publish the parked body to its original subject; remove the parked copy once the
         job-store has applied it.
 
@@ -264,7 +261,7 @@ class Bus:
             )
         ack = await self._js.publish(
             target,
-            msg.data,
+            body,
             headers={
                 MSG_ID_HEADER: replay_message_id(self.parked_stream, parked.seq, self._attempt)
             },
@@ -272,7 +269,7 @@ class Bus:
         )
         at = f"{self._stream} seq {ack.seq}"
         try:
-            event = decode_event(msg.data)
+            event = decode_event(body)
         except msgspec.DecodeError:
             event = None  # parked as it came: parked again, it gets a new id (its new seq)
         if event is not None:
@@ -381,26 +378,6 @@ class Bus:
             if not page:
                 return found
             found += page
-
-
-@dataclass
-class JobInStream:
-    """A job's messages in the jobs stream, and what only their whole bodies tell: the owner
-    its `requested` event names, and the predictions its `submitted` events name."""
-
-    events: list[StreamEvent] = field(default_factory=list)
-    owner: str | None = None
-    prediction_ids: list[str] = field(default_factory=list)
-
-    def note(self, body: bytes) -> None:
-        try:
-            event = decode_event(body)
-        except msgspec.DecodeError:
-            return  # a newer release's kind, or garbage: shown, not understood
-        if isinstance(event, JobRequested) and self.owner is None:
-            self.owner = event.user_id
-        elif isinstance(event, JobSubmitted):
-            self.prediction_ids.append(event.prediction_id)
 
 
 def _by_name(item: Any) -> str:
