@@ -41,6 +41,7 @@ COPY services/webhook-ingest/pyproject.toml services/webhook-ingest/
 COPY services/job-store/pyproject.toml services/job-store/
 COPY bench/pyproject.toml bench/
 COPY chaos/pyproject.toml chaos/
+COPY ops/pyproject.toml ops/
 # Behind a proxy that re-signs TLS, `make images` hands in the CA bundle SSL_CERT_FILE names as
 # the secret `ca-certificates`: read during the step, never stored in a layer.
 RUN --mount=type=cache,target=/root/.cache/uv \

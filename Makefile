@@ -7,11 +7,11 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --no-sync
-STRICT_PACKAGES := -p jobs_proto -p jobs_runtime -p replicate_sim
+STRICT_PACKAGES := -p jobs_proto -p jobs_runtime -p replicate_sim -p jobs_ops
 PACKAGES := -p jobs_testkit -p jobs_bench -p jobs_chaos -p gateway -p ai_runner -p webhook_ingest -p job_store
 # Every module of a service outside adapters/ and __main__: the handlers and the pure logic they use.
 PURE_MODULES := $(shell find services/*/src/* -name '*.py' -not -path '*/adapters/*' -not -name '__main__.py' -not -name '__init__.py' | sort)
-TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests $(wildcard deploy/tests bench/tests chaos/tests services/*/tests)
+TEST_DIRS := proto/tests runtime/tests testkit/tests simulator/tests tests $(wildcard deploy/tests bench/tests chaos/tests ops/tests services/*/tests)
 
 .PHONY: help uv sync prerequisites lint typecheck schema nats-users dev-secrets deploy-check images test check-fresh run bench chaos clean
 
@@ -34,7 +34,7 @@ lint: sync ## ruff: lint and formatting
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 
-typecheck: sync ## mypy: strict on proto/, the runtime library and every service module outside adapters/
+typecheck: sync ## mypy: strict on proto/, the runtime library, jobsctl and every service module outside adapters/
 	$(RUN) mypy --strict $(STRICT_PACKAGES)
 	$(RUN) mypy $(PACKAGES)
 	$(if $(PURE_MODULES),$(RUN) mypy --strict $(PURE_MODULES))

@@ -268,3 +268,58 @@ async def test_a_large_result_goes_from_the_writers_to_the_job_store_with_their_
         for nc in (ingest, runner, store):
             await nc.close()
     assert namespace.server.violations(namespace.subjects.prefix) == []
+
+
+async def test_the_operators_user_reads_and_replays_but_never_destroys(
+    namespace: Namespace,
+) -> None:
+    """`jobsctl`'s user (`ops_permissions`): what it needs goes through, and it can neither
+    remove a stream or a service's consumer nor take a service's messages or replies."""
+    ns = namespace
+    password = uuid.uuid4().hex
+    ns.server.authorize(
+        [
+            permissions.NatsUser(
+                user=f"{ns.subjects.prefix}ops",
+                password=password,
+                permissions=permissions.ops_permissions(ns.subjects, ns.stream),
+            )
+        ]
+    )
+    refusals = Refusals()
+    await refusals.nc.connect(
+        ns.server.url,
+        user=f"{ns.subjects.prefix}ops",
+        password=password,
+        inbox_prefix=inbox_prefix("ops"),
+        error_cb=refusals.on_error,
+        max_reconnect_attempts=0,
+    )
+    try:
+        s, jobs = ns.subjects, ns.stream
+        # Everything the list allows first, then each forbidden thing: its refusal must be the
+        # first to arrive (the server answers in order).
+        ops = permissions.ops_permissions(s, jobs)
+        for subject in ops.subscribe:
+            await refusals.nc.subscribe(_concrete(subject))
+        for subject in ops.publish:
+            await refusals.nc.publish(_concrete(subject), b"")
+        forbidden = [
+            f"$JS.API.STREAM.DELETE.{jobs}",
+            f"$JS.API.STREAM.PURGE.{jobs}",
+            f"$JS.API.STREAM.MSG.DELETE.{jobs}",
+            f"$JS.API.CONSUMER.DELETE.{jobs}.job-store",
+            f"$JS.API.CONSUMER.MSG.NEXT.{jobs}.job-store",
+            f"$JS.ACK.{jobs}.job-store.1.1.1.1.0",
+            f"$KV.{permissions.claims_bucket(jobs)}.{JOB}",
+            s.job_change(JOB),
+            s.reserve_budget,
+        ]
+        for subject in forbidden:
+            await refusals.nc.publish(subject, b"")
+            assert await refusals.next_refusal() == _refusal("publish", subject)
+        for subject in ("_INBOX.>", f"{inbox_prefix('gateway')}.>", s.all_events):
+            await refusals.nc.subscribe(subject)
+            assert await refusals.next_refusal() == _refusal("subscription", subject)
+    finally:
+        await refusals.nc.close()

@@ -262,6 +262,44 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
     }
 
 
+def ops_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> Permissions:
+    """`jobsctl`'s user: reads the job-store as its callers do, reads any stream's and
+    consumer's state, a job's events and the dead letters through ordered consumers, and
+    replays a dead letter (publish a job event, delete the parked copy). It never purges or
+    deletes a stream, deletes a consumer (its ordered consumers expire by themselves), or
+    takes a service's messages. Not one of `SERVICES`: deploy/ ships no password for it (see
+    deploy/README.md, "Operator's command")."""
+    parked = f"{jobs_stream}_PARKED"
+    p = subjects.prefix
+
+    def ordered_reader(stream: str) -> tuple[str, ...]:
+        return (
+            f"{_API}.CONSUMER.CREATE.{stream}",
+            f"{_API}.CONSUMER.CREATE.{stream}.>",
+            f"$JS.FC.{stream}.>",
+        )
+
+    return Permissions(
+        publish=(
+            subjects.get_job,
+            subjects.job_history,
+            subjects.stuck_jobs,
+            # Replay: a parked event back to the subject it was bound for.
+            f"{p}job.*.*",
+            # Health: every stream's and consumer's state (names, sizes, replicas, lag).
+            f"{_API}.STREAM.LIST",
+            f"{_API}.STREAM.NAMES",
+            f"{_API}.STREAM.INFO.*",
+            f"{_API}.CONSUMER.LIST.*",
+            f"{_API}.CONSUMER.INFO.*.*",
+            *ordered_reader(jobs_stream),
+            *ordered_reader(parked),
+            f"{_API}.STREAM.MSG.DELETE.{parked}",
+        ),
+        subscribe=(f"{inbox_prefix('ops')}.>",),
+    )
+
+
 def _strings(values: tuple[str, ...]) -> str:
     # JSON strings are valid NATS config strings, and quoted ones are never read as `$VARIABLE`s.
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"

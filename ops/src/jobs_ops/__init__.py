@@ -1,0 +1,1 @@
+"""`jobsctl`: the operator's command over NATS, the job-store and Replicate."""

@@ -1,0 +1,1 @@
+"""The only code of `jobsctl` that touches NATS, Postgres or Replicate."""
