@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Final
 
 from jobs_proto.permissions import NatsUser, render_users
 from jobs_testkit.servers.base import LOOPBACK, tcp_accepts
