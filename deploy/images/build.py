@@ -30,7 +30,7 @@ from jobs_testkit.servers.docker import (
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-SERVICES = ("gateway", "ai-runner", "webhook-ingest", "job-store", "replicate-sim")
+SERVICES = ("gateway", "ai-runner", "webhook-ingest", "job-store", "replicate-sim", "jobsctl")
 # The base manifests' tag and the dev overlay's.
 TAGS = ("0.1.0", "dev")
 LOCAL_PYTHON_IMAGE = "ai-jobs-local/python:3.11-bookworm"

@@ -164,7 +164,13 @@ def run_args(
 def build_images() -> None:
     """`make images`: docker's cache and the local bases' recipes make it seconds when built."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "images" / "build.py"), "--services", *SERVICES],
+        [
+            sys.executable,
+            str(ROOT / "deploy" / "images" / "build.py"),
+            "--services",
+            *SERVICES,
+            "jobsctl",
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -193,6 +199,7 @@ def images() -> dict[str, str]:
 class Cluster:
     pods: dict[str, Pod]
     network: str
+    rendered: Rendered
 
 
 def until(check: Any, what: str, within: float = 60.0, container: str | None = None) -> None:
@@ -272,7 +279,7 @@ def cluster(
                         f"{name} {kind}",
                         container=main,
                     )
-        yield Cluster(pods, network)
+        yield Cluster(pods, network, dev)
     finally:
         for pod in pods.values():
             for container in pod.containers:
@@ -324,6 +331,45 @@ def test_a_job_submitted_through_the_gateway_container_succeeds_through_the_simu
     ).json()
     (prediction,) = audit["results"]
     assert prediction["id"] == final["predictionId"]
+    # The operator's command from its own image, as its own NATS user, restricted as a pod.
+    report = json.loads(jobsctl(cluster, "--json", "job", job_id))
+    assert report["job"]["status"] == "succeeded"
+    assert [e["kind"] for e in report["events"]][:2] == ["requested", "submitted"]
+
+
+def jobsctl(cluster: Cluster, *args: str) -> str:
+    """`jobsctl` run once in the cluster's network, the way deploy/README.md runs it."""
+    (users,) = [
+        s
+        for s in cluster.rendered.of_kind("Secret")
+        if s["metadata"]["name"].startswith("nats-users")
+    ]
+    password = base64.b64decode(users["data"]["ops"]).decode()
+    return docker(
+        "run",
+        "--rm",
+        "--network",
+        cluster.network,
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        "10001:10001",
+        "-e",
+        # As the dev overlay's pods: its NATS has no TLS, which prod refuses.
+        "APP_ENV=dev",
+        "-e",
+        "NATS_URL=nats://nats:4222",
+        "-e",
+        "NATS_USER=ops",
+        "-e",
+        f"NATS_PASSWORD={password}",
+        "ai-jobs/jobsctl:dev",
+        *args,
+        timeout=120,
+    )
 
 
 def test_sigterm_after_the_prestop_hook_ends_every_service_with_exit_code_0(

@@ -489,6 +489,16 @@ def test_dev_secrets_are_made_once_and_kept(tmp_path: Path) -> None:
     assert not cluster_secrets.write(folder)
     assert {p.name: p.read_text() for p in folder.iterdir()} == first
     assert all(p.stat().st_mode & 0o077 == 0 for p in folder.iterdir())
+    # A release that adds a NATS user (`jobsctl`'s): its password is added, the rest kept.
+    users = folder / "nats-users.env"
+    kept = [line for line in users.read_text().splitlines() if not line.startswith("ops=")]
+    users.write_text("\n".join(kept) + "\n")
+    assert cluster_secrets.write(folder)
+    assert users.read_text().startswith("\n".join(kept) + "\nops=nats_")
+    assert {p.name: p.read_text() for p in folder.iterdir() if p != users} == {
+        k: v for k, v in first.items() if k != users.name
+    }
+    assert not cluster_secrets.write(folder)
     (folder / "postgres.env").unlink()
     assert cluster_secrets.write(folder)  # a partial set is remade whole, so it agrees
     again = {p.name: p.read_text() for p in folder.iterdir()}
@@ -620,8 +630,8 @@ def test_examples_outside_the_kustomizations() -> None:
     from jobs_proto.stream import ai_runner_consumer
     from jobs_proto.subjects import Subjects
 
-    kustomizations = "".join(p.read_text() for p in DEPLOY.rglob("kustomization.yaml"))
-    assert "examples" not in kustomizations
+    kustomizations = [yaml.safe_load(p.read_text()) for p in DEPLOY.rglob("kustomization.yaml")]
+    assert "examples" not in json.dumps(kustomizations)  # comments may name them
     docs = {
         p.name: list(yaml.safe_load_all(p.read_text()))
         for p in (DEPLOY / "examples").glob("*.yaml")
@@ -661,3 +671,24 @@ def test_the_first_apply_selector_holds_back_the_services_alone(
             if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") in held_back
         }
         assert left_out == {("Deployment", service) for service in SERVICES}, name
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_jobsctl_pod_is_valid_restricted_and_reaches_nats(
+    rendered: dict[str, Rendered], version: str
+) -> None:
+    """examples/jobsctl.yaml: a valid, restricted pod as NATS user `ops`, whose name the
+    NetworkPolicies let reach NATS's client port."""
+    pod = yaml.safe_load((DEPLOY / "examples" / "jobsctl.yaml").read_text())
+    kubernetes_validate.validate(pod, version, strict=True)
+    (container,) = pod["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    env = {v["name"]: v for v in container["env"]}
+    assert env["NATS_USER"]["value"] == "ops"
+    assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "nats-users", "key": "ops"}
+    name = pod["metadata"]["labels"]["app.kubernetes.io/name"]
+    for policy in ("services-to-nats", "nats-from-services"):
+        text = json.dumps(rendered["prod"].get("NetworkPolicy", policy))
+        assert f'"{name}"' in text, policy

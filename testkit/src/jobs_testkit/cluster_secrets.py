@@ -33,17 +33,34 @@ def secret_files() -> dict[str, dict[str, str]]:
 
 
 def write(folder: Path) -> bool:
-    """Write every file unless all exist already (then keep them); True if written."""
+    """Write every file unless all exist already (then keep them, adding only keys a newer
+    release asks for, such as a new NATS user's password); True if anything was written."""
     files = secret_files()
     paths = {name: folder / f"{name}.env" for name in files}
     if all(path.exists() for path in paths.values()):
-        return False
+        return _add_missing_keys(paths, files)
     # A partial set is rewritten whole: its files must agree with each other.
     folder.mkdir(parents=True, exist_ok=True)
     for name, values in files.items():
         paths[name].touch(mode=0o600)
         paths[name].write_text("".join(f"{key}={value}\n" for key, value in values.items()))
     return True
+
+
+def _add_missing_keys(paths: dict[str, Path], files: dict[str, dict[str, str]]) -> bool:
+    # Only independent values are ever added (a password of its own); the ones Postgres was
+    # started with stay as they are.
+    added = False
+    for name, values in files.items():
+        text = paths[name].read_text()
+        present = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line}
+        missing = {key: value for key, value in values.items() if key not in present}
+        if missing:
+            if text and not text.endswith("\n"):
+                text += "\n"
+            paths[name].write_text(text + "".join(f"{k}={v}\n" for k, v in missing.items()))
+            added = True
+    return added
 
 
 def main(argv: list[str]) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs_proto.permissions import NatsUser, service_users
+from jobs_proto.permissions import OPERATOR, NatsUser, service_users
 from jobs_proto.subjects import Subjects
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers.cluster import NatsCluster
@@ -26,7 +26,8 @@ def nats_password() -> str:
 
 
 def _nats_passwords() -> dict[str, str]:
-    return {service: nats_password() for service in SERVICES}
+    # The operator's too: deploy/'s nats-users Secret holds one for `jobsctl`.
+    return {user: nats_password() for user in (*SERVICES, OPERATOR)}
 
 
 @dataclass(frozen=True)
