@@ -86,10 +86,13 @@ class Replica:
     env: dict[str, str]
     log_path: Path
     process: ServiceProcess | None = None
+    # Which pod in the replica's place (a rollout's successor: 1, then 2, ...).
+    generation: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.service}-{self.index}"
+        base = f"{self.service}-{self.index}"
+        return f"{base}.{self.generation}" if self.generation else base
 
     @property
     def ready_url(self) -> str:
