@@ -64,6 +64,11 @@ class Watching:
     error: str | None = None
     connections: int = 0
     longest_disconnected_s: float = 0.0
+    # The attempts that got no stream, by answer (`503`) or error (`ConnectError`).
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, why: str) -> None:
+        self.failures[why] = self.failures.get(why, 0) + 1
 
 
 @dataclass
@@ -361,7 +366,9 @@ async def watch_events(gateway: str, auth: str, job_id: str, watching: Watching)
                         if watching.status is None:
                             watching.error = f"204 at version {version}, no terminal state seen"
                         return
-                    if response.status_code == 200:
+                    if response.status_code != 200:
+                        watching.fail(str(response.status_code))
+                    else:
                         async for event in events(response):
                             if event.retry is not None:
                                 wait_s = event.retry / 1000
@@ -377,8 +384,8 @@ async def watch_events(gateway: str, auth: str, job_id: str, watching: Watching)
                             if status in TERMINAL_STATUSES:
                                 watching.status = status
                                 return
-            except httpx.HTTPError:
-                pass
+            except httpx.HTTPError as exc:
+                watching.fail(type(exc).__name__)
             if lost_at is None:
                 lost_at = time.monotonic()
             await asyncio.sleep(wait_s)

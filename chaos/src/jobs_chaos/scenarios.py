@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 
 from jobs_chaos.audit import Exit, Row, Watched, audit, audit_exits, audit_watchers
-from jobs_chaos.load import Load, run_load
+from jobs_chaos.load import Load, Watching, run_load
 from jobs_chaos.records import (
     collect,
     evidence,
@@ -450,12 +450,7 @@ async def settle(
         "violations": [],
     }
     if load.watch_events:
-        details["sse"] = {
-            "watched": row.watched,
-            "missed_end": row.missed_end,
-            "longest_disconnected_s": row.longest_disconnected_s,
-            "connections": sum(w.connections for w in load.watchings.values()),
-        }
+        details["sse"] = _sse_details(row, list(load.watchings.values()))
     if injected.exits:
         details["exits"] = [dataclasses.asdict(e) for e in injected.exits]
     for v in row.violations[:20]:
@@ -478,6 +473,28 @@ async def settle(
             }
         )
     return row, details
+
+
+def _sse_details(row: Row, watchings: list[Watching]) -> dict[str, Any]:
+    """The watchers in numbers: connections, those that had to reconnect and how long they
+    were without a stream (median, 95th percentile, longest), and why attempts failed."""
+    gaps = sorted(w.longest_disconnected_s for w in watchings if w.connections > 1)
+    failures: dict[str, int] = {}
+    for w in watchings:
+        for why, n in w.failures.items():
+            failures[why] = failures.get(why, 0) + n
+
+    def at(share: float) -> float:
+        return round(gaps[min(len(gaps) - 1, int(share * len(gaps)))], 2) if gaps else 0.0
+
+    return {
+        "watched": row.watched,
+        "missed_end": row.missed_end,
+        "connections": sum(w.connections for w in watchings),
+        "reconnected": len(gaps),
+        "disconnected_s": {"p50": at(0.5), "p95": at(0.95), "max": at(1.0)},
+        "failed_attempts": failures,
+    }
 
 
 async def run_scenario(

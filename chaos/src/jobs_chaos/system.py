@@ -188,9 +188,11 @@ class ChaosSystem:
             overrides={
                 **self.timing.environment(),
                 "LOG_LEVEL": "WARNING",
-                # Faults, not guards, are under test: per-user limits would refuse the load.
+                # Faults, not guards, are under test: per-user limits would refuse the load, whose
+                # jobs are all one user's (its streams too: a reader and a watcher per job).
                 "USER_REQUESTS_PER_S": "0",
                 "USER_MAX_OPEN_JOBS": "0",
+                "USER_MAX_STREAMS": "0",
                 **replicas,
                 **self.overrides,
             },
