@@ -122,6 +122,8 @@ class Exit:
     budget_s: float
     grace_ran_out: bool = False
     streams: int = 0
+    # Wall-clock time of the SIGTERM.
+    at: float = 0.0
 
 
 @dataclass

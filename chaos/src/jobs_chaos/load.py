@@ -66,6 +66,8 @@ class Watching:
     longest_disconnected_s: float = 0.0
     # The attempts that got no stream, by answer (`503`) or error (`ConnectError`).
     failures: dict[str, int] = field(default_factory=dict)
+    # Each time without a stream: wall-clock (lost, back), to set beside the faults' times.
+    gaps: list[tuple[float, float]] = field(default_factory=list)
 
     def fail(self, why: str) -> None:
         self.failures[why] = self.failures.get(why, 0) + 1
@@ -360,6 +362,7 @@ async def watch_events(gateway: str, auth: str, job_id: str, watching: Watching)
                     if response.status_code in (200, 204) and lost_at is not None:
                         gap = time.monotonic() - lost_at
                         watching.longest_disconnected_s = max(watching.longest_disconnected_s, gap)
+                        watching.gaps.append((round(time.time() - gap, 3), round(time.time(), 3)))
                         lost_at = None
                     if response.status_code == 204:
                         # The gateway says the client has the terminal state: it must have.

@@ -95,11 +95,14 @@ def _stop(old: Replica, budget: Budget) -> Exit:
     """SIGTERM, and the exit within the budget (killed after it, as the kubelet does)."""
     assert old.process is not None
     streams = _open_streams(old)
+    at = time.time()
     started = time.monotonic()
     code = old.process.terminate(timeout=budget.after_sigterm_s + 1.0)
     seconds = time.monotonic() - started
     ran_out = GRACE_RAN_OUT in old.log_path.read_text(errors="replace")
-    return Exit(old.name, code, round(seconds, 2), budget.after_sigterm_s, ran_out, streams)
+    return Exit(
+        old.name, code, round(seconds, 2), budget.after_sigterm_s, ran_out, streams, round(at, 3)
+    )
 
 
 async def roll_gateways(ctx: Context) -> None:
