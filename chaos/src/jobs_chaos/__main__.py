@@ -13,6 +13,7 @@ from pathlib import Path
 from jobs_chaos.audit import Row
 from jobs_chaos.cluster import CLUSTER_SCENARIOS
 from jobs_chaos.report import table
+from jobs_chaos.rollout import ROLLOUT_SCENARIOS
 from jobs_chaos.run import RESULTS_DIR, run_grouped
 from jobs_chaos.scenarios import SCENARIOS, SIZES
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [
         s
-        for s in (*SCENARIOS, *CLUSTER_SCENARIOS)
+        for s in (*SCENARIOS, *ROLLOUT_SCENARIOS, *CLUSTER_SCENARIOS)
         if not args.only or any(o in s.name for o in args.only)
     ]
     started = time.monotonic()

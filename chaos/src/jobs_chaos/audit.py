@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,34 @@ class JobRecord:
     cancel: Cancel | None = None
 
 
+@dataclass(frozen=True)
+class Watched:
+    """What a client watching a job's events saw in the end: the terminal status (None: none
+    seen), why it gave up (None: it did not), and its longest time disconnected."""
+
+    status: str | None
+    error: str | None
+    longest_disconnected_s: float
+
+
+@dataclass(frozen=True)
+class Exit:
+    """A replica stopped as Kubernetes stops a pod: its exit code on SIGTERM (None: still
+    running when the budget ran out, then killed), seconds from SIGTERM to exit, the budget
+    (`terminationGracePeriodSeconds` less the preStop pause), and whether its log says the
+    shutdown grace ran out with work still in hand; and the streams it held at SIGTERM (-1:
+    not known)."""
+
+    replica: str
+    code: int | None
+    seconds: float
+    budget_s: float
+    grace_ran_out: bool = False
+    streams: int = 0
+    # Wall-clock time of the SIGTERM.
+    at: float = 0.0
+
+
 @dataclass
 class Violation:
     job_id: str
@@ -135,12 +164,27 @@ class Row:
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
     stuck_after_s: float = 0.0
     cancel_window_s: float = 0.0
+    # Where the scenario watches each job's events: the watchers, those that never saw their
+    # job's terminal state (or saw another), and the longest any spent disconnected.
+    watched: int = 0
+    missed_end: int = 0
+    longest_disconnected_s: float = 0.0
+    # Where the scenario stops replicas as a rollout does: each stop, and those not clean
+    # (an exit code but 0, over the budget, or the shutdown grace ran out).
+    exits: list[Exit] = field(default_factory=list)
+    bad_exits: int = 0
     violations: list[Violation] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (self.lost or self.beyond_one or self.left_running or self.stuck) and (
-            not (self.wrong_status or self.broken_stream or self.cancel_lost)
+            not (
+                self.wrong_status
+                or self.broken_stream
+                or self.cancel_lost
+                or self.missed_end
+                or self.bad_exits
+            )
         )
 
     @property
@@ -389,6 +433,43 @@ def audit(
     row.jobs_by_gateway = dict(gateways)
     row.cancel_answers = dict(answers)
     return row
+
+
+def audit_watchers(
+    row: Row, stored: Mapping[str, str | None], watched: Mapping[str, Watched]
+) -> None:
+    """Every watched job's watcher must have seen its terminal state, the one the job-store
+    holds (`stored`: job id to status, None where the job is missing), whatever reconnects it
+    took; the row keeps the longest time any spent disconnected."""
+    row.watched = len(watched)
+    for job_id, seen in watched.items():
+        row.longest_disconnected_s = max(row.longest_disconnected_s, seen.longest_disconnected_s)
+        status = stored.get(job_id)
+        if seen.error is not None or seen.status is None:
+            fault = f"the watcher saw no terminal state: {seen.error or 'cut off'}"
+        elif seen.status != status:
+            fault = f"the watcher saw {seen.status}, the job is {status}"
+        else:
+            continue
+        row.missed_end += 1
+        row.violations.append(Violation(job_id, "missed_end", fault))
+
+
+def audit_exits(row: Row, exits: list[Exit]) -> None:
+    """Every replica stopped must have exited 0 on SIGTERM within its budget, and without the
+    shutdown grace running out (its work cut off rather than finished)."""
+    row.exits = list(exits)
+    for stop in exits:
+        faults = []
+        if stop.code != 0:
+            faults.append(f"exit code {stop.code}")
+        if stop.seconds > stop.budget_s:
+            faults.append(f"{stop.seconds:.1f} s to exit, budget {stop.budget_s:.0f} s")
+        if stop.grace_ran_out:
+            faults.append("the shutdown grace ran out with work in hand")
+        if faults:
+            row.bad_exits += 1
+            row.violations.append(Violation(stop.replica, "bad_exit", "; ".join(faults)))
 
 
 def _epoch(value: object) -> float | None:

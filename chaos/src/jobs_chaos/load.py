@@ -7,7 +7,11 @@ Each submission carries an `Idempotency-Key`, so a request sent but unanswered (
 stopped or killed mid-request) is sent again, through the other gateway, as a client would,
 and the job it made is known. Where the size asks for long predictions, the simulator's
 `latencyS` and `tokensPerS` are set just before each job is submitted, so each prediction gets
-its own length and writes its text over all of it."""
+its own length and writes its text over all of it.
+
+Where asked (`watch_events`), each job also has a watcher of its events
+(`/api/jobs/{id}/events`), resuming with `Last-Event-ID` after the server's `retry:` hint as
+the JavaScript client does, which keeps the time it spent disconnected."""
 
 from __future__ import annotations
 
@@ -50,6 +54,26 @@ class Reading:
 
 
 @dataclass
+class Watching:
+    """What one job's events watcher got: the versions it saw, the terminal status (None: it
+    never saw one) or why it gave up, how often it connected, and the longest time it spent
+    between losing a stream and holding the next one."""
+
+    versions: list[int] = field(default_factory=list)
+    status: str | None = None
+    error: str | None = None
+    connections: int = 0
+    longest_disconnected_s: float = 0.0
+    # The attempts that got no stream, by answer (`503`) or error (`ConnectError`).
+    failures: dict[str, int] = field(default_factory=dict)
+    # Each time without a stream: wall-clock (lost, back), to set beside the faults' times.
+    gaps: list[tuple[float, float]] = field(default_factory=list)
+
+    def fail(self, why: str) -> None:
+        self.failures[why] = self.failures.get(why, 0) + 1
+
+
+@dataclass
 class Load:
     """What the load generator saw: the admitted jobs and every other answer, by kind, and a
     reader of each admitted job's text."""
@@ -58,11 +82,14 @@ class Load:
     refused: dict[str, int] = field(default_factory=dict)
     readings: dict[str, Reading] = field(default_factory=dict)
     readers: list[asyncio.Task[None]] = field(default_factory=list)
+    # The events watchers, where the load was asked for them (`watch_events`).
+    watchings: dict[str, Watching] = field(default_factory=dict)
     cancels: dict[str, Cancel] = field(default_factory=dict)
     cancelers: list[asyncio.Task[None]] = field(default_factory=list)
     # Submissions sent again after no answer, and what the retries got, by kind.
     resent: dict[str, int] = field(default_factory=dict)
     client: httpx.AsyncClient | None = None
+    watch_events: bool = False
 
     async def cancels_done(self, timeout_s: float) -> None:
         """Until every cancel has its answer or gave up (or `timeout_s`: the rest are cut
@@ -76,7 +103,8 @@ class Load:
             await self.client.aclose()
 
     async def read_all(self, timeout_s: float) -> None:
-        """Until every reader has its `done` (or `timeout_s`: the rest are cut off)."""
+        """Until every reader has its `done` and every watcher its terminal state (or
+        `timeout_s`: the rest are cut off)."""
         if not self.readers:
             return
         _, pending = await asyncio.wait(self.readers, timeout=timeout_s)
@@ -198,6 +226,11 @@ def admitted(
     other = (index + 1) % len(gateways)
     auth = client.headers["Authorization"]
     load.readers.append(asyncio.create_task(read_output(gateways[other], auth, job_id, reading)))
+    if load.watch_events:
+        watching = load.watchings[job_id] = Watching()
+        load.readers.append(
+            asyncio.create_task(watch_events(gateways[other], auth, job_id, watching))
+        )
     if job.cancel is not None:
         moment, delay = job.cancel
         load.cancelers.append(
@@ -250,10 +283,12 @@ async def run_load(
     base_latency_s: float = 2.0,
     simulator_url: str | None = None,
     seed: int | None = None,
+    watch_events: bool = False,
+    keep_alive: bool = True,
 ) -> Load:
     """Submit `rate_per_s` jobs a second for `duration_s`, each on its own schedule so that a
     slow answer never delays the next job; the readers and cancels run on after it returns."""
-    load = Load()
+    load = Load(watch_events=watch_events)
     count = max(1, round(rate_per_s * duration_s))
     interval = 1.0 / rate_per_s
     rng = random.Random(seed)
@@ -262,7 +297,8 @@ async def run_load(
     )
     headers = {"Authorization": f"Bearer {token}"}
     # The readers and cancels outlive this function: the client is closed with the load.
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=50)
+    # Without keep-alive, each request is balanced on its own, as an HTTP ingress does.
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=50 if keep_alive else 0)
     client = httpx.AsyncClient(headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits)
     load.client = client
     started = time.monotonic()
@@ -301,3 +337,58 @@ async def read_output(gateway: str, auth: str, job_id: str, reading: Reading) ->
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(RECONNECT_S)
+
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+
+
+async def watch_events(gateway: str, auth: str, job_id: str, watching: Watching) -> None:
+    """The job's `status` events up to its terminal one, connecting again after any end of
+    the stream with `Last-Event-ID` (the version it has), after the server's `retry:` hint
+    or `RECONNECT_S`; the caller's timeout ends it. Versions must only grow."""
+    version = 0
+    lost_at: float | None = None
+    async with httpx.AsyncClient(timeout=httpx.Timeout(REQUEST_TIMEOUT_S, read=60.0)) as client:
+        while True:
+            watching.connections += 1
+            headers = {"Authorization": auth}
+            if version:
+                headers["Last-Event-ID"] = str(version)
+            wait_s = RECONNECT_S
+            try:
+                async with client.stream(
+                    "GET", f"{gateway}/api/jobs/{job_id}/events", headers=headers
+                ) as response:
+                    if response.status_code in (200, 204) and lost_at is not None:
+                        gap = time.monotonic() - lost_at
+                        watching.longest_disconnected_s = max(watching.longest_disconnected_s, gap)
+                        watching.gaps.append((round(time.time() - gap, 3), round(time.time(), 3)))
+                        lost_at = None
+                    if response.status_code == 204:
+                        # The gateway says the client has the terminal state: it must have.
+                        if watching.status is None:
+                            watching.error = f"204 at version {version}, no terminal state seen"
+                        return
+                    if response.status_code != 200:
+                        watching.fail(str(response.status_code))
+                    else:
+                        async for event in events(response):
+                            if event.retry is not None:
+                                wait_s = event.retry / 1000
+                            if event.event != "status":
+                                continue
+                            seen = int(event.id or 0)
+                            if seen <= version:
+                                watching.error = f"version {seen} after {version}"
+                                return
+                            version = seen
+                            watching.versions.append(seen)
+                            status = event.json()["status"]
+                            if status in TERMINAL_STATUSES:
+                                watching.status = status
+                                return
+            except httpx.HTTPError as exc:
+                watching.fail(type(exc).__name__)
+            if lost_at is None:
+                lost_at = time.monotonic()
+            await asyncio.sleep(wait_s)

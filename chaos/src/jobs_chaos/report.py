@@ -53,6 +53,28 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def rollout_note(row: Row) -> str:
+    """A line under the table for a scenario that stopped replicas or watched events: what
+    the table's columns do not show."""
+    parts = []
+    if row.exits:
+        codes = sorted({str(e.code) for e in row.exits})
+        slowest = max(e.seconds for e in row.exits)
+        budget = min(e.budget_s for e in row.exits)
+        streams = sum(max(0, e.streams) for e in row.exits)
+        parts.append(
+            f"{len(row.exits)} replicas stopped holding {streams} streams, exit codes "
+            f"{', '.join(codes)}, slowest exit {slowest:.1f} s of a {budget:.0f} s budget, "
+            f"{row.bad_exits} not clean"
+        )
+    if row.watched:
+        parts.append(
+            f"{row.watched} SSE watchers, {row.missed_end} missed the end, "
+            f"longest disconnected {row.longest_disconnected_s:.1f} s"
+        )
+    return f"({row.scenario}: " + "; ".join(parts) + ")"
+
+
 def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),

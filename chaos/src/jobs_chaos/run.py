@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs_chaos.audit import Row
-from jobs_chaos.report import table, write_json
+from jobs_chaos.report import rollout_note, table, write_json
 from jobs_chaos.scenarios import Injected, Scenario, Size, inject, settle
 from jobs_chaos.system import ChaosSystem
 
@@ -37,6 +37,9 @@ class Outcome:
         ]
         if overlapped:
             text += "\n(audited while the scenarios after it ran: " + ", ".join(overlapped) + ")"
+        for row in self.rows:
+            if row.exits or row.watched:
+                text += "\n" + rollout_note(row)
         return text
 
     @property

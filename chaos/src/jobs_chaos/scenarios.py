@@ -4,6 +4,7 @@ wait for quiet, then the audit of the scenario's own jobs."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import re
 import time
@@ -15,8 +16,8 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 
-from jobs_chaos.audit import Row, audit
-from jobs_chaos.load import Load, run_load
+from jobs_chaos.audit import Exit, Row, Watched, audit, audit_exits, audit_watchers
+from jobs_chaos.load import Load, Watching, run_load
 from jobs_chaos.records import (
     collect,
     evidence,
@@ -28,6 +29,7 @@ from jobs_chaos.records import (
 from jobs_chaos.system import FAMILIES, SERVICES, ChaosSystem, Timing
 from jobs_proto.stream import job_store_consumer
 from jobs_proto.subjects import Subjects
+from jobs_testkit.front import RoundRobinFront
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class Size:
     fault_at: float = 0.4
     # Each prediction's length, drawn per job (None: `BASE_KNOBS`' latency for all).
     latency_s: tuple[float, float] | None = None
+    # The preStop pause of a rollout's stopped replica (None: the manifest's).
+    pre_stop_s: float | None = None
 
 
 SIZES = {
@@ -59,6 +63,7 @@ SIZES = {
         hold_s=10.0,
         quiet_timeout_s=90,
         overlap_slow=True,
+        pre_stop_s=1.0,
     ),
     # 1,000 jobs a scenario, 200 of them canceled, predictions of 5 to 30 s.
     "full": Size(
@@ -85,6 +90,10 @@ class Context:
     system: ChaosSystem
     size: Size
     loop_started: float = field(default_factory=time.monotonic)
+    # The one address the clients use, where the scenario puts the gateways behind one.
+    front: RoundRobinFront | None = None
+    # Replicas the fault stopped as Kubernetes stops a pod, for the audit.
+    exits: list[Exit] = field(default_factory=list)
 
     async def until_load_ends(self) -> None:
         await asyncio.sleep(max(0.0, self.loop_started + self.size.load_s - time.monotonic()))
@@ -109,6 +118,11 @@ class Scenario:
     slow: bool = False
     # NATS nodes of the system it runs on (jobs_chaos.cluster's scenarios: 3).
     nodes: int = 1
+    # The size it runs at, from the run's (its load's length, its jobs').
+    sized: Callable[[Size], Size] = lambda size: size
+    # Whether the clients reach the gateways through one address, a round-robin front (as
+    # behind a Service) rather than each gateway's own, and watch each job's events too.
+    through_front: bool = False
 
 
 def _kill_and_restart(service: str) -> Fault:
@@ -307,6 +321,8 @@ class Injected:
     before: Metrics
     revived: list[str]
     started: float
+    front: RoundRobinFront | None = None
+    exits: list[Exit] = field(default_factory=list)
 
 
 def label_of(scenario: Scenario) -> str:
@@ -322,13 +338,20 @@ def topic_prefix(scenario: Scenario) -> str:
 async def inject(system: ChaosSystem, scenario: Scenario, size: Size, token: str) -> Injected:
     """Normal knobs, then the load with the fault during it; every replica running after."""
     started = time.monotonic()
+    size = scenario.sized(size)
     await asyncio.to_thread(system.reset_knobs)
     await asyncio.to_thread(system.set_knobs, **BASE_KNOBS)
     before = await asyncio.to_thread(_metrics, system)
-    ctx = Context(system, size)
+    front = None
+    gateways = system.gateway_urls
+    if scenario.through_front:
+        backends = [("127.0.0.1", r.http_port or 0) for r in system.replicas["gateway"]]
+        front = await RoundRobinFront(backends).start()
+        gateways = [front.url]
+    ctx = Context(system, size, front=front)
     load_task = asyncio.create_task(
         run_load(
-            system.gateway_urls,
+            gateways,
             token,
             rate_per_s=size.rate_per_s,
             duration_s=size.load_s,
@@ -337,6 +360,8 @@ async def inject(system: ChaosSystem, scenario: Scenario, size: Size, token: str
             base_latency_s=BASE_LATENCY_S,
             simulator_url=system.simulator_url,
             seed=zlib.crc32(scenario.name.encode()),
+            watch_events=scenario.through_front,
+            keep_alive=not scenario.through_front,
         )
     )
     try:
@@ -344,7 +369,7 @@ async def inject(system: ChaosSystem, scenario: Scenario, size: Size, token: str
     finally:
         load = await load_task
     revived = await asyncio.to_thread(system.revive)
-    return Injected(load, before, revived, started)
+    return Injected(load, before, revived, started, front, ctx.exits)
 
 
 async def _retrying(read: Callable[[], Awaitable[T]], attempts: int = 10) -> T:
@@ -361,6 +386,7 @@ async def settle(
     system: ChaosSystem, scenario: Scenario, size: Size, token: str, injected: Injected
 ) -> tuple[Row, dict[str, Any]]:
     """Quiet, then the audit: the row and the evidence for each job that broke a rule."""
+    size = scenario.sized(size)
     load = injected.load
     quiet = await wait_quiet(
         system.database_url, system.simulator_url, load.accepted, size.quiet_timeout_s
@@ -372,6 +398,8 @@ async def settle(
     # cancel has its answer.
     await load.read_all(timeout_s=30.0)
     await load.cancels_done(timeout_s=30.0)
+    if injected.front is not None:
+        await injected.front.close()
     logs = (system.nats.url, Subjects(), f"{system.stack.jobs_stream}_OUTPUT")
     records, raw = await _retrying(
         lambda: collect(
@@ -399,6 +427,14 @@ async def settle(
         unanswered_jobs=len(unanswered),
         duplicate_jobs=tuple(duplicates),
     )
+    if load.watch_events:
+        watched = {
+            job_id: Watched(w.status, w.error, round(w.longest_disconnected_s, 2))
+            for job_id, w in load.watchings.items()
+        }
+        stored = {r.accepted.job_id: r.stored.status if r.stored else None for r in records}
+        audit_watchers(row, stored, watched)
+    audit_exits(row, injected.exits)
     after = await asyncio.to_thread(_metrics, system)
     row.shares = _shares(injected.before, after)
     details: dict[str, Any] = {
@@ -413,7 +449,15 @@ async def settle(
         "elapsed_s": round(time.monotonic() - injected.started, 1),
         "violations": [],
     }
+    if load.watch_events:
+        details["sse"] = _sse_details(row, list(load.watchings.values()))
+    if injected.exits:
+        details["exits"] = [dataclasses.asdict(e) for e in injected.exits]
     for v in row.violations[:20]:
+        if v.kind == "bad_exit":
+            # A replica's stop, not a job: its evidence is the exit itself, and its log.
+            details["violations"].append({"job_id": v.job_id, "kind": v.kind, "detail": v.detail})
+            continue
         details["violations"].append(
             {
                 "job_id": v.job_id,
@@ -429,6 +473,28 @@ async def settle(
             }
         )
     return row, details
+
+
+def _sse_details(row: Row, watchings: list[Watching]) -> dict[str, Any]:
+    """The watchers in numbers: connections, those that had to reconnect and how long they
+    were without a stream (median, 95th percentile, longest), and why attempts failed."""
+    gaps = sorted(w.longest_disconnected_s for w in watchings if w.connections > 1)
+    failures: dict[str, int] = {}
+    for w in watchings:
+        for why, n in w.failures.items():
+            failures[why] = failures.get(why, 0) + n
+
+    def at(share: float) -> float:
+        return round(gaps[min(len(gaps) - 1, int(share * len(gaps)))], 2) if gaps else 0.0
+
+    return {
+        "watched": row.watched,
+        "missed_end": row.missed_end,
+        "connections": sum(w.connections for w in watchings),
+        "reconnected": len(gaps),
+        "disconnected_s": {"p50": at(0.5), "p95": at(0.95), "max": at(1.0)},
+        "failed_attempts": failures,
+    }
 
 
 async def run_scenario(

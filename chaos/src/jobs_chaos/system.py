@@ -86,10 +86,13 @@ class Replica:
     env: dict[str, str]
     log_path: Path
     process: ServiceProcess | None = None
+    # Which pod in the replica's place (a rollout's successor: 1, then 2, ...).
+    generation: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.service}-{self.index}"
+        base = f"{self.service}-{self.index}"
+        return f"{base}.{self.generation}" if self.generation else base
 
     @property
     def ready_url(self) -> str:
@@ -185,9 +188,11 @@ class ChaosSystem:
             overrides={
                 **self.timing.environment(),
                 "LOG_LEVEL": "WARNING",
-                # Faults, not guards, are under test: per-user limits would refuse the load.
+                # Faults, not guards, are under test: per-user limits would refuse the load, whose
+                # jobs are all one user's (its streams too: a reader and a watcher per job).
                 "USER_REQUESTS_PER_S": "0",
                 "USER_MAX_OPEN_JOBS": "0",
+                "USER_MAX_STREAMS": "0",
                 **replicas,
                 **self.overrides,
             },
