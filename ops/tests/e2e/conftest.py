@@ -4,27 +4,17 @@ own NATS user with `jobs_proto.permissions.ops_permissions`."""
 import asyncio
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import asyncpg
 import pytest
 
 from jobs_proto.permissions import NatsUser, ops_permissions
 from jobs_proto.subjects import Subjects
-from jobs_testkit.plugin import delete_streams_at
 from jobs_testkit.processes import command_path
-from jobs_testkit.servers import NatsServer, free_port
-from jobs_testkit.stack import Ports, Stack, nats_password
-
-
-async def _create_database(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+from jobs_testkit.running import running_stack
+from jobs_testkit.servers import NatsServer
+from jobs_testkit.stack import Stack, nats_password
 
 
 @pytest.fixture(scope="module")
@@ -34,30 +24,14 @@ def stack(
     postgres_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    name = f"ops_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_create_database(postgres_url, name))
-    base, _, _ = postgres_url.rpartition("/")
-    running = Stack(
+    with running_stack(
         nats_url=nats_url,
-        database_url=f"{base}/{name}",
-        ports=Ports(*(free_port() for _ in range(7))),
-        subject_prefix=f"t{uuid.uuid4().hex[:10]}.",
-        jobs_stream=f"JOBS_{uuid.uuid4().hex[:10]}",
+        nats_server=nats_server,
+        postgres_url=postgres_url,
         log_dir=tmp_path_factory.mktemp("stack"),
-        overrides={"RETRY_BASE_S": "0.2"},
-    )
-    if nats_server is not None:
-        running.secure(nats_server)
-    try:
-        running.start()
+        label="ops",
+    ) as running:
         yield running
-    finally:
-        codes = running.stop()
-        asyncio.run(delete_streams_at(nats_url, running.jobs_stream))
-        assert all(code == 0 for code in codes.values()), codes
-        if nats_server is not None:
-            # The services' users and jobsctl's (all named after the prefix).
-            assert nats_server.violations(running.subject_prefix) == []
 
 
 @dataclass(frozen=True)
