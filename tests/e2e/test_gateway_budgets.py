@@ -12,16 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import jwt
 import pytest
 
 from jobs_proto.job_types import JOB_TYPES
-from jobs_testkit.plugin import delete_streams_at
 from jobs_testkit.processes import ServiceProcess, command_path
+from jobs_testkit.running import running_stack
 from jobs_testkit.servers import NatsServer, free_port
-from jobs_testkit.stack import Ports, Stack
+from jobs_testkit.stack import Stack
 from jobs_testkit.waiting import eventually
 
 from .test_job_flow import job_until
@@ -41,14 +40,6 @@ def bearer(stack: Stack, sub: str, **claims: Any) -> dict[str, str]:
     payload = {"sub": sub, "exp": int(time.time() + 600), **claims}
     token = jwt.encode(payload, stack.dev_secrets.jwt_secret, algorithm="HS256")
     return {"Authorization": f"Bearer {token}"}
-
-
-async def _create_database(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
 
 
 @contextmanager
@@ -155,31 +146,15 @@ def day_budget_stack(
     """The job-store and a gateway with `GLOBAL_BUDGET_USD_PER_DAY`, over a database and
     stream of their own (the day's budget counts every job of the day): no job runs, none
     needs to for admission."""
-    name = f"e2e_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_create_database(postgres_url, name))
-    base, _, _ = postgres_url.rpartition("/")
-    running = Stack(
+    with running_stack(
         nats_url=nats_url,
-        database_url=f"{base}/{name}",
-        ports=Ports(*(free_port() for _ in range(7))),
-        subject_prefix=f"t{uuid.uuid4().hex[:10]}.",
-        jobs_stream=f"JOBS_{uuid.uuid4().hex[:10]}",
+        nats_server=nats_server,
+        postgres_url=postgres_url,
         log_dir=tmp_path_factory.mktemp("day-budget"),
         overrides={"GLOBAL_BUDGET_USD_PER_DAY": str(DAY_BUDGET_USD)},
-    )
-    if nats_server is not None:
-        running.secure(nats_server)
-    try:
-        running.migrate()
-        running.start_service("job-store")
-        running.start_service("gateway")
+        services=("job-store", "gateway"),
+    ) as running:
         yield running
-    finally:
-        codes = running.stop()
-        asyncio.run(delete_streams_at(nats_url, running.jobs_stream))
-        assert all(code == 0 for code in codes.values()), codes
-        if nats_server is not None:
-            assert nats_server.violations(running.subject_prefix) == []
 
 
 async def test_the_day_budget_holds_every_user_together(day_budget_stack: Stack) -> None:

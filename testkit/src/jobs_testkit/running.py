@@ -33,9 +33,11 @@ def running_stack(
     log_dir: Path,
     label: str = "e2e",
     overrides: Mapping[str, str] | None = None,
+    services: tuple[str, ...] | None = None,
 ) -> Iterator[Stack]:
-    """Started on entry; on exit every process must have ended with exit code 0 and, where the
-    test kit's NATS server checks permissions, none of its users was refused anything."""
+    """Started on entry (`services` alone, after the migrations, when given); on exit every
+    process must have ended with exit code 0 and, where the test kit's NATS server checks
+    permissions, none of its users was refused anything."""
     name = f"{label}_{uuid.uuid4().hex[:10]}"
     asyncio.run(_create_database(postgres_url, name))
     base, _, _ = postgres_url.rpartition("/")
@@ -53,7 +55,12 @@ def running_stack(
         # Each service as its own NATS user: the whole flow passes with permissions on.
         running.secure(nats_server)
     try:
-        running.start()
+        if services is None:
+            running.start()
+        else:
+            running.migrate()
+            for service in services:
+                running.start_service(service)
         yield running
     finally:
         codes = running.stop()
