@@ -177,12 +177,17 @@ async def _run_a_job_and_ask(stack: Stack, token: str, prometheus: Prometheus) -
             assert (await plain.post(stack.webhook_url, json={"id": "x"})).status_code == 401
 
         async def scraped_after_the_job() -> bool:
-            found = await _api(
-                client, "query", query='webhook_ingest_http_requests_total{status="401"}'
-            )
-            return bool(found["result"])
+            # Each target is scraped on its own schedule: wait for the gateway's and
+            # webhook-ingest's scrapes that followed the job and the refused webhook.
+            for query in (
+                'gateway_http_requests_total{method="POST",status="202"}',
+                'webhook_ingest_http_requests_total{status="401"}',
+            ):
+                if not (await _api(client, "query", query=query))["result"]:
+                    return False
+            return True
 
-        await eventually(scraped_after_the_job, within=20, what="a scrape after the job")
+        await eventually(scraped_after_the_job, within=20, what="scrapes after the job")
 
         async def evaluated() -> bool:
             groups = (await _api(client, "rules", type="alert"))["groups"]
