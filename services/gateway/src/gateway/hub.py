@@ -295,6 +295,10 @@ class Hub:
         self._deliver(self._by_user.get(change.user_id, set()), change)
         self._deliver(self._by_output.get(job_id, set()), change)
 
+    def seen(self, job_id: uuid.UUID) -> Seen | None:
+        """The job's owner and newest version seen while it runs (`None`: ended, or unknown)."""
+        return self._owners.get(job_id)
+
     def watched_running(self) -> dict[uuid.UUID, Seen]:
         """The running jobs an open stream here waits for, with the version last seen of each:
         what the resync asks the job-store about (nothing when no stream is open)."""

@@ -84,8 +84,10 @@ def test_the_hub_keeps_the_newest_version_seen_of_each_watched_running_job() -> 
         # The feed's path for an announcement no stream needed decoding.
         hub.note_change(other, "alice", terminal=False, version=7)
         assert hub.watched_running() == {job_id: Seen("alice", 4)}
+        assert hub.seen(job_id) == Seen("alice", 4)
         hub.publish_change(JobChanged(user_id="alice", job=view(job_id, 5, "succeeded")))
         assert hub.watched_running() == {}
+        assert hub.seen(job_id) is None
     output = hub.open_output(other)
     try:
         assert hub.watched_running() == {other: Seen("alice", 7)}

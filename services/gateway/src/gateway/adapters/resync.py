@@ -111,8 +111,12 @@ class StreamResync:
             )
             return 0
         job = reply.job
-        if job is None or job.version <= miss.seen:
-            return 0  # purged meanwhile, or announced since
+        if job is None:
+            return 0  # purged meanwhile
+        now = self._hub.seen(miss.job_id)
+        if now is None or now.version >= job.version:
+            # Announced after all while asking (late, not lost), or its end was: no miss.
+            return 0
         # Before the streams are handed it: one of them may end and its client reconnect.
         self._observer.missed_change()
         log.warning(
