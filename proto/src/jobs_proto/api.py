@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -236,6 +236,30 @@ class StuckJobs(Message, frozen=True):
 
     items: list[StuckJob]
     truncated: bool
+
+
+# The most job ids one `GetJobVersions` may name: a caller with more asks in chunks.
+MAX_VERSIONS_PER_REQUEST: Final = 1000
+
+
+class GetJobVersions(Message, frozen=True):
+    """Request to the job-store's `versions` endpoint (`Subjects.job_versions`), for the
+    gateway's resync of its open streams: the stored version of each job named (read from the
+    database, not from a replica's memory), answered with `JobVersions`. Only the gateway may
+    ask (a version says nothing about a job but that it changed).
+
+    Error codes: `422` the request is not a valid `GetJobVersions` (say more than
+    `MAX_VERSIONS_PER_REQUEST` ids); `503` the store cannot read now (ask again later).
+    """
+
+    job_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=MAX_VERSIONS_PER_REQUEST)]
+
+
+class JobVersions(Message, frozen=True):
+    """Answer to `GetJobVersions`: each named job that exists, by id, with its stored version
+    (an unknown or purged job is absent)."""
+
+    versions: dict[uuid.UUID, int]
 
 
 class GetJobHistory(Message, frozen=True):

@@ -156,6 +156,8 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
             subjects.get_job,
             subjects.list_jobs,
             subjects.job_history,
+            # The resync of open streams: which watched jobs changed unannounced.
+            subjects.job_versions,
             # Budgets: reserve at admission, release when the publish failed, usage.
             subjects.reserve_budget,
             subjects.release_budget,

@@ -30,6 +30,8 @@ _API_TYPES: tuple[type[Any], ...] = (
     api.ListJobs,
     api.FindStuckJobs,
     api.StuckJobs,
+    api.GetJobVersions,
+    api.JobVersions,
     api.GetJobHistory,
     api.JobHistory,
 )

@@ -151,6 +151,11 @@ class Subjects:
         return self.request("job-store", "usage")
 
     @property
+    def job_versions(self) -> str:
+        """The job-store's versions endpoint (`GetJobVersions` in, `JobVersions` out)."""
+        return self.request("job-store", "versions")
+
+    @property
     def job_history(self) -> str:
         """The job-store's history endpoint (`GetJobHistory` in, `JobHistory` out)."""
         return self.request("job-store", "history")

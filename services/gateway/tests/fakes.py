@@ -396,6 +396,9 @@ class RecordingObserver:
     def output_wanted(self, published: int, failed: int) -> None:
         self.facts.append(("output_wanted", str(published), str(failed)))
 
+    def missed_change(self) -> None:
+        self.facts.append(("missed_change",))
+
 
 @dataclass
 class ManualClock:

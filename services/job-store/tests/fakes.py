@@ -227,6 +227,9 @@ class MemoryStore:
         found = sorted(filter(stuck, self.rows.values()), key=lambda r: (since(r), r.job_id))
         return [read_back(r) for r in found[:limit]]
 
+    async def versions(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        return {j: self.rows[j].version for j in job_ids if j in self.rows}
+
     async def history(
         self, job_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None
     ) -> list[HistoryEntry]:

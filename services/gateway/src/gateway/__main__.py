@@ -21,6 +21,7 @@ from gateway.adapters.nats import (
     StreamRequestedLog,
 )
 from gateway.adapters.output import NatsOutputLog
+from gateway.adapters.resync import StreamResync
 from gateway.adapters.wanted import NatsOutputWanted
 from gateway.auth import TokenVerifier
 from gateway.budgets import MAX_BUDGET_USD, Spending
@@ -113,6 +114,10 @@ async def serve_gateway(service: Service[Settings]) -> None:
     wanted = NatsOutputWanted(
         service.nc, settings.subjects, hub.wanted, settings.output_wanted_every_s, observer
     )
+    # What the feed's announcements missed (lost on core NATS), read back every SSE_RESYNC_S.
+    resync = StreamResync(
+        service.nc, settings.subjects, hub, store, observer, every_s=settings.sse_resync_s
+    )
     await feed.start()
     ports = GatewayPorts(
         verifier=_verifier(settings),
@@ -153,6 +158,7 @@ async def serve_gateway(service: Service[Settings]) -> None:
         asyncio.create_task(end_streams()),
         asyncio.create_task(feed.watch_reconnects(service.stop)),
         asyncio.create_task(wanted.run(service.stop)),
+        asyncio.create_task(resync.run(service.stop)),
     ]
     try:
         app = with_red_metrics(build_app(ports), HTTP_REQUESTS, HTTP_SECONDS)

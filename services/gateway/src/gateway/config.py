@@ -79,6 +79,11 @@ class Settings(ServiceSettings, frozen=True):
     sse_keepalive_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     sse_queue_size: Annotated[int, msgspec.Meta(ge=1)] = 256
     sse_retry_ms: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    # Every this many seconds the running jobs open streams wait for are checked against the
+    # job-store's stored versions (one request per 1,000 jobs, none while no stream is open):
+    # a change whose core NATS announcement was lost still reaches its streams, this late at
+    # most (0: off, a lost terminal change then leaves its streams open until the client goes).
+    sse_resync_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
     # A running job's text some stream here reads is announced to the relay (`OutputWanted`)
     # at once and again every this many seconds while read. The relay times its patience by
     # proto's `OUTPUT_WANTED_EVERY_S`: change this only in tests.

@@ -23,6 +23,7 @@ from jobs_proto.api import JobChanged, JobProgress, JobView
 from jobs_proto.output import OutputChunk
 from jobs_proto.status import is_terminal
 
+from .resync import Seen, watched_running
 from .wanted import WantedOutput
 
 
@@ -37,8 +38,9 @@ class OutputAppended:
 
 Update = JobChanged | JobProgress | OutputAppended
 
-# Owners remembered for routing progress to the multiplexed streams (a progress message
-# names no user): the most recent jobs, enough for every job running at once.
+# Running jobs remembered, their owner for routing progress to the multiplexed streams (a
+# progress message names no user) and the newest version seen for the resync of open streams:
+# the most recent jobs, enough for every job running at once.
 MAX_KNOWN_OWNERS: Final = 100_000
 
 # A hub index's key: a job id or a user id.
@@ -157,7 +159,7 @@ class Hub:
         self._by_user: dict[str, set[Subscription]] = {}
         # The `/output` streams: a job's changes and its log's chunks, never its progress.
         self._by_output: dict[uuid.UUID, set[Subscription]] = {}
-        self._owners: OrderedDict[uuid.UUID, str] = OrderedDict()
+        self._owners: OrderedDict[uuid.UUID, Seen] = OrderedDict()
         self._stopping = False
         self.dropped = 0
         # The running jobs whose text a stream here reads (the relay reads only those).
@@ -176,11 +178,19 @@ class Hub:
         return (
             job_id in self._by_output
             or job_id in self._by_job
-            or self._owners.get(job_id) in self._by_user
+            or self._owner(job_id) in self._by_user
         )
 
-    def note_owner(self, job_id: uuid.UUID, user_id: str) -> None:
-        self._owners[job_id] = user_id
+    def _owner(self, job_id: uuid.UUID) -> str | None:
+        seen = self._owners.get(job_id)
+        return None if seen is None else seen.user_id
+
+    def note_owner(self, job_id: uuid.UUID, user_id: str, version: int = 0) -> None:
+        known = self._owners.get(job_id)
+        if known is None or version > known.version or user_id != known.user_id:
+            # Versions only go forward: an older state read late does not undo a newer one.
+            seen = max(version, known.version) if known is not None else version
+            self._owners[job_id] = Seen(user_id, seen)
         self._owners.move_to_end(job_id)
         while len(self._owners) > MAX_KNOWN_OWNERS:
             self._owners.popitem(last=False)
@@ -252,32 +262,54 @@ class Hub:
         return job_id in self._by_output
 
     def note_change(
-        self, job_id: uuid.UUID, user_id: str, terminal: bool, prediction_id: str | None = None
+        self,
+        job_id: uuid.UUID,
+        user_id: str,
+        terminal: bool,
+        prediction_id: str | None = None,
+        version: int = 0,
     ) -> None:
         """Remember (or, once terminal, forget) who owns a job, for routing its progress, and
-        its prediction once known, for the watched set."""
+        the newest version seen, for the resync; its prediction once known, for the watched
+        set."""
         if terminal:
             self._owners.pop(job_id, None)
         else:
-            self.note_owner(job_id, user_id)
+            self.note_owner(job_id, user_id, version)
         self.wanted.learn(job_id, prediction_id, terminal)
 
     def note_view(self, view: JobView, user_id: str) -> None:
         """A stream read the job's state (its owner's): what the announcements may not have
         told this process (it started later, or nobody watched the job then)."""
-        self.note_change(view.job_id, user_id, is_terminal(view.status), view.prediction_id)
+        self.note_change(
+            view.job_id, user_id, is_terminal(view.status), view.prediction_id, view.version
+        )
 
     def publish_change(self, change: JobChanged) -> None:
         job = change.job
         job_id = job.job_id
-        self.note_change(job_id, change.user_id, is_terminal(job.status), job.prediction_id)
+        self.note_change(
+            job_id, change.user_id, is_terminal(job.status), job.prediction_id, job.version
+        )
         self._deliver(self._by_job.get(job_id, set()), change)
         self._deliver(self._by_user.get(change.user_id, set()), change)
         self._deliver(self._by_output.get(job_id, set()), change)
 
+    def seen(self, job_id: uuid.UUID) -> Seen | None:
+        """The job's owner and newest version seen while it runs (`None`: ended, or unknown)."""
+        return self._owners.get(job_id)
+
+    def watched_running(self) -> dict[uuid.UUID, Seen]:
+        """The running jobs an open stream here waits for, with the version last seen of each:
+        what the resync asks the job-store about (nothing when no stream is open)."""
+        if not (self._by_job or self._by_output or self._by_user):
+            return {}
+        job_streams = [*self._by_job, *self._by_output]
+        return watched_running(self._owners, job_streams, self._by_user.keys())
+
     def publish_progress(self, progress: JobProgress) -> None:
         self._deliver(self._by_job.get(progress.job_id, set()), progress)
-        owner = self._owners.get(progress.job_id)
+        owner = self._owner(progress.job_id)
         if owner is not None:
             self._deliver(self._by_user.get(owner, set()), progress)
 

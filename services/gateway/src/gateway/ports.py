@@ -162,6 +162,10 @@ class GatewayObserver(Protocol):
     def output_wanted(self, published: int, failed: int) -> None:
         """`OutputWanted` messages published in one go, and those that could not be."""
 
+    def missed_change(self) -> None:
+        """The resync found a job changed without this process hearing of it (a lost
+        announcement) and handed its streams the change."""
+
 
 class NoObserver:
     """Counts nothing: for tests and tools that do not serve metrics."""
@@ -191,4 +195,7 @@ class NoObserver:
         pass
 
     def output_wanted(self, published: int, failed: int) -> None:
+        pass
+
+    def missed_change(self) -> None:
         pass

@@ -161,6 +161,15 @@ def test_stream_settings_have_defaults_and_bounds() -> None:
         load_settings(Settings, {"SSE_QUEUE_SIZE": "0"})
 
 
+def test_the_stream_resync_runs_every_10_s_by_default_and_zero_turns_it_off() -> None:
+    assert load_settings(Settings, {}).sse_resync_s == 10.0
+    assert load_settings(Settings, {"SSE_RESYNC_S": "0"}).sse_resync_s == 0.0
+    assert load_settings(Settings, {"SSE_RESYNC_S": "0.5"}).sse_resync_s == 0.5
+    for bad in ("-1", "inf", "nan", "3601", "soon"):
+        with pytest.raises(SettingsError, match="SSE_RESYNC_S"):
+            load_settings(Settings, {"SSE_RESYNC_S": bad})
+
+
 def test_stream_caps_are_on_by_default_and_zero_turns_them_off() -> None:
     settings = load_settings(Settings, {})
     assert (settings.user_max_streams, settings.max_streams) == (20, 4000)

@@ -41,6 +41,7 @@ def test_each_fact_is_counted_under_its_metric() -> None:
             counted("gateway_output_wanted_published_total"),
         ),
         (lambda: observer.output_wanted(0, 1), counted("gateway_output_wanted_failed_total")),
+        (observer.missed_change, counted("gateway_missed_changes_total")),
     ]
     for fact, value in facts:
         before = value()

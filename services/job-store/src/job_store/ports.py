@@ -87,6 +87,11 @@ class JobStore(Protocol):
         first."""
         ...
 
+    async def versions(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The committed version of each of those jobs that exists (the database, never a
+        replica's memory: what another replica wrote counts)."""
+        ...
+
     async def history(
         self, job_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None
     ) -> list[HistoryEntry]:

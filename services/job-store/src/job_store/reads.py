@@ -1,6 +1,6 @@
 """The reads the job-store answers: one job, a page of a user's jobs (with its opaque
-cursor), the stuck jobs, a page of a job's history; each reply kept within the bytes a
-message may carry.
+cursor), the stuck jobs, a page of a job's history, the versions of many jobs; each reply kept
+within the bytes a message may carry.
 
 No I/O here: the store comes in as an argument.
 """
@@ -23,11 +23,13 @@ from jobs_proto.api import (
     FindStuckJobs,
     GetJob,
     GetJobHistory,
+    GetJobVersions,
     JobHistory,
     JobHistoryEntry,
     JobPage,
     JobReply,
     JobSummary,
+    JobVersions,
     ListJobs,
     StuckJobs,
 )
@@ -125,6 +127,12 @@ async def stuck_jobs(query: FindStuckJobs, store: JobStore, *, max_bytes: int) -
     )
     items = _within_bytes([stuck_job(r) for r in rows[: query.limit]], max_bytes)
     return StuckJobs(items=items, truncated=len(rows) > len(items))
+
+
+async def job_versions(query: GetJobVersions, store: JobStore) -> JobVersions:
+    """The stored version of each named job that exists (ids named twice are asked once)."""
+    job_ids = list(dict.fromkeys(query.job_ids))
+    return JobVersions(versions=await store.versions(job_ids) if job_ids else {})
 
 
 def history_view(entry: HistoryEntry) -> JobHistoryEntry:

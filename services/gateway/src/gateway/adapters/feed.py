@@ -92,7 +92,9 @@ class NatsJobFeed:
             self._views.offer_change(head, raw)
             job_id, user_id = head.job.job_id, head.user_id
             if not self._hub.watches(job_id, user_id):
-                self._hub.note_change(job_id, user_id, is_terminal(head.job.status))
+                self._hub.note_change(
+                    job_id, user_id, is_terminal(head.job.status), version=head.job.version
+                )
                 return
             change = decode_change(raw)
         except msgspec.DecodeError:

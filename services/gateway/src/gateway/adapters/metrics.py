@@ -1,6 +1,7 @@
 """The `GatewayObserver` port over Prometheus (default registry, served on the admin port's
 `/metrics`): admissions, idempotent replays and conflicts, per-user limit and budget refusals,
-reads by source, the open streams, and the `OutputWanted` messages that keep the relay reading."""
+reads by source, the open streams, the `OutputWanted` messages that keep the relay reading, and
+the job changes the resync of open streams found unannounced."""
 
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ OUTPUT_WANTED: Final = Counter(
 OUTPUT_WANTED_FAILED: Final = Counter(
     "gateway_output_wanted_failed_total",
     "OutputWanted messages not published (NATS disconnected or refusing)",
+)
+MISSED_CHANGES: Final = Counter(
+    "gateway_missed_changes_total",
+    "Job changes never announced to this process, found by the resync of open streams"
+    " (SSE_RESYNC_S) and handed to them",
 )
 WATCHED_JOBS: Final = Gauge(
     "gateway_output_watched_jobs", "Running jobs whose text a stream of this process reads"
@@ -129,6 +135,9 @@ class PrometheusObserver:
 
     def stream_opened(self) -> None:
         STREAMS_OPENED.inc()
+
+    def missed_change(self) -> None:
+        MISSED_CHANGES.inc()
 
     def output_wanted(self, published: int, failed: int) -> None:
         if published:

@@ -1,5 +1,5 @@
 """NATS behind the job-store's ports: change announcements, stored outputs (the Object Store),
-and the read endpoints (`get`, `list`, `stuck`, `history`).
+and the read endpoints (`get`, `list`, `stuck`, `history`, `versions`).
 
 The endpoints are one NATS micro service (discoverable with `$SRV.PING`/`INFO`/`STATS`), in the
 queue group every replica shares, so each request is answered by exactly one replica.
@@ -24,8 +24,22 @@ from nats.micro.service import Service as MicroService
 
 from job_store.budgets import release_budget, reserve_budget, usage_report
 from job_store.ports import BudgetStore, JobStore
-from job_store.reads import RequestRejected, get_job, job_history, list_jobs, stuck_jobs
-from jobs_proto.api import FindStuckJobs, GetJob, GetJobHistory, JobChanged, ListJobs
+from job_store.reads import (
+    RequestRejected,
+    get_job,
+    job_history,
+    job_versions,
+    list_jobs,
+    stuck_jobs,
+)
+from jobs_proto.api import (
+    FindStuckJobs,
+    GetJob,
+    GetJobHistory,
+    GetJobVersions,
+    JobChanged,
+    ListJobs,
+)
 from jobs_proto.spend import GetUsage, ReleaseBudget, ReserveBudget
 from jobs_proto.stream import DEV_CAPACITY, Capacity
 from jobs_proto.subjects import Subjects
@@ -102,7 +116,8 @@ _Answer = Callable[[Any, int], Awaitable[msgspec.Struct]]
 
 class JobStoreEndpoints:
     """Serves the reads: `get` (`GetJob` -> `JobReply`), `list` (`ListJobs` -> `JobPage`),
-    `stuck` (`FindStuckJobs` -> `StuckJobs`), `history` (`GetJobHistory` -> `JobHistory`);
+    `stuck` (`FindStuckJobs` -> `StuckJobs`), `history` (`GetJobHistory` -> `JobHistory`),
+    `versions` (`GetJobVersions` -> `JobVersions`, the gateway's resync of its open streams);
     and with `budgets` the budget requests: `reserve` (`ReserveBudget` -> `BudgetDecision`),
     `release` (`ReleaseBudget` -> `BudgetDecision`), `usage` (`GetUsage` -> `UsageReport`).
 
@@ -166,6 +181,13 @@ class JobStoreEndpoints:
                 GetJobHistory,
                 "422",
                 lambda q, n: job_history(q, store, max_bytes=n),
+            ),
+            (
+                "versions",
+                self._subjects.job_versions,
+                GetJobVersions,
+                "422",
+                lambda q, n: job_versions(q, store),
             ),
         ]
         budgets = self._budgets

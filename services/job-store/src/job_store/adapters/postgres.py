@@ -26,6 +26,7 @@ from job_store.adapters.queries import (
     PAST_DEADLINE,
     SELECT_HISTORY,
     SELECT_MANY,
+    SELECT_VERSIONS,
     STUCK,
     STUCK_OR_PENDING,
 )
@@ -161,6 +162,10 @@ class PostgresJobStore:
                 STUCK_OR_PENDING, older_than_s, limit, pending_older_than_s
             )
         return [row_from_record(r) for r in records]
+
+    async def versions(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        records = await self._pool.fetch(SELECT_VERSIONS, list(job_ids))
+        return {r["id"]: int(r["version"]) for r in records}
 
     async def history(
         self, job_id: uuid.UUID, *, after_seq: int = 0, limit: int | None = None

@@ -1,5 +1,5 @@
-"""The statements that read: rows by id, a user's jobs by keyset, stuck jobs, a history,
-what retention purges next, open jobs past their deadline."""
+"""The statements that read: rows by id, versions by id, a user's jobs by keyset, stuck jobs,
+a history, what retention purges next, open jobs past their deadline."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Final
 from job_store.adapters.columns import JOB_COLUMNS
 
 SELECT_MANY: Final = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[])"
+# Only the two columns, by primary key: the gateway's resync asks every few seconds.
+SELECT_VERSIONS: Final = "SELECT id, version FROM jobs WHERE id = ANY($1::uuid[])"
 SELECT_HISTORY: Final = """
 SELECT job_id, seq, kind, occurred_at, recorded_at, source, message_id, summary
 FROM job_history WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
