@@ -62,7 +62,7 @@ OUTPUT_WANTED_FAILED: Final = Counter(
     "OutputWanted messages not published (NATS disconnected or refusing)",
 )
 MISSED_CHANGES: Final = Counter(
-    "gateway_missed_changes_total",
+    "gateway_missed_changes",
     "Job changes never announced to this process, found by the resync of open streams"
     " (SSE_RESYNC_S) and handed to them",
 )
