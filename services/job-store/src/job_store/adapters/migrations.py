@@ -1,8 +1,10 @@
 """Versioned schema migrations: the package's `migrations/NNNN_name.sql`, applied in order once.
 
 Every replica (and `job-store migrate`) may run this at the same moment; a fixed advisory lock
-makes them take turns, so each migration runs once, in its own transaction, and is recorded in
-`schema_migrations`.
+makes them take turns, so each migration runs once and is recorded in `schema_migrations`. The
+lock and every pending migration share one transaction (`pg_advisory_xact_lock`), so the lock
+holds through a pooler in transaction mode (PgBouncer, CloudNativePG's), where a session lock
+and its unlock could land on different server connections.
 """
 
 from __future__ import annotations
@@ -66,45 +68,39 @@ def load_migrations() -> list[Migration]:
 
 
 async def migrate(conn: asyncpg.Connection[Any]) -> list[Migration]:
-    """Apply the pending migrations on `conn`; returns those this call applied (often none)."""
+    """Apply the pending migrations on `conn`; returns those this call applied (often none).
+    All of them or none: one that fails rolls the others of this run back with it."""
     migrations = load_migrations()
-    # Session-level lock: held across the per-migration transactions, released by the unlock
-    # below or, if this process dies, by Postgres when the connection goes.
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-    try:
+    done: list[Migration] = []
+    async with conn.transaction():
+        # Released at commit or rollback, or by Postgres if this process dies.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
         await conn.execute(_CREATE_LEDGER)
         applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        done: list[Migration] = []
         for migration in migrations:
             if migration.version in applied:
                 continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                    migration.version,
-                    migration.name,
-                )
-            log.info(
-                "applied migration",
-                extra={"migration": migration.version, "migration_name": migration.name},
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                migration.version,
+                migration.name,
             )
             done.append(migration)
-        newer = sorted(applied - {m.version for m in migrations})
-        if newer:
-            # A newer release migrated already; expand-only migrations keep this one working.
-            log.info("database has newer migrations than this release", extra={"newer": newer})
+    for migration in done:
         log.info(
-            "schema up to date",
-            extra={"version": max([*applied, *(m.version for m in done)], default=0)},
+            "applied migration",
+            extra={"migration": migration.version, "migration_name": migration.name},
         )
-        return done
-    finally:
-        try:
-            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            # The connection is gone, and the lock with it; the original error matters more.
-            log.warning("could not release the migration lock: %r", exc)
+    newer = sorted(applied - {m.version for m in migrations})
+    if newer:
+        # A newer release migrated already; expand-only migrations keep this one working.
+        log.info("database has newer migrations than this release", extra={"newer": newer})
+    log.info(
+        "schema up to date",
+        extra={"version": max([*applied, *(m.version for m in done)], default=0)},
+    )
+    return done
 
 
 async def migrate_database(dsn: str, *, timeout_s: float = 5.0) -> list[Migration]:
