@@ -131,7 +131,9 @@ def spend_counter_defined() -> bool:
     return re.search(r'Counter\(\s*"jobs_spend_usd', source) is not None
 
 
-async def _run_and_scrape(stack: Stack, token: str) -> Exported:
+async def run_a_job_and_refuse_a_webhook(stack: Stack, token: str) -> None:
+    """What leaves a sample in most series: one job through the whole system, and an unsigned
+    webhook (a rejection by reason, a `401` by route and status)."""
     headers = {"Authorization": f"Bearer {token}"}
     async with (
         httpx.AsyncClient(base_url=stack.gateway_url, headers=headers) as gateway,
@@ -142,9 +144,13 @@ async def _run_and_scrape(stack: Stack, token: str) -> Exported:
         await job_until(gateway, job_id, {"succeeded"})
         await simulator.post("/_sim/reset")
     async with httpx.AsyncClient() as client:
-        # An unsigned webhook: a rejection by reason to show.
         refused = await client.post(stack.webhook_url, json={"id": "x"})
         assert refused.status_code == 401, refused.text
+
+
+async def _run_and_scrape(stack: Stack, token: str) -> Exported:
+    await run_a_job_and_refuse_a_webhook(stack, token)
+    async with httpx.AsyncClient() as client:
         found = Exported()
         p = stack.ports
         for port in (p.gateway_admin, p.webhook_ingest_admin, p.ai_runner_admin, p.job_store_admin):

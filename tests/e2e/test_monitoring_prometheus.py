@@ -29,7 +29,7 @@ from jobs_testkit.servers import free_port
 from jobs_testkit.stack import Stack
 from jobs_testkit.waiting import eventually
 
-from .test_job_flow import job_until, submit
+from .test_monitoring_metrics import run_a_job_and_refuse_a_webhook
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
@@ -163,18 +163,7 @@ async def _run_a_job_and_ask(stack: Stack, token: str, prometheus: Prometheus) -
 
         await eventually(all_up, within=20, what="every service target scraped")
 
-        headers = {"Authorization": f"Bearer {token}"}
-        async with (
-            httpx.AsyncClient(base_url=stack.gateway_url, headers=headers) as gateway,
-            httpx.AsyncClient(base_url=stack.simulator_url) as simulator,
-        ):
-            await simulator.put("/_sim/config", json={"latencyS": 0.3})
-            job_id = await submit(gateway)
-            await job_until(gateway, job_id, {"succeeded"})
-            await simulator.post("/_sim/reset")
-        async with httpx.AsyncClient() as plain:
-            # An unsigned webhook: webhook-ingest's requests by status have a sample too.
-            assert (await plain.post(stack.webhook_url, json={"id": "x"})).status_code == 401
+        await run_a_job_and_refuse_a_webhook(stack, token)
 
         async def scraped_after_the_job() -> bool:
             # Each target is scraped on its own schedule: wait for the gateway's and
