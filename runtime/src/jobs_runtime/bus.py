@@ -30,7 +30,8 @@ def _tls_context(ca_file: str) -> ssl.SSLContext:
     return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
 
 
-def _auth_options(auth: NatsAuth | None) -> dict[str, Any]:
+def auth_options(auth: NatsAuth | None) -> dict[str, Any]:
+    """`nats.connect`'s keyword arguments for who connects and which CA the server must show."""
     if auth is None:
         return {}
     options: dict[str, Any] = {}
@@ -86,7 +87,7 @@ async def connect(
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
                 **({} if inbox is None else {"inbox_prefix": inbox}),
-                **_auth_options(auth),
+                **auth_options(auth),
             )
         except Exception as exc:
             if stop is not None and stop.is_set():

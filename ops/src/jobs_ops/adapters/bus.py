@@ -5,7 +5,6 @@ and the streams' and consumers' state."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -49,7 +48,7 @@ from jobs_proto.api import (
     StuckJobs,
 )
 from jobs_proto.events import AnyJobEvent, decode_event
-from jobs_proto.permissions import inbox_prefix
+from jobs_proto.permissions import OPERATOR, inbox_prefix
 from jobs_proto.stream import (
     PARK_DETAIL_HEADER,
     PARK_REASON_HEADER,
@@ -57,8 +56,8 @@ from jobs_proto.stream import (
     job_store_consumer,
 )
 from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
+from jobs_runtime.bus import auth_options
 
-OPS_USER: Final = "ops"
 # The durable consumer that applies events to the store (`jobs_proto.stream`).
 JOB_STORE_CONSUMER: Final = job_store_consumer(Subjects()).durable
 _ERROR_CODE: Final = "Nats-Service-Error-Code"
@@ -72,16 +71,6 @@ class Unreachable(Exception):
 
 
 async def connect(settings: Settings) -> NATS:
-    options: dict[str, Any] = {}
-    if settings.nats_user:
-        options |= {"user": settings.nats_user, "password": settings.nats_password}
-    if settings.nats_creds:
-        options["user_credentials"] = settings.nats_creds
-    if settings.nats_tls_ca:
-        options["tls"] = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=settings.nats_tls_ca
-        )
-
     async def quiet(exc: Exception) -> None:
         del exc  # the failure surfaces as the connect's own exception
 
@@ -95,9 +84,9 @@ async def connect(settings: Settings) -> NATS:
                 connect_timeout=settings.ops_timeout_s,
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0,
-                inbox_prefix=inbox_prefix(OPS_USER),
+                inbox_prefix=inbox_prefix(OPERATOR),
                 error_cb=quiet,
-                **options,
+                **auth_options(settings.nats_auth),
             ),
             timeout=settings.ops_timeout_s * (1 + settings.nats_url.count(",")) + 1,
         )
