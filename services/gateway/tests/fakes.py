@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -418,3 +418,24 @@ class Ticks:
 
     def __call__(self) -> float:
         return self.now
+
+
+def job_view(job_id: uuid.UUID, version: int, status: JobStatus = "processing") -> JobView:
+    """A job of the resync tests at `version`; a succeeded one has its output and end."""
+    ended = status == "succeeded"
+    return JobView(
+        job_id=job_id,
+        type="script_generation",
+        status=status,
+        version=version,
+        input={},
+        output="done" if ended else None,
+        error=None,
+        prediction_id="p1",
+        created_at=RESYNC_T0,
+        updated_at=RESYNC_T0,
+        completed_at=RESYNC_T0 if ended else None,
+    )
+
+
+RESYNC_T0 = datetime(2025, 3, 1, tzinfo=UTC)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import msgspec
 import pytest
@@ -15,29 +14,10 @@ from nats.aio.msg import Msg
 
 from gateway.adapters.resync import StreamResync
 from gateway.hub import Hub
-from jobs_proto.api import GetJobVersions, JobChanged, JobVersions, JobView
-from jobs_proto.status import JobStatus
+from jobs_proto.api import GetJobVersions, JobChanged, JobVersions
 from jobs_proto.subjects import Subjects
 
-from ..fakes import FakeJobStore, RecordingObserver
-
-T0 = datetime(2025, 3, 1, tzinfo=UTC)
-
-
-def view(job_id: uuid.UUID, version: int, status: JobStatus = "processing") -> JobView:
-    return JobView(
-        job_id=job_id,
-        type="script_generation",
-        status=status,
-        version=version,
-        input={},
-        output="done" if status == "succeeded" else None,
-        error=None,
-        prediction_id="p1",
-        created_at=T0,
-        updated_at=T0,
-        completed_at=T0 if status == "succeeded" else None,
-    )
+from ..fakes import FakeJobStore, RecordingObserver, job_view
 
 
 class VersionsDouble:
@@ -75,18 +55,18 @@ async def test_a_job_behind_is_read_handed_to_its_streams_and_counted_once(
     hub, store, observer = Hub(), FakeJobStore(), RecordingObserver()
     behind, current = uuid.uuid4(), uuid.uuid4()
     rounds = resync(nats_client, subjects, hub, store, observer)
-    hub.note_view(view(behind, 2), "alice")
+    hub.note_view(job_view(behind, 2), "alice")
     assert await rounds.round() == 0
     assert versions.asked == []  # no stream open: nothing asked
 
     with hub.watch_job(behind) as subscription, hub.watch_user("alice") as mine:
-        hub.note_view(view(current, 4), "alice")
+        hub.note_view(job_view(current, 4), "alice")
         versions.stored = {behind: 3, current: 4}
-        store.put(view(behind, 3, "succeeded"))
+        store.put(job_view(behind, 3, "succeeded"))
         assert await rounds.round() == 1
         assert len(versions.asked) == 1
         assert set(versions.asked[0].job_ids) == {behind, current}
-        changed = JobChanged(user_id="alice", job=view(behind, 3, "succeeded"))
+        changed = JobChanged(user_id="alice", job=job_view(behind, 3, "succeeded"))
         assert list(subscription.updates) == [changed]
         assert list(mine.updates) == [changed]
         assert observer.facts == [("missed_change",)]
@@ -101,7 +81,7 @@ async def test_many_jobs_are_asked_in_requests_of_1000(
 ) -> None:
     hub, store, observer = Hub(), FakeJobStore(), RecordingObserver()
     for _ in range(2_001):
-        hub.note_view(view(uuid.uuid4(), 1), "alice")
+        hub.note_view(job_view(uuid.uuid4(), 1), "alice")
     with hub.watch_user("alice"):
         assert await resync(nats_client, subjects, hub, store, observer).round() == 0
     assert [len(q.job_ids) for q in versions.asked] == [1000, 1000, 1]
@@ -114,7 +94,7 @@ async def test_a_job_store_that_does_not_answer_skips_the_round(
     hub, store, observer = Hub(), FakeJobStore(), RecordingObserver()
     job_id = uuid.uuid4()
     with hub.watch_job(job_id) as subscription:
-        hub.note_view(view(job_id, 1), "alice")
+        hub.note_view(job_view(job_id, 1), "alice")
         # Nobody serves `versions` under this prefix: no responders, at once.
         assert await resync(nats_client, subjects, hub, store, observer).round() == 0
         assert list(subscription.updates) == []

@@ -4,30 +4,12 @@ which stored versions mean a change announcement was lost."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from gateway.hub import Hub
 from gateway.resync import Missed, Seen, chunks, missed, watched_running
-from jobs_proto.api import JobChanged, JobView
-from jobs_proto.status import JobStatus
+from jobs_proto.api import JobChanged
 
-T0 = datetime(2025, 3, 1, tzinfo=UTC)
-
-
-def view(job_id: uuid.UUID, version: int, status: JobStatus = "processing") -> JobView:
-    return JobView(
-        job_id=job_id,
-        type="script_generation",
-        status=status,
-        version=version,
-        input={},
-        output=None,
-        error=None,
-        prediction_id="p1",
-        created_at=T0,
-        updated_at=T0,
-        completed_at=None,
-    )
+from ..fakes import job_view
 
 
 def test_only_running_jobs_with_an_open_stream_are_asked_about() -> None:
@@ -76,16 +58,16 @@ def test_the_hub_keeps_the_newest_version_seen_of_each_watched_running_job() -> 
     hub = Hub()
     job_id, other = uuid.uuid4(), uuid.uuid4()
     with hub.watch_job(job_id):
-        hub.note_view(view(job_id, 2), "alice")
+        hub.note_view(job_view(job_id, 2), "alice")
         assert hub.watched_running() == {job_id: Seen("alice", 2)}
-        hub.publish_change(JobChanged(user_id="alice", job=view(job_id, 4)))
+        hub.publish_change(JobChanged(user_id="alice", job=job_view(job_id, 4)))
         # An older state read late does not take the version back.
-        hub.note_view(view(job_id, 3), "alice")
+        hub.note_view(job_view(job_id, 3), "alice")
         # The feed's path for an announcement no stream needed decoding.
         hub.note_change(other, "alice", terminal=False, version=7)
         assert hub.watched_running() == {job_id: Seen("alice", 4)}
         assert hub.seen(job_id) == Seen("alice", 4)
-        hub.publish_change(JobChanged(user_id="alice", job=view(job_id, 5, "succeeded")))
+        hub.publish_change(JobChanged(user_id="alice", job=job_view(job_id, 5, "succeeded")))
         assert hub.watched_running() == {}
         assert hub.seen(job_id) is None
     output = hub.open_output(other)
