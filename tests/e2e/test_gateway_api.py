@@ -331,6 +331,8 @@ async def test_every_refusal_has_its_status_and_problem_and_publishes_nothing(
 
     info = await nats_client.jetstream().stream_info(jobs_stream_ready.name)
     assert info.state.messages == 0, "a refused request published something"
+    # Request lines are written once the answer has gone out: wait for the last case's (405).
+    await eventually(lambda: '"status":405' in gateway.process.log, what="the 405 logged")
     log = gateway.process.log
     for secret_bearing in (expired, wrong_secret, good["Authorization"].split()[1]):
         assert secret_bearing not in log

@@ -12,7 +12,7 @@ from nats.js.errors import APIError
 from jobs_proto.stream import MIB, StreamSpec
 from jobs_proto.subjects import Subjects
 
-from .test_gateway_nats_outage import refusal_reasons
+from .test_gateway_nats_outage import logged_refusals
 from .test_gateway_processes import RunningGateway, bearer
 from .test_gateway_processes import gateway as gateway
 from .test_gateway_processes import gateway_base_env as gateway_base_env
@@ -52,7 +52,7 @@ async def test_a_full_jobs_stream_answers_503_and_keeps_what_it_holds(
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert int(response.headers["retry-after"]) > 0
-    (reason,) = refusal_reasons(gateway.process.log, "/api/jobs")
+    (reason,) = await logged_refusals(gateway.process, "/api/jobs")
     assert reason.startswith("JetStream did not store the event"), reason
     # Discard new: the first job's event is still the stream's first message.
     info = await js.stream_info(jobs_stream_ready.name)

@@ -47,7 +47,7 @@ async def test_a_gateway_without_nats_answers_503_then_recovers(
                 # raised only before anything is handed to nats-py; a request sent into the
                 # reconnect buffer would fail later as "job-store did not answer: Timeout..."
                 # or "JetStream did not store the event: ...".
-                assert refusal_reasons(gateway.log, path) == ["not connected to NATS"], path
+                assert await logged_refusals(gateway, path) == ["not connected to NATS"], path
 
             restartable_nats.start()
 
@@ -56,6 +56,13 @@ async def test_a_gateway_without_nats_answers_503_then_recovers(
 
             await eventually(admitted, within=15)
         assert gateway.terminate() == 0, gateway.log
+
+
+async def logged_refusals(process: ServiceProcess, path: str) -> list[str]:
+    """The reasons of the gateway's logged `503`s for `path`, once there is one: the request
+    line is written after the answer has gone out, so a client can read the log before it."""
+    await eventually(lambda: bool(refusal_reasons(process.log, path)), what=f"503 on {path}")
+    return refusal_reasons(process.log, path)
 
 
 def refusal_reasons(log: str, path: str) -> list[str]:
