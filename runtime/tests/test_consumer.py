@@ -440,3 +440,41 @@ async def test_with_overlap_stopping_finishes_the_messages_in_hand(
         return await consumer_state(nats_client, jobs_stream_ready) == (0, 0, 0)
 
     await eventually(acked, what="the message in hand is acked")
+
+
+async def test_a_handler_working_past_ack_wait_keeps_its_message_from_other_replicas(
+    nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
+) -> None:
+    # Two replicas of one durable. Without the loop's "still working" news, JetStream hands the
+    # message to the other replica once ack_wait (1 s) passed, while the first still holds it
+    # (an ai-runner holding a created prediction's id until NATS answers again).
+    started: list[float] = []
+    release = asyncio.Event()
+
+    async def slow(event: JobRequested) -> None:
+        started.append(time.monotonic())
+        await release.wait()
+
+    await EventPublisher(nats_client.jetstream(), subjects).publish(requested())
+    handlers: dict[str, Handler] = {"requested": slow}
+    async with (
+        running(nats_client, jobs_stream_ready, subjects, handlers),
+        running(nats_client, jobs_stream_ready, subjects, handlers),
+    ):
+        await eventually(lambda: bool(started))
+
+        async def held_for_three_ack_waits() -> bool:
+            # Handed out again would show at once as a second start or a redelivery count.
+            state = await consumer_state(nats_client, jobs_stream_ready)
+            assert len(started) == 1, started
+            assert state == (0, 1, 0), state
+            return time.monotonic() - started[0] > 3.0
+
+        await eventually(held_for_three_ack_waits, within=15)
+        release.set()
+
+        async def acked() -> bool:
+            return await consumer_state(nats_client, jobs_stream_ready) == (0, 0, 0)
+
+        await eventually(acked, what="the message is acked")
+    assert len(started) == 1

@@ -78,6 +78,41 @@ def retry_delay(delivered: int, base_s: float = 1.0, cap_s: float = 60.0) -> flo
     return random.uniform(ceiling / 2, ceiling)
 
 
+class _StillWorking:
+    """Tells JetStream a message is still being worked on (`+WPI`) every `every_s` while its
+    handler runs, so a handler longer than ack_wait (one holding a created prediction's id
+    until NATS answers again) is not handed to another replica meanwhile. A replica that is
+    stopped or gone stops telling, and its messages are redelivered as before.
+
+    Most handlers end long before the first tick: then it costs one timer, never a message.
+    """
+
+    __slots__ = ("_every_s", "_msg", "_sending", "_timer")
+
+    def __init__(self, msg: Msg, every_s: float) -> None:
+        self._msg = msg
+        self._every_s = every_s
+        self._sending: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            every_s, self._tick
+        )
+
+    def _tick(self) -> None:
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.ensure_future(self._tell())
+        self._timer = asyncio.get_running_loop().call_later(self._every_s, self._tick)
+
+    async def _tell(self) -> None:
+        # Best effort: a node that does not answer now is the usual reason the handler is slow.
+        with contextlib.suppress(Exception):
+            await self._msg.in_progress()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class ConsumerLoop:
     """Runs handlers over one durable consumer until told to stop."""
 
@@ -260,6 +295,7 @@ class ConsumerLoop:
             await self._reject(msg, kind, SUBJECT_MISMATCH, detail)
             return
         started = time.perf_counter()
+        working = _StillWorking(msg, self._spec.ack_wait_s / 3)
         try:
             if tracing.ENABLED:
                 await self._traced(handler, event, msg, kind)
@@ -291,6 +327,7 @@ class ConsumerLoop:
             self._count(kind, "retried")
             return
         finally:
+            working.stop()
             timer = self._timers.get(kind)
             if timer is None:
                 timer = self._timers[kind] = HANDLER_SECONDS.labels(self._spec.durable, kind)

@@ -22,6 +22,7 @@ from ai_runner.ports import (
 from jobs_proto.api import StuckJob, StuckJobs
 from jobs_proto.events import JobEvent
 from jobs_proto.replicate import ReplicatePrediction
+from jobs_runtime.errors import Unavailable
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -110,6 +111,20 @@ class CountingClaims(FakeClaims):
 
     async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
         self.writes += 1
+        return await super().update(job_id, claim, revision)
+
+
+@dataclass
+class CutOffClaims(FakeClaims):
+    """A bucket whose node is cut off from its cluster: the first `refusals` updates fail as
+    NATS does then (`Unavailable`); creates and reads still work."""
+
+    refusals: int = 0
+
+    async def update(self, job_id: uuid.UUID, claim: Claim, revision: int) -> int | None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise Unavailable("claims entry not stored: JetStream system temporarily unavailable")
         return await super().update(job_id, claim, revision)
 
 

@@ -24,12 +24,14 @@ from jobs_proto.events import (
     JobSubmitted,
 )
 from jobs_proto.job_types import JOB_TYPES
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.retry import RetryLater
 
 from ..fakes import (
     CountingClaims,
     CountingObserver,
     Created,
+    CutOffClaims,
     FakeClaims,
     FakeEvents,
     FakeHistory,
@@ -514,4 +516,50 @@ async def test_a_streaming_job_is_announced_with_its_stream_url_also_when_announ
     await handle_requested(event, runner(predictions, events, claims=claims))
     urls = [e.stream_url for e in events.published if isinstance(e, JobSubmitted)]
     assert urls == ["https://stream.example/v1/streams/pred-1"] * 2
+    assert len(predictions.created) == 1
+
+
+# A created prediction's id is never dropped ------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Clock:
+    """Time that moves only when a handler pauses, by the pause's length."""
+
+    now: datetime = NOW
+    pauses: list[float] = dataclasses.field(default_factory=list)
+
+    async def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += timedelta(seconds=seconds)
+
+
+def cut_off_runner(predictions: FakePredictions, claims: CutOffClaims, clock: Clock) -> Runner:
+    return dataclasses.replace(
+        runner(predictions, FakeEvents(), claims=claims),
+        now=lambda: clock.now,
+        pause=clock.pause,
+    )
+
+
+async def test_a_created_prediction_is_recorded_once_nats_answers_again_not_created_twice() -> None:
+    # Only this runner knows the id until it is recorded: handed back to the consumer it would
+    # be forgotten, and after the binding window another runner would create a second one.
+    predictions, claims, clock = FakePredictions(), CutOffClaims(refusals=4), Clock()
+    event = requested()
+    await handle_requested(event, cut_off_runner(predictions, claims, clock))
+    assert len(predictions.created) == 1
+    assert claims.claim(event.job_id).prediction_id == "pred-1"
+    assert clock.pauses == [0.5, 1.0, 2.0, 4.0]
+    assert predictions.canceled == []
+
+
+async def test_a_prediction_still_unrecorded_at_the_jobs_deadline_is_handed_back() -> None:
+    predictions, claims, clock = FakePredictions(), CutOffClaims(refusals=1_000), Clock()
+    event = requested()
+    with pytest.raises(Unavailable):
+        await handle_requested(event, cut_off_runner(predictions, claims, clock))
+    deadline_s = JOB_TYPES[event.job_type].deadline_s
+    assert sum(clock.pauses) <= deadline_s
+    assert sum(clock.pauses) + 4.0 >= deadline_s  # it kept trying up to the deadline
     assert len(predictions.created) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from datetime import datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote, unquote_plus
 
@@ -32,12 +33,17 @@ from jobs_proto.job_types import JobType
 from jobs_proto.replicate import WEBHOOK_JOB_PARAMETER, WEBHOOK_TRACE_PARAMETER
 from jobs_proto.status import PREDICTION_REJECTED
 from jobs_runtime import tracing
+from jobs_runtime.errors import Unavailable
 from jobs_runtime.retry import RetryLater
 
 # One logger for every handler module: operators and tests select the handlers' lines by it.
 log = logging.getLogger(__package__)
 
 ATTEMPTS_EXHAUSTED: Final = "attempts_exhausted"
+
+# Tries to record a created prediction: soon after the first failure, then at most this often.
+_RECORD_RETRY_FIRST_S: Final = 0.5
+_RECORD_RETRY_CAP_S: Final = 4.0
 
 
 # webhook-ingest reads the job back from the URL Replicate echoes in each signed webhook body.
@@ -113,14 +119,51 @@ async def create(
         raise
     log.info("prediction created", extra={**context, "prediction_id": created.id})
     runner.observer.created(job_type.name)
-    await record(
+    await _record_in_hand(
         runner,
         job_id,
         created.id,
         context,
+        until=runner.now() + timedelta(seconds=remaining_s),
         known=mine,
         stream_url=created.stream_url if job_type.streams else None,
     )
+
+
+async def _record_in_hand(
+    runner: Runner,
+    job_id: uuid.UUID,
+    prediction_id: str,
+    context: dict[str, str],
+    *,
+    until: datetime,
+    known: StoredClaim,
+    stream_url: str | None,
+) -> None:
+    """Record a prediction this runner just created, trying again while NATS does not answer.
+
+    Only this process knows the id until it is recorded (a `start` webhook may be lost too):
+    handed back to the consumer, it would be forgotten, and once the binding window passed
+    another runner would create a second prediction. So the id stays in hand, through a NATS
+    node cut off from its cluster (the connection moves to another node meanwhile), until the
+    job's deadline; past it, the prediction ends by its own `Cancel-After`.
+    """
+    delay_s = _RECORD_RETRY_FIRST_S
+    while True:
+        try:
+            await record(runner, job_id, prediction_id, context, known=known, stream_url=stream_url)
+            return
+        except Unavailable as exc:
+            if runner.now() + timedelta(seconds=delay_s) >= until:
+                raise
+            log.warning(
+                "prediction created but not yet recorded; trying again in %.1fs: %s",
+                delay_s,
+                exc,
+                extra={**context, "prediction_id": prediction_id},
+            )
+            await runner.pause(delay_s)
+            delay_s = min(delay_s * 2, _RECORD_RETRY_CAP_S)
 
 
 async def _after_transient(

@@ -3,9 +3,10 @@ changing a job's claim by compare-and-set, failing a job, canceling a prediction
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -65,6 +66,8 @@ class Runner:
     now: Callable[[], datetime] = field(default=utc_now)
     observer: RunnerObserver = field(default_factory=NoObserver)
     limits: Limits = field(default_factory=NoLimits)
+    # How a handler waits between attempts it keeps in hand (tests pass one that returns at once).
+    pause: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
 
 
 async def change_claim(
