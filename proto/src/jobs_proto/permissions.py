@@ -19,6 +19,9 @@ SERVICES: Final = ("gateway", "webhook-ingest", "ai-runner", "job-store")
 OPERATOR: Final = "ops"
 
 _API: Final = "$JS.API"
+# The account's JetStream info: answered only where the cluster's meta leader is reachable, so
+# every service asks it to tell a NATS node cut off from its cluster (jobs_runtime.nodes).
+NODE_PROBE: Final = f"{_API}.INFO"
 
 
 class Permissions(Message, frozen=True):
@@ -151,6 +154,7 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
     # receive its replies (JetStream acks and API answers, request/reply) in its own inbox.
     gateway = Permissions(
         publish=(
+            NODE_PROBE,
             f"{p}job.requested.*",
             f"{p}job.cancel_requested.*",
             subjects.get_job,
@@ -188,6 +192,7 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
     )
     webhook_ingest = Permissions(
         publish=(
+            NODE_PROBE,
             f"{p}job.started.*",
             f"{p}job.completed.*",
             f"{p}job_progress.*",
@@ -203,6 +208,7 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
     )
     ai_runner = Permissions(
         publish=(
+            NODE_PROBE,
             f"{p}job.submitted.*",
             f"{p}job.failed.*",
             # What it learns by polling a prediction whose webhook never came: that it started
@@ -235,6 +241,7 @@ def service_permissions(subjects: Subjects, jobs_stream: str = "JOBS") -> dict[s
     )
     job_store = Permissions(
         publish=(
+            NODE_PROBE,
             f"{p}job.purged.*",
             f"{p}job_change.*",
             f"{p}job_parked.*",

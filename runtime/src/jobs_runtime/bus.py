@@ -18,6 +18,7 @@ from jobs_proto.events import JobEvent, encode_event
 from jobs_proto.stream import ConsumerSpec, StreamSpec
 from jobs_proto.subjects import MSG_ID_HEADER, Subjects, message_id
 from jobs_runtime import tracing
+from jobs_runtime.nodes import NodeWatch
 from jobs_runtime.settings import NatsAuth
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,14 @@ async def connect(
     *,
     auth: NatsAuth | None = None,
     inbox: str | None = None,
+    nodes: NodeWatch | None = None,
 ) -> NATS:
     """Connect, retrying until NATS answers or `stop` is set; reconnects forever afterwards.
 
     `auth` says who the service is and which CA the server's certificate must chain to;
     `inbox` is the reply-subject prefix its NATS user may subscribe to
-    (`jobs_proto.permissions.inbox_prefix`).
+    (`jobs_proto.permissions.inbox_prefix`); `nodes` picks the node of each reconnect,
+    passing over one it left because it was cut off from its cluster.
     """
 
     async def on_error(exc: Exception) -> None:
@@ -87,6 +90,7 @@ async def connect(
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
                 **({} if inbox is None else {"inbox_prefix": inbox}),
+                **({} if nodes is None else {"reconnect_to_server_handler": nodes.choose}),
                 **auth_options(auth),
             )
         except Exception as exc:

@@ -27,6 +27,7 @@ from jobs_runtime.admin import Readiness, admin_app
 from jobs_runtime.bus import EventPublisher, connect, ensure_stream
 from jobs_runtime.commands import FAILED, OK, load_or_exit
 from jobs_runtime.http import HttpServer
+from jobs_runtime.nodes import NodeWatch
 from jobs_runtime.settings import ServiceSettings
 from jobs_runtime.setup import until_set_up
 
@@ -98,6 +99,12 @@ def run_service(name: str, settings_type: type[S], main: ServiceMain[S]) -> int:
     return OK if code is None else code
 
 
+async def _stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _drain(nc: NATS) -> None:
     if nc.is_closed:
         return
@@ -125,10 +132,19 @@ async def serve(name: str, settings: S, main: ServiceMain[S]) -> int | None:
             await admin.start()
             stack.push_async_callback(admin.stop)
 
+            nodes = NodeWatch(settings.nats_node_probe_s) if settings.nats_node_probe_s else None
             nc = await connect(
-                settings.nats_url, name, stop, auth=settings.nats_auth, inbox=inbox_prefix(name)
+                settings.nats_url,
+                name,
+                stop,
+                auth=settings.nats_auth,
+                inbox=inbox_prefix(name),
+                nodes=nodes,
             )
             stack.push_async_callback(_drain, nc)
+            if nodes is not None:
+                watching = asyncio.create_task(nodes.run(nc, stop))
+                stack.push_async_callback(_stopped, watching)
             js = nc.jetstream()
             spec = jobs_stream(
                 settings.subjects,

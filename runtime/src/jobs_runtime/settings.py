@@ -90,6 +90,9 @@ class ServiceSettings(EnvSettings, frozen=True):
     # How long a service waits at start for JetStream to take its streams and buckets (a cluster
     # whose nodes are still starting refuses an R3 stream), not ready meanwhile, then exits.
     jetstream_setup_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    # How often a service asks JetStream whether its NATS node still reaches the cluster; three
+    # failures in a row and it reconnects to another node (jobs_runtime.nodes). 0: never.
+    nats_node_probe_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
 
     # The share of `JETSTREAM_MAX_FILE_STORE` the limits may reserve together.
     STORE_SHARE: ClassVar[float] = 0.9
