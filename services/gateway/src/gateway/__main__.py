@@ -28,6 +28,7 @@ from gateway.budgets import MAX_BUDGET_USD, Spending
 from gateway.cache import FinishedJobs
 from gateway.config import Settings
 from gateway.hub import Hub, StreamPolicy
+from gateway.job_tokens import JobTokens
 from gateway.jobviews import JobViews, ViewedJobStore
 from gateway.jwks import JwksKeys
 from gateway.limits import OpenJobs, RequestRate
@@ -66,6 +67,12 @@ def _verifier(settings: Settings) -> TokenVerifier:
         issuer=settings.auth_jwt_issuer,
         audience=settings.auth_jwt_audience,
         budget_claim=settings.auth_budget_claim,
+        leeway_s=settings.auth_jwt_leeway_s,
+        job_tokens=JobTokens(
+            settings.job_token_secrets,
+            ttl_s=settings.job_token_ttl_s,
+            leeway_s=settings.auth_jwt_leeway_s,
+        ),
     )
 
 

@@ -20,6 +20,7 @@ PROD = {
     **PROD_NATS,
     "AUTH_JWT_ISSUER": "https://id.example/",
     "AUTH_JWT_AUDIENCE": "ai-jobs",
+    "JOB_TOKEN_SECRET": secrets.token_urlsafe(32),
 }
 
 

@@ -161,7 +161,9 @@ _OPERATION = {
     "required": ["responses", "operationId"],
     "properties": {
         "summary": {"type": "string"},
-        "operationId": {"type": "string"},
+        "description": {"type": "string"},
+        # One style for every operation: camelCase, as a generated client names its methods.
+        "operationId": {"type": "string", "pattern": "^[a-z]+([A-Z][a-z]*)*$"},
         "security": {"type": "array", "items": {"type": "object"}},
         "parameters": {"type": "array", "items": _PARAMETER},
         "requestBody": {
@@ -185,9 +187,11 @@ _OPERATION = {
 OPENAPI_31_ESSENTIALS = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "required": ["openapi", "info", "paths", "components"],
+    "required": ["openapi", "info", "servers", "paths", "components"],
     "properties": {
         "openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"},
+        # Relative: the gateway that serves the document.
+        "servers": {"const": [{"url": "/"}]},
         "info": {
             "type": "object",
             "required": ["title", "version"],

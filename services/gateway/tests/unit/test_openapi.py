@@ -7,6 +7,6 @@ from gateway.openapi import openapi_document
 def test_every_ideation_route_is_a_create_of_its_job_type() -> None:
     document = openapi_document({"/api/ideation/generate-titles": "title_generation"})
     operation = document["paths"]["/api/ideation/generate-titles"]["post"]
-    assert operation["operationId"] == "create_title_generation"
+    assert operation["operationId"] == "createTitleGenerationJob"
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/TitleGenerationInput"}
