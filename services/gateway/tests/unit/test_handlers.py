@@ -193,7 +193,7 @@ def test_a_limit_past_pythons_digit_limit_names_limit(limit: str) -> None:
     # `int` raises past 4,300 digits: this was a `500`.
     (error,) = errors_of([("limit", limit)])
     assert error.parameter == "limit"
-    assert "between 1 and 200" in error.detail
+    assert "must be an integer from 1 to 200" in error.detail
     assert len(error.detail) < 100
 
 
