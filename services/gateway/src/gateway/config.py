@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, ClassVar, Final
 
 import msgspec
@@ -20,6 +21,9 @@ from .tokens import DEFAULT_LEEWAY_S
 # Signs `gateway dev-token` output and the tokens of local runs when AUTH_JWT_SECRET is unset;
 # published, so prod refuses it (`jobs_runtime.secrets`).
 DEV_JWT_SECRET: Final = "dev-only-jwt-secret"
+# Where `make run` keeps the secrets of the system it starts (`jobs_testkit.devrun`), relative
+# to the folder it runs in: `gateway dev-token` signs with its `jwt_secret`.
+DEV_SECRETS_FILE: Final = Path(".data", "dev-secrets.json")
 # Signs job tokens when JOB_TOKEN_SECRET is unset in dev; published, so prod refuses it.
 DEV_JOB_TOKEN_SECRET: Final = "dev-only-job-token-secret"
 # A JWT claim name: what `AUTH_BUDGET_CLAIM` may be.
