@@ -120,6 +120,13 @@ async def test_the_token_reads_its_job_its_events_and_its_output(
     assert read.json() == owners.json()
     assert read.json()["output"] == "Tides turn twice a day."
 
+    by_query = await anonymous.get(f"/api/jobs/{job_id}", params={"access_token": job_token})
+    assert by_query.status_code == 200, by_query.text
+    assert by_query.json() == owners.json()
+    # A session token stays in the header on this route: a URL ends up in logs.
+    session = await anonymous.get(f"/api/jobs/{job_id}", params={"access_token": token("alice")})
+    assert_problem(session, 401, "unauthorized")
+
     for where in ({"headers": job_bearer(job_token)}, {"params": {"access_token": job_token}}):
         stream = await anonymous.get(f"/api/jobs/{job_id}/events", **where)  # type: ignore[arg-type]
         assert stream.status_code == 200, stream.text
@@ -212,4 +219,3 @@ async def test_a_session_token_expired_by_more_than_the_leeway_is_unauthorized(
     refused = await anonymous.get("/api/jobs", headers=job_bearer(past))
     assert_problem(refused, 401, "unauthorized")
     assert "expired" in refused.json()["detail"]
-

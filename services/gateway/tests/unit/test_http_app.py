@@ -246,9 +246,10 @@ async def test_the_document_is_openapi_31(document: dict[str, Any]) -> None:
     for path, item in document["paths"].items():
         for operation in item.values():
             # Every API route but the job types' checks a token (the event routes also take it
-            # in the query, for `EventSource`), and its path parameters are all declared.
+            # in the query, for `EventSource`, and a job's read a job token there), and its
+            # path parameters are all declared.
             security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
-            if path.endswith(("events", "output")):
+            if path.endswith(("events", "output")) or path == "/api/jobs/{jobId}":
                 security.append({"accessToken": []})
             if path == "/api/job-types":
                 security = []

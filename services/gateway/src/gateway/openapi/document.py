@@ -126,7 +126,7 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
                     "in": "query",
                     "name": "access_token",
                     "description": "The same JWT, or a job token, on the event and output "
-                    "routes only.",
+                    "routes; a job token only, on `GET /api/jobs/{jobId}`.",
                 },
             },
         },

@@ -11,6 +11,7 @@ from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.status import JOB_STATUSES
 
 from .parts import (
+    ACCESS_TOKEN_SCHEME,
     AUTHENTICATED,
     BUDGETED,
     JOB_TOKEN_NOTE,
@@ -120,9 +121,18 @@ def get_operation() -> dict[str, Any]:
     return {
         "summary": "A job, for its owner",
         "operationId": "getJob",
-        "security": [{SECURITY_SCHEME: []}],
+        "security": [{SECURITY_SCHEME: []}, {ACCESS_TOKEN_SCHEME: []}],
         "parameters": [
             job_id_parameter(),
+            {
+                "name": "access_token",
+                "in": "query",
+                "required": False,
+                "description": "A job token for this job, for a page that cannot send headers; "
+                "used only without an `Authorization` header, never logged. A session token "
+                "here is `401`: it goes in the header.",
+                "schema": {"type": "string"},
+            },
             {
                 "name": "If-None-Match",
                 "in": "header",

@@ -78,6 +78,7 @@ async def identify(
     *,
     query_token: bool = False,
     job_token: bool = False,
+    job_query_token: bool = False,
 ) -> Caller:
     """The caller (user id and budget claim), or `401` with `WWW-Authenticate: Bearer`; `503` with
     `Retry-After` when the token's JWKS key is unknown and the JWKS cannot be fetched (see
@@ -85,13 +86,22 @@ async def identify(
 
     With `query_token` (the event routes only: `EventSource` cannot send headers) a request
     without `Authorization` may carry the token as `?access_token=`. With `job_token` (the
-    routes reading one job) a job token is accepted too; elsewhere a good one is `403`.
+    routes reading one job) a job token is accepted too; elsewhere a good one is `403`. With
+    `job_query_token` (`GET /api/jobs/{jobId}`) `?access_token=` may carry a job token only.
     """
     authorization = request.headers.get("authorization")
-    if authorization is None and query_token and (given := request.query_params.get(ACCESS_TOKEN)):
-        authorization = f"Bearer {given}"
+    from_query = False
+    if (
+        authorization is None
+        and (query_token or job_query_token)
+        and (given := request.query_params.get(ACCESS_TOKEN))
+    ):
+        authorization, from_query = f"Bearer {given}", True
     try:
         caller = await verifier.identify(authorization, job_token=job_token)
+        if from_query and not query_token and caller.job_id is None:
+            # A session token in a URL ends up in logs and histories: headers only here.
+            raise AuthError("only a job token may be given as access_token on this route")
     except JobTokenOutOfScope as exc:
         raise Refusal(FORBIDDEN, str(exc)) from None
     except KeysUnavailable as exc:
@@ -123,11 +133,18 @@ async def authorize_caller(
     *,
     query_token: bool = False,
     job_token: bool = False,
+    job_query_token: bool = False,
 ) -> Caller:
     """The caller once its token is good (`401`) and opens this route (`403`), and its
     request rate allows one more (`429`, counted per replica, a job token's against its
     user), the first checks of every API route."""
-    caller = await identify(verifier, request, query_token=query_token, job_token=job_token)
+    caller = await identify(
+        verifier,
+        request,
+        query_token=query_token,
+        job_token=job_token,
+        job_query_token=job_query_token,
+    )
     if rate is not None and not request.scope.get(RATE_COUNTED):
         rate.take(caller.user_id)
     return caller
@@ -153,10 +170,12 @@ async def authorize_job_reader(
     query_token: bool = False,
 ) -> tuple[str, uuid.UUID | None]:
     """`authorize` for the routes reading the path's job, which a job token for that job opens
-    too: the caller's user id and the path's job id (`None`: not a job id, `404`). A job token
-    for another job gets the answer an unknown job gets, `404`."""
+    too (in the header, or as `access_token`: on every such route for a job token, on the
+    stream routes, `query_token`, for any): the caller's user id and the path's job id
+    (`None`: not a job id, `404`). A job token for another job gets the answer an unknown job
+    gets, `404`."""
     caller = await authorize_caller(
-        verifier, rate, request, query_token=query_token, job_token=True
+        verifier, rate, request, query_token=query_token, job_token=True, job_query_token=True
     )
     job_id = parse_job_id(request.path_params["job_id"])
     if caller.job_id is not None and caller.job_id != job_id:
