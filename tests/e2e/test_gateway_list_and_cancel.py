@@ -146,6 +146,7 @@ async def test_a_list_is_the_job_stores_page_in_camel_case(
             "createdAt": msgspec.to_builtins(requested.occurred_at),
             "updatedAt": "2030-01-02T03:06:05Z",
             "completedAt": None,
+            "cancelRequested": False,
         }
         # The next page: the cursor goes back as it came (with its filters), the limit defaults.
         rest = await api.get("/api/jobs", params=[("cursor", cursor), *filters])
