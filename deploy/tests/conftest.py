@@ -45,6 +45,7 @@ Obj = dict[str, Any]
 _NATS_PASSWORD = nats_password()
 OPERATOR_SECRETS = {
     "AUTH_JWT_SECRET": secrets.token_urlsafe(32),
+    "JOB_TOKEN_SECRET": secrets.token_urlsafe(32),
     "REPLICATE_API_TOKEN": "r8_" + secrets.token_hex(20),
     "REPLICATE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
     "DATABASE_URL": f"postgresql://jobs:{secrets.token_urlsafe(24)}@db.example.internal:5432/jobs",

@@ -365,6 +365,7 @@ async def test_a_read_right_after_admission_is_pending_from_the_stream_without_a
         "updatedAt": occurred,
         "completedAt": None,
         "usage": None,
+        "cancelRequested": False,
     }
     assert response.headers["etag"] == f'W/"{job_id}.1"'
 

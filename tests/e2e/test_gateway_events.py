@@ -65,6 +65,7 @@ def view(job_id: uuid.UUID, version: int, status: JobStatus, output: str | None 
         "completedAt": iso(at) if status in ("succeeded", "failed", "canceled") else None,
         # What the prediction cost: none of these jobs' predictions ends here.
         "usage": None,
+        "cancelRequested": False,
     }
 
 

@@ -146,6 +146,7 @@ async def test_a_list_is_the_job_stores_page_in_camel_case(
             "createdAt": msgspec.to_builtins(requested.occurred_at),
             "updatedAt": "2030-01-02T03:06:05Z",
             "completedAt": None,
+            "cancelRequested": False,
         }
         # The next page: the cursor goes back as it came (with its filters), the limit defaults.
         rest = await api.get("/api/jobs", params=[("cursor", cursor), *filters])
@@ -255,7 +256,8 @@ async def test_a_running_job_is_asked_to_cancel_once_however_often_asked(
 
     first = await api.post(f"/api/jobs/{job_id}/cancel")
     assert first.status_code == 202, first.text
-    assert first.json() == view
+    # The request stands at once, before the job-store applied it.
+    assert first.json() == {**view, "cancelRequested": True}
     assert first.headers["location"] == f"/api/jobs/{job_id}"
     seq, event, msg_id = await cancel_requests(nats_client, jobs_stream_ready, subjects, job_id)
     assert (event.job_id, event.user_id, msg_id) == (job, "alice", f"cancel:{job_id}")

@@ -81,6 +81,7 @@ def test_prod_with_a_published_secret_stops_with_one_line(
             # The gateway's other prod requirements, so only the secret can be refused.
             "AUTH_JWT_ISSUER": "https://id.example/",
             "AUTH_JWT_AUDIENCE": "ai-jobs",
+            "JOB_TOKEN_SECRET": secrets.token_urlsafe(32),
             variable: published,
         },
         capture_output=True,

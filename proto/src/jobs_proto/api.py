@@ -43,6 +43,9 @@ class JobView(Message, frozen=True):
     completed_at: datetime | None
     # null until the prediction ends; a job that never ran ends with a zero cost.
     usage: JobUsage | None = None
+    # Its owner asked to cancel it and it has not ended yet (a page shows "canceling");
+    # false again once the job is terminal, whatever status it ended with.
+    cancel_requested: bool = False
 
 
 class JobUsage(Message, frozen=True):
@@ -67,13 +70,23 @@ class JobSummary(Message, frozen=True):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    # As `JobView.cancel_requested`.
+    cancel_requested: bool = False
 
 
 class JobPage(Message, frozen=True):
-    """Answer to `GET /api/jobs`: newest first, `next_cursor` null on the last page."""
+    """Answer to `GET /api/jobs`: newest first, `nextCursor` null on the last page."""
 
     items: list[JobSummary]
     next_cursor: str | None
+
+
+class JobToken(Message, frozen=True):
+    """Answer `200` to `POST /api/jobs/{jobId}/token`: a bearer token that reads this one job
+    (its `GET`, `/events` and `/output`) and nothing else, until `expires_at`."""
+
+    token: str
+    expires_at: datetime
 
 
 class JobProgress(Message, frozen=True):

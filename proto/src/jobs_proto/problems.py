@@ -29,6 +29,8 @@ class ProblemKind:
 
 UNAUTHORIZED: Final = ProblemKind("unauthorized", "Missing or invalid token", 401)
 NOT_FOUND: Final = ProblemKind("not-found", "Not found", 404)
+# A good token that does not open this route (a job token anywhere but its own job's reads).
+FORBIDDEN: Final = ProblemKind("forbidden", "Forbidden", 403)
 METHOD_NOT_ALLOWED: Final = ProblemKind("method-not-allowed", "Method not allowed", 405)
 UNSUPPORTED_MEDIA_TYPE: Final = ProblemKind("unsupported-media-type", "Unsupported media type", 415)
 PAYLOAD_TOO_LARGE: Final = ProblemKind("payload-too-large", "Request body too large", 413)
@@ -41,6 +43,7 @@ _BY_STATUS: Final[Mapping[int, ProblemKind]] = {
     k.status: k
     for k in (
         UNAUTHORIZED,
+        FORBIDDEN,
         NOT_FOUND,
         METHOD_NOT_ALLOWED,
         UNSUPPORTED_MEDIA_TYPE,

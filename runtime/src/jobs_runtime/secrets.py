@@ -32,6 +32,7 @@ PUBLISHED: Final = frozenset(
     {
         # Dev defaults of the services and the simulator (config.py).
         "dev-only-jwt-secret",
+        "dev-only-job-token-secret",
         "dev-only-replicate-token",
         "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQ=",
         "whsec_c2ltdWxhdG9yLWRldi13ZWJob29rLXNlY3JldA==",

@@ -22,7 +22,10 @@ def secret_files() -> dict[str, dict[str, str]]:
     shared = DevSecrets()
     password = secrets.token_urlsafe(24)
     return {
-        "gateway-auth": {"AUTH_JWT_SECRET": shared.jwt_secret},
+        "gateway-auth": {
+            "AUTH_JWT_SECRET": shared.jwt_secret,
+            "JOB_TOKEN_SECRET": shared.job_token_secret,
+        },
         "replicate-api": {"REPLICATE_API_TOKEN": shared.replicate_token},
         "replicate-webhook": {"REPLICATE_WEBHOOK_SECRET": shared.webhook_secret},
         "postgres": {"POSTGRES_PASSWORD": password},

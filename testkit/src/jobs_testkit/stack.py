@@ -49,6 +49,8 @@ class DevSecrets:
     webhook-ingest verifies, and accepts the token the ai-runner sends."""
 
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # Signs the gateway's job tokens; a key of its own, never the session tokens' one.
+    job_token_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     replicate_token: str = field(default_factory=lambda: "r8_dev_" + secrets.token_hex(16))
     webhook_secret: str = field(
         default_factory=lambda: (
@@ -95,6 +97,7 @@ class Stack:
             "JOBS_STREAM": self.jobs_stream,
             "SUBJECT_PREFIX": self.subject_prefix,
             "AUTH_JWT_SECRET": s.jwt_secret,
+            "JOB_TOKEN_SECRET": s.job_token_secret,
             "REPLICATE_API_TOKEN": s.replicate_token,
             "SIM_API_TOKEN": s.replicate_token,
             "REPLICATE_WEBHOOK_SECRET": s.webhook_secret,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from gateway.adapters.feed import NatsJobFeed
 from gateway.adapters.http import GatewayPorts, build_app
@@ -26,8 +28,9 @@ from gateway.adapters.wanted import NatsOutputWanted
 from gateway.auth import TokenVerifier
 from gateway.budgets import MAX_BUDGET_USD, Spending
 from gateway.cache import FinishedJobs
-from gateway.config import Settings
+from gateway.config import DEV_JWT_SECRET, DEV_SECRETS_FILE, Settings
 from gateway.hub import Hub, StreamPolicy
+from gateway.job_tokens import JobTokens
 from gateway.jobviews import JobViews, ViewedJobStore
 from gateway.jwks import JwksKeys
 from gateway.limits import OpenJobs, RequestRate
@@ -66,6 +69,12 @@ def _verifier(settings: Settings) -> TokenVerifier:
         issuer=settings.auth_jwt_issuer,
         audience=settings.auth_jwt_audience,
         budget_claim=settings.auth_budget_claim,
+        leeway_s=settings.auth_jwt_leeway_s,
+        job_tokens=JobTokens(
+            settings.job_token_secrets,
+            ttl_s=settings.job_token_ttl_s,
+            leeway_s=settings.auth_jwt_leeway_s,
+        ),
     )
 
 
@@ -181,6 +190,26 @@ def _dev_token_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def dev_signing_secret(settings: Settings, here: Path) -> tuple[str, str]:
+    """The secret `gateway dev-token` signs with, and where it came from: the environment's
+    AUTH_JWT_SECRET, else the one `make run` made (`.data/dev-secrets.json` in `here` or a
+    folder above it, so a token works with the system `make run` started), else the dev
+    default."""
+    if settings.auth_jwt_secret is not None:
+        return settings.jwt_secrets[0], "AUTH_JWT_SECRET from the environment"
+    for folder in (here, *here.parents):
+        path = folder / DEV_SECRETS_FILE
+        if not path.is_file():
+            continue
+        try:
+            secret = json.loads(path.read_text()).get("jwt_secret")
+        except (OSError, ValueError, AttributeError):
+            secret = None
+        if isinstance(secret, str) and secret:
+            return secret, f"make run's dev secret ({path})"
+    return DEV_JWT_SECRET, "the built-in dev default (no AUTH_JWT_SECRET, no make run secrets)"
+
+
 def dev_token(args: argparse.Namespace) -> int:
     """`gateway dev-token`: print a token for local runs; refused outside `APP_ENV=dev`."""
     settings = load_or_exit("gateway", Settings)
@@ -197,8 +226,11 @@ def dev_token(args: argparse.Namespace) -> int:
         print(f"gateway dev-token: --budget-usd must be 0 to {MAX_BUDGET_USD}", file=sys.stderr)
         return USAGE
     claims = {} if args.budget_usd is None else {settings.auth_budget_claim: args.budget_usd}
+    secret, source = dev_signing_secret(settings, Path.cwd())
+    # stderr: stdout is the token alone, for `$(gateway dev-token)`.
+    print(f"gateway dev-token: signed with {source}", file=sys.stderr)
     token = issue_token(
-        settings.jwt_secrets[0],
+        secret,
         subject=args.sub,
         ttl_s=args.ttl_days * DAY_S,
         now=time.time(),

@@ -17,6 +17,7 @@ from typing import Any, Final
 import jwt
 
 from .budgets import DEFAULT_BUDGET_CLAIM, budget_claim_micros
+from .job_tokens import JOB_TOKEN_TYPE, JobTokenOutOfScope, JobTokens, is_job_scoped
 from .jwks import JWKS_ALGORITHMS, JwksKeys
 from .tokens import (
     ALGORITHM,
@@ -56,7 +57,10 @@ class TokenVerifier:
     RS256/ES256 signed with a key of `jwks`; the token header's `alg` chooses which. An HS256
     token that verified is remembered for `cache_s` (see `VerifiedTokens`). The claim named
     `budget_claim`, when a non-negative number, is the caller's monthly budget; any other
-    value is ignored with a warning (the token is still good)."""
+    value is ignored with a warning (the token is still good).
+
+    A job token (`job_tokens.py`) is verified by `job_tokens` instead, and only where the route
+    reads one job (`job_token=True`): elsewhere a good one is `JobTokenOutOfScope` (`403`)."""
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class TokenVerifier:
         cache_size: int = DEFAULT_TOKEN_CACHE_SIZE,
         cache_s: float = DEFAULT_TOKEN_CACHE_S,
         budget_claim: str = DEFAULT_BUDGET_CLAIM,
+        job_tokens: JobTokens | None = None,
     ) -> None:
         self._verified = VerifiedTokens(cache_size)
         self._cache_s = cache_s
@@ -80,23 +85,31 @@ class TokenVerifier:
         self._leeway_s = leeway_s
         self._clock = clock
         self._budget_claim = budget_claim
+        self._job_tokens = job_tokens
+
+    @property
+    def job_tokens(self) -> JobTokens | None:
+        """What issues job tokens; `None`: none are issued or accepted."""
+        return self._job_tokens
 
     async def authenticate(self, authorization: str | None) -> str:
         """The user id of a request's `Authorization` header; raises `AuthError` (or
         `KeysUnavailable`)."""
         return (await self.identify(authorization)).user_id
 
-    async def identify(self, authorization: str | None) -> Caller:
-        """The caller of a request's `Authorization` header, budget claim included."""
-        return await self.verify_caller(bearer_token(authorization))
+    async def identify(self, authorization: str | None, *, job_token: bool = False) -> Caller:
+        """The caller of a request's `Authorization` header, budget claim included; with
+        `job_token`, a job token's caller too (its `job_id` set)."""
+        return await self.verify_caller(bearer_token(authorization), job_token=job_token)
 
     async def verify(self, token: str) -> str:
         """The user id (`sub`) of a valid token; raises `AuthError`, or `KeysUnavailable`
         when its JWKS key cannot be looked up."""
         return (await self.verify_caller(token)).user_id
 
-    async def verify_caller(self, token: str) -> Caller:
-        """`verify`, with the budget the token's claim names."""
+    async def verify_caller(self, token: str, *, job_token: bool = False) -> Caller:
+        """`verify`, with the budget the token's claim names; a job token only with
+        `job_token` (see the class)."""
         if not self._secrets and self._jwks is None:
             raise AuthError("no token verification key is configured")
         now = self._clock()
@@ -107,6 +120,8 @@ class TokenVerifier:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise AuthError("malformed token") from None
+        if header.get("typ") == JOB_TOKEN_TYPE:
+            return self._job_caller(token, job_token=job_token)
         alg = header.get("alg")
         if alg == ALGORITHM and self._secrets:
             claims = self._hs256_claims(token)
@@ -121,6 +136,16 @@ class TokenVerifier:
             claims = await self._jwks_claims(token, alg, header.get("kid"))
             return self._caller(claims, now)
         raise AuthError(f"token algorithm must be one of {', '.join(self._algorithms())}")
+
+    def _job_caller(self, token: str, *, job_token: bool) -> Caller:
+        if self._job_tokens is None:
+            raise AuthError("job tokens are not accepted")
+        grant = self._job_tokens.verify(token)
+        if not job_token:
+            raise JobTokenOutOfScope(
+                "a job token reads its own job only: GET /api/jobs/{jobId}, /events, /output"
+            )
+        return Caller(grant.user_id, job_id=grant.job_id)
 
     def _algorithms(self) -> tuple[str, ...]:
         return ((ALGORITHM,) if self._secrets else ()) + (
@@ -159,6 +184,9 @@ class TokenVerifier:
             raise AuthError("malformed token") from None
 
     def _caller(self, claims: Mapping[str, Any], now: float) -> Caller:
+        if is_job_scoped(claims):
+            # Signed with a session key, yet scoped like a job token: never a session.
+            raise AuthError("a job-scoped token is not a session token")
         user_id = self._check_claims(claims, now)
         if self._budget_claim not in claims:
             return Caller(user_id)

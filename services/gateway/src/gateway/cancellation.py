@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Final
 
+import msgspec
+
 from jobs_proto.api import JobView
 from jobs_proto.events import JobCancelRequested
 from jobs_proto.status import JobStatus
@@ -39,7 +41,7 @@ async def cancel_job(
 
     | the job is | answer |
     | --- | --- |
-    | `pending` or `processing` | `JobCancelRequested` published, then the view (`202`) |
+    | `pending` or `processing` | `JobCancelRequested` published, the view with `cancelRequested` |
     | `canceled` | the view, nothing published (`202`: asking again is harmless) |
     | `succeeded` or `failed` | `JobFinished` (`409`) |
 
@@ -53,4 +55,6 @@ async def cancel_job(
         raise JobFinished(view.status)
     if view.status != "canceled":
         await bus.publish(JobCancelRequested(job_id=job_id, occurred_at=clock(), user_id=user_id))
+        # The request stands from now on, before the job-store has applied it.
+        view = msgspec.structs.replace(view, cancel_requested=True)
     return view

@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, ClassVar, Final
 
 import msgspec
 
 from jobs_proto.output import OUTPUT_WANTED_EVERY_S
 from jobs_proto.spend import usd_to_micros
+from jobs_proto.stream import DAY_S
 from jobs_runtime.secrets import HS256Secret
 from jobs_runtime.settings import Port, ServiceSettings, SettingsError
 
 from .budgets import DEFAULT_BUDGET_CLAIM, MAX_BUDGET_USD
+from .job_tokens import DEFAULT_JOB_TOKEN_TTL_S
+from .tokens import DEFAULT_LEEWAY_S
 
 # Signs `gateway dev-token` output and the tokens of local runs when AUTH_JWT_SECRET is unset;
 # published, so prod refuses it (`jobs_runtime.secrets`).
 DEV_JWT_SECRET: Final = "dev-only-jwt-secret"
+# Where `make run` keeps the secrets of the system it starts (`jobs_testkit.devrun`), relative
+# to the folder it runs in: `gateway dev-token` signs with its `jwt_secret`.
+DEV_SECRETS_FILE: Final = Path(".data", "dev-secrets.json")
+# Signs job tokens when JOB_TOKEN_SECRET is unset in dev; published, so prod refuses it.
+DEV_JOB_TOKEN_SECRET: Final = "dev-only-job-token-secret"
 # A JWT claim name: what `AUTH_BUDGET_CLAIM` may be.
 _CLAIM_NAME: Final = r"^[A-Za-z0-9_:./-]{1,100}$"
 
 
 class Settings(ServiceSettings, frozen=True):
     """The gateway's settings; `APP_ENV=prod` requires NATS_URL, AUTH_JWT_SECRET or
-    AUTH_JWKS_URL, AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE, and an https:// AUTH_JWKS_URL."""
+    AUTH_JWKS_URL, AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE, an https:// AUTH_JWKS_URL, and
+    JOB_TOKEN_SECRET."""
 
     required_in_prod: ClassVar[tuple[str, ...]] = (
         *ServiceSettings.required_in_prod,
@@ -32,6 +42,7 @@ class Settings(ServiceSettings, frozen=True):
         # for: a key shared with another service or tenant would let its tokens in.
         "AUTH_JWT_ISSUER",
         "AUTH_JWT_AUDIENCE",
+        "JOB_TOKEN_SECRET",
     )
 
     admin_port: Port = 9000
@@ -45,6 +56,15 @@ class Settings(ServiceSettings, frozen=True):
     auth_jwks_refresh_cooldown_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     auth_jwt_issuer: str = ""
     auth_jwt_audience: str = ""
+    # Clock skew allowed between a token's issuer and this host on `exp` and `nbf`, seconds.
+    auth_jwt_leeway_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = DEFAULT_LEEWAY_S
+    # Job tokens (`POST /api/jobs/{jobId}/token`): signed with their own secret, never a
+    # session's, so neither kind can pass for the other; comma-separated like
+    # AUTH_JWT_SECRET (the first signs, all verify). Unset: DEV_JOB_TOKEN_SECRET in dev.
+    job_token_secret: HS256Secret | None = None
+    # How long a job token reads its job: long enough for a page to follow a job, short
+    # enough that a leaked one soon stops working (a page asks for a new one).
+    job_token_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=DAY_S)] = DEFAULT_JOB_TOKEN_TTL_S
     # Per-user limits, `429` + `Retry-After` (0: off). Requests per second are counted by
     # each replica on its own; the burst is how many may come at once (0: twice the rate,
     # at least 1). Open jobs are those `pending` or `processing`.
@@ -124,6 +144,13 @@ class Settings(ServiceSettings, frozen=True):
             return (DEV_JWT_SECRET,) if self.app_env == "dev" else ()
         return tuple(s.strip() for s in self.auth_jwt_secret.split(",") if s.strip())
 
+    @property
+    def job_token_secrets(self) -> tuple[str, ...]:
+        """The secrets of job tokens, the signing one first; the dev default only under dev."""
+        if self.job_token_secret is None:
+            return (DEV_JOB_TOKEN_SECRET,) if self.app_env == "dev" else ()
+        return tuple(s.strip() for s in self.job_token_secret.split(",") if s.strip())
+
     def check(self) -> None:
         super().check()
         for name, usd in (
@@ -133,6 +160,12 @@ class Settings(ServiceSettings, frozen=True):
             # `inf` passes `ge=0`; a budget must be a real amount of money.
             if not math.isfinite(usd) or usd > MAX_BUDGET_USD:
                 raise SettingsError(f"{name}: must be a number of dollars up to {MAX_BUDGET_USD}")
+        if not self.job_token_secrets:
+            raise SettingsError("JOB_TOKEN_SECRET: empty")
+        if set(self.job_token_secrets) & set(self.jwt_secrets):
+            # Distinct claims keep the kinds apart already; one key for both would still make
+            # a leak of either key a leak of both.
+            raise SettingsError("JOB_TOKEN_SECRET: must differ from every AUTH_JWT_SECRET")
         if self.app_env == "prod" and not self.jwt_secrets and not self.auth_jwks_url:
             raise SettingsError("AUTH_JWT_SECRET: empty, and no AUTH_JWKS_URL (APP_ENV=prod)")
         if self.auth_jwks_url and not self.auth_jwks_url.startswith(("https://", "http://")):

@@ -4,6 +4,7 @@ for `gateway dev-token`. Pure: the clock is the caller's."""
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,10 +45,12 @@ def bearer_token(authorization: str | None) -> str:
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who a verified token speaks for: the user (`sub`), and the monthly budget its budget
-    claim names in micro-dollars (`None`: no usable claim, the configured budget applies)."""
+    claim names in micro-dollars (`None`: no usable claim, the configured budget applies);
+    for a job token, the one job it may read (`None`: a session, all the user's jobs)."""
 
     user_id: str
     budget_micros: int | None = None
+    job_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

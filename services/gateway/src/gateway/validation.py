@@ -6,6 +6,7 @@ parameter. Pure: no I/O; the handlers take what passes.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Iterable
@@ -66,6 +67,13 @@ class NewJob:
     input: dict[str, Any]
 
 
+@functools.cache
+def input_schema(job_type: str) -> dict[str, Any]:
+    """The JSON Schema of `job_type`'s input, for the bounds a `422` sentence names."""
+    schema: dict[str, Any] = msgspec.json.schema(JOB_TYPES[job_type].input_type)
+    return schema
+
+
 def parse_job_input(job_type: str, raw: object, at: str = "") -> NewJob:
     """Validate `raw` as the input of `job_type`; pointers in errors are under `at`.
 
@@ -74,11 +82,12 @@ def parse_job_input(job_type: str, raw: object, at: str = "") -> NewJob:
     (`JobType.parse_input`), so a job shows the input its owner sent.
     """
     if not isinstance(raw, dict):
-        raise InvalidRequest([ProblemDetail(pointer=at, detail="Expected `object`")])
+        raise InvalidRequest([ProblemDetail(pointer=at, detail="must be an object")])
     try:
         parsed = JOB_TYPES[job_type].parse_input(raw)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest([validation_detail(str(exc), at)]) from None
+        detail = validation_detail(str(exc), at, input_schema(job_type))
+        raise InvalidRequest([detail]) from None
     validated: dict[str, Any] = msgspec.to_builtins(parsed)
     return NewJob(job_type=job_type, input={k: v for k, v in validated.items() if k in raw})
 
@@ -128,7 +137,8 @@ def _parse_limit(
         return default
     raw = values[0].strip()
     if not _INTEGER.fullmatch(raw):
-        errors.append(_parameter_error("limit", f"must be an integer, got {values[0][:40]!r}"))
+        detail = f"must be an integer from {MIN_LIMIT} to {most}, got {values[0][:40]!r}"
+        errors.append(_parameter_error("limit", detail))
         return default
     # Leading zeros count towards `int`'s limit too, so only the significant digits reach it.
     digits = raw.lstrip("+-").lstrip("0") or "0"
@@ -136,7 +146,7 @@ def _parse_limit(
     limit = sign * int(digits) if len(digits) <= _MAX_DIGITS else None
     if limit is None or not MIN_LIMIT <= limit <= most:
         shown = limit if limit is not None else f"a number of {len(digits)} digits"
-        detail = f"must be between {MIN_LIMIT} and {most}, got {shown}"
+        detail = f"must be an integer from {MIN_LIMIT} to {most}, got {shown}"
         errors.append(_parameter_error("limit", detail))
         return default
     return limit

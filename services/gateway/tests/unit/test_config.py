@@ -7,7 +7,7 @@ import secrets
 import pytest
 
 from gateway.__main__ import _warn_about_auth
-from gateway.config import DEV_JWT_SECRET, Settings
+from gateway.config import DEV_JOB_TOKEN_SECRET, DEV_JWT_SECRET, Settings
 from jobs_runtime.secrets import PUBLISHED
 from jobs_runtime.settings import SettingsError, load_settings
 
@@ -20,6 +20,7 @@ PROD = {
     **PROD_NATS,
     "AUTH_JWT_ISSUER": "https://id.example/",
     "AUTH_JWT_AUDIENCE": "ai-jobs",
+    "JOB_TOKEN_SECRET": secrets.token_urlsafe(32),
 }
 
 
@@ -211,3 +212,49 @@ def test_budgets_are_off_by_default_and_in_micro_dollars_when_set() -> None:
 def test_a_bad_budget_setting_is_named(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         load_settings(Settings, {variable: value})
+
+
+# --- job tokens and the expiry leeway ------------------------------------------------------
+
+
+def test_job_tokens_have_a_dev_secret_and_a_15_minute_life_by_default() -> None:
+    settings = load_settings(Settings, {})
+    assert settings.job_token_secrets == (DEV_JOB_TOKEN_SECRET,)
+    assert settings.job_token_ttl_s == 900
+    assert settings.auth_jwt_leeway_s == 30
+    rotation = load_settings(Settings, {"JOB_TOKEN_SECRET": "new-one, old-one"})
+    assert rotation.job_token_secrets == ("new-one", "old-one")
+
+
+def test_prod_requires_its_own_job_token_secret() -> None:
+    without = {k: v for k, v in PROD.items() if k != "JOB_TOKEN_SECRET"}
+    env = {**without, "AUTH_JWT_SECRET": secrets.token_urlsafe(32)}
+    with pytest.raises(SettingsError, match=r"^JOB_TOKEN_SECRET: missing"):
+        load_settings(Settings, env)
+    with pytest.raises(SettingsError, match=r"^JOB_TOKEN_SECRET: the secret is published"):
+        load_settings(Settings, {**env, "JOB_TOKEN_SECRET": DEV_JOB_TOKEN_SECRET})
+    with pytest.raises(SettingsError, match=r"^JOB_TOKEN_SECRET: the secret is shorter than 32"):
+        load_settings(Settings, {**env, "JOB_TOKEN_SECRET": "x" * 31})
+    assert load_settings(Settings, {**env, "JOB_TOKEN_SECRET": "x" * 32})
+
+
+def test_the_job_token_secret_must_not_be_a_session_secret() -> None:
+    shared = secrets.token_urlsafe(32)
+    with pytest.raises(SettingsError, match=r"^JOB_TOKEN_SECRET: must differ"):
+        load_settings(Settings, {"AUTH_JWT_SECRET": f"a,{shared}", "JOB_TOKEN_SECRET": shared})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("JOB_TOKEN_TTL_S", "0"),
+        ("JOB_TOKEN_TTL_S", "86401"),
+        ("AUTH_JWT_LEEWAY_S", "-1"),
+        ("AUTH_JWT_LEEWAY_S", "3601"),
+        ("AUTH_JWT_LEEWAY_S", "soon"),
+    ],
+)
+def test_job_token_life_and_leeway_are_bounded(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{variable}"):
+        load_settings(Settings, {variable: value})
+    assert load_settings(Settings, {"AUTH_JWT_LEEWAY_S": "0"}).auth_jwt_leeway_s == 0

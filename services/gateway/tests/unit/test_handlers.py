@@ -74,6 +74,7 @@ PENDING_JSON: dict[str, object] = {
     "completedAt": None,
     # No prediction has ended: nothing was spent yet.
     "usage": None,
+    "cancelRequested": False,
 }
 
 
@@ -192,7 +193,7 @@ def test_a_limit_past_pythons_digit_limit_names_limit(limit: str) -> None:
     # `int` raises past 4,300 digits: this was a `500`.
     (error,) = errors_of([("limit", limit)])
     assert error.parameter == "limit"
-    assert "between 1 and 200" in error.detail
+    assert "must be an integer from 1 to 200" in error.detail
     assert len(error.detail) < 100
 
 
@@ -291,7 +292,8 @@ async def test_a_fresh_job_only_in_the_stream_is_canceled_while_pending() -> Non
     log = FakeStream(stored=[requested()])
     for store in (FakeJobStore(), FakeJobStore(down=True)):
         view = await cancel(store, log=log, bus=bus)
-        assert view == pending_view(requested())
+        # The answer shows the request at once, before the job-store applied it.
+        assert view == msgspec.structs.replace(pending_view(requested()), cancel_requested=True)
     assert len(bus.published) == 2
     assert all(isinstance(e, JobCancelRequested) for e in bus.published)
 

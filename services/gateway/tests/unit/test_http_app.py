@@ -161,7 +161,9 @@ _OPERATION = {
     "required": ["responses", "operationId"],
     "properties": {
         "summary": {"type": "string"},
-        "operationId": {"type": "string"},
+        "description": {"type": "string"},
+        # One style for every operation: camelCase, as a generated client names its methods.
+        "operationId": {"type": "string", "pattern": "^[a-z]+([A-Z][a-z]*)*$"},
         "security": {"type": "array", "items": {"type": "object"}},
         "parameters": {"type": "array", "items": _PARAMETER},
         "requestBody": {
@@ -185,9 +187,11 @@ _OPERATION = {
 OPENAPI_31_ESSENTIALS = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "required": ["openapi", "info", "paths", "components"],
+    "required": ["openapi", "info", "servers", "paths", "components"],
     "properties": {
         "openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"},
+        # Relative: the gateway that serves the document.
+        "servers": {"const": [{"url": "/"}]},
         "info": {
             "type": "object",
             "required": ["title", "version"],
@@ -242,9 +246,10 @@ async def test_the_document_is_openapi_31(document: dict[str, Any]) -> None:
     for path, item in document["paths"].items():
         for operation in item.values():
             # Every API route but the job types' checks a token (the event routes also take it
-            # in the query, for `EventSource`), and its path parameters are all declared.
+            # in the query, for `EventSource`, and a job's read a job token there), and its
+            # path parameters are all declared.
             security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
-            if path.endswith(("events", "output")):
+            if path.endswith(("events", "output")) or path == "/api/jobs/{jobId}":
                 security.append({"accessToken": []})
             if path == "/api/job-types":
                 security = []

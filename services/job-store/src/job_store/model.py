@@ -12,7 +12,7 @@ from typing import Any
 from jobs_proto.api import JobUsage, JobView, StuckJob
 from jobs_proto.events import JobError
 from jobs_proto.spend import Metrics, Price, micros_to_usd
-from jobs_proto.status import JobStatus
+from jobs_proto.status import JobStatus, is_terminal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +122,7 @@ def job_view(row: JobRow) -> JobView:
         updated_at=row.updated_at,
         completed_at=row.completed_at,
         usage=row.usage,
+        cancel_requested=row.cancel_requested and not is_terminal(row.status),
     )
 
 

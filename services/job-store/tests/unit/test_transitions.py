@@ -533,3 +533,10 @@ def test_the_first_row_shows_what_the_gateway_shows_before_it(
     row = next_row(None, event)
     assert row is not None
     assert job_view(row) == pending_view(event)
+
+
+@pytest.mark.parametrize("status", JOB_STATUSES)
+def test_the_view_shows_a_cancel_request_only_until_the_job_ends(status: JobStatus) -> None:
+    asked = job_view(row_in(status, cancel_requested=True))
+    assert asked.cancel_requested is not is_terminal(status)
+    assert job_view(row_in(status)).cancel_requested is False

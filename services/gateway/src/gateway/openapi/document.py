@@ -13,11 +13,11 @@ from typing import Any
 import msgspec
 
 from jobs_proto.api import (
-    CreateJob,
     JobAccepted,
     JobHistory,
     JobPage,
     JobProgress,
+    JobToken,
     JobTypeList,
     JobView,
     OutputDone,
@@ -36,7 +36,11 @@ from .jobs import (
     create_operation,
     get_operation,
     history_operation,
+    job_token_operation,
+    job_type_components,
+    job_type_index,
     list_operation,
+    type_schema_name,
 )
 from .parts import (
     ACCESS_TOKEN_SCHEME,
@@ -53,8 +57,8 @@ def component_schemas() -> dict[str, Any]:
     """`components.schemas`: msgspec's JSON Schema (2020-12, which OpenAPI 3.1 uses) of every
     body the API reads or writes, with refs already under `#/components/schemas/`."""
     types: list[Any] = [
-        CreateJob,
         JobAccepted,
+        JobToken,
         JobView,
         JobPage,
         JobHistory,
@@ -68,7 +72,7 @@ def component_schemas() -> dict[str, Any]:
     ]
     types += [job_type.input_type for _, job_type in sorted(JOB_TYPES.items())]
     _, components = msgspec.json.schema_components(types, ref_template=SCHEMA_REF)
-    return components
+    return {**components, **job_type_components()}
 
 
 def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
@@ -82,6 +86,7 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
         "/api/jobs/{jobId}": {"get": get_operation()},
         "/api/jobs/{jobId}/history": {"get": history_operation()},
         "/api/jobs/{jobId}/cancel": {"post": cancel_operation()},
+        "/api/jobs/{jobId}/token": {"post": job_token_operation()},
         "/api/jobs/{jobId}/events": {"get": job_events_operation()},
         "/api/jobs/{jobId}/output": {"get": job_output_operation()},
         "/api/events": {"get": user_events_operation()},
@@ -94,10 +99,13 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
             "content": {JSON: {"schema": ref(JOB_TYPES[job_type].input_type.__name__)}},
         }
         summary = f"Create a `{job_type}` job; the body is its input"
-        operation_id = "create_" + job_type
+        # `createScriptGenerationJob`: camelCase, as every other operation.
+        operation_id = "create" + type_schema_name(job_type, "Job")
         paths[path] = {"post": create_operation(summary, operation_id, body)}
     return {
         "openapi": OPENAPI_VERSION,
+        # Relative: the document describes the gateway that serves it, wherever that is.
+        "servers": [{"url": "/"}],
         "info": {
             "title": "AI jobs gateway",
             "version": "1",
@@ -108,6 +116,7 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
             ),
         },
         "paths": paths,
+        "x-job-types": job_type_index(),
         "components": {
             "schemas": component_schemas(),
             "securitySchemes": {
@@ -116,7 +125,8 @@ def openapi_document(ideation_routes: Mapping[str, str]) -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "query",
                     "name": "access_token",
-                    "description": "The same JWT, on the event and output routes only.",
+                    "description": "The same JWT, or a job token, on the event and output "
+                    "routes; a job token only, on `GET /api/jobs/{jobId}`.",
                 },
             },
         },

@@ -10,11 +10,13 @@ from jobs_proto.api import JobProgress, JobView, OutputDone, OutputText
 from .parts import (
     ACCESS_TOKEN_SCHEME,
     EVENT_STREAM,
+    JOB_TOKEN_NOTE,
     JSON,
     SECURITY_SCHEME,
     STREAMED,
     header,
     job_id_parameter,
+    job_reader,
     problems,
     ref,
 )
@@ -25,7 +27,9 @@ _STREAM_FORMAT: Final = (
     "send), `event: progress` carries `JobProgress` (`output`: all the text so far; `seq` "
     "grows). A comment line (`: keepalive`) follows every quiet `SSE_KEEPALIVE_S` (15 s). "
     "When the gateway shuts down the stream ends with `retry: <ms>` so the client reconnects "
-    "(to another replica), with `Last-Event-ID`."
+    "(to another replica), with `Last-Event-ID`. Only `status` events carry an `id:`; "
+    "`progress` events carry none, so `Last-Event-ID` stays the last status event's and a "
+    "reconnect resumes from that state (the next progress event holds all the text so far)."
 )
 
 
@@ -51,9 +55,8 @@ def _event_stream(description: str) -> dict[str, Any]:
                 "schema": {
                     "oneOf": [
                         _event("status", JobView.__name__, with_id=True),
-                        # Progress has no `id:` of its own; a reader that carries the last
-                        # one over shows the last status event's.
-                        _event("progress", JobProgress.__name__, with_id=True),
+                        # No `id:`: an `EventSource` keeps the last status event's.
+                        _event("progress", JobProgress.__name__, with_id=False),
                     ]
                 }
             }
@@ -92,13 +95,15 @@ def job_events_operation() -> dict[str, Any]:
             "200": _event_stream(
                 "The job's events: `id:` is the job's `version`; the current state comes first "
                 "(unless `Last-Event-ID` is that version already), then one `status` per change; "
-                "the stream closes after the terminal state."
+                "the stream closes after the terminal state." + JOB_TOKEN_NOTE
             ),
             "204": {
                 "description": "The job is terminal and `Last-Event-ID` is its final version: "
                 "nothing will follow (stops `EventSource` reconnecting)."
             },
-            **problems({"404": "Unknown job, another user's job, or not a UUID.", **STREAMED}),
+            **problems(
+                job_reader({"404": "Unknown job, another user's job, or not a UUID.", **STREAMED})
+            ),
         },
     }
 
@@ -151,7 +156,7 @@ def job_output_operation() -> dict[str, Any]:
                 "finished job's output: `done` at once; past the current end of a running "
                 "job's: the stream waits for the text to get there. A comment line "
                 "(`: keepalive`) follows every quiet `SSE_KEEPALIVE_S` (15 s); `retry: <ms>` "
-                "ends a stream the client should resume with `Last-Event-ID`.",
+                "ends a stream the client should resume with `Last-Event-ID`." + JOB_TOKEN_NOTE,
                 "headers": {"Cache-Control": header("`no-cache`.")},
                 "content": {
                     EVENT_STREAM: {
@@ -165,13 +170,15 @@ def job_output_operation() -> dict[str, Any]:
                 },
             },
             **problems(
-                {
-                    "404": "Unknown job, another user's job, or not a UUID.",
-                    "413": "The job's stored output is too large for the job system to send.",
-                    "422": "`offset` or `Last-Event-ID` is not a non-negative integer "
-                    "(`errors[].parameter` names it).",
-                    **STREAMED,
-                }
+                job_reader(
+                    {
+                        "404": "Unknown job, another user's job, or not a UUID.",
+                        "413": "The job's stored output is too large for the job system to send.",
+                        "422": "`offset` or `Last-Event-ID` is not a non-negative integer "
+                        "(`errors[].parameter` names it).",
+                        **STREAMED,
+                    }
+                )
             ),
         },
     }

@@ -1,22 +1,27 @@
 """The OpenAPI operations of the job routes: create (any type, or one ideation type), get,
-list, history and cancel."""
+list, history, cancel and job tokens; and the per-type schemas a typed client is generated
+from (each type's input and output, and the create body discriminated by `type`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from jobs_proto.api import CreateJob, JobAccepted, JobHistory, JobPage, JobView
+from jobs_proto.api import JobAccepted, JobHistory, JobPage, JobToken, JobView
 from jobs_proto.job_types import JOB_TYPES
 from jobs_proto.status import JOB_STATUSES
 
 from .parts import (
+    ACCESS_TOKEN_SCHEME,
     AUTHENTICATED,
     BUDGETED,
+    JOB_TOKEN_NOTE,
     JSON,
+    SCHEMA_REF,
     SECURITY_SCHEME,
     WITH_BODY,
     header,
     job_id_parameter,
+    job_reader,
     problems,
     ref,
 )
@@ -30,24 +35,59 @@ def _accepted() -> dict[str, Any]:
     }
 
 
-def create_body() -> dict[str, Any]:
-    # `CreateJob.input` is any object on the wire; which object depends on `type`, so the
-    # body is also one of the typed pairs, each naming its job type's own input schema.
-    typed = [
-        {
+def type_schema_name(job_type: str, role: str) -> str:
+    """`ScriptGenerationInput`, `ScriptGenerationOutput`, `ScriptGenerationJob` for
+    `script_generation`: the component names a typed client sees."""
+    return "".join(part.capitalize() for part in job_type.split("_")) + role
+
+
+def job_type_components() -> dict[str, Any]:
+    """Per job type: its output (the model's text joined into one string, `output` of the
+    job once it succeeded) and its create body (`type` fixed, `input` its input schema, which
+    comes from its msgspec Struct); and `CreateJob`, the body of `POST /api/jobs`, one of
+    those bodies chosen by `type`."""
+    components: dict[str, Any] = {}
+    mapping: dict[str, str] = {}
+    for name, job_type in sorted(JOB_TYPES.items()):
+        input_name = job_type.input_type.__name__
+        components[type_schema_name(name, "Output")] = {
+            "title": type_schema_name(name, "Output"),
+            "description": f"The output of a succeeded `{name}` job: the model's text "
+            "joined into one string.",
+            "type": "string",
+        }
+        body = type_schema_name(name, "Job")
+        components[body] = {
+            "title": body,
+            "description": f"Body of `POST /api/jobs` creating a `{name}` job.",
             "type": "object",
-            "properties": {
-                "type": {"const": name},
-                "input": ref(job_type.input_type.__name__),
-            },
+            "properties": {"type": {"const": name}, "input": ref(input_name)},
             "required": ["type", "input"],
         }
-        for name, job_type in sorted(JOB_TYPES.items())
-    ]
-    return {
-        "required": True,
-        "content": {JSON: {"schema": {"allOf": [ref(CreateJob.__name__), {"oneOf": typed}]}}},
+        mapping[name] = SCHEMA_REF.format(name=body)
+    components["CreateJob"] = {
+        "title": "CreateJob",
+        "description": "Body of `POST /api/jobs`: a job type and its input, by `type`.",
+        "oneOf": [{"$ref": target} for target in mapping.values()],
+        "discriminator": {"propertyName": "type", "mapping": mapping},
     }
+    return components
+
+
+def job_type_index() -> dict[str, Any]:
+    """`x-job-types`: each job type's input and output component, for a client generator."""
+    return {
+        name: {
+            "input": ref(job_type.input_type.__name__),
+            "output": ref(type_schema_name(name, "Output")),
+            "createJob": ref(type_schema_name(name, "Job")),
+        }
+        for name, job_type in sorted(JOB_TYPES.items())
+    }
+
+
+def create_body() -> dict[str, Any]:
+    return {"required": True, "content": {JSON: {"schema": ref("CreateJob")}}}
 
 
 def create_operation(summary: str, operation_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -81,9 +121,18 @@ def get_operation() -> dict[str, Any]:
     return {
         "summary": "A job, for its owner",
         "operationId": "getJob",
-        "security": [{SECURITY_SCHEME: []}],
+        "security": [{SECURITY_SCHEME: []}, {ACCESS_TOKEN_SCHEME: []}],
         "parameters": [
             job_id_parameter(),
+            {
+                "name": "access_token",
+                "in": "query",
+                "required": False,
+                "description": "A job token for this job, for a page that cannot send headers; "
+                "used only without an `Authorization` header, never logged. A session token "
+                "here is `401`: it goes in the header.",
+                "schema": {"type": "string"},
+            },
             {
                 "name": "If-None-Match",
                 "in": "header",
@@ -94,19 +143,24 @@ def get_operation() -> dict[str, Any]:
         ],
         "responses": {
             "200": {
-                "description": "The job; `usage` is null until its prediction ends.",
+                "description": "The job; `usage` is null until its prediction ends; "
+                "`cancelRequested` is true from a cancel request until the job ends."
+                + JOB_TOKEN_NOTE,
                 "headers": etag,
                 "content": {JSON: {"schema": ref(JobView.__name__)}},
             },
             "304": {"description": "Unchanged since the `If-None-Match` version.", "headers": etag},
             **problems(
-                {
-                    "404": "Unknown job, another user's job, or not a UUID.",
-                    "413": "The job's output is larger than one answer of the job system can "
-                    "carry (over the 8 MiB message limit); `detail` names its size. The request "
-                    "itself was fine: the job's status is in `GET /api/jobs` and its events.",
-                    **AUTHENTICATED,
-                }
+                job_reader(
+                    {
+                        "404": "Unknown job, another user's job, or not a UUID.",
+                        "413": "The job's output is larger than one answer of the job system "
+                        "can carry (over the 8 MiB message limit); `detail` names its size. The "
+                        "request itself was fine: the job's status is in `GET /api/jobs` and "
+                        "its events.",
+                        **AUTHENTICATED,
+                    }
+                )
             ),
         },
     }
@@ -230,6 +284,32 @@ def cancel_operation() -> dict[str, Any]:
                 {
                     "404": "Unknown job, another user's job, or not a UUID.",
                     "409": "The job already `succeeded` or `failed`.",
+                    **AUTHENTICATED,
+                }
+            ),
+        },
+    }
+
+
+def job_token_operation() -> dict[str, Any]:
+    return {
+        "summary": "A short-lived token that reads this one job, for a page to hold",
+        "description": "The owner only. The token reads this job alone, its `GET`, `/events` "
+        "and `/output` (as `Authorization: Bearer` or, on the stream routes, `access_token`), "
+        "until `expiresAt` (`JOB_TOKEN_TTL_S`, default 900 s): any other job answers `404`, "
+        "any other route `403`. Ask again for a fresh one before it expires.",
+        "operationId": "createJobToken",
+        "security": [{SECURITY_SCHEME: []}],
+        "parameters": [job_id_parameter()],
+        "responses": {
+            "200": {
+                "description": "The token and when it expires.",
+                "headers": {"Cache-Control": header("`no-store`.")},
+                "content": {JSON: {"schema": ref(JobToken.__name__)}},
+            },
+            **problems(
+                {
+                    "404": "Unknown job, another user's job, or not a UUID.",
                     **AUTHENTICATED,
                 }
             ),

@@ -21,6 +21,7 @@ EVENT_STREAM: Final = "text/event-stream"
 # but a client still receives a problem body for it, so it is declared too.
 AUTHENTICATED: Final = {
     "401": "Missing or invalid token (`WWW-Authenticate: Bearer`).",
+    "403": "A job token (`POST /api/jobs/{jobId}/token`): it reads its own job only.",
     "429": "A per-user limit (`USER_REQUESTS_PER_S`; on creates also `USER_MAX_OPEN_JOBS`); "
     "retry after `Retry-After` seconds.",
     "500": "Unexpected error.",
@@ -52,6 +53,19 @@ BUDGETED: Final = {
     "budget and `remainingUsd` what is left of it. Nothing was published. An idempotent "
     "replay of an admitted job is never refused so.",
 }
+
+
+# The security of the routes that read one job: a session token, or a job token for that job
+# (`404` for any other job), in the header or, on the stream routes, in `access_token`.
+JOB_TOKEN_NOTE: Final = (
+    " A job token for this job (`POST /api/jobs/{jobId}/token`) reads it too; for another job "
+    "it answers `404`."
+)
+
+
+def job_reader(statuses: Mapping[str, str]) -> dict[str, str]:
+    """`statuses` of a route a job token opens: never `403`."""
+    return {status: text for status, text in statuses.items() if status != "403"}
 
 
 def ref(name: str) -> dict[str, str]:

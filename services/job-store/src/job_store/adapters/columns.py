@@ -12,7 +12,7 @@ import msgspec
 from job_store.model import HistoryEntry, JobRow
 from jobs_proto.api import JobSummary
 from jobs_proto.events import JobError
-from jobs_proto.status import JobStatus
+from jobs_proto.status import JobStatus, is_terminal
 
 # A row as a query answers it, by column name; a mapping too, so a test double can read its
 # rows back through the same functions.
@@ -97,6 +97,7 @@ def summary_from_record(record: Record) -> JobSummary:
         created_at=record["created_at"],
         updated_at=record["updated_at"],
         completed_at=record["completed_at"],
+        cancel_requested=record["cancel_requested"] and not is_terminal(record["status"]),
     )
 
 

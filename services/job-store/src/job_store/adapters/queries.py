@@ -24,7 +24,7 @@ LIMIT $2
 """
 SUMMARY_COLUMNS: Final = (
     "id, type, status, version, error_code, error_message, prediction_id, created_at,"
-    " updated_at, completed_at"
+    " updated_at, completed_at, cancel_requested"
 )
 # Newest first with `id` ascending as the tie-breaker, which `jobs_user_created_idx`
 # (user_id, created_at DESC, id) serves in index order; hence the mixed-direction keyset test.

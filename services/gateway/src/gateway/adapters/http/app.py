@@ -126,6 +126,11 @@ def build_app(ports: GatewayPorts) -> Starlette:
             answered(jobs.cancel_job(ports), observer),
             methods=["POST"],
         ),
+        Route(
+            "/api/jobs/{job_id}/token",
+            answered(jobs.create_job_token(ports), observer),
+            methods=["POST"],
+        ),
         Route("/api/jobs/{job_id}/events", events.job_events(ports, hub), methods=["GET"]),
         Route("/api/events", events.user_events(ports, hub), methods=["GET"]),
         Route("/api/job-types", answered(spend.job_types(), observer), methods=["GET"]),

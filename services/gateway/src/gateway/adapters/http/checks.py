@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth import TokenVerifier
+from gateway.job_tokens import JobTokenOutOfScope
 from gateway.jobviews import etag
 from gateway.jwks import KeysUnavailable
 from gateway.limits import RequestRate
@@ -23,6 +24,7 @@ from gateway.tokens import AuthError, Caller
 from jobs_proto import wire
 from jobs_proto.api import ProblemDetail
 from jobs_proto.problems import (
+    FORBIDDEN,
     MALFORMED_JSON,
     PAYLOAD_TOO_LARGE,
     UNAUTHORIZED,
@@ -71,20 +73,37 @@ def json_response(
 
 
 async def identify(
-    verifier: TokenVerifier, request: Request, *, query_token: bool = False
+    verifier: TokenVerifier,
+    request: Request,
+    *,
+    query_token: bool = False,
+    job_token: bool = False,
+    job_query_token: bool = False,
 ) -> Caller:
     """The caller (user id and budget claim), or `401` with `WWW-Authenticate: Bearer`; `503` with
     `Retry-After` when the token's JWKS key is unknown and the JWKS cannot be fetched (see
     `KeysUnavailable`: the token may well be good, so the client keeps it and retries).
 
     With `query_token` (the event routes only: `EventSource` cannot send headers) a request
-    without `Authorization` may carry the token as `?access_token=`.
+    without `Authorization` may carry the token as `?access_token=`. With `job_token` (the
+    routes reading one job) a job token is accepted too; elsewhere a good one is `403`. With
+    `job_query_token` (`GET /api/jobs/{jobId}`) `?access_token=` may carry a job token only.
     """
     authorization = request.headers.get("authorization")
-    if authorization is None and query_token and (given := request.query_params.get(ACCESS_TOKEN)):
-        authorization = f"Bearer {given}"
+    from_query = False
+    if (
+        authorization is None
+        and (query_token or job_query_token)
+        and (given := request.query_params.get(ACCESS_TOKEN))
+    ):
+        authorization, from_query = f"Bearer {given}", True
     try:
-        caller = await verifier.identify(authorization)
+        caller = await verifier.identify(authorization, job_token=job_token)
+        if from_query and not query_token and caller.job_id is None:
+            # A session token in a URL ends up in logs and histories: headers only here.
+            raise AuthError("only a job token may be given as access_token on this route")
+    except JobTokenOutOfScope as exc:
+        raise Refusal(FORBIDDEN, str(exc)) from None
     except KeysUnavailable as exc:
         log.warning("token keys unavailable", extra={"reason": str(exc)})
         raise Refusal(
@@ -113,10 +132,19 @@ async def authorize_caller(
     request: Request,
     *,
     query_token: bool = False,
+    job_token: bool = False,
+    job_query_token: bool = False,
 ) -> Caller:
-    """The caller once its token is good (`401`) and its request rate allows one more
-    (`429`, counted per replica), the first two checks of every API route."""
-    caller = await identify(verifier, request, query_token=query_token)
+    """The caller once its token is good (`401`) and opens this route (`403`), and its
+    request rate allows one more (`429`, counted per replica, a job token's against its
+    user), the first checks of every API route."""
+    caller = await identify(
+        verifier,
+        request,
+        query_token=query_token,
+        job_token=job_token,
+        job_query_token=job_query_token,
+    )
     if rate is not None and not request.scope.get(RATE_COUNTED):
         rate.take(caller.user_id)
     return caller
@@ -132,6 +160,27 @@ async def authorize(
     """The caller's user id (see `authorize_caller`)."""
     caller = await authorize_caller(verifier, rate, request, query_token=query_token)
     return caller.user_id
+
+
+async def authorize_job_reader(
+    verifier: TokenVerifier,
+    rate: RequestRate | None,
+    request: Request,
+    *,
+    query_token: bool = False,
+) -> tuple[str, uuid.UUID | None]:
+    """`authorize` for the routes reading the path's job, which a job token for that job opens
+    too (in the header, or as `access_token`: on every such route for a job token, on the
+    stream routes, `query_token`, for any): the caller's user id and the path's job id
+    (`None`: not a job id, `404`). A job token for another job gets the answer an unknown job
+    gets, `404`."""
+    caller = await authorize_caller(
+        verifier, rate, request, query_token=query_token, job_token=True, job_query_token=True
+    )
+    job_id = parse_job_id(request.path_params["job_id"])
+    if caller.job_id is not None and caller.job_id != job_id:
+        return caller.user_id, None
+    return caller.user_id, job_id
 
 
 def check_content_type(content_type: str | None) -> None:

@@ -21,7 +21,7 @@ from gateway.ports import GatewayObserver
 from gateway.streams import StreamSlot
 from jobs_proto.api import JobView
 
-from .checks import authorize, parse_job_id
+from .checks import authorize, authorize_job_reader
 from .ports import GatewayPorts
 from .problems import answered, not_found, refuse
 
@@ -145,8 +145,9 @@ def _reader(ports: GatewayPorts, user_id: str, *, whole: bool = False) -> realti
 
 def job_events(ports: GatewayPorts, hub: Hub) -> StreamRoute:
     async def job_events(request: Request) -> Response:
-        user_id = await authorize(ports.verifier, ports.rate, request, query_token=True)
-        job_id = parse_job_id(request.path_params["job_id"])
+        user_id, job_id = await authorize_job_reader(
+            ports.verifier, ports.rate, request, query_token=True
+        )
         if job_id is None:
             raise not_found()
         held = hold_stream(ports, user_id)
@@ -198,8 +199,9 @@ def user_events(ports: GatewayPorts, hub: Hub) -> StreamRoute:
 
 def job_output(ports: GatewayPorts, hub: Hub) -> StreamRoute:
     async def job_output(request: Request) -> Response:
-        user_id = await authorize(ports.verifier, ports.rate, request, query_token=True)
-        job_id = parse_job_id(request.path_params["job_id"])
+        user_id, job_id = await authorize_job_reader(
+            ports.verifier, ports.rate, request, query_token=True
+        )
         if job_id is None:
             raise not_found()
         try:

@@ -23,6 +23,7 @@ import msgspec
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway import handlers
+from gateway.job_tokens import JobTokenOutOfScope
 from gateway.jwks import KeysUnavailable
 from gateway.limits import LimitExceeded
 from gateway.tokens import AuthError
@@ -104,7 +105,7 @@ def fast_admissions(ports: GatewayPorts, ideation_routes: Mapping[str, str]) -> 
             check_content_type(headers.get(b"content-type", b"").decode("latin-1"))
             if rate is not None:
                 rate.take(user_id)
-        except (AuthError, KeysUnavailable, Refusal, LimitExceeded):
+        except (AuthError, KeysUnavailable, JobTokenOutOfScope, Refusal, LimitExceeded):
             return receive  # nothing counted: the route refuses it again
         scope[RATE_COUNTED] = True
         messages, body = await _read(receive, int(length))

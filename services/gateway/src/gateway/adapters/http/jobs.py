@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import msgspec
 from starlette.requests import Request
@@ -16,13 +17,17 @@ from starlette.responses import Response
 from gateway import handlers
 from gateway.cache import CachedJob
 from gateway.tokens import Caller
+from jobs_proto.api import JobToken
+from jobs_proto.problems import UNAVAILABLE
 from jobs_proto.status import is_terminal
 from jobs_runtime import tracing
 
 from .checks import (
     JSON_MEDIA_TYPE,
+    Refusal,
     authorize,
     authorize_caller,
+    authorize_job_reader,
     etag,
     etag_matches,
     json_body,
@@ -95,8 +100,7 @@ def _job_answer(request: Request, tag: str, body: bytes) -> Response:
 
 def get_job(ports: GatewayPorts) -> Endpoint:
     async def get_job(request: Request) -> Response:
-        user_id = await authorize(ports.verifier, ports.rate, request)
-        job_id = parse_job_id(request.path_params["job_id"])
+        user_id, job_id = await authorize_job_reader(ports.verifier, ports.rate, request)
         if job_id is None:
             raise not_found()
         # The owner of a job never changes: another user's request needs no job-store.
@@ -176,3 +180,28 @@ def cancel_job(ports: GatewayPorts) -> Endpoint:
         return json_response(view, 202, headers={"Location": f"/api/jobs/{view.job_id}"})
 
     return cancel_job
+
+
+def create_job_token(ports: GatewayPorts) -> Endpoint:
+    async def create_job_token(request: Request) -> Response:
+        # No body is read, as for cancel.
+        user_id = await authorize(ports.verifier, ports.rate, request)
+        job_tokens = ports.verifier.job_tokens
+        job_id = parse_job_id(request.path_params["job_id"])
+        if job_id is None:
+            raise not_found()
+        outcome = await handlers.read(handlers.ReadJob(user_id, job_id), ports.deps)
+        if isinstance(outcome, handlers.Refused):
+            raise refuse(outcome)
+        if isinstance(outcome, handlers.NotFound):
+            raise not_found()
+        if job_tokens is None:
+            raise Refusal(UNAVAILABLE, "job tokens are not configured (JOB_TOKEN_SECRET)")
+        issued = job_tokens.issue(user_id, job_id)
+        answer = JobToken(
+            token=issued.token, expires_at=datetime.fromtimestamp(issued.expires_at, UTC)
+        )
+        # A credential: never kept by a cache on the way.
+        return json_response(answer, headers={"Cache-Control": "no-store"})
+
+    return create_job_token
