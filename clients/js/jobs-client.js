@@ -678,6 +678,9 @@ export class JobsClient {
             progressed(JSON.parse(event.data));
           }
         }
+        // readEvents ends quietly when its signal aborts: the abort still decides.
+        if (signal.aborted) throw abortedError(signal);
+        if (connection.signal.reason === PAUSED) outcome.paused = true;
       } catch (error) {
         if (signal.aborted) throw abortedError(signal);
         if (connection.signal.reason === PAUSED) outcome.paused = true;
@@ -817,6 +820,9 @@ export class JobsClient {
                   return;
                 }
               }
+              // readEvents ends quietly when its signal aborts: the abort still decides.
+              if (inner.signal.aborted) throw abortedError(inner.signal);
+              if (connection.signal.reason === PAUSED) paused = true;
             } catch (error) {
               if (inner.signal.aborted) throw abortedError(inner.signal);
               if (error instanceof OutputProtocolError) throw error;
@@ -913,6 +919,9 @@ export class JobsClient {
                 }
                 if (event.id) position = event.id;
               }
+              // readEvents ends quietly when its signal aborts: the abort still decides.
+              if (inner.signal.aborted) throw abortedError(inner.signal);
+              if (connection.signal.reason === PAUSED) paused = true;
             } catch (error) {
               if (inner.signal.aborted) throw abortedError(inner.signal);
               if (connection.signal.reason === PAUSED) paused = true;
