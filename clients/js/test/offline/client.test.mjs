@@ -356,6 +356,34 @@ test("after falling back to polling, the stream is tried again after streamRetry
   assert.equal(pollsAnswered, 4);
 });
 
+test("while polling, the browser's online event tries the stream again at once", async () => {
+  let refused = 1;
+  handle = (request, response, url) => {
+    if (url.pathname.endsWith("/events")) {
+      if (refused-- > 0) return response.writeHead(503, { "content-type": "text/plain" }).end("busy");
+      const send = sse(response);
+      send("status", job("succeeded", 2, { output: "ok" }), 2);
+      return response.end();
+    }
+    response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(job("processing", 1)));
+  };
+  const events = new EventTarget();
+  // Waits that end only when cut short: nothing but the online event can move the poll on.
+  let waiting = 0;
+  const forever = (ms, signal) => {
+    waiting += 1;
+    return new Promise((resolve, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
+  };
+  const { jobs } = client({ window: events, maxStreamFailures: 1, sleep: forever });
+  const connection = [];
+  const watching = jobs.waitForJob(JOB, { onConnection: (c) => connection.push(c) });
+  await until(() => waiting === 1); // the poll is done and waits for its next turn
+  events.dispatchEvent(new Event("online"));
+  assert.equal((await watching).status, "succeeded");
+  assert.deepEqual(requests.map((r) => (r.path.endsWith("/events") ? "stream" : "poll")), ["stream", "poll", "stream"]);
+  assert.deepEqual(connection, ["connecting", "polling", "connecting", "open", "closed"]);
+});
+
 test("a hidden page closes the output stream (paused) and a shown one resumes from its offset", async () => {
   handle = (request, response) => {
     const send = sse(response);
