@@ -117,6 +117,17 @@ export type ApiErrorKind = "network" | "http" | "parse" | "aborted";
  * `aborted` (the caller's signal; `cause` is its reason). `cause` keeps the original error.
  */
 export class ApiError extends Error {
+  constructor(
+    kind: ApiErrorKind,
+    details?: {
+      status?: number | null;
+      problem?: Problem | null;
+      retryAfterMs?: number | null;
+      url?: string | null;
+      message?: string;
+      cause?: unknown;
+    },
+  );
   readonly kind: ApiErrorKind;
   /** The answer's status (`http`, `parse`), else null. */
   readonly status: number | null;
@@ -130,6 +141,7 @@ export class ApiError extends Error {
 
 /** The job ended other than `succeeded`: `job` as it ended, `text` the output seen. */
 export class JobEndedError extends Error {
+  constructor(job: Job, text?: string);
   readonly job: Job;
   /** The output text the client had received when the job ended. */
   readonly text: string;

@@ -565,21 +565,35 @@ export class JobsClient {
       onProgress?.(progress);
     };
     // The text is a second connection, best effort: what ends the wait is the job's state.
+    // Once the job has ended, the text still on its way is waited for, unless its stream is
+    // failing or paused: then the wait ends without it.
+    const text = linked(inner.signal);
+    let textStatus = null;
+    let ended = false;
+    const giveUp = () => {
+      if (ended && (textStatus === "error" || textStatus === "paused")) text.abort(SETTLED);
+    };
     const reading = onText
       ? this.streamOutput(jobId, {
-          signal: inner.signal,
-          onText: (text, offset) => {
-            state.outputText += text;
-            onText(text, offset);
+          signal: text.signal,
+          onConnection: (status) => {
+            textStatus = status;
+            giveUp();
+          },
+          onText: (piece, offset) => {
+            state.outputText += piece;
+            onText(piece, offset);
           },
         }).catch(() => {})
       : null;
     try {
       const job = await this._watch(jobId, state, seen, progressed, report, inner.signal);
+      ended = true;
+      giveUp();
       if (reading) await reading;
-      const text = state.outputText.length >= state.progressText.length ? state.outputText : state.progressText;
+      const seenText = state.outputText.length >= state.progressText.length ? state.outputText : state.progressText;
       if (job.status === "succeeded") return job;
-      throw job.status === "canceled" ? new JobCanceledError(job, text) : new JobFailedError(job, text);
+      throw job.status === "canceled" ? new JobCanceledError(job, seenText) : new JobFailedError(job, seenText);
     } catch (error) {
       if (inner.signal.aborted && !(error instanceof JobEndedError)) throw abortedError(inner.signal);
       if (!(error instanceof JobEndedError)) report("error");

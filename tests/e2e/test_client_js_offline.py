@@ -40,5 +40,5 @@ def test_the_javascript_client_offline() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# pass 30" in result.stdout, result.stdout
+    assert "# pass 31" in result.stdout, result.stdout
     assert "# fail 0" in result.stdout, result.stdout

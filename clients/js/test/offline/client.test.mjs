@@ -316,6 +316,26 @@ test("with onText a reloaded page gets the text so far at once; a cancel is JobC
   await until(() => requests.every((r) => r.closed));
 });
 
+test("a job that ended while its text stream fails ends the wait without the text", async () => {
+  let ended;
+  const sent = new Promise((resolve) => (ended = resolve));
+  handle = (request, response, url) => {
+    if (url.pathname.endsWith("/output")) {
+      // Refused, once the job's end has gone out: the wait has the end and not the text.
+      return sent.then(() => response.writeHead(503, { "content-type": "text/plain" }).end("busy"));
+    }
+    const send = sse(response);
+    send("status", job("succeeded", 2, { output: "all of it" }), 2);
+    response.end();
+    ended();
+  };
+  const { jobs } = client();
+  const finished = await jobs.waitForJob(JOB, { onText: () => assert.fail("no text came") });
+  assert.equal(finished.output, "all of it");
+  assert.equal(requests.filter((r) => r.path.endsWith("/output")).length, 1);
+  await until(() => requests.every((r) => r.closed));
+});
+
 test("after falling back to polling, the stream is tried again after streamRetryMs and taken back", async () => {
   let streamsRefused = 2;
   let pollsAnswered = 0;
