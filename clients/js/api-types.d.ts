@@ -215,3 +215,9 @@ export interface JobHistoryEntry {
 }
 
 export type JobStatus = JobView["status"];
+
+/** The job types (the document does not list them). */
+export type JobType = string;
+
+/** Each job type's input (the document does not describe them). */
+export type JobInputs = Record<string, Record<string, unknown>>;

@@ -4,12 +4,14 @@ import type { ReactNode } from "react";
 
 import type {
   ApiError,
+  ConnectionStatus,
+  Job,
   JobAccepted,
   JobError,
+  JobInputs,
   JobStatus,
-  JobView,
+  JobType,
   JobsClient,
-  OutputConnection,
 } from "./jobs-client.js";
 
 export function JobsClientProvider(props: { client: JobsClient; children?: ReactNode }): ReactNode;
@@ -18,17 +20,20 @@ export function JobsClientProvider(props: { client: JobsClient; children?: React
 export function useJobsClient(client?: JobsClient): JobsClient;
 
 export interface JobState {
-  job: JobView | null;
+  /** The job's latest state (`cancelRequested`: a cancel is on its way). */
+  job: Job | null;
   status: JobStatus | null;
   /** The job's error once it failed, or what stopped the watch (e.g. an ApiError 404). */
   error: JobError | ApiError | Error | null;
   isLoading: boolean;
+  /** The watch's connection, apart from the job's status. */
+  connection: ConnectionStatus;
 }
 
 export interface UseJobOptions {
   client?: JobsClient;
   /** Once, when the job reaches `succeeded`, `failed` or `canceled`. */
-  onComplete?: (job: JobView) => void;
+  onComplete?: (job: Job) => void;
 }
 
 export function useJob(jobId: string | null | undefined, options?: UseJobOptions): JobState;
@@ -39,7 +44,7 @@ export interface JobOutputState {
   /** Code points of output had so far. */
   offset: number;
   /** The output stream's connection, apart from the job's status. */
-  connection: OutputConnection;
+  connection: ConnectionStatus;
   /** The output ended (`event: done`). */
   done: boolean;
   /** The job's terminal status once done. */
@@ -65,15 +70,15 @@ export function useJobOutput(
 
 export interface UseSubmitJobOptions {
   client?: JobsClient;
-  onComplete?: (job: JobView) => void;
+  onComplete?: (job: Job) => void;
   /** Stream the output too (true). */
   output?: boolean;
 }
 
-export interface SubmitJobState extends JobState {
+export interface SubmitJobState<T extends JobType = JobType> extends JobState {
   /** Resolves with the gateway's answer, or null when the create failed (`submitError`). */
   submit(
-    input: Record<string, unknown>,
+    input: JobInputs[T],
     options?: { idempotencyKey?: string },
   ): Promise<JobAccepted | null>;
   /** Forgets the job (and ignores a submit still on its way). */
@@ -84,4 +89,4 @@ export interface SubmitJobState extends JobState {
   output: JobOutputState;
 }
 
-export function useSubmitJob(type: string, options?: UseSubmitJobOptions): SubmitJobState;
+export function useSubmitJob<T extends JobType>(type: T, options?: UseSubmitJobOptions): SubmitJobState<T>;

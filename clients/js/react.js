@@ -1,7 +1,9 @@
 // React hooks over jobs-client.js, a separate entry point (`@ai-jobs/client/react`) so that the
 // core client never imports React: `useJob` (the job's state, pushed), `useJobOutput` (its text
 // as it is written, with the connection's state kept apart from the job's) and `useSubmitJob`
-// (create with an Idempotency-Key, then both). Types: react.d.ts.
+// (create with an Idempotency-Key, then both). Each effect that opens a connection closes it in
+// its cleanup, so StrictMode's mount, unmount and mount again leaves one connection, not two.
+// Types: react.d.ts.
 
 import {
   createContext,
@@ -40,12 +42,13 @@ function useLatest(value) {
   return ref;
 }
 
-const NO_JOB = { job: null, error: null, isLoading: false };
+const NO_JOB = { job: null, error: null, isLoading: false, connection: "closed" };
 
 /**
  * The job's state as it changes (pushed, polling when streams fail): `{job, status, error,
- * isLoading}`. `error`: the job's `error` once it failed, or what stopped the watch (an
- * ApiError such as a 404). `onComplete(job)` fires once, on a terminal status only.
+ * isLoading, connection}`. `error`: the job's `error` once it failed, or what stopped the watch
+ * (an ApiError such as a 404); `connection`: the watch's connection, apart from the job's
+ * status. `onComplete(job)` fires once, on a terminal status only.
  */
 export function useJob(jobId, { client, onComplete } = {}) {
   const jobs = useJobsClient(client);
@@ -61,19 +64,23 @@ export function useJob(jobId, { client, onComplete } = {}) {
     const seen = (job, error = job.error ?? null) => {
       if (controller.signal.aborted) return;
       const terminal = TERMINAL.has(job.status);
-      setState({ job, error, isLoading: !terminal });
+      setState((previous) => ({ ...previous, job, error, isLoading: !terminal }));
       if (terminal && !fired) {
         fired = true;
         completed.current?.(job);
       }
     };
-    setState({ job: null, error: null, isLoading: true });
-    jobs.waitForJob(jobId, { signal: controller.signal, onUpdate: (job) => seen(job) }).then(
+    const connected = (connection) => {
+      if (!controller.signal.aborted) setState((previous) => ({ ...previous, connection }));
+    };
+    setState({ job: null, error: null, isLoading: true, connection: "connecting" });
+    const watching = { signal: controller.signal, onUpdate: (job) => seen(job), onConnection: connected };
+    jobs.waitForJob(jobId, watching).then(
       (job) => seen(job),
       (error) => {
         if (controller.signal.aborted) return;
         if (error.job) seen(error.job);
-        else setState((previous) => ({ ...previous, error, isLoading: false }));
+        else setState((previous) => ({ ...previous, error, isLoading: false, connection: "closed" }));
       },
     );
     return () => controller.abort(new Error("useJob: the job id changed or the component left"));
@@ -85,10 +92,12 @@ const NO_OUTPUT = { text: "", offset: 0, connection: "closed", done: false, stat
 
 /**
  * The job's output text as it is written: `{text, offset, connection, done, status, error}`.
- * `connection` ("connecting" | "open" | "reconnecting" | "closed") is the stream's, not the
+ * The stream starts from offset 0, so a page reloaded mid-answer shows the text so far at
+ * once; `fromOffset` with `initialText` (the text already had, e.g. kept in sessionStorage)
+ * skips it. `connection` (connecting, open, paused, error, closed) is the stream's, not the
  * job's; `done` once the output ended (`status`: the job's terminal status); `error`: the job's
  * error, or what stopped the stream. Renders at most once per `throttleMs` (50) while text
- * arrives. `fromOffset` and `initialText` (the text already had) are read when `jobId` is set.
+ * arrives. `fromOffset` and `initialText` are read when `jobId` is set.
  */
 export function useJobOutput(jobId, { client, fromOffset = 0, initialText = "", throttleMs = 50 } = {}) {
   const jobs = useJobsClient(client);

@@ -227,6 +227,11 @@ def test_the_react_example_streams_a_job_through_the_hooks(
         assert page.locator("#offset").inner_text() == str(len(str(job["output"])))
         # onComplete fired once, for the terminal status only (under StrictMode too).
         assert page.locator("#completed").inner_text() == "succeeded"
+        # StrictMode (React's development build) mounted each hook twice: the job's watch and
+        # its output each kept one event stream, and both closed once the job ended.
+        assert page.locator("#streams-most").inner_text() in ("1", "2")
+        expect(page.locator("#streams-open")).to_have_text("0")
+        expect(page.locator("#job-connection")).to_have_text("closed")
         assert errors == []
         screenshot(page, "react-example.png")
     finally:

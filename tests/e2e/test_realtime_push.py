@@ -111,5 +111,5 @@ def test_the_javascript_client_against_the_stack(stack: Stack, token: str) -> No
     # Every scenario ran: success with progress, failure, cancel, timeout, abort, 404,
     # polling fallback, the types against /openapi.json, and the reads a "my jobs" page makes
     # (types and prices, a job's cost, history and place in the list, the month's spend).
-    assert "# pass 9" in result.stdout, result.stdout
+    assert "# pass 10" in result.stdout, result.stdout
     assert "# fail 0" in result.stdout, result.stdout

@@ -8,7 +8,14 @@ import http from "node:http";
 import { after, before, beforeEach, test } from "node:test";
 
 import { generate } from "../generate-types.mjs";
-import { ApiError, JobEndedError, JobsClient, WaitTimeoutError } from "../jobs-client.js";
+import {
+  ApiError,
+  JobCanceledError,
+  JobEndedError,
+  JobFailedError,
+  JobsClient,
+  WaitTimeoutError,
+} from "../jobs-client.js";
 
 const { GATEWAY_URL, TOKEN, SIMULATOR_URL } = process.env;
 if (!GATEWAY_URL || !TOKEN || !SIMULATOR_URL) {
@@ -93,8 +100,10 @@ test("waitForJob rejects when the job fails", async () => {
   const jobs = client();
   const { jobId } = await jobs.createJob("title_generation", { topic: "fail" });
   await assert.rejects(jobs.waitForJob(jobId, { timeoutMs: 20_000 }), (error) => {
+    assert.ok(error instanceof JobFailedError);
     assert.ok(error instanceof JobEndedError);
     assert.equal(error.name, "JobFailedError");
+    assert.equal(typeof error.text, "string");
     assert.equal(error.job.status, "failed");
     assert.ok(error.job.error.code);
     return true;
@@ -109,6 +118,7 @@ test("a canceled job rejects the wait", async () => {
   // Watched before the cancel: a pending job ends at once, so the wait may reject before the
   // cancel's answer arrives, and an unwatched rejection fails the run.
   const rejected = assert.rejects(waiting, (error) => {
+    assert.ok(error instanceof JobCanceledError);
     assert.equal(error.name, "JobCanceledError");
     assert.equal(error.job.status, "canceled");
     return true;
@@ -146,6 +156,33 @@ test("an aborted signal rejects with its reason", async () => {
   setTimeout(() => controller.abort(new Error("the user left")), 200);
   await assert.rejects(waiting, /the user left/);
   await jobs.cancelJob(jobId);
+});
+
+test("a token provider whose token is refused is asked again, and the wait shows the text from offset 0", async () => {
+  const handed = [];
+  const jobs = client({
+    token: async () => {
+      handed.push(handed.length === 0 ? "expired-or-wrong" : TOKEN);
+      return handed.at(-1);
+    },
+  });
+  const { jobId } = await jobs.createJob("script_generation", { topic: "refresh" });
+  assert.deepEqual(handed, ["expired-or-wrong", TOKEN]);
+  let text = "";
+  const connection = [];
+  const job = await jobs.waitForJob(jobId, {
+    onText: (piece) => (text += piece),
+    onConnection: (c) => connection.push(c),
+    timeoutMs: 20_000,
+  });
+  assert.equal(job.status, "succeeded");
+  assert.equal(text, job.output);
+  assert.deepEqual(connection.slice(0, 2), ["connecting", "open"]);
+  assert.equal(connection.at(-1), "closed");
+  // A wrong token with no provider: the ApiError http 401, told apart by kind.
+  await assert.rejects(new JobsClient({ baseUrl: GATEWAY_URL, token: "wrong" }).getJob(jobId), (error) => {
+    return error instanceof ApiError && error.kind === "http" && error.status === 401;
+  });
 });
 
 test("an unknown job is an ApiError 404, not an endless wait", async () => {

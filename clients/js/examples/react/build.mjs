@@ -18,8 +18,10 @@ export async function bundle(outdir = path.join(here, "dist")) {
     bundle: true,
     format: "esm",
     jsx: "automatic",
-    // React's production build: no development checks, and no `process` in the browser.
-    define: { "process.env.NODE_ENV": '"production"' },
+    // React's development build: StrictMode's double mount happens only there (as under
+    // `next dev`), and the example is there to show the hooks survive it. No `process` in
+    // the browser: the define replaces it.
+    define: { "process.env.NODE_ENV": '"development"' },
     target: "es2022",
     minify: true,
     logLevel: "warning",

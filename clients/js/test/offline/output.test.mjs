@@ -191,7 +191,8 @@ test("dropped connections resume from the last code-point offset, nothing repeat
   assert.deepEqual(resumedFrom, ["0", "7", "14", "14"]);
   // A connection that brought text waits the base time; one that brought nothing, twice that.
   assert.deepEqual(waits, [100, 100, 200]);
-  assert.deepEqual(connection, ["connecting", "open", "reconnecting", "open", "reconnecting", "open", "reconnecting", "open", "closed"]);
+  // A drop after text: straight back to connecting; a connection that brought nothing: error.
+  assert.deepEqual(connection, ["connecting", "open", "connecting", "open", "connecting", "open", "error", "connecting", "open", "closed"]);
 });
 
 test("fromOffset resumes after text already had, even inside a piece", async () => {
