@@ -1,9 +1,10 @@
 // Writes `api-types.d.ts`, the TypeScript types of the gateway's bodies, from its OpenAPI
 // document, so the client's types cannot drift from the API: `node generate-types.mjs <url or
 // file>` rewrites the file, and the client's tests fail when it differs from what the running
-// gateway documents. Where the document describes each job type's request (`CreateJobRequest`,
-// a `oneOf` with a discriminator on `type`), it also writes `JobType` and `JobInputs`, so that
-// `createJob(type, input)` checks the input against its type.
+// gateway documents. Where the document describes each job type's request (`CreateJob`, a
+// `oneOf` with a discriminator on `type`), it writes `CreateJob` as the union of those requests
+// and also `JobType` and `JobInputs`, so that `createJob(type, input)` checks the input against
+// its type.
 
 import { readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
@@ -12,6 +13,7 @@ import { fileURLToPath } from "node:url";
 export const TYPE_NAMES = [
   "CreateJob",
   "JobAccepted",
+  "JobToken",
   "JobView",
   "JobUsage",
   "JobSummary",
@@ -84,13 +86,13 @@ function writeInterface(name, schema) {
 }
 
 /**
- * Each job type and the name of its input schema, from `CreateJobRequest` (a `oneOf` whose
- * discriminator on `type` maps each type to a `<Name>JobRequest` of `{type, input: $ref}`), or
- * null when the document does not describe them.
+ * Each job type with the names of its request and input schemas, from `CreateJob` (a `oneOf`
+ * whose discriminator on `type` maps each type to a request of `{type, input: $ref}`), or null
+ * when the document does not describe them.
  */
 export function jobTypes(document) {
   const schemas = document.components?.schemas ?? {};
-  const request = schemas.CreateJobRequest;
+  const request = schemas.CreateJob;
   const mapping = request?.discriminator?.propertyName === "type" ? request.discriminator.mapping : null;
   if (!request?.oneOf || !mapping) return null;
   const types = [];
@@ -100,7 +102,7 @@ export function jobTypes(document) {
     if (!input) throw new Error(`${ref}: no input $ref for job type ${type}`);
     const inputName = input.slice(REF.length);
     if (!schemas[inputName]) throw new Error(`the OpenAPI document has no schema ${inputName}`);
-    types.push({ type, inputName });
+    types.push({ type, requestName: ref.slice(REF.length), inputName });
   }
   return types;
 }
@@ -113,6 +115,8 @@ export function generate(document) {
   for (const name of TYPE_NAMES) {
     const schema = schemas[name];
     if (!schema && OPTIONAL_NAMES.has(name)) continue;
+    // A discriminated request is written with the job types below, as a union.
+    if (schema?.oneOf && OPTIONAL_NAMES.has(name)) continue;
     if (!schema) throw new Error(`the OpenAPI document has no schema ${name}`);
     out += writeInterface(name, schema);
   }
@@ -132,6 +136,9 @@ export function generate(document) {
     written.add(inputName);
     out += writeInterface(inputName, schemas[inputName]);
   }
+  for (const { requestName } of types) out += writeInterface(requestName, schemas[requestName]);
+  out += docComment(schemas.CreateJob.description);
+  out += `export type CreateJob = ${types.map(({ requestName }) => requestName).join(" | ")};\n\n`;
   out += "/** The job types the gateway runs. */\n";
   out += `export type JobType = ${types.map(({ type }) => JSON.stringify(type)).join(" | ")};\n\n`;
   out += "/** Each job type's input, the body's `input` of `POST /api/jobs`. */\n";

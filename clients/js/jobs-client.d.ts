@@ -12,6 +12,7 @@ import type {
   JobStatus,
   JobType,
   JobTypeList,
+  JobToken,
   JobView,
   OutputDone as OutputDoneEvent,
   OutputText,
@@ -21,18 +22,8 @@ import type {
 
 export type * from "./api-types.js";
 
-/**
- * A job as the gateway shows it. `cancelRequested`: a cancel was asked for and the job has not
- * ended yet (show "canceling"); declared here until the generated JobView has it.
- */
-export type Job = JobView & { cancelRequested?: boolean };
-
-/** A short-lived token that reads one job (`POST /api/jobs/{jobId}/token`). */
-export interface JobToken {
-  token: string;
-  /** When it stops working (ISO 8601). */
-  expiresAt: string;
-}
+/** A job as the gateway shows it (`cancelRequested`: asked to cancel, not ended yet). */
+export type Job = JobView;
 
 /**
  * The token sent as `Authorization: Bearer`: a string, or a function giving one (asked before

@@ -83,7 +83,7 @@ class JobPage(Message, frozen=True):
 
 class JobToken(Message, frozen=True):
     """Answer `200` to `POST /api/jobs/{jobId}/token`: a bearer token that reads this one job
-    (its `GET`, `/events` and `/output`) and nothing else, until `expires_at`."""
+    (its `GET`, `/events` and `/output`) and nothing else, until `expiresAt`."""
 
     token: str
     expires_at: datetime

@@ -123,7 +123,7 @@ test("TypeScript resolves the types of both entry points", async () => {
 
     const jobs = new JobsClient({ token: async () => "t", onConnectionChange: (s: ConnectionStatus) => s });
     export async function run(): Promise<string> {
-      const { jobId } = await jobs.createJob("any_type", { topic: "x" });
+      const { jobId } = await jobs.createJob("script_generation", { topic: "x" });
       const { token, expiresAt } = await jobs.createJobToken(jobId);
       jobs.setToken(token);
       try {
