@@ -145,7 +145,9 @@ def app_url(
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def browser(app_url: str) -> Iterator[Browser]:
+    """Chromium, started after the stack and the app: the stack's setup runs an event loop of its
+    own, which Playwright's sync API in the same thread would refuse."""
     executable = prerequisites.chromium()
     assert executable, "no Chromium: `make test` runs `python -m jobs_testkit.prerequisites`"
     with sync_playwright() as playwright:
