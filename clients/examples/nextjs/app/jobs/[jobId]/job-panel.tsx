@@ -20,13 +20,17 @@ export function JobPanel({ initial }: { initial: JobView }) {
   const watched = useJob(jobId, { client });
   const output = useJobOutput(jobId, { client });
   const [cancelProblem, setCancelProblem] = useState<string | null>(null);
+  const [cancelAsked, setCancelAsked] = useState(false);
   const [isCanceling, startCancel] = useTransition();
 
   const job: JobView & { cancelRequested?: boolean } = watched.job ?? initial;
   // The output's `done` can bring the terminal status a moment before the job's own update.
   const status = TERMINAL.has(job.status) || !output.done || !output.status ? job.status : output.status;
   const ended = TERMINAL.has(status);
-  const shownStatus = !ended && job.cancelRequested ? "canceling…" : status;
+  // `cancelRequested` comes from the gateway (so a reload still shows it); the click's own
+  // answer shows it before the job's next update arrives.
+  const canceling = !ended && (job.cancelRequested === true || cancelAsked);
+  const shownStatus = canceling ? "canceling…" : status;
 
   let problem: string | null = cancelProblem;
   if (status === "failed") {
@@ -41,6 +45,7 @@ export function JobPanel({ initial }: { initial: JobView }) {
     startCancel(async () => {
       const result = await cancelJobAction(jobId);
       setCancelProblem(result.ok ? null : result.message);
+      setCancelAsked(result.ok);
     });
 
   return (
@@ -49,7 +54,7 @@ export function JobPanel({ initial }: { initial: JobView }) {
         Status: <strong id="status">{shownStatus}</strong> · connection:{" "}
         <span id="connection">{output.connection}</span>
       </p>
-      <button id="cancel" type="button" onClick={cancel} disabled={ended || isCanceling || job.cancelRequested === true}>
+      <button id="cancel" type="button" onClick={cancel} disabled={ended || isCanceling || canceling}>
         Cancel
       </button>
       {problem ? (
