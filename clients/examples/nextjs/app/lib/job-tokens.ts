@@ -32,7 +32,8 @@ async function freshGrant(jobId: string): Promise<JobGrant> {
   return { token: body.token, expiresAt: body.expiresAt };
 }
 
-/** The provider the client calls before its requests and again after a 401. */
+/** The provider the client calls before its requests and again after a 401: the token held
+ * while it is good, else a fresh one from this app's server. */
 export function jobTokenProvider(jobId: string): () => Promise<string> {
   let asking: Promise<JobGrant> | null = null; // one request for a token at a time
   return async () => {
@@ -50,10 +51,28 @@ export function jobTokenProvider(jobId: string): () => Promise<string> {
   };
 }
 
+/** A `fetch` that forgets the job's token once the gateway refused it (401), so the provider's
+ * next call, which the client makes before giving up, fetches a fresh one even when the clocks
+ * disagree about the expiry. */
+function forgettingRefusedTokens(jobId: string): typeof fetch {
+  return async (input, init) => {
+    const response = await fetch(input, init);
+    if (response.status === 401) {
+      const sent = new Headers(init?.headers).get("Authorization");
+      if (sent === `Bearer ${grants.get(jobId)?.token}`) grants.delete(jobId);
+    }
+    return response;
+  };
+}
+
 /** A client that reads one job through the same-origin prefix with that job's tokens. */
 export function jobsClientFor(jobId: string): JobsClient {
   const token = jobTokenProvider(jobId);
-  // The cast is for @ai-jobs/client 0.2, whose `token` is a string; from the release with token
-  // providers (`string | (() => Promise<string>)`) it is not needed.
-  return new JobsClient({ baseUrl: GATEWAY_PREFIX, token: token as unknown as JobsClientOptions["token"] });
+  return new JobsClient({
+    baseUrl: GATEWAY_PREFIX,
+    // The cast is for @ai-jobs/client 0.2, whose `token` is a string; from the release with
+    // token providers (`string | (() => Promise<string>)`) it is not needed.
+    token: token as unknown as JobsClientOptions["token"],
+    fetch: forgettingRefusedTokens(jobId),
+  });
 }
