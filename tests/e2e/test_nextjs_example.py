@@ -32,7 +32,9 @@ ARTIFACTS = REPOSITORY / "test-artifacts"
 # `npm ci` and `next build` cost about a minute of this machine's two cores, more than `make
 # test` can spend on every run and stay within its ten minutes; so the build is kept outside
 # the checkout under a hash of everything it is made from, and made again only when that changes.
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ai-jobs" / "nextjs-example"
+CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ai-jobs" / "nextjs-example"
+)
 # What `npm ci` and `next build` write into the app's folder: not part of its sources.
 BUILD_OUTPUTS = {"node_modules", ".next", "next-env.d.ts", "tsconfig.tsbuildinfo"}
 # Short-lived job tokens and no leeway on `exp`: a job outlives several tokens.
@@ -45,6 +47,9 @@ QUIET_BROWSER = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+# A request from the page: its status and JSON body.
+FETCH_JSON = "([url, method]) => fetch(url, {method}).then(async r => [r.status, await r.json()])"
 
 pytestmark = pytest.mark.timeout(600)  # the first run builds the app
 
@@ -191,6 +196,11 @@ def submit(page: Page, job_type: str, topic: str) -> str:
     page.select_option("#type", job_type)
     page.fill("#topic", topic)
     page.click("#submit")
+    page.wait_for_function(
+        "() => location.pathname.startsWith('/jobs/') || document.querySelector('#submit-error')"
+    )
+    refused = page.locator("#submit-error")
+    assert refused.count() == 0, f"the submission was refused: {refused.inner_text()}"
     page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
     return page.url.rsplit("/", 1)[1]
 
@@ -221,16 +231,11 @@ def test_the_app_reaches_the_gateway_through_its_own_origin(page: Page) -> None:
     options = page.locator("#type option").all_inner_texts()
     assert {"script_generation", "video_outline", "title_generation"} <= set(options)
     # The browser reaches the gateway on the app's origin (the stack allows no CORS origin).
-    proxied = page.evaluate(
-        "fetch('/gateway/api/job-types').then(async r => [r.status, await r.json()])"
-    )
+    proxied = page.evaluate(FETCH_JSON, ["/gateway/api/job-types", "GET"])
     assert proxied[0] == 200
     assert {item["type"] for item in proxied[1]["items"]} == set(options)
     # The app's own route handlers under /api are not sent on to the gateway.
-    minted = page.evaluate(
-        "id => fetch(`/api/job-token/${id}`, {method: 'POST'}).then(async r => [r.status, await r.json()])",
-        str(uuid.uuid4()),
-    )
+    minted = page.evaluate(FETCH_JSON, [f"/api/job-token/{uuid.uuid4()}", "POST"])
     assert minted[0] == 404
     assert minted[1]["message"]
 
@@ -254,7 +259,11 @@ def test_a_submitted_job_streams_its_text_and_resumes_after_a_reload(
     authorizations: list[str] = []
     page.on(
         "request",
-        lambda r: authorizations.append(r.headers.get("authorization", "")) if "/gateway/" in r.url else None,
+        lambda r: (
+            authorizations.append(r.headers.get("authorization", ""))
+            if "/gateway/" in r.url
+            else None
+        ),
     )
     job_id = submit(page, "script_generation", "octopus cognition")
     first = until_text_grows(page, 0)
