@@ -2,7 +2,7 @@
  * app's server (`POST /api/job-token/{jobId}`) for a fresh token when the one held is about to
  * lapse, and again when the gateway answers 401. The browser never sees the session token. */
 
-import { JobsClient, type JobsClientOptions } from "@ai-jobs/client";
+import { JobsClient } from "@ai-jobs/client";
 
 import { GATEWAY_PREFIX } from "./gateway-url";
 
@@ -70,9 +70,7 @@ export function jobsClientFor(jobId: string): JobsClient {
   const token = jobTokenProvider(jobId);
   return new JobsClient({
     baseUrl: GATEWAY_PREFIX,
-    // The cast is for @ai-jobs/client 0.2, whose `token` is a string; from the release with
-    // token providers (`string | (() => Promise<string>)`) it is not needed.
-    token: token as unknown as JobsClientOptions["token"],
+    token,
     fetch: forgettingRefusedTokens(jobId),
   });
 }

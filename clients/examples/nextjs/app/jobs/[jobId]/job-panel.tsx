@@ -23,7 +23,7 @@ export function JobPanel({ initial }: { initial: JobView }) {
   const [cancelAsked, setCancelAsked] = useState(false);
   const [isCanceling, startCancel] = useTransition();
 
-  const job: JobView & { cancelRequested?: boolean } = watched.job ?? initial;
+  const job: JobView = watched.job ?? initial;
   // The output's `done` can bring the terminal status a moment before the job's own update.
   const status = TERMINAL.has(job.status) || !output.done || !output.status ? job.status : output.status;
   const ended = TERMINAL.has(status);
