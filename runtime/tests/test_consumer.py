@@ -2,13 +2,13 @@
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -292,34 +292,50 @@ async def test_pace_takes_only_what_it_allows_and_leaves_the_rest_in_the_stream(
         await eventually(lambda: len(seen) == 10)
 
 
+def pull_requests(stream: StreamSpec) -> str:
+    """The subject the loop's pull requests go to, overheard by a test to count and read them."""
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream.name}.worker"
+
+
+def waits_at_least(seconds: float, requests: list[bytes]) -> bool:
+    """Whether the last pull request is a long one: for one message, expiring after `seconds`
+    or more (nats-py sends `expires` in nanoseconds, a hair short of what it was asked)."""
+    if not requests:
+        return False
+    last = msgspec.json.decode(requests[-1])
+    return bool(last.get("batch") == 1 and last.get("expires", 0) >= (seconds - 1) * 1e9)
+
+
 async def test_an_idle_consumer_asks_rarely_and_still_gets_the_next_message_at_once(
     nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
 ) -> None:
     seen: list[JobRequested] = []
+    requests: list[bytes] = []
+    asked_when_handled: list[int] = []
 
     async def handle(event: JobRequested) -> None:
+        asked_when_handled.append(len(requests))
         seen.append(event)
-
-    requests: list[bytes] = []
 
     async def count(msg: Msg) -> None:
         requests.append(msg.data)
 
-    pulls = await nats_client.subscribe(
-        f"$JS.API.CONSUMER.MSG.NEXT.{jobs_stream_ready.name}.worker", cb=count
-    )
+    pulls = await nats_client.subscribe(pull_requests(jobs_stream_ready), cb=count)
     try:
         async with running(
             nats_client, jobs_stream_ready, subjects, {"requested": handle}, idle_timeout_s=30.0
         ):
-            # One short fetch finds nothing; then one long request waits for the next message.
-            await asyncio.sleep(1.5)
-            assert 1 <= len(requests) <= 4, requests
+            # Rarely: the short fetch finds nothing, then one request waits 30 s for the next
+            # message (read from the request itself, not from counting over a pause).
+            await eventually(lambda: waits_at_least(30, requests), what="the long request")
+            asked = len(requests)
+            assert asked <= 4, requests  # one short fetch (nats-py may probe first), one long
             event = requested()
-            sent = time.monotonic()
             await EventPublisher(nats_client.jetstream(), subjects).publish(event)
-            await eventually(lambda: bool(seen), within=2.0)
-            assert time.monotonic() - sent < 1.0
+            await eventually(lambda: bool(seen), within=10)
+            # At once: the request already waiting brought it, no other was sent before it
+            # (the loop asks again only after handling, so none can be missed here).
+            assert asked_when_handled == [asked]
             assert seen == [event]
     finally:
         await pulls.unsubscribe()
@@ -328,6 +344,12 @@ async def test_an_idle_consumer_asks_rarely_and_still_gets_the_next_message_at_o
 async def test_an_idle_consumer_stops_at_once(
     nats_client: NATS, jobs_stream_ready: StreamSpec, subjects: Subjects
 ) -> None:
+    requests: list[bytes] = []
+
+    async def count(msg: Msg) -> None:
+        requests.append(msg.data)
+
+    pulls = await nats_client.subscribe(pull_requests(jobs_stream_ready), cb=count)
     loop = ConsumerLoop(
         nats_client.jetstream(),
         stream=jobs_stream_ready.name,
@@ -335,16 +357,20 @@ async def test_an_idle_consumer_stops_at_once(
         subjects=subjects,
         handlers={},
         fetch_timeout_s=0.2,
-        idle_timeout_s=60.0,
+        idle_timeout_s=3600.0,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
-    await asyncio.wait_for(loop.ready.wait(), 10)
-    await asyncio.sleep(0.5)  # past the short fetch: waiting on the long request
-    stop.set()
-    started = time.monotonic()
-    await asyncio.wait_for(task, 5)
-    assert time.monotonic() - started < 0.5
+    try:
+        await asyncio.wait_for(loop.ready.wait(), 10)
+        # Past the short fetch: waiting on the long request, an hour long.
+        await eventually(lambda: waits_at_least(3600, requests), what="the long request")
+        stop.set()
+        # The hour-long request would hold it an hour: ending within the guard is the stop
+        # waking it.
+        await asyncio.wait_for(task, 60)
+    finally:
+        await pulls.unsubscribe()
 
 
 async def test_with_overlap_a_message_is_handled_while_an_earlier_one_still_is(
@@ -430,6 +456,9 @@ async def test_with_overlap_stopping_finishes_the_messages_in_hand(
     task = asyncio.create_task(loop.run(stop))
     await asyncio.wait_for(entered.wait(), 10)
     stop.set()
+    # A pause, and no condition to wait on instead: a loop that wrongly ended would show only
+    # as being done. Reaching its end after the stop takes a few loop turns and no I/O, far
+    # less than this.
     await asyncio.sleep(0.3)
     assert not task.done()  # still finishing the message in hand
     release.set()

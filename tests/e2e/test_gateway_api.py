@@ -7,6 +7,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from jobs_proto.events import JobCompleted, JobStarted, JobSubmitted
 from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
 from jobs_runtime.bus import EventPublisher, ensure_stream
-from jobs_testkit.processes import ServiceProcess
+from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.waiting import eventually
 
 from .test_gateway_processes import (
@@ -556,7 +557,7 @@ async def test_without_jetstream_a_job_is_refused_with_503_and_retry_after(
 
 
 async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(
-    gateway: RunningGateway, nats_client: NATS, subjects: Subjects
+    tmp_path: Path, gateway_env: dict[str, str], nats_client: NATS, subjects: Subjects
 ) -> None:
     job_id = random_job_id()
 
@@ -564,25 +565,27 @@ async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(
         return msgspec.json.encode(JobReply(job=stored_view(job_id)))
 
     # The job-store's answer is held until the gateway has logged that it is stopping, so the
-    # request is in flight when SIGTERM is handled: by order, not by a sleep (a fixed 0.5 s
-    # said nothing about when the signal landed). What is still timed is the gateway's own
-    # job-store timeout (a fixed 2 s in `adapters/nats.py`): it must cover one SIGTERM, one
-    # log line and the test reading it, each a few milliseconds on an idle machine. Only a
-    # scheduler stalling this test or the gateway for most of 2 s turns the 200 into a 503;
-    # there is no setting to lengthen that timeout for a test.
+    # request is in flight when SIGTERM is handled: by order, not by a sleep. The gateway's
+    # job-store timeout is the longest allowed, so no scheduler stall between the signal and
+    # the release can turn the answer into a 503 (the 15 s wait below would fail first).
+    env = {**gateway_env, "JOB_STORE_TIMEOUT_S": "60"}
     release = asyncio.Event()
-    # The double: the real job-store cannot be made to hold an answer until told to.
-    async with (
-        job_store_double(nats_client, subjects, answer, gate=release) as asked,
-        httpx.AsyncClient(base_url=gateway.url, headers=bearer("alice")) as http,
-    ):
-        in_flight = asyncio.create_task(http.get(f"/api/jobs/{job_id}"))
-        await eventually(lambda: len(asked) == 1)
-        gateway.process.signal(signal.SIGTERM)
-        await eventually(lambda: '"msg":"stopping"' in gateway.process.log)
-        release.set()
-        response = await in_flight
-    assert (response.status_code, response.json()["version"]) == (200, 3)
-    exit_code = await asyncio.to_thread(gateway.process.process.wait, 15)
-    assert exit_code == 0, gateway.process.log
-    assert '"msg":"stopped"' in gateway.process.log
+    with ServiceProcess([command_path("gateway")], env, tmp_path / "gateway.log") as gateway:
+        gateway.wait_http(f"http://127.0.0.1:{env['ADMIN_PORT']}/readyz")
+        # The double: the real job-store cannot be made to hold an answer until told to.
+        async with (
+            job_store_double(nats_client, subjects, answer, gate=release) as asked,
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{env['HTTP_PORT']}", headers=bearer("alice")
+            ) as http,
+        ):
+            in_flight = asyncio.create_task(http.get(f"/api/jobs/{job_id}", timeout=30))
+            await eventually(lambda: len(asked) == 1)
+            gateway.signal(signal.SIGTERM)
+            await eventually(lambda: '"msg":"stopping"' in gateway.log)
+            release.set()
+            response = await in_flight
+        assert (response.status_code, response.json()["version"]) == (200, 3)
+        exit_code = await asyncio.to_thread(gateway.process.wait, 15)
+        assert exit_code == 0, gateway.log
+        assert '"msg":"stopped"' in gateway.log

@@ -1,13 +1,15 @@
-"""The event routes of the gateway as a process over real NATS: the current state first, one
-`status` per newer change (older ones dropped), progress, keepalive comments, closing after
-the terminal state, `Last-Event-ID` and `204`, the token in the query, the multiplexed
-stream of one user's jobs only, and a `retry:` hint on SIGTERM. Changes and progress are
-published on core NATS as the job-store and webhook-ingest publish them; a double answers
-for the job-store's reads."""
+"""The event routes of the gateway as a process over real NATS, the real job-store and its
+Postgres: the current state first, one `status` per newer change (older ones dropped),
+progress, keepalive comments, closing after the terminal state, `Last-Event-ID` and `204`, the
+token in the query, the multiplexed stream of one user's jobs only, and a `retry:` hint on
+SIGTERM. Jobs are made by publishing their events to the stream the job-store consumes; its
+change announcements reach the gateway as in life. Progress (webhook-ingest's) and stale
+changes are published on core NATS by the test; a stand-in answers for the job-store only
+where a test says why."""
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,10 +19,14 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from jobs_proto.api import GetJob, JobChanged, JobPage, JobProgress, JobSummary, ListJobs
-from jobs_proto.status import JobStatus
+from jobs_proto.api import GetJob, JobChanged, JobProgress, JobReply, ListJobs
+from jobs_proto.events import JobCompleted, JobEvent, JobRequested, JobStarted, JobSubmitted
+from jobs_proto.status import FinalPredictionStatus, JobStatus
+from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
-from jobs_testkit.processes import ServiceProcess, command_path
+from jobs_runtime.bus import EventPublisher
+from jobs_runtime.results import result_store, store_result
+from jobs_testkit.processes import ServiceProcess, command_path, until_serving
 from jobs_testkit.servers import NatsServer, free_port
 from jobs_testkit.sse import Event, events
 from jobs_testkit.waiting import eventually
@@ -30,18 +36,27 @@ from .test_gateway_processes import (
     RunningGateway,
     bearer,
     job_store_double,
-    job_store_list_double,
+    overheard,
     token,
 )
+from .test_gateway_processes import database_migrations as database_migrations
 from .test_gateway_processes import gateway as gateway
 from .test_gateway_processes import gateway_base_env as gateway_base_env
 
 KEEPALIVE_S = 0.3
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+PREDICTION = "p1"
+# What a job whose prediction reported no metrics cost.
+NO_USAGE = {"predictTimeS": None, "inputTokens": None, "outputTokens": None, "costUsd": 0.0}
 
 
 def iso(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
+
+
+def at(version: int) -> datetime:
+    """When the job's change to `version` happened: its n-th event, one second apart."""
+    return T0 + timedelta(seconds=version - 1)
 
 
 @pytest.fixture
@@ -50,7 +65,8 @@ def gateway_env(gateway_base_env: dict[str, str]) -> dict[str, str]:
 
 
 def view(job_id: uuid.UUID, version: int, status: JobStatus, output: str | None = None) -> dict:
-    at = T0 + timedelta(seconds=version)
+    """The job as the events below make it, written out (not read from the job-store)."""
+    finished = status in ("succeeded", "failed", "canceled")
     return {
         "jobId": str(job_id),
         "type": "script_generation",
@@ -59,27 +75,85 @@ def view(job_id: uuid.UUID, version: int, status: JobStatus, output: str | None 
         "input": {"topic": "tides"},
         "output": output,
         "error": None,
-        "predictionId": "p1" if version > 1 else None,
+        "predictionId": PREDICTION if version > 1 else None,
         "createdAt": iso(T0),
-        "updatedAt": iso(at),
-        "completedAt": iso(at) if status in ("succeeded", "failed", "canceled") else None,
-        # What the prediction cost: none of these jobs' predictions ends here.
-        "usage": None,
+        "updatedAt": iso(at(version)),
+        "completedAt": iso(at(version)) if finished else None,
+        "usage": NO_USAGE if finished else None,
         "cancelRequested": False,
     }
 
 
-def reply_of(views: dict[uuid.UUID, dict], owner: str = "alice") -> Callable[[GetJob], bytes]:
-    def answer(request: GetJob) -> bytes:
-        job = views.get(request.job_id) if request.user_id == owner else None
-        return msgspec.json.encode({"job": job})
+def requested(job_id: uuid.UUID, user_id: str = "alice") -> JobRequested:
+    return JobRequested(
+        job_id=job_id,
+        occurred_at=at(1),
+        user_id=user_id,
+        job_type="script_generation",
+        input={"topic": "tides"},
+    )
 
-    return answer
+
+def submitted(job_id: uuid.UUID) -> JobSubmitted:
+    return JobSubmitted(job_id=job_id, occurred_at=at(2), prediction_id=PREDICTION)
+
+
+def started(job_id: uuid.UUID) -> JobStarted:
+    return JobStarted(job_id=job_id, occurred_at=at(3), prediction_id=PREDICTION, webhook_id="w1")
+
+
+def completed(
+    job_id: uuid.UUID,
+    status: FinalPredictionStatus = "succeeded",
+    output: str | None = None,
+    **fields: str,
+) -> JobCompleted:
+    """The prediction's end, after `submitted`: the job's version 3."""
+    return JobCompleted(
+        job_id=job_id,
+        occurred_at=at(3),
+        prediction_id=PREDICTION,
+        prediction_status=status,
+        output=output,
+        **fields,
+    )
+
+
+async def publish(nc: NATS, subjects: Subjects, *changes: JobEvent) -> None:
+    """Events as the gateway, the ai-runner and webhook-ingest publish them, for the job-store."""
+    publisher = EventPublisher(nc.jetstream(), subjects)
+    for event in changes:
+        await publisher.publish(event)
+
+
+async def stored(
+    nc: NATS, subjects: Subjects, job_id: uuid.UUID, version: int, user_id: str = "alice"
+) -> None:
+    """Once the job-store has applied the job's change to `version` (asked directly: a read
+    through the gateway would feed its views)."""
+    request = msgspec.json.encode(GetJob(job_id=job_id, user_id=user_id))
+
+    async def applied() -> bool:
+        reply = await nc.request(subjects.get_job, request, timeout=2)
+        job = msgspec.json.decode(reply.data, type=JobReply).job
+        return job is not None and job.version >= version
+
+    await eventually(applied, what=f"job {job_id} at version {version} in the job-store")
+
+
+async def running_job(nc: NATS, subjects: Subjects) -> uuid.UUID:
+    """Alice's job, `processing` at version 2 in the job-store."""
+    job_id = uuid.uuid4()
+    await publish(nc, subjects, requested(job_id), submitted(job_id))
+    await stored(nc, subjects, job_id, 2)
+    return job_id
 
 
 async def announce(
     nc: NATS, subjects: Subjects, job: dict, user_id: str = "alice", omitted: bool = False
 ) -> None:
+    """A change as the job-store announces it, published by the test: one no sequence of events
+    gives to this job-store (an older version, as another replica's late announcement)."""
     change = msgspec.convert({"userId": user_id, "job": job, "outputOmitted": omitted}, JobChanged)
     await nc.publish(subjects.job_change(change.job.job_id), msgspec.json.encode(change))
     await nc.flush()
@@ -91,21 +165,12 @@ async def progress(
     job_id: uuid.UUID,
     text: str,
     seq: int,
-    prediction_id: str = "p1",
+    prediction_id: str = PREDICTION,
 ) -> None:
-    """Partial output as webhook-ingest sends it; by default from `view`'s prediction."""
+    """Partial output as webhook-ingest sends it; by default from the job's prediction."""
     body = JobProgress(job_id=job_id, output=text, seq=seq, prediction_id=prediction_id)
     await nc.publish(subjects.progress(job_id), msgspec.json.encode(body))
     await nc.flush()
-
-
-def summary(job: dict) -> JobSummary:
-    fields = {k: v for k, v in job.items() if k not in ("input", "output")}
-    return msgspec.convert(fields, JobSummary)
-
-
-def no_jobs(request: ListJobs) -> JobPage:
-    return JobPage(items=[], next_cursor=None)
 
 
 @pytest.fixture
@@ -124,20 +189,22 @@ async def next_event(stream: AsyncIterator[Event], skip_comments: bool = True) -
 
 
 async def test_a_job_stream_sends_the_state_then_newer_changes_and_progress_then_closes(
-    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+    job_store: ServiceProcess, http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
 ) -> None:
-    job_id = uuid.uuid4()
-    views = {job_id: view(job_id, 2, "processing")}
-    async with (
-        job_store_double(nats_client, subjects, reply_of(views)),
-        http.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer("alice")) as response,
-    ):
+    job_id = await running_job(nats_client, subjects)
+    async with http.stream(
+        "GET", f"/api/jobs/{job_id}/events", headers=bearer("alice")
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
         stream = events(response)
         first = await next_event(stream)
-        assert (first.event, first.id, first.json()) == ("status", "2", views[job_id])
+        assert (first.event, first.id, first.json()) == (
+            "status",
+            "2",
+            view(job_id, 2, "processing"),
+        )
         # Quiet for longer than the keepalive: a comment line keeps proxies from closing it.
         quiet = await next_event(stream, skip_comments=False)
         assert quiet.comments == ["keepalive"]
@@ -150,10 +217,9 @@ async def test_a_job_stream_sends_the_state_then_newer_changes_and_progress_then
         await progress(nats_client, subjects, job_id, "Once upon a time", 2)
         received = [await next_event(stream) for _ in range(2)]
         # Changes and progress come over two subscriptions, whose order between them NATS
-        # does not keep: the result is announced after the progress was seen, as it is in
+        # does not keep: the result is published after the progress was seen, as it is in
         # life (the final webhook follows the output ones).
-        done = view(job_id, 3, "succeeded", "Once upon a time.")
-        await announce(nats_client, subjects, done)
+        await publish(nats_client, subjects, completed(job_id, output="Once upon a time."))
         received.append(await next_event(stream))
         assert [(e.event, e.id) for e in received] == [
             ("progress", None),
@@ -164,10 +230,10 @@ async def test_a_job_stream_sends_the_state_then_newer_changes_and_progress_then
             "jobId": str(job_id),
             "output": "Once upon",
             "seq": 1,
-            "predictionId": "p1",
+            "predictionId": PREDICTION,
         }
         assert received[1].json()["output"] == "Once upon a time"
-        assert received[2].json() == done
+        assert received[2].json() == view(job_id, 3, "succeeded", "Once upon a time.")
         # Closed after the terminal state.
         async with asyncio.timeout(5):
             rest = [e async for e in stream]
@@ -175,103 +241,104 @@ async def test_a_job_stream_sends_the_state_then_newer_changes_and_progress_then
 
 
 async def test_last_event_id_skips_what_the_client_has_and_a_final_one_is_204(
-    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+    job_store: ServiceProcess, http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
 ) -> None:
     running, finished = uuid.uuid4(), uuid.uuid4()
-    views = {running: view(running, 2, "processing"), finished: view(finished, 4, "failed")}
-    async with job_store_double(nats_client, subjects, reply_of(views)):
-        auth = bearer("alice")
-        gone = await http.get(
-            f"/api/jobs/{finished}/events", headers={**auth, "Last-Event-ID": "4"}
-        )
-        assert gone.status_code == 204
-        assert not gone.content
-        # Behind on a finished job: its final state, then the end.
-        behind = await http.get(
-            f"/api/jobs/{finished}/events", headers={**auth, "Last-Event-ID": "2"}
-        )
-        assert behind.status_code == 200
-        assert "id: 4\n" in behind.text
-        assert behind.text.count("event: status") == 1
-        async with http.stream(
-            "GET", f"/api/jobs/{running}/events", headers={**auth, "Last-Event-ID": "2"}
-        ) as response:
-            stream = events(response)
-            # No wait: the route enters `hub.watch_job` before it answers, so these headers
-            # mean it is subscribed (a change missed in between would time out below).
-            await announce(nats_client, subjects, view(running, 3, "canceled"))
-            event = await next_event(stream)
-            # Version 2 was not sent again: the first event is the change.
-            assert (event.event, event.id) == ("status", "3")
+    await publish(nats_client, subjects, requested(running), submitted(running))
+    await publish(
+        nats_client,
+        subjects,
+        requested(finished),
+        submitted(finished),
+        completed(finished, status="failed", error="the model crashed"),
+    )
+    await stored(nats_client, subjects, running, 2)
+    await stored(nats_client, subjects, finished, 3)
+    auth = bearer("alice")
+    gone = await http.get(f"/api/jobs/{finished}/events", headers={**auth, "Last-Event-ID": "3"})
+    assert gone.status_code == 204
+    assert not gone.content
+    # Behind on a finished job: its final state, then the end.
+    behind = await http.get(f"/api/jobs/{finished}/events", headers={**auth, "Last-Event-ID": "2"})
+    assert behind.status_code == 200
+    assert "id: 3\n" in behind.text
+    assert behind.text.count("event: status") == 1
+    async with http.stream(
+        "GET", f"/api/jobs/{running}/events", headers={**auth, "Last-Event-ID": "2"}
+    ) as response:
+        stream = events(response)
+        # No wait: the route enters `hub.watch_job` before it answers, so these headers
+        # mean it is subscribed (a change missed in between would time out below).
+        await publish(nats_client, subjects, started(running))
+        event = await next_event(stream)
+        # Version 2 was not sent again: the first event is the change.
+        assert (event.event, event.id) == ("status", "3")
 
 
 async def test_the_event_routes_take_the_token_in_the_query_and_404_like_get(
-    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+    job_store: ServiceProcess, http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
 ) -> None:
     finished = uuid.uuid4()
-    views = {finished: view(finished, 3, "succeeded", "done")}
-    async with (
-        job_store_double(nats_client, subjects, reply_of(views)),
-        job_store_list_double(nats_client, subjects, no_jobs),
-    ):
-        url = f"/api/jobs/{finished}/events"
-        by_query = await http.get(url, params={"access_token": token("alice")})
-        assert by_query.status_code == 200
-        assert '"output":"done"' in by_query.text
-        unauthenticated = await http.get(url)
-        assert unauthenticated.status_code == 401
-        assert unauthenticated.headers["www-authenticate"] == "Bearer"
-        assert (await http.get(url, params={"access_token": "nope"})).status_code == 401
-        assert (await http.get(url, headers=bearer("bob"))).status_code == 404
-        unknown = await http.get(f"/api/jobs/{uuid.uuid4()}/events", headers=bearer("alice"))
-        assert unknown.status_code == 404
-        not_uuid = await http.get("/api/jobs/42/events", headers=bearer("alice"))
-        assert not_uuid.status_code == 404
-        # Only the event routes: a GET of the job itself ignores a query token.
-        plain = await http.get(f"/api/jobs/{finished}", params={"access_token": token("alice")})
-        assert plain.status_code == 401
-        # The multiplexed route too.
-        async with http.stream(
-            "GET", "/api/events", params={"access_token": token("alice")}
-        ) as response:
-            assert response.status_code == 200
-        assert (await http.get("/api/events")).status_code == 401
+    await publish(
+        nats_client,
+        subjects,
+        requested(finished),
+        submitted(finished),
+        completed(finished, output="done"),
+    )
+    await stored(nats_client, subjects, finished, 3)
+    url = f"/api/jobs/{finished}/events"
+    by_query = await http.get(url, params={"access_token": token("alice")})
+    assert by_query.status_code == 200
+    assert '"output":"done"' in by_query.text
+    unauthenticated = await http.get(url)
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["www-authenticate"] == "Bearer"
+    assert (await http.get(url, params={"access_token": "nope"})).status_code == 401
+    assert (await http.get(url, headers=bearer("bob"))).status_code == 404
+    unknown = await http.get(f"/api/jobs/{uuid.uuid4()}/events", headers=bearer("alice"))
+    assert unknown.status_code == 404
+    not_uuid = await http.get("/api/jobs/42/events", headers=bearer("alice"))
+    assert not_uuid.status_code == 404
+    # Only the event routes: a GET of the job itself ignores a query token.
+    plain = await http.get(f"/api/jobs/{finished}", params={"access_token": token("alice")})
+    assert plain.status_code == 401
+    # The multiplexed route too.
+    async with http.stream(
+        "GET", "/api/events", params={"access_token": token("alice")}
+    ) as response:
+        assert response.status_code == 200
+    assert (await http.get("/api/events")).status_code == 401
 
 
 async def test_the_user_stream_sends_open_jobs_then_every_change_of_that_user_only(
-    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+    job_store: ServiceProcess, http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
 ) -> None:
-    open_job, new_job, others = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    views = {open_job: view(open_job, 2, "processing")}
-
-    def page(request: ListJobs) -> JobPage:
-        items = [summary(views[open_job])] if request.statuses else []
-        return JobPage(items=items, next_cursor=None)
-
+    open_job = await running_job(nats_client, subjects)
+    new_job, others = uuid.uuid4(), uuid.uuid4()
     async with (
-        job_store_double(nats_client, subjects, reply_of(views)),
-        job_store_list_double(nats_client, subjects, page) as listed,
+        overheard(nats_client, subjects.list_jobs, ListJobs) as listed,
         http.stream("GET", "/api/events", headers=bearer("alice")) as response,
     ):
         assert response.status_code == 200
         stream = events(response)
         first = await next_event(stream)
         assert first.event == "status"
-        assert first.json() == views[open_job]
+        assert first.json() == view(open_job, 2, "processing")
         assert first.id
         assert first.id.isdigit()
         assert listed[0].user_id == "alice"
         assert set(listed[0].statuses) == {"pending", "processing"}
 
-        await announce(nats_client, subjects, view(others, 1, "pending"), user_id="bob")
+        await publish(nats_client, subjects, requested(others, user_id="bob"))
         await progress(nats_client, subjects, others, "not yours", 1)
-        await announce(nats_client, subjects, view(new_job, 1, "pending"))
+        await publish(nats_client, subjects, requested(new_job))
         received = [await next_event(stream)]
         # Progress names no user: the gateway routes it by the owner its changes named
         # (a job's first change precedes its output by far in life; here, wait for it).
         await progress(nats_client, subjects, new_job, "Hello", 1)
         received.append(await next_event(stream))
-        await announce(nats_client, subjects, view(open_job, 3, "succeeded", "fin"))
+        await publish(nats_client, subjects, completed(open_job, output="fin"))
         await announce(nats_client, subjects, view(open_job, 2, "processing"))  # stale
         received.append(await next_event(stream))
         assert [(e.event, e.json()["jobId"]) for e in received] == [
@@ -292,8 +359,14 @@ async def test_a_change_announced_without_its_output_is_read_again(
 ) -> None:
     job_id = uuid.uuid4()
     views = {job_id: view(job_id, 2, "processing")}
+
+    def answer(request: GetJob) -> bytes:
+        return msgspec.json.encode({"job": views.get(request.job_id)})
+
+    # The double: the real job-store omits an output from its announcement and from its read
+    # alike (both over the message size), so no sequence of events gives a read carrying it.
     async with (
-        job_store_double(nats_client, subjects, reply_of(views)),
+        job_store_double(nats_client, subjects, answer),
         http.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer("alice")) as response,
     ):
         stream = events(response)
@@ -305,21 +378,31 @@ async def test_a_change_announced_without_its_output_is_read_again(
 
 
 async def test_a_get_of_a_job_whose_output_is_too_large_is_413_naming_its_size(
-    http: httpx.AsyncClient, nats_client: NATS, subjects: Subjects
+    job_store: ServiceProcess,
+    http: httpx.AsyncClient,
+    nats_client: NATS,
+    jobs_stream_ready: StreamSpec,
+    subjects: Subjects,
 ) -> None:
     job_id = uuid.uuid4()
-    job = view(job_id, 3, "succeeded")
-
-    def answer(request: GetJob) -> bytes:
-        return msgspec.json.encode({"job": job, "outputOmitted": True, "outputBytes": 9_000_000})
-
-    # The double: it claims a 9 MB output without one being produced and stored for the test.
-    async with job_store_double(nats_client, subjects, answer):
-        response = await http.get(f"/api/jobs/{job_id}", headers=bearer("alice"))
+    # Too large for an event and for a reply: stored aside as the relay stores it, and kept
+    # whole by the job-store, which then answers the job without it.
+    big = "x" * (9 * 1024 * 1024)
+    js = nats_client.jetstream()
+    ref = await store_result(await result_store(js, jobs_stream_ready.name), PREDICTION, big)
+    await publish(
+        nats_client,
+        subjects,
+        requested(job_id),
+        submitted(job_id),
+        completed(job_id, output_ref=ref),
+    )
+    await stored(nats_client, subjects, job_id, 3)
+    response = await http.get(f"/api/jobs/{job_id}", headers=bearer("alice"))
     assert response.status_code == 413
     body = response.json()
     assert body["type"] == "urn:ai-jobs:problem:output-too-large"
-    assert "9000000 bytes" in body["detail"]
+    assert f"{len(big)} bytes" in body["detail"]
 
 
 @pytest.fixture
@@ -332,19 +415,18 @@ def own_gateway(tmp_path: Path, gateway_env: dict[str, str]) -> Iterator[Running
 
 
 async def test_on_sigterm_open_streams_end_with_a_retry_hint(
-    own_gateway: RunningGateway, nats_client: NATS, subjects: Subjects
+    job_store: ServiceProcess, own_gateway: RunningGateway, nats_client: NATS, subjects: Subjects
 ) -> None:
-    job_id = uuid.uuid4()
-    views = {job_id: view(job_id, 2, "processing")}
+    job_id = await running_job(nats_client, subjects)
     async with (
-        job_store_double(nats_client, subjects, reply_of(views)),
-        job_store_list_double(nats_client, subjects, no_jobs),
         httpx.AsyncClient(base_url=own_gateway.url, timeout=10) as client,
         client.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer("alice")) as one,
         client.stream("GET", "/api/events", headers=bearer("alice")) as many,
     ):
         job_stream, user_stream = events(one), events(many)
         assert (await next_event(job_stream)).id == "2"
+        # The user stream's first state: its list was answered before the gateway stops.
+        assert (await next_event(user_stream)).json()["jobId"] == str(job_id)
         exit_code = asyncio.get_running_loop().run_in_executor(None, own_gateway.process.terminate)
         for stream in (job_stream, user_stream):
             # Read to the end: the loop finishing (and not the timeout) is the gateway closing
@@ -362,7 +444,7 @@ async def test_on_sigterm_open_streams_end_with_a_retry_hint(
 
 
 async def test_after_nats_comes_back_streams_are_told_to_reconnect(
-    tmp_path: Path, restartable_nats: NatsServer
+    tmp_path: Path, restartable_nats: NatsServer, database_url: str
 ) -> None:
     """Changes published while the gateway was away from NATS are lost to it: its streams
     end with a `retry:` hint, and the reconnecting clients read the current state."""
@@ -376,14 +458,24 @@ async def test_after_nats_comes_back_streams_are_told_to_reconnect(
         "AUTH_JWT_SECRET": SECRET,
         "SSE_RETRY_MS": "1000",
     }
-    job_id = uuid.uuid4()
-    views = {job_id: view(job_id, 2, "processing")}
+    store_env = {
+        "NATS_URL": restartable_nats.url,
+        "SUBJECT_PREFIX": subjects.prefix,
+        "DATABASE_URL": database_url,
+        "ADMIN_PORT": str(free_port()),
+    }
     nc = await nats.connect(restartable_nats.url, reconnect_time_wait=0.2)
     try:
-        with ServiceProcess([command_path("gateway")], env, tmp_path / "gw.log") as gateway:
+        with (
+            ServiceProcess([command_path("gateway")], env, tmp_path / "gw.log") as gateway,
+            ServiceProcess(
+                [command_path("job-store")], store_env, tmp_path / "job-store.log"
+            ) as job_store,
+        ):
             gateway.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
+            await until_serving(job_store, "postgres", within=20.0)
+            job_id = await running_job(nc, subjects)
             async with (
-                job_store_double(nc, subjects, reply_of(views)),
                 httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=20) as api,
                 api.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer("alice")) as one,
             ):
@@ -396,6 +488,7 @@ async def test_after_nats_comes_back_streams_are_told_to_reconnect(
                 assert len(hints) == 1
                 assert 1000 <= (hints[0] or 0) <= 5000
             assert gateway.terminate() == 0, gateway.log
+            assert job_store.terminate() == 0, job_store.log
     finally:
         await nc.close()
 
@@ -407,27 +500,26 @@ def open_streams(admin_url: str) -> float:
 
 
 async def test_a_client_that_goes_away_is_forgotten_without_an_error(
+    job_store: ServiceProcess,
     gateway: RunningGateway,
     gateway_env: dict[str, str],
     nats_client: NATS,
     subjects: Subjects,
 ) -> None:
     admin = f"http://127.0.0.1:{gateway_env['ADMIN_PORT']}"
-    job_id = uuid.uuid4()
-    views = {job_id: view(job_id, 2, "processing")}
-    async with job_store_double(nats_client, subjects, reply_of(views)):
-        for _ in range(3):
-            async with (
-                httpx.AsyncClient(base_url=gateway.url, timeout=10) as client,
-                client.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer()) as response,
-            ):
-                assert (await next_event(events(response))).id == "2"
-                assert open_streams(admin) >= 1
+    job_id = await running_job(nats_client, subjects)
+    for _ in range(3):
+        async with (
+            httpx.AsyncClient(base_url=gateway.url, timeout=10) as client,
+            client.stream("GET", f"/api/jobs/{job_id}/events", headers=bearer()) as response,
+        ):
+            assert (await next_event(events(response))).id == "2"
+            assert open_streams(admin) >= 1
 
-        async def all_closed() -> bool:
-            return open_streams(admin) == 0
+    async def all_closed() -> bool:
+        return open_streams(admin) == 0
 
-        # Noticed at the latest when the next keepalive cannot be written.
-        await eventually(all_closed, within=5)
+    # Noticed at the latest when the next keepalive cannot be written.
+    await eventually(all_closed, within=5)
     assert "Traceback" not in gateway.process.log
     assert '"level":"error"' not in gateway.process.log

@@ -143,6 +143,7 @@ async def test_without_the_job_store_or_with_it_failing_a_history_is_503(
     async with httpx.AsyncClient(base_url=gateway.url, headers=bearer("alice")) as api:
         answers = [await api.get(path)]  # no responders at all
         for code in (503, 422):
+            # The stand-in: the real job-store cannot be made to refuse a valid request on cue.
             async with refusing_history(nats_client, subjects, code):
                 answers.append(await api.get(path))
     for answer in answers:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 import msgspec
@@ -29,6 +29,7 @@ from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import free_port
 
 SECRET = "gateway-integration-secret-0123456789abcdef"
+Asked = TypeVar("Asked")
 # Small, so the size tests send little; the default (64 KiB) is the setting's own.
 MAX_BODY_BYTES = 2048
 
@@ -160,6 +161,25 @@ async def job_store_list_double(
             await nats_client.publish(msg.reply, msgspec.json.encode(reply))
 
     subscription = await nats_client.subscribe(subjects.list_jobs, cb=respond)
+    await nats_client.flush()
+    try:
+        yield asked
+    finally:
+        await subscription.unsubscribe()
+
+
+@asynccontextmanager
+async def overheard(
+    nats_client: NATS, subject: str, request: type[Asked]
+) -> AsyncIterator[list[Asked]]:
+    """What the gateway asks the job-store on `subject`, overheard: this never answers, the
+    real job-store alone does (or nobody, and the gateway answers `503`)."""
+    asked: list[Asked] = []
+
+    async def overhear(msg: Msg) -> None:
+        asked.append(msgspec.json.decode(msg.data, type=request))
+
+    subscription = await nats_client.subscribe(subject, cb=overhear)
     await nats_client.flush()
     try:
         yield asked

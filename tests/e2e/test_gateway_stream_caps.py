@@ -1,20 +1,19 @@
 """One token trying to exhaust the gateway with streams, against the gateway as a process over
-real NATS: it is refused `429` at `USER_MAX_STREAMS` on both event routes while another user
-still gets in, closing one of its streams lets its next one in, the process refuses
-everybody `503` at `MAX_STREAMS`, and the open-streams gauge follows along."""
+real NATS and the real job-store: it is refused `429` at `USER_MAX_STREAMS` on both event
+routes while another user still gets in, closing one of its streams lets its next one in, the
+process refuses everybody `503` at `MAX_STREAMS`, and the open-streams gauge follows along."""
 
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
-from nats.aio.client import Client as NATS
 
-from jobs_proto.subjects import Subjects
+from jobs_testkit.processes import ServiceProcess
 from jobs_testkit.waiting import eventually
 
-from .test_gateway_events import no_jobs
 from .test_gateway_limits_and_cache import PROBLEM, assert_too_many, gateway_with
-from .test_gateway_processes import bearer, job_store_list_double, random_job_id
+from .test_gateway_processes import bearer, random_job_id
+from .test_gateway_processes import database_migrations as database_migrations
 from .test_gateway_processes import gateway_base_env as gateway_base_env
 from .test_gateway_processes import gateway_env as gateway_env
 
@@ -29,7 +28,7 @@ def open_streams(admin_url: str) -> float:
 
 
 async def test_one_token_cannot_hold_more_than_its_streams_nor_the_process_more_than_its_cap(
-    tmp_path: Path, gateway_env: dict[str, str], nats_client: NATS, subjects: Subjects
+    job_store: ServiceProcess, tmp_path: Path, gateway_env: dict[str, str]
 ) -> None:
     admin = f"http://127.0.0.1:{gateway_env['ADMIN_PORT']}"
     with gateway_with(
@@ -40,8 +39,8 @@ async def test_one_token_cannot_hold_more_than_its_streams_nor_the_process_more_
         # A departed client is noticed when its next keepalive is due.
         SSE_KEEPALIVE_S="0.2",
     ) as url:
+        # The real job-store answers each `/api/events`' list of open jobs (none here).
         async with (
-            job_store_list_double(nats_client, subjects, no_jobs),
             httpx.AsyncClient(base_url=url, timeout=10) as api,
             AsyncExitStack() as held,
         ):

@@ -14,15 +14,17 @@ from jobs_testkit.waiting import eventually
 async def job_until(
     gateway: httpx.AsyncClient, job_id: str, statuses: set[str], within: float = 30.0
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
+    job: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        nonlocal job
         response = await gateway.get(f"/api/jobs/{job_id}")
         assert response.status_code == 200, response.text
-        job: dict[str, Any] = response.json()
-        if job["status"] in statuses:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
-        await asyncio.sleep(0.1)
+        job = response.json()
+        return job["status"] in statuses
+
+    await eventually(reached, within=within, what=f"job {job_id} in {sorted(statuses)}")
+    return job
 
 
 async def audit(simulator: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:
@@ -180,10 +182,14 @@ async def test_the_callers_jobs_are_listed_newest_first_and_one_is_canceled_mid_
         return [item["jobId"] for item in response.json()["items"]]
 
     # The job-store lists a job once it has consumed its request.
-    deadline = time.monotonic() + 30
-    while not {older, newer} <= set(ids := await listed()):
-        assert time.monotonic() < deadline, ids
-        await asyncio.sleep(0.1)
+    ids: list[str] = []
+
+    async def both_listed() -> bool:
+        nonlocal ids
+        ids = await listed()
+        return {older, newer} <= set(ids)
+
+    await eventually(both_listed, within=30, what="both jobs listed")
     assert ids.index(newer) < ids.index(older)
 
     await job_until(gateway, newer, {"processing"})

@@ -3,8 +3,6 @@ the ai-runner's relay, the output log, the gateway's `/output`; resumed across r
 through cut upstream streams, and still whole after Replicate removed the prediction's data.
 Every service a real process."""
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +10,7 @@ import httpx
 
 from jobs_testkit.sse import events
 from jobs_testkit.stack import Stack
+from jobs_testkit.waiting import eventually
 
 from .test_job_flow import audit, job_until, submit
 
@@ -125,13 +124,14 @@ async def test_after_replicate_removed_the_data_the_whole_text_still_streams(
     await simulator.put("/_sim/config", json={"latencyS": 1, "dataRemovedAfterS": 0.5})
     job_id = await submit(gateway, "forgotten tides")
     job = await job_until(gateway, job_id, {"succeeded"})
-    deadline = time.monotonic() + 15
-    while True:
+    prediction: dict[str, Any] = {}
+
+    async def removed() -> bool:
+        nonlocal prediction
         (prediction,) = await audit(simulator, job_id)
-        if prediction.get("data_removed"):
-            break
-        assert time.monotonic() < deadline, prediction
-        await asyncio.sleep(0.2)
+        return bool(prediction.get("data_removed"))
+
+    await eventually(removed, within=15, what="the prediction's data removed")
     # Replicate has forgotten the text: its stream is gone, the system still has it.
     stream_url = prediction["urls"]["stream"]
     async with httpx.AsyncClient() as outside:

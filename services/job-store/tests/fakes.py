@@ -288,9 +288,12 @@ class GatedStore(MemoryStore):
         super().__init__()
         self.gated = gated
         self.gate = asyncio.Event()
+        # Set once a write of `gated` waits at the gate.
+        self.held = asyncio.Event()
 
     async def fail_for(self, entries: Sequence[HistoryEntry]) -> None:
         if any(e.job_id == self.gated for e in entries):
+            self.held.set()
             await self.gate.wait()
         await super().fail_for(entries)
 

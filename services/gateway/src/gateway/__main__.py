@@ -84,7 +84,9 @@ async def serve_gateway(service: Service[Settings]) -> None:
     _warn_about_auth(settings)
     # Running jobs this gateway knows from the announcements and the job-store's replies.
     views = JobViews()
-    store = ViewedJobStore(NatsJobStore(service.nc, settings.subjects), views)
+    store = ViewedJobStore(
+        NatsJobStore(service.nc, settings.subjects, settings.job_store_timeout_s), views
+    )
     keys = await service.set_up(
         "idempotency bucket",
         lambda: idempotency_bucket(
@@ -125,14 +127,22 @@ async def serve_gateway(service: Service[Settings]) -> None:
     )
     # What the feed's announcements missed (lost on core NATS), read back every SSE_RESYNC_S.
     resync = StreamResync(
-        service.nc, settings.subjects, hub, store, observer, every_s=settings.sse_resync_s
+        service.nc,
+        settings.subjects,
+        hub,
+        store,
+        observer,
+        every_s=settings.sse_resync_s,
+        timeout_s=settings.job_store_timeout_s,
     )
     await feed.start()
     ports = GatewayPorts(
         verifier=_verifier(settings),
         bus=JetStreamEventBus(service.nc, service.publisher),
         store=store,
-        requested=StreamRequestedLog(service.nc, settings.jobs_stream, settings.subjects),
+        requested=StreamRequestedLog(
+            service.nc, settings.jobs_stream, settings.subjects, settings.job_store_timeout_s
+        ),
         max_body_bytes=settings.http_max_body_bytes,
         cors_origins=settings.cors_origin_list,
         keys=KvIdempotencyKeys(service.nc, keys),
@@ -142,7 +152,7 @@ async def serve_gateway(service: Service[Settings]) -> None:
             else None
         ),
         spending=Spending(
-            NatsBudgets(service.nc, settings.subjects),
+            NatsBudgets(service.nc, settings.subjects, settings.job_store_timeout_s),
             user_micros=settings.user_budget_micros,
             global_micros=settings.global_budget_micros,
         ),
@@ -153,7 +163,9 @@ async def serve_gateway(service: Service[Settings]) -> None:
         hub=hub,
         views=views,
         streams=streams,
-        output_log=NatsOutputLog(service.nc, output_spec.name, settings.subjects),
+        output_log=NatsOutputLog(
+            service.nc, output_spec.name, settings.subjects, settings.job_store_timeout_s
+        ),
         demo_page=settings.demo_page_on,
         observer=observer,
     )

@@ -86,6 +86,10 @@ class Settings(ServiceSettings, frozen=True):
     # deploy/tests).
     user_max_streams: Annotated[int, msgspec.Meta(ge=0)] = 20
     max_streams: Annotated[int, msgspec.Meta(ge=0)] = 4000
+    # How long a request to the job-store (a read, a budget, the resync's versions), and a read
+    # of the JOBS or output stream, may take before the caller is answered `503` (at most a
+    # minute: a client waiting longer has long given up).
+    job_store_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
     # Memory for the encoded answers of finished jobs (they never change); 0: no cache.
     job_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * 1024 * 1024
     http_max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024

@@ -21,7 +21,11 @@ from ..fakes import FakeJobStore, RecordingObserver, job_view
 
 
 class VersionsDouble:
-    """Answers `versions` from `stored`, keeping every request."""
+    """Answers `versions` from `stored`, keeping every request.
+
+    A stand-in, not the job-store: this file tests the adapter alone (its requests' shape and
+    batching, over 1,000 running jobs nobody has to make); tests/e2e/test_gateway_resync.py
+    runs it against the real job-store."""
 
     def __init__(self) -> None:
         self.stored: dict[uuid.UUID, int] = {}

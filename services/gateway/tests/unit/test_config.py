@@ -171,6 +171,14 @@ def test_the_stream_resync_runs_every_10_s_by_default_and_zero_turns_it_off() ->
             load_settings(Settings, {"SSE_RESYNC_S": bad})
 
 
+def test_the_job_store_timeout_is_2_s_by_default_positive_and_at_most_a_minute() -> None:
+    assert load_settings(Settings, {}).job_store_timeout_s == 2.0
+    assert load_settings(Settings, {"JOB_STORE_TIMEOUT_S": "15"}).job_store_timeout_s == 15.0
+    for bad in ("0", "-1", "61", "inf", "nan", "soon"):
+        with pytest.raises(SettingsError, match="JOB_STORE_TIMEOUT_S"):
+            load_settings(Settings, {"JOB_STORE_TIMEOUT_S": bad})
+
+
 def test_stream_caps_are_on_by_default_and_zero_turns_them_off() -> None:
     settings = load_settings(Settings, {})
     assert (settings.user_max_streams, settings.max_streams) == (20, 4000)

@@ -11,6 +11,17 @@ from job_store.adapters.postgres import PostgresJobStore
 from job_store.batches import apply_events
 from job_store.transitions import Change, transition
 from jobs_testkit.events import requested, submitted
+from jobs_testkit.waiting import eventually
+
+
+async def _waiting_on_a_lock(pool: Pool) -> bool:
+    """Whether a session of this test's database waits for a lock another one holds."""
+    async with pool.acquire() as conn:
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    return bool(waiting)
 
 
 async def _history_count(pool: Pool, job_id: uuid.UUID) -> int:
@@ -109,7 +120,8 @@ async def test_an_insert_that_loses_a_race_in_flight_undoes_the_whole_statement(
                 [created.entry, other_moved.entry],
             )
         )
-        await asyncio.sleep(0.3)  # the statement now waits on the rival's uncommitted row
+        # The statement now waits on the rival's uncommitted row: Postgres shows it waiting.
+        await eventually(lambda: _waiting_on_a_lock(pool), what="the write waiting on the row")
         assert not write.done()
 
     assert await write is False

@@ -666,7 +666,7 @@ async def test_with_concurrent_batches_another_job_need_not_wait_for_a_slow_comm
     store = GatedStore(slow)
     applier = EventApplier(store, announcer, concurrent_batches=2)
     first = asyncio.create_task(applier(requested(slow)))
-    await asyncio.sleep(0.01)  # its batch is being written, held at the gate
+    await store.held.wait()  # its batch is being written, held at the gate
     then = asyncio.create_task(applier(submitted(slow)))  # its job's batch is in hand: waits
     await asyncio.wait_for(applier(requested(quick)), 5)  # another job: committed meanwhile
     assert not first.done()
@@ -689,8 +689,10 @@ async def test_with_one_batch_at_a_time_another_job_waits_for_the_commit(
     store = GatedStore(slow)
     applier = EventApplier(store, announcer)
     first = asyncio.create_task(applier(requested(slow)))
-    await asyncio.sleep(0.01)
+    await store.held.wait()
     other = asyncio.create_task(applier(requested(quick)))
+    # Nothing to wait on: a write of `quick` that did not wait would be done within a few
+    # turns of the event loop (the store is in memory), far fewer than this pause allows.
     await asyncio.sleep(0.01)
     assert not other.done()
     store.gate.set()
