@@ -22,8 +22,8 @@ export function requestFailure(error: Error): string {
     if (error.status === 401) return "The page's access to this job has lapsed; reload the page.";
     if (error.status === 403 || error.status === 404) return "There is no such job, or it is not yours.";
     if (problem?.detail) return problem.detail;
-    if (error.status >= 500) return "The job service is unavailable right now.";
+    if (error.kind === "network") return "The connection to the job service was lost.";
+    if (error.status !== null && error.status >= 500) return "The job service is unavailable right now.";
   }
-  if (error instanceof TypeError) return "The connection to the job service was lost.";
   return error.message;
 }
