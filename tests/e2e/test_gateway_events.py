@@ -106,7 +106,8 @@ def completed(
     job_id: uuid.UUID,
     status: FinalPredictionStatus = "succeeded",
     output: str | None = None,
-    **fields: str,
+    error: str | None = None,
+    output_ref: str | None = None,
 ) -> JobCompleted:
     """The prediction's end, after `submitted`: the job's version 3."""
     return JobCompleted(
@@ -115,7 +116,8 @@ def completed(
         prediction_id=PREDICTION,
         prediction_status=status,
         output=output,
-        **fields,
+        output_ref=output_ref,
+        error=error,
     )
 
 

@@ -109,13 +109,12 @@ async def job_store_double(
     nats_client: NATS,
     subjects: Subjects,
     answer: Callable[[GetJob], bytes],
-    delay_s: float = 0.0,
     service_error: str | None = None,
     gate: asyncio.Event | None = None,
 ) -> AsyncIterator[list[GetJob]]:
-    """A stand-in for the job-store's get endpoint: answers whatever `answer` says (after
-    `delay_s`, and once `gate` is set if given; as an error reply with `service_error`) and
-    records what it was asked.
+    """A stand-in for the job-store's get endpoint: answers whatever `answer` says (once
+    `gate` is set if given; as an error reply with `service_error`) and records what it was
+    asked.
 
     Only for what the real job-store (the `job_store` fixture) cannot be made to do: answer
     late or on cue, fail, or answer nonsense; or a view no sequence of events produces. Each
@@ -126,7 +125,6 @@ async def job_store_double(
     async def respond(msg: Msg) -> None:
         request = msgspec.json.decode(msg.data, type=GetJob)
         asked.append(request)
-        await asyncio.sleep(delay_s)
         if gate is not None:
             await gate.wait()
         # A NATS micro service marks a failed request with this header.
