@@ -789,78 +789,21 @@ export class JobsClient {
     const report = this._reporter("outputStream", jobId, onConnection);
     const path = `/api/jobs/${encodeURIComponent(jobId)}/output`;
     let offset = fromOffset;
-    let delayMs = this.reconnectMs;
-    let hintMs = null;
-    try {
-      while (true) {
-        if (this._hidden()) {
-          report("paused");
-          await this._untilVisible(inner.signal);
-        }
-        report("connecting");
-        const connection = this._connection(inner.signal);
-        let received = false;
-        let paused = false;
-        let retryAfter = null;
-        try {
-          let response = null;
-          try {
-            const headers = { Accept: "text/event-stream" };
-            if (offset > 0) headers["Last-Event-ID"] = String(offset);
-            response = await this._request(path, { headers, signal: connection.signal });
-          } catch (error) {
-            if (inner.signal.aborted) throw abortedError(inner.signal);
-            if (connection.signal.reason === PAUSED) paused = true;
-            else if (!(error instanceof ApiError && error.kind === "network")) throw error;
-          }
-          if (response !== null && FINAL_STATUSES.has(response.status)) {
-            throw await this._httpError(response, path);
-          }
-          const type = response?.headers.get("content-type") ?? "";
-          if (response !== null && response.ok && type.startsWith("text/event-stream")) {
-            report("open");
-            try {
-              for await (const event of readEvents(response.body, connection.signal)) {
-                if (event.retry !== null) hintMs = event.retry;
-                if (event.event === "output") {
-                  const piece = outputPiece(event, offset);
-                  if (piece === null) continue;
-                  received = true;
-                  offset = piece.offset;
-                  yield piece;
-                } else if (event.event === "done") {
-                  const { status, error } = JSON.parse(event.data);
-                  yield { type: "done", status, error: error ?? null, offset };
-                  return;
-                }
-              }
-              // readEvents ends quietly when its signal aborts: the abort still decides.
-              if (inner.signal.aborted) throw abortedError(inner.signal);
-              if (connection.signal.reason === PAUSED) paused = true;
-            } catch (error) {
-              if (inner.signal.aborted) throw abortedError(inner.signal);
-              if (error instanceof OutputProtocolError) throw error;
-              if (error instanceof SyntaxError) {
-                throw new ApiError("parse", { url: `${this.baseUrl}${path}`, cause: error, message: error.message });
-              }
-              if (connection.signal.reason === PAUSED) paused = true;
-              // Otherwise the connection broke: open it again from the offset reached.
-            }
-          }
-          if (response !== null && !received && !response.bodyUsed) {
-            await response.body?.cancel().catch(() => {});
-            retryAfter = retryAfterMs(response); // for this answer only, unlike `retry:`
-          }
-        } finally {
-          connection.abort(SETTLED);
-        }
-        if (paused) continue;
-        // Back off while connections bring nothing; start over once one did.
-        delayMs = received ? (hintMs ?? this.reconnectMs) : Math.max(delayMs, hintMs ?? 0);
-        report(received ? "connecting" : "error");
-        await this._pause(retryAfter ?? delayMs, inner.signal);
-        delayMs = Math.min(delayMs * 2, this.maxReconnectMs);
+    const read = (event) => {
+      if (event.event === "output") {
+        const piece = outputPiece(event, offset);
+        if (piece === null) return null;
+        offset = piece.offset;
+        return { received: true, items: [piece] };
       }
+      if (event.event === "done") {
+        const { status, error } = JSON.parse(event.data);
+        return { items: [{ type: "done", status, error: error ?? null, offset }], done: true };
+      }
+      return null;
+    };
+    try {
+      yield* this._resumable(path, { inner, report, resumeFrom: () => offset || null, read });
     } finally {
       inner.abort(new Error("output stream ended")); // ends any request still open
       report("closed");
@@ -881,82 +824,31 @@ export class JobsClient {
     const versions = new Map();
     const seqs = new Map();
     let position = lastEventId;
-    let delayMs = this.reconnectMs;
-    let hintMs = null;
-    try {
-      while (true) {
-        if (this._hidden()) {
-          report("paused");
-          await this._untilVisible(inner.signal);
+    const read = (event) => {
+      let got = null;
+      if (event.event === "status") {
+        got = { received: true };
+        const job = JSON.parse(event.data);
+        if (job.version > (versions.get(job.jobId) ?? 0)) {
+          // A finished job is not sent again (resumes start after it): forget it.
+          if (TERMINAL.has(job.status)) versions.delete(job.jobId);
+          else versions.set(job.jobId, job.version);
+          onJob?.(job);
         }
-        report("connecting");
-        const connection = this._connection(inner.signal);
-        let received = false;
-        let paused = false;
-        let retryAfter = null;
-        try {
-          let response = null;
-          try {
-            const headers = { Accept: "text/event-stream" };
-            if (position) headers["Last-Event-ID"] = position;
-            response = await this._request("/api/events", { headers, signal: connection.signal });
-          } catch (error) {
-            if (inner.signal.aborted) throw abortedError(inner.signal);
-            if (connection.signal.reason === PAUSED) paused = true;
-            else if (!(error instanceof ApiError && error.kind === "network")) throw error;
-          }
-          if (response !== null && FINAL_STATUSES.has(response.status)) {
-            throw await this._httpError(response, "/api/events");
-          }
-          const type = response?.headers.get("content-type") ?? "";
-          if (response !== null && response.ok && type.startsWith("text/event-stream")) {
-            report("open");
-            try {
-              for await (const event of readEvents(response.body, connection.signal)) {
-                if (event.retry !== null) hintMs = event.retry;
-                if (event.event === "status") {
-                  received = true;
-                  const job = JSON.parse(event.data);
-                  if (job.version > (versions.get(job.jobId) ?? 0)) {
-                    // A finished job is not sent again (resumes start after it): forget it.
-                    if (TERMINAL.has(job.status)) versions.delete(job.jobId);
-                    else versions.set(job.jobId, job.version);
-                    onJob?.(job);
-                  }
-                } else if (event.event === "progress") {
-                  received = true;
-                  const progress = JSON.parse(event.data);
-                  if (progress.seq > (seqs.get(progress.jobId) ?? -1)) {
-                    seqs.set(progress.jobId, progress.seq);
-                    onProgress?.(progress);
-                  }
-                }
-                if (event.id) position = event.id;
-              }
-              // readEvents ends quietly when its signal aborts: the abort still decides.
-              if (inner.signal.aborted) throw abortedError(inner.signal);
-              if (connection.signal.reason === PAUSED) paused = true;
-            } catch (error) {
-              if (inner.signal.aborted) throw abortedError(inner.signal);
-              if (connection.signal.reason === PAUSED) paused = true;
-              else if (error instanceof SyntaxError) {
-                throw new ApiError("parse", { url: `${this.baseUrl}/api/events`, cause: error, message: error.message });
-              }
-            }
-          }
-          if (response !== null && !received && !response.bodyUsed) {
-            await response.body?.cancel().catch(() => {});
-            retryAfter = retryAfterMs(response);
-          }
-        } finally {
-          connection.abort(SETTLED);
+      } else if (event.event === "progress") {
+        got = { received: true };
+        const progress = JSON.parse(event.data);
+        if (progress.seq > (seqs.get(progress.jobId) ?? -1)) {
+          seqs.set(progress.jobId, progress.seq);
+          onProgress?.(progress);
         }
-        if (paused) continue;
-        delayMs = received ? (hintMs ?? this.reconnectMs) : Math.max(delayMs, hintMs ?? 0);
-        report(received ? "connecting" : "error");
-        await this._pause(retryAfter ?? delayMs, inner.signal);
-        delayMs = Math.min(delayMs * 2, this.maxReconnectMs);
       }
+      if (event.id) position = event.id;
+      return got;
+    };
+    try {
+      // It never ends by itself: only an abort or a final answer stops it.
+      for await (const _ of this._resumable("/api/events", { inner, report, resumeFrom: () => position, read }));
     } catch (error) {
       if (error instanceof ApiError && error.kind === "aborted" && signal?.aborted) return;
       report("error");
@@ -964,6 +856,84 @@ export class JobsClient {
     } finally {
       inner.abort(new Error("watchJobs ended"));
       report("closed");
+    }
+  }
+
+  /**
+   * The items `read` makes of the events of the stream at `path`, opened again while it breaks
+   * from `resumeFrom()` (sent as `Last-Event-ID`), after a wait that doubles from `reconnectMs`
+   * up to `maxReconnectMs` while connections bring nothing (`received`; the server's `retry:`
+   * and `Retry-After` are honoured); a hidden page closes it and a shown one opens it again.
+   * `read(event)` gives null (nothing), or `{received, items, done}`: the items are yielded,
+   * and `done` ends it. Throws ApiError on a final answer (401/403/404/422), a body that is not
+   * events, or the abort of `inner`.
+   */
+  async *_resumable(path, { inner, report, resumeFrom, read }) {
+    let delayMs = this.reconnectMs;
+    let hintMs = null;
+    while (true) {
+      if (this._hidden()) {
+        report("paused");
+        await this._untilVisible(inner.signal);
+      }
+      report("connecting");
+      const connection = this._connection(inner.signal);
+      let received = false;
+      let paused = false;
+      let retryAfter = null;
+      try {
+        let response = null;
+        try {
+          const headers = { Accept: "text/event-stream" };
+          const from = resumeFrom();
+          if (from) headers["Last-Event-ID"] = String(from);
+          response = await this._request(path, { headers, signal: connection.signal });
+        } catch (error) {
+          if (inner.signal.aborted) throw abortedError(inner.signal);
+          if (connection.signal.reason === PAUSED) paused = true;
+          else if (!(error instanceof ApiError && error.kind === "network")) throw error;
+        }
+        if (response !== null && FINAL_STATUSES.has(response.status)) {
+          throw await this._httpError(response, path);
+        }
+        const type = response?.headers.get("content-type") ?? "";
+        if (response !== null && response.ok && type.startsWith("text/event-stream")) {
+          report("open");
+          try {
+            for await (const event of readEvents(response.body, connection.signal)) {
+              if (event.retry !== null) hintMs = event.retry;
+              const got = read(event);
+              if (got === null) continue;
+              if (got.received) received = true;
+              for (const item of got.items ?? []) yield item;
+              if (got.done) return;
+            }
+            // readEvents ends quietly when its signal aborts: the abort still decides.
+            if (inner.signal.aborted) throw abortedError(inner.signal);
+            if (connection.signal.reason === PAUSED) paused = true;
+          } catch (error) {
+            if (inner.signal.aborted) throw abortedError(inner.signal);
+            if (error instanceof OutputProtocolError) throw error;
+            if (error instanceof SyntaxError) {
+              throw new ApiError("parse", { url: `${this.baseUrl}${path}`, cause: error, message: error.message });
+            }
+            if (connection.signal.reason === PAUSED) paused = true;
+            // Otherwise the connection broke: open it again from where it got to.
+          }
+        }
+        if (response !== null && !received && !response.bodyUsed) {
+          await response.body?.cancel().catch(() => {});
+          retryAfter = retryAfterMs(response); // for this answer only, unlike `retry:`
+        }
+      } finally {
+        connection.abort(SETTLED);
+      }
+      if (paused) continue;
+      // Back off while connections bring nothing; start over once one did.
+      delayMs = received ? (hintMs ?? this.reconnectMs) : Math.max(delayMs, hintMs ?? 0);
+      report(received ? "connecting" : "error");
+      await this._pause(retryAfter ?? delayMs, inner.signal);
+      delayMs = Math.min(delayMs * 2, this.maxReconnectMs);
     }
   }
 }
