@@ -16,19 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from jobs_testkit import prerequisites
+from jobs_testkit.browser import launched_chromium
 from jobs_testkit.stack import Stack
 
-# Without these, Chromium keeps opening connections this machine's closed network refuses.
-QUIET_BROWSER = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 REPOSITORY = Path(__file__).resolve().parents[2]
 CLIENT = REPOSITORY / "clients" / "js"
 ARTIFACTS = REPOSITORY / "test-artifacts"
@@ -89,14 +82,8 @@ def stack_overrides(example_origin: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = prerequisites.chromium()
-    assert executable, "no Chromium: `make test` runs `python -m jobs_testkit.prerequisites`"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=QUIET_BROWSER)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launched_chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -13,21 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from gateway.adapters.http.site import UPLOT_VERSION
-from jobs_testkit import prerequisites
+from jobs_testkit.browser import launched_chromium
 from jobs_testkit.stack import Stack
 from jobs_testkit.waiting import eventually
 
-# Without these, Chromium keeps opening connections this machine's closed network refuses.
-QUIET_BROWSER = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 REPOSITORY = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPOSITORY / "test-artifacts"
 UPLOT = REPOSITORY / "services" / "gateway" / "demo" / "vendor" / "uplot"
@@ -44,14 +36,8 @@ def stack_overrides() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = prerequisites.chromium()
-    assert executable, "no Chromium: `make test` runs `python -m jobs_testkit.prerequisites`"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=QUIET_BROWSER)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launched_chromium() as launched:
+        yield launched
 
 
 def submit_and_wait(stack: Stack, token: str, jobs: list[tuple[str, str]]) -> list[str]:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from jobs_testkit import prerequisites
+from jobs_testkit.browser import launched_chromium
 from jobs_testkit.processes import ServiceProcess
 from jobs_testkit.servers import free_port
 from jobs_testkit.stack import Stack
@@ -40,13 +41,6 @@ BUILD_OUTPUTS = {"node_modules", ".next", "next-env.d.ts", "tsconfig.tsbuildinfo
 # Short-lived job tokens and no leeway on `exp`: a job outlives several tokens.
 JOB_TOKEN_TTL_S = 5
 STALE_BUILD_S = 7 * 24 * 3600
-QUIET_BROWSER = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # A request from the page: its status and JSON body.
 FETCH_JSON = "([url, method]) => fetch(url, {method}).then(async r => [r.status, await r.json()])"
@@ -153,14 +147,8 @@ def app_url(
 def browser(app_url: str) -> Iterator[Browser]:
     """Chromium, started after the stack and the app: the stack's setup runs an event loop of its
     own, which Playwright's sync API in the same thread would refuse."""
-    executable = prerequisites.chromium()
-    assert executable, "no Chromium: `make test` runs `python -m jobs_testkit.prerequisites`"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=QUIET_BROWSER)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launched_chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
