@@ -136,7 +136,8 @@ def app_url(
     next_bin = str(built_app / "node_modules" / "next" / "dist" / "bin" / "next")
     argv = [node, next_bin, "start", str(built_app), "-H", "127.0.0.1", "-p", str(port)]
     log = tmp_path_factory.mktemp("nextjs") / "next.log"
-    with ServiceProcess(argv, environment, log) as process:
+    # `next start` forks the server it runs: the whole group goes at the end.
+    with ServiceProcess(argv, environment, log, group=True) as process:
         url = f"http://127.0.0.1:{port}"
         process.wait_http(f"{url}/", timeout=60)
         yield url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,10 +26,21 @@ class ServiceProcess:
     """One service process; its output (JSON logs) goes to a file for assertions, or to this
     process's own stdout and stderr when `log_path` is None (`make run`)."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path | None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path | None,
+        *,
+        group: bool = False,
+    ) -> None:
+        """`group`: the process leads a process group of its own, and signals go to the whole
+        group, for a command that forks the real server (`next start` does) which would
+        otherwise outlive the test."""
         self.argv = list(argv)
         self.env = {**os.environ, "APP_ENV": "dev", **env}
         self.log_path = log_path
+        self.group = group
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
@@ -42,6 +54,7 @@ class ServiceProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.group,
             )
         return self
 
@@ -74,17 +87,25 @@ class ServiceProcess:
         raise TimeoutError(f"{url} did not answer {status} (last: {last!r}):\n{self.log}")
 
     def signal(self, sig: signal.Signals) -> None:
-        self.process.send_signal(sig)
+        if self.group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
 
     def terminate(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait; the exit code (SIGKILL after `timeout`, then a negative code)."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.signal(signal.SIGKILL)
             return self.process.wait()
+        finally:
+            if self.group:
+                # What the leader forked goes with it, whatever the leader did on SIGTERM.
+                self.signal(signal.SIGKILL)
 
     def __enter__(self) -> ServiceProcess:
         return self.start()
@@ -95,9 +116,13 @@ class ServiceProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._process is not None and self._process.poll() is None:
+        if self._process is None:
+            return
+        if self.group:
+            self.signal(signal.SIGKILL)
+        elif self._process.poll() is None:
             self._process.kill()
-            self._process.wait()
+        self._process.wait()
 
 
 async def until_serving(process: ServiceProcess, check: str, within: float = 15.0) -> None:
