@@ -35,8 +35,17 @@ TEXT_ASSIGNMENT = re.compile(
 )
 # A webhook signing key looks like one wherever it is written, tests included.
 WEBHOOK_KEY = re.compile(r"whsec_[A-Za-z0-9+/=]{8,}")
-# Not values but blanks for the reader to fill: `...`, `$(command)`, `<token>`, `{name}`.
-PLACEHOLDER = re.compile(r"\.\.\.|[$<>{]")
+# Not values but blanks for the reader to fill: `...`, `$(command)`, `<token>`, `{name}`; or
+# code in a Markdown example, `token: () => session.getAccessToken()`.
+PLACEHOLDER = re.compile(r"\.\.\.|[$<>{(]")
+# JavaScript and TypeScript: a string literal given to a secret's name, `token: "..."`,
+# `const secret = '...'` (no annotation: `a: "x", b: "y"` is an object, not a typed name).
+SCRIPT_ASSIGNMENT = re.compile(
+    rf"""\b(?P<name>{SECRET_NAME})["']?[ \t]*[=:][ \t]*"""
+    r"""(?P<q>["'])(?P<value>[^"'\n]*)(?P=q)(?![ \t]*\+)""",
+    re.IGNORECASE,
+)
+SCRIPTS = (".js", ".mjs", ".cjs", ".jsx", ".ts", ".tsx")
 
 
 def tracked_files() -> list[str]:
@@ -55,7 +64,12 @@ def text_of(name: str) -> str | None:
 
 def assigned_secrets(name: str, text: str) -> set[str]:
     """The secret values `text` (the file `name`) assigns to secret-looking names."""
-    pattern = PYTHON_ASSIGNMENT if name.endswith(".py") else TEXT_ASSIGNMENT
+    if name.endswith(".py"):
+        pattern = PYTHON_ASSIGNMENT
+    elif name.endswith(SCRIPTS):
+        pattern = SCRIPT_ASSIGNMENT
+    else:
+        pattern = TEXT_ASSIGNMENT
     found: set[str] = set()
     for match in pattern.finditer(text):
         value = match["value"].rstrip(",;")  # a list's or a statement's end

@@ -57,6 +57,8 @@ PUBLISHED: Final = frozenset(
         # Test values: webhook-ingest's fetch-secret key, deploy/tests' malformed simulator key.
         "whsec_ZmV0Y2gtc2VjcmV0IHRlc3Qga2V5",
         "not-whsec",
+        # The JavaScript client's offline tests: a job token their local server hands out.
+        "job-token",
     }
 )
 
