@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Final, Protocol, Self
 
 LOOPBACK = "127.0.0.1"
 
@@ -57,12 +59,38 @@ class ServerContext:
         self.close()
 
 
+# Ports handed to servers come from below the kernel's ephemeral range: a port the kernel gave
+# out with bind(0) is also what it gives any outgoing connection, so between the test kit's
+# check and the server's bind another process's connection could take it (CI saw a cluster
+# node fail with "address already in use" so).
+_LISTEN_PORTS_FROM: Final = 10_000
+_EPHEMERAL_RANGE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_floor() -> int | None:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def free_port() -> int:
-    """Return a TCP port on the loopback interface that was free a moment ago."""
+    """Return a TCP port on the loopback interface that was free a moment ago, outside the
+    range the kernel picks outgoing connections' ports from where it says which that is."""
+    floor = _ephemeral_floor()
+    if floor is not None and floor - _LISTEN_PORTS_FROM > 1_000:
+        for _ in range(100):
+            port = random.randrange(_LISTEN_PORTS_FROM, floor)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-    return port
+        chosen: int = sock.getsockname()[1]
+    return chosen
 
 
 def tcp_accepts(host: str, port: int) -> bool:
