@@ -99,6 +99,8 @@ class RelayConsumer:
             ends.append(
                 await self._nc.subscribe(self._subjects.all_output_wanted, cb=self._on_wanted)
             )
+        # Ready means the server has the subscriptions: a gateway's word sent after it is heard.
+        await self._nc.flush()
         tickers = [
             asyncio.ensure_future(self._mark_in_progress(stop)),
             asyncio.ensure_future(self._send_progress(stop)),
