@@ -6,6 +6,7 @@ client's own tests (`node --test clients/js/test/*.test.mjs`) pass against this 
 import asyncio
 import os
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +20,49 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 async def read_events(
-    response: httpx.Response, until: Any = None, within_s: float = 30.0
+    response: httpx.Response,
+    until: Any = None,
+    within_s: float = 30.0,
+    on_progress: Callable[[], Awaitable[None]] | None = None,
 ) -> list[tuple[str, str | None, Any]]:
-    """(event, id, data) of each event until the stream ends or `until(event)` holds."""
+    """(event, id, data) of each event until the stream ends or `until(event)` holds;
+    `on_progress` is awaited at the first progress event."""
     received: list[tuple[str, str | None, Any]] = []
     async with asyncio.timeout(within_s):
         async for event in events(response):
             if not event.data:
                 continue  # a keepalive comment
             received.append((event.event, event.id, event.json()))
+            if event.event == "progress" and on_progress is not None:
+                await on_progress()
+                on_progress = None
             if until is not None and until(received[-1]):
                 break
     return received
 
 
+async def hold_the_results(simulator: httpx.AsyncClient) -> Callable[[], Awaitable[None]]:
+    """Webhooks held, so no job ends before the test lets it: the relay reads the prediction's
+    text meanwhile (from Replicate's stream, not webhooks), so progress still comes. Without
+    the hold, a loaded machine could end a 2 s prediction before its first progress reached
+    the stream. Returns the release."""
+    await simulator.put("/_sim/config", json={"latencyS": 2, "holdWebhooks": True})
+
+    async def release() -> None:
+        await simulator.put("/_sim/config", json={"holdWebhooks": False})
+
+    return release
+
+
 async def test_a_job_stream_carries_progress_and_closes_with_the_result(
     gateway: httpx.AsyncClient, simulator: httpx.AsyncClient
 ) -> None:
-    await simulator.put("/_sim/config", json={"latencyS": 2})
+    release = await hold_the_results(simulator)
     created = await gateway.post("/api/ideation/generate-script", json={"topic": "tides"})
     job_id = created.json()["jobId"]
     async with gateway.stream("GET", f"/api/jobs/{job_id}/events", timeout=30) as response:
         assert response.status_code == 200
-        received = await read_events(response)
+        received = await read_events(response, on_progress=release)
     statuses = [(i, d) for name, i, d in received if name == "status"]
     progress = [d for name, _, d in received if name == "progress"]
     assert statuses[0][1]["status"] in ("pending", "processing")
@@ -65,7 +86,7 @@ async def test_a_job_stream_carries_progress_and_closes_with_the_result(
 async def test_the_user_stream_sees_a_job_created_after_it_opened(
     gateway: httpx.AsyncClient, simulator: httpx.AsyncClient
 ) -> None:
-    await simulator.put("/_sim/config", json={"latencyS": 1})
+    release = await hold_the_results(simulator)
     async with gateway.stream("GET", "/api/events", timeout=30) as response:
         assert response.status_code == 200
         # No wait: the route enters `hub.watch_user` before it answers, so the `200` means it
@@ -79,7 +100,7 @@ async def test_the_user_stream_sees_a_job_created_after_it_opened(
             name, _, data = event
             return name == "status" and data["jobId"] == job_id and data["status"] == "succeeded"
 
-        received = await read_events(response, until=finished)
+        received = await read_events(response, until=finished, on_progress=release)
     mine = [(name, data) for name, _, data in received if data["jobId"] == job_id]
     assert mine[-1][1]["status"] == "succeeded"
     assert any(name == "progress" for name, _ in mine)

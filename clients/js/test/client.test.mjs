@@ -73,15 +73,23 @@ test("the generated types match the gateway's OpenAPI document", async () => {
 test("waitForJob resolves on succeeded, with updates and partial output on the way", async () => {
   const { fetch: recorded, requests } = recordingFetch();
   const jobs = client({ fetch: recorded });
+  // Webhooks held until the first progress, so the job cannot end before it (the relay reads
+  // the prediction's stream meanwhile): a loaded machine could end a 1.5 s prediction first.
+  await simulate({ holdWebhooks: true });
+  let released;
   const { jobId, status } = await jobs.createJob("script_generation", { topic: "tides" });
   assert.equal(status, "pending");
   const updates = [];
   const progress = [];
   const job = await jobs.waitForJob(jobId, {
     onUpdate: (j) => updates.push(j),
-    onProgress: (p) => progress.push(p),
+    onProgress: (p) => {
+      progress.push(p);
+      released ??= simulate({ holdWebhooks: false });
+    },
     timeoutMs: 20_000,
   });
+  await released;
   assert.equal(job.status, "succeeded");
   assert.ok(job.output && job.output.length > 0);
   assert.equal(updates.at(-1), job);
