@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from jobs_proto.events import JobRequested, JobSubmitted, encode_event
 from jobs_proto.stream import ConsumerSpec, StreamSpec
 from jobs_proto.subjects import Subjects
-from jobs_runtime.bus import EventPublisher
+from jobs_runtime.bus import EventPublisher, server_has_all
 from jobs_runtime.consumer import SUBJECT_MISMATCH, UNDECODABLE, ConsumerLoop
 from jobs_runtime.pacing import Allowance
 from jobs_runtime.retry import RetryLater
@@ -140,7 +140,7 @@ async def publish_after_the_nak(
     """Once `naked()` holds (the loop chose its delay and sends the nak next, on this same
     connection), a flush so the server has the nak, then one more event; returns it."""
     await eventually(naked)
-    await nc.flush()
+    await server_has_all(nc)
     event = JobSubmitted(job_id=uuid.uuid4(), occurred_at=datetime.now(UTC), prediction_id="p2")
     await publisher.publish(event)
     return event

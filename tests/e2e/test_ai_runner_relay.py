@@ -33,7 +33,7 @@ from jobs_proto.events import JobCompleted, JobSubmitted
 from jobs_proto.output import OutputWanted, decode_chunk, encode_wanted, output_stream
 from jobs_proto.stream import StreamSpec, relay_consumer
 from jobs_proto.subjects import Subjects
-from jobs_runtime.bus import EventPublisher, ensure_stream
+from jobs_runtime.bus import EventPublisher, ensure_stream, server_has_all
 from jobs_runtime.http import HttpServer
 from jobs_runtime.output import OutputLog
 from jobs_runtime.progress import CoreNatsProgress
@@ -116,7 +116,7 @@ class System:
         """What a gateway says when a client starts reading the job's text."""
         wanted = OutputWanted(job_id=job_id, prediction_id=prediction["id"])
         await self.nc.publish(self.subjects.output_wanted(job_id), encode_wanted(wanted))
-        await self.nc.flush()
+        await server_has_all(self.nc)
 
     async def start_relay(
         self, ack_wait_s: float = 30.0, *, on_demand: bool = False

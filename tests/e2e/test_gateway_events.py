@@ -24,7 +24,7 @@ from jobs_proto.events import JobCompleted, JobEvent, JobRequested, JobStarted, 
 from jobs_proto.status import FinalPredictionStatus, JobStatus
 from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
-from jobs_runtime.bus import EventPublisher
+from jobs_runtime.bus import EventPublisher, server_has_all
 from jobs_runtime.results import result_store, store_result
 from jobs_testkit.processes import ServiceProcess, command_path, until_serving
 from jobs_testkit.servers import NatsServer, free_port
@@ -158,7 +158,7 @@ async def announce(
     gives to this job-store (an older version, as another replica's late announcement)."""
     change = msgspec.convert({"userId": user_id, "job": job, "outputOmitted": omitted}, JobChanged)
     await nc.publish(subjects.job_change(change.job.job_id), msgspec.json.encode(change))
-    await nc.flush()
+    await server_has_all(nc)
 
 
 async def progress(
@@ -172,7 +172,7 @@ async def progress(
     """Partial output as webhook-ingest sends it; by default from the job's prediction."""
     body = JobProgress(job_id=job_id, output=text, seq=seq, prediction_id=prediction_id)
     await nc.publish(subjects.progress(job_id), msgspec.json.encode(body))
-    await nc.flush()
+    await server_has_all(nc)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from jobs_proto.subjects import Subjects
+from jobs_runtime.bus import server_has_all
 from jobs_testkit.stack import Stack
 from jobs_testkit.waiting import eventually
 
@@ -129,7 +130,7 @@ async def refusing_history(nats_client: NATS, subjects: Subjects, code: int) -> 
         await nats_client.publish(msg.reply, b"", headers=headers)
 
     subscription = await nats_client.subscribe(subjects.job_history, cb=respond)
-    await nats_client.flush()
+    await server_has_all(nats_client)
     try:
         yield
     finally:

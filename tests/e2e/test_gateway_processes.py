@@ -24,6 +24,7 @@ from jobs_proto.api import GetJob, JobPage, ListJobs
 from jobs_proto.events import JobRequested, decode_event
 from jobs_proto.stream import StreamSpec
 from jobs_proto.subjects import Subjects
+from jobs_runtime.bus import server_has_all
 from jobs_testkit.plugin import Migrate
 from jobs_testkit.processes import ServiceProcess, command_path
 from jobs_testkit.servers import free_port
@@ -132,7 +133,7 @@ async def job_store_double(
         await nats_client.publish(msg.reply, answer(request), headers=headers)
 
     subscription = await nats_client.subscribe(subjects.get_job, cb=respond)
-    await nats_client.flush()
+    await server_has_all(nats_client)
     try:
         yield asked
     finally:
@@ -159,7 +160,7 @@ async def job_store_list_double(
             await nats_client.publish(msg.reply, msgspec.json.encode(reply))
 
     subscription = await nats_client.subscribe(subjects.list_jobs, cb=respond)
-    await nats_client.flush()
+    await server_has_all(nats_client)
     try:
         yield asked
     finally:
@@ -178,7 +179,7 @@ async def overheard(
         asked.append(msgspec.json.decode(msg.data, type=request))
 
     subscription = await nats_client.subscribe(subject, cb=overhear)
-    await nats_client.flush()
+    await server_has_all(nats_client)
     try:
         yield asked
     finally:

@@ -101,6 +101,19 @@ async def connect(
             delay = min(delay * 2, 5.0)
 
 
+async def server_has_all(nc: NATS) -> None:
+    """Return once the server has processed everything this connection sent before the call
+    (a subscription is in place, a publish delivered to those listening).
+
+    One `flush()` is not enough with nats-py 2.16: it writes its PING straight to the socket
+    while a SUB or PUB may still wait in the client's pending buffer for the flusher task, so
+    the PONG can come back before the server has seen them (a request from another
+    connection then missed a subscription that "was ready"). By the time the first PONG is
+    read the flusher has written them, so the second PING follows them on the wire."""
+    await nc.flush()
+    await nc.flush()
+
+
 def stream_config(spec: StreamSpec) -> js_api.StreamConfig:
     return js_api.StreamConfig(
         name=spec.name,

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from jobs_proto.api import JobChanged
 from jobs_proto.stream import StreamSpec, jobs_stream
 from jobs_proto.subjects import Subjects
-from jobs_runtime.bus import ensure_stream
+from jobs_runtime.bus import ensure_stream, server_has_all
 from jobs_testkit.processes import ServiceProcess, command_path, until_serving
 from jobs_testkit.servers import (
     DockerNatsServer,
@@ -279,6 +279,6 @@ async def announced(nats_client: NATS, subjects: Subjects) -> AsyncIterator[list
         received.append(msgspec.json.decode(msg.data, type=JobChanged))
 
     subscription = await nats_client.subscribe(subjects.all_job_changes, cb=collect)
-    await nats_client.flush()
+    await server_has_all(nats_client)
     yield received
     await subscription.unsubscribe()

@@ -16,6 +16,7 @@ from gateway.adapters.resync import StreamResync
 from gateway.hub import Hub
 from jobs_proto.api import GetJobVersions, JobChanged, JobVersions
 from jobs_proto.subjects import Subjects
+from jobs_runtime.bus import server_has_all
 
 from ..fakes import FakeJobStore, RecordingObserver, job_view
 
@@ -42,7 +43,7 @@ class VersionsDouble:
 async def versions(nats_client: NATS, subjects: Subjects) -> AsyncIterator[VersionsDouble]:
     double = VersionsDouble()
     subscription = await nats_client.subscribe(subjects.job_versions, cb=double.respond)
-    await nats_client.flush()
+    await server_has_all(nats_client)
     yield double
     await subscription.unsubscribe()
 

@@ -36,7 +36,7 @@ from jobs_proto.events import JobSubmitted, decode_event
 from jobs_proto.output import OUTPUT_WANTED_EVERY_S, decode_wanted
 from jobs_proto.stream import ConsumerSpec
 from jobs_proto.subjects import SubjectError, Subjects
-from jobs_runtime.bus import ensure_consumer
+from jobs_runtime.bus import ensure_consumer, server_has_all
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class RelayConsumer:
                 await self._nc.subscribe(self._subjects.all_output_wanted, cb=self._on_wanted)
             )
         # Ready means the server has the subscriptions: a gateway's word sent after it is heard.
-        await self._nc.flush()
+        await server_has_all(self._nc)
         tickers = [
             asyncio.ensure_future(self._mark_in_progress(stop)),
             asyncio.ensure_future(self._send_progress(stop)),

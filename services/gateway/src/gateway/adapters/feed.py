@@ -19,6 +19,7 @@ from jobs_proto.output import decode_chunk
 from jobs_proto.status import is_terminal
 from jobs_proto.subjects import Subjects
 from jobs_runtime import tracing
+from jobs_runtime.bus import server_has_all
 from jobs_runtime.periodic import every
 
 # The logger it wrote to before it had a module of its own: log queries keep working.
@@ -58,7 +59,7 @@ class NatsJobFeed:
         await self._nc.subscribe(
             self._subjects.all_output, cb=self._on_output, pending_msgs_limit=100_000
         )
-        await self._nc.flush()
+        await server_has_all(self._nc)
 
     async def watch_reconnects(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
         """Until `stop`: after NATS reconnected, end every open stream with a `retry:` hint.

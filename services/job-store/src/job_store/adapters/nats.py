@@ -44,6 +44,7 @@ from jobs_proto.spend import GetUsage, ReleaseBudget, ReserveBudget
 from jobs_proto.stream import DEV_CAPACITY, Capacity
 from jobs_proto.subjects import Subjects
 from jobs_runtime import tracing
+from jobs_runtime.bus import server_has_all
 from jobs_runtime.results import load_result, result_store
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class JobStoreEndpoints:
                 ),
             )
         # Round trip to the server: once this returns, requests reach us (readiness relies on it).
-        await self._nc.flush()
+        await server_has_all(self._nc)
 
     async def stop(self) -> None:
         """Stop taking requests (other replicas get them), then finish those in hand."""
