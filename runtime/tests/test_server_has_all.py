@@ -69,9 +69,8 @@ async def relay(nats_url: str) -> AsyncIterator[tuple[RecordingRelay, str]]:
     assert target.port is not None
     recording = RecordingRelay(target.hostname, target.port)
     port = await recording.start()
-    yield recording, f"nats://{target.username}:{target.password}@127.0.0.1:{port}" if (
-        target.username
-    ) else f"nats://127.0.0.1:{port}"
+    credentials = f"{target.username}:{target.password}@" if target.username else ""
+    yield recording, f"nats://{credentials}127.0.0.1:{port}"
     await recording.close()
 
 
